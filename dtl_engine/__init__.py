@@ -1,0 +1,25 @@
+"""dtl_engine: Disentangled Transfer Learning (Fu, Zhu, Wu, AAAI 2024) on timm backbones.
+
+The library behind DTL Studio. It never imports Qt; the desktop app listens to it.
+"""
+from __future__ import annotations
+
+from .config import TrainConfig
+from .errors import BackboneError, DataError, DTLError, ExportError, RunError, WeightsError
+from .listener import RunListener, StopToken
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Heavy pieces (torch, timm) load on first use so `import dtl_engine` stays instant.
+    if name in ("build_model", "DTLModel"):
+        from . import model
+        return getattr(model, name)
+    raise AttributeError(f"module 'dtl_engine' has no attribute '{name}'")
+
+
+__all__ = [
+    "TrainConfig", "RunListener", "StopToken", "build_model", "DTLModel",
+    "DTLError", "DataError", "BackboneError", "WeightsError", "RunError", "ExportError",
+]

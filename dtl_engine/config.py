@@ -1,0 +1,100 @@
+"""The training configuration: one flat dataclass, a help text per field, JSON round-trip."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import RunError
+
+METHODS = ("dtl", "dtl+", "linear")
+AUGMENTS = ("none", "light", "standard")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if callable(default) and not isinstance(default, type):
+        return field(default_factory=default, metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class TrainConfig:
+    data_dir: str = _f("", "Folder of images, one sub-folder per class (or train/ val/ [test/]).")
+    backbone: str = _f("vit_base_patch16_224.augreg2_in21k_ft_in1k", "Any supported timm model name.")
+    weights: str = _f("hub", "'hub' (download, cached), 'random', or a path to a local weights file.")
+    method: str = _f("dtl", "'dtl', 'dtl+' (adds a depthwise conv on the patch grid) or 'linear' (probe baseline).")
+    rank: int | None = _f(None, "Rank r of the low-rank side maps; None = the family default (ViT 2, Swin 4).")
+    inject_from: int | None = _f(None, "First block M whose output gets side information; None = family default.")
+    beta: float = _f(100.0, "Steepness β of the swish gate on the side network's output.")
+    fusion_kernel: int | None = _f(None, "DTL+ depthwise kernel size; None = family default (ViT 3, Swin 5).")
+    epochs: int = _f(20, "Number of passes over the training images.")
+    warmup_epochs: float = _f(2.0, "Epochs of linear learning-rate warm-up before the cosine decay.")
+    batch_size: int = _f(32, "Images per optimisation step.")
+    lr: float = _f(1e-3, "Peak learning rate (AdamW).")
+    weight_decay: float = _f(0.05, "AdamW weight decay (never applied to biases and 1-D parameters).")
+    label_smoothing: float = _f(0.0, "Label smoothing of the cross-entropy loss (0 = off).")
+    augment: str = _f("light", "Augmentation preset: 'none', 'light' or 'standard'.")
+    image_size: int | None = _f(None, "Input side in pixels; None = the backbone's own size.")
+    precision: str = _f("auto", "'auto' (bf16/fp16 on GPUs that support it, fp32 on CPU), 'fp32', 'bf16', 'fp16'.")
+    device: str = _f("auto", "'auto' (CUDA, then Apple MPS, then CPU), or force 'cuda', 'mps', 'cpu'.")
+    seed: int = _f(0, "Random seed for the split, initialisation and data order.")
+    val_fraction: float = _f(0.2, "Share of each class held out for validation (flat folder layout only).")
+    drop_path: float = _f(0.0, "Stochastic depth rate on the frozen backbone.")
+    checkpoint_blocks: bool = _f(False, "Memory saver: recompute blocks after M in backward (slower, less memory).")
+    low_precision_taps: bool = _f(False, "Memory saver: keep the side network's tap inputs in bf16.")
+    cache_features: str = _f("auto", "Cache the frozen prefix outputs across epochs: 'auto' (when augment is 'none'), 'on', 'off'.")
+    cache_budget_mb: int = _f(2048, "Memory budget of the prefix cache; beyond it the cache spills into the run folder.")
+    early_stopping: int | None = _f(None, "Stop after this many epochs without validation improvement; None = never.")
+    num_workers: int = _f(0, "Data-loading worker processes (0 = load in the training thread).")
+    max_steps: int | None = _f(None, "Stop after this many optimisation steps in total (quick checks); None = no limit.")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`RunError` with a sentence for the first bad value."""
+        checks = [
+            (self.method in METHODS, f"Method must be one of {', '.join(METHODS)}, not '{self.method}'."),
+            (self.augment in AUGMENTS, f"Augmentation must be one of {', '.join(AUGMENTS)}, not '{self.augment}'."),
+            (self.precision in PRECISIONS, f"Precision must be one of {', '.join(PRECISIONS)}, not '{self.precision}'."),
+            (self.device in DEVICES, f"Device must be one of {', '.join(DEVICES)}, not '{self.device}'."),
+            (self.cache_features in ("auto", "on", "off"), "Feature cache must be 'auto', 'on' or 'off'."),
+            (self.rank is None or self.rank >= 1, "The rank must be at least 1."),
+            (self.epochs >= 1, "Train for at least one epoch."),
+            (self.batch_size >= 1, "The batch size must be at least 1."),
+            (self.lr > 0, "The learning rate must be positive."),
+            (0.0 < self.val_fraction < 1.0, "The validation share must be between 0 and 1."),
+            (self.fusion_kernel is None or self.fusion_kernel % 2 == 1, "The DTL+ kernel size must be odd."),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise RunError(message)
+
+    # --- JSON round-trip -------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> "TrainConfig":
+        p = Path(text_or_path)
+        text = p.read_text(encoding="utf-8") if p.suffix == ".json" and p.exists() else str(text_or_path)
+        return cls.from_dict(json.loads(text))
+
+    @staticmethod
+    def help(name: str) -> str:
+        """The plain-words help text of one field (tooltips, --help)."""
+        return next(f.metadata["help"] for f in fields(TrainConfig) if f.name == name)

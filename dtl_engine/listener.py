@@ -1,0 +1,128 @@
+"""How a run talks to whoever watches it: plain listener objects, no Qt.
+
+A listener implements only the hooks it cares about (all default to no-ops).
+The desktop app adapts these calls into Qt signals; the CLI prints them.
+:class:`StopToken` is how a watcher asks a run to stop or pause; the run
+checks it between batches, so a request is honoured within one batch.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RunStarted:
+    run_dir: str
+    device: str                 # "cpu", "cuda", "mps"
+    device_name: str            # human name, e.g. "NVIDIA RTX 4090" or "CPU (8 threads)"
+    precision: str              # "fp32", "bf16", "fp16"
+    epochs: int
+    steps_per_epoch: int
+    start_epoch: int            # > 0 when resumed
+    classes: list[str]
+    num_train: int
+    num_val: int
+    trainable_params: int
+    total_params: int
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BatchStats:
+    epoch: int                  # 0-based
+    step: int                   # 0-based step within the epoch
+    steps_per_epoch: int
+    global_step: int
+    total_steps: int
+    loss: float
+    lr: float
+    images_per_sec: float
+    memory_bytes: int           # CUDA allocated on GPU, process RSS on CPU
+    peak_memory_bytes: int
+    eta_seconds: float
+
+
+@dataclass
+class EpochStats:
+    epoch: int                  # 0-based
+    epochs: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    seconds: float
+    is_best: bool
+
+
+@dataclass
+class MemorySample:
+    bytes_now: int
+    bytes_peak: int
+    kind: str                   # "cuda", "mps" or "process"
+
+
+class RunListener:
+    """Base listener: override what you need. Called from the training thread."""
+
+    def run_started(self, info: RunStarted) -> None: ...
+    def batch_finished(self, stats: BatchStats) -> None: ...
+    def epoch_finished(self, stats: EpochStats) -> None: ...
+    def memory_sample(self, sample: MemorySample) -> None: ...
+    def checkpoint_saved(self, path: str, epoch: int) -> None: ...
+    def warning(self, message: str) -> None: ...
+    def run_finished(self, result: Any) -> None: ...
+    def run_failed(self, message: str, details: str) -> None: ...
+
+
+class ListenerGroup(RunListener):
+    """Fans every call out to several listeners, in order."""
+
+    def __init__(self, *listeners: RunListener | None):
+        self.listeners = [lst for lst in listeners if lst is not None]
+
+    def _emit(self, hook: str, *args: Any) -> None:
+        for lst in self.listeners:
+            getattr(lst, hook)(*args)
+
+    def run_started(self, info): self._emit("run_started", info)
+    def batch_finished(self, stats): self._emit("batch_finished", stats)
+    def epoch_finished(self, stats): self._emit("epoch_finished", stats)
+    def memory_sample(self, sample): self._emit("memory_sample", sample)
+    def checkpoint_saved(self, path, epoch): self._emit("checkpoint_saved", path, epoch)
+    def warning(self, message): self._emit("warning", message)
+    def run_finished(self, result): self._emit("run_finished", result)
+    def run_failed(self, message, details): self._emit("run_failed", message, details)
+
+
+class StopToken:
+    """Thread-safe stop / pause request shared by a run and its watcher."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._running.set()     # a paused run must wake up to stop
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def wait_while_paused(self, poll: float = 0.1) -> None:
+        """Block while paused; return at once when running or stopping."""
+        while not self._running.wait(poll):
+            pass
