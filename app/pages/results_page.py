@@ -1,0 +1,177 @@
+"""Results page: how good the trained model is.
+
+Headline (accuracy, best epoch), confusion matrix, per-class precision /
+recall / F1, and a gallery of misclassified images. Reads the run's
+``report.json``; when a run has none yet it is evaluated in the background.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QGroupBox, QHeaderView, QLabel, QSplitter,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from app.widgets.confusion_matrix import ConfusionMatrixView
+from app.widgets.error_dialog import show_error
+from app.widgets.mistakes_gallery import MistakesGallery
+from app.worker import run_in_background
+
+
+def load_evaluation(run_dir: str | Path):
+    """The run's saved evaluation, or a fresh one (written to report.json) when missing."""
+    from dtl_engine.evaluate import REPORT, Evaluation, evaluate_run
+
+    path = Path(run_dir) / REPORT
+    if path.exists():
+        return Evaluation.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    return evaluate_run(run_dir)
+
+
+class ResultsPage(QWidget):
+    """Shows one run's evaluation."""
+
+    status_changed = Signal()
+    evaluation_shown = Signal(object)     # the Evaluation now on screen
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.run_dir: str | None = None
+        self.evaluation: Any = None
+        self._status = (False, "No results yet: train a model or open a past run.")
+        self._request = 0
+
+        self.headline = QLabel("No results yet")
+        self.headline.setStyleSheet("font-size: 16pt; font-weight: 600;")
+        self.subline = QLabel("Train a model on the Train page, or open a past run on the Runs page.")
+        self.subline.setStyleSheet("color: #555;")
+        self.subline.setWordWrap(True)
+
+        self.matrix = ConfusionMatrixView()
+        matrix_box = QGroupBox("Confusion matrix")
+        mlay = QVBoxLayout(matrix_box)
+        hint = QLabel("Rows: true class · columns: predicted class · colour: share of the row")
+        hint.setStyleSheet("color: #666;")
+        mlay.addWidget(hint)
+        mlay.addWidget(self.matrix, 1)
+
+        self.per_class = QTableWidget(0, 5)
+        self.per_class.setHorizontalHeaderLabels(["Class", "Precision", "Recall", "F1", "Images"])
+        self.per_class.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.per_class.setAlternatingRowColors(True)
+        self.per_class.verticalHeader().setVisible(False)
+        self.per_class.setSortingEnabled(True)
+        header = self.per_class.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for col in range(1, 5):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        table_box = QGroupBox("Per class")
+        QVBoxLayout(table_box).addWidget(self.per_class)
+
+        self.gallery = MistakesGallery()
+        gallery_box = QGroupBox("Misclassified images (most confident first)")
+        self.gallery_box = gallery_box
+        QVBoxLayout(gallery_box).addWidget(self.gallery)
+
+        top = QSplitter(Qt.Orientation.Horizontal)
+        top.addWidget(matrix_box)
+        top.addWidget(table_box)
+        top.setStretchFactor(0, 3)
+        top.setStretchFactor(1, 2)
+        main = QSplitter(Qt.Orientation.Vertical)
+        main.addWidget(top)
+        main.addWidget(gallery_box)
+        main.setStretchFactor(0, 3)
+        main.setStretchFactor(1, 2)
+        main.setChildrenCollapsible(False)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.headline)
+        layout.addWidget(self.subline)
+        layout.addWidget(main, 1)
+
+    # --- page contract -------------------------------------------------------
+    def status(self) -> tuple[bool, str]:
+        return self._status
+
+    def show_run(self, run_dir: str) -> None:
+        """Show a run's report (evaluating it in the background if needed)."""
+        self.run_dir = str(run_dir)
+        self._request += 1
+        request = self._request
+        self.headline.setText("Loading results…")
+        self.subline.setText(f"Run {Path(run_dir).name}")
+        self._set_status(False, f"Loading the results of {Path(run_dir).name}…")
+        run_in_background(lambda: load_evaluation(run_dir), what="Evaluating the run", context=self,
+                          on_done=lambda ev: self._loaded(request, ev),
+                          on_error=lambda m, d: self._failed(request, m, d))
+
+    def show_result(self, result: Any) -> None:
+        """Show a RunResult straight away when it carries its evaluation."""
+        report = getattr(result, "report", None)
+        if report is None:
+            self.show_run(result.run_dir)
+            return
+        self.run_dir = str(result.run_dir)
+        self._request += 1
+        self.show_evaluation(report)
+
+    def show_evaluation(self, evaluation: Any) -> None:
+        """Fill every part of the page from an Evaluation."""
+        self.evaluation = evaluation
+        name = Path(self.run_dir).name if self.run_dir else "this run"
+        split = "test" if getattr(evaluation, "split", "val") == "test" else "validation"
+        n = getattr(evaluation, "num_images", 0) or sum(map(sum, evaluation.confusion))
+        self.headline.setText(f"Accuracy {100 * evaluation.accuracy:.1f} %")
+        best = evaluation.best_epoch
+        epoch_text = f" · weights of the best epoch ({best + 1})" if best is not None else ""
+        self.subline.setText(f"Run {name} · {n} {split} images, {len(evaluation.classes)} classes{epoch_text}")
+        self.matrix.set_matrix(evaluation.classes, evaluation.confusion)
+        self._fill_table(evaluation.per_class)
+        mistakes = list(evaluation.mistakes)
+        self.gallery_box.setTitle(f"Misclassified images: {len(mistakes)} (most confident first)")
+        self.gallery.set_mistakes(mistakes)
+        self._set_status(True, f"{name}: accuracy {100 * evaluation.accuracy:.1f} % on {n} {split} images")
+        self.evaluation_shown.emit(evaluation)
+
+    # --- helpers --------------------------------------------------------------
+    def _fill_table(self, rows: list[dict]) -> None:
+        self.per_class.setSortingEnabled(False)
+        self.per_class.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            self.per_class.setItem(r, 0, QTableWidgetItem(str(row["name"])))
+            for c, key in enumerate(("precision", "recall", "f1"), start=1):
+                item = _NumberItem(f"{100 * float(row[key]):.1f} %", float(row[key]))
+                self.per_class.setItem(r, c, item)
+            self.per_class.setItem(r, 4, _NumberItem(str(int(row["support"])), float(row["support"])))
+        self.per_class.setSortingEnabled(True)
+
+    def _loaded(self, request: int, evaluation: Any) -> None:
+        if request == self._request:
+            self.show_evaluation(evaluation)
+
+    def _failed(self, request: int, message: str, details: str) -> None:
+        if request != self._request:
+            return
+        self.headline.setText("No results for this run")
+        self.subline.setText(message)
+        self._set_status(False, message)
+        self.error_dialog = show_error(self, "Results could not be shown", message, details)
+
+    def _set_status(self, ready: bool, text: str) -> None:
+        self._status = (ready, text)
+        self.status_changed.emit()
+
+
+class _NumberItem(QTableWidgetItem):
+    """Sorts by value, shows formatted text."""
+
+    def __init__(self, text: str, value: float) -> None:
+        super().__init__(text)
+        self.value = value
+        self.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        return self.value < getattr(other, "value", 0.0)

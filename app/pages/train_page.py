@@ -1,0 +1,352 @@
+"""Train page: start / pause / resume / stop a run and watch it live.
+
+The run happens on a QThread (:class:`app.worker.RunController`); this page
+only reacts to its signals. Curves are redrawn by a 10 Hz timer in
+:class:`app.widgets.charts.TrainingCharts`, not once per batch.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QFontDatabase
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton,
+                               QSplitter, QVBoxLayout, QWidget)
+
+from app.widgets.charts import TrainingCharts, format_bytes
+from app.widgets.error_dialog import show_error
+from app.worker import RunController, describe_error
+
+
+def format_duration(seconds: float) -> str:
+    """42 -> '0:42', 3725 -> '1:02:05'."""
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def format_count(n: int) -> str:
+    """12345 -> '12.3 K', 86_000_000 -> '86.0 M'."""
+    if n >= 1_000_000:
+        return f"{n / 1e6:.1f} M"
+    if n >= 10_000:
+        return f"{n / 1e3:.1f} K"
+    return f"{n:,}"
+
+
+def read_metrics(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
+    """(per-epoch records, per-step records) from a run's metrics.json.
+
+    Accepts a plain list of epoch records or a dict with "epochs" (and
+    optionally "steps") lists, so older and newer run folders both load.
+    """
+    data = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
+    if isinstance(data, list):
+        return data, []
+    epochs = data.get("epochs") or data.get("history") or []
+    steps = data.get("steps") or []
+    return list(epochs), list(steps)
+
+
+class TrainPage(QWidget):
+    """Runs training in the background and draws its progress."""
+
+    status_changed = Signal()
+    run_started = Signal(str)       # run folder
+    run_finished = Signal(object)   # RunResult
+    run_failed = Signal(str)        # readable message
+
+    def __init__(self, config_provider: Callable[[], Any], parent: QWidget | None = None, *,
+                 train_fn: Callable[..., Any] | None = None,
+                 resume_fn: Callable[..., Any] | None = None) -> None:
+        super().__init__(parent)
+        self._config_provider = config_provider
+        self.controller = RunController(train_fn, resume_fn, self)
+        self.run_dir: str | None = None
+        self.last_result: Any = None
+        self.last_error: tuple[str, str] | None = None
+        self._epochs = 0
+        self._state = "idle"            # idle | running | paused | stopping | finished | stopped | failed
+        self._status_text = "Not started. Press Start (Ctrl+R) to train."
+        self._last_progress = ""
+        self._best_val: float | None = None
+
+        self._build_ui()
+        c = self.controller
+        c.started.connect(self._on_started)
+        c.batch.connect(self._on_batch)
+        c.epoch.connect(self._on_epoch)
+        c.memory.connect(self._on_memory)
+        c.checkpoint.connect(self._on_checkpoint)
+        c.warning.connect(lambda msg: self.log(f"⚠ {msg}"))
+        c.finished.connect(self._on_finished)
+        c.failed.connect(self._on_failed)
+        self._update_buttons()
+
+    # --- layout ------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        self.start_button = QPushButton("Start")
+        self.start_button.setToolTip("Start training with the chosen data and model (Ctrl+R)")
+        self.pause_button = QPushButton("Pause")
+        self.resume_button = QPushButton("Resume")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop after the current batch; the last checkpoint stays usable")
+        self.start_button.clicked.connect(self.start)
+        self.pause_button.clicked.connect(self.pause)
+        self.resume_button.clicked.connect(self.resume)
+        self.stop_button.clicked.connect(self.stop)
+        self.state_label = QLabel()
+        self.state_label.setTextFormat(Qt.TextFormat.RichText)
+        buttons = QHBoxLayout()
+        for b in (self.start_button, self.pause_button, self.resume_button, self.stop_button):
+            b.setMinimumWidth(84)
+            buttons.addWidget(b)
+        buttons.addSpacing(12)
+        buttons.addWidget(self.state_label, 1)
+
+        self.info_label = QLabel("Device, precision and trainable parameters appear when a run starts.")
+        self.info_label.setWordWrap(True)
+        self.info_label.setStyleSheet("color: #444;")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("Waiting to start")
+        self.progress.setMinimumHeight(24)
+        self.memory_label = QLabel("")
+        self.memory_label.setStyleSheet("color: #444;")
+
+        self.charts = TrainingCharts(self)
+        self.log_view = QPlainTextEdit()
+        self.log_view.setReadOnly(True)
+        self.log_view.setMaximumBlockCount(2000)
+        self.log_view.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.log_view.setPlaceholderText("Events and warnings of the run appear here.")
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(self.charts)
+        splitter.addWidget(self.log_view)
+        splitter.setStretchFactor(0, 4)
+        splitter.setStretchFactor(1, 1)
+        splitter.setChildrenCollapsible(False)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(buttons)
+        layout.addWidget(self.info_label)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.memory_label)
+        layout.addWidget(splitter, 1)
+
+    # --- page contract -----------------------------------------------------------
+    def status(self) -> tuple[bool, str]:
+        """(a finished run is available?, one line about the run)."""
+        return self._state in ("finished", "stopped") and self.run_dir is not None, self._status_text
+
+    def is_running(self) -> bool:
+        return self.controller.is_running()
+
+    def start(self) -> None:
+        """Start a new run from the current configuration (Ctrl+R)."""
+        if self.is_running():
+            return
+        try:
+            config = self._config_provider()
+        except Exception as exc:  # noqa: BLE001 - e.g. no data folder chosen yet
+            message, details = describe_error(exc, "Preparing the run")
+            self._fail_now(message, details)
+            return
+        if config is None:
+            self._fail_now("Choose an image folder and a model before training.", "")
+            return
+        self._begin("Starting…")
+        self.log(f"Starting a run: {getattr(config, 'backbone', '?')}, method {getattr(config, 'method', '?')}, "
+                 f"{getattr(config, 'epochs', '?')} epochs")
+        self.controller.start_training(config)
+
+    def resume_run(self, run_dir: str) -> None:
+        """Continue a stopped or interrupted run from its last checkpoint."""
+        if self.is_running():
+            return
+        self._begin("Resuming…")
+        self.run_dir = str(run_dir)
+        self.load_history(run_dir, quiet=True)
+        self.log(f"Resuming the run in {Path(run_dir).name}")
+        self.controller.start_resume(str(run_dir))
+
+    def pause(self) -> None:
+        if self._state == "running":
+            self.controller.pause()
+            self._set_state("paused", "Paused. Press Resume to continue.")
+            self.log("Paused")
+
+    def resume(self) -> None:
+        if self._state == "paused":
+            self.controller.resume()
+            self._set_state("running", "Training…")
+            self.log("Resumed")
+
+    def stop(self) -> None:
+        if self._state in ("running", "paused"):
+            self.controller.stop()
+            self._set_state("stopping", "Stopping after the current batch…")
+            self.log("Stop requested; saving a checkpoint")
+
+    def stop_and_wait(self, timeout_ms: int) -> bool:
+        """Stop a run and wait for its thread (the window is closing)."""
+        if not self.is_running():
+            return True
+        self.stop()
+        return self.controller.stop_and_wait(timeout_ms)
+
+    def set_reference_memory(self, full_ft_bytes: int) -> None:
+        """Estimate of full fine-tuning memory, drawn as a dashed line."""
+        self.charts.set_reference_memory(full_ft_bytes)
+
+    def load_history(self, run_dir: str, quiet: bool = False) -> None:
+        """Draw a finished (or stopped) run's curves from its metrics.json."""
+        path = Path(run_dir) / "metrics.json"
+        if not path.exists():
+            self.charts.clear()
+            if not quiet:
+                self.log(f"No metrics yet in {Path(run_dir).name}")
+            return
+        try:
+            epochs, steps = read_metrics(run_dir)
+        except (OSError, ValueError) as exc:
+            self.log(f"⚠ Could not read {path.name}: {exc}")
+            return
+        self.charts.set_history(epochs, steps)
+        if quiet:
+            return
+        self.run_dir = str(run_dir)
+        best = max((e.get("val_acc") or 0.0 for e in epochs), default=None)
+        text = f"Run {Path(run_dir).name}: {len(epochs)} epoch(s)"
+        if best is not None and epochs:
+            text += f", best validation accuracy {100 * best:.1f} %"
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1 if epochs else 0)
+        self.progress.setFormat(text)
+        self._set_state("finished" if epochs else "idle", text)
+
+    # --- helpers -------------------------------------------------------------------
+    def log(self, message: str) -> None:
+        self.log_view.appendPlainText(f"{time.strftime('%H:%M:%S')}  {message}")
+
+    def _begin(self, text: str) -> None:
+        self.charts.clear()
+        self.last_result = None
+        self.last_error = None
+        self._best_val = None
+        self.progress.setRange(0, 0)  # busy until the engine reports its step count
+        self.progress.setFormat(text)
+        self.memory_label.setText("")
+        self._set_state("running", text)
+
+    def _set_state(self, state: str, text: str) -> None:
+        self._state = state
+        self._status_text = text
+        colours = {"running": "#0072B2", "paused": "#b8860b", "stopping": "#b8860b",
+                   "finished": "#009E73", "stopped": "#555", "failed": "#c0392b"}
+        self.state_label.setText(f"<span style='color:{colours.get(state, '#555')}'><b>{text}</b></span>")
+        self._update_buttons()
+        self.status_changed.emit()
+
+    def _update_buttons(self) -> None:
+        s = self._state
+        busy = s in ("running", "paused", "stopping")
+        self.start_button.setEnabled(not busy)
+        self.pause_button.setEnabled(s == "running")
+        self.resume_button.setEnabled(s == "paused")
+        self.stop_button.setEnabled(s in ("running", "paused"))
+
+    def _fail_now(self, message: str, details: str) -> None:
+        self.last_error = (message, details)
+        self.log(f"✗ {message}")
+        self._set_state("failed", message)
+        self.run_failed.emit(message)
+        self.error_dialog = show_error(self, "Training could not run", message, details)
+
+    # --- engine signals (main thread) --------------------------------------------
+    def _on_started(self, info) -> None:
+        self.run_dir = str(info.run_dir)
+        self._epochs = int(info.epochs)
+        share = 100.0 * info.trainable_params / max(1, info.total_params)
+        self.info_label.setText(
+            f"<b>Device:</b> {info.device_name} &nbsp; <b>Precision:</b> {info.precision} &nbsp; "
+            f"<b>Trainable:</b> {format_count(info.trainable_params)} of {format_count(info.total_params)} "
+            f"parameters ({share:.2f} %) &nbsp; <b>Images:</b> {info.num_train} train / {info.num_val} validation, "
+            f"{len(info.classes)} classes")
+        self.charts.set_epochs(info.epochs)
+        self.progress.setRange(0, max(1, info.epochs * info.steps_per_epoch))
+        self.progress.setValue(info.start_epoch * info.steps_per_epoch)
+        self.progress.setFormat(f"Epoch {info.start_epoch + 1}/{info.epochs}")
+        self.log(f"Run folder {Path(info.run_dir).name} on {info.device_name}, {info.precision}, "
+                 f"{format_count(info.trainable_params)} trainable parameters")
+        if info.start_epoch:
+            self.log(f"Continuing at epoch {info.start_epoch + 1}")
+        if self._state == "running":
+            self._set_state("running", "Training…")
+        self.run_started.emit(self.run_dir)
+
+    def _on_batch(self, stats) -> None:
+        self.charts.add_batch(stats)
+        total = max(1, stats.total_steps)
+        if self.progress.maximum() != total:
+            self.progress.setRange(0, total)
+        self.progress.setValue(min(total, stats.global_step + 1))
+        text = (f"Epoch {stats.epoch + 1}/{self._epochs or '?'} · step {stats.step + 1}/{stats.steps_per_epoch}"
+                f" · {stats.images_per_sec:.0f} images/s · ETA {format_duration(stats.eta_seconds)}")
+        self.progress.setFormat(text)
+        self._last_progress = text
+        if stats.memory_bytes:
+            self.memory_label.setText(f"Memory now {format_bytes(stats.memory_bytes)}, "
+                                      f"peak {format_bytes(stats.peak_memory_bytes)}")
+
+    def _on_epoch(self, stats) -> None:
+        self.charts.add_epoch(stats)
+        best = " (best so far)" if stats.is_best else ""
+        self.log(f"Epoch {stats.epoch + 1}/{stats.epochs}: train loss {stats.train_loss:.4f}, "
+                 f"val loss {stats.val_loss:.4f}, val accuracy {100 * stats.val_acc:.1f} %{best} "
+                 f"[{format_duration(stats.seconds)}]")
+        if stats.is_best or self._best_val is None:
+            self._best_val = max(self._best_val or 0.0, stats.val_acc)
+
+    def _on_memory(self, sample) -> None:
+        kind = {"cuda": "GPU", "mps": "GPU", "process": "process"}.get(sample.kind, sample.kind)
+        self.memory_label.setText(f"Memory ({kind}) now {format_bytes(sample.bytes_now)}, "
+                                  f"peak {format_bytes(sample.bytes_peak)}")
+
+    def _on_checkpoint(self, path: str, epoch: int) -> None:
+        self.log(f"Checkpoint saved after epoch {epoch + 1} ({Path(path).name})")
+
+    def _on_finished(self, result) -> None:
+        self.last_result = result
+        status = getattr(result, "status", "finished")
+        acc = getattr(result, "best_val_acc", None)
+        best_epoch = getattr(result, "best_epoch", None)
+        summary = f"{getattr(result, 'epochs_done', '?')} epoch(s)"
+        if acc is not None:
+            summary += f", best validation accuracy {100 * acc:.1f} %"
+            if best_epoch is not None:
+                summary += f" at epoch {best_epoch + 1}"
+        if getattr(result, "run_dir", None):
+            self.run_dir = str(result.run_dir)
+        self.charts.refresh()
+        if status == "stopped":
+            self.log(f"Stopped: {summary}. Resume it from the Runs page.")
+            self._set_state("stopped", f"Stopped — {summary}")
+            self.progress.setFormat(f"Stopped · {self._last_progress}" if self._last_progress else "Stopped")
+        else:
+            self.progress.setValue(self.progress.maximum())
+            self.log(f"Finished: {summary}")
+            self._set_state("finished", f"Finished — {summary}")
+            self.progress.setFormat(f"Finished · {summary}")
+        self.run_finished.emit(result)
+
+    def _on_failed(self, message: str, details: str) -> None:
+        self.progress.setRange(0, 1)
+        self.progress.setFormat("Failed")
+        self._fail_now(message, details)

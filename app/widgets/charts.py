@@ -1,0 +1,293 @@
+"""Live training curves with pyqtgraph.
+
+pyqtgraph practice: points go into growing numpy buffers as they arrive; the
+plot items get ``setData`` from a timer (10 Hz), never once per signal, with
+peak downsampling and clip-to-view so thousands of steps stay cheap. X values
+are float64 epochs (step 30 of 60 in epoch 2 is x = 1.5), so per-step and
+per-epoch series share one axis.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import QGridLayout, QWidget
+
+# Colour-blind friendly (Okabe-Ito) colours, readable on white.
+BLUE, ORANGE, GREEN, GREY, PURPLE = "#0072B2", "#D55E00", "#009E73", "#8a8a8a", "#CC79A7"
+
+
+class SeriesBuffer:
+    """Append-only (x, y) float64 buffers with amortised growth."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._x = np.empty(capacity, dtype=np.float64)
+        self._y = np.empty(capacity, dtype=np.float64)
+        self.size = 0
+
+    def append(self, x: float, y: float) -> None:
+        if self.size == len(self._x):
+            self._x = np.resize(self._x, 2 * self.size)
+            self._y = np.resize(self._y, 2 * self.size)
+        self._x[self.size] = x
+        self._y[self.size] = y
+        self.size += 1
+
+    def set(self, xs, ys) -> None:
+        xs = np.asarray(xs, dtype=np.float64)
+        ys = np.asarray(ys, dtype=np.float64)
+        self._x, self._y, self.size = xs.copy(), ys.copy(), len(xs)
+        if self.size == 0:
+            self._x = np.empty(16, dtype=np.float64)
+            self._y = np.empty(16, dtype=np.float64)
+
+    def clear(self) -> None:
+        self.size = 0
+
+    @property
+    def x(self) -> np.ndarray:
+        return self._x[: self.size]
+
+    @property
+    def y(self) -> np.ndarray:
+        return self._y[: self.size]
+
+
+class LiveChart(pg.PlotWidget):
+    """One plot with named series; call :meth:`refresh` from a timer."""
+
+    def __init__(self, title: str, y_label: str, y_units: str | None = None,
+                 x_label: str = "Epoch", legend_at: tuple[int, int] = (-8, 8), legend_columns: int = 1,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent=parent, background="w")
+        item = self.getPlotItem()
+        item.setTitle(title, color="#222", size="11pt")
+        for side in ("left", "bottom"):
+            axis = item.getAxis(side)
+            axis.setPen(pg.mkPen("#888"))
+            axis.setTextPen(pg.mkPen("#333"))
+        item.setLabel("left", y_label, units=y_units, color="#333")
+        item.setLabel("bottom", x_label, color="#333")
+        item.showGrid(x=True, y=True, alpha=0.15)
+        item.setDownsampling(auto=True, mode="peak")
+        item.setClipToView(True)
+        item.setMenuEnabled(False)
+        # Offsets: negative x / y count from the right / bottom edge.
+        self.legend = item.addLegend(offset=legend_at, labelTextColor="#333", colCount=legend_columns,
+                                     brush=pg.mkBrush(255, 255, 255, 220), pen=pg.mkPen("#ddd"))
+        self.setMinimumHeight(170)
+        self._series: dict[str, tuple[SeriesBuffer, pg.PlotDataItem]] = {}
+        self._dirty: set[str] = set()
+
+    def add_series(self, name: str, color: str, width: float = 2.0, dashed: bool = False,
+                   symbol: str | None = None) -> None:
+        pen = pg.mkPen(color, width=width,
+                       style=Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine)
+        kw = {}
+        if symbol:
+            kw = dict(symbol=symbol, symbolSize=7, symbolBrush=color, symbolPen=pg.mkPen(color))
+        curve = self.getPlotItem().plot(name=name, pen=pen, **kw)
+        self._series[name] = (SeriesBuffer(), curve)
+
+    def append(self, name: str, x: float, y: float) -> None:
+        if y is None or not np.isfinite(y):
+            return  # a NaN loss is reported in the log, not drawn
+        self._series[name][0].append(float(x), float(y))
+        self._dirty.add(name)
+
+    def set_series(self, name: str, xs, ys) -> None:
+        self._series[name][0].set(xs, ys)
+        self._dirty.add(name)
+
+    def series(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """The buffered points of one series (what the next refresh draws)."""
+        buf = self._series[name][0]
+        return buf.x, buf.y
+
+    def drawn_points(self, name: str) -> int:
+        """How many points the plot item currently holds (for tests)."""
+        x, _ = self._series[name][1].getData()
+        return 0 if x is None else len(x)
+
+    def clear_data(self) -> None:
+        for name, (buf, _) in self._series.items():
+            buf.clear()
+            self._dirty.add(name)
+
+    def refresh(self) -> None:
+        for name in self._dirty:
+            buf, curve = self._series[name]
+            curve.setData(buf.x, buf.y)
+        self._dirty.clear()
+
+
+class _Ema:
+    """Incremental bias-corrected EMA (same smoothing as :func:`ema`)."""
+
+    def __init__(self, alpha: float = 0.1) -> None:
+        self.alpha, self.acc, self.weight = alpha, 0.0, 0.0
+
+    def update(self, value: float) -> float:
+        self.acc = (1 - self.alpha) * self.acc + self.alpha * value
+        self.weight = (1 - self.alpha) * self.weight + self.alpha
+        return self.acc / self.weight
+
+
+def ema(values: np.ndarray, alpha: float = 0.1) -> np.ndarray:
+    """Bias-corrected exponential moving average (TensorBoard-style smoothing)."""
+    out = np.empty(len(values), dtype=np.float64)
+    acc, weight = 0.0, 0.0
+    for i, v in enumerate(values):
+        acc = (1 - alpha) * acc + alpha * v
+        weight = (1 - alpha) * weight + alpha
+        out[i] = acc / weight
+    return out
+
+
+class TrainingCharts(QWidget):
+    """Loss, accuracy, memory and throughput curves of one run, redrawn at 10 Hz."""
+
+    def __init__(self, parent: QWidget | None = None, refresh_hz: float = 10.0) -> None:
+        super().__init__(parent)
+        self.loss = LiveChart("Loss", "Loss")
+        self.loss.add_series("train (step)", "#9ecae1", width=1)
+        self.loss.add_series("train (smoothed)", BLUE, width=2.5)
+        self.loss.add_series("validation", ORANGE, width=2.5, symbol="o")
+        self.accuracy = LiveChart("Accuracy", "Accuracy", "%", legend_at=(-8, -8))
+        self.accuracy.add_series("train", BLUE, width=2.5, symbol="o")
+        self.accuracy.add_series("validation", ORANGE, width=2.5, symbol="o")
+        self.accuracy.getPlotItem().setYRange(0, 100, padding=0.02)
+        self.accuracy.getPlotItem().enableAutoRange(axis="y", enable=False)
+        self.memory = LiveChart("Memory", "Memory", "B", legend_at=(8, 4), legend_columns=3)
+        self.memory.add_series("now", GREEN, width=2)
+        self.memory.add_series("peak", PURPLE, width=2)
+        self.memory.add_series("full fine-tuning (est.)", GREY, width=1.5, dashed=True)
+        self.throughput = LiveChart("Throughput", "Images / s")
+        self.throughput.add_series("images/s (smoothed)", BLUE, width=2)
+        for chart in (self.memory, self.throughput):
+            chart.getPlotItem().setLimits(yMin=0)
+
+        grid = QGridLayout(self)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setSpacing(6)
+        grid.addWidget(self.loss, 0, 0)
+        grid.addWidget(self.accuracy, 0, 1)
+        grid.addWidget(self.memory, 1, 0)
+        grid.addWidget(self.throughput, 1, 1)
+
+        # Smoothing state of the step loss (updated incrementally, O(1) per step).
+        self._loss_ema = _Ema()
+        self._speed_ema = _Ema()
+        self._last_x = 0.0
+        self._reference_bytes: int | None = None
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(int(1000 / refresh_hz))
+        self.timer.timeout.connect(self.refresh)
+        self.timer.start()
+
+    @property
+    def charts(self) -> tuple[LiveChart, ...]:
+        return self.loss, self.accuracy, self.memory, self.throughput
+
+    def clear(self) -> None:
+        for chart in self.charts:
+            chart.clear_data()
+        self._loss_ema = _Ema()
+        self._speed_ema = _Ema()
+        self._last_x = 0.0
+        self.refresh()
+
+    # --- live points --------------------------------------------------------
+    def add_batch(self, stats) -> None:
+        """One BatchStats from the engine."""
+        x = stats.epoch + (stats.step + 1) / max(1, stats.steps_per_epoch)
+        self._last_x = x
+        loss = float(stats.loss)
+        self.loss.append("train (step)", x, loss)
+        if np.isfinite(loss):
+            self.loss.append("train (smoothed)", x, self._loss_ema.update(loss))
+        if stats.images_per_sec > 0:
+            self.throughput.append("images/s (smoothed)", x, self._speed_ema.update(stats.images_per_sec))
+        if stats.memory_bytes > 0:
+            self.memory.append("now", x, stats.memory_bytes)
+            self.memory.append("peak", x, max(stats.peak_memory_bytes, stats.memory_bytes))
+
+    def add_epoch(self, stats) -> None:
+        """One EpochStats from the engine."""
+        x = float(stats.epoch + 1)
+        self._last_x = max(self._last_x, x)
+        self.loss.append("validation", x, stats.val_loss)
+        self.accuracy.append("train", x, 100.0 * stats.train_acc)
+        self.accuracy.append("validation", x, 100.0 * stats.val_acc)
+
+    def set_history(self, epochs: list[dict], steps: list[dict] | None = None) -> None:
+        """Draw a finished run from its per-epoch (and optional per-step) records."""
+        self.clear()
+        for rec in steps or []:
+            x = float(rec.get("x", rec.get("epoch", 0)))
+            self._last_x = max(self._last_x, x)
+            self.loss.append("train (step)", x, float(rec.get("loss", np.nan)))
+        if steps:
+            xs, ys = self.loss.series("train (step)")
+            self.loss.set_series("train (smoothed)", xs, ema(ys))
+        for rec in epochs:
+            x = float(rec.get("epoch", 0)) + 1
+            self._last_x = max(self._last_x, x)
+            if not steps and rec.get("train_loss") is not None:
+                self.loss.append("train (smoothed)", x, float(rec["train_loss"]))
+            for key, chart, name, scale in (("val_loss", self.loss, "validation", 1.0),
+                                            ("train_acc", self.accuracy, "train", 100.0),
+                                            ("val_acc", self.accuracy, "validation", 100.0)):
+                if rec.get(key) is not None:
+                    chart.append(name, x, scale * float(rec[key]))
+            if rec.get("images_per_sec"):
+                self.throughput.append("images/s (smoothed)", x, float(rec["images_per_sec"]))
+            if rec.get("peak_memory_bytes"):
+                self.memory.append("peak", x, float(rec["peak_memory_bytes"]))
+        self.set_epochs(max(1, int(np.ceil(self._last_x))))
+        self.refresh()
+
+    def set_epochs(self, epochs: int) -> None:
+        """Fix the x axis of every chart to 0..epochs so curves grow into a stable frame."""
+        for chart in self.charts:
+            item = chart.getPlotItem()
+            item.setXRange(0, max(1, int(epochs)), padding=0.02)
+            item.enableAutoRange(axis="x", enable=False)
+
+    def set_reference_memory(self, full_ft_bytes: int | None) -> None:
+        """Dashed line: what full fine-tuning would need, for comparison."""
+        # Drawn as a dashed series (not an InfiniteLine) so auto-range includes it.
+        self._reference_bytes = int(full_ft_bytes) if full_ft_bytes else None
+        self._update_reference()
+
+    def _update_reference(self) -> None:
+        name = "full fine-tuning (est.)"
+        if not self._reference_bytes:
+            self.memory.set_series(name, [], [])
+            self.memory.getPlotItem().enableAutoRange(axis="y")
+            return
+        right = max(1.0, self._last_x)
+        xs, _ = self.memory.series(name)
+        if xs.size != 2 or xs[1] != right:
+            self.memory.set_series(name, [0.0, right], [self._reference_bytes] * 2)
+        # From zero, with head room for the one-row legend above the dashed line.
+        _, peak = self.memory.series("peak")
+        top = max(self._reference_bytes, float(peak.max()) if peak.size else 0.0)
+        self.memory.getPlotItem().setYRange(0, top * 1.25, padding=0)
+
+    def refresh(self) -> None:
+        if self._reference_bytes:
+            self._update_reference()
+        for chart in self.charts:
+            chart.refresh()
+
+
+def format_bytes(n: float) -> str:
+    """1536 -> '1.5 KB' (decimal units, as the axes show)."""
+    n = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} TB"

@@ -1,0 +1,83 @@
+"""Confusion matrix as a table of coloured cells: rows = true class, columns = predicted.
+
+A table (not an image) keeps class names and counts crisp and readable from 2
+to 20 classes; colour strength is the share of the row (the true class), so a
+small class is as readable as a big one. The diagonal is blue, mistakes orange.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QBrush, QColor, QFont
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
+
+_DIAGONAL = QColor("#0072B2")
+_MISTAKE = QColor("#D55E00")
+
+
+def _blend(color: QColor, share: float) -> QColor:
+    """``color`` mixed into white by ``share`` (0 = white, 1 = full colour)."""
+    share = max(0.0, min(1.0, share))
+    return QColor(round(255 + (color.red() - 255) * share), round(255 + (color.green() - 255) * share),
+                  round(255 + (color.blue() - 255) * share))
+
+
+class ConfusionMatrixView(QTableWidget):
+    """Counts with class labels on both axes; hover shows the row percentage."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.setShowGrid(True)
+        self.setStyleSheet("QTableWidget { gridline-color: #e3e3e3; }")
+        self.horizontalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.verticalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.classes: list[str] = []
+        self.matrix: list[list[int]] = []
+
+    def set_matrix(self, classes: list[str], matrix: list[list[int]]) -> None:
+        """Show ``matrix`` (rows = true class) for ``classes``."""
+        self.classes, self.matrix = list(classes), [list(map(int, row)) for row in matrix]
+        n = len(classes)
+        self.clear()
+        self.setRowCount(n)
+        self.setColumnCount(n)
+        # Long names are shortened in the header, full name in the tooltip.
+        short = [c if len(c) <= 14 else c[:13] + "…" for c in classes]
+        self.setHorizontalHeaderLabels(short)
+        self.setVerticalHeaderLabels(short)
+        for i, name in enumerate(classes):
+            self.horizontalHeaderItem(i).setToolTip(f"predicted: {name}")
+            self.verticalHeaderItem(i).setToolTip(f"true: {name}")
+        bold = QFont(self.font())
+        bold.setBold(True)
+        for r, row in enumerate(self.matrix):
+            total = sum(row)
+            for c, count in enumerate(row):
+                share = count / total if total else 0.0
+                item = QTableWidgetItem(str(count))
+                item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+                base = _DIAGONAL if r == c else _MISTAKE
+                background = _blend(base, 0.08 + 0.85 * share if count else 0.0)
+                item.setBackground(QBrush(background))
+                item.setForeground(QBrush(QColor("white" if background.lightness() < 140 else "#222")))
+                if r == c:
+                    item.setFont(bold)
+                item.setToolTip(f"true {classes[r]}, predicted {classes[c]}: {count} of {total} "
+                                f"({100 * share:.1f} %)")
+                self.setItem(r, c, item)
+        # Square-ish cells that shrink for many classes but stay readable.
+        side = 56 if n <= 6 else 42 if n <= 12 else 32
+        for header in (self.horizontalHeader(), self.verticalHeader()):
+            header.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+            header.setDefaultSectionSize(side)
+            header.setMinimumSectionSize(side)
+        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        for c in range(n):
+            self.setColumnWidth(c, max(side, self.horizontalHeader().sectionSizeHint(c)))
+        self.setMinimumHeight(min(520, side * (n + 1) + 8))
+
+    def count(self, true_index: int, predicted_index: int) -> int:
+        """The number shown in one cell (for tests and tooltips)."""
+        return int(self.item(true_index, predicted_index).text())

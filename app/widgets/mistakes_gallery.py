@@ -1,0 +1,87 @@
+"""Gallery of misclassified images: thumbnail, true class, predicted class, confidence.
+
+Thumbnails are read off the main thread (QImage is safe there; QPixmap is
+made on the main thread when each batch arrives).
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QColor, QIcon, QImage, QImageReader, QPixmap
+from PySide6.QtWidgets import QAbstractItemView, QListView, QListWidget, QListWidgetItem, QWidget
+
+from app.worker import run_in_background
+
+THUMB = 96
+MAX_SHOWN = 60  # more than a screenful is not useful; the report keeps the full list
+
+
+def read_thumbnail(path: str, side: int = THUMB) -> QImage:
+    """A small upright (EXIF-aware) image, or a null QImage when unreadable."""
+    reader = QImageReader(str(path))
+    reader.setAutoTransform(True)
+    size = reader.size()
+    if size.isValid() and size.width() > 0:
+        reader.setScaledSize(size.scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio))
+    image = reader.read()
+    if not image.isNull() and (image.width() < side // 2 or image.height() < side // 2):
+        # Tiny images (e.g. 8x8 digits) are scaled up without smoothing to stay legible.
+        image = image.scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio,
+                             Qt.TransformationMode.FastTransformation)
+    return image
+
+
+class MistakesGallery(QListWidget):
+    """Icon grid of mistakes; the tooltip gives the file path."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setViewMode(QListView.ViewMode.IconMode)
+        self.setIconSize(QSize(THUMB, THUMB))
+        self.setGridSize(QSize(THUMB + 64, THUMB + 62))
+        self.setResizeMode(QListView.ResizeMode.Adjust)
+        self.setMovement(QListView.Movement.Static)
+        self.setWordWrap(True)
+        self.setUniformItemSizes(True)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setSpacing(4)
+        self._generation = 0
+        self.thumbnails_loaded = 0
+        self.empty_text = "No mistakes to show."
+
+    def set_mistakes(self, mistakes: list[dict]) -> None:
+        """Show up to :data:`MAX_SHOWN` mistakes ({path, true, predicted, confidence})."""
+        self.clear()
+        self._generation += 1
+        self.thumbnails_loaded = 0
+        generation = self._generation
+        placeholder = QPixmap(THUMB, THUMB)
+        placeholder.fill(QColor("#eeeeee"))
+        shown = mistakes[:MAX_SHOWN]
+        for m in shown:
+            conf = float(m.get("confidence", 0.0))
+            item = QListWidgetItem(QIcon(placeholder),
+                                   f"true: {m.get('true', '?')}\npredicted: {m.get('predicted', '?')}\n{100 * conf:.0f} % sure")
+            item.setToolTip(str(m.get("path", "")))
+            item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+            self.addItem(item)
+        if not shown:
+            item = QListWidgetItem(self.empty_text)
+            item.setFlags(Qt.ItemFlag.NoItemFlags)
+            self.addItem(item)
+            return
+        paths = [str(m.get("path", "")) for m in shown]
+        run_in_background(lambda: [read_thumbnail(p) for p in paths], what="Loading thumbnails", context=self,
+                          on_done=lambda images: self._set_thumbnails(generation, images))
+
+    def _set_thumbnails(self, generation: int, images: list[QImage]) -> None:
+        if generation != self._generation:
+            return  # an older request; the gallery shows another run now
+        for row, image in enumerate(images):
+            item = self.item(row)
+            if item is not None and not image.isNull():
+                item.setIcon(QIcon(QPixmap.fromImage(image)))
+                self.thumbnails_loaded += 1
+
+    def paths(self) -> list[str]:
+        return [self.item(i).toolTip() for i in range(self.count()) if self.item(i).toolTip()]
+
