@@ -1,0 +1,71 @@
+"""Registry of backbone families: name -> family, family -> adapter; everything else is refused by name."""
+from __future__ import annotations
+
+import difflib
+
+from torch import nn
+
+from ..errors import BackboneError
+from .base import BackboneAdapter, FamilyDefaults
+from .swin import SWIN_DEFAULTS, SwinAdapter
+from .vit import VIT_DEFAULTS, VitAdapter
+
+ADAPTERS: dict[str, type[BackboneAdapter]] = {"vit": VitAdapter, "swin": SwinAdapter}
+FAMILY_DEFAULTS: dict[str, FamilyDefaults] = {"vit": VIT_DEFAULTS, "swin": SWIN_DEFAULTS}
+
+# Name prefixes of supported families, most specific first.
+_SUPPORTED_PREFIXES = (("vit_", "vit"), ("deit3_", "vit"), ("deit_", "vit"), ("test_vit", "vit"), ("swin_", "swin"))
+
+# Known families we refuse, with the reason a person can act on.
+_REFUSED_PREFIXES = (
+    ("swinv2", "Swin V2 uses scaled cosine attention and a different block layout; pick a swin_* (V1) model"),
+    ("swin_s3", "AutoFormer-searched Swin blocks are not adapted; pick a swin_* model"),
+    ("eva", "EVA models use their own block type; pick a vit_* model"),
+    ("beit", "BEiT uses relative position biases in its own block type; pick a vit_* model"),
+    ("vitamin", "ViTamin has convolutional stages; pick a vit_* model"),
+)
+_CONV_HINTS = ("resnet", "resnext", "efficientnet", "convnext", "mobilenet", "regnet", "densenet", "vgg",
+               "inception", "xception", "mixnet", "ghostnet", "rexnet", "dla", "dpn", "hrnet", "nfnet",
+               "cspnet", "cs3", "darknet", "repvgg", "mnasnet", "fbnet", "tf_efficientnet", "lcnet", "hgnet",
+               "csp", "edgenext", "res2net", "senet", "seresnet", "skresnet", "tresnet", "selecsls")
+
+
+def _architecture(name: str) -> str:
+    """The architecture part of a timm name (drops a '.pretrained_tag')."""
+    return name.split(".", 1)[0].split("/")[-1]
+
+
+def resolve_family(name: str) -> str:
+    """Map a timm model name to a supported family, or raise :class:`BackboneError` with the reason."""
+    import timm
+
+    arch = _architecture(name)
+    known = timm.list_models()
+    if arch not in known:
+        close = difflib.get_close_matches(arch, known, n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise BackboneError(f"'{name}' is not a model timm knows.{hint}")
+    for prefix, reason in _REFUSED_PREFIXES:
+        if arch.startswith(prefix):
+            raise BackboneError(f"'{name}' cannot be used for DTL: {reason}.")
+    for prefix, family in _SUPPORTED_PREFIXES:
+        if arch.startswith(prefix):
+            return family
+    if any(arch.startswith(h) for h in _CONV_HINTS):
+        raise BackboneError(
+            f"'{name}' is a convolutional network; DTL taps the token sequence between transformer blocks, "
+            "so DTL Studio supports ViT / DeiT and Swin backbones only."
+        )
+    raise BackboneError(
+        f"'{name}' belongs to a model family DTL Studio has no adapter for; "
+        "choose a ViT (vit_*, deit_*) or Swin (swin_*) backbone."
+    )
+
+
+def make_adapter(family: str, backbone: nn.Module) -> BackboneAdapter:
+    """Bind the family's adapter to a built backbone (refuses classes it cannot walk)."""
+    return ADAPTERS[family](backbone)
+
+
+__all__ = ["ADAPTERS", "FAMILY_DEFAULTS", "BackboneAdapter", "FamilyDefaults", "SwinAdapter", "VitAdapter",
+           "make_adapter", "resolve_family"]

@@ -1,0 +1,83 @@
+"""timm Swin Transformers (swin_*): NHWC stages, patch merging between stages."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import BackboneError
+from .base import BackboneAdapter, FamilyDefaults
+
+SWIN_DEFAULTS = FamilyDefaults(
+    family="swin", rank=4, fusion_kernel=5,
+    description="taps from the third stage on, side information added halfway through the remaining blocks; "
+                "the side state restarts at every stage",
+)
+
+
+class SwinAdapter(BackboneAdapter):
+    """A timm ``SwinTransformer``; blocks are numbered globally across stages."""
+
+    family = "swin"
+    defaults = SWIN_DEFAULTS
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__(backbone)
+        from timm.models.swin_transformer import SwinTransformer
+
+        if not isinstance(backbone, SwinTransformer):
+            raise BackboneError(
+                f"'{type(backbone).__name__}' is a Swin variant DTL Studio cannot adapt; "
+                "choose a swin_* model (Swin V1)."
+            )
+        self._blocks: list[nn.Module] = []
+        self._stages: list[int] = []
+        self._widths: list[int] = []
+        for s, stage in enumerate(backbone.layers):
+            for blk in stage.blocks:
+                self._blocks.append(blk)
+                self._stages.append(s)
+                self._widths.append(int(blk.norm1.normalized_shape[0]))
+        self.depths = tuple(len(stage.blocks) for stage in backbone.layers)
+
+    @property
+    def blocks(self) -> list[nn.Module]:
+        return list(self._blocks)
+
+    @property
+    def block_stages(self) -> list[int]:
+        return list(self._stages)
+
+    @property
+    def block_widths(self) -> list[int]:
+        return list(self._widths)
+
+    @property
+    def num_features(self) -> int:
+        return int(self.backbone.num_features)
+
+    def default_taps(self) -> tuple[int, int]:
+        # paper (Swin-B 2,2,18,2): taps from the third stage, injections halfway through the rest
+        total = sum(self.depths)
+        tap_from = sum(self.depths[:2]) if len(self.depths) > 2 else 0
+        return tap_from, tap_from + (total - tap_from) // 2
+
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        x = self.backbone.patch_embed(images)  # NHWC
+        return x, (int(x.shape[1]), int(x.shape[2]))
+
+    def enter_block(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        if index > 0 and self.starts_stage(index):
+            x = self.backbone.layers[self._stages[index]].downsample(x)
+        return x
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        # Swin's usual order: final norm on the tokens, then average pooling
+        return self.backbone.forward_head(self.backbone.norm(x), pre_logits=True)
+
+    def on_grid(self, fn: Callable[[torch.Tensor], torch.Tensor], s: torch.Tensor,
+                grid: tuple[int, int]) -> torch.Tensor:
+        if s.ndim != 4:
+            raise BackboneError("Swin side information must be laid out as (N, H, W, C).")
+        return fn(s.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)

@@ -1,0 +1,284 @@
+"""DTL model: a frozen timm backbone, the Compact Side Network, and a new linear classifier.
+
+The forward pass is split in two so a trainer can cache the frozen part:
+
+* :meth:`DTLModel.forward_prefix` runs the embedding and blocks 0…M under ``torch.no_grad`` and returns
+  the tap inputs x_tap_from … x_M and the raw block output f_M(x_M) (batch-first tensors);
+* :meth:`DTLModel.forward_from_prefix` adds the side network and runs blocks M+1…N-1 with autograd.
+
+``model(images) == model.forward_from_prefix(model.forward_prefix(images))``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .adapters import FAMILY_DEFAULTS, BackboneAdapter, make_adapter, resolve_family
+from .errors import BackboneError, RunError
+from .side_network import CompactSideNetwork
+from .weights import create_backbone
+
+VARIANTS = ("dtl", "dtl+", "linear")
+
+
+@dataclass
+class ModelSpec:
+    """Every resolved setting needed to rebuild the same model (stored with runs and exports)."""
+
+    backbone: str
+    num_classes: int
+    variant: str = "dtl"
+    family: str = "vit"
+    rank: int | None = None
+    tap_from: int | None = None
+    inject_from: int | None = None
+    beta: float = 100.0
+    fusion_kernel: int | None = None
+    image_size: tuple[int, int] = (224, 224)
+    drop_path: float = 0.0
+    depth: int = 0
+    weights: str = "hub"
+    checkpoint_blocks: bool = False
+    low_precision_taps: bool = False
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exact(self) -> bool:
+        """False when a memory saver changes the numbers (bf16 tap inputs)."""
+        return not self.low_precision_taps
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["image_size"] = list(self.image_size)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelSpec":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if "image_size" in values:
+            values["image_size"] = tuple(int(v) for v in values["image_size"])
+        return cls(**values)
+
+
+class DTLModel(nn.Module):
+    """Frozen backbone + :class:`CompactSideNetwork` (``None`` for the linear probe) + ``head``."""
+
+    def __init__(self, backbone: nn.Module, adapter: BackboneAdapter, side_network: CompactSideNetwork | None,
+                 head: nn.Linear, spec: ModelSpec, data_config: dict[str, Any]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.side_network = side_network
+        self.head = head
+        self.spec = spec
+        self.data_config = data_config
+        self._adapter = adapter
+        self._blocks = adapter.blocks
+        self._stages = adapter.block_stages
+        self.backbone.requires_grad_(False)
+        self.train(False)
+
+    # --- modes -------------------------------------------------------------
+    def train(self, mode: bool = True) -> "DTLModel":
+        """Side network and head follow ``mode``; the frozen backbone stays in eval mode unless
+        drop-path is on (stochastic depth needs train mode in the frozen blocks)."""
+        super().train(mode)
+        self.backbone.train(mode and self.spec.drop_path > 0)
+        return self
+
+    # --- forward -------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (N, num_classes) for normalised images (N, 3, H, W)."""
+        prefix, grid = self._prefix(images)
+        return self._from_prefix(prefix, grid)
+
+    def forward_prefix(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The frozen part (embedding + blocks 0…M) without autograd; every tensor is batch-first.
+
+        Keys: ``tap.<i>`` (input of tap block i, i = tap_from…M), ``block_out`` (f_M(x_M)) and
+        ``grid`` (patch grid rows, cols, per sample); for the linear probe only ``features``.
+        """
+        prefix, grid = self._prefix(images)
+        if self.side_network is not None:
+            n = images.shape[0]
+            prefix["grid"] = torch.tensor(grid, dtype=torch.long, device=images.device).repeat(n, 1)
+        return prefix
+
+    def forward_from_prefix(self, prefix: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Continue from :meth:`forward_prefix` output (possibly cached and re-batched) to logits."""
+        grid = (0, 0)
+        if "grid" in prefix:
+            g = prefix["grid"][0]
+            grid = (int(g[0]), int(g[1]))
+        return self._from_prefix(prefix, grid)
+
+    def _prefix(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], tuple[int, int]]:
+        adapter, spec = self._adapter, self.spec
+        with torch.no_grad():
+            x, grid = adapter.embed(images)
+            if self.side_network is None:
+                for i, blk in enumerate(self._blocks):
+                    x = blk(adapter.enter_block(i, x))
+                return {"features": adapter.pool(x)}, grid
+            out: dict[str, torch.Tensor] = {}
+            for i in range(spec.inject_from + 1):
+                x = adapter.enter_block(i, x)
+                if i >= spec.tap_from:
+                    out[f"tap.{i}"] = x.to(torch.bfloat16) if spec.low_precision_taps else x
+                x = self._blocks[i](x)
+            out["block_out"] = x
+        return out, grid
+
+    def _from_prefix(self, prefix: dict[str, torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
+        side, adapter, spec = self.side_network, self._adapter, self.spec
+        if side is None:
+            return self.head(prefix["features"])
+        m = spec.inject_from
+        h: torch.Tensor | None = None
+        for i in range(spec.tap_from, m + 1):
+            delta = side.tap(i, prefix[f"tap.{i}"])
+            # h restarts at each stage start (Swin: the width changes there)
+            h = delta if h is None or adapter.starts_stage(i) else h + delta
+        assert h is not None
+        x = prefix["block_out"] + side.side_output(h, self._stages[m], adapter.on_grid, grid)
+        for i in range(m + 1, len(self._blocks)):
+            x = adapter.enter_block(i, x)
+            delta = side.tap(i, x)
+            h = delta if adapter.starts_stage(i) else h + delta
+            x = self._run_block(i, x)
+            x = x + side.side_output(h, self._stages[i], adapter.on_grid, grid)
+        return self.head(adapter.pool(x))
+
+    def _run_block(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        blk = self._blocks[index]
+        if self.spec.checkpoint_blocks and torch.is_grad_enabled() and x.requires_grad:
+            # recompute the frozen block in backward instead of storing its activations (exact)
+            return checkpoint(blk, x, use_reentrant=False)
+        return blk(x)
+
+    # --- trainable state -----------------------------------------------------
+    def _is_trainable_key(self, key: str) -> bool:
+        return key.startswith("side_network.") or key.startswith("head.")
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Only the side network (taps, DTL+ convs) and the classifier, detached."""
+        return {k: v.detach() for k, v in self.state_dict().items() if self._is_trainable_key(k)}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load what :meth:`trainable_state_dict` produced; raises :class:`RunError` when it does not fit."""
+        own = self.trainable_state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        wrong = sorted(k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape))
+        if missing or unexpected or wrong:
+            detail = (missing and f"missing {missing[0]}") or (unexpected and f"unexpected {unexpected[0]}") \
+                or f"shape of {wrong[0]}"
+            raise RunError(f"The saved weights do not fit this model ({detail}); were they saved for other settings?")
+        self.load_state_dict(state, strict=False)
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts."""
+        params = list(self.parameters())
+        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def _as_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(h), int(w)
+
+
+def build_model(backbone: str, num_classes: int, *, weights: str = "hub", rank: int | None = None,
+                inject_from: int | None = None, tap_from: int | None = None, beta: float = 100.0,
+                variant: str = "dtl", fusion_kernel: int | None = None, drop_path: float = 0.0,
+                image_size: int | tuple[int, int] | None = None, checkpoint_blocks: bool = False,
+                low_precision_taps: bool = False, model_kwargs: dict[str, Any] | None = None) -> DTLModel:
+    """Build a DTL / DTL+ model or a linear probe on a frozen timm backbone.
+
+    ``None`` settings take the family defaults (see :data:`dtl_engine.adapters.FAMILY_DEFAULTS`).
+    ``model_kwargs`` go to ``timm.create_model`` (tiny test configurations).
+
+    Raises:
+        BackboneError: unknown or unsupported backbone, or settings that do not fit it.
+        WeightsError: the requested weights cannot be obtained.
+    """
+    if variant not in VARIANTS:
+        raise BackboneError(f"The method must be one of {', '.join(VARIANTS)}, not '{variant}'.")
+    if num_classes < 1:
+        raise BackboneError("The classifier needs at least one class.")
+    family = resolve_family(backbone)
+    kwargs: dict[str, Any] = dict(model_kwargs or {})
+    kwargs["num_classes"] = 0  # our own head replaces timm's
+    if drop_path:
+        kwargs["drop_path_rate"] = float(drop_path)
+    if image_size is not None:
+        kwargs["img_size"] = _as_hw(image_size)  # timm resamples position embeddings for this size
+    net = create_backbone(backbone, weights, **kwargs)
+    adapter = make_adapter(family, net)
+    net.requires_grad_(False)
+
+    depth = len(adapter.blocks)
+    defaults = FAMILY_DEFAULTS[family]
+    hw = _as_hw(tuple(net.patch_embed.img_size))
+    side: CompactSideNetwork | None = None
+    if variant == "linear":
+        rank = tap_from = inject_from = fusion_kernel = None
+    else:
+        rank = defaults.rank if rank is None else int(rank)
+        d_tap, d_inject = adapter.default_taps()
+        tap_from = d_tap if tap_from is None else int(tap_from)
+        inject_from = d_inject if inject_from is None else int(inject_from)
+        fusion_kernel = (defaults.fusion_kernel if fusion_kernel is None else int(fusion_kernel)) \
+            if variant == "dtl+" else None
+        _check_settings(backbone, depth, rank, tap_from, inject_from, fusion_kernel, beta)
+        widths = adapter.block_widths
+        stages = adapter.block_stages
+        fusion_stages = {stages[i]: widths[i] for i in range(inject_from, depth)} if variant == "dtl+" else {}
+        side = CompactSideNetwork({i: widths[i] for i in range(tap_from, depth)}, rank, beta,
+                                  fusion_stages, fusion_kernel or 3, low_precision_taps)
+
+    spec = ModelSpec(backbone=backbone, num_classes=int(num_classes), variant=variant, family=family, rank=rank,
+                     tap_from=tap_from, inject_from=inject_from, beta=float(beta), fusion_kernel=fusion_kernel,
+                     image_size=hw, drop_path=float(drop_path), depth=depth, weights=str(weights),
+                     checkpoint_blocks=bool(checkpoint_blocks), low_precision_taps=bool(low_precision_taps),
+                     model_kwargs=dict(model_kwargs or {}))
+    return DTLModel(net, adapter, side, nn.Linear(adapter.num_features, num_classes), spec, _data_config(net, hw))
+
+
+def build_model_from_spec(spec: ModelSpec, weights: str | None = None) -> DTLModel:
+    """Rebuild the model a :class:`ModelSpec` describes (``weights`` overrides ``spec.weights``)."""
+    return build_model(spec.backbone, spec.num_classes, weights=spec.weights if weights is None else weights,
+                       rank=spec.rank, inject_from=spec.inject_from, tap_from=spec.tap_from, beta=spec.beta,
+                       variant=spec.variant, fusion_kernel=spec.fusion_kernel, drop_path=spec.drop_path,
+                       image_size=spec.image_size, checkpoint_blocks=spec.checkpoint_blocks,
+                       low_precision_taps=spec.low_precision_taps, model_kwargs=spec.model_kwargs)
+
+
+def _check_settings(name: str, depth: int, rank: int, tap_from: int, inject_from: int,
+                    fusion_kernel: int | None, beta: float) -> None:
+    checks = [
+        (rank >= 1, "The rank must be at least 1."),
+        (0 <= tap_from < depth, f"'{name}' has blocks 0…{depth - 1}; the first tap block {tap_from} is outside."),
+        (tap_from <= inject_from < depth,
+         f"The first injection block must lie between the first tap block {tap_from} and the last block "
+         f"{depth - 1} of '{name}', not {inject_from}."),
+        (fusion_kernel is None or (fusion_kernel >= 1 and fusion_kernel % 2 == 1),
+         "The DTL+ kernel size must be a positive odd number."),
+        (beta > 0, "The swish steepness β must be positive."),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise BackboneError(message)
+
+
+def _data_config(net: nn.Module, hw: tuple[int, int]) -> dict[str, Any]:
+    import timm.data
+
+    config = dict(timm.data.resolve_model_data_config(net))
+    config["input_size"] = (3, hw[0], hw[1])
+    return config

@@ -1,0 +1,106 @@
+"""The Compact Side Network of DTL: low-rank taps, the swish gate and the DTL+ depthwise fusion.
+
+For every tap block i:  h_i = h_{i-1} + x_i · A_iᵀ · B_iᵀ   (A_i: ``taps.i.down``, B_i: ``taps.i.up``)
+and for every injection block i ≥ M the model adds φ(swish_β(h_i)) to the block output, where φ is the
+identity (DTL) or a depthwise k×k convolution on the patch grid shared by a stage (DTL+: ``fusion.stageS``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _LowPrecisionDown(torch.autograd.Function):
+    """x·Aᵀ that keeps only a bf16 copy of x for the backward pass (the 'low precision taps' saver)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x.to(torch.bfloat16), weight)
+        ctx.x_dtype = x.dtype
+        compute = torch.result_type(x, weight) if not torch.is_autocast_enabled(x.device.type) else None
+        if compute is not None:
+            return F.linear(x.to(compute), weight.to(compute))
+        return F.linear(x, weight)  # autocast picks the compute dtype
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        x16, weight = ctx.saved_tensors
+        g = grad_out.float().reshape(-1, grad_out.shape[-1])
+        grad_w = (g.t() @ x16.float().reshape(-1, x16.shape[-1])).to(weight.dtype)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (grad_out.float() @ weight.float()).to(ctx.x_dtype)
+        return grad_x, grad_w
+
+
+class LowRankTap(nn.Module):
+    """W_i = B_i·A_i without bias; A_i (``down``) Kaiming-uniform, B_i (``up``) zero, so W_i starts at 0."""
+
+    def __init__(self, width: int, rank: int, low_precision: bool = False) -> None:
+        super().__init__()
+        self.down = nn.Linear(width, rank, bias=False)
+        self.up = nn.Linear(rank, width, bias=False)
+        nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.up.weight)
+        self.low_precision = low_precision
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.low_precision and torch.is_grad_enabled():
+            z = _LowPrecisionDown.apply(x, self.down.weight)
+        else:
+            z = self.down(x)
+        return self.up(z)
+
+
+def swish(h: torch.Tensor, beta: float) -> torch.Tensor:
+    """swish_β(h) = h · sigmoid(β·h)."""
+    return h * torch.sigmoid(beta * h)
+
+
+class CompactSideNetwork(nn.Module):
+    """All trainable side parts: ``taps`` (one per tap block, in block order) and DTL+ ``fusion`` convs.
+
+    Args:
+        tap_widths: {block index: channel width} for every tap block, in block order.
+        rank: r of every low-rank map.
+        beta: steepness of the swish gate.
+        fusion_stages: {stage index: channel width} of the stages that get a DTL+ conv; empty for DTL.
+        fusion_kernel: k of the depthwise k×k convs.
+        low_precision_taps: keep the saved tap inputs in bf16.
+    """
+
+    def __init__(self, tap_widths: dict[int, int], rank: int, beta: float = 100.0,
+                 fusion_stages: dict[int, int] | None = None, fusion_kernel: int = 3,
+                 low_precision_taps: bool = False) -> None:
+        super().__init__()
+        self.rank = rank
+        self.beta = float(beta)
+        self.taps = nn.ModuleDict({str(i): LowRankTap(w, rank, low_precision_taps) for i, w in tap_widths.items()})
+        self.fusion = nn.ModuleDict()
+        for stage, width in (fusion_stages or {}).items():
+            conv = nn.Conv2d(width, width, fusion_kernel, padding=fusion_kernel // 2, groups=width, bias=False)
+            # identity (Dirac) start: DTL+ begins as exactly DTL and learns spatial mixing from there
+            nn.init.dirac_(conv.weight, groups=width)
+            self.fusion[f"stage{stage}"] = conv
+
+    def has_tap(self, index: int) -> bool:
+        """True when block ``index`` has a tap."""
+        return str(index) in self.taps
+
+    def tap(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """x_i · A_iᵀ · B_iᵀ for tap block ``index``."""
+        return self.taps[str(index)](x)
+
+    def side_output(self, h: torch.Tensor, stage: int,
+                    on_grid: Callable[[Callable[[torch.Tensor], torch.Tensor], torch.Tensor, tuple[int, int]], torch.Tensor],
+                    grid: tuple[int, int]) -> torch.Tensor:
+        """φ(swish_β(h)): the value added to an injection block's output."""
+        s = swish(h, self.beta)
+        key = f"stage{stage}"
+        if key in self.fusion:
+            s = on_grid(self.fusion[key], s, grid)
+        return s
