@@ -1,0 +1,342 @@
+"""Export page: write the trained classifier to a file that runs anywhere PyTorch runs, then try it.
+
+The export and its verification (a fresh process must reproduce the engine's
+probabilities) run in the background; the page shows the engine's verdict.
+"Try it" runs the exported file on images the user drops or picks.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QStandardPaths, Qt, Signal
+from PySide6.QtGui import QIcon, QPixmap
+from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QFileDialog, QFormLayout, QGroupBox,
+                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox, QProgressBar,
+                               QPushButton, QRadioButton, QTableWidget, QTableWidgetItem, QVBoxLayout,
+                               QWidget)
+
+from app.widgets.error_dialog import show_error
+from app.widgets.mistakes_gallery import read_thumbnail
+from app.worker import run_in_background
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
+
+
+def onnx_available() -> bool:
+    """ONNX export needs the optional ``onnx`` package."""
+    return importlib.util.find_spec("onnx") is not None
+
+
+def documents_folder() -> Path:
+    """The user's Documents folder (falls back to home when the platform has none)."""
+    docs = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+    return Path(docs) if docs else Path.home()
+
+
+def run_export(run_dir: str, out_path: str, fmt: str, overwrite: bool):
+    """Export and verify (runs on a worker thread)."""
+    from dtl_engine import export
+
+    fn = export.export_onnx if fmt == "onnx" else export.export_torchscript
+    return fn(run_dir, out_path, overwrite=overwrite, verify=True)
+
+
+def run_predict(export_path: str, images: list[str]):
+    """Top-3 predictions of the exported file (runs on a worker thread), with thumbnails."""
+    from dtl_engine.predict import predict
+
+    return predict(export_path, images, top_k=3), [read_thumbnail(p, 56) for p in images]
+
+
+class ImageDropTable(QTableWidget):
+    """Image / file / top-3 table that accepts dropped image files."""
+
+    files_dropped = Signal(list)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(0, 3, parent)
+        self.setHorizontalHeaderLabels(["Image", "File", "Top-3 predictions"])
+        self.setAcceptDrops(True)
+        self.setDragDropMode(QAbstractItemView.DragDropMode.DropOnly)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.verticalHeader().setVisible(False)
+        self.verticalHeader().setDefaultSectionSize(64)
+        self.setIconSize(QPixmap(56, 56).size())
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Fixed)
+        self.setColumnWidth(0, 72)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+
+    @staticmethod
+    def _image_paths(mime) -> list[str]:
+        return [u.toLocalFile() for u in mime.urls()
+                if u.isLocalFile() and Path(u.toLocalFile()).suffix.lower() in IMAGE_SUFFIXES]
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if self._image_paths(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:  # noqa: N802 - Qt override
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 - Qt override
+        paths = self._image_paths(event.mimeData())
+        if paths:
+            event.acceptProposedAction()
+            self.files_dropped.emit(paths)
+
+
+class ExportPage(QWidget):
+    """Export a run to TorchScript (or ONNX) and try the exported file."""
+
+    status_changed = Signal()
+    exported = Signal(object)        # ExportResult
+    predicted = Signal(object)       # list of top-3 lists, one per image
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.run_dir: str | None = None
+        self.last_result: Any = None
+        self.predictions: list = []
+        self._busy = False
+        self._status = (False, "Train a model or open a past run to export it.")
+
+        self.title = QLabel("Export")
+        self.title.setStyleSheet("font-size: 16pt; font-weight: 600;")
+        self.run_label = QLabel("No run chosen yet. Train a model, or open one on the Runs page.")
+        self.run_label.setStyleSheet("color: #555;")
+        self.run_label.setWordWrap(True)
+
+        # --- export form ---
+        self.torchscript_radio = QRadioButton("TorchScript (.pt) — needs only PyTorch to run")
+        self.onnx_radio = QRadioButton("ONNX (.onnx) — for ONNX Runtime and other engines")
+        self.torchscript_radio.setChecked(True)
+        if not onnx_available():
+            self.onnx_radio.setEnabled(False)
+            self.onnx_radio.setText(self.onnx_radio.text() + " (install the 'onnx' package)")
+        self.format_group = QButtonGroup(self)
+        self.format_group.addButton(self.torchscript_radio)
+        self.format_group.addButton(self.onnx_radio)
+        self.format_group.buttonToggled.connect(self._format_changed)
+        formats = QVBoxLayout()
+        formats.addWidget(self.torchscript_radio)
+        formats.addWidget(self.onnx_radio)
+
+        self.path_edit = QLineEdit()
+        self.path_edit.setPlaceholderText("Where to save the exported model")
+        self.path_edit.textChanged.connect(self._update_buttons)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self.choose_path)
+        path_row = QHBoxLayout()
+        path_row.addWidget(self.path_edit, 1)
+        path_row.addWidget(browse)
+
+        self.export_button = QPushButton("Export")
+        self.export_button.setMinimumWidth(120)
+        self.export_button.clicked.connect(self.export)
+        self.busy_bar = QProgressBar()
+        self.busy_bar.setRange(0, 0)
+        self.busy_bar.setMaximumHeight(14)
+        self.busy_bar.setTextVisible(False)
+        self.busy_bar.hide()
+        action_row = QHBoxLayout()
+        action_row.addWidget(self.export_button)
+        action_row.addWidget(self.busy_bar, 1)
+        action_row.addStretch(0)
+
+        self.result_label = QLabel("")
+        self.result_label.setWordWrap(True)
+        self.result_label.setTextFormat(Qt.TextFormat.RichText)
+        self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        export_box = QGroupBox("Export the trained model")
+        form = QFormLayout(export_box)
+        form.addRow("Format:", formats)
+        form.addRow("Save as:", path_row)
+        form.addRow("", action_row)
+        form.addRow("", self.result_label)
+
+        # --- try it ---
+        self.try_table = ImageDropTable()
+        self.try_table.files_dropped.connect(self.try_images)
+        self.add_button = QPushButton("Add images…")
+        self.add_button.clicked.connect(self.choose_images)
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.clicked.connect(self._clear_predictions)
+        self.try_hint = QLabel("Drop images here or press “Add images…” to see what the exported model predicts.")
+        self.try_hint.setStyleSheet("color: #555;")
+        self.try_hint.setWordWrap(True)
+        try_row = QHBoxLayout()
+        try_row.addWidget(self.add_button)
+        try_row.addWidget(self.clear_button)
+        try_row.addWidget(self.try_hint, 1)
+        try_box = QGroupBox("Try it")
+        tlay = QVBoxLayout(try_box)
+        tlay.addLayout(try_row)
+        tlay.addWidget(self.try_table, 1)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.title)
+        layout.addWidget(self.run_label)
+        layout.addWidget(export_box)
+        layout.addWidget(try_box, 1)
+        self._update_buttons()
+
+    # --- page contract ---------------------------------------------------------
+    def status(self) -> tuple[bool, str]:
+        return self._status
+
+    def set_run(self, run_dir: str) -> None:
+        """Export this run next; proposes Documents/<run name>.<ext>."""
+        self.run_dir = str(run_dir)
+        name = Path(run_dir).name
+        self.title.setText(f"Export {name}")
+        self.run_label.setText(f"Run folder: {run_dir}")
+        self.path_edit.setText(str(documents_folder() / f"{name}{SUFFIX[self.format()]}"))
+        self.result_label.setText("")
+        self._set_status(False, f"Ready to export {name}")
+        self._update_buttons()
+
+    def format(self) -> str:
+        return "onnx" if self.onnx_radio.isChecked() else "torchscript"
+
+    def export_path(self) -> str | None:
+        """The file "Try it" uses: the last successful export."""
+        return getattr(self.last_result, "path", None)
+
+    # --- export -------------------------------------------------------------
+    def choose_path(self) -> None:
+        fmt = self.format()
+        pattern = "TorchScript (*.pt)" if fmt == "torchscript" else "ONNX (*.onnx)"
+        path, _ = QFileDialog.getSaveFileName(self, "Save the exported model", self.path_edit.text(), pattern,
+                                              options=QFileDialog.Option.DontConfirmOverwrite)
+        if path:
+            if not Path(path).suffix:
+                path += SUFFIX[fmt]
+            self.path_edit.setText(path)
+
+    def export(self) -> None:
+        """Export in the background; asks first when the file exists."""
+        if self._busy or not self.run_dir:
+            return
+        out = self.path_edit.text().strip()
+        if not out:
+            return
+        overwrite = False
+        if Path(out).expanduser().exists():
+            answer = QMessageBox.question(
+                self, "Replace the file?", f"“{Path(out).name}” already exists in {Path(out).parent}.\n"
+                "Do you want to replace it?",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
+                return
+            overwrite = True
+        run_dir, fmt = self.run_dir, self.format()
+        self._set_busy(True, "Exporting and checking the file in a fresh process…")
+        run_in_background(lambda: run_export(run_dir, out, fmt, overwrite), what="The export", context=self,
+                          on_done=self._export_done, on_error=self._export_failed)
+
+    def _export_done(self, result: Any) -> None:
+        self._set_busy(False)
+        self.last_result = result
+        if result.verified:
+            diff = f"{result.max_abs_diff:.1e}" if result.max_abs_diff is not None else "n/a"
+            verdict = (f"<span style='color:#1e8e4e; font-weight:600'>Verified ✓</span> — "
+                       f"max abs difference {diff} over {result.images_checked} images checked")
+        else:
+            verdict = "<span style='color:#b45f06; font-weight:600'>Not verified</span>"
+        self.result_label.setText(f"{verdict}<br><span style='color:#555'>{_escape(result.message)}</span>")
+        self._set_status(True, f"Exported to {Path(result.path).name}" + (" (verified)" if result.verified else ""))
+        self._update_buttons()
+        self.exported.emit(result)
+
+    def _export_failed(self, message: str, details: str) -> None:
+        self._set_busy(False)
+        self.result_label.setText(f"<span style='color:#c0392b; font-weight:600'>Export failed ✗</span><br>"
+                                  f"{_escape(message)}")
+        self._set_status(False, message)
+        self.error_dialog = show_error(self, "Export failed", message, details)
+
+    # --- try it ---------------------------------------------------------------
+    def choose_images(self) -> None:
+        start = str(Path(self.export_path() or documents_folder()).parent)
+        paths, _ = QFileDialog.getOpenFileNames(
+            self, "Images to try", start, "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ")")
+        if paths:
+            self.try_images(paths)
+
+    def try_images(self, paths: list[str]) -> None:
+        """Predict the top-3 classes of ``paths`` with the exported file, in the background."""
+        export_path = self.export_path()
+        if not export_path:
+            self.try_hint.setText("Export the model first; then drop images here to try it.")
+            return
+        paths = [str(p) for p in paths]
+        self.try_hint.setText(f"Predicting {len(paths)} image(s)…")
+        run_in_background(lambda: run_predict(export_path, paths), what="The prediction", context=self,
+                          on_done=lambda out: self._show_predictions(paths, *out),
+                          on_error=self._predict_failed)
+
+    def _show_predictions(self, paths: list[str], predictions: list, thumbs: list) -> None:
+        for path, top, thumb in zip(paths, predictions, thumbs):
+            row = self.try_table.rowCount()
+            self.try_table.insertRow(row)
+            image = QTableWidgetItem()
+            if not thumb.isNull():
+                image.setIcon(QIcon(QPixmap.fromImage(thumb)))
+            self.try_table.setItem(row, 0, image)
+            name = QTableWidgetItem(Path(path).name)
+            name.setToolTip(path)
+            self.try_table.setItem(row, 1, name)
+            text = "   ".join(f"{cls} {100 * p:.1f} %" for cls, p in top)
+            best = QTableWidgetItem(text)
+            font = best.font()
+            font.setPointSizeF(font.pointSizeF() * 1.1)
+            best.setFont(font)
+            self.try_table.setItem(row, 2, best)
+        self.predictions.extend(predictions)
+        self.try_hint.setText(f"{len(self.predictions)} image(s) tried with {Path(self.export_path()).name}.")
+        self.predicted.emit(predictions)
+
+    def _predict_failed(self, message: str, details: str) -> None:
+        self.try_hint.setText(message)
+        self.error_dialog = show_error(self, "Prediction failed", message, details)
+
+    def _clear_predictions(self) -> None:
+        self.try_table.setRowCount(0)
+        self.predictions = []
+
+    # --- helpers ----------------------------------------------------------------
+    def _format_changed(self, *_: Any) -> None:
+        text = self.path_edit.text().strip()
+        if text:
+            self.path_edit.setText(str(Path(text).with_suffix(SUFFIX[self.format()])))
+
+    def _set_busy(self, busy: bool, text: str = "") -> None:
+        self._busy = busy
+        self.busy_bar.setVisible(busy)
+        if busy:
+            self.result_label.setText(_escape(text))
+        self._update_buttons()
+
+    def _update_buttons(self, *_: Any) -> None:
+        can_export = bool(self.run_dir) and bool(self.path_edit.text().strip()) and not self._busy
+        self.export_button.setEnabled(can_export)
+        has_export = self.export_path() is not None
+        self.add_button.setEnabled(has_export)
+        self.try_table.setAcceptDrops(has_export)
+
+    def _set_status(self, ready: bool, text: str) -> None:
+        self._status = (ready, text)
+        self.status_changed.emit()
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

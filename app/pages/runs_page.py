@@ -1,0 +1,163 @@
+"""Runs page: every past run, newest first; open one, or resume a stopped / interrupted one."""
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout, QWidget)
+
+from app.widgets.error_dialog import show_error
+from app.worker import describe_error
+
+RESUMABLE = ("stopped", "interrupted")
+COLUMNS = ["Name", "Date", "Backbone", "Method", "Status", "Epochs", "Best val. acc."]
+STATUS_COLOURS = {"finished": "#1e8e4e", "stopped": "#5f6b7a", "interrupted": "#b45f06",
+                  "failed": "#c0392b", "running": "#2f66d6"}
+
+
+def list_runs() -> list[Any]:
+    """The engine's run list (newest first)."""
+    from dtl_engine.runs import list_runs as engine_list_runs
+
+    return list(engine_list_runs())
+
+
+def _date_text(created: str) -> str:
+    try:
+        stamp = datetime.fromisoformat(str(created).replace("Z", "+00:00"))
+        return stamp.astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return str(created)
+
+
+class RunsPage(QWidget):
+    """Table of past runs with Open / Resume / Refresh."""
+
+    status_changed = Signal()
+    open_run = Signal(str)      # run folder
+    resume_run = Signal(str)    # run folder
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.runs: list[Any] = []
+        self._status = (False, "No runs yet.")
+
+        title = QLabel("Runs")
+        title.setStyleSheet("font-size: 16pt; font-weight: 600;")
+        self.summary = QLabel("")
+        self.summary.setStyleSheet("color: #555;")
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setAlternatingRowColors(True)
+        self.table.verticalHeader().setVisible(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.itemSelectionChanged.connect(self._update_buttons)
+        self.table.cellDoubleClicked.connect(lambda *_: self._open())
+
+        self.open_button = QPushButton("Open")
+        self.open_button.setToolTip("Show this run's curves and results, and export it again")
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue a stopped or interrupted run from its last checkpoint")
+        self.refresh_button = QPushButton("Refresh")
+        self.open_button.clicked.connect(self._open)
+        self.resume_button.clicked.connect(self._resume)
+        self.refresh_button.clicked.connect(self.refresh)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.open_button)
+        buttons.addWidget(self.resume_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.refresh_button)
+
+        self.empty_label = QLabel("No runs yet. Runs appear here once you press Start on the Train page.")
+        self.empty_label.setStyleSheet("color: #555;")
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(title)
+        layout.addWidget(self.summary)
+        layout.addLayout(buttons)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.empty_label)
+        self._update_buttons()
+
+    # --- page contract ----------------------------------------------------------
+    def status(self) -> tuple[bool, str]:
+        return self._status
+
+    def refresh(self) -> None:
+        """Re-read the run folders (cheap: JSON files only)."""
+        selected = self.selected_run()
+        try:
+            self.runs = list_runs()
+        except Exception as exc:  # noqa: BLE001 - a damaged runs folder must not break the page
+            message, details = describe_error(exc, "Listing the runs")
+            self.runs = []
+            self.error_dialog = show_error(self, "Runs could not be listed", message, details)
+        self.table.setRowCount(len(self.runs))
+        for row, run in enumerate(self.runs):
+            acc = run.best_val_acc
+            cells = [run.name, _date_text(run.created), run.backbone, run.method, run.status,
+                     f"{run.epochs_done} / {run.epochs}", "—" if acc is None else f"{100 * acc:.1f} %"]
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(str(text))
+                if col == 0:
+                    item.setData(Qt.ItemDataRole.UserRole, str(run.run_dir))
+                    item.setToolTip(str(run.run_dir))
+                if col == 4:
+                    item.setForeground(QColor(STATUS_COLOURS.get(run.status, "#333")))
+                if col in (5, 6):
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(row, col, item)
+            if selected and str(run.run_dir) == selected:
+                self.table.selectRow(row)
+        n = len(self.runs)
+        resumable = sum(r.status in RESUMABLE for r in self.runs)
+        self.summary.setText(f"{n} run(s)" + (f", {resumable} can be resumed" if resumable else "")
+                             if n else "")
+        self.empty_label.setVisible(n == 0)
+        self._status = (n > 0, f"{n} past run(s)" if n else "No runs yet.")
+        self._update_buttons()
+        self.status_changed.emit()
+
+    def selected_run(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
+        if not rows:
+            return None
+        item = self.table.item(rows[0].row(), 0)
+        return item.data(Qt.ItemDataRole.UserRole) if item else None
+
+    def select_run(self, run_dir: str) -> bool:
+        """Select the row of ``run_dir``; False when it is not listed."""
+        for row in range(self.table.rowCount()):
+            if Path(self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)) == Path(run_dir):
+                self.table.selectRow(row)
+                return True
+        return False
+
+    def _run_info(self, run_dir: str | None) -> Any:
+        return next((r for r in self.runs if str(r.run_dir) == run_dir), None)
+
+    def _update_buttons(self) -> None:
+        info = self._run_info(self.selected_run())
+        self.open_button.setEnabled(info is not None)
+        self.resume_button.setEnabled(info is not None and info.status in RESUMABLE)
+
+    def _open(self) -> None:
+        run_dir = self.selected_run()
+        if run_dir:
+            self.open_run.emit(run_dir)
+
+    def _resume(self) -> None:
+        info = self._run_info(self.selected_run())
+        if info is not None and info.status in RESUMABLE:
+            self.resume_run.emit(str(info.run_dir))
