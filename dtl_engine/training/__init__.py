@@ -1,0 +1,7 @@
+"""Training: the run loop, its checkpoints, the feature cache, device and optimiser choices."""
+from __future__ import annotations
+
+from .devices import select_device
+from .runner import RunResult, resume, train
+
+__all__ = ["train", "resume", "RunResult", "select_device"]
