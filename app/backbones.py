@@ -1,0 +1,102 @@
+"""The curated backbone list of the Model page, with facts known in advance (no torch import needed).
+
+Parameter counts are of the backbone without its classifier head (timm, num_classes=0).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    name: str           # timm name with its pretrained tag
+    label: str          # what a person reads
+    params: int | None  # backbone parameters (None = not known yet)
+    input_size: int | None
+    depth: int | None   # number of transformer blocks (for the 'Auto' injection start)
+    family: str         # "vit" | "swin"
+    note: str = ""
+
+
+CURATED: tuple[BackboneInfo, ...] = (
+    BackboneInfo("vit_tiny_patch16_224.augreg_in21k_ft_in1k", "ViT-Ti/16 · quick tries on CPU", 5_524_416, 224, 12,
+                 "vit", "Smallest ViT: fast enough to train on a laptop CPU."),
+    BackboneInfo("vit_small_patch16_224.augreg_in21k_ft_in1k", "ViT-S/16 · ImageNet-21k → 1k", 21_665_664, 224, 12,
+                 "vit", "A good balance of speed and accuracy."),
+    BackboneInfo("vit_base_patch16_224.augreg_in21k", "ViT-B/16 · ImageNet-21k (the paper's)", 85_798_656, 224, 12,
+                 "vit", "The backbone of the DTL paper's VTAB-1K results."),
+    BackboneInfo("vit_base_patch16_224.augreg2_in21k_ft_in1k", "ViT-B/16 · ImageNet-21k → 1k", 85_798_656, 224, 12,
+                 "vit", "ViT-B/16 fine-tuned on ImageNet-1k after 21k pre-training."),
+    BackboneInfo("deit_small_patch16_224.fb_in1k", "DeiT-S/16 · ImageNet-1k", 21_665_664, 224, 12, "vit",
+                 "Data-efficient ViT trained on ImageNet-1k only."),
+    BackboneInfo("deit_base_patch16_224.fb_in1k", "DeiT-B/16 · ImageNet-1k", 85_798_656, 224, 12, "vit",
+                 "Data-efficient ViT-B trained on ImageNet-1k only."),
+    BackboneInfo("vit_small_patch14_dinov2.lvd142m", "DINOv2 ViT-S/14 · self-supervised", 22_056_192, 518, 12, "vit",
+                 "Self-supervised features; native input 518 px (set a smaller image size to save memory)."),
+    BackboneInfo("swin_tiny_patch4_window7_224.ms_in1k", "Swin-T · ImageNet-1k", 27_519_354, 224, 12, "swin",
+                 "Hierarchical windowed transformer, 4 stages."),
+    BackboneInfo("swin_small_patch4_window7_224.ms_in1k", "Swin-S · ImageNet-1k", 48_837_258, 224, 24, "swin",
+                 "Deeper Swin: more accurate, slower."),
+    BackboneInfo("swin_base_patch4_window7_224.ms_in22k", "Swin-B · ImageNet-22k (the paper's)", 86_743_224, 224, 24,
+                 "swin", "The Swin backbone of the DTL paper."),
+)
+
+# Prefixes of timm architectures the engine has adapters for (see dtl_engine.adapters).
+SUPPORTED_PREFIXES = ("vit_", "deit_", "deit3_", "swin_")
+REFUSED_PREFIXES = ("swinv2", "swin_s3")
+
+FAMILY_RANK = {"vit": 2, "swin": 4}
+FAMILY_KERNEL = {"vit": 3, "swin": 5}
+
+
+def by_name(name: str) -> BackboneInfo | None:
+    """The curated entry of ``name`` (exact timm name), or None."""
+    return next((b for b in CURATED if b.name == name), None)
+
+
+def family_of(name: str) -> str | None:
+    """'vit' / 'swin' from the name alone, or None when the name is not of a supported family."""
+    arch = name.split(".", 1)[0]
+    if arch.startswith(REFUSED_PREFIXES):
+        return None
+    if arch.startswith("swin_"):
+        return "swin"
+    if arch.startswith(("vit_", "deit_", "deit3_", "test_vit")):
+        return "vit"
+    return None
+
+
+def format_params(n: int | None) -> str:
+    """'86.6 M', '5.5 M', '—'."""
+    if n is None:
+        return "—"
+    return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.0f} k"
+
+
+def supported_timm_names() -> list[str]:
+    """Every timm model name (with pretrained tags) of a supported family; imports timm (call off the GUI thread)."""
+    import timm
+
+    names = timm.list_models(pretrained=True) + timm.list_models()
+    seen: dict[str, None] = {}
+    for n in names:
+        if family_of(n) is not None:
+            seen.setdefault(n, None)
+    return sorted(seen)
+
+
+def describe_backbone(name: str) -> BackboneInfo:
+    """Parameter count, input size and depth of any timm name, built on the meta device (off the GUI thread)."""
+    import timm
+    import torch
+
+    family = family_of(name) or "vit"
+    with torch.device("meta"):     # no memory, no weights: shapes only
+        model = timm.create_model(name, pretrained=False, num_classes=0)
+    params = sum(p.numel() for p in model.parameters())
+    size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, None, None))[-1]
+    if hasattr(model, "blocks"):
+        depth = len(model.blocks)
+    else:
+        depth = sum(len(getattr(layer, "blocks", [])) for layer in getattr(model, "layers", []))
+    return BackboneInfo(name, name, params, size, depth or None, family)

@@ -1,0 +1,72 @@
+"""Entry point of the desktop application: ``python -m app`` or the ``dtl-studio`` command."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+NO_DISPLAY = ("DTL Studio found no display to open its window on (neither DISPLAY nor WAYLAND_DISPLAY is set); "
+              "run `dtl-studio --self-test` for a headless check instead.")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dtl-studio", description="No-code transfer learning of image "
+                                     "classifiers with Disentangled Transfer Learning (DTL).")
+    parser.add_argument("folder", nargs="?", help="an image folder to open at start")
+    parser.add_argument("--sample", action="store_true", help="open the built-in sample data (handwritten digits)")
+    parser.add_argument("--self-test", action="store_true",
+                        help="run a short headless check of the whole pipeline and exit")
+    return parser
+
+
+def has_display() -> bool:
+    """False on Linux/BSD without X11 or Wayland and without an explicit Qt platform (e.g. 'offscreen')."""
+    if os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    if sys.platform.startswith(("win", "darwin")):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Open DTL Studio; returns the process exit status."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if "--self-test" in args_list:
+        from app.self_test import run
+        return int(run(args_list) or 0)
+    args, qt_args = _parser().parse_known_args(args_list)
+    if not has_display():
+        print(NO_DISPLAY)
+        return 2
+
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QGuiApplication
+    from PySide6.QtWidgets import QApplication
+
+    from app.settings import APPLICATION, ORGANISATION
+    from app.theme import app_icon, apply_theme
+
+    # Crisp on fractional-scale (high-DPI) screens.
+    QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
+    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "dtl-studio", *qt_args])
+    app.setOrganizationName(ORGANISATION)
+    app.setApplicationName(APPLICATION)
+    app.setApplicationDisplayName(APPLICATION)
+    app.setDesktopFileName("dtl-studio")
+    app.setWindowIcon(app_icon())
+    apply_theme(app)
+
+    from app.main_window import MainWindow
+
+    window = MainWindow()
+    window.show()
+    if args.sample:
+        window.data_page.use_sample()
+    elif args.folder:
+        window.data_page.open_folder(args.folder)
+    return int(app.exec())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

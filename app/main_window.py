@@ -1,0 +1,342 @@
+"""The main window: a step bar on the left (Data → Model → Train → Results → Export, plus Runs),
+one page per step on the right, menus and shortcuts, and a careful close while training."""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QMainWindow, QMessageBox, QStackedWidget, QVBoxLayout, QWidget)
+
+from app.pages.data_page import DataPage
+from app.pages.model_page import ModelPage
+from app.scan_worker import ensure_heavy_imports
+from app.settings import Settings
+from app.theme import app_icon
+from app.widgets.step_bar import StepBar
+from dtl_engine.errors import DataError
+
+STEPS = ("Data", "Model", "Train", "Results", "Export")
+EXTRA = ("Runs",)
+DATA, MODEL, TRAIN, RESULTS, EXPORT, RUNS = range(6)
+CLOSE_TIMEOUT_S = 60.0
+
+
+class PlaceholderPage(QWidget):
+    """Stands in for a page that could not be loaded, and says why."""
+
+    status_changed = Signal()
+
+    def __init__(self, title: str, reason: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.reason = reason
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(28, 22, 28, 22)
+        head = QLabel(title)
+        head.setProperty("role", "title")
+        text = QLabel(f"This step is not available in this installation: {reason}")
+        text.setWordWrap(True)
+        text.setProperty("role", "muted")
+        layout.addWidget(head)
+        layout.addWidget(text)
+        layout.addStretch(1)
+
+    def status(self) -> tuple[bool, str]:
+        return False, "Not available"
+
+
+class MainWindow(QMainWindow):
+    """DTL Studio's window. ``train_fn`` / ``resume_fn`` replace the engine's (tests)."""
+
+    def __init__(self, settings: Settings | None = None, *, train_fn: Callable[..., Any] | None = None,
+                 resume_fn: Callable[..., Any] | None = None) -> None:
+        super().__init__()
+        self.settings = settings or Settings()
+        self.setWindowTitle("DTL Studio")
+        self.setWindowIcon(app_icon())
+        self.setMinimumSize(980, 660)
+        self._closing_since: float | None = None
+        self._close_timer = QTimer(self)
+        self._close_timer.setInterval(100)
+        self._close_timer.timeout.connect(self._check_closing)
+
+        self.data_page = DataPage(self.settings)
+        self.model_page = ModelPage(self.settings)
+        self.train_page = self._make("Train", lambda: self._train_page(train_fn, resume_fn))
+        self.results_page = self._make("Results", self._results_page)
+        self.export_page = self._make("Export", self._export_page)
+        self.runs_page = self._make("Runs", self._runs_page)
+        self.pages: list[QWidget] = [self.data_page, self.model_page, self.train_page, self.results_page,
+                                     self.export_page, self.runs_page]
+
+        self.step_bar = StepBar(list(STEPS), list(EXTRA))
+        self.stack = QStackedWidget()
+        for page in self.pages:
+            self.stack.addWidget(page)
+            page.status_changed.connect(self.update_steps)
+        self.step_bar.step_selected.connect(self.show_step)
+        central = QWidget()
+        row = QHBoxLayout(central)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(0)
+        row.addWidget(self.step_bar)
+        row.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+
+        self._wire()
+        self._build_menus()
+        self.update_steps()
+        self.show_step(DATA)
+        geometry = self.settings.geometry()
+        if geometry is None or not self.restoreGeometry(geometry):
+            self.resize(1240, 820)
+        self.statusBar().showMessage("Drop an image folder on the Data step, or press Ctrl+O.", 8000)
+
+    # --- building the pages (B's pages load defensively) ------------------------------------
+    def _make(self, title: str, factory: Callable[[], QWidget]) -> QWidget:
+        try:
+            return factory()
+        except Exception as exc:  # noqa: BLE001 - one missing page must not take the window down
+            return PlaceholderPage(title, f"{type(exc).__name__}: {exc}")
+
+    def _train_page(self, train_fn, resume_fn) -> QWidget:
+        from app.pages.train_page import TrainPage
+        kwargs = {k: v for k, v in (("train_fn", train_fn), ("resume_fn", resume_fn)) if v is not None}
+        return TrainPage(self.config_for_run, **kwargs)
+
+    def _results_page(self) -> QWidget:
+        from app.pages.results_page import ResultsPage
+        return ResultsPage()
+
+    def _export_page(self) -> QWidget:
+        from app.pages.export_page import ExportPage
+        return ExportPage()
+
+    def _runs_page(self) -> QWidget:
+        from app.pages.runs_page import RunsPage
+        return RunsPage()
+
+    def config_for_run(self):
+        """The TrainConfig of the next run: the model page's settings on the data page's folder."""
+        root = self.data_page.data_root()
+        if root is None:
+            raise DataError("Choose an image folder on the Data step before training.")
+        return self.model_page.build_config(root)
+
+    # --- wiring -----------------------------------------------------------------------------------
+    def _wire(self) -> None:
+        self.data_page.scan_ready.connect(self.model_page.set_scan)
+        self.model_page.config_changed.connect(self._config_changed)
+        self.model_page.estimate_ready.connect(self._estimate_ready)
+        self._config_changed()
+        connect = self._connect_if
+        connect(self.train_page, "run_finished", self._run_finished)
+        connect(self.train_page, "run_started", lambda run_dir: self.statusBar().showMessage(
+            f"Training in {run_dir}", 6000))
+        connect(self.runs_page, "open_run", self.open_run)
+        connect(self.runs_page, "resume_run", self.resume_run)
+
+    @staticmethod
+    def _connect_if(page: QWidget, signal: str, slot: Callable) -> None:
+        sig = getattr(page, signal, None)
+        if sig is not None:
+            sig.connect(slot)
+
+    @staticmethod
+    def _call_if(page: QWidget, method: str, *args) -> Any:
+        fn = getattr(page, method, None)
+        return fn(*args) if callable(fn) else None
+
+    def _config_changed(self) -> None:
+        d = self.model_page.config_dict()
+        self.data_page.set_val_fraction(d["val_fraction"], d["seed"])
+
+    def _estimate_ready(self, _text: str) -> None:
+        est = self.model_page.last_estimate
+        if est is not None:
+            self._call_if(self.train_page, "set_reference_memory", int(est.full.total_bytes))
+
+    def _run_finished(self, result: Any) -> None:
+        run_dir = str(getattr(result, "run_dir", "") or "")
+        if not run_dir:
+            return
+        self._call_if(self.results_page, "show_run", run_dir)
+        self._call_if(self.export_page, "set_run", run_dir)
+        self._call_if(self.runs_page, "refresh")
+        if getattr(result, "status", "finished") == "finished" and self._closing_since is None:
+            self.show_step(RESULTS)
+
+    def open_run(self, run_dir: str) -> None:
+        """Show a past run everywhere: results, export and its training curves."""
+        self._call_if(self.results_page, "show_run", run_dir)
+        self._call_if(self.export_page, "set_run", run_dir)
+        self._call_if(self.train_page, "load_history", run_dir)
+        self.show_step(RESULTS)
+
+    def resume_run(self, run_dir: str) -> None:
+        """Continue a stopped run on the Train step."""
+        self._call_if(self.train_page, "resume_run", run_dir)
+        self.show_step(TRAIN)
+
+    # --- steps ----------------------------------------------------------------------------------------
+    def show_step(self, index: int) -> None:
+        """Show page ``index`` (0 = Data … 5 = Runs)."""
+        if index == RUNS:
+            ensure_heavy_imports()          # the run list loads torch; never race a background import
+            self._call_if(self.runs_page, "refresh")
+        self.stack.setCurrentIndex(index)
+        self.step_bar.set_current(index)
+
+    def current_step(self) -> int:
+        """Index of the page shown."""
+        return self.stack.currentIndex()
+
+    def step_states(self) -> list[tuple[bool, str]]:
+        """(ready, line) of every step as the bar shows them."""
+        return [self.step_bar.state(i) for i in range(len(self.pages))]
+
+    def update_steps(self) -> None:
+        """Refresh every step's ready flag and status line; later steps say what they wait for."""
+        states = [self._page_status(p) for p in self.pages]
+        data_ok, model_ok = states[DATA][0], states[MODEL][0]
+        train_ok = states[TRAIN][0]
+        running = bool(self._call_if(self.train_page, "is_running"))
+        if not running and not train_ok:
+            if not data_ok:
+                states[TRAIN] = (False, "Waiting for an image folder (Data)")
+            elif not model_ok:
+                states[TRAIN] = (False, "Waiting for the model settings")
+        for step, need in ((RESULTS, "Waiting for a finished run"), (EXPORT, "Waiting for a trained model")):
+            if not states[step][0] and not train_ok and not running and not self._has_run(step):
+                states[step] = (False, need)
+        for i, (ok, line) in enumerate(states):
+            self.step_bar.set_state(i, ok, line)
+
+    def _has_run(self, step: int) -> bool:
+        return bool(self._page_status(self.pages[step])[0])
+
+    @staticmethod
+    def _page_status(page: QWidget) -> tuple[bool, str]:
+        try:
+            ok, line = page.status()
+            return bool(ok), str(line)
+        except Exception as exc:  # noqa: BLE001 - a page bug shows as a line, not a crash
+            return False, f"Status unavailable ({exc})"
+
+    # --- menus and shortcuts ---------------------------------------------------------------------
+    def _action(self, menu, text: str, slot: Callable, shortcut: str | QKeySequence | None = None,
+                tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        if tip:
+            action.setStatusTip(tip)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        self.open_action = self._action(file_menu, "&Open image folder…", self.open_folder_dialog,
+                                        QKeySequence.StandardKey.Open, "Choose a folder of images")
+        self.recent_menu = file_menu.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        self._action(file_menu, "Use &sample data", self.data_page.use_sample)
+        file_menu.addSeparator()
+        self.quit_action = self._action(file_menu, "&Quit", self.close, "Ctrl+Q")
+        self.quit_action.setMenuRole(QAction.MenuRole.QuitRole)
+
+        run_menu = bar.addMenu("&Run")
+        self.train_action = self._action(run_menu, "&Train", self.start_training, "Ctrl+R",
+                                         "Start training with the chosen data and model")
+        self._action(run_menu, "&Pause", lambda: self._call_if(self.train_page, "pause"))
+        self._action(run_menu, "Res&ume", lambda: self._call_if(self.train_page, "resume"))
+        self._action(run_menu, "&Stop", lambda: self._call_if(self.train_page, "stop"))
+        run_menu.addSeparator()
+        self.export_action = self._action(run_menu, "&Export…", lambda: self.show_step(EXPORT), "Ctrl+E",
+                                          "Export the trained classifier")
+
+        go_menu = bar.addMenu("&Go")
+        self.step_actions = []
+        for i, title in enumerate(STEPS + EXTRA):
+            self.step_actions.append(self._action(go_menu, title, lambda _=False, i=i: self.show_step(i),
+                                                  f"Ctrl+{i + 1}"))
+
+        help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "&About DTL Studio", self._about)
+
+    def open_folder_dialog(self) -> None:
+        """Ctrl+O: go to the Data step and ask for a folder."""
+        self.show_step(DATA)
+        self.data_page.browse()
+
+    def start_training(self) -> None:
+        """Ctrl+R: start a run on the Train step."""
+        self.show_step(TRAIN)
+        self._call_if(self.train_page, "start")
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        folders = self.settings.recent_folders()
+        for folder in folders:
+            action = self.recent_menu.addAction(folder)
+            action.triggered.connect(lambda _=False, f=folder: (self.show_step(DATA), self.data_page.open_folder(f)))
+        if not folders:
+            self.recent_menu.addAction("No recent folders").setEnabled(False)
+        else:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear the list", self._clear_recent)
+
+    def _clear_recent(self) -> None:
+        self.settings.clear_recent_folders()
+        self.data_page.refresh_recent()
+
+    def _about(self) -> None:
+        QMessageBox.about(self, "About DTL Studio",
+                          "<b>DTL Studio</b><br>No-code transfer learning of image classifiers with "
+                          "Disentangled Transfer Learning (Fu, Zhu, Wu, AAAI 2024): a frozen pretrained "
+                          "backbone plus a tiny side network of low-rank maps.")
+
+    # --- closing --------------------------------------------------------------------------------------
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        running = bool(self._call_if(self.train_page, "is_running"))
+        if running and self._closing_since is None:
+            box = QMessageBox(QMessageBox.Icon.Question, "Training is running",
+                              "A run is still training. Quit and stop it? The run keeps its last checkpoint "
+                              "and can be resumed from the Runs step.", parent=self)
+            quit_button = box.addButton("Quit && stop", QMessageBox.ButtonRole.DestructiveRole)
+            box.addButton(QMessageBox.StandardButton.Cancel)
+            box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+            box.exec()
+            if box.clickedButton() is not quit_button:
+                event.ignore()
+                return
+            # Stop cleanly without freezing the window: ask, then close once the run thread has ended.
+            self._closing_since = time.monotonic()
+            self._call_if(self.train_page, "stop")
+            self.statusBar().showMessage("Stopping the run and saving its checkpoint…")
+            self._close_timer.start()
+            event.ignore()
+            return
+        if running and self._closing_since != -1.0:   # still stopping: keep waiting for the run thread
+            event.ignore()
+            return
+        self._close_timer.stop()
+        self.settings.set_geometry(self.saveGeometry())
+        self.model_page.save_config()
+        self.data_page.shutdown()
+        self.model_page.shutdown()
+        event.accept()
+
+    def _check_closing(self) -> None:
+        running = bool(self._call_if(self.train_page, "is_running"))
+        overdue = self._closing_since is not None and time.monotonic() - self._closing_since > CLOSE_TIMEOUT_S
+        if running and overdue:
+            self._call_if(self.train_page, "stop_and_wait", 5000)   # last resort: a bounded wait
+            running = bool(self._call_if(self.train_page, "is_running"))
+        if not running or overdue:
+            self._close_timer.stop()
+            self._closing_since = -1.0      # marks "confirmed": closeEvent will accept now
+            self.close()

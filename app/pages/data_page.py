@@ -1,0 +1,435 @@
+"""Step 1 — Data: choose an image folder (drop, Browse…, recent, sample), scan it in the background, show what was found."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from PySide6.QtCore import QMimeData, Qt, Signal
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QListWidget, QProgressBar,
+                               QPushButton, QSizePolicy, QSplitter, QVBoxLayout, QWidget)
+
+from app.scan_worker import CallThread, ScanThread
+from app.settings import Settings
+from app.widgets.class_table import ClassTable
+from app.widgets.drop_zone import DropZone
+
+MAX_LISTED_SKIPS = 200
+IMBALANCE_RATIO = 3.0
+
+
+def _label(text: str = "", role: str | None = None, wrap: bool = False) -> QLabel:
+    label = QLabel(text)
+    if role:
+        label.setProperty("role", role)
+    label.setWordWrap(wrap)
+    return label
+
+
+def _card() -> tuple[QFrame, QVBoxLayout]:
+    frame = QFrame()
+    frame.setObjectName("card")
+    layout = QVBoxLayout(frame)
+    layout.setContentsMargins(16, 14, 16, 14)
+    layout.setSpacing(8)
+    return frame, layout
+
+
+class DataPage(QWidget):
+    """Choose and scan an image folder. Emits ``scan_ready(ScanResult)`` when a folder is usable."""
+
+    status_changed = Signal()
+    scan_ready = Signal(object)
+
+    def __init__(self, settings: Settings | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings or Settings()
+        self._scan = None                   # ScanResult of the folder shown
+        self._split = None
+        self._thread: ScanThread | None = None
+        self._sample_thread: CallThread | None = None
+        self._old_threads: list = []        # finished-but-not-yet-deleted threads stay referenced
+        self._state = "empty"               # empty | scanning | ready | error
+        self._message = ""
+        self.val_fraction = 0.2
+        self.seed = 0
+        self._build()
+        self.refresh_recent()
+
+    # --- layout ---------------------------------------------------------------------
+    def _build(self) -> None:
+        root = QVBoxLayout(self)
+        root.setContentsMargins(28, 22, 28, 22)
+        root.setSpacing(12)
+
+        head = QHBoxLayout()
+        titles = QVBoxLayout()
+        titles.setSpacing(2)
+        titles.addWidget(_label("Images", "title"))
+        titles.addWidget(_label("A folder with one sub-folder per class, or train/ and val/ folders of class "
+                                "sub-folders. Nothing in it is ever changed.", "subtitle", wrap=True))
+        head.addLayout(titles, 1)
+        root.addLayout(head)
+
+        actions = QHBoxLayout()
+        actions.setSpacing(8)
+        self.browse_button = QPushButton("Browse…")
+        self.browse_button.setProperty("role", "primary")
+        self.browse_button.setToolTip("Choose an image folder (Ctrl+O)")
+        self.browse_button.clicked.connect(self.browse)
+        self.sample_button = QPushButton("Use sample data")
+        self.sample_button.setToolTip("Handwritten digits 0–9 that ship with DTL Studio: a quick way to try everything.")
+        self.sample_button.clicked.connect(self.use_sample)
+        self.recent_combo = QComboBox()
+        self.recent_combo.setMinimumWidth(260)
+        self.recent_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.recent_combo.setToolTip("Folders opened before")
+        self.recent_combo.activated.connect(self._recent_chosen)
+        actions.addWidget(self.browse_button)
+        actions.addWidget(self.sample_button)
+        actions.addStretch(1)
+        actions.addWidget(_label("Recent:", "muted"))
+        actions.addWidget(self.recent_combo)
+        root.addLayout(actions)
+
+        self.drop_zone = DropZone()
+        self.drop_zone.setMinimumHeight(150)
+        self.drop_zone.folder_dropped.connect(self.open_folder)
+        self.drop_zone.drop_rejected.connect(self._show_problem)
+        root.addWidget(self.drop_zone)
+
+        self.message = _label("", "error", wrap=True)
+        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.message.hide()
+        root.addWidget(self.message)
+
+        progress_row = QHBoxLayout()
+        self.progress_label = _label("", "muted")
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(False)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel_scan)
+        progress_row.addWidget(self.progress_label)
+        progress_row.addWidget(self.progress, 1)
+        progress_row.addWidget(self.cancel_button)
+        self.progress_box = QWidget()
+        self.progress_box.setLayout(progress_row)
+        progress_row.setContentsMargins(0, 0, 0, 0)
+        self.progress_box.hide()
+        root.addWidget(self.progress_box)
+
+        # Results: summary line, class table and warnings side by side.
+        self.results = QWidget()
+        res = QVBoxLayout(self.results)
+        res.setContentsMargins(0, 0, 0, 0)
+        res.setSpacing(10)
+        summary_card, summary = _card()
+        self.folder_label = _label("", "section")
+        self.folder_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.totals_label = _label("", None, wrap=True)
+        self.split_label = _label("", "muted", wrap=True)
+        summary.addWidget(self.folder_label)
+        summary.addWidget(self.totals_label)
+        summary.addWidget(self.split_label)
+        res.addWidget(summary_card)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.setChildrenCollapsible(False)
+        table_box = QWidget()
+        tb = QVBoxLayout(table_box)
+        tb.setContentsMargins(0, 0, 0, 0)
+        tb.addWidget(_label("Classes", "section"))
+        self.class_table = ClassTable()
+        tb.addWidget(self.class_table)
+        warn_box = QWidget()
+        wb = QVBoxLayout(warn_box)
+        wb.setContentsMargins(0, 0, 0, 0)
+        self.warnings_title = _label("Warnings", "section")
+        wb.addWidget(self.warnings_title)
+        self.warnings_list = QListWidget()
+        self.warnings_list.setWordWrap(True)
+        self.warnings_list.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        wb.addWidget(self.warnings_list)
+        splitter.addWidget(table_box)
+        splitter.addWidget(warn_box)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        res.addWidget(splitter, 1)
+        self.results.hide()
+        root.addWidget(self.results, 1)
+        self.spacer = QWidget()
+        root.addWidget(self.spacer, 1)
+        self._set_results_visible(False)
+
+    # --- page contract -----------------------------------------------------------------
+    def status(self) -> tuple[bool, str]:
+        """(ready, one line) for the step bar."""
+        if self._state == "scanning":
+            return False, "Scanning the folder…"
+        if self._state == "ready" and self._scan is not None:
+            n = sum(self._scan.counts.values())
+            return True, f"{len(self._scan.classes)} classes · {n:,} images"
+        if self._state == "error":
+            return False, "That folder cannot be used — choose another"
+        return False, "Waiting for an image folder"
+
+    def scan_result(self):
+        """The ScanResult shown, or None."""
+        return self._scan if self._state == "ready" else None
+
+    def data_root(self) -> str | None:
+        """The folder in use, or None."""
+        return str(self._scan.root) if self.scan_result() is not None else None
+
+    def split(self):
+        """The train/val split shown (dtl_engine Split), or None."""
+        return self._split
+
+    def message_text(self) -> str:
+        """The one-line explanation shown under the drop zone ('' when none)."""
+        return self.message.text() if not self.message.isHidden() else ""
+
+    def is_scanning(self) -> bool:
+        """True while a scan (or the sample preparation) runs."""
+        return self._state == "scanning"
+
+    # --- choosing a folder ------------------------------------------------------------------
+    def browse(self) -> None:
+        """Ask for a folder with the system dialog."""
+        start = self.settings.last_folder() or str(Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Choose an image folder", start)
+        if folder:
+            self.open_folder(folder)
+
+    def handle_drop(self, mime: QMimeData) -> str | None:
+        """Process drop data as if it was dropped on the zone."""
+        return self.drop_zone.handle_mime(mime)
+
+    def use_sample(self) -> None:
+        """Prepare the built-in sample data in the background, then scan it."""
+        if self.is_scanning():
+            return
+
+        def prepare():
+            from dtl_engine.data.sample import ensure_sample_dataset
+            return ensure_sample_dataset()
+
+        self._set_scanning("Preparing the sample data…")
+        thread = CallThread(prepare, self)
+        thread.done.connect(lambda path: self._sample_ready(str(path)))
+        thread.failed.connect(lambda text: self._scan_failed(f"The sample data could not be prepared: {text}"))
+        thread.finished.connect(lambda: self._retire(thread))
+        self._sample_thread = thread
+        thread.start()
+
+    def _sample_ready(self, path: str) -> None:
+        self._sample_thread = None
+        self._state = "idle"
+        self.open_folder(path)
+
+    def open_folder(self, folder: str) -> None:
+        """Scan ``folder`` in the background (a running scan is cancelled first)."""
+        path = Path(folder)
+        if not path.is_dir():
+            self._show_problem(f"'{folder}' is not a folder that exists.")
+            return
+        self.cancel_scan()
+        self._set_scanning(f"Scanning {path.name}…")
+        thread = ScanThread(str(path), self)
+        thread.progress.connect(self._on_progress)
+        thread.succeeded.connect(self._scan_done)
+        thread.failed.connect(self._scan_failed)
+        thread.cancelled.connect(self._scan_cancelled)
+        thread.finished.connect(lambda: self._retire(thread))
+        self._thread = thread
+        self._pending_folder = str(path)
+        thread.start()
+
+    def cancel_scan(self) -> None:
+        """Stop a running scan; the previous result (if any) stays hidden until a new scan ends."""
+        if self._thread is not None and self._thread.isRunning():
+            self._thread.cancel()
+            self._old_threads.append(self._thread)   # keep it referenced until it has finished
+            for sig in (self._thread.succeeded, self._thread.failed, self._thread.progress, self._thread.cancelled):
+                sig.disconnect()
+            self._thread = None
+            self._state = "empty" if self._scan is None else "ready"
+            self.progress_box.hide()
+            self._set_results_visible(self._scan is not None)
+            self.status_changed.emit()
+
+    def shutdown(self, wait_ms: int = 3000) -> None:
+        """Cancel background work and wait briefly for it (window closing)."""
+        if self._thread is not None:
+            self._thread.cancel()
+        for t in [self._thread, self._sample_thread, *self._old_threads]:
+            if t is not None and t.isRunning():
+                t.wait(wait_ms)
+        self.class_table.shutdown()
+
+    def _retire(self, thread) -> None:
+        if thread in self._old_threads:
+            self._old_threads.remove(thread)
+        thread.deleteLater()
+
+    # --- scan life cycle ----------------------------------------------------------------------
+    def _set_scanning(self, text: str) -> None:
+        self._state = "scanning"
+        self.message.hide()
+        self.progress_label.setText(text)
+        self.progress.setRange(0, 0)        # busy until the first count arrives
+        self.progress_box.show()
+        self.browse_button.setEnabled(True)
+        self.status_changed.emit()
+
+    def _on_progress(self, done: int, total: int) -> None:
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(min(done, total))
+            self.progress_label.setText(f"Scanning… {done:,} / {total:,} files")
+        else:
+            self.progress_label.setText(f"Scanning… {done:,} files")
+
+    def _scan_done(self, result) -> None:
+        self._thread = None
+        self.progress_box.hide()
+        self._scan = result
+        self._state = "ready"
+        self.settings.add_recent_folder(str(result.root))
+        self.refresh_recent()
+        self._show_result()
+        self.status_changed.emit()
+        self.scan_ready.emit(result)
+
+    def _scan_failed(self, sentence: str) -> None:
+        self._thread = None
+        self._sample_thread = None
+        self.progress_box.hide()
+        self._scan = None
+        self._split = None
+        self._state = "error"
+        self._set_results_visible(False)
+        self._show_problem(sentence, keep_state=True)
+        self.status_changed.emit()
+
+    def _scan_cancelled(self) -> None:
+        self._thread = None
+        self.progress_box.hide()
+        self._state = "ready" if self._scan is not None else "empty"
+        self._set_results_visible(self._scan is not None)
+        self.status_changed.emit()
+
+    def _show_problem(self, sentence: str, keep_state: bool = False) -> None:
+        self.message.setProperty("role", "error")
+        self.message.style().unpolish(self.message)
+        self.message.style().polish(self.message)
+        self.message.setText(sentence)
+        self.message.show()
+
+    # --- showing a result ------------------------------------------------------------------------
+    def set_val_fraction(self, fraction: float, seed: int | None = None) -> None:
+        """Use the model page's validation share (and seed) for the split shown."""
+        changed = abs(fraction - self.val_fraction) > 1e-9 or (seed is not None and seed != self.seed)
+        self.val_fraction = fraction
+        if seed is not None:
+            self.seed = seed
+        if changed and self.scan_result() is not None:
+            self._show_result()
+
+    def _compute_split(self):
+        try:
+            from dtl_engine.data import make_split
+            return make_split(self._scan, val_fraction=self.val_fraction, seed=self.seed)
+        except Exception as exc:  # noqa: BLE001 - a split problem is shown, the class table still is
+            self._split_problem = str(exc)
+            return None
+
+    def _show_result(self) -> None:
+        scan = self._scan
+        self._split_problem = ""
+        self._split = self._compute_split()
+        train_counts: Counter = Counter()
+        val_counts: Counter = Counter()
+        n_test = 0
+        if self._split is not None:
+            train_counts = Counter(label for _, label in self._split.train)
+            val_counts = Counter(label for _, label in self._split.val)
+            n_test = len(self._split.test or [])
+        first: dict[int, str] = {}
+        for samples in scan.items.values():
+            for path, label in samples:
+                first.setdefault(label, path)
+        rows = [{"name": name, "count": int(scan.counts.get(name, 0)),
+                 "train": train_counts.get(i, 0) if self._split is not None else None,
+                 "val": val_counts.get(i, 0) if self._split is not None else None,
+                 "first": first.get(i)} for i, name in enumerate(scan.classes)]
+        self.class_table.set_classes(rows)
+
+        total = sum(r["count"] for r in rows)
+        self.folder_label.setText(str(scan.root))
+        layout = "train / val folders" if scan.layout == "split" else "one folder per class"
+        self.totals_label.setText(f"<b>{len(scan.classes)}</b> classes · <b>{total:,}</b> images · "
+                                  f"{len(scan.skipped):,} files skipped · layout: {layout}")
+        if self._split is not None:
+            how = ("as given by the folders" if scan.layout == "split"
+                   else f"{self.val_fraction:.0%} of each class held out for validation")
+            test = f" · test {n_test:,}" if n_test else ""
+            self.split_label.setText(f"Split: train {len(self._split.train):,} · val {len(self._split.val):,}"
+                                     f"{test} ({how})")
+        else:
+            self.split_label.setText(f"No split yet: {self._split_problem}")
+        self._fill_warnings(rows)
+        self.message.hide()
+        self._set_results_visible(True)
+
+    def _fill_warnings(self, rows: list[dict]) -> None:
+        scan = self._scan
+        lines = list(scan.warnings)
+        counts = [r["count"] for r in rows if r["count"] > 0]
+        already = any("balanc" in w.lower() for w in lines)
+        if counts and not already and max(counts) >= IMBALANCE_RATIO * min(counts):
+            big = max(rows, key=lambda r: r["count"])
+            small = min(rows, key=lambda r: r["count"])
+            lines.append(f"Classes are imbalanced: '{big['name']}' has {big['count']:,} images, "
+                         f"'{small['name']}' only {small['count']:,}.")
+        if self._split is not None and len(self._split.val) == 0:
+            lines.append("No validation images: add more images per class or raise the validation share.")
+        for skipped in scan.skipped[:MAX_LISTED_SKIPS]:
+            lines.append(f"Skipped {Path(skipped.path).name}: {skipped.reason}")
+        if len(scan.skipped) > MAX_LISTED_SKIPS:
+            lines.append(f"… and {len(scan.skipped) - MAX_LISTED_SKIPS:,} more skipped files.")
+        self.warnings_list.clear()
+        self.warnings_list.addItems(lines or ["No problems found."])
+        self.warnings_title.setText(f"Warnings ({len(lines)})" if lines else "Warnings")
+
+    def warnings(self) -> list[str]:
+        """The warning lines shown (empty when there are none)."""
+        items = [self.warnings_list.item(i).text() for i in range(self.warnings_list.count())]
+        return [] if items == ["No problems found."] else items
+
+    def _set_results_visible(self, visible: bool) -> None:
+        self.results.setVisible(visible)
+        self.spacer.setVisible(not visible)
+        # The drop zone shrinks once a folder is shown, so the table gets the room.
+        self.drop_zone.setFixedHeight(96 if visible else 220)
+        if visible:
+            self.drop_zone.set_text("Drop another folder here to replace it", "or press Browse… (Ctrl+O)")
+        else:
+            self.drop_zone.set_text("Drop an image folder here",
+                                    "One sub-folder per class (cats/, dogs/ …) or train/ + val/ folders")
+
+    # --- recent folders ------------------------------------------------------------------------------
+    def refresh_recent(self) -> None:
+        """Reload the recent folder list from the settings."""
+        self.recent_combo.clear()
+        recent = self.settings.recent_folders()
+        self.recent_combo.addItem("Choose a recent folder…" if recent else "No recent folders")
+        for folder in recent:
+            self.recent_combo.addItem(Path(folder).name or folder, folder)
+            self.recent_combo.setItemData(self.recent_combo.count() - 1, folder, Qt.ItemDataRole.ToolTipRole)
+        self.recent_combo.setEnabled(bool(recent))
+
+    def _recent_chosen(self, index: int) -> None:
+        folder = self.recent_combo.itemData(index)
+        self.recent_combo.setCurrentIndex(0)
+        if folder:
+            self.open_folder(folder)

@@ -1,0 +1,474 @@
+"""Step 2 — Model: backbone, weights source, method (DTL / DTL+ / linear probe) and its settings,
+with a live memory estimate computed in the background."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QThreadPool, QTimer, Signal
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QFrame,
+                               QHBoxLayout, QLabel, QLineEdit, QPushButton, QRadioButton, QScrollArea, QSpinBox,
+                               QVBoxLayout, QWidget)
+
+from app.backbones import FAMILY_KERNEL, FAMILY_RANK, family_of
+from app.scan_worker import start_job
+from app.settings import Settings
+from app.widgets.backbone_picker import BackbonePicker
+from app.widgets.collapsible import Collapsible
+from dtl_engine.config import AUGMENTS, DEVICES, PRECISIONS, TrainConfig
+from dtl_engine.errors import DTLError
+
+METHODS = (("dtl", "DTL", "A frozen backbone plus a tiny side network of low-rank maps added back into the later "
+                          "blocks (the paper's method). Little memory, strong accuracy."),
+           ("dtl+", "DTL+", "DTL plus one small depthwise convolution over the patch grid: usually a little more "
+                            "accurate for a little more memory."),
+           ("linear", "Linear probe", "Only a new classifier on the frozen features: the fastest, simplest baseline."))
+DEFAULT_BACKBONE = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+ESTIMATE_DELAY_MS = 350
+GB = 1024 ** 3
+
+
+def _gb(n: int) -> str:
+    return f"{n / GB:.2f} GB" if n < 10 * GB else f"{n / GB:.1f} GB"
+
+
+def _section(text: str) -> QLabel:
+    label = QLabel(text)
+    label.setProperty("role", "section")
+    return label
+
+
+def _card() -> tuple[QFrame, QVBoxLayout]:
+    frame = QFrame()
+    frame.setObjectName("card")
+    layout = QVBoxLayout(frame)
+    layout.setContentsMargins(16, 14, 16, 14)
+    layout.setSpacing(8)
+    return frame, layout
+
+
+class ModelPage(QWidget):
+    """Choose what to train and how. ``build_config(data_root)`` turns the page into a TrainConfig."""
+
+    status_changed = Signal()
+    config_changed = Signal()
+    estimate_ready = Signal(str)
+
+    def __init__(self, settings: Settings | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings or Settings()
+        self.num_classes = 10
+        self._loading = False
+        self._extra: dict = {}              # remembered fields this page shows no control for
+        self._estimate_pool = QThreadPool(self)
+        self._estimate_pool.setMaxThreadCount(1)
+        self._jobs: set = set()
+        self._estimate_id = 0
+        self._estimate_text = ""
+        self.last_estimate = None           # MemoryEstimate of the settings shown, once known
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(ESTIMATE_DELAY_MS)
+        self._debounce.timeout.connect(self._start_estimate)
+        self._build()
+        self.load_config(self.settings.last_config())
+
+    # --- layout ------------------------------------------------------------------------------
+    def _build(self) -> None:
+        root = QVBoxLayout(self)
+        root.setContentsMargins(28, 22, 28, 22)
+        root.setSpacing(12)
+        title = QLabel("Model")
+        title.setProperty("role", "title")
+        subtitle = QLabel("Pick a pretrained backbone and how to adapt it. The backbone stays frozen; "
+                          "only a few thousand parameters are trained.")
+        subtitle.setProperty("role", "subtitle")
+        subtitle.setWordWrap(True)
+        root.addWidget(title)
+        root.addWidget(subtitle)
+
+        columns = QHBoxLayout()
+        columns.setSpacing(16)
+        root.addLayout(columns, 1)
+
+        # Left: backbone + weights source.
+        left_card, left = _card()
+        left.addWidget(_section("Backbone"))
+        self.picker = BackbonePicker()
+        self.picker.backbone_changed.connect(self._backbone_changed)
+        left.addWidget(self.picker, 1)
+        left.addSpacing(4)
+        left.addWidget(_section("Weights"))
+        self.weights_group = QButtonGroup(self)
+        self.w_hub = QRadioButton("Pretrained (downloaded once, then cached)")
+        self.w_file = QRadioButton("Local weights file")
+        self.w_random = QRadioButton("Random (no pre-training)")
+        tip = TrainConfig.help("weights")
+        for i, button in enumerate((self.w_hub, self.w_file, self.w_random)):
+            button.setToolTip(tip)
+            self.weights_group.addButton(button, i)
+        self.w_hub.setChecked(True)
+        file_row = QHBoxLayout()
+        file_row.setContentsMargins(22, 0, 0, 0)
+        self.weights_path = QLineEdit()
+        self.weights_path.setPlaceholderText(".safetensors, .pth, .bin or .npz file")
+        self.weights_path.textChanged.connect(self._changed)
+        self.weights_browse = QPushButton("Choose…")
+        self.weights_browse.clicked.connect(self._choose_weights)
+        file_row.addWidget(self.weights_path, 1)
+        file_row.addWidget(self.weights_browse)
+        self.random_warning = QLabel("Random weights: the backbone has learnt nothing, so results will be poor. "
+                                     "Use this only to try the app.")
+        self.random_warning.setProperty("role", "warn")
+        self.random_warning.setWordWrap(True)
+        left.addWidget(self.w_hub)
+        left.addWidget(self.w_file)
+        left.addLayout(file_row)
+        left.addWidget(self.w_random)
+        left.addWidget(self.random_warning)
+        self.weights_group.idToggled.connect(lambda *_: self._changed())
+        columns.addWidget(left_card, 5)
+
+        # Right: method, memory, advanced — scrollable.
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 6, 0)
+        rl.setSpacing(12)
+        method_card, mc = _card()
+        mc.addWidget(_section("Method"))
+        seg = QHBoxLayout()
+        seg.setSpacing(0)
+        self.method_group = QButtonGroup(self)
+        self.method_buttons: dict[str, QPushButton] = {}
+        for i, (key, label, text) in enumerate(METHODS):
+            b = QPushButton(label)
+            b.setCheckable(True)
+            b.setProperty("role", "segment")
+            b.setToolTip(text)
+            self.method_group.addButton(b, i)
+            self.method_buttons[key] = b
+            seg.addWidget(b)
+        seg.addStretch(1)
+        self.method_buttons["dtl"].setChecked(True)
+        self.method_group.idToggled.connect(lambda *_: self._changed())
+        mc.addLayout(seg)
+        self.method_text = QLabel("")
+        self.method_text.setWordWrap(True)
+        self.method_text.setProperty("role", "muted")
+        mc.addWidget(self.method_text)
+        form = QFormLayout()
+        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        form.setHorizontalSpacing(12)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
+        self.rank = self._spin(0, 64, "rank", special="Auto")
+        self.inject_from = self._spin(-1, 64, "inject_from", special="Auto")
+        self.beta = QDoubleSpinBox()
+        self.beta.setRange(0.1, 1000.0)
+        self.beta.setDecimals(1)
+        self.beta.setValue(100.0)
+        self._tip(self.beta, "beta")
+        self.beta.valueChanged.connect(self._changed)
+        self.kernel = self._spin(-1, 15, "fusion_kernel", special="Auto", step=2)
+        form.addRow("Rank r", self.rank)
+        form.addRow("Injection start M", self.inject_from)
+        form.addRow("Swish steepness β", self.beta)
+        form.addRow("DTL+ kernel", self.kernel)
+        mc.addLayout(form)
+        rl.addWidget(method_card)
+
+        memory_card, mem = _card()
+        mem.addWidget(_section("Training memory (estimate)"))
+        self.memory_label = QLabel("Estimating…")
+        self.memory_label.setProperty("role", "big")
+        self.memory_label.setWordWrap(True)
+        self.memory_detail = QLabel("")
+        self.memory_detail.setProperty("role", "muted")
+        self.memory_detail.setWordWrap(True)
+        mem.addWidget(self.memory_label)
+        mem.addWidget(self.memory_detail)
+        rl.addWidget(memory_card)
+
+        adv = QWidget()
+        af = QFormLayout(adv)
+        af.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        af.setHorizontalSpacing(12)
+        af.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
+        af.setContentsMargins(16, 4, 4, 4)
+        self.epochs = self._spin(1, 1000, "epochs")
+        self.batch_size = self._spin(1, 4096, "batch_size")
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(5)
+        self.lr.setRange(0.00001, 1.0)
+        self.lr.setSingleStep(0.0001)
+        self._tip(self.lr, "lr")
+        self.lr.valueChanged.connect(self._changed)
+        self.weight_decay = QDoubleSpinBox()
+        self.weight_decay.setDecimals(3)
+        self.weight_decay.setRange(0.0, 1.0)
+        self.weight_decay.setSingleStep(0.01)
+        self._tip(self.weight_decay, "weight_decay")
+        self.weight_decay.valueChanged.connect(self._changed)
+        self.augment = self._combo(AUGMENTS, "augment")
+        self.precision = self._combo(PRECISIONS, "precision")
+        self.device = self._combo(DEVICES, "device")
+        self.seed = self._spin(0, 2 ** 31 - 1, "seed")
+        self.val_percent = self._spin(5, 50, "val_fraction")
+        self.val_percent.setSuffix(" %")
+        self.image_size = self._spin(0, 1024, "image_size", special="Backbone default", step=16)
+        self.early_stopping = self._spin(0, 1000, "early_stopping", special="Never")
+        self.checkpoint_blocks = QCheckBox("Recompute blocks in backward (slower, less memory)")
+        self._tip(self.checkpoint_blocks, "checkpoint_blocks")
+        self.checkpoint_blocks.toggled.connect(self._changed)
+        self.low_precision_taps = QCheckBox("Keep side-network inputs in bf16")
+        self._tip(self.low_precision_taps, "low_precision_taps")
+        self.low_precision_taps.toggled.connect(self._changed)
+        for label, widget in (("Epochs", self.epochs), ("Batch size", self.batch_size), ("Learning rate", self.lr),
+                              ("Weight decay", self.weight_decay), ("Augmentation", self.augment),
+                              ("Image size", self.image_size), ("Validation share", self.val_percent),
+                              ("Precision", self.precision), ("Device", self.device), ("Seed", self.seed),
+                              ("Early stopping", self.early_stopping)):
+            af.addRow(label, widget)
+        af.addRow("Memory savers", self.checkpoint_blocks)
+        af.addRow("", self.low_precision_taps)
+        self.advanced = Collapsible("Advanced training settings", adv)
+        rl.addWidget(self.advanced)
+        rl.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(right)
+        scroll.setMinimumWidth(400)
+        columns.addWidget(scroll, 4)
+
+    def _tip(self, widget: QWidget, field: str) -> None:
+        widget.setToolTip(TrainConfig.help(field))
+
+    def _spin(self, lo: int, hi: int, field: str, special: str | None = None, step: int = 1) -> QSpinBox:
+        spin = QSpinBox()
+        spin.setRange(lo, hi)
+        spin.setSingleStep(step)
+        if special:
+            spin.setSpecialValueText(special)
+        spin.setMinimumWidth(150)
+        self._tip(spin, field)
+        spin.valueChanged.connect(self._changed)
+        return spin
+
+    def _combo(self, values: tuple[str, ...], field: str) -> QComboBox:
+        combo = QComboBox()
+        combo.addItems(list(values))
+        self._tip(combo, field)
+        combo.currentIndexChanged.connect(self._changed)
+        return combo
+
+    # --- values <-> widgets ------------------------------------------------------------------
+    def method(self) -> str:
+        """'dtl', 'dtl+' or 'linear'."""
+        return next(k for k, b in self.method_buttons.items() if b.isChecked())
+
+    def weights(self) -> str:
+        """'hub', 'random' or the local file path."""
+        if self.w_random.isChecked():
+            return "random"
+        if self.w_file.isChecked():
+            return self.weights_path.text().strip()
+        return "hub"
+
+    def config_dict(self) -> dict:
+        """The page's settings as TrainConfig fields (without data_dir)."""
+        special = lambda spin: None if spin.value() == spin.minimum() else spin.value()  # noqa: E731
+        d = dict(self._extra)
+        d.update(backbone=self.picker.current() or DEFAULT_BACKBONE, weights=self.weights(), method=self.method(),
+                 rank=special(self.rank), inject_from=special(self.inject_from), beta=self.beta.value(),
+                 fusion_kernel=special(self.kernel), epochs=self.epochs.value(), batch_size=self.batch_size.value(),
+                 lr=self.lr.value(), weight_decay=self.weight_decay.value(), augment=self.augment.currentText(),
+                 precision=self.precision.currentText(), device=self.device.currentText(), seed=self.seed.value(),
+                 val_fraction=self.val_percent.value() / 100.0, image_size=special(self.image_size),
+                 early_stopping=special(self.early_stopping), checkpoint_blocks=self.checkpoint_blocks.isChecked(),
+                 low_precision_taps=self.low_precision_taps.isChecked())
+        return d
+
+    def build_config(self, data_root: str | None) -> TrainConfig:
+        """A validated TrainConfig for ``data_root`` (raises RunError / WeightsError with a sentence)."""
+        d = self.config_dict()
+        d["data_dir"] = str(data_root or "")
+        if d["weights"] not in ("hub", "random"):
+            if not d["weights"]:
+                from dtl_engine.errors import WeightsError
+                raise WeightsError("Choose a local weights file, or pick pretrained or random weights.")
+        config = TrainConfig.from_dict(d)
+        self.save_config()
+        return config
+
+    def load_config(self, data: dict) -> None:
+        """Show a remembered configuration (unknown or bad values fall back to the defaults)."""
+        try:
+            config = TrainConfig.from_dict({**TrainConfig().to_dict(), "backbone": DEFAULT_BACKBONE,
+                                            "epochs": 10, **(data or {})})
+        except (DTLError, TypeError, ValueError):
+            config = TrainConfig(backbone=DEFAULT_BACKBONE, epochs=10)
+        self._loading = True
+        try:
+            shown = {"backbone", "weights", "method", "rank", "inject_from", "beta", "fusion_kernel", "epochs",
+                     "batch_size", "lr", "weight_decay", "augment", "precision", "device", "seed", "val_fraction",
+                     "image_size", "early_stopping", "checkpoint_blocks", "low_precision_taps", "data_dir"}
+            self._extra = {k: v for k, v in config.to_dict().items() if k not in shown}
+            if not self.picker.select(config.backbone):
+                self.picker.select(DEFAULT_BACKBONE)
+            if config.weights == "random":
+                self.w_random.setChecked(True)
+            elif config.weights == "hub":
+                self.w_hub.setChecked(True)
+            else:
+                self.w_file.setChecked(True)
+                self.weights_path.setText(config.weights)
+            self.method_buttons.get(config.method, self.method_buttons["dtl"]).setChecked(True)
+            set_special = lambda spin, v: spin.setValue(spin.minimum() if v is None else v)  # noqa: E731
+            set_special(self.rank, config.rank)
+            set_special(self.inject_from, config.inject_from)
+            set_special(self.kernel, config.fusion_kernel)
+            set_special(self.image_size, config.image_size)
+            set_special(self.early_stopping, config.early_stopping)
+            self.beta.setValue(config.beta)
+            self.epochs.setValue(config.epochs)
+            self.batch_size.setValue(config.batch_size)
+            self.lr.setValue(config.lr)
+            self.weight_decay.setValue(config.weight_decay)
+            self.augment.setCurrentText(config.augment)
+            self.precision.setCurrentText(config.precision)
+            self.device.setCurrentText(config.device)
+            self.seed.setValue(config.seed)
+            self.val_percent.setValue(round(config.val_fraction * 100))
+            self.checkpoint_blocks.setChecked(config.checkpoint_blocks)
+            self.low_precision_taps.setChecked(config.low_precision_taps)
+        finally:
+            self._loading = False
+        self._changed()
+
+    def save_config(self) -> None:
+        """Remember the current settings for the next session."""
+        self.settings.set_last_config(self.config_dict())
+
+    # --- reactions ------------------------------------------------------------------------------
+    def set_scan(self, scan) -> None:
+        """The data page found ``scan``: the estimate uses its class count."""
+        if scan is not None and getattr(scan, "classes", None):
+            self.num_classes = len(scan.classes)
+            self._schedule_estimate()
+
+    def _choose_weights(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a weights file", str(Path.home()),
+                                              "Weights (*.safetensors *.pth *.pt *.bin *.npz);;All files (*)")
+        if path:
+            self.weights_path.setText(path)
+            self.w_file.setChecked(True)
+
+    def _backbone_changed(self, name: str) -> None:
+        info = self.picker.info(name)
+        family = family_of(name) or "vit"
+        self.rank.setSpecialValueText(f"Auto ({FAMILY_RANK[family]})")
+        self.kernel.setSpecialValueText(f"Auto ({FAMILY_KERNEL[family]})")
+        depth = info.depth if info else None
+        self.inject_from.setSpecialValueText(f"Auto ({depth // 2})" if depth else "Auto")
+        if depth:
+            self.inject_from.setMaximum(depth - 1)
+        size = info.input_size if info else None
+        self.image_size.setSpecialValueText(f"Backbone default ({size} px)" if size else "Backbone default")
+        self._changed()
+
+    def _changed(self, *_args) -> None:
+        if self._loading:
+            return
+        method = self.method()
+        self.method_text.setText(next(t for k, _, t in METHODS if k == method))
+        side = method != "linear"
+        for w in (self.rank, self.inject_from, self.beta):
+            w.setEnabled(side)
+        self.kernel.setEnabled(method == "dtl+")
+        self.weights_path.setEnabled(self.w_file.isChecked())
+        self.weights_browse.setEnabled(self.w_file.isChecked())
+        self.random_warning.setVisible(self.w_random.isChecked())
+        self._schedule_estimate()
+        self.config_changed.emit()
+        self.status_changed.emit()
+
+    # --- page contract ------------------------------------------------------------------------------
+    def status(self) -> tuple[bool, str]:
+        """(ready, one line) for the step bar."""
+        name = self.picker.current()
+        if not name:
+            return False, "Choose a backbone"
+        if self.w_file.isChecked():
+            path = self.weights_path.text().strip()
+            if not path:
+                return False, "Waiting for a local weights file"
+            if not Path(path).is_file():
+                return False, "The weights file does not exist"
+        info = self.picker.info(name)
+        short = (info.label.split(" · ")[0] if info else name)
+        method = next(label for k, label, _ in METHODS if k == self.method())
+        rank = ""
+        if self.method() != "linear":
+            r = self.rank.value() or FAMILY_RANK[family_of(name) or "vit"]
+            rank = f" · rank {r}"
+        random = " · random weights" if self.w_random.isChecked() else ""
+        return True, f"{short} · {method}{rank}{random}"
+
+    # --- memory estimate --------------------------------------------------------------------------
+    def memory_text(self) -> str:
+        """The estimate line shown ('' until the first estimate arrived)."""
+        return self._estimate_text
+
+    def _schedule_estimate(self) -> None:
+        self._estimate_id += 1
+        self.memory_label.setText("Estimating…" if not self._estimate_text else self._estimate_text)
+        self._debounce.start()
+
+    def _start_estimate(self) -> None:
+        d = self.config_dict()
+        request = self._estimate_id
+        precision = d["precision"] if d["precision"] != "auto" else "fp32"
+        kwargs = dict(backbone=d["backbone"], batch_size=d["batch_size"], image_size=d["image_size"],
+                      method=d["method"], rank=d["rank"], checkpoint_blocks=d["checkpoint_blocks"],
+                      low_precision_taps=d["low_precision_taps"], precision=precision,
+                      num_classes=self.num_classes)
+
+        def estimate():
+            from dtl_engine.memory_probe import estimate_memory
+            return request, kwargs, estimate_memory(**kwargs)
+
+        self._estimate_pool.clear()         # only the newest request matters
+        start_job(self._estimate_pool, estimate, self._estimate_done,
+                  lambda text: self._estimate_failed(request, text), keep=self._jobs)
+
+    def _estimate_done(self, answer) -> None:
+        request, kwargs, est = answer
+        if request != self._estimate_id:
+            return                          # settings changed meanwhile; a newer estimate is coming
+        self.last_estimate = est
+        method = next(label for k, label, _ in METHODS if k == kwargs["method"])
+        self._estimate_text = (f"{method}: ~{_gb(est.method.total_bytes)} · full fine-tuning would need "
+                               f"~{_gb(est.full.total_bytes)}")
+        self.memory_label.setText(self._estimate_text)
+        m = est.method
+        self.memory_detail.setText(
+            f"Batch {kwargs['batch_size']}, {kwargs['precision']}: activations {_gb(m.activation_bytes)}, "
+            f"weights {_gb(m.param_bytes)}, gradients + optimiser {_gb(m.grad_bytes + m.optimizer_bytes)}. "
+            "Change the rank, batch size, image size or memory savers to see the effect.")
+        self.estimate_ready.emit(self._estimate_text)
+
+    def _estimate_failed(self, request: int, text: str) -> None:
+        if request != self._estimate_id:
+            return
+        self._estimate_text = ""
+        if "memory_probe" in text or "No module" in text:
+            self.memory_label.setText("No estimate available in this installation.")
+        else:
+            self.memory_label.setText("No estimate for these settings.")
+        self.memory_detail.setText(text)
+
+    def shutdown(self) -> None:
+        """Stop background work (window closing)."""
+        self._debounce.stop()
+        self._estimate_pool.clear()
+        self._estimate_pool.waitForDone(5000)
+        self.picker.shutdown()

@@ -1,0 +1,100 @@
+"""Look and feel: Fusion style, a light or dark palette that follows the system, a small style sheet."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QGuiApplication, QIcon, QPalette
+from PySide6.QtWidgets import QApplication
+
+
+def resources_dir() -> Path:
+    """The resources/ folder, in a source checkout or inside a frozen bundle."""
+    bundle = getattr(sys, "_MEIPASS", None)
+    if bundle and (Path(bundle) / "resources").is_dir():
+        return Path(bundle) / "resources"
+    return Path(__file__).resolve().parent.parent / "resources"
+
+
+# One accent per scheme; everything else derives from the palette.
+COLORS = {
+    "light": {"window": "#f4f5f7", "base": "#ffffff", "alt": "#f0f2f5", "text": "#1d2330",
+              "muted": "#5f6b7a", "border": "#d5dae1", "accent": "#2f66d6", "accent_text": "#ffffff",
+              "ok": "#1e8e4e", "warn": "#b45f06", "error": "#c0392b", "button": "#fbfbfc",
+              "panel": "#e9ecf1"},
+    "dark": {"window": "#1f2227", "base": "#16181c", "alt": "#23262c", "text": "#e6e8eb",
+             "muted": "#9aa3ae", "border": "#3a3f47", "accent": "#6e9bff", "accent_text": "#0f1420",
+             "ok": "#4cc486", "warn": "#f0a94a", "error": "#ff7b6b", "button": "#2a2e35",
+             "panel": "#191b1f"},
+}
+
+
+def is_dark() -> bool:
+    """True when the system asks for a dark colour scheme."""
+    hints = QGuiApplication.styleHints()
+    scheme = hints.colorScheme() if hasattr(hints, "colorScheme") else Qt.ColorScheme.Unknown
+    if scheme == Qt.ColorScheme.Dark:
+        return True
+    if scheme == Qt.ColorScheme.Light:
+        return False
+    # Unknown: judge by the platform palette's window colour.
+    return QGuiApplication.palette().color(QPalette.ColorRole.Window).lightness() < 128
+
+
+def colors() -> dict[str, str]:
+    """The colour table of the scheme in use (widgets that paint themselves read it)."""
+    app = QApplication.instance()
+    scheme = app.property("dtl_scheme") if app is not None else None
+    return COLORS[scheme if scheme in COLORS else "light"]
+
+
+def _palette(c: dict[str, str]) -> QPalette:
+    p = QPalette()
+    role = QPalette.ColorRole
+    for r, key in [(role.Window, "window"), (role.WindowText, "text"), (role.Base, "base"),
+                   (role.AlternateBase, "alt"), (role.Text, "text"), (role.Button, "button"),
+                   (role.ButtonText, "text"), (role.ToolTipBase, "base"), (role.ToolTipText, "text"),
+                   (role.Highlight, "accent"), (role.HighlightedText, "accent_text"),
+                   (role.Link, "accent"), (role.PlaceholderText, "muted"), (role.Mid, "border")]:
+        p.setColor(r, QColor(c[key]))
+    disabled = QColor(c["muted"])
+    for r in (role.WindowText, role.Text, role.ButtonText):
+        p.setColor(QPalette.ColorGroup.Disabled, r, disabled)
+    return p
+
+
+def style_sheet(c: dict[str, str]) -> str:
+    """The application style sheet with the scheme's colours filled in."""
+    template = (resources_dir() / "style" / "studio.qss").read_text(encoding="utf-8")
+    for key, value in c.items():
+        template = template.replace(f"@{key}@", value)
+    return template
+
+
+def apply_theme(app: QApplication) -> None:
+    """Apply the palette + style sheet for the current system scheme, and follow later changes."""
+    app.setStyle("Fusion")
+    scheme = "dark" if is_dark() else "light"
+    app.setProperty("dtl_scheme", scheme)
+    c = COLORS[scheme]
+    app.setPalette(_palette(c))
+    try:
+        app.setStyleSheet(style_sheet(c))
+    except OSError:
+        app.setStyleSheet("")           # a missing sheet is cosmetic, not fatal
+    if not app.property("dtl_theme_hooked"):
+        app.setProperty("dtl_theme_hooked", True)
+        hints = QGuiApplication.styleHints()
+        if hasattr(hints, "colorSchemeChanged"):
+            hints.colorSchemeChanged.connect(lambda *_: apply_theme(app))
+
+
+def app_icon() -> QIcon:
+    """The application icon (empty icon when the file is missing)."""
+    icon = QIcon()
+    for name in ("dtl_studio_256.png", "dtl_studio_64.png"):
+        path = resources_dir() / "icons" / name
+        if path.exists():
+            icon.addFile(str(path))
+    return icon

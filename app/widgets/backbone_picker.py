@@ -1,0 +1,212 @@
+"""Backbone chooser: a curated table (parameters, input size, weights cached?) plus a search over timm names.
+
+Everything that imports torch/timm (cache check, name list, parameter counts of other models)
+runs in a thread pool; the table fills in as answers arrive.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import QStringListModel, Qt, QThreadPool, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QCompleter, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+                               QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from app.backbones import CURATED, BackboneInfo, by_name, describe_backbone, family_of, format_params, \
+    supported_timm_names
+from app.scan_worker import start_job
+
+
+def _weights_cached(name: str) -> bool | None:
+    try:
+        from dtl_engine.weights import weights_cached
+    except ImportError:
+        return None
+    try:
+        return bool(weights_cached(name))
+    except Exception:  # noqa: BLE001 - unknown cache state is shown as such
+        return None
+
+
+class BackbonePicker(QWidget):
+    """Emits ``backbone_changed(name)`` when the selection changes."""
+
+    backbone_changed = Signal(str)
+    COLUMNS = ("Backbone", "Parameters", "Input", "Weights")
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.pool = QThreadPool(self)
+        self.pool.setMaxThreadCount(1)      # background imports stay off the GUI thread and off the 2nd core
+        self._jobs: set = set()
+        self._infos: dict[str, BackboneInfo] = {b.name: b for b in CURATED}
+        self._cached: dict[str, bool | None] = {}
+        self._known_names: list[str] = []
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(8)
+        search_row = QHBoxLayout()
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search any timm ViT, DeiT or Swin model, e.g. vit_large_patch16_224")
+        self.search.setClearButtonEnabled(True)
+        self.search.setToolTip("Type a timm model name; supported families are ViT, DeiT, DeiT III and Swin (V1).")
+        self.completer_model = QStringListModel([])
+        completer = QCompleter(self.completer_model, self)
+        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        completer.setFilterMode(Qt.MatchFlag.MatchContains)
+        completer.setMaxVisibleItems(12)
+        completer.activated.connect(self.select)
+        self.search.setCompleter(completer)
+        self.search.returnPressed.connect(lambda: self.select(self.search.text().strip()))
+        self.use_button = QPushButton("Use")
+        self.use_button.clicked.connect(lambda: self.select(self.search.text().strip()))
+        search_row.addWidget(self.search, 1)
+        search_row.addWidget(self.use_button)
+        layout.addLayout(search_row)
+        self.search_message = QLabel("")
+        self.search_message.setProperty("role", "error")
+        self.search_message.setWordWrap(True)
+        self.search_message.hide()
+        layout.addWidget(self.search_message)
+
+        self.table = QTableWidget(0, len(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(self.COLUMNS))
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(30)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setShowGrid(False)
+        self.table.setAlternatingRowColors(True)
+        header = self.table.horizontalHeader()
+        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for col in (1, 2, 3):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.itemSelectionChanged.connect(self._selection_changed)
+        layout.addWidget(self.table, 1)
+        self.detail = QLabel("")
+        self.detail.setProperty("role", "muted")
+        self.detail.setWordWrap(True)
+        self.detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        layout.addWidget(self.detail)
+
+        for info in CURATED:
+            self._add_row(info)
+        self._refresh_cached([b.name for b in CURATED])
+        start_job(self.pool, supported_timm_names, self._names_loaded, keep=self._jobs)
+
+    # --- rows ------------------------------------------------------------------------------
+    def _add_row(self, info: BackboneInfo) -> int:
+        row = self.table.rowCount()
+        self.table.insertRow(row)
+        name_item = QTableWidgetItem(info.label)
+        name_item.setData(Qt.ItemDataRole.UserRole, info.name)
+        name_item.setToolTip(f"{info.name}\n{info.note}" if info.note else info.name)
+        self.table.setItem(row, 0, name_item)
+        self._fill_facts(row, info)
+        self.table.setItem(row, 3, QTableWidgetItem("…"))
+        return row
+
+    def _fill_facts(self, row: int, info: BackboneInfo) -> None:
+        for col, text in ((1, format_params(info.params)), (2, f"{info.input_size} px" if info.input_size else "—")):
+            item = QTableWidgetItem(text)
+            item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self.table.setItem(row, col, item)
+
+    def _row_of(self, name: str) -> int:
+        for row in range(self.table.rowCount()):
+            if self.table.item(row, 0).data(Qt.ItemDataRole.UserRole) == name:
+                return row
+        return -1
+
+    def _refresh_cached(self, names: list[str]) -> None:
+        def check():
+            return {n: _weights_cached(n) for n in names}
+        start_job(self.pool, check, self._cached_loaded, keep=self._jobs)
+
+    def _cached_loaded(self, answers: dict) -> None:
+        self._cached.update(answers)
+        for name, cached in answers.items():
+            row = self._row_of(name)
+            if row < 0:
+                continue
+            text = {True: "cached", False: "download", None: "unknown"}[cached]
+            item = QTableWidgetItem(text)
+            item.setToolTip("Already on this computer" if cached else
+                            "Downloaded once when training starts (needs internet), then cached")
+            self.table.setItem(row, 3, item)
+        self._update_detail()
+
+    def _names_loaded(self, names: list) -> None:
+        self._known_names = list(names)
+        self.completer_model.setStringList(self._known_names)
+
+    # --- selection ---------------------------------------------------------------------------
+    def select(self, name: str) -> bool:
+        """Select ``name`` (adding a row for a searched model). Returns False with a sentence shown when unusable."""
+        name = name.strip()
+        if not name:
+            return False
+        if family_of(name) is None:
+            self.search_message.setText(f"'{name}' is not a ViT, DeiT or Swin (V1) model; DTL Studio can only "
+                                        "adapt those families.")
+            self.search_message.show()
+            return False
+        if self._known_names and name not in self._known_names and name.split(".")[0] not in self._known_names:
+            self.search_message.setText(f"'{name}' is not a model name timm knows; pick one from the suggestions.")
+            self.search_message.show()
+            return False
+        self.search_message.hide()
+        row = self._row_of(name)
+        if row < 0:
+            info = BackboneInfo(name, name, None, None, None, family_of(name) or "vit")
+            self._infos[name] = info
+            row = self._add_row(info)
+            start_job(self.pool, lambda: describe_backbone(name), self._described, keep=self._jobs)
+            self._refresh_cached([name])
+        self.table.selectRow(row)
+        self.table.scrollToItem(self.table.item(row, 0))
+        return True
+
+    def _described(self, info: BackboneInfo) -> None:
+        row = self._row_of(info.name)
+        if row >= 0:
+            self._infos[info.name] = info
+            self._fill_facts(row, info)
+            self._update_detail()
+            if info.name == self.current():
+                self.backbone_changed.emit(info.name)   # depth is known now: 'Auto' labels can say more
+
+    def current(self) -> str:
+        """The selected timm name ('' when none)."""
+        rows = self.table.selectionModel().selectedRows()
+        if not rows:
+            return ""
+        return self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)
+
+    def info(self, name: str | None = None) -> BackboneInfo | None:
+        """Known facts about ``name`` (default: the selection)."""
+        name = name or self.current()
+        return self._infos.get(name) or by_name(name)
+
+    def cached(self, name: str | None = None) -> bool | None:
+        """Whether the pretrained weights are already downloaded (None = not known yet)."""
+        return self._cached.get(name or self.current())
+
+    def _selection_changed(self) -> None:
+        self._update_detail()
+        name = self.current()
+        if name:
+            self.backbone_changed.emit(name)
+
+    def _update_detail(self) -> None:
+        info = self.info()
+        if info is None:
+            self.detail.setText("")
+            return
+        note = f" — {info.note}" if info.note else ""
+        self.detail.setText(f"<code>{info.name}</code>{note}")
+
+    def shutdown(self) -> None:
+        """Drop queued background work and wait for the running job (window closing)."""
+        self.pool.clear()
+        self.pool.waitForDone(5000)
