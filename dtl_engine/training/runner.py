@@ -30,7 +30,7 @@ from ..config import TrainConfig
 from ..errors import DTLError, RunError
 from ..evaluate import REPORT, Evaluation, evaluate_model, evaluation_split
 from ..listener import BatchStats, EpochStats, RunListener, RunStarted, StopToken
-from ..runs import new_run_dir, read_run_file, update_run_file
+from .. import runs as run_files  # module import: runs.py itself imports training.checkpoint
 from . import checkpoint as ckpt
 from .devices import resolve_precision, select_device
 from .feature_cache import FeatureCache
@@ -69,14 +69,14 @@ def train(config: TrainConfig, listener: RunListener | None = None, token: StopT
     calls ``listener.run_failed`` and re-raises.
     """
     config.validate()
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(config.backbone, config.method)
+    run_dir = Path(run_dir) if run_dir is not None else run_files.new_run_dir(config.backbone, config.method)
     return _Run(config, run_dir, listener, token).execute(resume=False, model_kwargs=model_kwargs)
 
 
 def resume(run_dir: str | Path, listener: RunListener | None = None, token: StopToken | None = None) -> RunResult:
     """Continue a stopped, failed or interrupted run from its last epoch checkpoint."""
     run_dir = Path(run_dir)
-    config = TrainConfig.from_dict(read_run_file(run_dir, "config.json"))
+    config = TrainConfig.from_dict(run_files.read_run_file(run_dir, "config.json"))
     return _Run(config, run_dir, listener, token).execute(resume=True)
 
 
@@ -202,7 +202,7 @@ class _Run:
                 break
 
         report = self._final_report() if status == "finished" else None
-        update_run_file(self.run_dir, status=status, finished=_now(), epochs_done=epochs_done,
+        run_files.update_run_file(self.run_dir, status=status, finished=_now(), epochs_done=epochs_done,
                         best_epoch=self.best_epoch, best_val_acc=self.best_acc,
                         test_acc=report.accuracy if report else None, report_split=report.split if report else None)
         return RunResult(run_dir=str(self.run_dir), status=status, epochs_done=epochs_done,
@@ -211,7 +211,6 @@ class _Run:
     # ------------------------------------------------------------------ setup
     def _prepare(self, resume: bool, model_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
         from ..data import ImageDataset, Split, build_transform, make_split, scan_folder
-        from ..runs import build_run_model, rebuild_run_model
 
         cfg, run_dir = self.config, self.run_dir
         self._check_run_dir()
@@ -219,23 +218,23 @@ class _Run:
         self.precision = resolve_precision(cfg.precision, self.device)
         state = None
         if resume:
-            self.classes = list(read_run_file(run_dir, "classes.json"))
-            self.split = Split.from_dict(read_run_file(run_dir, "split.json"))
+            self.classes = list(run_files.read_run_file(run_dir, "classes.json"))
+            self.split = Split.from_dict(run_files.read_run_file(run_dir, "split.json"))
             if (run_dir / ckpt.STATE).exists():
                 state = ckpt.load_state(run_dir)               # else no epoch finished: start again from 0
-            self.model = rebuild_run_model(run_dir)
+            self.model = run_files.rebuild_run_model(run_dir)
         else:
             scan = scan_folder(cfg.data_dir, should_stop=lambda: self.token.stop_requested)
             self.classes = list(scan.classes)
             self.split = make_split(scan, cfg.val_fraction, cfg.seed)
-            self.model = build_run_model(cfg, len(self.classes), model_kwargs)
+            self.model = run_files.build_run_model(cfg, len(self.classes), model_kwargs)
             ckpt.atomic_write_json(run_dir / "config.json", cfg.to_dict())
             ckpt.atomic_write_json(run_dir / "classes.json", self.classes)
             ckpt.atomic_write_json(run_dir / "split.json", self.split.to_dict())
             ckpt.atomic_write_json(run_dir / SPEC, self.model.spec.to_dict())
             for message in [*scan.warnings, *self.split.warnings]:
                 self.listener.warning(message)
-        update_run_file(run_dir, status="running", started=_now(), error=None)
+        run_files.update_run_file(run_dir, status="running", started=_now(), error=None)
         if not self.split.train:
             raise RunError("There are no training images in this run's split.")
         if not self.split.val:
@@ -259,12 +258,12 @@ class _Run:
         return state
 
     def _check_run_dir(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.config.data_dir:
             data, run = Path(self.config.data_dir).resolve(), self.run_dir.resolve()
             if run == data or data in run.parents:
                 raise RunError("The run folder must not be inside the image folder: DTL Studio never writes "
                                "into your data.")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def _make_cache(self) -> FeatureCache | None:
         cfg = self.config
@@ -427,7 +426,7 @@ class _Run:
             "best_epoch": self.best_epoch, "best_val_acc": self.best_acc, "bad_epochs": self.bad_epochs,
             "parts": self.parts,
         })
-        update_run_file(self.run_dir, epochs_done=epoch + 1, best_epoch=self.best_epoch, best_val_acc=self.best_acc)
+        run_files.update_run_file(self.run_dir, epochs_done=epoch + 1, best_epoch=self.best_epoch, best_val_acc=self.best_acc)
         self.listener.checkpoint_saved(str(self.run_dir / ckpt.LAST_WEIGHTS), epoch)
 
     def _final_report(self) -> Evaluation | None:
@@ -452,11 +451,10 @@ class _Run:
             message = f"Training failed unexpectedly: {str(exc).strip() or type(exc).__name__}"
         try:
             if self.run_dir.is_dir():
-                update_run_file(self.run_dir, status="failed", finished=_now(), error=message)
+                run_files.update_run_file(self.run_dir, status="failed", finished=_now(), error=message)
         finally:
             self.listener.run_failed(message, details)
 
 
 def _now() -> str:
-    from ..runs import now_iso
-    return now_iso()
+    return run_files.now_iso()
