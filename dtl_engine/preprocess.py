@@ -46,17 +46,31 @@ def preprocess_settings(data_config: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _resized_size(height: int, width: int, scale_size: List[int], squash: bool) -> List[int]:
+    # Integer arithmetic only: it exports to ONNX as plain int ops and has no float rounding surprises.
     if squash:
         return [scale_size[0], scale_size[1]]
     if scale_size[0] == scale_size[1]:
         # torchvision Resize(int): the shorter side becomes scale_size, the longer keeps the aspect ratio.
         short = scale_size[0]
         if height <= width:
-            return [short, int(short * width / height)]
-        return [int(short * height / width), short]
-    # timm ResizeKeepRatio: cover the target box, keep the aspect ratio.
-    ratio = min(height / scale_size[0], width / scale_size[1])
-    return [int(round(height / ratio)), int(round(width / ratio))]
+            return [short, (short * width) // height]
+        return [(short * height) // width, short]
+    # timm ResizeKeepRatio: scale so the image covers the target box, keeping the aspect ratio.
+    if height * scale_size[1] <= width * scale_size[0]:
+        return [scale_size[0], _div_round(width * scale_size[0], height)]
+    return [_div_round(height * scale_size[1], width), scale_size[1]]
+
+
+def _div_round(a: int, b: int) -> int:
+    return (2 * a + b) // (2 * b)
+
+
+def _crop_start(extra: int) -> int:
+    # torchvision's int(round(extra / 2.0)), which rounds halves to even.
+    start = extra // 2
+    if extra % 2 == 1 and start % 2 == 1:
+        start += 1
+    return start
 
 
 def preprocess(
@@ -83,19 +97,25 @@ def preprocess(
     width = x.size(3)
     new_size = _resized_size(height, width, scale_size, squash)
     if new_size[0] != height or new_size[1] != width:
-        if interpolation == "nearest":
-            x = F.interpolate(x, size=new_size, mode="nearest")
+        # The antialiased kernels F.interpolate(..., antialias=True) dispatches to, called directly so
+        # the ONNX exporter sees them (it maps them to Resize with antialias=1).
+        if interpolation == "bicubic":
+            x = torch._C._nn._upsample_bicubic2d_aa(x, new_size, False, None, None)
+        elif interpolation == "bilinear":
+            x = torch._C._nn._upsample_bilinear2d_aa(x, new_size, False, None, None)
         else:
-            x = F.interpolate(x, size=new_size, mode=interpolation, align_corners=False, antialias=True)
+            x = F.interpolate(x, size=new_size, mode="nearest")
         # PIL hands the model 8-bit pixels after resizing; round and clip the same way.
         x = x.clamp(0.0, 255.0).round()
     # Centre crop (pad with zeros first if the image is smaller, as torchvision does).
-    pad_h = max(size[0] - x.size(2), 0)
-    pad_w = max(size[1] - x.size(3), 0)
+    pad_h = size[0] - x.size(2)
+    pad_w = size[1] - x.size(3)
     if pad_h > 0 or pad_w > 0:
+        pad_h = pad_h if pad_h > 0 else 0
+        pad_w = pad_w if pad_w > 0 else 0
         x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
-    top = int(round((x.size(2) - size[0]) / 2.0))
-    left = int(round((x.size(3) - size[1]) / 2.0))
+    top = _crop_start(x.size(2) - size[0])
+    left = _crop_start(x.size(3) - size[1])
     x = x[:, :, top:top + size[0], left:left + size[1]]
     mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)

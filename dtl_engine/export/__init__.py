@@ -1,0 +1,21 @@
+"""Exports of a trained classifier: TorchScript (torch only) and ONNX, each verified in a fresh process.
+
+``export_torchscript(run_dir, out_path)`` / ``export_onnx(...)`` work from a run folder;
+``export_model(model, classes, out_path, ...)`` from a model in memory.
+"""
+from __future__ import annotations
+
+from .common import ExportResult
+from .core import FORMATS, export_model
+from .run_export import export_onnx, export_run, export_torchscript
+
+
+def load_exported(path):  # noqa: ANN001, ANN201 - re-exported for the contract's import path
+    """Load an export (see :func:`dtl_engine.predict.load_exported`)."""
+    from ..predict import load_exported as _load
+
+    return _load(path)
+
+
+__all__ = ["ExportResult", "FORMATS", "export_model", "export_run", "export_torchscript", "export_onnx",
+           "load_exported"]

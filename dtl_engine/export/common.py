@@ -1,0 +1,117 @@
+"""Pieces every export format shares: the result record, metadata, safe writing, check images."""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import DataError, ExportError
+
+MAX_CHECK_IMAGES = 32
+TOLERANCE = 1e-4        # largest allowed |p_export - p_engine| on any class probability (float32)
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote and how its self-check went."""
+
+    path: str
+    format: str                 # "torchscript" | "onnx"
+    verified: bool              # True when a fresh process reproduced the engine's probabilities
+    max_abs_diff: float | None  # largest probability difference seen (None when not verified)
+    images_checked: int
+    message: str                # one sentence for a person
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_metadata(model: Any, classes: list[str], extra: dict[str, Any] | None, fmt: str,
+                   settings: dict[str, Any]) -> dict[str, Any]:
+    """Metadata embedded in every export: classes, run facts and the preprocessing used."""
+    from .. import __version__
+
+    spec = model.spec.to_dict() if hasattr(model, "spec") else {}
+    meta: dict[str, Any] = {
+        "classes": list(classes),
+        "backbone": spec.get("backbone"),
+        "method": spec.get("variant"),
+        "rank": spec.get("rank"),
+        "val_acc": None,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "input_size": list(settings["size"]),
+        "engine_version": __version__,
+        "format": fmt,
+        "preprocess": settings,
+        "input": "RGB pixels 0..255, uint8 tensor (N, 3, H, W), any H and W",
+        "output": "class probabilities (N, num_classes), softmax",
+    }
+    for key, value in (extra or {}).items():
+        if value is not None:
+            meta[key] = value
+    return meta
+
+
+def check_destination(out_path: str | os.PathLike[str], overwrite: bool,
+                      data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Refuse unsafe destinations with a sentence; return the resolved path."""
+    out = Path(out_path).expanduser().resolve()
+    if out.is_dir():
+        raise ExportError(f"'{out}' is a folder; give a file name for the export.")
+    if out.exists() and not overwrite:
+        raise ExportError(f"'{out}' already exists; choose another name or allow overwriting it.")
+    if data_dir:
+        data = Path(data_dir).expanduser().resolve()
+        if out == data or data in out.parents:
+            raise ExportError(f"Exports are never written into the image folder '{data}'; choose another place.")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"Cannot create the folder '{out.parent}': {exc.strerror or exc}.") from exc
+    return out
+
+
+def temp_path_beside(out: Path) -> Path:
+    """A fresh temporary file next to ``out`` so the final os.replace is atomic."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+    except OSError as exc:
+        raise ExportError(f"Cannot write into '{out.parent}': {exc.strerror or exc}.") from exc
+    os.close(fd)
+    return Path(name)
+
+
+def image_to_uint8(img: Any) -> torch.Tensor:
+    """PIL RGB image -> uint8 tensor (3, H, W)."""
+    arr = np.array(img.convert("RGB"), dtype=np.uint8, copy=True)
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def load_check_images(paths: list[str], limit: int = MAX_CHECK_IMAGES) -> list[torch.Tensor]:
+    """Up to ``limit`` readable images as uint8 (1, 3, H, W) tensors; unreadable files are skipped."""
+    from ..data.images import load_image
+
+    out: list[torch.Tensor] = []
+    for path in paths:
+        if len(out) >= limit:
+            break
+        try:
+            out.append(image_to_uint8(load_image(path)).unsqueeze(0))
+        except DataError:
+            continue
+    return out
+
+
+def synthetic_batch(size: list[int], seed: int = 0) -> torch.Tensor:
+    """A smooth random uint8 batch of 3 images whose size differs from the model's (odd, non-square)."""
+    gen = torch.Generator().manual_seed(seed)
+    h, w = int(size[0] * 1.3) + 1, int(size[1] * 0.9) + 3
+    coarse = torch.rand(3, 3, max(h // 8, 2), max(w // 8, 2), generator=gen) * 255
+    smooth = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)
+    return smooth.round().clamp(0, 255).to(torch.uint8)

@@ -1,0 +1,91 @@
+"""Export a model in memory: write to a temp file, verify it in a fresh process, then move it in place."""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ExportError
+from ..preprocess import preprocess_settings
+from .common import TOLERANCE, ExportResult, build_metadata, check_destination, synthetic_batch, temp_path_beside
+from .verify import check_in_fresh_process, compare
+
+FORMATS = ("torchscript", "onnx")
+
+
+def export_model(model: torch.nn.Module, classes: list[str], out_path: str | os.PathLike[str], *,
+                 format: str = "torchscript", metadata: dict[str, Any] | None = None, overwrite: bool = False,
+                 verify: bool = True, check_images: list[torch.Tensor] | None = None,
+                 data_dir: str | os.PathLike[str] | None = None) -> ExportResult:
+    """Export ``model`` (a DTLModel, or any module with ``data_config``) with its class names.
+
+    ``metadata`` adds run facts (val_acc, run name...) to what the model's spec provides.
+    ``check_images`` are uint8 (N, 3, H, W) batches used for the self-check; a synthetic batch of
+    an unusual size is always added. ``data_dir`` is the user's image folder, never written into.
+
+    Raises:
+        ExportError: the destination is unsafe or exists, the conversion failed, or the exported
+            file does not reproduce the engine's probabilities within 1e-4.
+    """
+    if format not in FORMATS:
+        raise ExportError(f"The export format must be one of {', '.join(FORMATS)}, not '{format}'.")
+    if len(classes) != getattr(getattr(model, "head", None), "out_features", len(classes)):
+        raise ExportError("The number of class names does not match the model's classifier.")
+    out = check_destination(out_path, overwrite, data_dir)
+    writer = _writer(format)
+
+    model = _cpu_float_eval(model)
+    settings = preprocess_settings(model.data_config)
+    meta = build_metadata(model, classes, metadata, format, settings)
+
+    tmp = temp_path_beside(out)
+    try:
+        writer(model, settings, classes, meta, tmp)
+        checked, worst = 0, None
+        if verify:
+            from ..predict import engine_probabilities
+
+            images = list(check_images or []) + [synthetic_batch(settings["size"])]
+            reference = [engine_probabilities(model, x, settings) for x in images]
+            produced, report = check_in_fresh_process(tmp, format, images)
+            worst = compare(reference, produced)
+            checked = sum(int(x.shape[0]) for x in images)
+            if report["classes"] != list(classes):
+                raise ExportError("The exported file does not carry the right class names.")
+            if report["foreign"]:
+                raise ExportError(f"The exported file needs more than torch to load ({', '.join(report['foreign'])}).")
+            if worst > TOLERANCE:
+                raise ExportError(f"The exported file disagrees with the engine by up to {worst:.2e} in probability "
+                                  f"(allowed {TOLERANCE:.0e}); it was not saved.")
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+    size = out.stat().st_size / 1e6
+    if verify:
+        message = (f"Exported {format} to {out} ({size:.1f} MB); a fresh process reproduced the engine's "
+                   f"probabilities on {checked} images (max difference {worst:.1e}).")
+    else:
+        message = f"Exported {format} to {out} ({size:.1f} MB); not verified."
+    return ExportResult(str(out), format, verify, worst, checked, message)
+
+
+def _writer(format: str):
+    if format == "torchscript":
+        from .torchscript import write_torchscript
+        return write_torchscript
+    from .onnx_format import require_onnx, write_onnx
+    require_onnx()
+    return write_onnx
+
+
+def _cpu_float_eval(model: torch.nn.Module) -> torch.nn.Module:
+    # Exports are float32 on CPU; copy rather than move a model someone else may still be using.
+    param = next(model.parameters(), None)
+    if param is not None and (param.device.type != "cpu" or param.dtype != torch.float32):
+        model = copy.deepcopy(model).to("cpu", torch.float32)
+    return model.eval()

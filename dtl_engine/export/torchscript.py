@@ -1,0 +1,82 @@
+"""TorchScript export: one file that needs only torch to load.
+
+The model core is traced at its fixed input size (the DTL side network and the
+backbone adapter use Python control flow that scripting cannot follow); a small
+scripted wrapper around it takes uint8 images of any size, runs the shared
+:func:`dtl_engine.preprocess.preprocess` and returns softmax probabilities.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, List
+
+import torch
+from torch import nn
+
+from ..errors import ExportError
+from ..preprocess import preprocess
+
+
+class ExportedClassifier(nn.Module):
+    """uint8 images (N, 3, H, W), any H and W -> class probabilities (N, C).
+
+    Attribute types are inferred by TorchScript from the values set in ``__init__``
+    (class-level annotations would be strings under postponed evaluation).
+    """
+
+    def __init__(self, core: nn.Module, settings: dict[str, Any], classes: list[str], metadata: dict[str, Any]):
+        super().__init__()
+        self.core = core
+        self.size = [int(v) for v in settings["size"]]
+        self.scale_size = [int(v) for v in settings["scale_size"]]
+        self.squash = bool(settings["squash"])
+        self.mean = [float(v) for v in settings["mean"]]
+        self.std = [float(v) for v in settings["std"]]
+        self.interpolation = str(settings["interpolation"])
+        self.classes = [str(c) for c in classes]
+        self.metadata_text = json.dumps(metadata)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = preprocess(images, self.size, self.scale_size, self.squash, self.mean, self.std, self.interpolation)
+        return torch.softmax(self.core(x), dim=-1)
+
+    @torch.jit.export
+    def class_names(self) -> List[str]:
+        """The class names, index = output column."""
+        return self.classes
+
+    @torch.jit.export
+    def metadata_json(self) -> str:
+        """Run metadata (backbone, method, rank, val_acc, date, input_size, engine_version...) as JSON."""
+        return self.metadata_text
+
+
+def build_scripted(model: nn.Module, settings: dict[str, Any], classes: list[str],
+                   metadata: dict[str, Any]) -> torch.jit.ScriptModule:
+    """Trace ``model`` (CPU, float32, eval) at its input size and script the wrapper around it."""
+    height, width = settings["size"]
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randn(2, 3, height, width, generator=gen)
+    other_batch = torch.randn(3, 3, height, width, generator=gen)
+    with warnings.catch_warnings():
+        # Tracer and deprecation warnings are expected here; correctness is checked by check_trace
+        # and afterwards in a fresh process.
+        warnings.simplefilter("ignore")
+        try:
+            with torch.no_grad():
+                core = torch.jit.trace(model, example, check_trace=True, check_inputs=[(other_batch,)])
+            return torch.jit.script(ExportedClassifier(core, settings, classes, metadata))
+        except Exception as exc:  # tracing failures come in many types; the user gets one sentence
+            raise ExportError(f"This model could not be converted to TorchScript ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else 'no details'}).") from exc
+
+
+def write_torchscript(model: nn.Module, settings: dict[str, Any], classes: list[str],
+                      metadata: dict[str, Any], path: Path) -> None:
+    """Write the TorchScript file with ``metadata.json`` embedded as an extra file."""
+    scripted = build_scripted(model, settings, classes, metadata)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch marks TorchScript deprecated; it still is the torch-only format
+        torch.jit.save(scripted, str(path), _extra_files={"metadata.json": json.dumps(metadata, indent=2)})

@@ -1,0 +1,125 @@
+"""Prediction with an exported file (TorchScript or ONNX), and the engine's own reference prediction.
+
+Both paths run the same :func:`dtl_engine.preprocess.preprocess`, so an export and the
+engine agree on every image.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .errors import ExportError
+from .preprocess import preprocess, preprocess_settings
+
+
+def engine_probabilities(model: torch.nn.Module, images: torch.Tensor,
+                         settings: dict[str, Any] | None = None) -> torch.Tensor:
+    """Class probabilities of a DTLModel for uint8 images (N, 3, H, W) of any size (CPU float32 result)."""
+    settings = settings or preprocess_settings(model.data_config)
+    param = next(model.parameters())
+    with torch.no_grad():
+        x = preprocess(images.to(param.device), **settings).to(param.dtype)
+        return torch.softmax(model(x).float(), dim=-1).cpu()
+
+
+@dataclass
+class ExportedModel:
+    """A loaded export: call it with uint8 images (N, 3, H, W) to get probabilities (N, C)."""
+
+    path: str
+    format: str
+    classes: list[str]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    _run: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self._run(images)
+
+
+def load_exported(path: str | os.PathLike[str]) -> ExportedModel:
+    """Load a TorchScript (.pt/.ts) or ONNX (.onnx) export with its class names and metadata.
+
+    Raises:
+        ExportError: the file is missing or is not an export written by this engine.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ExportError(f"There is no exported model at '{p}'.")
+    if _is_onnx(p):
+        return _load_onnx(p)
+    extra = {"metadata.json": ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # TorchScript is marked deprecated, still the format
+            module = torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
+        module.eval()
+        classes = list(module.class_names())
+    except Exception as exc:  # a wrong file fails in many ways inside torch
+        raise ExportError(f"'{p.name}' is not a model exported by DTL Studio.") from exc
+    metadata = json.loads(extra["metadata.json"] or module.metadata_json())
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return module(images)
+
+    return ExportedModel(str(p), "torchscript", classes, metadata, run)
+
+
+def _is_onnx(p: Path) -> bool:
+    if p.suffix.lower() == ".onnx":
+        return True
+    with open(p, "rb") as fh:
+        return fh.read(2) != b"PK"  # TorchScript files are zip archives
+
+
+def _load_onnx(p: Path) -> ExportedModel:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ExportError("Running an ONNX export needs the 'onnxruntime' package (pip install onnxruntime).") from exc
+    try:
+        session = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        meta = session.get_modelmeta().custom_metadata_map
+        metadata = json.loads(meta["metadata.json"])
+        classes = json.loads(meta["classes"])
+    except Exception as exc:
+        raise ExportError(f"'{p.name}' is not a model exported by DTL Studio.") from exc
+    name = session.get_inputs()[0].name
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        if images.dim() == 3:
+            images = images.unsqueeze(0)
+        return torch.from_numpy(session.run(None, {name: images.to(torch.uint8).numpy()})[0])
+
+    return ExportedModel(str(p), "onnx", classes, metadata, run)
+
+
+def predict(export_path: str | os.PathLike[str], image_paths: list[str | os.PathLike[str]],
+            top_k: int = 3) -> list[list[tuple[str, float]]]:
+    """Top-k (class name, probability) for each image, best first, using an exported file.
+
+    Raises:
+        ExportError: the export cannot be loaded.
+        DataError: an image cannot be read (the sentence names the file and the reason).
+    """
+    from .data.images import load_image
+    from .export.common import image_to_uint8
+
+    if top_k < 1:
+        raise ExportError("top_k must be at least 1.")
+    exported = load_exported(export_path)
+    k = min(top_k, len(exported.classes))
+    results: list[list[tuple[str, float]]] = []
+    for path in image_paths:
+        # One image at a time: images differ in size, and the export handles any size.
+        pixels = image_to_uint8(load_image(path)).unsqueeze(0)
+        probs = exported(pixels)[0]
+        values, indices = torch.topk(probs, k)
+        results.append([(exported.classes[int(i)], float(v)) for v, i in zip(values, indices)])
+    return results
