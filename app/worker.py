@@ -20,7 +20,7 @@ import traceback
 from typing import Any, Callable
 
 import shiboken6
-from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QRunnable, QThread, QThreadPool, Signal, Slot
 
 from dtl_engine.errors import DTLError
 from dtl_engine.listener import RunListener, StopToken
@@ -115,6 +115,11 @@ class RunWorker(QObject):
             self.done.emit()
 
 
+# Threads (with their worker and signals) stay referenced until they end, even
+# if their controller goes away first: Qt aborts when a running QThread is deleted.
+_LIVE_RUNS: set[tuple[QThread, "RunWorker", RunSignals]] = set()
+
+
 def _default_train(config, listener=None, token=None, run_dir=None):
     from dtl_engine.training import train  # heavy import, only when a run starts
     return train(config, listener=listener, token=token, run_dir=run_dir)
@@ -184,8 +189,12 @@ class RunController(QObject):
         worker = RunWorker(task, SignalListener(signals), token)
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
-        worker.done.connect(thread.quit)
+        # Direct: quit() is thread-safe, and the main thread may be blocked in wait().
+        worker.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
         thread.finished.connect(self._on_thread_finished)
+        entry = (thread, worker, signals)
+        _LIVE_RUNS.add(entry)
+        thread.finished.connect(lambda: _LIVE_RUNS.discard(entry))
 
         self._signals, self._token, self._thread, self._worker = signals, token, thread, worker
         self._active = True

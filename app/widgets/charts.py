@@ -156,11 +156,11 @@ class TrainingCharts(QWidget):
         self.accuracy = LiveChart("Accuracy", "Accuracy", "%", legend_at=(-8, -8))
         self.accuracy.add_series("train", BLUE, width=2.5, symbol="o")
         self.accuracy.add_series("validation", ORANGE, width=2.5, symbol="o")
-        self.accuracy.getPlotItem().setYRange(0, 100, padding=0.02)
+        self.accuracy.getPlotItem().setYRange(0, 100, padding=0.05)
         self.accuracy.getPlotItem().enableAutoRange(axis="y", enable=False)
         self.memory = LiveChart("Memory", "Memory", "B", legend_at=(8, 4), legend_columns=3)
-        self.memory.add_series("now", GREEN, width=2)
-        self.memory.add_series("peak", PURPLE, width=2)
+        self.memory.add_series("now", GREEN, width=3)
+        self.memory.add_series("peak", PURPLE, width=1.5, dashed=True)  # visible even on top of "now"
         self.memory.add_series("full fine-tuning (est.)", GREY, width=1.5, dashed=True)
         self.throughput = LiveChart("Throughput", "Images / s")
         self.throughput.add_series("images/s (smoothed)", BLUE, width=2)
@@ -247,6 +247,11 @@ class TrainingCharts(QWidget):
                 self.memory.append("peak", x, float(rec["peak_memory_bytes"]))
         self.set_epochs(max(1, int(np.ceil(self._last_x))))
         self.refresh()
+
+    def set_steps_per_epoch(self, steps: int) -> None:
+        """Smooth the step loss over about half an epoch (at most 20 steps)."""
+        window = min(20.0, max(2.0, steps / 2))
+        self._loss_ema = _Ema(2.0 / (window + 1))
 
     def set_epochs(self, epochs: int) -> None:
         """Fix the x axis of every chart to 0..epochs so curves grow into a stable frame."""

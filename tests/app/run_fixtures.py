@@ -1,0 +1,84 @@
+"""Shared pieces of the app's run tests: a tiny image folder and a tiny real-engine configuration.
+
+Imported by the tests of the worker and the Train / Results / Export / Runs pages.
+The engine runs for real on timm's ``test_vit`` with random weights, a 4-pixel
+patch on 32x32 images, so an epoch over a few dozen images takes a fraction of
+a second on one CPU thread.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TINY_MODEL_KWARGS = dict(patch_size=4, img_size=32)
+COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220)}
+
+
+def make_image_folder(root: Path, per_class: int = 8, classes: dict[str, tuple[int, int, int]] | None = None) -> Path:
+    """``root/<class>/<i>.png``: each class a colour plus seeded noise, 32x32 pixels."""
+    rng = np.random.default_rng(0)
+    for name, rgb in (classes or COLOURS).items():
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            noise = rng.integers(-60, 61, size=(32, 32, 3))
+            pixels = np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels, "RGB").save(folder / f"{name}_{i}.png")
+    return root
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    return make_image_folder(tmp_path / "images")
+
+
+def tiny_config(data_dir: Path | str, **changes):
+    """A TrainConfig for the tiny model: CPU, fp32, no augmentation, no warm-up."""
+    from dtl_engine.config import TrainConfig
+
+    settings = dict(data_dir=str(data_dir), backbone="test_vit", weights="random", epochs=2, batch_size=4,
+                    augment="none", precision="fp32", device="cpu", warmup_epochs=0, lr=3e-3)
+    settings.update(changes)
+    return TrainConfig(**settings)
+
+
+def tiny_train():
+    """The real ``dtl_engine.training.train`` with the tiny backbone's timm settings."""
+    from dtl_engine.training import train
+
+    return functools.partial(train, model_kwargs=TINY_MODEL_KWARGS)
+
+
+def train_now(data_dir: Path | str, **changes):
+    """Run a tiny training to the end on the calling thread; returns the RunResult."""
+    return tiny_train()(tiny_config(data_dir, **changes))
+
+
+def stopped_run(data_dir: Path | str, stop_after_epoch: int = 0, **changes):
+    """A real run stopped (as the Stop button does) right after epoch ``stop_after_epoch``."""
+    from dtl_engine.listener import RunListener, StopToken
+
+    token = StopToken()
+
+    class StopAfter(RunListener):
+        def epoch_finished(self, stats) -> None:
+            if stats.epoch >= stop_after_epoch:
+                token.stop()
+
+    changes.setdefault("epochs", 3)
+    return tiny_train()(tiny_config(data_dir, **changes), listener=StopAfter(), token=token)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One finished tiny run shared by a test module (4 classes, so the matrix has shape)."""
+    root = tmp_path_factory.mktemp("shared_run")
+    data = make_image_folder(root / "images", per_class=10,
+                             classes={**COLOURS, "grey": (128, 128, 128)})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DTL_STUDIO_HOME", str(root / "home"))
+        return train_now(data, epochs=3)

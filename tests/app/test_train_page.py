@@ -1,0 +1,154 @@
+"""Train page with the real engine on a tiny model: live curves, stop, pause / resume, errors."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from app.pages.train_page import TrainPage, format_duration  # noqa: E402
+from run_fixtures import tiny_config, tiny_dataset, tiny_train, train_now  # noqa: E402,F401
+
+SCREENS = os.environ.get("DTL_SCREENSHOT_DIR")  # optional: keep the page grabs for a human to look at
+
+
+def _page(qtbot, config):
+    page = TrainPage(lambda: config, train_fn=tiny_train())
+    qtbot.addWidget(page)
+    page.resize(1100, 760)
+    page.show()
+    return page
+
+
+def _grab(page, tmp_path, name):
+    page.charts.refresh()
+    path = Path(SCREENS or tmp_path) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert page.grab().save(str(path))
+    assert path.stat().st_size > 10_000  # a real picture, not an empty widget
+    return path
+
+
+def _buttons(page):
+    return (page.start_button.isEnabled(), page.pause_button.isEnabled(),
+            page.resume_button.isEnabled(), page.stop_button.isEnabled())
+
+
+def test_a_run_draws_curves_and_finishes(qtbot, tiny_dataset, tmp_path):
+    page = _page(qtbot, tiny_config(tiny_dataset, epochs=3))
+    page.set_reference_memory(3_000_000_000)
+    assert _buttons(page) == (True, False, False, False)
+    assert page.status()[0] is False
+
+    with qtbot.waitSignal(page.run_started, timeout=120000) as started:
+        page.start()
+    assert _buttons(page)[0] is False and page.is_running()
+    assert Path(started.args[0]).is_dir()
+    with qtbot.waitSignal(page.run_finished, timeout=120000) as finished:
+        pass
+    result = finished.args[0]
+    assert result.status == "finished"
+    qtbot.waitUntil(lambda: not page.is_running(), timeout=5000)
+
+    # Curves: every step's loss, 3 epochs of validation, accuracy per epoch, memory and speed.
+    page.charts.refresh()
+    steps = page.progress.maximum()
+    assert page.charts.loss.drawn_points("train (step)") == steps
+    assert page.charts.loss.drawn_points("validation") == 3
+    assert page.charts.accuracy.drawn_points("validation") == 3
+    assert page.charts.memory.drawn_points("now") == steps
+    assert page.charts.throughput.drawn_points("images/s (smoothed)") == steps
+    x, y = page.charts.memory.series("full fine-tuning (est.)")
+    assert list(y) == [3e9, 3e9] and x[-1] >= 3
+    assert page.progress.value() == steps
+    assert "CPU" in page.info_label.text() and "fp32" in page.info_label.text()
+    assert "Trainable" in page.info_label.text()
+    assert "Finished" in page.log_view.toPlainText()
+    ready, text = page.status()
+    assert ready and "Finished" in text
+    assert _buttons(page) == (True, False, False, False)
+    _grab(page, tmp_path, "train_after_run.png")
+
+
+def test_stop_mid_run_leaves_a_checkpoint(qtbot, tiny_dataset, tmp_path):
+    page = _page(qtbot, tiny_config(tiny_dataset, epochs=40))
+    with qtbot.waitSignal(page.controller.checkpoint, timeout=120000):
+        page.start()
+    assert _buttons(page) == (False, True, False, True)
+    _grab(page, tmp_path, "train_mid_run.png")
+    with qtbot.waitSignal(page.run_finished, timeout=60000) as finished:
+        page.stop()
+        assert page.status()[1].startswith("Stopping")
+    result = finished.args[0]
+    assert result.status == "stopped" and 1 <= result.epochs_done < 40
+    assert Path(result.run_dir, "checkpoint.safetensors").exists()
+    run = json.loads(Path(result.run_dir, "run.json").read_text())
+    assert run["status"] == "stopped"
+    assert page.status()[1].startswith("Stopped")
+    assert _buttons(page) == (True, False, False, False)
+
+
+def test_pause_holds_and_resume_continues(qtbot, tiny_dataset):
+    page = _page(qtbot, tiny_config(tiny_dataset, epochs=6))
+    with qtbot.waitSignal(page.controller.batch, timeout=120000):
+        page.start()
+    page.pause()
+    assert _buttons(page) == (False, False, True, True)
+    qtbot.wait(400)  # let the batch in flight land
+    before = page.progress.value()
+    qtbot.wait(600)
+    assert page.progress.value() == before and page.is_running()
+    page.resume()
+    assert _buttons(page) == (False, True, False, True)
+    with qtbot.waitSignal(page.run_finished, timeout=120000) as finished:
+        pass
+    assert finished.args[0].status == "finished" and finished.args[0].epochs_done == 6
+
+
+def test_engine_failure_shows_a_readable_dialog(qtbot, tmp_path):
+    page = _page(qtbot, tiny_config(tmp_path / "nowhere"))
+    with qtbot.waitSignal(page.run_failed, timeout=120000) as failed:
+        page.start()
+    message = failed.args[0]
+    assert message and "Traceback" not in message
+    dialog = page.error_dialog
+    assert dialog.isVisible() and dialog.message_label.text() == message
+    assert not dialog.details_view.isVisible() and dialog.details_button.isEnabled()
+    dialog.details_button.click()
+    assert dialog.details_view.isVisible() and "Error" in dialog.details_view.toPlainText()
+    assert page.status() == (False, message)
+    assert _buttons(page)[0] is True  # one can fix the input and start again
+    dialog.close()
+
+
+def test_a_bad_config_never_starts_and_says_why(qtbot):
+    def provider():
+        from dtl_engine.config import TrainConfig
+        return TrainConfig(data_dir="x", epochs=0)
+
+    page = TrainPage(provider)
+    qtbot.addWidget(page)
+    with qtbot.waitSignal(page.run_failed, timeout=2000) as failed:
+        page.start()
+    assert "at least one epoch" in failed.args[0]
+    assert not page.is_running()
+    page.error_dialog.close()
+
+
+def test_load_history_draws_a_finished_run(qtbot, tiny_dataset, tmp_path):
+    result = train_now(tiny_dataset, epochs=2)
+    page = TrainPage(lambda: None)
+    qtbot.addWidget(page)
+    page.load_history(result.run_dir)
+    assert page.charts.accuracy.drawn_points("validation") == 2
+    assert page.charts.loss.drawn_points("validation") == 2
+    ready, text = page.status()
+    assert ready and Path(result.run_dir).name in text
+
+
+def test_format_duration():
+    assert format_duration(42) == "0:42"
+    assert format_duration(3725) == "1:02:05"

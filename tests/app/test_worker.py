@@ -1,0 +1,203 @@
+"""The worker bridge: listener hooks become main-thread Qt signals; failures are never silent."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QThread  # noqa: E402
+
+from app.worker import RunController, describe_error, run_in_background  # noqa: E402
+from dtl_engine.errors import DataError, RunError  # noqa: E402
+from dtl_engine.listener import BatchStats, EpochStats, MemorySample, RunStarted  # noqa: E402
+from run_fixtures import tiny_config, tiny_dataset, tiny_train  # noqa: E402,F401
+
+
+def _started(epochs=2, steps=3):
+    return RunStarted("run-x", "cpu", "CPU", "fp32", epochs, steps, 0, ["a", "b"], 6, 2, 10, 100)
+
+
+def fake_train(epochs=2, steps=3, fail_at=None, engine_reports_failure=False, delay=0.0):
+    """A stand-in for dtl_engine.training.train that calls every hook from the worker thread."""
+    seen_threads = []
+
+    def run(config, listener=None, token=None, run_dir=None):
+        seen_threads.append(threading.get_ident())
+        listener.run_started(_started(epochs, steps))
+        g = 0
+        for e in range(epochs):
+            for s in range(steps):
+                token.wait_while_paused()
+                time.sleep(delay)
+                if token.stop_requested:
+                    return SimpleNamespace(run_dir="run-x", status="stopped", epochs_done=e, best_epoch=None,
+                                           best_val_acc=None, report=None)
+                if g == fail_at:
+                    if engine_reports_failure:  # the real runner calls run_failed, then re-raises
+                        listener.run_failed("The images ran out.", "details here")
+                    raise DataError("The images ran out.")
+                listener.batch_finished(BatchStats(e, s, steps, g, epochs * steps, 1.0 / (g + 1), 1e-3,
+                                                   100.0, 1000, 2000, 1.0))
+                listener.memory_sample(MemorySample(1000, 2000, "process"))
+                g += 1
+            listener.epoch_finished(EpochStats(e, epochs, 0.5, 0.6, 0.5, 0.6, 0.1, True))
+            listener.checkpoint_saved("run-x/checkpoint.safetensors", e)
+            listener.warning(f"note {e}")
+        result = SimpleNamespace(run_dir="run-x", status="finished", epochs_done=epochs, best_epoch=1,
+                                 best_val_acc=0.6, report=None)
+        listener.run_finished(result)  # the runner both reports and returns: must arrive once
+        return result
+
+    run.threads = seen_threads
+    return run
+
+
+def _record(controller):
+    got = {k: [] for k in ("started", "batch", "epoch", "memory", "checkpoint", "warning", "finished", "failed")}
+    threads = []
+    for name, lst in got.items():
+        def slot(*args, _lst=lst):
+            threads.append(QThread.currentThread())
+            _lst.append(args)
+        getattr(controller, name).connect(slot)
+    return got, threads
+
+
+def test_hooks_arrive_as_signals_on_the_main_thread(qtbot):
+    fn = fake_train()
+    controller = RunController(train_fn=fn)
+    got, threads = _record(controller)
+    with qtbot.waitSignal(controller.finished, timeout=5000):
+        controller.start_training(config=None)
+    assert len(got["started"]) == 1 and got["started"][0][0].classes == ["a", "b"]
+    assert [a[0].global_step for a in got["batch"]] == list(range(6))
+    assert len(got["epoch"]) == 2 and len(got["memory"]) == 6
+    assert got["checkpoint"] == [("run-x/checkpoint.safetensors", 0), ("run-x/checkpoint.safetensors", 1)]
+    assert got["warning"] == [("note 0",), ("note 1",)]
+    assert len(got["finished"]) == 1 and got["finished"][0][0].status == "finished"
+    assert got["failed"] == []
+    # The run happened on another thread; every slot ran on the main (GUI) thread.
+    assert fn.threads and fn.threads[0] != threading.get_ident()
+    main = QThread.currentThread()
+    assert threads and all(t is main for t in threads)
+    qtbot.waitUntil(lambda: not controller.is_running(), timeout=3000)
+
+
+@pytest.mark.parametrize("engine_reports_failure", [False, True])
+def test_a_failure_arrives_once_with_message_and_details(qtbot, engine_reports_failure):
+    controller = RunController(train_fn=fake_train(fail_at=2, engine_reports_failure=engine_reports_failure))
+    got, _ = _record(controller)
+    with qtbot.waitSignal(controller.failed, timeout=5000) as blocker:
+        controller.start_training(config=None)
+    message, details = blocker.args
+    assert message == "The images ran out."
+    assert details.strip()
+    qtbot.wait(100)  # nothing else may trail behind the failure
+    assert len(got["failed"]) == 1 and got["finished"] == []
+    assert len(got["batch"]) == 2
+    qtbot.waitUntil(lambda: not controller.is_running(), timeout=3000)
+
+
+def test_unexpected_exception_becomes_a_sentence_with_traceback(qtbot):
+    def broken(config, listener=None, token=None, run_dir=None):
+        raise ZeroDivisionError("division by zero")
+
+    controller = RunController(train_fn=broken)
+    with qtbot.waitSignal(controller.failed, timeout=5000) as blocker:
+        controller.start_training(config=None)
+    message, details = blocker.args
+    assert "division by zero" in message and message.startswith("Training failed")
+    assert "ZeroDivisionError" in details and "Traceback" in details
+
+
+def test_pause_holds_the_run_and_stop_ends_it(qtbot):
+    controller = RunController(train_fn=fake_train(epochs=50, steps=10, delay=0.005))
+    got, _ = _record(controller)
+    with qtbot.waitSignal(controller.batch, timeout=5000):
+        controller.start_training(config=None)
+    controller.pause()
+    assert controller.is_paused()
+    qtbot.wait(150)
+    count = len(got["batch"])
+    qtbot.wait(300)
+    assert len(got["batch"]) <= count + 1  # at most the batch in flight when paused
+    with qtbot.waitSignal(controller.finished, timeout=5000) as blocker:
+        controller.stop()  # a paused run must wake up to stop
+    assert blocker.args[0].status == "stopped"
+    assert len(got["batch"]) < 500
+    assert controller.wait(3000)
+
+
+def test_only_one_run_at_a_time(qtbot):
+    controller = RunController(train_fn=fake_train(epochs=100, steps=10, delay=0.005))
+    with qtbot.waitSignal(controller.started, timeout=5000):
+        controller.start_training(config=None)
+    with pytest.raises(RuntimeError):
+        controller.start_training(config=None)
+    assert controller.stop_and_wait(5000)
+
+
+def test_resume_calls_the_resume_function_with_the_folder(qtbot):
+    calls = []
+
+    def fake_resume(run_dir, listener=None, token=None):
+        calls.append(run_dir)
+        return SimpleNamespace(run_dir=run_dir, status="finished")
+
+    controller = RunController(resume_fn=fake_resume)
+    with qtbot.waitSignal(controller.finished, timeout=5000) as blocker:
+        controller.start_resume("some/run")
+    assert calls == ["some/run"] and blocker.args[0].run_dir == "some/run"
+
+
+def test_background_call_returns_result_or_readable_error(qtbot):
+    results, errors = [], []
+    call = run_in_background(lambda: sum(range(10)), on_done=results.append)
+    qtbot.waitUntil(lambda: call.done, timeout=5000)
+    assert results == [45]
+
+    def bad():
+        raise RunError("That run folder is incomplete.")
+
+    call = run_in_background(bad, what="Opening", on_error=lambda m, d: errors.append((m, d)))
+    qtbot.waitUntil(lambda: call.done, timeout=5000)
+    assert errors[0][0] == "That run folder is incomplete." and "RunError" in errors[0][1]
+
+
+def test_describe_error_keeps_engine_sentences():
+    assert describe_error(DataError("No images in that folder."))[0] == "No images in that folder."
+    msg, details = describe_error(KeyError("x"), "The export")
+    assert msg.startswith("The export failed unexpectedly") and "KeyError" in details
+    assert "memory" in describe_error(MemoryError(), "Training")[0]
+
+
+def test_real_engine_tiny_run_reports_through_signals(qtbot, tiny_dataset):
+    """The real trainer on a tiny model: every hook reaches the main thread, the result once."""
+    controller = RunController(train_fn=tiny_train())
+    got, _ = _record(controller)
+    with qtbot.waitSignal(controller.finished, timeout=60000) as blocker:
+        controller.start_training(tiny_config(tiny_dataset, epochs=2))
+    result = blocker.args[0]
+    assert result.status == "finished" and result.epochs_done == 2
+    info = got["started"][0][0]
+    assert 0 < info.trainable_params < info.total_params
+    assert len(got["batch"]) == 2 * info.steps_per_epoch and len(got["epoch"]) == 2
+    assert got["failed"] == [] and len(got["finished"]) == 1
+    assert Path(result.run_dir, "checkpoint.safetensors").exists()
+    qtbot.waitUntil(lambda: not controller.is_running(), timeout=3000)
+
+
+def test_real_engine_failure_reaches_the_failed_signal(qtbot, tmp_path):
+    """A folder with one class: the engine's own sentence arrives, with details."""
+    (tmp_path / "only").mkdir()
+    controller = RunController(train_fn=tiny_train())
+    with qtbot.waitSignal(controller.failed, timeout=60000) as blocker:
+        controller.start_training(tiny_config(tmp_path))
+    message, details = blocker.args
+    assert message and "Traceback" not in message
+    assert "Error" in details
