@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import TrainConfig
+from ..data import ScanCancelled
 from ..errors import DTLError, RunError
 from ..evaluate import REPORT, Evaluation, evaluate_model, evaluation_split
 from ..listener import BatchStats, EpochStats, RunListener, RunStarted, StopToken
@@ -118,8 +119,12 @@ class _Run:
     # ------------------------------------------------------------------ story
     def execute(self, resume: bool, model_kwargs: dict[str, Any] | None = None) -> RunResult:
         try:
-            state = self._prepare(resume, model_kwargs)
-            result = self._loop(state)
+            try:
+                state = self._prepare(resume, model_kwargs)
+            except ScanCancelled:
+                result = self._stopped_before_start()
+            else:
+                result = self._loop(state)
         except BaseException as exc:
             self._fail(exc)
             raise
@@ -128,6 +133,12 @@ class _Run:
                 self.cache.close()
         self.listener.run_finished(result)
         return result
+
+    def _stopped_before_start(self) -> RunResult:
+        """Stop pressed while the folder was being scanned: nothing trained, nothing lost."""
+        run_files.update_run_file(self.run_dir, status="stopped", finished=_now(), epochs_done=0)
+        return RunResult(run_dir=str(self.run_dir), status="stopped", epochs_done=0, best_epoch=None,
+                         best_val_acc=None)
 
     def _loop(self, state: dict[str, Any] | None) -> RunResult:
         cfg, model, listener, token = self.config, self.model, self.listener, self.token
@@ -214,27 +225,30 @@ class _Run:
 
         cfg, run_dir = self.config, self.run_dir
         self._check_run_dir()
+        if resume:
+            model_kwargs = run_files.read_run_file(run_dir, run_files.RUN_FILE).get("model_kwargs")
+        else:
+            ckpt.atomic_write_json(run_dir / "config.json", cfg.to_dict())
+        run_files.update_run_file(run_dir, status="running", started=_now(), error=None, model_kwargs=model_kwargs)
         self.device, self.device_name = select_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         state = None
-        if resume:
+        if resume and (run_dir / SPEC).exists():
             self.classes = list(run_files.read_run_file(run_dir, "classes.json"))
             self.split = Split.from_dict(run_files.read_run_file(run_dir, "split.json"))
             if (run_dir / ckpt.STATE).exists():
                 state = ckpt.load_state(run_dir)               # else no epoch finished: start again from 0
             self.model = run_files.rebuild_run_model(run_dir)
-        else:
+        else:                                                  # a new run, or one stopped while scanning
             scan = scan_folder(cfg.data_dir, should_stop=lambda: self.token.stop_requested)
             self.classes = list(scan.classes)
             self.split = make_split(scan, cfg.val_fraction, cfg.seed)
             self.model = run_files.build_run_model(cfg, len(self.classes), model_kwargs)
-            ckpt.atomic_write_json(run_dir / "config.json", cfg.to_dict())
             ckpt.atomic_write_json(run_dir / "classes.json", self.classes)
             ckpt.atomic_write_json(run_dir / "split.json", self.split.to_dict())
             ckpt.atomic_write_json(run_dir / SPEC, self.model.spec.to_dict())
             for message in [*scan.warnings, *self.split.warnings]:
                 self.listener.warning(message)
-        run_files.update_run_file(run_dir, status="running", started=_now(), error=None)
         if not self.split.train:
             raise RunError("There are no training images in this run's split.")
         if not self.split.val:
