@@ -1,0 +1,405 @@
+"""Command line: ``python -m dtl_engine scan|train|resume|evaluate|export|predict|runs|bench``.
+
+Everything the desktop app shows, a terminal can print: progress bars with an ETA,
+one summary line per epoch, and on bad input one readable sentence
+(``error: ...`` on stderr, exit status 2) instead of a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+from .config import AUGMENTS, DEVICES, METHODS, PRECISIONS, TrainConfig
+from .errors import DTLError, RunError
+from .listener import RunListener, StopToken
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+# CLI option -> TrainConfig field, for every training option (help texts come from TrainConfig).
+TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
+    "backbone": {}, "weights": {"metavar": "hub|random|FILE"}, "method": {"choices": METHODS},
+    "rank": {"type": int}, "epochs": {"type": int}, "batch_size": {"type": int}, "lr": {"type": float},
+    "image_size": {"type": int}, "augment": {"choices": AUGMENTS}, "device": {"choices": DEVICES},
+    "seed": {"type": int}, "max_steps": {"type": int}, "precision": {"choices": PRECISIONS},
+    "val_fraction": {"type": float}, "inject_from": {"type": int}, "beta": {"type": float},
+    "fusion_kernel": {"type": int, "flag": "--kernel", "metavar": "K"}, "warmup_epochs": {"type": float},
+    "weight_decay": {"type": float}, "label_smoothing": {"type": float}, "drop_path": {"type": float},
+    "early_stopping": {"type": int, "metavar": "EPOCHS"}, "cache_features": {"choices": ("auto", "on", "off")},
+    "num_workers": {"type": int},
+    "checkpoint_blocks": {"action": "store_true"}, "low_precision_taps": {"action": "store_true"},
+}
+
+
+# --- progress ------------------------------------------------------------------------------
+
+class ProgressPrinter(RunListener):
+    """Prints a run to the terminal: a tqdm bar per epoch (with ETA) and one summary line per epoch."""
+
+    def __init__(self, out=None) -> None:  # noqa: ANN001 - a text stream
+        self.out = out or sys.stdout
+        self.bar = None
+        self.epoch = -1
+        self.last_checkpoint: str | None = None
+
+    def _write(self, text: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=self.out)
+
+    def run_started(self, info) -> None:  # noqa: ANN001
+        self._write(f"Run folder: {info.run_dir}")
+        self._write(f"Device: {info.device_name} ({info.device}), precision {info.precision}")
+        self._write(f"{len(info.classes)} classes, {info.num_train} training and {info.num_val} validation images; "
+                    f"trainable parameters {info.trainable_params:,} of {info.total_params:,}")
+        if info.start_epoch:
+            self._write(f"Resuming at epoch {info.start_epoch + 1} of {info.epochs}")
+
+    def batch_finished(self, stats) -> None:  # noqa: ANN001
+        from tqdm import tqdm
+
+        if stats.epoch != self.epoch or self.bar is None:
+            self._close_bar()
+            self.epoch = stats.epoch
+            self.bar = tqdm(total=stats.steps_per_epoch, desc=f"epoch {stats.epoch + 1}", unit="step",
+                            leave=False, dynamic_ncols=True, file=sys.stderr, disable=None)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{stats.loss:.4f}", img_s=f"{stats.images_per_sec:.1f}",
+                             total_eta=_duration(stats.eta_seconds), refresh=False)
+
+    def epoch_finished(self, stats) -> None:  # noqa: ANN001
+        self._close_bar()
+        self._write(f"epoch {stats.epoch + 1}/{stats.epochs}  train loss {stats.train_loss:.4f} "
+                    f"acc {stats.train_acc:.1%}  val loss {stats.val_loss:.4f} acc {stats.val_acc:.1%}  "
+                    f"{stats.seconds:.1f} s{'  (best)' if stats.is_best else ''}")
+
+    def checkpoint_saved(self, path: str, epoch: int) -> None:
+        self.last_checkpoint = path
+
+    def warning(self, message: str) -> None:
+        self._write(f"warning: {message}")
+
+    def run_finished(self, result) -> None:  # noqa: ANN001
+        self._close_bar()
+
+    def run_failed(self, message: str, details: str) -> None:
+        self._close_bar()
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+class _CtrlC:
+    """First Ctrl+C asks the run to stop after the current batch; a second one aborts at once."""
+
+    def __init__(self, token: StopToken) -> None:
+        self.token = token
+        self.previous: Any = None
+
+    def __enter__(self) -> "_CtrlC":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.token.stop_requested:
+            raise KeyboardInterrupt
+        self.token.stop()
+        print("\nStopping after this batch (press Ctrl+C again to abort at once)...", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+# --- commands ------------------------------------------------------------------------------
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .data import scan_folder
+
+    bars: list[Any] = []    # created on the first report, so a folder refused at once prints no bar
+
+    def progress(done: int, total: int | None) -> None:
+        if not bars:
+            bars.append(tqdm(desc="scanning", unit="file", dynamic_ncols=True, file=sys.stderr, leave=False,
+                             disable=None))
+        bar = bars[0]
+        if total is not None and bar.total != total:
+            bar.total = total
+            bar.set_description("checking")
+        bar.n = done
+        bar.refresh()
+
+    try:
+        scan = scan_folder(args.folder, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    if args.json:
+        print(json.dumps(scan.to_dict(), indent=2))
+        return 0
+    print(scan.summary())
+    width = max(len(c) for c in scan.classes)
+    for name in scan.classes:
+        print(f"  {name:<{width}}  {scan.counts.get(name, 0):>6}")
+    for split, items in scan.items.items():
+        if scan.layout == "split":
+            print(f"{split}: {len(items)} images")
+    for item in scan.skipped[:10]:
+        print(f"skipped {item.path}: {item.reason}")
+    if len(scan.skipped) > 10:
+        print(f"... and {len(scan.skipped) - 10} more skipped files")
+    for message in scan.warnings:
+        print(f"warning: {message}")
+    return 0
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    # Only what was given on the command line; TrainConfig's defaults fill the rest.
+    values = {name: getattr(args, name) for name in TRAIN_OPTIONS if getattr(args, name) is not None}
+    return TrainConfig(data_dir=str(Path(args.folder).expanduser()), **values)
+
+
+def _model_kwargs(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunError(f"--model-kwargs is not valid JSON ({exc.msg}).") from None
+    if not isinstance(value, dict):
+        raise RunError("--model-kwargs must be a JSON object, e.g. '{\"depth\": 2}'.")
+    return value
+
+
+def _run_training(start: Callable[[RunListener, StopToken], Any]) -> int:
+    printer = ProgressPrinter()
+    token = StopToken()
+    with _CtrlC(token):
+        result = start(printer, token)
+    printer._close_bar()
+    run_dir = result.run_dir
+    if result.status == "stopped":
+        where = printer.last_checkpoint or str(Path(run_dir) / "checkpoint.safetensors")
+        print(f"Stopped after {result.epochs_done} epoch(s). The last checkpoint is {where}.")
+        print(f"Continue with: python -m dtl_engine resume {run_dir}")
+        return EXIT_INTERRUPTED
+    best = f"{result.best_val_acc:.1%}" if result.best_val_acc is not None else "n/a"
+    epoch = f" at epoch {result.best_epoch + 1}" if result.best_epoch is not None else ""
+    print(f"Finished {result.epochs_done} epoch(s); best validation accuracy {best}{epoch}.")
+    if result.report is not None:
+        report = result.report
+        print(f"Final evaluation on {report.num_images} {report.split} images: accuracy {report.accuracy:.1%}")
+    print(f"Run folder: {run_dir}")
+    print(f"Export with: python -m dtl_engine export {run_dir} --out model.pt")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import train
+
+    config = _train_config(args)
+    kwargs = _model_kwargs(args.model_kwargs)
+    return _run_training(lambda listener, token: train(config, listener, token, run_dir=args.out,
+                                                       model_kwargs=kwargs))
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from .training import resume
+
+    return _run_training(lambda listener, token: resume(args.run_dir, listener, token))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run
+
+    report = evaluate_run(args.run_dir, device=args.device)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    print(f"Accuracy {report.accuracy:.1%} on {report.num_images} {report.split} images")
+    width = max(len(c) for c in report.classes)
+    print(f"  {'class':<{width}}  precision  recall     f1  support")
+    for row in report.per_class:
+        print(f"  {row['name']:<{width}}  {row['precision']:>9.1%}  {row['recall']:>6.1%}  "
+              f"{row['f1']:>5.2f}  {row['support']:>7}")
+    print("Confusion matrix (rows = true class, columns = predicted):")
+    for name, row in zip(report.classes, report.confusion):
+        print(f"  {name:<{width}}  " + " ".join(f"{n:>5}" for n in row))
+    for m in report.mistakes[:args.mistakes]:
+        print(f"mistake: {m['path']}  true {m['true']}, predicted {m['predicted']} ({m['confidence']:.0%})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    fmt = args.format or ("onnx" if args.out.lower().endswith(".onnx") else "torchscript")
+    result = export_run(args.run_dir, args.out, format=fmt, overwrite=args.overwrite, verify=not args.no_verify)
+    print(result.message)
+    if result.verified:
+        print(f"verified: yes ({result.images_checked} images, max probability difference "
+              f"{result.max_abs_diff:.1e}, allowed 1e-04)")
+    else:
+        print("verified: no (skipped)")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import predict
+
+    results = predict(args.model, args.images, top_k=args.top_k)
+    if args.json:
+        print(json.dumps([{"image": str(p), "top": [{"class": c, "probability": v} for c, v in r]}
+                          for p, r in zip(args.images, results)], indent=2))
+        return 0
+    for path, ranked in zip(args.images, results):
+        print(path)
+        for name, prob in ranked:
+            print(f"  {prob:7.2%}  {name}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .runs import list_runs
+
+    runs = list_runs()
+    if args.json:
+        print(json.dumps([r.to_dict() for r in runs], indent=2))
+        return 0
+    if not runs:
+        print("No runs yet. Start one with: python -m dtl_engine train FOLDER")
+        return 0
+    print(f"{'run':<48} {'status':<11} {'method':<6} {'epochs':>7} {'best val':>8}  backbone")
+    for r in runs:
+        acc = f"{r.best_val_acc:.1%}" if r.best_val_acc is not None else "-"
+        print(f"{r.name:<48} {r.status:<11} {r.method:<6} {f'{r.epochs_done}/{r.epochs}':>7} {acc:>8}  {r.backbone}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    return int(run_bench(args) or 0)
+
+
+# --- parser ----------------------------------------------------------------------------
+
+def _flag(name: str, spec: dict[str, Any]) -> str:
+    return spec.get("flag", "--" + name.replace("_", "-"))
+
+
+def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
+    """The argument parser; the benchmark's options are added only when ``bench`` runs (lazy import)."""
+    parser = argparse.ArgumentParser(prog="python -m dtl_engine",
+                                     description="DTL Studio engine: train image classifiers with Disentangled "
+                                                 "Transfer Learning on a frozen timm backbone, export and predict.")
+    parser.add_argument("--version", action="version", version=f"dtl_engine {__version__}")
+    parser.add_argument("--traceback", action="store_true", help="Show the full traceback of unexpected errors.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("scan", help="Check an image folder: classes, image counts, skipped files.",
+                       description="Scan an image folder (one sub-folder per class, or train/ val/ [test/]) "
+                                   "and report its classes, usable images and skipped files.")
+    p.add_argument("folder", metavar="DIR", help="The image folder.")
+    p.add_argument("--json", action="store_true", help="Print the scan as JSON.")
+    p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("train", help="Train a classifier on an image folder.",
+                       description="Train a DTL / DTL+ classifier (or a linear probe) on an image folder. "
+                                   "Ctrl+C stops after the current batch and keeps the last checkpoint.")
+    p.add_argument("folder", metavar="DIR", help=TrainConfig.help("data_dir"))
+    for name, spec in TRAIN_OPTIONS.items():
+        kwargs = {k: v for k, v in spec.items() if k != "flag"}
+        p.add_argument(_flag(name, spec), dest=name, default=None, help=TrainConfig.help(name), **kwargs)
+    p.add_argument("--out", metavar="RUN_DIR", default=None,
+                   help="Run folder to create (default: a new folder in the user's runs folder).")
+    p.add_argument("--model-kwargs", metavar="JSON", default=None,
+                   help="JSON object passed to timm.create_model (small test configurations).")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("resume", help="Continue a stopped or interrupted run.",
+                       description="Continue a stopped, failed or interrupted run from its last checkpoint.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="The run folder.")
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("evaluate", help="Evaluate a run's best weights: accuracy, per class, confusion matrix.",
+                       description="Evaluate a run's best weights on its test images (or validation images).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="The run folder.")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="Where to run the evaluation.")
+    p.add_argument("--mistakes", type=int, default=5, metavar="N", help="Show up to N misclassified images.")
+    p.add_argument("--json", action="store_true", help="Print the evaluation as JSON.")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="Export a run to one TorchScript (or ONNX) file, verified.",
+                       description="Export a run's best model to one file that takes uint8 images of any size "
+                                   "and returns class probabilities. TorchScript needs only torch to load; ONNX "
+                                   "needs onnxruntime. The file is checked in a fresh process before it is kept.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="The run folder.")
+    p.add_argument("--out", metavar="FILE", required=True, help="The file to write (e.g. model.pt or model.onnx).")
+    p.add_argument("--format", choices=("torchscript", "onnx"), default=None,
+                   help="File format (default: onnx for a .onnx name, else torchscript).")
+    p.add_argument("--overwrite", action="store_true", help="Replace FILE if it exists.")
+    p.add_argument("--no-verify", action="store_true", help="Skip the check in a fresh process (faster).")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="Classify images with an exported file.",
+                       description="Classify images with an exported TorchScript or ONNX file.")
+    p.add_argument("model", metavar="FILE", help="The exported model file.")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="Image files.")
+    p.add_argument("--top-k", type=int, default=3, metavar="K", help="How many classes to show per image.")
+    p.add_argument("--json", action="store_true", help="Print the predictions as JSON.")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("runs", help="List past runs.", description="List the runs in the user's runs folder.")
+    p.add_argument("--json", action="store_true", help="Print the list as JSON.")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("bench", help="Measure training memory and speed: DTL vs. linear probe, LoRA, full.",
+                       description="Benchmark training memory and speed of DTL against other methods "
+                                   "on one random batch.")
+    if with_bench_options:
+        from .bench import add_bench_arguments
+
+        add_bench_arguments(p)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad input, 130 stopped)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Import the benchmark (torch, peft) only when it is asked for.
+    positional = [a for a in argv if not a.startswith("-")]
+    parser = build_parser(with_bench_options=bool(positional) and positional[0] == "bench")
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DTLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        if args.traceback:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}.", file=sys.stderr)
+        return EXIT_BAD_INPUT
