@@ -25,13 +25,16 @@ class ImageDataset(Dataset):
     collected in ``failures`` as (path, reason) and passed to ``on_failure``.
     With DataLoader worker processes these live in the workers; use
     ``on_failure`` (or num_workers=0) to see them in the main process.
+    ``min_side`` lets large JPEGs decode at a reduced scale (see :func:`load_image`);
+    about twice the model's input side keeps full detail for the crops.
     """
 
     def __init__(self, samples: Sequence[tuple[str, int]], transform: Callable[[Any], Any] | None = None,
-                 on_failure: FailureFn | None = None) -> None:
+                 on_failure: FailureFn | None = None, *, min_side: int | None = None) -> None:
         self.samples = [(str(p), int(y)) for p, y in samples]
         self.transform = transform
         self.on_failure = on_failure
+        self.min_side = min_side
         self.failures: list[tuple[str, str]] = []
         self._bad: set[int] = set()
 
@@ -61,7 +64,7 @@ class ImageDataset(Dataset):
                 continue
             path, label = self.samples[i]
             try:
-                image = load_image(path)
+                image = load_image(path, min_side=self.min_side)
             except DataError as exc:
                 self._report(i, str(exc))
                 continue

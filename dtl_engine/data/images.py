@@ -19,6 +19,12 @@ from ..errors import DataError
 
 # Bytes at the end of a JPEG searched for its end-of-image marker (cheap truncation check).
 _JPEG_TAIL = 4096
+_HEIF = {".heic", ".heif", ".hif"}
+_RAW = {".cr2", ".cr3", ".nef", ".arw", ".raf", ".orf", ".rw2", ".pef", ".srw", ".raw"}
+
+# The pixel limit is enforced explicitly (``_too_large_reason``) on every open, so Pillow's
+# own warning is redundant noise; a filter is thread-safe where catch_warnings() is not.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def _open_file(path: str | os.PathLike[str]) -> IO[bytes]:
@@ -45,10 +51,14 @@ def _os_reason(exc: OSError) -> str:
 
 
 def _not_image_reason(path: str | os.PathLike[str]) -> str:
-    suffix = Path(path).suffix
-    if suffix:
-        return f"not an image: its content is not a picture format (despite the '{suffix}' ending)"
-    return "not an image: its content is not a picture format"
+    suffix = Path(path).suffix.lower()
+    if suffix in _HEIF:
+        return "HEIC/HEIF photos cannot be read without an extra plugin; export them as JPEG or PNG"
+    if suffix in _RAW:
+        return "camera RAW files are not supported; export them as JPEG or PNG"
+    if suffix in Image.registered_extensions():
+        return f"not an image: the content is not a picture, despite the '{suffix}' ending"
+    return "not an image (its content is not a picture format Pillow can read)"
 
 
 def check_image(path: str | os.PathLike[str], size: int | None = None) -> str | None:
@@ -63,8 +73,7 @@ def check_image(path: str | os.PathLike[str], size: int | None = None) -> str | 
             size = os.stat(path).st_size
         if size == 0:
             return "the file is empty (0 bytes)"
-        with _open_file(path) as fh, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with _open_file(path) as fh:
             try:
                 with Image.open(fh) as img:
                     fmt = img.format
@@ -74,7 +83,7 @@ def check_image(path: str | os.PathLike[str], size: int | None = None) -> str | 
                     img.verify()
             except UnidentifiedImageError:
                 return _not_image_reason(path)
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            except Image.DecompressionBombError:
                 return "the image is too large (more pixels than the safety limit); it may be a decompression bomb"
             if fmt == "JPEG" and not _jpeg_has_end(fh, size):
                 fh.seek(0)
@@ -125,27 +134,32 @@ def _to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
     return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
 
 
-def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Fully decode ``path`` into an upright 8-bit RGB image; raise DataError with the reason."""
+def load_image(path: str | os.PathLike[str], *, min_side: int | None = None) -> Image.Image:
+    """Fully decode ``path`` into an upright 8-bit RGB image; raise DataError with the reason.
+
+    ``min_side``: when given, large JPEGs are decoded at a reduced scale (1/2, 1/4, 1/8)
+    that still leaves at least ``min_side`` pixels on both sides, which is several
+    times faster for camera photos that will be shrunk to the model's input anyway.
+    """
     name = Path(path).name
     try:
-        with _open_file(path) as fh, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(fh) as img:
-                reason = _too_large_reason(*img.size)
-                if reason:
-                    raise DataError(f"Cannot load '{name}': {reason}.")
-                img.load()
-                try:
-                    upright = ImageOps.exif_transpose(img)
-                except Exception:  # broken EXIF must not lose the picture itself
-                    upright = img
-                return to_rgb(upright).copy()
+        with _open_file(path) as fh, Image.open(fh) as img:
+            reason = _too_large_reason(*img.size)
+            if reason:
+                raise DataError(f"Cannot load '{name}': {reason}.")
+            if min_side and img.format == "JPEG":
+                img.draft("RGB", (min_side, min_side))
+            img.load()
+            try:
+                upright = ImageOps.exif_transpose(img)
+            except Exception:  # broken EXIF must not lose the picture itself
+                upright = img
+            return to_rgb(upright).copy()
     except DataError:
         raise
     except UnidentifiedImageError:
         raise DataError(f"Cannot load '{name}': {_not_image_reason(path)}.") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise DataError(f"Cannot load '{name}': the image is too large (more pixels than the safety limit); "
                         "it may be a decompression bomb.") from None
     except OSError as exc:

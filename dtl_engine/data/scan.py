@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -114,6 +115,17 @@ def is_junk(name: str) -> bool:
     return name.startswith(".") or name.startswith("~$") or low in JUNK_FILES or low in JUNK_DIRS
 
 
+def _hidden_on_windows(entry: os.DirEntry[str]) -> bool:
+    # Windows marks hidden files with an attribute instead of a leading dot.
+    if os.name != "nt":
+        return False
+    try:
+        attrs = getattr(entry.stat(follow_symlinks=False), "st_file_attributes", 0)
+    except OSError:
+        return False
+    return bool(attrs & (stat.FILE_ATTRIBUTE_HIDDEN | stat.FILE_ATTRIBUTE_SYSTEM))
+
+
 class _Walker:
     """Lists candidate files, following folder links once each (no endless walk through link loops)."""
 
@@ -145,7 +157,7 @@ class _Walker:
             return []
         keep = []
         for e in entries:
-            if is_junk(e.name):
+            if is_junk(e.name) or _hidden_on_windows(e):
                 self.ignored += 1
             else:
                 keep.append(e)
@@ -177,6 +189,8 @@ class _Walker:
                         continue
                     if e.is_file():
                         self.found += 1
+                        if self.found % 256 == 0:  # huge flat folders: stay responsive to cancel
+                            self.stop_check()
                         self.tick(self.found, None)
                         yield e.path, e.stat().st_size
                         continue

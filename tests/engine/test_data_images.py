@@ -33,6 +33,22 @@ def test_exif_rotated_photo_comes_out_upright(tmp_path):
     assert bottom[2] > 200 and bottom[0] < 60
 
 
+def test_min_side_decodes_big_jpegs_smaller_but_upright(tmp_path):
+    arr = np.zeros((300, 400, 3), np.uint8)
+    arr[:, :200] = (255, 0, 0)
+    arr[:, 200:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    p = tmp_path / "big.jpg"
+    Image.fromarray(arr).save(p, exif=exif, quality=95)
+    full, small = load_image(p), load_image(p, min_side=64)
+    assert full.size == (300, 400)
+    assert small.size == (75, 100)                      # 1/4 scale still >= 64 on both sides
+    assert np.asarray(small)[10, 30][0] > 200           # red on top: still upright
+    png = make_image(tmp_path / "big.png", size=(300, 200))
+    assert load_image(png, min_side=64).size == (300, 200)   # only JPEGs have a cheap reduced decode
+
+
 def test_sixteen_bit_gray_is_scaled_not_clipped(tmp_path):
     p = tmp_path / "deep.png"
     Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(p)
@@ -113,6 +129,7 @@ def test_missing_file(tmp_path):
         load_image(tmp_path / "gone.png")
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_bomb_is_refused_at_load(tmp_path, monkeypatch):
     p = make_image(tmp_path / "big.png", size=(50, 50))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)

@@ -146,6 +146,15 @@ def test_bad_files_are_skipped_with_reasons(tmp_path):
     assert r.counts == {"a": 5, "b": 6}
 
 
+def test_photo_formats_pillow_cannot_read_get_a_hint(tmp_path):
+    root = make_image_folder(tmp_path / "d", {"a": 5, "b": 5})
+    (root / "a" / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic" + b"\0" * 64)
+    (root / "b" / "DSC_0001.NEF").write_bytes(b"\1" * 64)
+    why = reasons(scan_folder(root))
+    assert "HEIC" in why["IMG_0001.HEIC"] and "JPEG" in why["IMG_0001.HEIC"]
+    assert "RAW" in why["DSC_0001.NEF"]
+
+
 def test_jpeg_with_trailing_data_is_kept(tmp_path):
     root = make_image_folder(tmp_path / "d", {"a": 5, "b": 5})
     (root / "a" / "tail.jpg").write_bytes(jpeg_bytes() + b"\0" * 8000)  # e.g. a phone's appended data
@@ -174,6 +183,7 @@ def test_unreadable_file_is_skipped(tmp_path, monkeypatch):
     assert r.counts["a"] == 5
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_decompression_bomb_is_skipped(tmp_path, monkeypatch):
     root = make_image_folder(tmp_path / "d", {"a": 5, "b": 5}, size=(16, 16))
     make_image(root / "a" / "huge.png", size=(80, 80))     # > 2x limit: Pillow's error

@@ -28,7 +28,7 @@ def noisy(size: tuple[int, int], seed: int = 0) -> Image.Image:
 
 
 @pytest.mark.parametrize("augment, train", PRESETS)
-@pytest.mark.parametrize("size", [(8, 8), (31, 9), (300, 200)])
+@pytest.mark.parametrize("size", [(1, 1), (8, 8), (31, 9), (300, 200), (500, 3)])
 def test_output_shape_for_every_preset_and_size(vit_config, augment, train, size):
     x = build_transform(vit_config, augment, train)(noisy(size))
     side = vit_config["input_size"][1:]
