@@ -135,6 +135,7 @@ class DTLModel(nn.Module):
 
     def _from_prefix(self, prefix: dict[str, torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
         side, adapter, spec = self.side_network, self._adapter, self.spec
+        prefix = self._match_dtype(prefix)
         if side is None:
             return self.head(prefix["features"])
         m = spec.inject_from
@@ -152,6 +153,14 @@ class DTLModel(nn.Module):
             x = self._run_block(i, x)
             x = x + side.side_output(h, self._stages[i], adapter.on_grid, grid)
         return self.head(adapter.pool(x))
+
+    def _match_dtype(self, prefix: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A prefix made under autocast (or with bf16 taps) continues in full precision when autocast is off."""
+        ref = self.head.weight
+        if torch.is_autocast_enabled(ref.device.type):
+            return prefix
+        return {k: v.to(ref.dtype) if v.is_floating_point() and v.dtype != ref.dtype else v
+                for k, v in prefix.items()}
 
     def _run_block(self, index: int, x: torch.Tensor) -> torch.Tensor:
         blk = self._blocks[index]
