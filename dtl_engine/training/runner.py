@@ -450,7 +450,8 @@ class _Run:
             return None
         self.model.load_trainable_state_dict(ckpt.load_weights(self.run_dir / ckpt.BEST_WEIGHTS))
         report = evaluate_model(self.model, samples, self.classes, self.device, self.model.data_config,
-                                best_epoch=self.best_epoch, split=split_name, batch_size=self.config.batch_size,
+                                best_epoch=self.best_epoch, split=split_name,
+                                batch_size=max(1, self.config.batch_size // self.parts),  # what fits in memory
                                 autocast_dtype=self.precision.autocast_dtype, num_workers=self.config.num_workers)
         ckpt.atomic_write_json(self.run_dir / REPORT, report.to_dict())
         return report
