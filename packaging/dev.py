@@ -16,6 +16,7 @@ Arguments after the command are passed on: `dev.py test -k export`, `dev.py run 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -24,8 +25,9 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
@@ -243,15 +245,47 @@ def has_display(env: dict[str, str] | None = None) -> bool:
     return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY") or env.get("QT_QPA_PLATFORM"))
 
 
+@contextlib.contextmanager
+def setup_lock(root: Path = ROOT) -> Iterator[None]:
+    """One set-up at a time per checkout (say `dev.py run` and `dev.py test` started together).
+
+    The lock file lives in the temp folder, keyed by the checkout's path, so that it never
+    shows up in the repository.
+    """
+    key = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"dtl-studio-setup-{key}.lock"
+    with open(path, "a+b") as handle:
+        if os.name == "nt":
+            import msvcrt
+
+            handle.seek(0)
+            while True:
+                try:
+                    msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+                    break
+                except OSError:  # LK_LOCK gives up after ~10 s; keep waiting
+                    continue
+        else:
+            import fcntl
+
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                say("Another dev.py is setting up this checkout; waiting for it to finish ...")
+                fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # released when the file closes
+
+
 def setup(need_window: bool) -> Path:
     """Every set-up step; returns the virtual environment's python."""
     if sys.version_info < MIN_PYTHON:
         raise SetupError(
             f"DTL Studio needs Python {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer; this is {platform.python_version()}."
         )
-    py = ensure_venv()
-    ensure_installed(py)
-    ensure_qt_libraries(need_window)
+    with setup_lock():
+        py = ensure_venv()
+        ensure_installed(py)
+        ensure_qt_libraries(need_window)
     return py
 
 

@@ -192,3 +192,22 @@ def test_desktop_entry_is_valid_and_its_icon_exists():
     assert section["Type"] == "Application" and section["Exec"].split()[0] == "dtl-studio"
     assert section["Terminal"] == "false"
     assert (ROOT / "resources" / "icons" / "dtl_studio_256.png").is_file()
+
+
+def test_setup_lock_serialises_two_set_ups(dev, tmp_path):
+    import threading
+
+    order: list[str] = []
+
+    def second() -> None:
+        with dev.setup_lock(tmp_path):
+            order.append("second")
+
+    with dev.setup_lock(tmp_path):
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(timeout=0.5)
+        assert thread.is_alive(), "a second set-up must wait for the first"
+        order.append("first")
+    thread.join(timeout=10)
+    assert order == ["first", "second"]
