@@ -183,7 +183,7 @@ class MainWindow(QMainWindow):
     def show_step(self, index: int) -> None:
         """Show page ``index`` (0 = Data … 5 = Runs)."""
         if index == RUNS:
-            ensure_heavy_imports()          # the run list loads torch; never race a background import
+            ensure_heavy_imports("dtl_engine.runs")   # loads torch: never race a background import
             self._call_if(self.runs_page, "refresh")
         self.stack.setCurrentIndex(index)
         self.step_bar.set_current(index)

@@ -11,15 +11,17 @@ from dtl_engine.errors import DTLError
 _IMPORT_LOCK = threading.Lock()
 
 
-def ensure_heavy_imports() -> None:
-    """Import torch, timm and the engine's data layer once, one thread at a time.
+def ensure_heavy_imports(*modules: str) -> None:
+    """Import heavy modules (default: timm, which loads torch) one thread at a time.
 
     Two threads importing timm at the same moment can see a half-initialised module
     ("partially initialized module 'timm.models'"); every background job calls this first.
     """
+    import importlib
+
     with _IMPORT_LOCK:
-        import timm  # noqa: F401  (imports torch)
-        import dtl_engine.data  # noqa: F401
+        for name in modules or ("timm", "dtl_engine.data"):
+            importlib.import_module(name)
 
 
 class ScanThread(QThread):
@@ -45,7 +47,7 @@ class ScanThread(QThread):
 
     def run(self) -> None:  # runs in the worker thread
         try:
-            ensure_heavy_imports()
+            ensure_heavy_imports("dtl_engine.data")   # the scan needs no timm
             from dtl_engine.data import scan_folder   # imported here: torch/timm load off the GUI thread
         except ImportError as exc:  # the engine is missing a piece: say so, do not crash
             self.failed.emit(f"The image scanner is not available in this installation ({exc}).")
@@ -83,7 +85,7 @@ class CallThread(QThread):
 
     def run(self) -> None:
         try:
-            ensure_heavy_imports()
+            ensure_heavy_imports("dtl_engine.data")
             result = self.fn()
         except DTLError as exc:
             self.failed.emit(str(exc))

@@ -4,9 +4,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from PySide6.QtCore import QMimeData, Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QListWidget, QProgressBar,
-                               QPushButton, QSizePolicy, QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtCore import QMimeData, QSize, Qt, Signal
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar,
+                               QPushButton, QSizePolicy, QSplitter, QStyle, QVBoxLayout, QWidget)
 
 from app.scan_worker import CallThread, ScanThread
 from app.settings import Settings
@@ -147,6 +147,8 @@ class DataPage(QWidget):
         wb.addWidget(self.warnings_title)
         self.warnings_list = QListWidget()
         self.warnings_list.setWordWrap(True)
+        self.warnings_list.setSpacing(3)
+        self.warnings_list.setIconSize(QSize(16, 16))
         self.warnings_list.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         wb.addWidget(self.warnings_list)
         splitter.addWidget(table_box)
@@ -398,7 +400,11 @@ class DataPage(QWidget):
         if len(scan.skipped) > MAX_LISTED_SKIPS:
             lines.append(f"… and {len(scan.skipped) - MAX_LISTED_SKIPS:,} more skipped files.")
         self.warnings_list.clear()
-        self.warnings_list.addItems(lines or ["No problems found."])
+        icon = self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning)
+        for line in lines:
+            self.warnings_list.addItem(QListWidgetItem(icon, line))
+        if not lines:
+            self.warnings_list.addItem("No problems found.")
         self.warnings_title.setText(f"Warnings ({len(lines)})" if lines else "Warnings")
 
     def warnings(self) -> list[str]:

@@ -167,6 +167,7 @@ class ModelPage(QWidget):
         self.beta.setValue(100.0)
         self._tip(self.beta, "beta")
         self.beta.valueChanged.connect(self._changed)
+        self.beta.setMinimumWidth(150)
         self.kernel = self._spin(-1, 15, "fusion_kernel", special="Auto", step=2)
         form.addRow("Rank r", self.rank)
         form.addRow("Injection start M", self.inject_from)
@@ -201,12 +202,14 @@ class ModelPage(QWidget):
         self.lr.setSingleStep(0.0001)
         self._tip(self.lr, "lr")
         self.lr.valueChanged.connect(self._changed)
+        self.lr.setMinimumWidth(150)
         self.weight_decay = QDoubleSpinBox()
         self.weight_decay.setDecimals(3)
         self.weight_decay.setRange(0.0, 1.0)
         self.weight_decay.setSingleStep(0.01)
         self._tip(self.weight_decay, "weight_decay")
         self.weight_decay.valueChanged.connect(self._changed)
+        self.weight_decay.setMinimumWidth(150)
         self.augment = self._combo(AUGMENTS, "augment")
         self.precision = self._combo(PRECISIONS, "precision")
         self.device = self._combo(DEVICES, "device")
@@ -215,10 +218,10 @@ class ModelPage(QWidget):
         self.val_percent.setSuffix(" %")
         self.image_size = self._spin(0, 1024, "image_size", special="Backbone default", step=16)
         self.early_stopping = self._spin(0, 1000, "early_stopping", special="Never")
-        self.checkpoint_blocks = QCheckBox("Recompute blocks in backward (slower, less memory)")
+        self.checkpoint_blocks = QCheckBox("Recompute blocks (slower, less memory)")
         self._tip(self.checkpoint_blocks, "checkpoint_blocks")
         self.checkpoint_blocks.toggled.connect(self._changed)
-        self.low_precision_taps = QCheckBox("Keep side-network inputs in bf16")
+        self.low_precision_taps = QCheckBox("Side-network inputs in bf16")
         self._tip(self.low_precision_taps, "low_precision_taps")
         self.low_precision_taps.toggled.connect(self._changed)
         for label, widget in (("Epochs", self.epochs), ("Batch size", self.batch_size), ("Learning rate", self.lr),
@@ -236,7 +239,8 @@ class ModelPage(QWidget):
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setWidget(right)
-        scroll.setMinimumWidth(400)
+        scroll.setMinimumWidth(420)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         columns.addWidget(scroll, 4)
 
     def _tip(self, widget: QWidget, field: str) -> None:
@@ -256,6 +260,7 @@ class ModelPage(QWidget):
     def _combo(self, values: tuple[str, ...], field: str) -> QComboBox:
         combo = QComboBox()
         combo.addItems(list(values))
+        combo.setMinimumWidth(150)
         self._tip(combo, field)
         combo.currentIndexChanged.connect(self._changed)
         return combo
@@ -426,10 +431,9 @@ class ModelPage(QWidget):
     def _start_estimate(self) -> None:
         d = self.config_dict()
         request = self._estimate_id
-        precision = d["precision"] if d["precision"] != "auto" else "fp32"
         kwargs = dict(backbone=d["backbone"], batch_size=d["batch_size"], image_size=d["image_size"],
                       method=d["method"], rank=d["rank"], checkpoint_blocks=d["checkpoint_blocks"],
-                      low_precision_taps=d["low_precision_taps"], precision=precision,
+                      low_precision_taps=d["low_precision_taps"], precision=d["precision"],
                       num_classes=self.num_classes)
 
         def estimate():
@@ -451,7 +455,7 @@ class ModelPage(QWidget):
         self.memory_label.setText(self._estimate_text)
         m = est.method
         self.memory_detail.setText(
-            f"Batch {kwargs['batch_size']}, {kwargs['precision']}: activations {_gb(m.activation_bytes)}, "
+            f"Batch {kwargs['batch_size']}, {getattr(est, 'precision', kwargs['precision'])}: activations {_gb(m.activation_bytes)}, "
             f"weights {_gb(m.param_bytes)}, gradients + optimiser {_gb(m.grad_bytes + m.optimizer_bytes)}. "
             "Change the rank, batch size, image size or memory savers to see the effect.")
         self.estimate_ready.emit(self._estimate_text)

@@ -1,0 +1,96 @@
+"""Shared fixtures of the app tests: private settings, a tiny image folder, themed pages, screenshots."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+# A small tiny-model configuration so the Model page's background work stays cheap in tests.
+TINY_CONFIG = {"backbone": "test_vit", "weights": "random", "epochs": 1, "batch_size": 4}
+
+
+@pytest.fixture(autouse=True)
+def private_settings(tmp_path, monkeypatch):
+    """Every test gets its own INI settings file; the real user settings are never touched."""
+    path = tmp_path / "settings" / "dtl_studio.ini"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setenv("DTL_STUDIO_SETTINGS", str(path))
+    return path
+
+
+@pytest.fixture
+def settings(private_settings):
+    """A Settings object on the private INI file, pre-seeded with a tiny-model configuration."""
+    from app.settings import Settings
+
+    s = Settings()
+    s.set_last_config(dict(TINY_CONFIG))
+    return s
+
+
+@pytest.fixture
+def themed(qapp):
+    """The application palette and style sheet, as the real app applies them."""
+    from app.theme import apply_theme
+
+    apply_theme(qapp)
+    return qapp
+
+
+def _image(path: Path, colour: tuple[int, int, int], size: int = 24) -> None:
+    img = Image.new("RGB", (size, size), colour)
+    for i in range(size):               # a diagonal so thumbnails are not flat squares
+        img.putpixel((i, i), (255 - colour[0], 255 - colour[1], 255 - colour[2]))
+    img.save(path)
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """cats (8 images), dogs (8), birds (2, imbalanced), plus one broken image and one text file."""
+    root = tmp_path / "pets"
+    spec = {"cats": ((200, 80, 40), 8), "dogs": ((40, 120, 200), 8), "birds": ((60, 170, 60), 2)}
+    for name, (colour, n) in spec.items():
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(n):
+            _image(folder / f"{name}_{i}.png", colour)
+    (root / "cats" / "broken.jpg").write_bytes(b"this is not a jpeg")
+    (root / "dogs" / "notes.txt").write_text("not an image", encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def one_class_folder(tmp_path) -> Path:
+    """A folder with a single class: a DataError sentence, not a crash."""
+    root = tmp_path / "lonely"
+    (root / "only").mkdir(parents=True)
+    for i in range(3):
+        _image(root / "only" / f"{i}.png", (120, 120, 120))
+    return root
+
+
+@pytest.fixture
+def screens_dir(tmp_path) -> Path:
+    """Where page screenshots go: DTL_SCREENS_DIR when set (README images), else a temp folder."""
+    target = Path(os.environ.get("DTL_SCREENS_DIR") or tmp_path / "screens")
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+@pytest.fixture
+def wait_scan(qtbot):
+    """``wait_scan(page)``: wait until the data page's background scan has ended (either way)."""
+    def wait(page, timeout: int = 90_000) -> None:
+        qtbot.waitUntil(lambda: not page.is_scanning(), timeout=timeout)
+    return wait
+
+
+def folder_mime(*paths: Path):
+    """Drag data as a file manager sends it: file:// URLs."""
+    from PySide6.QtCore import QMimeData, QUrl
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    return mime
