@@ -20,19 +20,22 @@ done
 XVFB_PID=""
 APP_PID=""
 LOG="$(mktemp)"
+DISPLAY_FILE="$(mktemp)"
 cleanup() {
     [[ -n "$APP_PID" ]] && kill "$APP_PID" 2>/dev/null || true
-    [[ -n "$XVFB_PID" ]] && kill "$XVFB_PID" 2>/dev/null || true
-    rm -f "$LOG"
+    [[ -n "$XVFB_PID" ]] && { kill "$XVFB_PID" 2>/dev/null; wait "$XVFB_PID" 2>/dev/null; } || true
+    rm -f "$LOG" "$DISPLAY_FILE"
 }
 trap cleanup EXIT
 
 if [[ -z "${DISPLAY:-}" ]]; then
     command -v Xvfb >/dev/null || { echo "No display and no Xvfb: apt-get install -y xvfb" >&2; exit 1; }
-    export DISPLAY=":${XVFB_DISPLAY:-97}"
-    Xvfb "$DISPLAY" -screen 0 1600x1000x24 -nolisten tcp >/dev/null 2>&1 &
+    # -displayfd: Xvfb picks a free display number and writes it once it accepts clients.
+    Xvfb -displayfd 1 -screen 0 1600x1000x24 -nolisten tcp >"$DISPLAY_FILE" 2>/dev/null &
     XVFB_PID=$!
-    for _ in $(seq 100); do xdotool getdisplaygeometry >/dev/null 2>&1 && break; sleep 0.1; done
+    for _ in $(seq 200); do [[ -s "$DISPLAY_FILE" ]] && break; sleep 0.05; done
+    [[ -s "$DISPLAY_FILE" ]] || { echo "Xvfb did not start." >&2; exit 1; }
+    export DISPLAY=":$(head -n1 "$DISPLAY_FILE")"
 fi
 unset QT_QPA_PLATFORM  # a real (virtual) window, not offscreen
 
@@ -56,5 +59,6 @@ while :; do
     fi
     sleep 0.05
 done
-title="$(xdotool search --onlyvisible --pid "$APP_PID" getwindowname 2>/dev/null | head -n1 || true)"
+wid="$(xdotool search --onlyvisible --pid "$APP_PID" 2>/dev/null | head -n1)"
+title="$(xdotool getwindowname "$wid" 2>/dev/null || true)"
 printf 'window visible after %.1f s (%s)\n' "$(echo "$end - $start" | bc -l 2>/dev/null || python3 -c "print($end - $start)")" "$title"
