@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .adapters import FAMILY_DEFAULTS, BackboneAdapter, make_adapter, resolve_family
+from .adapters import FAMILY_DEFAULTS, BackboneAdapter, check_adaptable, make_adapter, resolve_family
 from .errors import BackboneError, RunError
 from .side_network import CompactSideNetwork
 from .weights import create_backbone
@@ -227,8 +227,10 @@ def build_model(backbone: str, num_classes: int, *, weights: str = "hub", rank: 
         kwargs["drop_path_rate"] = float(drop_path)
     if image_size is not None:
         kwargs["img_size"] = _as_hw(image_size)  # timm resamples position embeddings for this size
+    if weights != "random":
+        check_adaptable(family, backbone, kwargs)  # refuse before downloading or reading weights
     net = create_backbone(backbone, weights, **kwargs)
-    adapter = make_adapter(family, net)
+    adapter = make_adapter(family, net, backbone)
     net.requires_grad_(False)
 
     depth = len(adapter.blocks)

@@ -62,10 +62,23 @@ def resolve_family(name: str) -> str:
     )
 
 
-def make_adapter(family: str, backbone: nn.Module) -> BackboneAdapter:
+def make_adapter(family: str, backbone: nn.Module, name: str = "this backbone") -> BackboneAdapter:
     """Bind the family's adapter to a built backbone (refuses classes it cannot walk)."""
-    return ADAPTERS[family](backbone)
+    try:
+        return ADAPTERS[family](backbone)
+    except BackboneError as exc:
+        raise BackboneError(f"'{name}' {exc}.") from exc
+
+
+def check_adaptable(family: str, name: str, timm_kwargs: dict) -> None:
+    """Refuse an unsupported model class before any weights are downloaded (built on the meta device)."""
+    import timm
+    import torch
+
+    with torch.device("meta"):
+        skeleton = timm.create_model(name, pretrained=False, **timm_kwargs)
+    make_adapter(family, skeleton, name)
 
 
 __all__ = ["ADAPTERS", "FAMILY_DEFAULTS", "BackboneAdapter", "FamilyDefaults", "SwinAdapter", "VitAdapter",
-           "make_adapter", "resolve_family"]
+           "check_adaptable", "make_adapter", "resolve_family"]

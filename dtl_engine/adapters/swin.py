@@ -28,8 +28,8 @@ class SwinAdapter(BackboneAdapter):
 
         if not isinstance(backbone, SwinTransformer):
             raise BackboneError(
-                f"'{type(backbone).__name__}' is a Swin variant DTL Studio cannot adapt; "
-                "choose a swin_* model (Swin V1)."
+                f"is built on timm's {type(backbone).__name__} class, a Swin variant DTL Studio cannot adapt; "
+                "choose a swin_* (Swin V1) model"
             )
         self._blocks: list[nn.Module] = []
         self._stages: list[int] = []

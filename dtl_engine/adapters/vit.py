@@ -27,8 +27,8 @@ class VitAdapter(BackboneAdapter):
 
         if not isinstance(backbone, VisionTransformer):
             raise BackboneError(
-                f"'{type(backbone).__name__}' is a ViT variant DTL Studio cannot adapt; "
-                "choose a plain ViT / DeiT / DINO model or a Swin model."
+                f"is built on timm's {type(backbone).__name__} class, a ViT variant DTL Studio cannot adapt; "
+                "choose a plain ViT / DeiT / DINO model or a Swin model"
             )
         self.num_prefix_tokens = int(getattr(backbone, "num_prefix_tokens", 0))
         # The backbone's own final norm: fc_norm when the model pools before normalising.
