@@ -309,3 +309,28 @@ def test_cancel_stops_the_scan(tmp_path):
         scan_folder(tmp_path / "d", should_stop=stop)
     assert len(asked) == 6  # stopped at the first request, not after the whole folder
     assert isinstance(ScanCancelled("x"), DataError)
+
+
+def test_split_folder_name_aliases(tmp_path):
+    root = make_split_folder(tmp_path / "d", train={"a": 3, "b": 3}, val={"a": 1, "b": 1})
+    (root / "train").rename(root / "Training")
+    (root / "val").rename(root / "validation")
+    r = scan_folder(root)
+    assert r.layout == "split" and [len(r.items[s]) for s in ("train", "val")] == [6, 2]
+
+
+def test_cancel_while_listing_a_huge_folder(tmp_path):
+    root = tmp_path / "d"
+    for cls, n in (("a", 600), ("b", 3)):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            (root / cls / f"{i}.png").write_bytes(b"")   # listing only: contents never read
+    asked, totals = [], []
+
+    def stop() -> bool:
+        asked.append(1)
+        return len(asked) >= 3   # asked on entering 'a', then after 256 and 512 files listed in it
+
+    with pytest.raises(ScanCancelled):
+        scan_folder(root, progress=lambda d, t: totals.append(t), should_stop=stop)
+    assert all(t is None for t in totals)   # stopped inside the listing, before any checking began
