@@ -1,0 +1,61 @@
+"""Evaluation maths against a hand-computed confusion matrix, and re-evaluating a saved run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dtl_engine.evaluate import Evaluation, build_evaluation, evaluate_run
+from dtl_engine.training import train
+from test_training_helpers import MODEL_KWARGS, image_folder, tiny_config
+
+
+def test_scores_match_a_hand_computed_confusion_matrix():
+    classes = ["cat", "dog", "owl"]
+    #           true: cat cat cat dog dog owl owl owl owl
+    labels = [0, 0, 0, 1, 1, 2, 2, 2, 2]
+    predicted = [0, 0, 1, 1, 2, 2, 2, 0, 2]
+    confidence = [0.9, 0.8, 0.7, 0.6, 0.95, 0.5, 0.6, 0.85, 0.7]
+    probs = torch.zeros(9, 3)
+    for i, (p, c) in enumerate(zip(predicted, confidence)):
+        probs[i] = (1 - c) / 2
+        probs[i, p] = c
+    paths = [f"img{i}.png" for i in range(9)]
+    ev = build_evaluation(probs, labels, paths, classes, best_epoch=4, split="test")
+
+    assert ev.confusion == [[2, 1, 0],
+                            [0, 1, 1],
+                            [1, 0, 3]]
+    assert ev.accuracy == pytest.approx(6 / 9)
+    cat, dog, owl = ev.per_class
+    # cat: precision 2/3 (column 2+0+1), recall 2/3; dog: 1/2, 1/2; owl: 3/4, 3/4
+    assert (cat["precision"], cat["recall"], cat["support"]) == (pytest.approx(2 / 3), pytest.approx(2 / 3), 3)
+    assert (dog["precision"], dog["recall"], dog["f1"]) == (pytest.approx(0.5), pytest.approx(0.5), pytest.approx(0.5))
+    assert (owl["precision"], owl["recall"], owl["f1"]) == (pytest.approx(0.75), pytest.approx(0.75), pytest.approx(0.75))
+    # mistakes, most confident first: dog->owl 0.95, owl->cat 0.85, cat->dog 0.7
+    assert [(m["path"], m["true"], m["predicted"]) for m in ev.mistakes] == [
+        ("img4.png", "dog", "owl"), ("img7.png", "owl", "cat"), ("img2.png", "cat", "dog")]
+    assert ev.mistakes[0]["confidence"] == pytest.approx(0.95)
+    assert (ev.best_epoch, ev.split, ev.num_images) == (4, "test", 9)
+    assert Evaluation.from_dict(json.loads(json.dumps(ev.to_dict()))) == ev
+
+
+def test_undefined_scores_are_zero_not_errors():
+    ev = build_evaluation(torch.tensor([[0.9, 0.1], [0.8, 0.2]]), [0, 0], ["a", "b"], ["x", "y"])
+    assert ev.per_class[1] == {"name": "y", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert ev.accuracy == 1.0
+
+
+def test_evaluate_run_uses_the_test_split_when_present(tmp_path):
+    from image_factory import make_split_folder
+
+    data = make_split_folder(tmp_path / "images", train={"a": 8, "b": 8}, val={"a": 2, "b": 2},
+                             test={"a": 3, "b": 3}, size=(24, 24))
+    result = train(tiny_config(data, epochs=2), model_kwargs=MODEL_KWARGS)
+    assert result.report.split == "test" and result.report.num_images == 6
+    report_file = tmp_path / result.run_dir / "report.json"
+    report_file.unlink()
+    again = evaluate_run(result.run_dir)
+    assert again == result.report                       # same best weights, same images -> same report
+    assert json.loads(report_file.read_text())["split"] == "test"
