@@ -204,7 +204,7 @@ class MainWindow(QMainWindow):
         running = bool(self._call_if(self.train_page, "is_running"))
         if not running and not train_ok:
             if not data_ok:
-                states[TRAIN] = (False, "Waiting for an image folder (Data)")
+                states[TRAIN] = (False, "Waiting for an image folder")
             elif not model_ok:
                 states[TRAIN] = (False, "Waiting for the model settings")
         for step, need in ((RESULTS, "Waiting for a finished run"), (EXPORT, "Waiting for a trained model")):

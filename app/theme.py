@@ -22,11 +22,11 @@ COLORS = {
     "light": {"window": "#f4f5f7", "base": "#ffffff", "alt": "#f0f2f5", "text": "#1d2330",
               "muted": "#5f6b7a", "border": "#d5dae1", "accent": "#2f66d6", "accent_text": "#ffffff",
               "ok": "#1e8e4e", "warn": "#b45f06", "error": "#c0392b", "button": "#fbfbfc",
-              "panel": "#e9ecf1"},
+              "panel": "#e9ecf1", "card": "#ffffff", "light": "#ffffff", "dark": "#a9b0ba", "shadow": "#7d8591"},
     "dark": {"window": "#1f2227", "base": "#16181c", "alt": "#23262c", "text": "#e6e8eb",
              "muted": "#9aa3ae", "border": "#3a3f47", "accent": "#6e9bff", "accent_text": "#0f1420",
-             "ok": "#4cc486", "warn": "#f0a94a", "error": "#ff7b6b", "button": "#2a2e35",
-             "panel": "#191b1f"},
+             "ok": "#4cc486", "warn": "#f0a94a", "error": "#ff7b6b", "button": "#2d3139",
+             "panel": "#191b1f", "card": "#262a31", "light": "#4a505a", "dark": "#5a616c", "shadow": "#0b0c0e"},
 }
 
 
@@ -56,7 +56,8 @@ def _palette(c: dict[str, str]) -> QPalette:
                    (role.AlternateBase, "alt"), (role.Text, "text"), (role.Button, "button"),
                    (role.ButtonText, "text"), (role.ToolTipBase, "base"), (role.ToolTipText, "text"),
                    (role.Highlight, "accent"), (role.HighlightedText, "accent_text"),
-                   (role.Link, "accent"), (role.PlaceholderText, "muted"), (role.Mid, "border")]:
+                   (role.Link, "accent"), (role.PlaceholderText, "muted"), (role.Mid, "border"),
+                   (role.Light, "light"), (role.Midlight, "border"), (role.Dark, "dark"), (role.Shadow, "shadow")]:
         p.setColor(r, QColor(c[key]))
     disabled = QColor(c["muted"])
     for r in (role.WindowText, role.Text, role.ButtonText):

@@ -158,9 +158,41 @@ class DataPage(QWidget):
         res.addWidget(splitter, 1)
         self.results.hide()
         root.addWidget(self.results, 1)
-        self.spacer = QWidget()
+        self.spacer = self._help_card()
         root.addWidget(self.spacer, 1)
         self._set_results_visible(False)
+
+    def _help_card(self) -> QWidget:
+        """Shown while no folder is loaded: how to arrange the images, in two small examples."""
+        box = QWidget()
+        outer = QVBoxLayout(box)
+        outer.setContentsMargins(0, 6, 0, 0)
+        card, layout = _card()
+        layout.addWidget(_label("How to arrange your images", "section"))
+        row = QHBoxLayout()
+        row.setSpacing(28)
+        examples = (
+            ("One folder per class", "my_photos/\n  cats/   001.jpg  002.jpg …\n  dogs/   a.png  b.png …\n"
+             "  birds/  …", "DTL Studio holds out a share of each class for validation."),
+            ("Your own split", "my_photos/\n  train/  cats/ dogs/ birds/\n  val/    cats/ dogs/ birds/\n"
+             "  test/   (optional)", "The folders decide which images are used for what."),
+        )
+        for title, tree, note in examples:
+            col = QVBoxLayout()
+            col.setSpacing(4)
+            col.addWidget(_label(title, None))
+            code = _label(tree, None)
+            code.setTextFormat(Qt.TextFormat.PlainText)
+            code.setStyleSheet("font-family: monospace;")
+            col.addWidget(code)
+            col.addWidget(_label(note, "muted", wrap=True))
+            row.addLayout(col, 1)
+        layout.addLayout(row)
+        layout.addWidget(_label("Pictures are recognised by their content (JPEG, PNG, WebP, TIFF, BMP …); anything "
+                                "else is listed as skipped, with the reason. Hidden files are ignored.", "muted", wrap=True))
+        outer.addWidget(card)
+        outer.addStretch(1)
+        return box
 
     # --- page contract -----------------------------------------------------------------
     def status(self) -> tuple[bool, str]:

@@ -117,7 +117,7 @@ class StepBar(QFrame):
     def __init__(self, titles: list[str], extra: list[str] | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("sidebar")
-        self.setMinimumWidth(230)
+        self.setMinimumWidth(262)
         self.setMaximumWidth(300)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 14, 4, 12)

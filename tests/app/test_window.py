@@ -48,7 +48,7 @@ def test_step_bar_says_what_each_step_waits_for(qtbot, window, image_folder, wai
     states = window.step_states()
     assert states[DATA] == (False, "Waiting for an image folder")
     assert states[MODEL][0] is True and states[MODEL][1].startswith("test_vit · DTL")
-    assert states[TRAIN] == (False, "Waiting for an image folder (Data)")
+    assert states[TRAIN] == (False, "Waiting for an image folder")
     assert states[RESULTS] == (False, "Waiting for a finished run")
     assert states[EXPORT] == (False, "Waiting for a trained model")
 
@@ -56,7 +56,7 @@ def test_step_bar_says_what_each_step_waits_for(qtbot, window, image_folder, wai
     wait_scan(window.data_page)
     states = window.step_states()
     assert states[DATA] == (True, "3 classes · 18 images")
-    assert states[TRAIN][1] != "Waiting for an image folder (Data)"
+    assert states[TRAIN][1] != "Waiting for an image folder"
     assert window.model_page.num_classes == 3            # the scan reached the model page
     QApplication.processEvents()
     assert window.grab().save(str(screens_dir / "window_data.png"))
