@@ -120,12 +120,21 @@ class RunWorker(QObject):
 _LIVE_RUNS: set[tuple[QThread, "RunWorker", RunSignals]] = set()
 
 
+def _heavy_imports(*modules: str) -> None:
+    # One thread at a time: concurrent first imports of timm can see half-initialised modules.
+    from app.scan_worker import ensure_heavy_imports
+
+    ensure_heavy_imports(*modules)
+
+
 def _default_train(config, listener=None, token=None, run_dir=None):
-    from dtl_engine.training import train  # heavy import, only when a run starts
+    _heavy_imports("timm", "dtl_engine.training")  # heavy, only when a run starts
+    from dtl_engine.training import train
     return train(config, listener=listener, token=token, run_dir=run_dir)
 
 
 def _default_resume(run_dir, listener=None, token=None):
+    _heavy_imports("timm", "dtl_engine.training")
     from dtl_engine.training import resume
     return resume(run_dir, listener=listener, token=token)
 
@@ -267,13 +276,15 @@ class BackgroundCall(QObject):
 
 
 class _Job(QRunnable):
-    def __init__(self, call: BackgroundCall, fn: Callable[[], Any], what: str) -> None:
+    def __init__(self, call: BackgroundCall, fn: Callable[[], Any], what: str, imports: tuple[str, ...]) -> None:
         super().__init__()
         self.setAutoDelete(True)
-        self._call, self._fn, self._what = call, fn, what
+        self._call, self._fn, self._what, self._imports = call, fn, what, imports
 
     def run(self) -> None:
         try:
+            if self._imports:
+                _heavy_imports(*self._imports)
             result = self._fn()
         except BaseException as exc:  # noqa: BLE001 - reported to the user, never lost
             message, details = describe_error(exc, self._what)
@@ -297,12 +308,13 @@ def _pool() -> QThreadPool:
 def run_in_background(fn: Callable[[], Any], *, what: str = "The task",
                       on_done: Callable[[Any], None] | None = None,
                       on_error: Callable[[str, str], None] | None = None,
-                      context: QObject | None = None) -> BackgroundCall:
+                      context: QObject | None = None, imports: tuple[str, ...] = ()) -> BackgroundCall:
     """Run ``fn()`` off the main thread; its result or error arrives as a signal.
 
     ``on_done(result)`` / ``on_error(message, details)`` are called on the main
     thread, and skipped when ``context`` (the widget that asked) is gone by
     then. ``what`` names the job in an error sentence ("The export failed...").
+    ``imports`` are heavy modules to load first, one thread at a time.
     """
     call = BackgroundCall()
     _LIVE_CALLS.add(call)
@@ -326,7 +338,7 @@ def run_in_background(fn: Callable[[], Any], *, what: str = "The task",
         call.failed.connect(on_error)
     call.succeeded.connect(_finish)
     call.failed.connect(_finish)
-    _pool().start(_Job(call, fn, what))
+    _pool().start(_Job(call, fn, what, tuple(imports)))
     return call
 
 

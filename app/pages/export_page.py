@@ -14,7 +14,7 @@ from PySide6.QtCore import QStandardPaths, Qt, Signal
 from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QFileDialog, QFormLayout, QGroupBox,
                                QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox, QProgressBar,
-                               QPushButton, QRadioButton, QTableWidget, QTableWidgetItem, QVBoxLayout,
+                               QPushButton, QRadioButton, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout,
                                QWidget)
 
 from app.widgets.error_dialog import show_error
@@ -157,6 +157,7 @@ class ExportPage(QWidget):
         self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         export_box = QGroupBox("Export the trained model")
+        export_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         form = QFormLayout(export_box)
         form.addRow("Format:", formats)
         form.addRow("Save as:", path_row)
@@ -241,13 +242,15 @@ class ExportPage(QWidget):
         run_dir, fmt = self.run_dir, self.format()
         self._set_busy(True, "Exporting and checking the file in a fresh process…")
         run_in_background(lambda: run_export(run_dir, out, fmt, overwrite), what="The export", context=self,
+                          imports=("timm", "dtl_engine.training"),
                           on_done=self._export_done, on_error=self._export_failed)
 
     def _export_done(self, result: Any) -> None:
         self._set_busy(False)
         self.last_result = result
         if result.verified:
-            diff = f"{result.max_abs_diff:.1e}" if result.max_abs_diff is not None else "n/a"
+            d = result.max_abs_diff
+            diff = "n/a" if d is None else "0 (identical)" if d == 0 else f"{d:.1e}"
             verdict = (f"<span style='color:#1e8e4e; font-weight:600'>Verified ✓</span> — "
                        f"max abs difference {diff} over {result.images_checked} images checked")
         else:
@@ -281,6 +284,7 @@ class ExportPage(QWidget):
         paths = [str(p) for p in paths]
         self.try_hint.setText(f"Predicting {len(paths)} image(s)…")
         run_in_background(lambda: run_predict(export_path, paths), what="The prediction", context=self,
+                          imports=("dtl_engine.predict",),
                           on_done=lambda out: self._show_predictions(paths, *out),
                           on_error=self._predict_failed)
 
@@ -295,12 +299,8 @@ class ExportPage(QWidget):
             name = QTableWidgetItem(Path(path).name)
             name.setToolTip(path)
             self.try_table.setItem(row, 1, name)
-            text = "   ".join(f"{cls} {100 * p:.1f} %" for cls, p in top)
-            best = QTableWidgetItem(text)
-            font = best.font()
-            font.setPointSizeF(font.pointSizeF() * 1.1)
-            best.setFont(font)
-            self.try_table.setItem(row, 2, best)
+            self.try_table.setItem(row, 2, QTableWidgetItem())  # the label below shows it
+            self.try_table.setCellWidget(row, 2, _prediction_label(top))
         self.predictions.extend(predictions)
         self.try_hint.setText(f"{len(self.predictions)} image(s) tried with {Path(self.export_path()).name}.")
         self.predicted.emit(predictions)
@@ -336,6 +336,18 @@ class ExportPage(QWidget):
     def _set_status(self, ready: bool, text: str) -> None:
         self._status = (ready, text)
         self.status_changed.emit()
+
+
+def _prediction_label(top: list[tuple[str, float]]) -> QLabel:
+    """'<b>cat 91.2 %</b> · dog 6.1 % · fox 1.0 %' with the best guess stressed."""
+    parts = [f"{_escape(cls)} {100 * p:.1f} %" for cls, p in top]
+    html = f"<span style='font-size:12pt'><b>{parts[0]}</b></span>" if parts else ""
+    if len(parts) > 1:
+        html += "&nbsp;&nbsp;<span style='color:#666'>" + " · ".join(parts[1:]) + "</span>"
+    label = QLabel(html)
+    label.setTextFormat(Qt.TextFormat.RichText)
+    label.setContentsMargins(8, 0, 8, 0)
+    return label
 
 
 def _escape(text: str) -> str:

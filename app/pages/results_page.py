@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QGroupBox, QHeaderView, QLabel, QSplitter,
+from PySide6.QtWidgets import (QAbstractItemView, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QSplitter,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from app.widgets.confusion_matrix import ConfusionMatrixView
@@ -55,15 +55,18 @@ class ResultsPage(QWidget):
         hint = QLabel("Rows: true class · columns: predicted class · colour: share of the row")
         hint.setStyleSheet("color: #666;")
         mlay.addWidget(hint)
-        mlay.addWidget(self.matrix, 1)
+        mlay.addWidget(self.matrix)
+        mlay.addStretch(1)
 
         self.per_class = QTableWidget(0, 5)
         self.per_class.setHorizontalHeaderLabels(["Class", "Precision", "Recall", "F1", "Images"])
         self.per_class.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.per_class.setAlternatingRowColors(True)
         self.per_class.verticalHeader().setVisible(False)
-        self.per_class.setSortingEnabled(True)
+        self.per_class.setMinimumWidth(380)
         header = self.per_class.horizontalHeader()
+        header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)  # class order until the user sorts
+        self.per_class.setSortingEnabled(True)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         for col in range(1, 5):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
@@ -75,11 +78,12 @@ class ResultsPage(QWidget):
         self.gallery_box = gallery_box
         QVBoxLayout(gallery_box).addWidget(self.gallery)
 
-        top = QSplitter(Qt.Orientation.Horizontal)
-        top.addWidget(matrix_box)
-        top.addWidget(table_box)
-        top.setStretchFactor(0, 3)
-        top.setStretchFactor(1, 2)
+        # The matrix takes the room its cells need; the table gets the rest.
+        top = QWidget()
+        top_row = QHBoxLayout(top)
+        top_row.setContentsMargins(0, 0, 0, 0)
+        top_row.addWidget(matrix_box, 0)
+        top_row.addWidget(table_box, 1)
         main = QSplitter(Qt.Orientation.Vertical)
         main.addWidget(top)
         main.addWidget(gallery_box)
@@ -105,6 +109,7 @@ class ResultsPage(QWidget):
         self.subline.setText(f"Run {Path(run_dir).name}")
         self._set_status(False, f"Loading the results of {Path(run_dir).name}…")
         run_in_background(lambda: load_evaluation(run_dir), what="Evaluating the run", context=self,
+                          imports=("timm", "dtl_engine.training"),
                           on_done=lambda ev: self._loaded(request, ev),
                           on_error=lambda m, d: self._failed(request, m, d))
 

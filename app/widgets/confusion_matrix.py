@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor, QFont
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
+from PySide6.QtWidgets import (QAbstractItemView, QAbstractScrollArea, QHeaderView, QSizePolicy, QTableWidget,
+                               QTableWidgetItem, QWidget)
 
 _DIAGONAL = QColor("#0072B2")
 _MISTAKE = QColor("#D55E00")
@@ -30,6 +31,8 @@ class ConfusionMatrixView(QTableWidget):
         self.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.setShowGrid(True)
+        self.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
+        self.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Maximum)
         self.setStyleSheet("QTableWidget { gridline-color: #e3e3e3; }")
         self.horizontalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignCenter)
         self.verticalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -43,10 +46,11 @@ class ConfusionMatrixView(QTableWidget):
         self.clear()
         self.setRowCount(n)
         self.setColumnCount(n)
-        # Long names are shortened in the header, full name in the tooltip.
-        short = [c if len(c) <= 14 else c[:13] + "…" for c in classes]
-        self.setHorizontalHeaderLabels(short)
-        self.setVerticalHeaderLabels(short)
+        # Many classes: numbered columns (the rows carry number and name) keep cells square.
+        numbered = n > 8
+        short = [c if len(c) <= 16 else c[:15] + "…" for c in classes]
+        self.setHorizontalHeaderLabels([str(i + 1) for i in range(n)] if numbered else short)
+        self.setVerticalHeaderLabels([f"{i + 1}  {s}" for i, s in enumerate(short)] if numbered else short)
         for i, name in enumerate(classes):
             self.horizontalHeaderItem(i).setToolTip(f"predicted: {name}")
             self.verticalHeaderItem(i).setToolTip(f"true: {name}")
@@ -68,15 +72,17 @@ class ConfusionMatrixView(QTableWidget):
                                 f"({100 * share:.1f} %)")
                 self.setItem(r, c, item)
         # Square-ish cells that shrink for many classes but stay readable.
-        side = 56 if n <= 6 else 42 if n <= 12 else 32
-        for header in (self.horizontalHeader(), self.verticalHeader()):
-            header.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-            header.setDefaultSectionSize(side)
-            header.setMinimumSectionSize(side)
-        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        side = 56 if n <= 6 else 44 if n <= 12 else 34
+        header = self.horizontalHeader()
+        header.setMinimumSectionSize(side)
         for c in range(n):
-            self.setColumnWidth(c, max(side, self.horizontalHeader().sectionSizeHint(c)))
-        self.setMinimumHeight(min(520, side * (n + 1) + 8))
+            header.setSectionResizeMode(c, QHeaderView.ResizeMode.Fixed)
+            width = side if numbered else max(side, header.fontMetrics().horizontalAdvance(short[c]) + 16)
+            self.setColumnWidth(c, width)
+        rows = self.verticalHeader()
+        rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        rows.setDefaultSectionSize(side)
+        self.updateGeometry()  # AdjustToContents: the view asks for exactly its cells
 
     def count(self, true_index: int, predicted_index: int) -> int:
         """The number shown in one cell (for tests and tooltips)."""

@@ -37,7 +37,8 @@ class MistakesGallery(QListWidget):
         super().__init__(parent)
         self.setViewMode(QListView.ViewMode.IconMode)
         self.setIconSize(QSize(THUMB, THUMB))
-        self.setGridSize(QSize(THUMB + 64, THUMB + 62))
+        self.setGridSize(QSize(THUMB + 72, THUMB + 52))
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.setResizeMode(QListView.ResizeMode.Adjust)
         self.setMovement(QListView.Movement.Static)
         self.setWordWrap(True)
@@ -59,9 +60,11 @@ class MistakesGallery(QListWidget):
         shown = mistakes[:MAX_SHOWN]
         for m in shown:
             conf = float(m.get("confidence", 0.0))
-            item = QListWidgetItem(QIcon(placeholder),
-                                   f"true: {m.get('true', '?')}\npredicted: {m.get('predicted', '?')}\n{100 * conf:.0f} % sure")
+            true, predicted = m.get("true", "?"), m.get("predicted", "?")
+            item = QListWidgetItem(QIcon(placeholder), f"{true} → {predicted}\n{100 * conf:.0f} % sure")
             item.setToolTip(str(m.get("path", "")))
+            item.setData(Qt.ItemDataRole.UserRole, dict(m))
+            item.setStatusTip(f"true: {true}, predicted: {predicted} ({100 * conf:.0f} % sure)")
             item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
             self.addItem(item)
         if not shown:
@@ -84,4 +87,8 @@ class MistakesGallery(QListWidget):
 
     def paths(self) -> list[str]:
         return [self.item(i).toolTip() for i in range(self.count()) if self.item(i).toolTip()]
+
+    def mistake(self, row: int) -> dict:
+        """The mistake record shown in tile ``row`` ({path, true, predicted, confidence})."""
+        return self.item(row).data(Qt.ItemDataRole.UserRole)
 

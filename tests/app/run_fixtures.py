@@ -18,14 +18,18 @@ TINY_MODEL_KWARGS = dict(patch_size=4, img_size=32)
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220)}
 
 
-def make_image_folder(root: Path, per_class: int = 8, classes: dict[str, tuple[int, int, int]] | None = None) -> Path:
-    """``root/<class>/<i>.png``: each class a colour plus seeded noise, 32x32 pixels."""
+def make_image_folder(root: Path, per_class: int = 8, classes: dict[str, tuple[int, int, int]] | None = None,
+                      jitter: int = 0) -> Path:
+    """``root/<class>/<i>.png``: each class a colour plus seeded noise, 32x32 pixels.
+
+    ``jitter`` shifts each image's brightness at random, so close colours overlap (mistakes happen).
+    """
     rng = np.random.default_rng(0)
     for name, rgb in (classes or COLOURS).items():
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            noise = rng.integers(-60, 61, size=(32, 32, 3))
+            noise = rng.integers(-60, 61, size=(32, 32, 3)) + rng.integers(-jitter, jitter + 1)
             pixels = np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8)
             Image.fromarray(pixels, "RGB").save(folder / f"{name}_{i}.png")
     return root
@@ -75,10 +79,11 @@ def stopped_run(data_dir: Path | str, stop_after_epoch: int = 0, **changes):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    """One finished tiny run shared by a test module (4 classes, so the matrix has shape)."""
+    """One finished tiny run shared by a test module: 4 classes, two of them hard to tell apart."""
     root = tmp_path_factory.mktemp("shared_run")
     data = make_image_folder(root / "images", per_class=10,
-                             classes={**COLOURS, "grey": (128, 128, 128)})
+                             classes={"red": COLOURS["red"], "blue": COLOURS["blue"],
+                                      "grey": (120, 120, 120), "silver": (135, 135, 135)}, jitter=30)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DTL_STUDIO_HOME", str(root / "home"))
         return train_now(data, epochs=3)

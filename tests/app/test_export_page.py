@@ -1,0 +1,133 @@
+"""Export page on a real finished tiny run: export + verification, overwrite prompt, Try it."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtWidgets import QMessageBox  # noqa: E402
+
+from app.pages import export_page as export_module  # noqa: E402
+from app.pages.export_page import ExportPage  # noqa: E402
+from run_fixtures import finished_run  # noqa: E402,F401
+
+SCREENS = os.environ.get("DTL_SCREENSHOT_DIR")
+
+
+def _page(qtbot, run_dir):
+    page = ExportPage()
+    qtbot.addWidget(page)
+    page.resize(1100, 760)
+    page.show()
+    page.set_run(run_dir)
+    return page
+
+
+def _export(qtbot, page, timeout=180000):
+    with qtbot.waitSignal(page.exported, timeout=timeout) as done:
+        page.export_button.click()
+    return done.args[0]
+
+
+def test_export_verify_and_try_it(qtbot, finished_run, tmp_path, themed):
+    page = _page(qtbot, finished_run.run_dir)
+    name = Path(finished_run.run_dir).name
+    # Proposed: the user's Documents folder, a file named after the run.
+    assert page.path_edit.text() == str(export_module.documents_folder() / f"{name}.pt")
+    assert page.status() == (False, f"Ready to export {name}")
+    assert not page.add_button.isEnabled()  # nothing to try before an export exists
+
+    out = tmp_path / "exports" / "classifier.pt"
+    page.path_edit.setText(str(out))
+    result = _export(qtbot, page)
+    assert out.exists() and Path(result.path) == out.resolve()
+    assert result.verified and result.images_checked > 0 and result.max_abs_diff < 1e-4
+    text = page.result_label.text()
+    assert "Verified ✓" in text and str(result.images_checked) in text
+    assert page.status()[0] is True
+
+    # The file loads without the engine's model code and carries the run's classes.
+    from dtl_engine.predict import load_exported
+    assert load_exported(str(out)).classes == finished_run.report.classes
+
+    # Try it: top-3 of the exported file for images from the run's data.
+    images = [m["path"] for m in finished_run.report.mistakes[:1]]
+    data_dir = Path(images[0]).parents[1] if images else None
+    if data_dir is None:
+        import json
+        data_dir = Path(json.loads(Path(finished_run.run_dir, "config.json").read_text())["data_dir"])
+    images += [str(next((data_dir / c).iterdir())) for c in ("red", "blue")]
+    assert page.add_button.isEnabled()
+    with qtbot.waitSignal(page.predicted, timeout=120000) as predicted:
+        page.try_images(images)
+    tops = predicted.args[0]
+    assert len(tops) == len(images) and all(len(top) == 3 for top in tops)
+    classes = set(finished_run.report.classes)
+    for top in tops:
+        assert {c for c, _ in top} <= classes
+        probs = [p for _, p in top]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+    assert page.try_table.rowCount() == len(images)
+    shown = page.try_table.cellWidget(0, 2).text()
+    assert f"<b>{tops[0][0][0]} {100 * tops[0][0][1]:.1f} %</b>" in shown
+    shot = Path(SCREENS or tmp_path) / "export_page.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    assert page.grab().save(str(shot))
+
+
+def test_existing_file_asks_before_overwriting(qtbot, finished_run, tmp_path, monkeypatch):
+    out = tmp_path / "model.pt"
+    out.write_bytes(b"keep me")
+    page = _page(qtbot, finished_run.run_dir)
+    page.path_edit.setText(str(out))
+    asked = []
+
+    def answer(choice):
+        def question(*args, **kwargs):
+            asked.append(args[2])
+            return choice
+        return question
+
+    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.No))
+    page.export_button.click()
+    qtbot.wait(200)
+    assert len(asked) == 1 and "already exists" in asked[0]
+    assert out.read_bytes() == b"keep me" and page.export_button.isEnabled()
+
+    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.Yes))
+    result = _export(qtbot, page)
+    assert len(asked) == 2 and result.verified
+    assert out.read_bytes() != b"keep me"
+
+
+def test_export_failure_is_shown_with_details(qtbot, finished_run, tmp_path):
+    page = _page(qtbot, finished_run.run_dir)
+    folder = tmp_path / "a_folder.pt"
+    folder.mkdir()  # a folder where the file should go: the engine refuses with a sentence
+    page.path_edit.setText(str(folder))
+    monkey_yes = QMessageBox.StandardButton.Yes
+    QMessageBox.question, original = (lambda *a, **k: monkey_yes), QMessageBox.question
+    try:
+        page.export_button.click()
+        qtbot.waitUntil(lambda: hasattr(page, "error_dialog") and page.error_dialog.isVisible(), timeout=120000)
+    finally:
+        QMessageBox.question = original
+    message = page.error_dialog.message_label.text()
+    assert "folder" in message and "Traceback" not in message
+    assert "Export failed" in page.result_label.text()
+    assert page.status() == (False, message)
+    page.error_dialog.close()
+
+
+def test_format_choice_follows_onnx_availability(qtbot, finished_run):
+    page = _page(qtbot, finished_run.run_dir)
+    assert page.onnx_radio.isEnabled() == export_module.onnx_available()
+    if page.onnx_radio.isEnabled():
+        page.onnx_radio.setChecked(True)
+        assert page.path_edit.text().endswith(".onnx")
+    else:
+        assert "onnx" in page.onnx_radio.text()
+        assert page.format() == "torchscript"

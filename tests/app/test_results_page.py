@@ -1,0 +1,115 @@
+"""Results page on a real finished tiny run: headline, confusion matrix, per-class table, mistakes."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from app.pages.results_page import ResultsPage  # noqa: E402
+from app.widgets.confusion_matrix import ConfusionMatrixView  # noqa: E402
+from run_fixtures import finished_run  # noqa: E402,F401
+
+SCREENS = os.environ.get("DTL_SCREENSHOT_DIR")
+
+
+def _page(qtbot):
+    page = ResultsPage()
+    qtbot.addWidget(page)
+    page.resize(1100, 760)
+    page.show()
+    return page
+
+
+def test_show_run_fills_every_part_from_report_json(qtbot, finished_run, tmp_path, themed):
+    report = json.loads(Path(finished_run.run_dir, "report.json").read_text())
+    page = _page(qtbot)
+    assert page.status()[0] is False
+    with qtbot.waitSignal(page.evaluation_shown, timeout=30000):
+        page.show_run(finished_run.run_dir)
+
+    assert page.headline.text() == f"Accuracy {100 * report['accuracy']:.1f} %"
+    assert f"best epoch ({report['best_epoch'] + 1})" in page.subline.text()
+    classes = report["classes"]
+    m = page.matrix
+    assert m.rowCount() == m.columnCount() == len(classes) == 4
+    assert [m.horizontalHeaderItem(i).text() for i in range(4)] == classes
+    for r in range(4):
+        for c in range(4):
+            assert m.count(r, c) == report["confusion"][r][c]
+    assert page.per_class.rowCount() == 4
+    names = {page.per_class.item(r, 0).text() for r in range(4)}
+    assert names == set(classes)
+    supports = sorted(int(page.per_class.item(r, 4).text()) for r in range(4))
+    assert supports == sorted(row["support"] for row in report["per_class"])
+    # Mistakes: one tile per misclassified image, thumbnails loaded in the background.
+    n_wrong = len(report["mistakes"])
+    assert page.gallery.count() == max(1, n_wrong)
+    if n_wrong:
+        qtbot.waitUntil(lambda: page.gallery.thumbnails_loaded == n_wrong, timeout=10000)
+        first = report["mistakes"][0]
+        assert page.gallery.item(0).text().startswith(f"{first['true']} → {first['predicted']}")
+        assert page.gallery.mistake(0) == first
+        assert page.gallery.item(0).toolTip() == first["path"]
+    ready, text = page.status()
+    assert ready and "accuracy" in text
+    out = Path(SCREENS or tmp_path) / "results_page.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    assert page.grab().save(str(out))
+
+
+def test_show_result_uses_the_run_result_report(qtbot, finished_run):
+    page = _page(qtbot)
+    page.show_result(finished_run)  # RunResult.report is the Evaluation: no file reading needed
+    assert page.evaluation is finished_run.report
+    assert page.matrix.rowCount() == len(finished_run.report.classes)
+
+
+def test_a_run_without_report_is_evaluated_in_the_background(qtbot, finished_run, tmp_path):
+    import shutil
+
+    copy = Path(shutil.copytree(finished_run.run_dir, tmp_path / "copy"))
+    (copy / "report.json").unlink()
+    page = _page(qtbot)
+    with qtbot.waitSignal(page.evaluation_shown, timeout=60000) as shown:
+        page.show_run(str(copy))
+    assert (copy / "report.json").exists()
+    assert shown.args[0].accuracy == pytest.approx(finished_run.report.accuracy)
+
+
+def test_a_broken_run_folder_shows_an_error_not_a_crash(qtbot, tmp_path):
+    page = _page(qtbot)
+    page.show_run(str(tmp_path))  # no run files at all
+    qtbot.waitUntil(lambda: hasattr(page, "error_dialog") and page.error_dialog.isVisible(), timeout=30000)
+    assert page.status()[0] is False
+    assert page.error_dialog.message_label.text() == page.status()[1]
+    page.error_dialog.close()
+
+
+@pytest.mark.parametrize("n", [2, 20])
+def test_matrix_readable_for_2_to_20_classes(qtbot, n, tmp_path):
+    view = ConfusionMatrixView()
+    qtbot.addWidget(view)
+    classes = [f"class_{i:02d}_with_a_long_name" for i in range(n)]
+    matrix = [[(5 if r == c else (r + c) % 3) for c in range(n)] for r in range(n)]
+    matrix[0][n - 1] = 0
+    view.set_matrix(classes, matrix)
+    view.resize(900, 700)
+    view.show()
+    assert view.count(n - 1, n - 1) == 5 and view.count(0, 1) == matrix[0][1]
+    assert view.horizontalHeaderItem(0).toolTip().endswith(classes[0])
+    # An empty cell stays white; colour strength follows the count within the row.
+    assert view.item(0, n - 1).background().color().name() == "#ffffff"
+    def lightness(r, c):
+        return view.item(r, c).background().color().lightness()
+
+    assert lightness(n - 1, n - 1) < lightness(n - 1, 0) < 255  # more images in a cell -> stronger colour
+    cell = view.visualItemRect(view.item(0, 0))
+    text_w = view.fontMetrics().horizontalAdvance("55")
+    assert cell.width() > text_w and cell.height() > view.fontMetrics().height()
+    out = Path(SCREENS or tmp_path) / f"confusion_{n}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    assert view.grab().save(str(out))
