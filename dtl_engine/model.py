@@ -80,7 +80,7 @@ class DTLModel(nn.Module):
         self._blocks = adapter.blocks
         self._stages = adapter.block_stages
         self.backbone.requires_grad_(False)
-        self.train(False)
+        self.train(True)  # like any nn.Module; the backbone stays in eval mode (see train())
 
     # --- modes -------------------------------------------------------------
     def train(self, mode: bool = True) -> "DTLModel":
@@ -193,6 +193,15 @@ class DTLModel(nn.Module):
         """(trainable, total) parameter counts."""
         params = list(self.parameters())
         return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+    def summary(self) -> str:
+        """One printable line: method, backbone and the (trainable, total) parameter counts."""
+        trainable, total = self.parameter_counts()
+        spec = self.spec
+        side = "" if spec.variant == "linear" else \
+            f", rank {spec.rank}, taps {spec.tap_from}…{spec.depth - 1}, side information from block {spec.inject_from}"
+        return (f"{spec.variant.upper()} on {spec.backbone}{side}: {trainable:,} trainable of {total:,} parameters "
+                f"({100.0 * trainable / max(total, 1):.2f} %)")
 
 
 def _as_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:

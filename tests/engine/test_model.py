@@ -98,6 +98,7 @@ def test_vit_base_side_network_has_36864_parameters():
     trainable, total = model.parameter_counts()
     assert trainable == side + 768 * 10 + 10
     assert total == trainable + sum(p.numel() for p in model.backbone.parameters())
+    assert f"{trainable:,} trainable of {total:,}" in model.summary()
 
 
 def test_bad_settings_are_refused_with_a_sentence():
