@@ -105,8 +105,10 @@ def preprocess(
             x = torch._C._nn._upsample_bilinear2d_aa(x, new_size, False, None, None)
         else:
             x = F.interpolate(x, size=new_size, mode="nearest")
-        # PIL hands the model 8-bit pixels after resizing; round and clip the same way.
-        x = x.clamp(0.0, 255.0).round()
+        # PIL clips bicubic overshoot to 0..255 after resizing; do the same. (Its rounding to whole
+        # levels is left out on purpose: it would make tiny float differences between runtimes flip
+        # pixels by a whole level; unrounded values stay within half a level of PIL's.)
+        x = x.clamp(0.0, 255.0)
     # Centre crop (pad with zeros first if the image is smaller, as torchvision does).
     pad_h = size[0] - x.size(2)
     pad_w = size[1] - x.size(3)

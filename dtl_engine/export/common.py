@@ -85,9 +85,7 @@ def temp_path_beside(out: Path) -> Path:
         raise ExportError(f"Cannot write into '{out.parent}': {exc.strerror or exc}.") from exc
     os.close(fd)
     # mkstemp makes the file private (0600); an export is an ordinary file, so use the usual mode.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)
+    os.chmod(name, 0o644)
     return Path(name)
 
 

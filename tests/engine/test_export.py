@@ -1,0 +1,132 @@
+"""TorchScript export: one torch-only file, equal to the engine's prediction, metadata inside, safe writing."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dtl_engine.errors import ExportError
+from dtl_engine.export import export_model
+from dtl_engine.export.common import TOLERANCE
+from dtl_engine.predict import engine_probabilities, load_exported
+from image_factory import make_image_folder
+from tiny_models import tiny_vit
+
+CLASSES = ["cat", "dog", "owl"]
+
+
+def trained_looking_model():
+    """A tiny DTL model whose side network and head are not at their zero/initial values."""
+    torch.manual_seed(0)
+    model = tiny_vit(len(CLASSES))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(0.0, 0.5)     # B starts at zero: make the side network actually contribute
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.set_num_threads(1)
+    model = trained_looking_model()
+    out = tmp_path_factory.mktemp("export") / "model.pt"
+    result = export_model(model, CLASSES, out, metadata={"val_acc": 0.75, "run": "test-run"})
+    return model, result
+
+
+def test_export_verifies_itself_in_a_fresh_process(exported):
+    _, result = exported
+    assert result.format == "torchscript" and result.verified
+    assert result.max_abs_diff is not None and result.max_abs_diff <= TOLERANCE
+    assert result.images_checked >= 3      # at least the synthetic batch of odd-sized images
+    assert "fresh process" in result.message
+
+
+# Loaded by a process that imports only torch; inputs of a size the model was not traced at.
+_TORCH_ONLY = r"""
+import json, sys
+import torch
+extra = {"metadata.json": ""}
+m = torch.jit.load(sys.argv[1], _extra_files=extra)
+x = torch.load(sys.argv[2], weights_only=True)
+with torch.no_grad():
+    torch.save(m(x), sys.argv[3])
+print(json.dumps({"extra": json.loads(extra["metadata.json"]), "method": json.loads(m.metadata_json()),
+                  "classes": m.class_names(), "attr": list(m.classes),
+                  "foreign": [k for k in sys.modules if k.split(".")[0] in ("timm", "dtl_engine")]}))
+"""
+
+
+def test_torch_only_process_matches_engine_on_any_size_and_reads_metadata(exported, tmp_path):
+    model, result = exported
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (2, 3, 45, 71), dtype=torch.uint8, generator=gen)   # model input is 32×32
+    torch.save(images, tmp_path / "in.pt")
+    done = subprocess.run([sys.executable, "-c", _TORCH_ONLY, result.path, str(tmp_path / "in.pt"),
+                           str(tmp_path / "out.pt")], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["foreign"] == []
+    probs = torch.load(tmp_path / "out.pt", weights_only=True)
+    reference = engine_probabilities(model, images)
+    assert probs.shape == (2, 3)
+    assert torch.allclose(probs.sum(dim=1), torch.ones(2), atol=1e-5)
+    assert (probs - reference).abs().max().item() <= 1e-4
+    assert (reference[0] - reference[1]).abs().max() > 1e-3   # the images really get different answers
+
+    for meta in (report["extra"], report["method"]):
+        assert meta["classes"] == CLASSES
+        assert meta["backbone"] == "test_vit" and meta["method"] == "dtl" and meta["rank"] == model.spec.rank
+        assert meta["val_acc"] == 0.75 and meta["run"] == "test-run"
+        assert meta["input_size"] == [32, 32] and meta["engine_version"] and meta["date"]
+    assert report["classes"] == CLASSES and report["attr"] == CLASSES
+
+
+def test_existing_file_is_never_overwritten_without_permission(exported, tmp_path):
+    model, result = exported
+    target = tmp_path / "taken.pt"
+    target.write_bytes(b"precious")
+    with pytest.raises(ExportError, match="already exists"):
+        export_model(model, CLASSES, target, verify=False)
+    assert target.read_bytes() == b"precious"
+
+    done = export_model(model, CLASSES, target, overwrite=True, verify=False)
+    assert not done.verified and done.max_abs_diff is None
+    assert load_exported(target).classes == CLASSES
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.pt"]     # no temporary file left behind
+
+
+def test_never_writes_into_the_image_folder(exported, tmp_path):
+    model, _ = exported
+    data = make_image_folder(tmp_path / "photos")
+    with pytest.raises(ExportError, match="image folder"):
+        export_model(model, CLASSES, data / "sub" / "model.pt", verify=False, data_dir=data)
+    assert not (data / "sub").exists()
+
+
+def test_a_disagreeing_export_is_refused_and_not_kept(exported, tmp_path, monkeypatch):
+    model, _ = exported
+    import dtl_engine.export.core as core
+
+    def fresh_process_that_disagrees(path, fmt, images):
+        # What a broken export would return: the engine's answer, shifted by more than the tolerance.
+        return [engine_probabilities(model, x) + 1e-3 for x in images], {"classes": CLASSES, "foreign": []}
+
+    monkeypatch.setattr(core, "check_in_fresh_process", fresh_process_that_disagrees)
+    with pytest.raises(ExportError, match="disagrees"):
+        export_model(model, CLASSES, tmp_path / "bad.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_arguments_are_sentences(exported, tmp_path):
+    model, _ = exported
+    with pytest.raises(ExportError, match="format"):
+        export_model(model, CLASSES, tmp_path / "m.x", format="pickle")
+    with pytest.raises(ExportError, match="class names"):
+        export_model(model, ["only", "two"], tmp_path / "m.pt")
+    with pytest.raises(ExportError, match="folder"):
+        export_model(model, CLASSES, tmp_path, verify=False)
