@@ -51,8 +51,11 @@ def load_exported(path: str | os.PathLike[str]) -> ExportedModel:
     p = Path(path).expanduser()
     if not p.is_file():
         raise ExportError(f"There is no exported model at '{p}'.")
-    if _is_onnx(p):
+    kind = _file_kind(p)
+    if kind == "onnx":
         return _load_onnx(p)
+    if kind != "torchscript":
+        raise ExportError(f"'{p.name}' is not a model exported by DTL Studio.")
     extra = {"metadata.json": ""}
     try:
         with warnings.catch_warnings():
@@ -71,11 +74,17 @@ def load_exported(path: str | os.PathLike[str]) -> ExportedModel:
     return ExportedModel(str(p), "torchscript", classes, metadata, run)
 
 
-def _is_onnx(p: Path) -> bool:
-    if p.suffix.lower() == ".onnx":
-        return True
-    with open(p, "rb") as fh:
-        return fh.read(2) != b"PK"  # TorchScript files are zip archives
+def _file_kind(p: Path) -> str:
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(2)
+    except OSError as exc:
+        raise ExportError(f"Cannot read '{p}': {exc.strerror or exc}.") from exc
+    if head == b"PK":               # TorchScript files are zip archives
+        return "torchscript"
+    if p.suffix.lower() == ".onnx" or head[:1] == b"\x08":   # an ONNX protobuf starts with ir_version (field 1)
+        return "onnx"
+    return "unknown"
 
 
 def _load_onnx(p: Path) -> ExportedModel:
