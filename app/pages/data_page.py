@@ -279,7 +279,18 @@ class DataPage(QWidget):
         thread.start()
 
     def cancel_scan(self) -> None:
-        """Stop a running scan; the previous result (if any) stays hidden until a new scan ends."""
+        """Stop a running scan (or stop waiting for the sample data); the previous result comes back."""
+        sample = self._sample_thread
+        if sample is not None and sample.isRunning():
+            # Writing the sample files cannot be interrupted halfway; its answer is simply ignored.
+            sample.done.disconnect()
+            sample.failed.disconnect()
+            self._old_threads.append(sample)
+            self._sample_thread = None
+            self._state = "empty" if self._scan is None else "ready"
+            self.progress_box.hide()
+            self._set_results_visible(self._scan is not None)
+            self.status_changed.emit()
         if self._thread is not None and self._thread.isRunning():
             self._thread.cancel()
             self._old_threads.append(self._thread)   # keep it referenced until it has finished

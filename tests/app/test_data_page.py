@@ -159,3 +159,22 @@ def test_sample_data_button_loads_the_digits(qtbot, page, wait_scan, monkeypatch
     qtbot.mouseClick(page.sample_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: page.scan_result() is not None or bool(page.message_text()), timeout=90_000)
     assert page.data_root() == str(image_folder)
+
+
+def test_cancel_while_the_sample_is_prepared(qtbot, page, monkeypatch):
+    import dtl_engine.data.sample as sample
+
+    release = __import__("threading").Event()
+
+    def slow_sample():
+        release.wait(10)
+        return Path("never-used")
+
+    monkeypatch.setattr(sample, "ensure_sample_dataset", slow_sample)
+    page.use_sample()
+    assert page.is_scanning() and page.progress_box.isVisible()
+    page.cancel_scan()
+    assert not page.is_scanning() and not page.progress_box.isVisible()
+    release.set()
+    qtbot.wait(300)
+    assert page.status() == (False, "Waiting for an image folder") and page.message_text() == ""
