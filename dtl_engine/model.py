@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .adapters import FAMILY_DEFAULTS, BackboneAdapter, check_adaptable, make_adapter, resolve_family
-from .errors import BackboneError, RunError
+from .errors import BackboneError, DataError, RunError
 from .side_network import CompactSideNetwork
 from .weights import create_backbone
 
@@ -118,6 +118,8 @@ class DTLModel(nn.Module):
 
     def _prefix(self, images: torch.Tensor) -> tuple[dict[str, torch.Tensor], tuple[int, int]]:
         adapter, spec = self._adapter, self.spec
+        if not torch.jit.is_tracing():
+            self._check_images(images)
         with torch.no_grad():
             x, grid = adapter.embed(images)
             if self.side_network is None:
@@ -132,6 +134,16 @@ class DTLModel(nn.Module):
                 x = self._blocks[i](x)
             out["block_out"] = x
         return out, grid
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise DataError(f"The model takes a batch of RGB images (N, 3, H, W), not a tensor of shape "
+                            f"{tuple(images.shape)}.")
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        if not getattr(self.backbone, "dynamic_img_size", False) and size != tuple(self.spec.image_size):
+            h, w = self.spec.image_size
+            raise DataError(f"This model was built for {h}×{w} px images, not {size[0]}×{size[1]}; "
+                            "resize the images or rebuild the model with that image size.")
 
     def _from_prefix(self, prefix: dict[str, torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
         side, adapter, spec = self.side_network, self._adapter, self.spec

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dtl_engine.errors import BackboneError, RunError
+from dtl_engine.errors import BackboneError, DataError, RunError
 from dtl_engine.model import ModelSpec, build_model, build_model_from_spec
 from tiny_models import TINY_VIT, tiny_swin, tiny_vit
 
@@ -108,3 +108,14 @@ def test_bad_settings_are_refused_with_a_sentence():
         tiny_vit(variant="lora")
     with pytest.raises(BackboneError, match="odd"):
         tiny_vit(variant="dtl+", fusion_kernel=4)
+
+
+def test_images_of_the_wrong_shape_get_a_sentence():
+    fixed = build_model("test_vit", 3, weights="random", image_size=32,
+                        model_kwargs=dict(patch_size=4, dynamic_img_size=False))
+    with pytest.raises(DataError, match="built for 32×32 px images, not 48×32"):
+        fixed(torch.randn(1, 3, 48, 32))
+    with pytest.raises(DataError, match="RGB"):
+        fixed(torch.randn(1, 1, 32, 32))
+    # a dynamic-size backbone accepts other sizes (its grid follows the input)
+    assert tiny_vit()(torch.randn(1, 3, 48, 32)).shape == (1, 3)

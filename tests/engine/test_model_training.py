@@ -19,12 +19,13 @@ def _batch(n=4, hw=(32, 32), classes=3, seed=0):
     return torch.randn(n, 3, *hw, generator=g), torch.randint(0, classes, (n,), generator=g)
 
 
-def _twin_models(family, variant="dtl+", **kw):
+def _twin_models(family, variant="dtl+", shared=None, **kw):
     """Two models with identical backbone, side network and head, differing only in ``kw``."""
+    shared = shared or {}
     torch.manual_seed(0)
-    base = BUILDERS[family](variant=variant)
+    base = BUILDERS[family](variant=variant, **shared)
     torch.manual_seed(0)
-    other = BUILDERS[family](variant=variant, **kw)
+    other = BUILDERS[family](variant=variant, **shared, **kw)
     other.load_state_dict(base.state_dict())
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
@@ -147,6 +148,20 @@ def test_checkpoint_blocks_is_exact_and_saves_memory(family):
     for name in grads_a:
         assert torch.allclose(grads_a[name], grads_b[name], rtol=1e-5, atol=1e-7), name
     assert _saved_bytes(saver, images) < 0.7 * _saved_bytes(base, images)
+
+
+def test_checkpoint_blocks_is_exact_with_stochastic_depth():
+    base, saver = _twin_models("vit", shared={"drop_path": 0.3}, checkpoint_blocks=True)
+    base.train(), saver.train()
+    assert base.backbone.blocks[-1].drop_path1.training
+    images, labels = _batch()
+    torch.manual_seed(7)
+    loss_a, grads_a = _loss_and_grads(base, images, labels)
+    torch.manual_seed(7)
+    loss_b, grads_b = _loss_and_grads(saver, images, labels)
+    assert torch.allclose(loss_a, loss_b, rtol=0, atol=1e-6)  # recomputation replays the same random drops
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], rtol=1e-5, atol=1e-7), name
 
 
 @pytest.mark.parametrize("family", ["vit", "swin"])
