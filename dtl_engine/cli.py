@@ -196,8 +196,10 @@ def _run_training(start: Callable[[RunListener, StopToken], Any]) -> int:
     printer._close_bar()
     run_dir = result.run_dir
     if result.status == "stopped":
-        where = printer.last_checkpoint or str(Path(run_dir) / "checkpoint.safetensors")
-        print(f"Stopped after {result.epochs_done} epoch(s). The last checkpoint is {where}.")
+        from .training.checkpoint import LAST_WEIGHTS
+
+        print(f"Stopped after {result.epochs_done} complete epoch(s); the checkpoint is "
+              f"{Path(run_dir) / LAST_WEIGHTS}.")
         print(f"Continue with: python -m dtl_engine resume {run_dir}")
         return EXIT_INTERRUPTED
     best = f"{result.best_val_acc:.1%}" if result.best_val_acc is not None else "n/a"
