@@ -110,12 +110,18 @@ def _why_hub_unreachable(name: str) -> str | None:
 def _create_from_file(name: str, path: Path, timm_kwargs: dict[str, Any]) -> nn.Module:
     import timm
 
+    overlay: dict[str, Any] = dict(file=str(path))
+    if path.suffix.lower() == ".npz":
+        # JAX/big_vision checkpoints go through the model's own npz loader (timm ViTs have one)
+        if not _has_npz_loader(name, timm_kwargs):
+            raise WeightsError(f"'{name}' cannot read .npz weights; use a .safetensors or .pth file, "
+                               "or random weights.")
+        overlay["custom_load"] = True
     with _LoadReport() as report:
         try:
             # timm's own loader: per-model key filters (incl. position-embedding resampling for other
             # input sizes), weights_only torch.load, .npz for JAX ViTs
-            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)),
-                                      **timm_kwargs)
+            model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **timm_kwargs)
         except Exception as exc:
             raise WeightsError(
                 f"The weights file '{path.name}' could not be loaded into '{name}' ({_short(exc)}); "
@@ -128,6 +134,14 @@ def _create_from_file(name: str, path: Path, timm_kwargs: dict[str, Any]) -> nn.
             f"e.g. {report.missing[0]}); check that it belongs to this backbone, or use random weights."
         )
     return model
+
+
+def _has_npz_loader(name: str, timm_kwargs: dict[str, Any]) -> bool:
+    import timm
+    import torch
+
+    with torch.device("meta"):  # structure only: no memory, no weights
+        return hasattr(timm.create_model(name, pretrained=False, **timm_kwargs), "load_pretrained")
 
 
 class _LoadReport(logging.Handler):

@@ -67,6 +67,19 @@ def test_weights_of_another_backbone_are_refused(tmp_path):
     assert "belongs to this backbone" in str(info.value)
 
 
+def test_npz_goes_to_the_vit_npz_loader_and_is_refused_for_swin(tmp_path):
+    import numpy as np
+
+    from tiny_models import TINY_SWIN
+
+    path = tmp_path / "jax.npz"
+    np.savez(path, unrelated=np.zeros(3))
+    with pytest.raises(WeightsError, match="could not be loaded into 'test_vit'"):
+        build_model(NAME, 3, weights=str(path), model_kwargs=KW)
+    with pytest.raises(WeightsError, match="cannot read .npz"):
+        build_model(TINY_SWIN[0], 3, weights=str(path), model_kwargs=TINY_SWIN[1])
+
+
 def test_unknown_weights_kind_is_refused(tmp_path):
     with pytest.raises(WeightsError, match="not a weights file"):
         build_model(NAME, 3, weights=str(tmp_path / "notes.txt"), model_kwargs=KW)
