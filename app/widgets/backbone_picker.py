@@ -6,12 +6,14 @@ runs in a thread pool; the table fills in as answers arrive.
 from __future__ import annotations
 
 from PySide6.QtCore import QStringListModel, Qt, QThreadPool, Signal
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QCompleter, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from app.backbones import CURATED, BackboneInfo, by_name, describe_backbone, family_of, format_params, \
     supported_timm_names
 from app.scan_worker import start_job
+from app.theme import colors
 
 
 def _weights_cached(name: str) -> bool | None:
@@ -131,6 +133,8 @@ class BackbonePicker(QWidget):
                 continue
             text = {True: "cached", False: "download", None: "unknown"}[cached]
             item = QTableWidgetItem(text)
+            if cached:
+                item.setForeground(QColor(colors()["ok"]))
             item.setToolTip("Already on this computer" if cached else
                             "Downloaded once when training starts (needs internet), then cached")
             self.table.setItem(row, 3, item)

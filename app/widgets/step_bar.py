@@ -25,6 +25,7 @@ class StepButton(QAbstractButton):
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         self.setFocusPolicy(Qt.FocusPolicy.TabFocus)
         self.setMinimumHeight(54)
+        self.setAccessibleName(title)
 
     def set_state(self, ready: bool, status: str) -> None:
         """Show ``ready`` (check mark) and the one-line ``status``; the full text goes in the tooltip."""

@@ -196,3 +196,28 @@ def test_main_dispatches_the_self_test(monkeypatch):
     monkeypatch.setattr(app.self_test, "run", lambda argv: seen.append(list(argv)) or 0)
     assert app_main.main(["--self-test"]) == 0
     assert seen == [["--self-test"]]
+
+
+def test_recent_menu_reopens_a_folder(qtbot, window, image_folder, wait_scan):
+    window.settings.add_recent_folder(str(image_folder))
+    window._fill_recent_menu()
+    actions = [a for a in window.recent_menu.actions() if a.text() == str(image_folder)]
+    assert len(actions) == 1
+    actions[0].trigger()
+    assert window.current_step() == DATA
+    wait_scan(window.data_page)
+    assert window.data_page.data_root() == str(image_folder)
+
+
+def test_theme_follows_a_dark_system_scheme(qapp, monkeypatch):
+    from PySide6.QtGui import QPalette
+
+    import app.theme as theme
+
+    monkeypatch.setattr(theme, "is_dark", lambda: True)
+    theme.apply_theme(qapp)
+    dark = qapp.palette().color(QPalette.ColorRole.Window).lightness()
+    assert dark < 80 and "#262a31" in qapp.styleSheet()
+    monkeypatch.setattr(theme, "is_dark", lambda: False)
+    theme.apply_theme(qapp)
+    assert qapp.palette().color(QPalette.ColorRole.Window).lightness() > 200
