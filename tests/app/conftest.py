@@ -87,10 +87,13 @@ def wait_scan(qtbot):
     return wait
 
 
-def folder_mime(*paths: Path):
-    """Drag data as a file manager sends it: file:// URLs."""
+@pytest.fixture
+def folder_mime():
+    """``folder_mime(*paths)``: drag data as a file manager sends it (file:// URLs)."""
     from PySide6.QtCore import QMimeData, QUrl
 
-    mime = QMimeData()
-    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    return mime
+    def make(*paths: Path) -> QMimeData:
+        mime = QMimeData()
+        mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+        return mime
+    return make

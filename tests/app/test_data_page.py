@@ -13,8 +13,6 @@ from PySide6.QtWidgets import QApplication
 from app.pages.data_page import DataPage
 from app.widgets.drop_zone import folder_from_mime
 
-from conftest import folder_mime  # noqa: E402  (tests/app/conftest.py helper)
-
 
 @pytest.fixture
 def page(qtbot, settings, themed):
@@ -37,7 +35,7 @@ def drop(widget, mime: QMimeData) -> None:
     assert QApplication.sendEvent(widget, QDropEvent(QPointF(centre), *args))
 
 
-def test_dropped_folder_is_scanned_and_shown(qtbot, page, image_folder, wait_scan, screens_dir):
+def test_dropped_folder_is_scanned_and_shown(qtbot, page, image_folder, wait_scan, screens_dir, folder_mime):
     ready = []
     page.scan_ready.connect(ready.append)
     drop(page.drop_zone, folder_mime(image_folder))
@@ -65,7 +63,7 @@ def test_dropped_folder_is_scanned_and_shown(qtbot, page, image_folder, wait_sca
 
 
 @pytest.mark.parametrize("kind", ["file", "two_folders", "text", "missing"])
-def test_bad_drops_explain_in_place(qtbot, page, image_folder, tmp_path, kind):
+def test_bad_drops_explain_in_place(qtbot, page, image_folder, tmp_path, kind, folder_mime):
     if kind == "file":
         mime = folder_mime(image_folder / "cats" / "cats_0.png")
         expected = "is a file"
@@ -86,7 +84,7 @@ def test_bad_drops_explain_in_place(qtbot, page, image_folder, tmp_path, kind):
     assert page.scan_result() is None
 
 
-def test_folder_from_mime_accepts_exactly_one_folder(image_folder):
+def test_folder_from_mime_accepts_exactly_one_folder(image_folder, folder_mime):
     folder, problem = folder_from_mime(folder_mime(image_folder))
     assert folder == str(image_folder) and problem is None
     folder, problem = folder_from_mime(folder_mime(image_folder, image_folder / "cats"))
