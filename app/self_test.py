@@ -153,6 +153,7 @@ def _run_checks(state: dict[str, Any], checks: _Checks, work: Path) -> None:
 
 
 def _check_window() -> str:
+    from PySide6.QtCore import QThreadPool
     from PySide6.QtWidgets import QApplication
 
     from app.theme import app_icon, apply_theme
@@ -176,6 +177,12 @@ def _check_window() -> str:
     shown = time.perf_counter() - start
     pixmap = window.grab()
     window.close()
+    app.processEvents()
+    # Background jobs the window started (e.g. memory estimates) must end before Python
+    # does: a pool thread still running Python at exit aborts the process.
+    for pool in [*window.findChildren(QThreadPool), QThreadPool.globalInstance()]:
+        pool.clear()
+        pool.waitForDone(120_000)
     window.deleteLater()
     app.processEvents()
     if pixmap.isNull() or pixmap.width() < 100 or pixmap.height() < 100:
