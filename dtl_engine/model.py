@@ -282,6 +282,25 @@ def build_model(backbone: str, num_classes: int, *, weights: str = "hub", rank: 
     return DTLModel(net, adapter, side, nn.Linear(adapter.num_features, num_classes), spec, _data_config(net, hw))
 
 
+def backbone_defaults(backbone: str, model_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The family defaults DTL would use on ``backbone`` (no weights loaded; built on the meta device).
+
+    Returns ``family``, ``depth``, ``rank``, ``tap_from``, ``inject_from``, ``fusion_kernel`` and ``image_size``.
+    """
+    import timm
+
+    family = resolve_family(backbone)
+    kwargs = dict(model_kwargs or {}, num_classes=0)
+    with torch.device("meta"):
+        skeleton = timm.create_model(backbone, pretrained=False, **kwargs)
+    adapter = make_adapter(family, skeleton, backbone)
+    tap_from, inject_from = adapter.default_taps()
+    defaults = FAMILY_DEFAULTS[family]
+    return dict(family=family, depth=len(adapter.blocks), rank=defaults.rank, tap_from=tap_from,
+                inject_from=inject_from, fusion_kernel=defaults.fusion_kernel,
+                image_size=_as_hw(tuple(skeleton.patch_embed.img_size)))
+
+
 def build_model_from_spec(spec: ModelSpec, weights: str | None = None) -> DTLModel:
     """Rebuild the model a :class:`ModelSpec` describes (``weights`` overrides ``spec.weights``)."""
     return build_model(spec.backbone, spec.num_classes, weights=spec.weights if weights is None else weights,

@@ -6,7 +6,7 @@ import torch
 
 from dtl_engine.adapters import FAMILY_DEFAULTS, resolve_family
 from dtl_engine.errors import BackboneError
-from dtl_engine.model import build_model
+from dtl_engine.model import backbone_defaults, build_model
 from test_model_equations import reference_vit_logits
 
 torch.set_num_threads(1)
@@ -75,3 +75,17 @@ def test_family_defaults_table():
     model = build_model("vit_base_patch16_224", 3, weights="random", variant="dtl+",
                         model_kwargs=dict(embed_dim=16, num_heads=1))
     assert (model.spec.rank, model.spec.tap_from, model.spec.inject_from, model.spec.fusion_kernel) == (2, 0, 6, 3)
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("vit_base_patch16_224", dict(family="vit", depth=12, rank=2, tap_from=0, inject_from=6, fusion_kernel=3,
+                                  image_size=(224, 224))),
+    ("vit_large_patch16_224", dict(family="vit", depth=24, rank=2, tap_from=0, inject_from=12, fusion_kernel=3,
+                                   image_size=(224, 224))),
+    ("swin_base_patch4_window7_224", dict(family="swin", depth=24, rank=4, tap_from=4, inject_from=14,
+                                          fusion_kernel=5, image_size=(224, 224))),
+    ("swin_tiny_patch4_window7_224", dict(family="swin", depth=12, rank=4, tap_from=4, inject_from=8,
+                                          fusion_kernel=5, image_size=(224, 224))),
+])
+def test_backbone_defaults_without_building_weights(name, expected):
+    assert backbone_defaults(name) == expected
