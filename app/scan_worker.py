@@ -110,12 +110,15 @@ class PoolJob(QRunnable):
 
     def run(self) -> None:
         try:
-            ensure_heavy_imports()
-            result = self.fn()
-        except Exception as exc:  # noqa: BLE001 - reported to the GUI as a sentence
-            self._emit(self.signals.failed, str(exc) or type(exc).__name__)
-        else:
-            self._emit(self.signals.done, result)
+            try:
+                ensure_heavy_imports()
+                result = self.fn()
+            except Exception as exc:  # noqa: BLE001 - reported to the GUI as a sentence
+                self._emit(self.signals.failed, str(exc) or type(exc).__name__)
+            else:
+                self._emit(self.signals.done, result)
+        except BaseException:  # noqa: BLE001 - the program is ending: never let an error escape into Qt
+            pass
 
     @staticmethod
     def _emit(signal, value) -> None:

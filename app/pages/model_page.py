@@ -470,9 +470,9 @@ class ModelPage(QWidget):
             self.memory_label.setText("No estimate for these settings.")
         self.memory_detail.setText(text)
 
-    def shutdown(self) -> None:
-        """Stop background work (window closing)."""
+    def shutdown(self, wait_ms: int = 5000) -> None:
+        """Stop background work (window closing), waiting up to ``wait_ms`` for a running job."""
         self._debounce.stop()
         self._estimate_pool.clear()
-        self._estimate_pool.waitForDone(5000)
-        self.picker.shutdown()
+        self._estimate_pool.waitForDone(wait_ms)
+        self.picker.shutdown(wait_ms)

@@ -210,7 +210,7 @@ class BackbonePicker(QWidget):
         note = f" — {info.note}" if info.note else ""
         self.detail.setText(f"<code>{info.name}</code>{note}")
 
-    def shutdown(self) -> None:
-        """Drop queued background work and wait for the running job (window closing)."""
+    def shutdown(self, wait_ms: int = 5000) -> None:
+        """Drop queued background work and wait up to ``wait_ms`` for the running job (window closing)."""
         self.pool.clear()
-        self.pool.waitForDone(5000)
+        self.pool.waitForDone(wait_ms)

@@ -29,7 +29,10 @@ class _ThumbJob(QRunnable):
             reader.setScaledSize(size.scaled(THUMB * 2, THUMB * 2, Qt.AspectRatioMode.KeepAspectRatio))
         image = reader.read()
         if not image.isNull():
-            self.signals.loaded.emit(self.generation, self.row, image)
+            try:
+                self.signals.loaded.emit(self.generation, self.row, image)
+            except RuntimeError:    # the table went away meanwhile
+                pass
 
 
 def load_thumbnail_sync(path: str) -> QImage:

@@ -16,7 +16,7 @@ def page(qtbot, settings, themed):
     p.resize(1100, 760)
     p.show()
     yield p
-    p.shutdown()
+    p.shutdown(120_000)
 
 
 def test_builds_a_valid_config_from_the_controls(page, tmp_path):
@@ -106,11 +106,11 @@ def test_last_config_survives_a_restart(qtbot, settings, themed, tmp_path):
     first.epochs.setValue(7)
     first.lr.setValue(0.002)
     first.build_config(str(tmp_path))           # starting a run remembers the settings
-    first.shutdown()
+    first.shutdown(120_000)
     second = ModelPage(settings)
     qtbot.addWidget(second)
     try:
         config = second.build_config(str(tmp_path))
         assert (config.method, config.rank, config.epochs, config.lr) == ("dtl+", 3, 7, 0.002)
     finally:
-        second.shutdown()
+        second.shutdown(120_000)

@@ -41,7 +41,7 @@ def window(qtbot, settings, themed):
     w.show()
     yield w
     w.data_page.shutdown()
-    w.model_page.shutdown()
+    w.model_page.shutdown(120_000)      # background imports can be slow on a busy machine
 
 
 def test_step_bar_says_what_each_step_waits_for(qtbot, window, image_folder, wait_scan, screens_dir):
@@ -133,8 +133,9 @@ def test_window_geometry_is_remembered(qtbot, settings, themed, monkeypatch):
     again = MainWindow(settings)
     qtbot.addWidget(again)
     assert restored == [saved]
-    for page in (again.data_page, again.model_page):
-        page.shutdown()
+    for win in (w, again):
+        win.data_page.shutdown()
+        win.model_page.shutdown(120_000)
 
 
 def _answer(monkeypatch, choice: str) -> list[str]:
@@ -178,6 +179,7 @@ def test_closing_during_a_run_asks_then_stops_cleanly(qtbot, settings, themed, i
     assert len(asked) == 1
     qtbot.waitUntil(lambda: not w.isVisible(), timeout=20_000)
     assert seen.get("stopped") is True and not w.train_page.is_running()
+    w.model_page.shutdown(120_000)
 
 
 def test_main_without_display_says_so(monkeypatch, capsys):
@@ -221,3 +223,22 @@ def test_theme_follows_a_dark_system_scheme(qapp, monkeypatch):
     monkeypatch.setattr(theme, "is_dark", lambda: False)
     theme.apply_theme(qapp)
     assert qapp.palette().color(QPalette.ColorRole.Window).lightness() > 200
+
+
+def test_main_opens_the_window_with_the_sample(qtbot, settings, monkeypatch):
+    from PySide6.QtWidgets import QApplication as QApp
+
+    from app.pages.data_page import DataPage
+
+    opened = []
+    monkeypatch.setattr(DataPage, "use_sample", lambda self: opened.append(self))
+    monkeypatch.setattr(QApp, "exec", lambda *a: 0)       # do not enter the event loop
+    assert app_main.main(["--sample"]) == 0
+    assert len(opened) == 1
+    windows = [w for w in QApp.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
+    assert windows and windows[-1].data_page is opened[0]
+    for w in windows:
+        w.close()
+        for pool in (w.model_page.picker.pool, w.model_page._estimate_pool):
+            pool.waitForDone(120_000)       # background imports can be slow on a busy machine
+        w.deleteLater()
