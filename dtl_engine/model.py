@@ -62,6 +62,9 @@ class ModelSpec:
         values = {k: v for k, v in data.items() if k in known}
         if "image_size" in values:
             values["image_size"] = tuple(int(v) for v in values["image_size"])
+        if "model_kwargs" in values:  # JSON turns tuples (depths, num_heads...) into lists
+            values["model_kwargs"] = {k: tuple(v) if isinstance(v, list) else v
+                                      for k, v in (values["model_kwargs"] or {}).items()}
         return cls(**values)
 
 

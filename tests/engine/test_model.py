@@ -80,6 +80,15 @@ def test_trainable_state_round_trip_and_mismatch():
         tiny_vit(num_classes=5).load_trainable_state_dict(a.trainable_state_dict())
 
 
+def test_spec_survives_json():
+    import json
+
+    model = tiny_swin(variant="dtl+")
+    spec = ModelSpec.from_dict(json.loads(json.dumps(model.spec.to_dict())))
+    assert spec == model.spec
+    assert build_model_from_spec(spec).parameter_counts() == model.parameter_counts()
+
+
 def test_spec_round_trip_rebuilds_same_structure():
     model = tiny_vit(variant="dtl+", rank=3, image_size=(32, 48))
     spec = ModelSpec.from_dict(model.spec.to_dict())
