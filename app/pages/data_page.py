@@ -275,7 +275,6 @@ class DataPage(QWidget):
         thread.cancelled.connect(self._scan_cancelled)
         thread.finished.connect(lambda: self._retire(thread))
         self._thread = thread
-        self._pending_folder = str(path)
         thread.start()
 
     def cancel_scan(self) -> None:
