@@ -7,6 +7,7 @@
 # By default it builds from the project's .venv (created by `packaging/dev.py setup`).
 # BUILD_VENV=/path/to/venv builds from another environment instead, e.g. one where a
 # CPU-only torch was installed first for a much smaller bundle (see packaging/README.md).
+# CLEAN=1 drops PyInstaller's cache (build/pyinstaller) for a from-scratch build.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -32,7 +33,7 @@ fi
 
 echo "== building (PyInstaller, one-folder)"
 start=$(date +%s)
-"$VPY" -m PyInstaller --noconfirm --clean --log-level WARN \
+"$VPY" -m PyInstaller --noconfirm ${CLEAN:+--clean} --log-level WARN \
     --distpath dist --workpath build/pyinstaller packaging/dtl_studio.spec
 end=$(date +%s)
 # Build outputs stay out of git status.

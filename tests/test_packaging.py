@@ -211,3 +211,18 @@ def test_setup_lock_serialises_two_set_ups(dev, tmp_path):
         order.append("first")
     thread.join(timeout=10)
     assert order == ["first", "second"]
+
+
+def test_bundle_launcher_acts_as_python_dash_c(capsys, monkeypatch):
+    """In the bundle sys.executable is dtl-studio; `dtl-studio -c CODE ARGS` must run CODE like python."""
+    spec = importlib.util.spec_from_file_location("dtl_launcher", PACKAGING / "dtl_studio_launcher.py")
+    launcher = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launcher)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    code = "import sys; print(sys.argv[1:], __name__); sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 else 0)"
+    assert launcher._run_python_code(["dtl-studio", "-c", "print('hi', __name__)"]) == 0
+    assert capsys.readouterr().out == "hi __main__\n"
+    with pytest.raises(SystemExit) as info:
+        launcher._run_python_code(["dtl-studio", "-c", code, "3", "x"])
+    assert info.value.code == 3
+    assert capsys.readouterr().out == "['3', 'x'] __main__\n"
