@@ -81,6 +81,8 @@ def test_train_export_predict_runs_evaluate(tmp_path, capsys):
     assert model.is_file() and "verified: yes" in out
     diff = float(re.search(r"max probability difference ([0-9.e+-]+)", out).group(1))
     assert diff <= 1e-4
+    checked = int(re.search(r"verified: yes \((\d+) images", out).group(1))
+    assert checked > 3      # the run's validation images on top of the synthetic batch of 3
 
     # a second export to the same file is refused; the file stays as it was
     before = model.read_bytes()

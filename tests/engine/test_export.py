@@ -13,15 +13,15 @@ from dtl_engine.export import export_model
 from dtl_engine.export.common import TOLERANCE
 from dtl_engine.predict import engine_probabilities, load_exported
 from image_factory import make_image_folder
-from tiny_models import tiny_vit
+from tiny_models import tiny_swin, tiny_vit
 
 CLASSES = ["cat", "dog", "owl"]
 
 
-def trained_looking_model():
+def trained_looking_model(build=tiny_vit, **build_kwargs):
     """A tiny DTL model whose side network and head are not at their zero/initial values."""
     torch.manual_seed(0)
-    model = tiny_vit(len(CLASSES))
+    model = build(len(CLASSES), **build_kwargs)
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
@@ -130,3 +130,11 @@ def test_bad_arguments_are_sentences(exported, tmp_path):
         export_model(model, ["only", "two"], tmp_path / "m.pt")
     with pytest.raises(ExportError, match="folder"):
         export_model(model, CLASSES, tmp_path, verify=False)
+
+
+def test_swin_dtl_plus_exports_and_verifies(tmp_path):
+    # The other backbone family (NHWC stages, per-stage depthwise convs) traces just as well.
+    model = trained_looking_model(tiny_swin, variant="dtl+")
+    result = export_model(model, CLASSES, tmp_path / "swin.pt")
+    assert result.verified and result.max_abs_diff <= TOLERANCE
+    assert load_exported(result.path).metadata["method"] == "dtl+"
