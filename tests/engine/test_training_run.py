@@ -159,3 +159,11 @@ def test_bad_requests_fail_with_a_sentence(tmp_path, monkeypatch):
     with pytest.raises(RunError, match="inside the image folder"):
         train(tiny_config(data), run_dir=data / "runs", model_kwargs=MODEL_KWARGS)
     assert not (data / "runs").exists()
+
+
+def test_bf16_autocast_on_cpu_when_asked(tmp_path):
+    rec = Recorder()
+    result = train(tiny_config(image_folder(tmp_path, per_class=4), epochs=1, precision="bf16",
+                               cache_features="on"), rec, model_kwargs=MODEL_KWARGS)
+    assert rec.of("run_started")[0].precision == "bf16" and result.status == "finished"
+    assert all(v.dtype == torch.float32 for v in run_weights(result.run_dir).values())   # master weights fp32
