@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QThreadPool, QTimer, Signal
-from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QFrame,
+from PySide6.QtWidgets import (QBoxLayout, QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QFrame,
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QRadioButton, QScrollArea, QSpinBox,
                                QVBoxLayout, QWidget)
 
@@ -24,6 +24,7 @@ METHODS = (("dtl", "DTL", "A frozen backbone plus a tiny side network of low-ran
            ("linear", "Linear probe", "Only a new classifier on the frozen features: the fastest, simplest baseline."))
 DEFAULT_BACKBONE = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
 ESTIMATE_DELAY_MS = 350
+WIDE_LAYOUT_PX = 960                        # a page narrower than this stacks its two columns
 GB = 1024 ** 3
 
 
@@ -86,9 +87,17 @@ class ModelPage(QWidget):
         root.addWidget(title)
         root.addWidget(subtitle)
 
-        columns = QHBoxLayout()
+        # Two columns on a wide window, one below the other on a narrow one; the whole body scrolls.
+        body = QWidget()
+        self._columns = columns = QBoxLayout(QBoxLayout.Direction.LeftToRight, body)
+        columns.setContentsMargins(0, 0, 6, 0)
         columns.setSpacing(16)
-        root.addLayout(columns, 1)
+        self._scroll = scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(body)
+        root.addWidget(scroll, 1)
 
         # Left: backbone + weights source.
         left_card, left = _card()
@@ -128,10 +137,11 @@ class ModelPage(QWidget):
         self.weights_group.idToggled.connect(lambda *_: self._changed())
         columns.addWidget(left_card, 5)
 
-        # Right: method, memory, advanced — scrollable.
+        # Right: method, memory, advanced.
         right = QWidget()
+        right.setMinimumWidth(400)
         rl = QVBoxLayout(right)
-        rl.setContentsMargins(0, 0, 6, 0)
+        rl.setContentsMargins(0, 0, 0, 0)
         rl.setSpacing(12)
         method_card, mc = _card()
         mc.addWidget(_section("Method"))
@@ -235,13 +245,14 @@ class ModelPage(QWidget):
         self.advanced = Collapsible("Advanced training settings", adv)
         rl.addWidget(self.advanced)
         rl.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setWidget(right)
-        scroll.setMinimumWidth(420)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        columns.addWidget(scroll, 4)
+        columns.addWidget(right, 4)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        wide = event.size().width() >= WIDE_LAYOUT_PX
+        direction = QBoxLayout.Direction.LeftToRight if wide else QBoxLayout.Direction.TopToBottom
+        if self._columns.direction() != direction:
+            self._columns.setDirection(direction)
 
     def _tip(self, widget: QWidget, field: str) -> None:
         widget.setToolTip(TrainConfig.help(field))
