@@ -114,3 +114,12 @@ def test_last_config_survives_a_restart(qtbot, settings, themed, tmp_path):
         assert (config.method, config.rank, config.epochs, config.lr) == ("dtl+", 3, 7, 0.002)
     finally:
         second.shutdown(120_000)
+
+
+def test_columns_stack_on_a_narrow_window(qtbot, page):
+    from PySide6.QtWidgets import QBoxLayout
+
+    page.resize(700, 600)
+    qtbot.waitUntil(lambda: page._columns.direction() == QBoxLayout.Direction.TopToBottom, timeout=2000)
+    page.resize(1200, 760)
+    qtbot.waitUntil(lambda: page._columns.direction() == QBoxLayout.Direction.LeftToRight, timeout=2000)
