@@ -18,7 +18,7 @@ from ..errors import ExportError
 _TORCHSCRIPT_CHECK = r"""
 import json, sys
 import torch
-path, inputs, outputs = sys.argv[1:4]
+path, inputs, outputs, report = sys.argv[1:5]
 extra = {"metadata.json": ""}
 module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
 module.eval()
@@ -26,12 +26,13 @@ images = torch.load(inputs, weights_only=True)
 with torch.no_grad():
     probs = [module(x) for x in images]
 torch.save(probs, outputs)
-print(json.dumps({
-    "classes": list(module.class_names()),
-    "metadata": json.loads(extra["metadata.json"]),
-    "metadata_method": json.loads(module.metadata_json()),
-    "foreign": sorted(m for m in sys.modules if m.split(".")[0] in ("timm", "dtl_engine")),
-}))
+with open(report, "w", encoding="utf-8") as fh:
+    json.dump({
+        "classes": list(module.class_names()),
+        "metadata": json.loads(extra["metadata.json"]),
+        "metadata_method": json.loads(module.metadata_json()),
+        "foreign": sorted(m for m in sys.modules if m.split(".")[0] in ("timm", "dtl_engine")),
+    }, fh)
 """
 
 _ONNX_CHECK = r"""
@@ -39,37 +40,77 @@ import json, sys
 import numpy as np
 import onnxruntime as ort
 import torch
-path, inputs, outputs = sys.argv[1:4]
+path, inputs, outputs, report = sys.argv[1:5]
 session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
 meta = session.get_modelmeta().custom_metadata_map
 name = session.get_inputs()[0].name
 images = torch.load(inputs, weights_only=True)
 probs = [torch.from_numpy(session.run(None, {name: x.numpy()})[0]) for x in images]
 torch.save(probs, outputs)
-print(json.dumps({
-    "classes": json.loads(meta["classes"]),
-    "metadata": json.loads(meta["metadata.json"]),
-    "foreign": sorted(m for m in sys.modules if m.split(".")[0] in ("timm", "dtl_engine")),
-}))
+with open(report, "w", encoding="utf-8") as fh:
+    json.dump({
+        "classes": json.loads(meta["classes"]),
+        "metadata": json.loads(meta["metadata.json"]),
+        "foreign": sorted(m for m in sys.modules if m.split(".")[0] in ("timm", "dtl_engine")),
+    }, fh)
 """
 
 
 def check_in_fresh_process(path: str | Path, fmt: str, images: list[torch.Tensor],
-                           timeout: float = 600.0) -> tuple[list[torch.Tensor], dict[str, Any]]:
+                           timeout: float = 900.0) -> tuple[list[torch.Tensor], dict[str, Any]]:
     """Run the export on ``images`` (uint8 batches) in a new interpreter; return its outputs and report."""
     code = _TORCHSCRIPT_CHECK if fmt == "torchscript" else _ONNX_CHECK
     with tempfile.TemporaryDirectory(prefix="dtl-export-check-") as tmp:
-        inputs, outputs = Path(tmp) / "inputs.pt", Path(tmp) / "outputs.pt"
-        torch.save([x.contiguous() for x in images], inputs)
-        # cwd is the empty temp folder so nothing from the current project is importable by accident.
-        done = subprocess.run([sys.executable, "-c", code, str(Path(path).resolve()), str(inputs), str(outputs)],
-                              cwd=tmp, capture_output=True, text=True, timeout=timeout)
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise ExportError(f"The exported file could not be run in a fresh Python process ({last}).")
-        report = json.loads(done.stdout.strip().splitlines()[-1])
-        probs = torch.load(outputs, weights_only=True)
+        files = [str(Path(path).resolve())] + [str(Path(tmp) / name) for name in ("in.pt", "out.pt", "report.json")]
+        torch.save([x.contiguous() for x in images], files[1])
+        if _is_frozen():
+            problem = _run_frozen(code, files, timeout)
+        else:
+            problem = _run_interpreter(code, files, tmp, timeout)
+        if problem:
+            raise ExportError(f"The exported file could not be run in a fresh Python process ({problem}).")
+        report = json.loads(Path(files[3]).read_text(encoding="utf-8"))
+        probs = torch.load(files[2], weights_only=True)
+    if _is_frozen():
+        # In a bundled app the child is started through this package, so only timm counts as foreign.
+        report["foreign"] = [m for m in report["foreign"] if m.split(".")[0] == "timm"]
     return probs, report
+
+
+def _is_frozen() -> bool:
+    """True inside a bundled (PyInstaller) app."""
+    return bool(getattr(sys, "frozen", False))
+
+
+def _run_interpreter(code: str, files: list[str], cwd: str, timeout: float) -> str | None:
+    # cwd is the empty temp folder so nothing from the current project is importable by accident.
+    try:
+        done = subprocess.run([sys.executable, "-c", code, *files], cwd=cwd, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"no answer after {timeout:.0f} s"
+    if done.returncode != 0:
+        return (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    return None
+
+
+def _run_frozen(code: str, files: list[str], timeout: float) -> str | None:
+    # A bundled app has no Python interpreter to call: sys.executable is the app itself. A spawned
+    # multiprocessing child (the app must call multiprocessing.freeze_support()) runs the same code.
+    import multiprocessing
+
+    child = multiprocessing.get_context("spawn").Process(target=_exec_check, args=(code, files), daemon=True)
+    child.start()
+    child.join(timeout)
+    if child.is_alive():
+        child.kill()
+        return f"no answer after {timeout:.0f} s"
+    return None if child.exitcode == 0 else f"exit status {child.exitcode}"
+
+
+def _exec_check(code: str, files: list[str]) -> None:
+    sys.argv = ["check", *files]
+    exec(compile(code, "<export-check>", "exec"), {"__name__": "__main__"})
 
 
 def compare(reference: list[torch.Tensor], produced: list[torch.Tensor]) -> float:

@@ -138,3 +138,16 @@ def test_swin_dtl_plus_exports_and_verifies(tmp_path):
     result = export_model(model, CLASSES, tmp_path / "swin.pt")
     assert result.verified and result.max_abs_diff <= TOLERANCE
     assert load_exported(result.path).metadata["method"] == "dtl+"
+
+
+def test_check_also_works_inside_a_bundled_app(exported, monkeypatch):
+    # A bundled app has no interpreter to call; the check then runs in a spawned child process.
+    import dtl_engine.export.verify as verify
+
+    model, result = exported
+    monkeypatch.setattr(verify, "_is_frozen", lambda: True)   # sys.frozen itself would mislead multiprocessing
+    monkeypatch.setattr(verify, "_run_interpreter", None)     # prove the interpreter path is not taken
+    images = [torch.randint(0, 256, (1, 3, 33, 50), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))]
+    probs, report = verify.check_in_fresh_process(result.path, "torchscript", images)
+    assert report["classes"] == CLASSES and report["foreign"] == []
+    assert (probs[0] - engine_probabilities(model, images[0])).abs().max().item() <= TOLERANCE
