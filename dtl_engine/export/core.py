@@ -66,11 +66,12 @@ def export_model(model: torch.nn.Module, classes: list[str], out_path: str | os.
             tmp.unlink()
 
     size = out.stat().st_size / 1e6
+    label = {"torchscript": "TorchScript", "onnx": "ONNX"}[format]
     if verify:
-        message = (f"Exported {format} to {out} ({size:.1f} MB); a fresh process reproduced the engine's "
+        message = (f"Exported {label} to {out} ({size:.1f} MB); a fresh process reproduced the engine's "
                    f"probabilities on {checked} images (max difference {worst:.1e}).")
     else:
-        message = f"Exported {format} to {out} ({size:.1f} MB); not verified."
+        message = f"Exported {label} to {out} ({size:.1f} MB); not verified."
     return ExportResult(str(out), format, verify, worst, checked, message)
 
 
