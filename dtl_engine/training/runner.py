@@ -77,7 +77,13 @@ def train(config: TrainConfig, listener: RunListener | None = None, token: StopT
 def resume(run_dir: str | Path, listener: RunListener | None = None, token: StopToken | None = None) -> RunResult:
     """Continue a stopped, failed or interrupted run from its last epoch checkpoint."""
     run_dir = Path(run_dir)
-    config = TrainConfig.from_dict(run_files.read_run_file(run_dir, "config.json"))
+    try:
+        config = TrainConfig.from_dict(run_files.read_run_file(run_dir, "config.json"))
+        if run_files.effective_status(run_files.read_run_file(run_dir, run_files.RUN_FILE)) == "running":
+            raise RunError(f"The run '{run_dir.name}' is still running in another window or process.")
+    except RunError as exc:     # nothing of the run is touched; the listener still hears why
+        (listener or RunListener()).run_failed(str(exc), traceback.format_exc())
+        raise
     return _Run(config, run_dir, listener, token).execute(resume=True)
 
 
@@ -115,6 +121,7 @@ class _Run:
         self.token = token or StopToken()
         self.parts = 1                  # micro-batches per batch; grows after an out-of-memory error
         self.cache: FeatureCache | None = None
+        self._last_memory_emit = 0.0
 
     # ------------------------------------------------------------------ story
     def execute(self, resume: bool, model_kwargs: dict[str, Any] | None = None) -> RunResult:
@@ -154,13 +161,13 @@ class _Run:
             seed_everything(epoch_seed(cfg.seed, epoch))      # data order + augmentation = f(seed, epoch)
             model.train()
             t_epoch, loss_sum, correct, seen, stopped = time.perf_counter(), 0.0, 0, 0, False
+            t_prev = t_epoch                                  # images/s includes loading the batch
             for step, (indices, labels, inputs) in enumerate(self._train_batches(epoch)):
                 # stop / pause: honoured between batches, so within one batch of the request
                 token.wait_while_paused()
                 if token.stop_requested:
                     stopped = True
                     break
-                t_step = time.perf_counter()
                 # set lr: the schedule is a pure function of the update count
                 self.scheduler.step_update(self.global_step)
                 lr = current_lr(self.optimizer)
@@ -175,8 +182,9 @@ class _Run:
                 listener.batch_finished(BatchStats(
                     epoch=epoch, step=step, steps_per_epoch=self.steps_per_epoch, global_step=self.global_step,
                     total_steps=self.total_steps, loss=batch_loss / len(labels), lr=lr,
-                    images_per_sec=len(labels) / max(now - t_step, 1e-9), **self._memory(),
+                    images_per_sec=len(labels) / max(now - t_prev, 1e-9), **self._memory(),
                     eta_seconds=per_step * (self.total_steps - self.global_step)))
+                t_prev = now
                 if self.global_step >= self.total_steps:
                     break                                       # max_steps reached (or the last step)
             if stopped:
@@ -419,7 +427,7 @@ class _Run:
     def _memory(self) -> dict[str, int]:
         sample = self.meter.sample()
         now = time.perf_counter()
-        if now - getattr(self, "_last_memory_emit", 0.0) >= MEMORY_SAMPLE_SECONDS:
+        if now - self._last_memory_emit >= MEMORY_SAMPLE_SECONDS:
             self._last_memory_emit = now
             self.listener.memory_sample(sample)
         return {"memory_bytes": sample.bytes_now, "peak_memory_bytes": sample.bytes_peak}

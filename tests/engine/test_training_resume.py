@@ -1,6 +1,9 @@
 """Resuming is exact: a run stopped after epoch 2 and resumed ends with bit-identical weights."""
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
 
@@ -47,6 +50,17 @@ def test_resume_without_any_finished_epoch_starts_over(tmp_path, when):
     assert len(rec.of("epoch_finished")) == 1
 
 
-def test_resume_of_a_missing_run_says_so(tmp_path):
+def test_resume_refuses_missing_and_live_runs(tmp_path):
+    from dtl_engine.runs import update_run_file
+
+    live = tmp_path / "live"
+    part = train(tiny_config(image_folder(tmp_path), epochs=1, max_steps=1), model_kwargs=MODEL_KWARGS)
+    shutil.copytree(part.run_dir, live)
+    update_run_file(live, status="running")            # as if this very process were training it
+    rec = Recorder()
+    with pytest.raises(RunError, match="still running"):
+        resume(live, rec)
+    assert "still running" in rec.of("run_failed")[0][0]
+    assert json.loads((live / "run.json").read_text())["status"] == "running"
     with pytest.raises(RunError, match="config.json is missing"):
         resume(tmp_path / "no_such_run")
