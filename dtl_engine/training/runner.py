@@ -158,11 +158,13 @@ class _Run:
         epochs_done = start_epoch
 
         for epoch in range(start_epoch, cfg.epochs):
+            if self.global_step >= self.total_steps:
+                break                                         # a resumed run whose step budget is spent
             seed_everything(epoch_seed(cfg.seed, epoch))      # data order + augmentation = f(seed, epoch)
             model.train()
             t_epoch, loss_sum, correct, seen, stopped = time.perf_counter(), 0.0, 0, 0, False
             t_prev = t_epoch                                  # images/s includes loading the batch
-            for step, (indices, labels, inputs) in enumerate(self._train_batches(epoch)):
+            for step, (_indices, labels, inputs) in enumerate(self._train_batches(epoch)):
                 # stop / pause: honoured between batches, so within one batch of the request
                 token.wait_while_paused()
                 if token.stop_requested:
@@ -172,7 +174,7 @@ class _Run:
                 self.scheduler.step_update(self.global_step)
                 lr = current_lr(self.optimizer)
                 # forward + backward (+ OOM split) and optimizer step
-                batch_loss, batch_correct = self._train_step(inputs, labels, indices)
+                batch_loss, batch_correct = self._train_step(inputs, labels)
                 self.global_step += 1
                 steps_session += 1
                 loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(labels)
@@ -203,7 +205,8 @@ class _Run:
                 self.bad_epochs += 1
             seconds = time.perf_counter() - t_epoch
             self.metrics.append({"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": train_acc,
-                                 "val_loss": val_loss, "val_acc": val_acc, "lr": current_lr(self.optimizer),
+                                 "val_loss": None if math.isnan(val_loss) else val_loss, "val_acc": val_acc,
+                                 "lr": current_lr(self.optimizer),
                                  "seconds": seconds})
             listener.epoch_finished(EpochStats(epoch=epoch, epochs=cfg.epochs, train_loss=loss_sum / max(seen, 1),
                                                train_acc=train_acc, val_loss=val_loss, val_acc=val_acc,
@@ -364,7 +367,7 @@ class _Run:
                 return self.model.forward_from_prefix(inputs)
             return self.model(inputs)
 
-    def _train_step(self, inputs: Any, labels: torch.Tensor, indices: torch.Tensor) -> tuple[float, int]:
+    def _train_step(self, inputs: Any, labels: torch.Tensor) -> tuple[float, int]:
         """One optimizer update over the batch; returns (summed loss, correct predictions)."""
         def work(parts: int) -> tuple[float, int]:
             self.optimizer.zero_grad(set_to_none=True)
