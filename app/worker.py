@@ -16,6 +16,9 @@ evaluation, thumbnails) on a pool thread and returns its result the same way.
 """
 from __future__ import annotations
 
+import os
+import sys
+import threading
 import traceback
 from typing import Any, Callable
 
@@ -104,6 +107,7 @@ class RunWorker(QObject):
 
     @Slot()
     def run(self) -> None:
+        lower_thread_priority()
         try:
             result = self._task(self._listener, self._token)
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the user
@@ -118,6 +122,22 @@ class RunWorker(QObject):
 # Threads (with their worker and signals) stay referenced until they end, even
 # if their controller goes away first: Qt aborts when a running QThread is deleted.
 _LIVE_RUNS: set[tuple[QThread, "RunWorker", RunSignals]] = set()
+
+
+def lower_thread_priority() -> None:
+    """Run the calling (training) thread below the GUI thread's priority.
+
+    On a busy CPU the window then still gets its share first: event-loop gaps
+    stay short, while training loses nothing on an idle machine. Linux applies
+    niceness per thread (Qt's thread priorities do not map to it there).
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
+    else:
+        QThread.currentThread().setPriority(QThread.Priority.LowPriority)
 
 
 def _heavy_imports(*modules: str) -> None:

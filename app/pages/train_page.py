@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton,
                                QSplitter, QVBoxLayout, QWidget)
@@ -74,8 +74,14 @@ class TrainPage(QWidget):
         self._status_text = "Not started. Press Start (Ctrl+R) to train."
         self._last_progress = ""
         self._best_val: float | None = None
+        self._pending_batch: Any = None
+        self._memory_samples = False
 
         self._build_ui()
+        self._progress_timer = QTimer(self)
+        self._progress_timer.setInterval(100)
+        self._progress_timer.timeout.connect(self._show_progress)
+        self._progress_timer.start()
         c = self.controller
         c.started.connect(self._on_started)
         c.batch.connect(self._on_batch)
@@ -243,6 +249,8 @@ class TrainPage(QWidget):
         self.progress.setRange(0, 0)  # busy until the engine reports its step count
         self.progress.setFormat(text)
         self.memory_label.setText("")
+        self._memory_samples = False
+        self._pending_batch = None
         self._set_state("running", text)
 
     def _set_state(self, state: str, text: str) -> None:
@@ -293,7 +301,14 @@ class TrainPage(QWidget):
         self.run_started.emit(self.run_dir)
 
     def _on_batch(self, stats) -> None:
+        # Cheap per batch: buffer the points; widgets follow at 10 Hz (_show_progress).
         self.charts.add_batch(stats)
+        self._pending_batch = stats
+
+    def _show_progress(self) -> None:
+        stats, self._pending_batch = self._pending_batch, None
+        if stats is None:
+            return
         total = max(1, stats.total_steps)
         if self.progress.maximum() != total:
             self.progress.setRange(0, total)
@@ -302,11 +317,12 @@ class TrainPage(QWidget):
                 f" · {stats.images_per_sec:.0f} images/s · ETA {format_duration(stats.eta_seconds)}")
         self.progress.setFormat(text)
         self._last_progress = text
-        if stats.memory_bytes:
+        if stats.memory_bytes and not self._memory_samples:
             self.memory_label.setText(f"Memory now {format_bytes(stats.memory_bytes)}, "
                                       f"peak {format_bytes(stats.peak_memory_bytes)}")
 
     def _on_epoch(self, stats) -> None:
+        self._show_progress()
         self.charts.add_epoch(stats)
         best = " (best so far)" if stats.is_best else ""
         self.log(f"Epoch {stats.epoch + 1}/{stats.epochs}: train loss {stats.train_loss:.4f}, "
@@ -316,6 +332,7 @@ class TrainPage(QWidget):
             self._best_val = max(self._best_val or 0.0, stats.val_acc)
 
     def _on_memory(self, sample) -> None:
+        self._memory_samples = True
         kind = {"cuda": "GPU", "mps": "GPU", "process": "process"}.get(sample.kind, sample.kind)
         self.memory_label.setText(f"Memory ({kind}) now {format_bytes(sample.bytes_now)}, "
                                   f"peak {format_bytes(sample.bytes_peak)}")
@@ -324,6 +341,7 @@ class TrainPage(QWidget):
         self.log(f"Checkpoint saved after epoch {epoch + 1} ({Path(path).name})")
 
     def _on_finished(self, result) -> None:
+        self._show_progress()
         self.last_result = result
         status = getattr(result, "status", "finished")
         acc = getattr(result, "best_val_acc", None)
@@ -348,6 +366,7 @@ class TrainPage(QWidget):
         self.run_finished.emit(result)
 
     def _on_failed(self, message: str, details: str) -> None:
+        self._pending_batch = None
         self.progress.setRange(0, 1)
         self.progress.setFormat("Failed")
         self._fail_now(message, details)

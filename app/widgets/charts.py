@@ -68,7 +68,7 @@ class LiveChart(pg.PlotWidget):
             axis.setTextPen(pg.mkPen("#333"))
         item.setLabel("left", y_label, units=y_units, color="#333")
         item.setLabel("bottom", x_label, color="#333")
-        item.showGrid(x=True, y=True, alpha=0.15)
+        # No grid: grid lines make every repaint cover the whole plot (measured ~2x the paint time).
         item.setDownsampling(auto=True, mode="peak")
         item.setClipToView(True)
         item.setMenuEnabled(False)
@@ -78,6 +78,12 @@ class LiveChart(pg.PlotWidget):
         self.setMinimumHeight(170)
         self._series: dict[str, tuple[SeriesBuffer, pg.PlotDataItem]] = {}
         self._dirty: set[str] = set()
+        # The y range is set together with the data (one repaint), not by pyqtgraph's
+        # auto-range, which re-ranges on the next paint and so paints every update twice.
+        item.enableAutoRange(x=False, y=False)
+        self.fixed_y: tuple[float, float] | None = None
+        self.y_from_zero = False
+        self.y_headroom = 0.0
 
     def add_series(self, name: str, color: str, width: float = 2.0, dashed: bool = False,
                    symbol: str | None = None) -> None:
@@ -114,11 +120,33 @@ class LiveChart(pg.PlotWidget):
             buf.clear()
             self._dirty.add(name)
 
+    def has_pending(self) -> bool:
+        return bool(self._dirty)
+
     def refresh(self) -> None:
+        if not self._dirty:
+            return
         for name in self._dirty:
             buf, curve = self._series[name]
             curve.setData(buf.x, buf.y)
         self._dirty.clear()
+        self._fit_y()
+
+    def _fit_y(self) -> None:
+        if self.fixed_y is not None:
+            lo, hi = self.fixed_y
+        else:
+            ys = [buf.y for buf, _ in self._series.values() if buf.size]
+            if not ys:
+                return
+            data = np.concatenate(ys)
+            lo, hi = float(data.min()), float(data.max())
+            if self.y_from_zero:
+                lo = min(0.0, lo)
+            if hi <= lo:
+                hi = lo + (abs(lo) * 0.1 or 1.0)
+            hi += (hi - lo) * self.y_headroom
+        self.getPlotItem().setYRange(lo, hi, padding=0.05)
 
 
 class _Ema:
@@ -156,16 +184,17 @@ class TrainingCharts(QWidget):
         self.accuracy = LiveChart("Accuracy", "Accuracy", "%", legend_at=(-8, -8))
         self.accuracy.add_series("train", BLUE, width=2.5, symbol="o")
         self.accuracy.add_series("validation", ORANGE, width=2.5, symbol="o")
+        self.accuracy.fixed_y = (0.0, 100.0)
         self.accuracy.getPlotItem().setYRange(0, 100, padding=0.05)
-        self.accuracy.getPlotItem().enableAutoRange(axis="y", enable=False)
         self.memory = LiveChart("Memory", "Memory", "B", legend_at=(8, 4), legend_columns=3)
         self.memory.add_series("now", GREEN, width=3)
         self.memory.add_series("peak", PURPLE, width=1.5, dashed=True)  # visible even on top of "now"
         self.memory.add_series("full fine-tuning (est.)", GREY, width=1.5, dashed=True)
         self.throughput = LiveChart("Throughput", "Images / s")
         self.throughput.add_series("images/s (smoothed)", BLUE, width=2)
-        for chart in (self.memory, self.throughput):
-            chart.getPlotItem().setLimits(yMin=0)
+        self.memory.y_from_zero = True
+        self.memory.y_headroom = 0.35  # room for the one-row legend above the curves
+        self.throughput.y_from_zero = True
 
         grid = QGridLayout(self)
         grid.setContentsMargins(0, 0, 0, 0)
@@ -180,10 +209,14 @@ class TrainingCharts(QWidget):
         self._speed_ema = _Ema()
         self._last_x = 0.0
         self._reference_bytes: int | None = None
+        self._x_span = 0.0
 
+        # One chart per tick, in turn: repainting all four in one go blocks the event
+        # loop four times as long (measured: the largest gaps on a busy machine).
+        self._next_chart = 0
         self.timer = QTimer(self)
         self.timer.setInterval(int(1000 / refresh_hz))
-        self.timer.timeout.connect(self.refresh)
+        self.timer.timeout.connect(self._tick)
         self.timer.start()
 
     @property
@@ -255,6 +288,7 @@ class TrainingCharts(QWidget):
 
     def set_epochs(self, epochs: int) -> None:
         """Fix the x axis of every chart to 0..epochs so curves grow into a stable frame."""
+        self._x_span = float(max(1, int(epochs)))
         for chart in self.charts:
             item = chart.getPlotItem()
             item.setXRange(0, max(1, int(epochs)), padding=0.02)
@@ -270,22 +304,30 @@ class TrainingCharts(QWidget):
         name = "full fine-tuning (est.)"
         if not self._reference_bytes:
             self.memory.set_series(name, [], [])
-            self.memory.getPlotItem().enableAutoRange(axis="y")
             return
-        right = max(1.0, self._last_x)
+        right = max(1.0, self._x_span, self._last_x)  # the whole axis: redrawn only when it grows
         xs, _ = self.memory.series(name)
         if xs.size != 2 or xs[1] != right:
             self.memory.set_series(name, [0.0, right], [self._reference_bytes] * 2)
-        # From zero, with head room for the one-row legend above the dashed line.
-        _, peak = self.memory.series("peak")
-        top = max(self._reference_bytes, float(peak.max()) if peak.size else 0.0)
-        self.memory.getPlotItem().setYRange(0, top * 1.25, padding=0)
 
     def refresh(self) -> None:
+        """Redraw every chart with pending points now (end of a run, history)."""
         if self._reference_bytes:
             self._update_reference()
         for chart in self.charts:
             chart.refresh()
+
+    def _tick(self) -> None:
+        """Timer: redraw the next chart (round robin) that has pending points."""
+        if self._reference_bytes:
+            self._update_reference()
+        charts = self.charts
+        for i in range(len(charts)):
+            chart = charts[(self._next_chart + i) % len(charts)]
+            if chart.has_pending():
+                chart.refresh()
+                self._next_chart = (self._next_chart + i + 1) % len(charts)
+                return
 
 
 def format_bytes(n: float) -> str:

@@ -15,6 +15,13 @@ import pytest
 from PIL import Image
 
 TINY_MODEL_KWARGS = dict(patch_size=4, img_size=32)
+
+
+def _one_torch_thread() -> None:
+    # The test machine is shared: one intra-op thread avoids OpenMP threads waiting on each other.
+    import torch
+
+    torch.set_num_threads(1)
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220)}
 
 
@@ -54,6 +61,7 @@ def tiny_train():
     """The real ``dtl_engine.training.train`` with the tiny backbone's timm settings."""
     from dtl_engine.training import train
 
+    _one_torch_thread()
     return functools.partial(train, model_kwargs=TINY_MODEL_KWARGS)
 
 
