@@ -384,12 +384,29 @@ class ModelPage(QWidget):
         self.rank.setSpecialValueText(f"Auto ({FAMILY_RANK[family]})")
         self.kernel.setSpecialValueText(f"Auto ({FAMILY_KERNEL[family]})")
         depth = info.depth if info else None
-        self.inject_from.setSpecialValueText(f"Auto ({depth // 2})" if depth else "Auto")
+        # ViT's default M is depth // 2; the engine's own answer (Swin differs) follows from the background.
+        self.inject_from.setSpecialValueText(f"Auto ({depth // 2})" if depth and family == "vit" else "Auto")
         if depth:
             self.inject_from.setMaximum(depth - 1)
         size = info.input_size if info else None
         self.image_size.setSpecialValueText(f"Backbone default ({size} px)" if size else "Backbone default")
         self._changed()
+
+        def defaults():
+            from dtl_engine.model import backbone_defaults
+            return name, backbone_defaults(name)
+
+        start_job(self.picker.pool, defaults, self._defaults_known, lambda _text: None, keep=self._jobs)
+
+    def _defaults_known(self, answer) -> None:
+        name, d = answer
+        if name != self.picker.current():
+            return                          # the selection moved on
+        self.rank.setSpecialValueText(f"Auto ({d['rank']})")
+        self.kernel.setSpecialValueText(f"Auto ({d['fusion_kernel']})")
+        self.inject_from.setSpecialValueText(f"Auto ({d['inject_from']})")
+        self.inject_from.setMaximum(max(0, int(d["depth"]) - 1))
+        self.status_changed.emit()
 
     def _changed(self, *_args) -> None:
         if self._loading:
