@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 from typing import Sequence
@@ -31,6 +32,8 @@ def has_display() -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Open DTL Studio; returns the process exit status."""
+    # In a frozen bundle a spawned helper process re-enters here; let it do its job.
+    multiprocessing.freeze_support()
     args_list = list(sys.argv[1:] if argv is None else argv)
     if "--self-test" in args_list:
         from app.self_test import run
