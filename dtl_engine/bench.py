@@ -99,6 +99,7 @@ def bench_method(method: str, backbone: str, images: torch.Tensor, labels: torch
                  image_size: int | None = None, model_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``method`` for one warm-up step plus ``steps`` timed steps; return its figures."""
     device = images.device
+    rank = rank if method in DTL_METHODS else None  # --rank is DTL's; LoRA keeps its usual r = 8
     model = build_method_model(method, backbone, num_classes, image_size, rank, checkpoint_blocks=savers,
                                low_precision_taps=savers, model_kwargs=model_kwargs).to(device).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -128,7 +129,7 @@ def bench_method(method: str, backbone: str, images: torch.Tensor, labels: torch
         # frozen prefix computed once and reused (training from epoch 2 when augmentation is off)
         with torch.no_grad(), autocast_context(device, precision):
             prefix = model.forward_prefix(images)
-        step(lambda: model.forward_from_prefix(prefix))
+        # no extra warm-up: blocks M+1… and the side network are warm from the steps above
         result["cached_step_seconds"] = _timed(lambda: step(lambda: model.forward_from_prefix(prefix)),
                                                device, steps)
         del prefix
@@ -174,8 +175,13 @@ def run_benchmark(backbone: str = "vit_base_patch16_224", batch: int = 32, image
         if progress:
             progress(f"bench: {label} ...")
         torch.manual_seed(seed)
-        results[label] = bench_method(method, backbone, images, labels, steps, use_savers, num_classes, rank,
-                                      image_size, model_kwargs)
+        row = results[label] = bench_method(method, backbone, images, labels, steps, use_savers, num_classes,
+                                            rank, image_size, model_kwargs)
+        if progress:
+            cached = row.get("cached_step_seconds")
+            progress(f"bench: {label}: {row['trainable_params']:,} trainable, activations "
+                     f"{format_bytes(row['activation_bytes'])} ({row['activation_bytes']} B), step "
+                     f"{row['step_seconds']:.3f} s" + (f", cached step {cached:.3f} s" if cached else ""))
     _add_ratios(results)
     return {"backbone": backbone, "batch": batch, "device": str(dev), "image_size": list(hw), "steps": steps,
             "threads": torch.get_num_threads(), "torch": torch.__version__, "results": results}

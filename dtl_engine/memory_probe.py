@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from typing import Any, Iterator
 
@@ -300,12 +300,18 @@ def _cpu_norm_stats_mode():
     return _CpuNormStats()
 
 
-def _fake_activation_bytes(model: nn.Module, batch_size: int, hw: tuple[int, int], precision: str,
-                           num_classes: int) -> int:
+def _fake_activation_bytes(model: nn.Module, batch_size: int, hw: tuple[int, int], precision: str) -> int:
     with _fake_mode(), _cpu_norm_stats_mode():
         images = torch.empty(batch_size, 3, *hw)
         labels = torch.zeros(batch_size, dtype=torch.long)
         return measure_activation_bytes(model, images, labels, precision)
+
+
+@lru_cache(maxsize=256)
+def _cached_breakdown(key: tuple[Any, ...], batch_size: int, precision: str) -> MemoryBreakdown:
+    # a slider going back and forth over the same values costs nothing after the first pass
+    model = _cached_model(*key)
+    return breakdown(model, _fake_activation_bytes(model, batch_size, input_hw(model), precision))
 
 
 # --- public entry point -----------------------------------------------------------------
@@ -345,22 +351,24 @@ def estimate_memory(backbone: str, batch_size: int, image_size: int | tuple[int,
     precision = _resolve_precision(precision)
     if isinstance(image_size, list):
         image_size = tuple(image_size)
+    sides = (image_size,) if isinstance(image_size, int) else (image_size or ())
+    if image_size is not None and (len(sides) not in (1, 2) or not all(isinstance(v, int) and v > 0 for v in sides)):
+        raise RunError(f"The image size must be a positive number of pixels (or a height, width pair), "
+                       f"not {image_size!r}.")
     kwargs_json = json.dumps(model_kwargs or {}, sort_keys=True)
     results: dict[str, MemoryBreakdown] = {}
     with _LOCK:  # one fake forward at a time (GUI threads)
         for name in dict.fromkeys([method, "full"]):
             savers = name in ("dtl", "dtl+")
-            model = _cached_model(name, backbone, int(num_classes), image_size, rank,
-                                  bool(checkpoint_blocks and savers), bool(low_precision_taps and savers),
-                                  kwargs_json)
-            hw = input_hw(model)
-            act = _fake_activation_bytes(model, int(batch_size), hw, precision, int(num_classes))
-            peak = None
+            key = (name, backbone, int(num_classes), image_size, None if name == "full" else rank,
+                   bool(checkpoint_blocks and savers), bool(low_precision_taps and savers), kwargs_json)
+            result = _cached_breakdown(key, int(batch_size), precision)
             if measure_cuda and torch.cuda.is_available():
                 peak = cuda_step_peak_bytes(name, backbone, int(batch_size), image_size, rank,
                                             checkpoint_blocks and savers, low_precision_taps and savers,
                                             precision, int(num_classes), model_kwargs)
-            results[name] = breakdown(model, act, peak)
+                result = replace(result, cuda_peak_bytes=peak)
+            results[name] = result
     hw = input_hw(_cached_model("full", backbone, int(num_classes), image_size, None, False, False, kwargs_json))
     return MemoryEstimate(method=results[method], full=results["full"], method_name=method, backbone=backbone,
                           batch_size=int(batch_size), image_size=hw, precision=precision)
