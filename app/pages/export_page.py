@@ -152,17 +152,23 @@ class ExportPage(QWidget):
         action_row.addStretch(0)
 
         self.result_label = QLabel("")
-        self.result_label.setWordWrap(True)
         self.result_label.setTextFormat(Qt.TextFormat.RichText)
         self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.message_label = QLabel("")     # the engine's sentence; wraps, outside the form
+        self.message_label.setWordWrap(True)
+        self.message_label.setStyleSheet("color: #555;")
+        self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         export_box = QGroupBox("Export the trained model")
         export_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
-        form = QFormLayout(export_box)
+        box_layout = QVBoxLayout(export_box)
+        form = QFormLayout()
         form.addRow("Format:", formats)
         form.addRow("Save as:", path_row)
         form.addRow("", action_row)
-        form.addRow("", self.result_label)
+        box_layout.addLayout(form)
+        box_layout.addWidget(self.result_label)
+        box_layout.addWidget(self.message_label)
 
         # --- try it ---
         self.try_table = ImageDropTable()
@@ -202,6 +208,7 @@ class ExportPage(QWidget):
         self.run_label.setText(f"Run folder: {run_dir}")
         self.path_edit.setText(str(documents_folder() / f"{name}{SUFFIX[self.format()]}"))
         self.result_label.setText("")
+        self.message_label.setText("")
         self._set_status(False, f"Ready to export {name}")
         self._update_buttons()
 
@@ -255,15 +262,16 @@ class ExportPage(QWidget):
                        f"max abs difference {diff} over {result.images_checked} images checked")
         else:
             verdict = "<span style='color:#b45f06; font-weight:600'>Not verified</span>"
-        self.result_label.setText(f"{verdict}<br><span style='color:#555'>{_escape(result.message)}</span>")
+        self.result_label.setText(verdict)
+        self.message_label.setText(result.message)
         self._set_status(True, f"Exported to {Path(result.path).name}" + (" (verified)" if result.verified else ""))
         self._update_buttons()
         self.exported.emit(result)
 
     def _export_failed(self, message: str, details: str) -> None:
         self._set_busy(False)
-        self.result_label.setText(f"<span style='color:#c0392b; font-weight:600'>Export failed ✗</span><br>"
-                                  f"{_escape(message)}")
+        self.result_label.setText("<span style='color:#c0392b; font-weight:600'>Export failed ✗</span>")
+        self.message_label.setText(message)
         self._set_status(False, message)
         self.error_dialog = show_error(self, "Export failed", message, details)
 
@@ -324,6 +332,7 @@ class ExportPage(QWidget):
         self.busy_bar.setVisible(busy)
         if busy:
             self.result_label.setText(_escape(text))
+            self.message_label.setText("")
         self._update_buttons()
 
     def _update_buttons(self, *_: Any) -> None:

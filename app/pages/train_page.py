@@ -289,6 +289,7 @@ class TrainPage(QWidget):
             f"{len(info.classes)} classes")
         self.charts.set_epochs(info.epochs)
         self.charts.set_steps_per_epoch(info.steps_per_epoch)
+        self.charts.set_memory_kind(info.device)
         self.progress.setRange(0, max(1, info.epochs * info.steps_per_epoch))
         self.progress.setValue(info.start_epoch * info.steps_per_epoch)
         self.progress.setFormat(f"Epoch {info.start_epoch + 1}/{info.epochs}")

@@ -190,8 +190,9 @@ class TrainingCharts(QWidget):
         self.memory.add_series("now", GREEN, width=3)
         self.memory.add_series("peak", PURPLE, width=1.5, dashed=True)  # visible even on top of "now"
         self.memory.add_series("full fine-tuning (est.)", GREY, width=1.5, dashed=True)
-        self.throughput = LiveChart("Throughput", "Images / s")
+        self.throughput = LiveChart("Throughput (smoothed)", "Images / s")
         self.throughput.add_series("images/s (smoothed)", BLUE, width=2)
+        self.throughput.legend.hide()  # one series: the title says it all
         self.memory.y_from_zero = True
         self.memory.y_headroom = 0.35  # room for the one-row legend above the curves
         self.throughput.y_from_zero = True
@@ -280,6 +281,11 @@ class TrainingCharts(QWidget):
                 self.memory.append("peak", x, float(rec["peak_memory_bytes"]))
         self.set_epochs(max(1, int(np.ceil(self._last_x))))
         self.refresh()
+
+    def set_memory_kind(self, kind: str) -> None:
+        """Say what the memory curve measures: GPU memory or the whole process (CPU runs)."""
+        title = {"cuda": "GPU memory", "mps": "GPU memory (Apple)"}.get(kind, "Memory (whole process)")
+        self.memory.getPlotItem().setTitle(title, color="#222", size="11pt")
 
     def set_steps_per_epoch(self, steps: int) -> None:
         """Smooth the step loss over about half an epoch (at most 20 steps)."""

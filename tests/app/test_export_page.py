@@ -47,6 +47,7 @@ def test_export_verify_and_try_it(qtbot, finished_run, tmp_path, themed):
     assert result.verified and result.images_checked > 0 and result.max_abs_diff < 1e-4
     text = page.result_label.text()
     assert "Verified ✓" in text and str(result.images_checked) in text
+    assert page.message_label.text() == result.message
     assert page.status()[0] is True
 
     # The file loads without the engine's model code and carries the run's classes.
