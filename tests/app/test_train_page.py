@@ -37,7 +37,7 @@ def _buttons(page):
             page.resume_button.isEnabled(), page.stop_button.isEnabled())
 
 
-def test_a_run_draws_curves_and_finishes(qtbot, tiny_dataset, tmp_path):
+def test_a_run_draws_curves_and_finishes(qtbot, tiny_dataset, tmp_path, themed):
     page = _page(qtbot, tiny_config(tiny_dataset, epochs=3))
     page.set_reference_memory(3_000_000_000)
     assert _buttons(page) == (True, False, False, False)
@@ -73,7 +73,7 @@ def test_a_run_draws_curves_and_finishes(qtbot, tiny_dataset, tmp_path):
     _grab(page, tmp_path, "train_after_run.png")
 
 
-def test_stop_mid_run_leaves_a_checkpoint(qtbot, tiny_dataset, tmp_path):
+def test_stop_mid_run_leaves_a_checkpoint(qtbot, tiny_dataset, tmp_path, themed):
     page = _page(qtbot, tiny_config(tiny_dataset, epochs=40))
     with qtbot.waitSignal(page.controller.checkpoint, timeout=120000):
         page.start()
