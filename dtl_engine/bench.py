@@ -82,16 +82,20 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def _timed(fn: Callable[[], None], device: torch.device, steps: int) -> float:
-    """Median seconds of ``steps`` calls of ``fn``."""
-    times = []
+def _timed(fn: Callable[[], None], device: torch.device, steps: int) -> tuple[float, float]:
+    """Median wall-clock seconds and median process CPU seconds of ``steps`` calls of ``fn``.
+
+    CPU seconds are the fairer comparison when other programs share the cores.
+    """
+    wall, cpu = [], []
     for _ in range(steps):
         _sync(device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def bench_method(method: str, backbone: str, images: torch.Tensor, labels: torch.Tensor, steps: int,
@@ -119,19 +123,19 @@ def bench_method(method: str, backbone: str, images: torch.Tensor, labels: torch
         torch.cuda.reset_peak_memory_stats(device)
     counter = SavedTensorCounter(model_state_tensors(model))
     step(lambda: model(images), counter)  # warm-up step; also counts the saved activations
-    seconds = _timed(lambda: step(lambda: model(images)), device, steps)
+    seconds, cpu_seconds = _timed(lambda: step(lambda: model(images)), device, steps)
     peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
     n_trainable = sum(p.numel() for p in trainable)
     result: dict[str, Any] = {"trainable_params": n_trainable, "activation_bytes": counter.bytes,
-                              "peak_bytes": peak, "step_seconds": seconds,
+                              "peak_bytes": peak, "step_seconds": seconds, "step_cpu_seconds": cpu_seconds,
                               "total_params": sum(p.numel() for p in model.parameters())}
     if method in DTL_METHODS:
         # frozen prefix computed once and reused (training from epoch 2 when augmentation is off)
         with torch.no_grad(), autocast_context(device, precision):
             prefix = model.forward_prefix(images)
         # no extra warm-up: blocks M+1… and the side network are warm from the steps above
-        result["cached_step_seconds"] = _timed(lambda: step(lambda: model.forward_from_prefix(prefix)),
-                                               device, steps)
+        result["cached_step_seconds"], result["cached_step_cpu_seconds"] = _timed(
+            lambda: step(lambda: model.forward_from_prefix(prefix)), device, steps)
         del prefix
     del model, optimizer, trainable
     gc.collect()
@@ -181,7 +185,8 @@ def run_benchmark(backbone: str = "vit_base_patch16_224", batch: int = 32, image
             cached = row.get("cached_step_seconds")
             progress(f"bench: {label}: {row['trainable_params']:,} trainable, activations "
                      f"{format_bytes(row['activation_bytes'])} ({row['activation_bytes']} B), step "
-                     f"{row['step_seconds']:.3f} s" + (f", cached step {cached:.3f} s" if cached else ""))
+                     f"{row['step_seconds']:.3f} s ({row['step_cpu_seconds']:.3f} s CPU)"
+                     + (f", cached step {cached:.3f} s ({row['cached_step_cpu_seconds']:.3f} s CPU)" if cached else ""))
     _add_ratios(results)
     return {"backbone": backbone, "batch": batch, "device": str(dev), "image_size": list(hw), "steps": steps,
             "threads": torch.get_num_threads(), "torch": torch.__version__, "results": results}
@@ -199,8 +204,10 @@ def _add_ratios(results: dict[str, dict[str, Any]]) -> None:
         for row in results.values():
             row[f"activation_vs_{peer}"] = _ratio(row["activation_bytes"], base["activation_bytes"])
             row[f"step_vs_{peer}"] = _ratio(row["step_seconds"], base["step_seconds"])
+            row[f"step_cpu_vs_{peer}"] = _ratio(row["step_cpu_seconds"], base["step_cpu_seconds"])
             if "cached_step_seconds" in row:
                 row[f"cached_step_vs_{peer}"] = _ratio(row["cached_step_seconds"], base["step_seconds"])
+                row[f"cached_step_cpu_vs_{peer}"] = _ratio(row["cached_step_cpu_seconds"], base["step_cpu_seconds"])
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -209,14 +216,16 @@ def format_table(report: dict[str, Any]) -> str:
         return "-" if v is None else f"{v:.3f}"
 
     head = ["method", "trainable", "activations", "act/full", "act/lora", "peak", "step s", "step/full",
-            "step/lora", "cached step s*"]
+            "step/lora", "cpu s", "cpu/full", "cpu/lora", "cached step s*", "cached cpu/full*"]
     lines = [head]
     for label, row in report["results"].items():
         cached = row.get("cached_step_seconds")
         lines.append([label, f"{row['trainable_params']:,}", format_bytes(row["activation_bytes"]),
                       r(row.get("activation_vs_full")), r(row.get("activation_vs_lora")),
                       format_bytes(row["peak_bytes"]), f"{row['step_seconds']:.2f}", r(row.get("step_vs_full")),
-                      r(row.get("step_vs_lora")), "-" if cached is None else f"{cached:.2f}"])
+                      r(row.get("step_vs_lora")), f"{row['step_cpu_seconds']:.2f}", r(row.get("step_cpu_vs_full")),
+                      r(row.get("step_cpu_vs_lora")), "-" if cached is None else f"{cached:.2f}",
+                      r(row.get("cached_step_cpu_vs_full"))])
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     text = [f"{report['backbone']}, batch {report['batch']}, {report['image_size'][0]}x{report['image_size'][1]} px, "
             f"{report['device']} ({report['threads']} threads), median of {report['steps']} steps"]
@@ -224,6 +233,7 @@ def format_table(report: dict[str, Any]) -> str:
         text.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
         if n == 0:
             text.append("  ".join("-" * w for w in widths))
+    text.append("cpu s: process CPU seconds per step (fairer than wall-clock when other programs share the cores).")
     text.append("* cached step: frozen prefix computed once and reused (training from epoch 2 without augmentation).")
     return "\n".join(text)
 

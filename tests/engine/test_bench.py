@@ -33,7 +33,7 @@ def test_cli_json_has_every_method_and_sensible_figures(capsys):
         for key in ("trainable_params", "activation_bytes", "peak_bytes", "step_seconds"):
             assert key in row
         assert row["peak_bytes"] is None  # CPU: no allocator peak to report
-        assert row["step_seconds"] > 0
+        assert row["step_seconds"] > 0 and row["step_cpu_seconds"] > 0
     trainable = {m: r["trainable_params"] for m, r in results.items()}
     assert trainable["lora"] > trainable["dtl"] > trainable["linear"] > 0
     assert trainable["dtl+"] > trainable["dtl"]
