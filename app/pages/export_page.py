@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QStandardPaths, Qt, Signal
-from PySide6.QtGui import QIcon, QPixmap
+from PySide6.QtGui import QGuiApplication, QIcon, QPalette, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QFileDialog, QFormLayout, QGroupBox,
                                QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox, QProgressBar,
                                QPushButton, QRadioButton, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout,
@@ -111,7 +111,7 @@ class ExportPage(QWidget):
         self.title = QLabel("Export")
         self.title.setStyleSheet("font-size: 16pt; font-weight: 600;")
         self.run_label = QLabel("No run chosen yet. Train a model, or open one on the Runs page.")
-        self.run_label.setStyleSheet("color: #555;")
+        self.run_label.setStyleSheet("color: palette(placeholder-text);")
         self.run_label.setWordWrap(True)
 
         # --- export form ---
@@ -156,7 +156,7 @@ class ExportPage(QWidget):
         self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.message_label = QLabel("")     # the engine's sentence; wraps, outside the form
         self.message_label.setWordWrap(True)
-        self.message_label.setStyleSheet("color: #555;")
+        self.message_label.setStyleSheet("color: palette(placeholder-text);")
         self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         export_box = QGroupBox("Export the trained model")
@@ -178,7 +178,7 @@ class ExportPage(QWidget):
         self.clear_button = QPushButton("Clear")
         self.clear_button.clicked.connect(self._clear_predictions)
         self.try_hint = QLabel("Drop images here or press “Add images…” to see what the exported model predicts.")
-        self.try_hint.setStyleSheet("color: #555;")
+        self.try_hint.setStyleSheet("color: palette(placeholder-text);")
         self.try_hint.setWordWrap(True)
         try_row = QHBoxLayout()
         try_row.addWidget(self.add_button)
@@ -352,7 +352,8 @@ def _prediction_label(top: list[tuple[str, float]]) -> QLabel:
     parts = [f"{_escape(cls)} {100 * p:.1f} %" for cls, p in top]
     html = f"<span style='font-size:12pt'><b>{parts[0]}</b></span>" if parts else ""
     if len(parts) > 1:
-        html += "&nbsp;&nbsp;<span style='color:#666'>" + " · ".join(parts[1:]) + "</span>"
+        muted = QGuiApplication.palette().color(QPalette.ColorRole.PlaceholderText).name()
+        html += f"&nbsp;&nbsp;<span style='color:{muted}'>" + " · ".join(parts[1:]) + "</span>"
     label = QLabel(html)
     label.setTextFormat(Qt.TextFormat.RichText)
     label.setContentsMargins(8, 0, 8, 0)

@@ -15,7 +15,7 @@ from app.worker import describe_error
 
 RESUMABLE = ("stopped", "interrupted")
 COLUMNS = ["Name", "Date", "Backbone", "Method", "Status", "Epochs", "Best val. acc."]
-STATUS_COLOURS = {"finished": "#1e8e4e", "stopped": "#5f6b7a", "interrupted": "#b45f06",
+STATUS_COLOURS = {"finished": "#1e8e4e", "stopped": "#8a8a8a", "interrupted": "#b45f06",
                   "failed": "#c0392b", "running": "#2f66d6"}
 
 
@@ -49,7 +49,7 @@ class RunsPage(QWidget):
         title = QLabel("Runs")
         title.setStyleSheet("font-size: 16pt; font-weight: 600;")
         self.summary = QLabel("")
-        self.summary.setStyleSheet("color: #555;")
+        self.summary.setStyleSheet("color: palette(placeholder-text);")
 
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -79,7 +79,7 @@ class RunsPage(QWidget):
         buttons.addWidget(self.refresh_button)
 
         self.empty_label = QLabel("No runs yet. Runs appear here once you press Start on the Train page.")
-        self.empty_label.setStyleSheet("color: #555;")
+        self.empty_label.setStyleSheet("color: palette(placeholder-text);")
         self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
 
         layout = QVBoxLayout(self)
@@ -113,8 +113,8 @@ class RunsPage(QWidget):
                 if col == 0:
                     item.setData(Qt.ItemDataRole.UserRole, str(run.run_dir))
                     item.setToolTip(str(run.run_dir))
-                if col == 4:
-                    item.setForeground(QColor(STATUS_COLOURS.get(run.status, "#333")))
+                if col == 4 and run.status in STATUS_COLOURS:
+                    item.setForeground(QColor(STATUS_COLOURS[run.status]))
                 if col in (5, 6):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)

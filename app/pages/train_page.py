@@ -116,7 +116,6 @@ class TrainPage(QWidget):
 
         self.info_label = QLabel("Device, precision and trainable parameters appear when a run starts.")
         self.info_label.setWordWrap(True)
-        self.info_label.setStyleSheet("color: #444;")
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
@@ -124,7 +123,7 @@ class TrainPage(QWidget):
         self.progress.setFormat("Waiting to start")
         self.progress.setMinimumHeight(24)
         self.memory_label = QLabel("")
-        self.memory_label.setStyleSheet("color: #444;")
+        self.memory_label.setStyleSheet("color: palette(placeholder-text);")
 
         self.charts = TrainingCharts(self)
         self.log_view = QPlainTextEdit()
@@ -257,8 +256,9 @@ class TrainPage(QWidget):
         self._state = state
         self._status_text = text
         colours = {"running": "#0072B2", "paused": "#b8860b", "stopping": "#b8860b",
-                   "finished": "#009E73", "stopped": "#555", "failed": "#c0392b"}
-        self.state_label.setText(f"<span style='color:{colours.get(state, '#555')}'><b>{text}</b></span>")
+                   "finished": "#009E73", "stopped": "#8a8a8a", "failed": "#c0392b"}
+        colour = colours.get(state, "#8a8a8a")
+        self.state_label.setText(f"<span style='color:{colour}'><b>{text}</b></span>")
         self._update_buttons()
         self.status_changed.emit()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QGridLayout, QWidget
 
 # Colour-blind friendly (Okabe-Ito) colours, readable on white.
@@ -59,22 +60,30 @@ class LiveChart(pg.PlotWidget):
     def __init__(self, title: str, y_label: str, y_units: str | None = None,
                  x_label: str = "Epoch", legend_at: tuple[int, int] = (-8, 8), legend_columns: int = 1,
                  parent: QWidget | None = None) -> None:
-        super().__init__(parent=parent, background="w")
+        # Colours follow the application palette (light or dark theme).
+        palette = QGuiApplication.palette()
+        base = palette.color(QPalette.ColorRole.Base)
+        text = palette.color(QPalette.ColorRole.Text).name()
+        muted = palette.color(QPalette.ColorRole.PlaceholderText).name()
+        super().__init__(parent=parent, background=base)
         item = self.getPlotItem()
-        item.setTitle(title, color="#222", size="11pt")
+        self.text_color = text
+        item.setTitle(title, color=text, size="11pt")
         for side in ("left", "bottom"):
             axis = item.getAxis(side)
-            axis.setPen(pg.mkPen("#888"))
-            axis.setTextPen(pg.mkPen("#333"))
-        item.setLabel("left", y_label, units=y_units, color="#333")
-        item.setLabel("bottom", x_label, color="#333")
+            axis.setPen(pg.mkPen(muted))
+            axis.setTextPen(pg.mkPen(text))
+        item.setLabel("left", y_label, units=y_units, color=text)
+        item.setLabel("bottom", x_label, color=text)
         # No grid: grid lines make every repaint cover the whole plot (measured ~2x the paint time).
         item.setDownsampling(auto=True, mode="peak")
         item.setClipToView(True)
         item.setMenuEnabled(False)
         # Offsets: negative x / y count from the right / bottom edge.
-        self.legend = item.addLegend(offset=legend_at, labelTextColor="#333", colCount=legend_columns,
-                                     brush=pg.mkBrush(255, 255, 255, 220), pen=pg.mkPen("#ddd"))
+        legend_bg = QColor(base)
+        legend_bg.setAlpha(220)
+        self.legend = item.addLegend(offset=legend_at, labelTextColor=text, colCount=legend_columns,
+                                     brush=pg.mkBrush(legend_bg), pen=pg.mkPen(muted))
         self.setMinimumHeight(170)
         self._series: dict[str, tuple[SeriesBuffer, pg.PlotDataItem]] = {}
         self._dirty: set[str] = set()
@@ -285,7 +294,7 @@ class TrainingCharts(QWidget):
     def set_memory_kind(self, kind: str) -> None:
         """Say what the memory curve measures: GPU memory or the whole process (CPU runs)."""
         title = {"cuda": "GPU memory", "mps": "GPU memory (Apple)"}.get(kind, "Memory (whole process)")
-        self.memory.getPlotItem().setTitle(title, color="#222", size="11pt")
+        self.memory.getPlotItem().setTitle(title, color=self.memory.text_color, size="11pt")
 
     def set_steps_per_epoch(self, steps: int) -> None:
         """Smooth the step loss over about half an epoch (at most 20 steps)."""

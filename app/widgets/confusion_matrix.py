@@ -7,7 +7,7 @@ small class is as readable as a big one. The diagonal is blue, mistakes orange.
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QBrush, QColor, QFont
+from PySide6.QtGui import QBrush, QColor, QFont, QPalette
 from PySide6.QtWidgets import (QAbstractItemView, QAbstractScrollArea, QHeaderView, QSizePolicy, QTableWidget,
                                QTableWidgetItem, QWidget)
 
@@ -15,11 +15,12 @@ _DIAGONAL = QColor("#0072B2")
 _MISTAKE = QColor("#D55E00")
 
 
-def _blend(color: QColor, share: float) -> QColor:
-    """``color`` mixed into white by ``share`` (0 = white, 1 = full colour)."""
+def _blend(color: QColor, share: float, base: QColor) -> QColor:
+    """``color`` mixed into ``base`` by ``share`` (0 = base, 1 = full colour)."""
     share = max(0.0, min(1.0, share))
-    return QColor(round(255 + (color.red() - 255) * share), round(255 + (color.green() - 255) * share),
-                  round(255 + (color.blue() - 255) * share))
+    return QColor(round(base.red() + (color.red() - base.red()) * share),
+                  round(base.green() + (color.green() - base.green()) * share),
+                  round(base.blue() + (color.blue() - base.blue()) * share))
 
 
 class ConfusionMatrixView(QTableWidget):
@@ -33,7 +34,7 @@ class ConfusionMatrixView(QTableWidget):
         self.setShowGrid(True)
         self.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
         self.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Maximum)
-        self.setStyleSheet("QTableWidget { gridline-color: #e3e3e3; }")
+        self.setStyleSheet("QTableWidget { gridline-color: palette(mid); }")
         self.horizontalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignCenter)
         self.verticalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.classes: list[str] = []
@@ -54,6 +55,8 @@ class ConfusionMatrixView(QTableWidget):
         for i, name in enumerate(classes):
             self.horizontalHeaderItem(i).setToolTip(f"predicted: {name}")
             self.verticalHeaderItem(i).setToolTip(f"true: {name}")
+        paper = self.palette().color(QPalette.ColorRole.Base)   # white, or dark in a dark theme
+        ink = self.palette().color(QPalette.ColorRole.Text)
         bold = QFont(self.font())
         bold.setBold(True)
         for r, row in enumerate(self.matrix):
@@ -63,9 +66,10 @@ class ConfusionMatrixView(QTableWidget):
                 item = QTableWidgetItem(str(count))
                 item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
                 base = _DIAGONAL if r == c else _MISTAKE
-                background = _blend(base, 0.08 + 0.85 * share if count else 0.0)
+                background = _blend(base, 0.08 + 0.85 * share if count else 0.0, paper)
                 item.setBackground(QBrush(background))
-                item.setForeground(QBrush(QColor("white" if background.lightness() < 140 else "#222")))
+                # Dark cells get white text; light cells the theme's text colour.
+                item.setForeground(QBrush(QColor("white") if background.lightness() < 150 else ink))
                 if r == c:
                     item.setFont(bold)
                 item.setToolTip(f"true {classes[r]}, predicted {classes[c]}: {count} of {total} "
