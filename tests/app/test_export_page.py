@@ -104,18 +104,14 @@ def test_existing_file_asks_before_overwriting(qtbot, finished_run, tmp_path, mo
     assert out.read_bytes() != b"keep me"
 
 
-def test_export_failure_is_shown_with_details(qtbot, finished_run, tmp_path):
+def test_export_failure_is_shown_with_details(qtbot, finished_run, tmp_path, monkeypatch):
     page = _page(qtbot, finished_run.run_dir)
     folder = tmp_path / "a_folder.pt"
     folder.mkdir()  # a folder where the file should go: the engine refuses with a sentence
     page.path_edit.setText(str(folder))
-    monkey_yes = QMessageBox.StandardButton.Yes
-    QMessageBox.question, original = (lambda *a, **k: monkey_yes), QMessageBox.question
-    try:
-        page.export_button.click()
-        qtbot.waitUntil(lambda: hasattr(page, "error_dialog") and page.error_dialog.isVisible(), timeout=120000)
-    finally:
-        QMessageBox.question = original
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    page.export_button.click()
+    qtbot.waitUntil(lambda: hasattr(page, "error_dialog") and page.error_dialog.isVisible(), timeout=120000)
     message = page.error_dialog.message_label.text()
     assert "folder" in message and "Traceback" not in message
     assert "Export failed" in page.result_label.text()
