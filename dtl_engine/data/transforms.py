@@ -20,8 +20,9 @@ from timm.data import create_transform, resolve_data_config
 from ..errors import DataError
 
 AUGMENT_PRESETS = ("none", "light", "standard")
-# timm's RandAugment policy string used by its ImageNet training recipes.
-RAND_AUGMENT = "rand-m9-mstd0.5-inc1"
+# timm's RandAugment policy of its ImageNet recipes, with the sampled magnitude capped
+# at 9: at 10 "posterize" keeps 0 bits, which Pillow >= 11 refuses (a crash mid-epoch).
+RAND_AUGMENT = "rand-m9-mstd0.5-inc1-mmax9"
 
 
 def resolved_config(data_config: dict[str, Any]) -> dict[str, Any]:

@@ -104,6 +104,7 @@ def test_train_export_predict_runs_evaluate(tmp_path, capsys):
 def test_ctrl_c_stops_cleanly_and_says_where_the_checkpoint_is(tmp_path, capsys, monkeypatch):
     data = make_image_folder(tmp_path / "images", {"a": 6, "b": 6})
     real = cli.ProgressPrinter.batch_finished
+    handler_before = signal.getsignal(signal.SIGINT)   # SIG_IGN when the suite runs as a background job
 
     def press_ctrl_c_after_first_batch(self, stats):
         real(self, stats)
@@ -118,7 +119,7 @@ def test_ctrl_c_stops_cleanly_and_says_where_the_checkpoint_is(tmp_path, capsys,
     assert f"the checkpoint is {run_dir / 'checkpoint.safetensors'}" in out
     assert (run_dir / "checkpoint.safetensors").exists()
     assert f"resume {run_dir}" in out
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # our handler is gone again
+    assert signal.getsignal(signal.SIGINT) is handler_before     # our handler is gone again
     assert json.loads((run_dir / "run.json").read_text())["status"] == "stopped"
 
     # and the stopped run continues from its checkpoint to the end

@@ -81,3 +81,14 @@ def test_transforms_can_go_to_worker_processes(vit_config):
 def test_unknown_preset_is_refused(vit_config):
     with pytest.raises(DataError, match="none, light, standard"):
         build_transform(vit_config, "heavy", True)
+
+
+def test_standard_survives_every_op_at_its_strongest(vit_config):
+    # RandAugment draws ops and magnitudes at random; force each op at the top of the
+    # magnitude range so a crash (e.g. posterize to 0 bits) cannot hide behind luck.
+    tf = build_transform(vit_config, "standard", True)
+    rand_aug = next(t for t in tf.transforms if type(t).__name__ == "RandAugment")
+    img = noisy((40, 40))
+    for op in rand_aug.ops:
+        op.prob, op.magnitude, op.magnitude_std = 1.0, 100.0, 0.0   # clipped to the policy's cap
+        op(img)
