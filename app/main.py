@@ -18,6 +18,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sample", action="store_true", help="open the built-in sample data (handwritten digits)")
     parser.add_argument("--self-test", action="store_true",
                         help="run a short headless check of the whole pipeline and exit")
+    parser.add_argument("--quit-after", type=float, metavar="SECONDS",
+                        help="close the window after this many seconds (scripted start-up checks)")
     return parser
 
 
@@ -68,7 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         window.data_page.use_sample()
     elif args.folder:
         window.data_page.open_folder(args.folder)
-    return int(app.exec())
+    if args.quit_after is not None:
+        from PySide6.QtCore import QTimer
+        QTimer.singleShot(int(args.quit_after * 1000), window.close)
+    status = int(app.exec())
+    from app.scan_worker import wait_for_orphans
+    wait_for_orphans()      # a scan or sample write still running when the window closed
+    return status
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 
 from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal
 
@@ -22,6 +23,36 @@ def ensure_heavy_imports(*modules: str) -> None:
     with _IMPORT_LOCK:
         for name in modules or ("timm", "dtl_engine.data"):
             importlib.import_module(name)
+
+
+# Threads still running when their window closed. Qt aborts the process when a running
+# QThread is destroyed, so they are detached from the window and kept here until done.
+_ORPHANS: set[QThread] = set()
+
+
+def keep_alive(thread: QThread) -> None:
+    """Detach a still-running thread from its parent so closing the window cannot destroy it."""
+    if not thread.isRunning():
+        return
+    # Its answers were meant for widgets that are going away: cut those connections first.
+    for name in ("done", "failed", "succeeded", "progress", "cancelled", "finished"):
+        signal = getattr(thread, name, None)
+        if signal is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)   # "nothing to disconnect"
+                try:
+                    signal.disconnect()
+                except (RuntimeError, TypeError):
+                    pass
+    thread.setParent(None)
+    _ORPHANS.add(thread)
+
+
+def wait_for_orphans(timeout_ms: int = 60000) -> bool:
+    """Wait for detached threads (call after the event loop ended); True when all finished."""
+    done = all(t.wait(timeout_ms) for t in list(_ORPHANS))
+    _ORPHANS.clear()
+    return done
 
 
 class ScanThread(QThread):

@@ -8,7 +8,7 @@ from PySide6.QtCore import QMimeData, QSize, Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar,
                                QPushButton, QSizePolicy, QSplitter, QStyle, QVBoxLayout, QWidget)
 
-from app.scan_worker import CallThread, ScanThread
+from app.scan_worker import CallThread, ScanThread, keep_alive
 from app.settings import Settings
 from app.widgets.class_table import ClassTable
 from app.widgets.drop_zone import DropZone
@@ -306,8 +306,8 @@ class DataPage(QWidget):
         if self._thread is not None:
             self._thread.cancel()
         for t in [self._thread, self._sample_thread, *self._old_threads]:
-            if t is not None and t.isRunning():
-                t.wait(wait_ms)
+            if t is not None and t.isRunning() and not t.wait(wait_ms):
+                keep_alive(t)   # e.g. the sample files are still being written
         self.class_table.shutdown()
 
     def _retire(self, thread) -> None:
