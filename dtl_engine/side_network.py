@@ -58,7 +58,29 @@ class LowRankTap(nn.Module):
 
 def swish(h: torch.Tensor, beta: float) -> torch.Tensor:
     """swish_β(h) = h · sigmoid(β·h)."""
+    if torch.is_grad_enabled() and h.requires_grad:
+        return _Swish.apply(h, beta)
+    # Plain ops when no gradient is needed: inference, tracing and export see ordinary tensors.
     return h * torch.sigmoid(beta * h)
+
+
+class _Swish(torch.autograd.Function):
+    """Exact swish that keeps only h for backward and recomputes the sigmoid there.
+
+    Autograd's own version keeps both h and sigmoid(β·h) at every injection block.
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, beta: float) -> torch.Tensor:
+        ctx.save_for_backward(h)
+        ctx.beta = beta
+        return h * torch.sigmoid(beta * h)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (h,) = ctx.saved_tensors
+        s = torch.sigmoid(ctx.beta * h)
+        return grad * (s * (1 + ctx.beta * h * (1 - s))), None
 
 
 class CompactSideNetwork(nn.Module):

@@ -51,3 +51,15 @@ def test_low_precision_tap_gradients_match_full_precision():
         assert torch.allclose(a, b, rtol=3e-2, atol=3e-2 * a.abs().max().item())
     # not bit-identical: only a bf16 copy of x was kept
     assert not torch.equal(exact.down.weight.grad, low.down.weight.grad)
+
+
+def test_swish_gradient_is_exact_and_keeps_one_tensor():
+    h = (torch.randn(3, 5, 4, dtype=torch.float64) * 0.05).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: swish(t, 100.0), (h,))
+    plain = torch.autograd.grad((h * torch.sigmoid(100.0 * h)).sum(), h)[0]
+    assert torch.allclose(torch.autograd.grad(swish(h, 100.0).sum(), h)[0], plain)
+
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        swish(h, 100.0)
+    assert len(saved) == 1      # only h: the sigmoid is recomputed in backward
