@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Take the README screenshots of DTL Studio: the whole window at every step of one real session.
+
+Opens the main window (light theme, 1280×820), loads the built-in handwritten digits on
+the Data step, picks a quick configuration (timm's tiny ``test_vit`` with random weights,
+so a run takes seconds on a CPU), trains with the real engine, exports the classifier,
+tries it on three sample images, and saves one picture per step:
+
+    data.png  model.png  train.png  results.png  export.png  runs.png
+
+Everything the app writes goes into a throw-away demo home folder (``--home``), so the
+pictures show ordinary user paths; that folder is deleted at the end.
+
+    QT_QPA_PLATFORM=offscreen python packaging/make_screenshots.py --out resources/screenshots
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from io import BytesIO
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+WINDOW_SIZE = (1280, 820)
+# timm settings of the tiny backbone: 4-pixel patches on 32-pixel images (64 tokens: seconds per epoch).
+TINY_MODEL_KWARGS = dict(patch_size=4, img_size=32)
+QUICK_CONFIG = dict(backbone="test_vit", weights="random", method="dtl", epochs=12, batch_size=32, lr=1e-2,
+                    augment="none", precision="fp32", device="cpu", image_size=32, val_fraction=0.2, seed=0,
+                    warmup_epochs=0)
+TRY_DIGITS = ("0", "4", "6")
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=str(ROOT / "resources" / "screenshots"), help="folder for the PNG files")
+    p.add_argument("--home", default="/home/demo", help="throw-away home folder the app works in")
+    p.add_argument("--width", type=int, default=1100, help="width of the saved pictures in pixels (0 = as grabbed)")
+    p.add_argument("--keep-home", action="store_true", help="keep the demo home folder afterwards")
+    return p.parse_args()
+
+
+def _prepare_home(home: Path) -> None:
+    """Point the app (settings, runs, sample data, Documents) at a neutral, empty demo home."""
+    if home.exists():
+        shutil.rmtree(home)
+    for sub in (".local/share/DTL Studio", ".config", ".cache", "Documents"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    os.environ["HOME"] = str(home)
+    os.environ["XDG_CONFIG_HOME"] = str(home / ".config")
+    os.environ["XDG_DATA_HOME"] = str(home / ".local" / "share")
+    os.environ["XDG_CACHE_HOME"] = str(home / ".cache")
+    os.environ["DTL_STUDIO_HOME"] = str(home / ".local" / "share" / "DTL Studio")
+    os.environ.pop("DTL_STUDIO_SETTINGS", None)
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def _wait(what: str, done: Callable[[], bool], timeout_s: float = 300.0) -> None:
+    """Let the event loop run until ``done()``; a clear error when it takes too long."""
+    from PySide6.QtCore import QCoreApplication, QEventLoop
+
+    end = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > end:
+            raise SystemExit(f"Timed out waiting for {what}.")
+        QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        time.sleep(0.02)
+
+
+def _settle(seconds: float = 0.6) -> None:
+    """Give layouts, charts and debounced timers a moment before a grab."""
+    from PySide6.QtCore import QCoreApplication
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        QCoreApplication.processEvents()
+        time.sleep(0.02)
+
+
+def _save(window, step: int, name: str, out: Path, width: int) -> Path:
+    """Show ``step``, grab the whole window, scale it smoothly and save an optimised PNG."""
+    from PIL import Image
+    from PySide6.QtCore import QBuffer, QIODevice, Qt
+
+    window.show_step(step)
+    _settle()
+    pixmap = window.grab()
+    if width and pixmap.width() > width:
+        pixmap = pixmap.scaledToWidth(width, Qt.TransformationMode.SmoothTransformation)
+    buffer = QBuffer()
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    pixmap.save(buffer, "PNG")
+    img = Image.open(BytesIO(bytes(buffer.data()))).convert("RGB")
+    path = out / f"{name}.png"
+    img.save(path, "PNG", optimize=True)
+    print(f"{path.name}: {img.width}x{img.height}, {path.stat().st_size // 1024} KiB")
+    return path
+
+
+def main() -> int:
+    args = _parse()
+    out = Path(args.out).resolve()
+    home = Path(args.home)
+    _prepare_home(home)
+    sys.path.insert(0, str(ROOT))
+    try:
+        return _shoot(out, args.width)
+    finally:
+        if not args.keep_home:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+def _shoot(out: Path, width: int) -> int:
+    """Drive one session through every step and save the pictures into ``out``."""
+    import functools
+
+    import torch
+    from PySide6.QtWidgets import QApplication
+
+    from app import theme
+    from app.main_window import DATA, EXPORT, MODEL, RESULTS, RUNS, TRAIN, MainWindow
+    from app.settings import Settings
+    from dtl_engine.training import train
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    out.mkdir(parents=True, exist_ok=True)
+    app = QApplication.instance() or QApplication(sys.argv)
+    app.setApplicationName("DTL Studio")
+    # The theme follows the system; these pictures are always light.
+    theme.is_dark = lambda: False
+    theme.apply_theme(app)
+
+    settings = Settings()
+    settings.set_last_config(dict(QUICK_CONFIG))
+    window = MainWindow(settings, train_fn=functools.partial(train, model_kwargs=TINY_MODEL_KWARGS))
+    window.resize(*WINDOW_SIZE)
+    window.show()
+    _settle(1.0)
+
+    # Data: the built-in sample (handwritten digits), prepared and scanned in the background.
+    window.data_page.use_sample()
+    _wait("the sample data", lambda: window.data_page.status()[0] and not window.data_page.is_scanning())
+    window.model_page.load_config(dict(QUICK_CONFIG))     # the public way to show a configuration
+    _wait("the memory estimate", lambda: window.model_page.last_estimate is not None, 120)
+    _save(window, DATA, "data", out, width)
+    _save(window, MODEL, "model", out, width)
+
+    # Train with the real engine; the window moves on to Results when the run finishes.
+    window.start_training()
+    _wait("the training run", lambda: window.train_page.last_result is not None
+          and not window.train_page.is_running(), 600)
+    result = window.train_page.last_result
+    if getattr(result, "status", "") != "finished":
+        raise SystemExit(f"The run did not finish: {result}")
+    _wait("the results", lambda: window.results_page.status()[0], 300)
+    _save(window, TRAIN, "train", out, width)
+    _save(window, RESULTS, "results", out, width)
+
+    # Export (verified in a fresh process), then "Try it" on three sample digits.
+    window.show_step(EXPORT)
+    page = window.export_page
+    page.export()
+    _wait("the export", lambda: not page._busy, 300)
+    if page.last_result is None:
+        raise SystemExit(f"The export failed: {page.message_label.text()}")
+    digits = Path(window.data_page.data_root())
+    images = [str(sorted((digits / d).glob("*.png"))[5]) for d in TRY_DIGITS]
+    predictions: list = []
+    page.predicted.connect(predictions.append)
+    page.try_images(images)
+    _wait("the predictions", lambda: bool(predictions) or getattr(page, "error_dialog", None) is not None, 300)
+    if not predictions:
+        raise SystemExit(f"The prediction failed: {page.try_hint.text()}")
+    _save(window, EXPORT, "export", out, width)
+
+    window.show_step(RUNS)
+    window.runs_page.select_run(str(result.run_dir))
+    _save(window, RUNS, "runs", out, width)
+
+    total = sum((out / f"{n}.png").stat().st_size for n in ("data", "model", "train", "results", "export", "runs"))
+    print(f"total {total / 1e6:.2f} MB in {out.name}/")
+    window.data_page.shutdown()
+    window.model_page.shutdown(60_000)
+    window.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
