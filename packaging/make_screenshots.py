@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WINDOW_SIZE = (1280, 820)
 # timm settings of the tiny backbone: 4-pixel patches on 32-pixel images (64 tokens: seconds per epoch).
 TINY_MODEL_KWARGS = dict(patch_size=4, img_size=32)
-QUICK_CONFIG = dict(backbone="test_vit", weights="random", method="dtl", epochs=12, batch_size=32, lr=1e-2,
+QUICK_CONFIG = dict(backbone="test_vit", weights="random", method="dtl", epochs=8, batch_size=32, lr=1e-2,
                     augment="none", precision="fp32", device="cpu", image_size=32, val_fraction=0.2, seed=0,
                     warmup_epochs=0)
 TRY_DIGITS = ("0", "4", "6")
@@ -151,7 +151,7 @@ def _shoot(out: Path, width: int) -> int:
     # Train with the real engine; the window moves on to Results when the run finishes.
     window.start_training()
     _wait("the training run", lambda: window.train_page.last_result is not None
-          and not window.train_page.is_running(), 600)
+          and not window.train_page.is_running(), 1800)
     result = window.train_page.last_result
     if getattr(result, "status", "") != "finished":
         raise SystemExit(f"The run did not finish: {result}")
