@@ -29,6 +29,8 @@ GB = 1024 ** 3
 
 
 def _gb(n: int) -> str:
+    if n < GB / 10:     # small models: "~0.00 GB" would say nothing
+        return f"{n / 1024 ** 2:.0f} MB" if n >= 1024 ** 2 else f"{n / 1024:.0f} KB"
     return f"{n / GB:.2f} GB" if n < 10 * GB else f"{n / GB:.1f} GB"
 
 

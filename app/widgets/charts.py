@@ -219,6 +219,7 @@ class TrainingCharts(QWidget):
         self._speed_ema = _Ema()
         self._last_x = 0.0
         self._reference_bytes: int | None = None
+        self._memory_kind: str | None = None   # "cuda", "mps" or "cpu" once a run says
         self._x_span = 0.0
 
         # One chart per tick, in turn: repainting all four in one go blocks the event
@@ -295,6 +296,8 @@ class TrainingCharts(QWidget):
         """Say what the memory curve measures: GPU memory or the whole process (CPU runs)."""
         title = {"cuda": "GPU memory", "mps": "GPU memory (Apple)"}.get(kind, "Memory (whole process)")
         self.memory.getPlotItem().setTitle(title, color=self.memory.text_color, size="11pt")
+        self._memory_kind = kind
+        self._update_reference()
 
     def set_steps_per_epoch(self, steps: int) -> None:
         """Smooth the step loss over about half an epoch (at most 20 steps)."""
@@ -317,7 +320,9 @@ class TrainingCharts(QWidget):
 
     def _update_reference(self) -> None:
         name = "full fine-tuning (est.)"
-        if not self._reference_bytes:
+        # The estimate is training memory on an accelerator; a CPU run's curve is the whole
+        # process (interpreter, libraries, data), so a line beside it would mislead.
+        if not self._reference_bytes or self._memory_kind == "cpu":
             self.memory.set_series(name, [], [])
             return
         right = max(1.0, self._x_span, self._last_x)  # the whole axis: redrawn only when it grows

@@ -48,7 +48,7 @@ class ConfusionMatrixView(QTableWidget):
         self.setRowCount(n)
         self.setColumnCount(n)
         # Many classes: numbered columns (the rows carry number and name) keep cells square.
-        numbered = n > 8
+        numbered = n > 8 and max(len(c) for c in classes) > 3   # '0'…'9' fit as they are
         short = [c if len(c) <= 16 else c[:15] + "…" for c in classes]
         self.setHorizontalHeaderLabels([str(i + 1) for i in range(n)] if numbered else short)
         self.setVerticalHeaderLabels([f"{i + 1}  {s}" for i, s in enumerate(short)] if numbered else short)

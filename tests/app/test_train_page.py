@@ -61,6 +61,10 @@ def test_a_run_draws_curves_and_finishes(qtbot, tiny_dataset, tmp_path, themed):
     assert page.charts.accuracy.drawn_points("validation") == 3
     assert page.charts.memory.drawn_points("now") == steps
     assert page.charts.throughput.drawn_points("images/s (smoothed)") == steps
+    # A CPU run's curve is the whole process: the accelerator estimate is not drawn beside it,
+    x, _ = page.charts.memory.series("full fine-tuning (est.)")
+    assert len(x) == 0
+    page.charts.set_memory_kind("cuda")     # but on a GPU run it is
     x, y = page.charts.memory.series("full fine-tuning (est.)")
     assert list(y) == [3e9, 3e9] and x[-1] >= 3
     assert page.progress.value() == steps
