@@ -5,11 +5,12 @@ from collections import Counter
 from pathlib import Path
 
 from PySide6.QtCore import QMimeData, QSize, Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar,
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar,
                                QPushButton, QSizePolicy, QSplitter, QStyle, QVBoxLayout, QWidget)
 
 from app.scan_worker import CallThread, ScanThread, keep_alive
 from app.settings import Settings
+from app.widgets.card import card as _card
 from app.widgets.class_table import ClassTable
 from app.widgets.drop_zone import DropZone
 
@@ -23,15 +24,6 @@ def _label(text: str = "", role: str | None = None, wrap: bool = False) -> QLabe
         label.setProperty("role", role)
     label.setWordWrap(wrap)
     return label
-
-
-def _card() -> tuple[QFrame, QVBoxLayout]:
-    frame = QFrame()
-    frame.setObjectName("card")
-    layout = QVBoxLayout(frame)
-    layout.setContentsMargins(16, 14, 16, 14)
-    layout.setSpacing(8)
-    return frame, layout
 
 
 class DataPage(QWidget):

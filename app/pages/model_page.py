@@ -13,6 +13,7 @@ from app.backbones import FAMILY_KERNEL, FAMILY_RANK, family_of
 from app.scan_worker import start_job
 from app.settings import Settings
 from app.widgets.backbone_picker import BackbonePicker
+from app.widgets.card import card as _card
 from app.widgets.collapsible import Collapsible
 from dtl_engine.config import AUGMENTS, DEVICES, PRECISIONS, TrainConfig
 from dtl_engine.errors import DTLError
@@ -38,15 +39,6 @@ def _section(text: str) -> QLabel:
     label = QLabel(text)
     label.setProperty("role", "section")
     return label
-
-
-def _card() -> tuple[QFrame, QVBoxLayout]:
-    frame = QFrame()
-    frame.setObjectName("card")
-    layout = QVBoxLayout(frame)
-    layout.setContentsMargins(16, 14, 16, 14)
-    layout.setSpacing(8)
-    return frame, layout
 
 
 class ModelPage(QWidget):
