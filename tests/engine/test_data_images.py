@@ -17,16 +17,19 @@ def test_rgb_image_loads_unchanged(tmp_path):
     assert np.array_equal(np.asarray(img), np.asarray(Image.open(p)))
 
 
-def test_exif_rotated_photo_comes_out_upright(tmp_path):
-    # Stored sideways: left half red, right half blue, with "rotate 90° clockwise to view".
-    arr = np.zeros((20, 40, 3), np.uint8)
-    arr[:, :20] = (255, 0, 0)
-    arr[:, 20:] = (0, 0, 255)
+def sideways_jpeg(path, height: int, width: int):
+    """A photo stored sideways: left half red, right half blue, EXIF "rotate 90° clockwise to view"."""
+    arr = np.zeros((height, width, 3), np.uint8)
+    arr[:, : width // 2] = (255, 0, 0)
+    arr[:, width // 2:] = (0, 0, 255)
     exif = Image.Exif()
     exif[0x0112] = 6
-    p = tmp_path / "phone.jpg"
-    Image.fromarray(arr).save(p, exif=exif, quality=95)
-    img = load_image(p)
+    Image.fromarray(arr).save(path, exif=exif, quality=95)
+    return path
+
+
+def test_exif_rotated_photo_comes_out_upright(tmp_path):
+    img = load_image(sideways_jpeg(tmp_path / "phone.jpg", 20, 40))
     assert img.size == (20, 40)  # portrait, as the camera meant it
     top, bottom = np.asarray(img)[5, 10], np.asarray(img)[34, 10]
     assert top[0] > 200 and top[2] < 60      # the red half is on top
@@ -34,13 +37,7 @@ def test_exif_rotated_photo_comes_out_upright(tmp_path):
 
 
 def test_min_side_decodes_big_jpegs_smaller_but_upright(tmp_path):
-    arr = np.zeros((300, 400, 3), np.uint8)
-    arr[:, :200] = (255, 0, 0)
-    arr[:, 200:] = (0, 0, 255)
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    p = tmp_path / "big.jpg"
-    Image.fromarray(arr).save(p, exif=exif, quality=95)
+    p = sideways_jpeg(tmp_path / "big.jpg", 300, 400)
     full, small = load_image(p), load_image(p, min_side=64)
     assert full.size == (300, 400)
     assert small.size == (75, 100)                      # 1/4 scale still >= 64 on both sides
