@@ -26,13 +26,6 @@ METHODS = (("dtl", "DTL", "A frozen backbone plus a tiny side network of low-ran
 DEFAULT_BACKBONE = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
 ESTIMATE_DELAY_MS = 350
 WIDE_LAYOUT_PX = 960                        # a page narrower than this stacks its two columns
-GB = 1024 ** 3
-
-
-def _gb(n: int) -> str:
-    if n < GB / 10:     # small models: "~0.00 GB" would say nothing
-        return f"{n / 1024 ** 2:.0f} MB" if n >= 1024 ** 2 else f"{n / 1024:.0f} KB"
-    return f"{n / GB:.2f} GB" if n < 10 * GB else f"{n / GB:.1f} GB"
 
 
 def _section(text: str) -> QLabel:
@@ -471,14 +464,16 @@ class ModelPage(QWidget):
         if request != self._estimate_id:
             return                          # settings changed meanwhile; a newer estimate is coming
         self.last_estimate = est
+        # The engine's formatter (GB, MB or KB as fits); the probe module is loaded by now.
+        from dtl_engine.memory_probe import format_bytes
         method = next(label for k, label, _ in METHODS if k == kwargs["method"])
-        self._estimate_text = (f"{method}: ~{_gb(est.method.total_bytes)} · full fine-tuning would need "
-                               f"~{_gb(est.full.total_bytes)}")
+        self._estimate_text = (f"{method}: ~{format_bytes(est.method.total_bytes)} · full fine-tuning would need "
+                               f"~{format_bytes(est.full.total_bytes)}")
         self.memory_label.setText(self._estimate_text)
         m = est.method
         self.memory_detail.setText(
-            f"Batch {kwargs['batch_size']}, {getattr(est, 'precision', kwargs['precision'])}: activations {_gb(m.activation_bytes)}, "
-            f"weights {_gb(m.param_bytes)}, gradients + optimiser {_gb(m.grad_bytes + m.optimizer_bytes)}. "
+            f"Batch {kwargs['batch_size']}, {getattr(est, 'precision', kwargs['precision'])}: activations {format_bytes(m.activation_bytes)}, "
+            f"weights {format_bytes(m.param_bytes)}, gradients + optimiser {format_bytes(m.grad_bytes + m.optimizer_bytes)}. "
             "Change the rank, batch size, image size or memory savers to see the effect.")
         self.estimate_ready.emit(self._estimate_text)
 
