@@ -1,4 +1,4 @@
-"""Command line: ``python -m dtl_engine scan|train|resume|evaluate|export|predict|runs|bench``.
+"""Command line: ``python -m dtl_engine scan|train|resume|evaluate|export|predict|explain|doctor|runs|bench``.
 
 Everything the desktop app shows, a terminal can print: progress bars with an ETA,
 one summary line per epoch, and on bad input one readable sentence
@@ -278,6 +278,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import explain_run
+
+    result = explain_run(args.run_dir, args.image, args.out, class_name=args.label, overwrite=args.overwrite,
+                         device=args.device)
+    print(f"Predicted {result.predicted}; heatmap for '{result.class_name}' ({result.probability:.1%}) "
+          f"written to {args.out}")
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from .runs import list_runs
 
@@ -368,6 +378,18 @@ def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="How many classes to show per image.")
     p.add_argument("--json", action="store_true", help="Print the predictions as JSON.")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("explain", help="Show where in an image the model looked: a Grad-CAM heatmap PNG.",
+                       description="Write IMAGE with a Grad-CAM heatmap of the run's best model laid over it "
+                                   "(red = what drove the decision most).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="The run folder.")
+    p.add_argument("image", metavar="IMAGE", help="The image to explain.")
+    p.add_argument("--out", metavar="FILE", required=True, help="The PNG to write (e.g. heat.png).")
+    p.add_argument("--class", dest="label", metavar="NAME", default=None,
+                   help="Explain this class instead of the predicted one.")
+    p.add_argument("--device", choices=DEVICES, default="cpu", help="Where to run the model.")
+    p.add_argument("--overwrite", action="store_true", help="Replace FILE if it exists.")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("runs", help="List past runs.", description="List the runs in the user's runs folder.")
     p.add_argument("--json", action="store_true", help="Print the list as JSON.")
