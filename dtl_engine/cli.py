@@ -263,7 +263,42 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict_folder(args: argparse.Namespace) -> int:
+    """``predict MODEL --folder DIR --csv OUT.csv``: classify a folder, optionally sort copies."""
+    from tqdm import tqdm
+
+    from .classify_folder import classify_folder
+
+    if not args.csv:
+        raise RunError("Give the results file with --csv OUT.csv when classifying a folder.")
+    if args.images:
+        raise RunError("Give either image files or --folder, not both.")
+    token = StopToken()
+    bar = tqdm(desc="classifying", unit="image", dynamic_ncols=True, file=sys.stderr, leave=False, disable=None)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    with _CtrlC(token):
+        try:
+            result = classify_folder(args.model, args.folder, args.csv, sort_into=args.sort_into,
+                                     min_confidence=args.min_confidence, top_k=args.top_k, progress=progress,
+                                     should_stop=lambda: token.stop_requested)
+        finally:
+            bar.close()
+    for path, reason in result.unreadable:
+        print(f"unreadable: {path}: {reason}")
+    print(result.summary())
+    return EXIT_INTERRUPTED if result.cancelled else 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    if args.folder is not None:
+        return cmd_predict_folder(args)
+    if not args.images:
+        raise RunError("Give one or more image files, or a folder with --folder DIR --csv OUT.csv.")
     from .predict import predict
 
     results = predict(args.model, args.images, top_k=args.top_k)
@@ -374,8 +409,16 @@ def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="Classify images with an exported file.",
                        description="Classify images with an exported TorchScript or ONNX file.")
     p.add_argument("model", metavar="FILE", help="The exported model file.")
-    p.add_argument("images", metavar="IMAGE", nargs="+", help="Image files.")
+    p.add_argument("images", metavar="IMAGE", nargs="*", help="Image files.")
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="How many classes to show per image.")
+    p.add_argument("--folder", metavar="DIR", default=None,
+                   help="Classify every image below DIR (only read, never changed); needs --csv.")
+    p.add_argument("--csv", metavar="OUT.csv", default=None,
+                   help="With --folder: write one row per image (path, top-1, confidence, top-k); never overwritten.")
+    p.add_argument("--sort-into", metavar="OUT_DIR", default=None,
+                   help="With --folder: COPY each image into OUT_DIR/<class>/ (never moves, never overwrites).")
+    p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
+                   help="With --sort-into: images whose top-1 probability is below P go to OUT_DIR/_unsure/.")
     p.add_argument("--json", action="store_true", help="Print the predictions as JSON.")
     p.set_defaults(func=cmd_predict)
 
