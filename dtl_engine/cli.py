@@ -323,6 +323,43 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .doctor import DOCTOR_CSV, check_csv_destination, diagnose_run
+    from .runs import read_run_file
+
+    data_dir = read_run_file(args.run_dir, "config.json").get("data_dir")
+    # the run folder's own findings file is the engine's and is replaced; a file the user names is not
+    csv_target, csv_overwrite = args.csv or Path(args.run_dir) / DOCTOR_CSV, args.overwrite or not args.csv
+    check_csv_destination(csv_target, csv_overwrite, data_dir)      # refuse before the long image pass
+    if args.moves:
+        check_csv_destination(args.moves, args.overwrite, data_dir)
+    token = StopToken()
+    bar = tqdm(desc="checking images", unit="image", dynamic_ncols=True, file=sys.stderr, leave=False, disable=None)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    with _CtrlC(token):
+        try:
+            report = diagnose_run(args.run_dir, device=args.device, progress=progress,
+                                  should_stop=lambda: token.stop_requested)
+        finally:
+            bar.close()
+    csv_path = report.write_csv(csv_target, overwrite=csv_overwrite, data_dir=data_dir)
+    print(report.summary())
+    for finding in report.findings[:args.show]:
+        print(f"{finding.kind}: {finding.path or finding.label}  {finding.detail}")
+    print(f"Findings: {csv_path}")
+    if args.moves:
+        moves = report.write_moves_csv(args.moves, overwrite=args.overwrite, data_dir=data_dir)
+        print(f"Suggested moves (nothing was moved): {moves}")
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     from .runs import list_runs
 
@@ -433,6 +470,21 @@ def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--device", choices=DEVICES, default="cpu", help="Where to run the model.")
     p.add_argument("--overwrite", action="store_true", help="Replace FILE if it exists.")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("doctor", help="Check a run's images: duplicates, leakage, likely mislabels, imbalance.",
+                       description="Check every image of a run for exact and near duplicates (also across "
+                                   "train/val/test), likely mislabeled images (judged out of sample on the frozen "
+                                   "backbone's features), class imbalance and images far from their class. "
+                                   "Only reads the image folder.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="The run folder.")
+    p.add_argument("--csv", metavar="FILE", default=None,
+                   help="Write the findings here (default: RUN_DIR/doctor.csv, replaced on each check).")
+    p.add_argument("--moves", metavar="FILE", default=None,
+                   help="Also write the suggested relabelings as a CSV of moves (nothing is moved).")
+    p.add_argument("--overwrite", action="store_true", help="Replace the CSV files named above if they exist.")
+    p.add_argument("--show", type=int, default=10, metavar="N", help="Print the first N findings.")
+    p.add_argument("--device", choices=DEVICES, default="cpu", help="Where to compute the image features.")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("runs", help="List past runs.", description="List the runs in the user's runs folder.")
     p.add_argument("--json", action="store_true", help="Print the list as JSON.")
