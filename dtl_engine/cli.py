@@ -253,13 +253,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_run
 
     fmt = args.format or ("onnx" if args.out.lower().endswith(".onnx") else "torchscript")
-    result = export_run(args.run_dir, args.out, format=fmt, overwrite=args.overwrite, verify=not args.no_verify)
+    result = export_run(args.run_dir, args.out, format=fmt, overwrite=args.overwrite, verify=not args.no_verify,
+                        measure_device=args.device, latency_repeats=args.latency_runs)
     print(result.message)
     if result.verified:
         print(f"verified: yes ({result.images_checked} images, max probability difference "
               f"{result.max_abs_diff:.1e}, allowed 1e-04)")
     else:
         print("verified: no (skipped)")
+    for line in result.details():
+        print(line)
     return 0
 
 
@@ -441,6 +444,10 @@ def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
                    help="File format (default: onnx for a .onnx name, else torchscript).")
     p.add_argument("--overwrite", action="store_true", help="Replace FILE if it exists.")
     p.add_argument("--no-verify", action="store_true", help="Skip the check in a fresh process (faster).")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="Where the fresh process measures the file's latency.")
+    p.add_argument("--latency-runs", type=int, default=20, metavar="N",
+                   help="Single-image calls timed for the median latency.")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="Classify images with an exported file.",
