@@ -2,8 +2,8 @@
 
 For every image of a run (train, validation and test) it looks for
 
-* exact duplicates (same bytes) and near duplicates (same 64-bit difference hash, or
-  nearly), and flags groups that span splits: the same picture in train and val/test
+* exact duplicates (same bytes) and near duplicates (nearly the same 64-bit difference
+  hash and nearly the same frozen features), and flags groups that span splits: the same picture in train and val/test
   is leakage and inflates the measured accuracy;
 * likely mislabeled images: a linear classifier on the frozen backbone's features is
   cross-validated (each image is judged by a fold model that never saw it), and an
@@ -34,7 +34,8 @@ from .errors import DataError, RunError
 DOCTOR_CSV = "doctor.csv"           # default findings file, written into the run folder
 CSV_COLUMNS = ("kind", "path", "split", "label", "suggested_label", "score", "group", "detail")
 MOVES_COLUMNS = ("path", "from_class", "to_class", "confidence")
-NEAR_HAMMING = 4                    # difference hashes this close (of 64 bits) count as near duplicates
+NEAR_HAMMING = 4                    # difference hashes this close (of 64 bits) ...
+NEAR_COSINE = 0.95                  # ... and frozen features this similar (centred) make a near duplicate
 FOLDS = 5
 OUTLIER_Z = 3.5                     # robust z-score of the distance to the class centre
 IMBALANCE_RATIO = 3.0               # a class this many times smaller than the largest is reported
@@ -217,28 +218,36 @@ def _union_find(n: int, pairs: list[tuple[int, int]]) -> list[int]:
     return [root(i) for i in range(n)]
 
 
-def near_duplicate_pairs(hashes: np.ndarray, max_distance: int = NEAR_HAMMING, chunk: int = 1024
-                         ) -> list[tuple[int, int]]:
-    """Index pairs (i < j) whose difference hashes differ in at most ``max_distance`` bits."""
+def near_duplicate_pairs(hashes: np.ndarray, features: np.ndarray, max_distance: int = NEAR_HAMMING,
+                         min_cosine: float = NEAR_COSINE, chunk: int = 1024) -> list[tuple[int, int]]:
+    """Index pairs (i < j) whose difference hashes differ in at most ``max_distance`` bits and whose
+    centred frozen features have a cosine similarity of at least ``min_cosine``.
+
+    The hash alone confuses small, simple pictures (two different 8×8 digits can share a hash);
+    the features alone miss nothing but are costlier to trust; both together are strict.
+    """
     bits = hashes.astype(np.float32)
+    unit = features - features.mean(0, keepdims=True)
+    unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-8)
     pairs: list[tuple[int, int]] = []
     for start in range(0, len(bits), chunk):
         block = bits[start:start + chunk]
         # Hamming distance = ones(a) + ones(b) - 2 * shared ones
         dist = block.sum(1)[:, None] + bits.sum(1)[None, :] - 2.0 * block @ bits.T
-        rows, cols = np.nonzero(dist <= max_distance + 0.5)
+        close = (dist <= max_distance + 0.5) & (unit[start:start + chunk] @ unit.T >= min_cosine)
+        rows, cols = np.nonzero(close)
         pairs.extend((start + int(r), int(c)) for r, c in zip(rows, cols) if start + r < c)
     return pairs
 
 
 def _duplicate_findings(samples: list[tuple[str, int, str]], classes: list[str], sha: list[str],
-                        hashes: np.ndarray) -> list[Finding]:
+                        hashes: np.ndarray, features: np.ndarray) -> list[Finding]:
     n = len(samples)
     by_sha: dict[str, list[int]] = {}
     for i, digest in enumerate(sha):
         by_sha.setdefault(digest, []).append(i)
     exact_pairs = [(g[0], j) for g in by_sha.values() for j in g[1:]]
-    near_pairs = near_duplicate_pairs(hashes)
+    near_pairs = near_duplicate_pairs(hashes, features)
     roots = _union_find(n, exact_pairs + near_pairs)
     groups: dict[int, list[int]] = {}
     for i, r in enumerate(roots):
@@ -405,7 +414,7 @@ def diagnose_samples(model: Any, classes: list[str], samples: list[tuple[str, in
     counts: dict[str, int] = {name: 0 for name in classes}
     for _, label, _ in readable:
         counts[classes[label]] += 1
-    findings = _duplicate_findings(readable, classes, sha, hashes)
+    findings = _duplicate_findings(readable, classes, sha, hashes, features)
     labels = np.array([label for _, label, _ in readable])
     present = np.unique(labels)
     if len(present) >= 2 and all((labels == c).sum() >= 2 for c in present):
