@@ -26,7 +26,7 @@ PER_CLASS = 30
 def tiny_run(data: Path, run_dir: Path) -> str:
     """A finished one-epoch run on the tiny random ViT (the doctor uses its split and frozen backbone)."""
     config = TrainConfig(data_dir=str(data), backbone=TINY_VIT[0], weights="random", image_size=TINY_VIT_IMAGE_SIZE,
-                         epochs=1, augment="none")
+                         epochs=1)
     return train(config, run_dir=run_dir, model_kwargs=TINY_VIT[1]).run_dir
 
 
