@@ -266,10 +266,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict_folder(args: argparse.Namespace) -> int:
-    """``predict MODEL --folder DIR --csv OUT.csv``: classify a folder, optionally sort copies."""
+def _counting_bar(desc: str) -> tuple[Any, Callable[[int, int], None]]:
+    """A tqdm bar on stderr and the progress(done, total) callback that drives it."""
     from tqdm import tqdm
 
+    bar = tqdm(desc=desc, unit="image", dynamic_ncols=True, file=sys.stderr, leave=False, disable=None)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return bar, progress
+
+
+def cmd_predict_folder(args: argparse.Namespace) -> int:
+    """``predict MODEL --folder DIR --csv OUT.csv``: classify a folder, optionally sort copies."""
     from .classify_folder import classify_folder
 
     if not args.csv:
@@ -277,13 +289,7 @@ def cmd_predict_folder(args: argparse.Namespace) -> int:
     if args.images:
         raise RunError("Give either image files or --folder, not both.")
     token = StopToken()
-    bar = tqdm(desc="classifying", unit="image", dynamic_ncols=True, file=sys.stderr, leave=False, disable=None)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
+    bar, progress = _counting_bar("classifying")
     with _CtrlC(token):
         try:
             result = classify_folder(args.model, args.folder, args.csv, sort_into=args.sort_into,
@@ -327,8 +333,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from .doctor import DOCTOR_CSV, check_csv_destination, diagnose_run
     from .runs import read_run_file
 
@@ -339,17 +343,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.moves:
         check_csv_destination(args.moves, args.overwrite, data_dir)
     token = StopToken()
-    bar = tqdm(desc="checking images", unit="image", dynamic_ncols=True, file=sys.stderr, leave=False, disable=None)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
+    bar, progress = _counting_bar("checking images")
     with _CtrlC(token):
         try:
             report = diagnose_run(args.run_dir, device=args.device, progress=progress,
                                   should_stop=lambda: token.stop_requested)
+        except RunError:
+            if not token.stop_requested:
+                raise
+            print("Stopped; nothing was written.", file=sys.stderr)
+            return EXIT_INTERRUPTED
         finally:
             bar.close()
     csv_path = report.write_csv(csv_target, overwrite=csv_overwrite, data_dir=data_dir)

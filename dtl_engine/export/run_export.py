@@ -45,15 +45,15 @@ def export_run(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str]
 
 
 def export_torchscript(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str], overwrite: bool = False,
-                       verify: bool = True) -> ExportResult:
+                       verify: bool = True, measure_device: str | None = "auto") -> ExportResult:
     """TorchScript export of a run: one file that needs only torch (see :func:`export_run`)."""
-    return export_run(run_dir, out_path, "torchscript", overwrite, verify)
+    return export_run(run_dir, out_path, "torchscript", overwrite, verify, measure_device)
 
 
 def export_onnx(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str], overwrite: bool = False,
-                verify: bool = True) -> ExportResult:
+                verify: bool = True, measure_device: str | None = "auto") -> ExportResult:
     """ONNX export of a run, verified with onnxruntime (needs the 'onnx' and 'onnxruntime' packages)."""
-    return export_run(run_dir, out_path, "onnx", overwrite, verify)
+    return export_run(run_dir, out_path, "onnx", overwrite, verify, measure_device)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

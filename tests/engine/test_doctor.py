@@ -94,3 +94,13 @@ def test_duplicates_across_splits_are_leakage_and_imbalance_is_reported(tmp_path
     assert cli.main(["doctor", run_dir, "--moves", str(tmp_path / "moves.csv")]) == 2     # never overwritten
     with pytest.raises(DataError, match="already exists"):
         report.write_csv(tmp_path / "moves.csv")
+
+
+def test_cancel_stops_the_image_pass(flipped):
+    from dtl_engine.errors import RunError
+
+    _data, _moved, run_dir = flipped
+    seen = []
+    with pytest.raises(RunError, match="cancelled"):
+        diagnose_run(run_dir, progress=lambda done, total: seen.append(done), should_stop=lambda: len(seen) >= 5)
+    assert len(seen) == 5
