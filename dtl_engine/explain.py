@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -142,10 +143,10 @@ def _to_image_space(cam: np.ndarray, height: int, width: int, settings: dict[str
     """Stretch the patch-grid map over the region of the original image the model saw (zero elsewhere)."""
     top, left, bottom, right = _crop_box(height, width, settings)
     grid = torch.from_numpy(cam)[None, None]
-    box_h, box_w = max(int(round(bottom - top)), 1), max(int(round(right - left)), 1)
+    box_h, box_w = max(round(bottom - top), 1), max(round(right - left), 1)
     region = torch.nn.functional.interpolate(grid, size=(box_h, box_w), mode="bilinear", align_corners=False)[0, 0]
     out = torch.zeros(height, width)
-    t, l = int(round(top)), int(round(left))
+    t, l = round(top), round(left)
     ys, xs = max(t, 0), max(l, 0)
     ye, xe = min(t + box_h, height), min(l + box_w, width)
     out[ys:ye, xs:xe] = region[ys - t:ye - t, xs - l:xe - l]

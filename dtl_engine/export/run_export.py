@@ -38,8 +38,9 @@ def export_run(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str]
         device, _ = select_device(measure_device)
         eval_images, eval_labels = load_labelled_images(_val_samples(run, config.get("data_dir")))
         best = _read_json(run / "run.json").get("best_val_acc")
-        measure = dict(measure_device=device.type, latency_repeats=latency_repeats, eval_images=eval_images,
-                       eval_labels=eval_labels, reference_accuracy=float(best) if isinstance(best, (int, float)) else None)
+        measure = {"measure_device": device.type, "latency_repeats": latency_repeats, "eval_images": eval_images,
+                   "eval_labels": eval_labels,
+                   "reference_accuracy": float(best) if isinstance(best, (int, float)) else None}
     return export_model(model, classes, out_path, format=format, metadata=metadata, overwrite=overwrite,
                         verify=verify, check_images=images, data_dir=config.get("data_dir") or None, **measure)
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from image_factory import make_image_folder
+from test_export import CLASSES, trained_looking_model
 
 from dtl_engine import cli
 from dtl_engine.classify_folder import UNSURE, classify_folder
 from dtl_engine.errors import DataError
 from dtl_engine.export import export_model
 from dtl_engine.predict import predict
-from image_factory import make_image_folder
-from test_export import CLASSES, trained_looking_model
 
 
 @pytest.fixture(scope="module")

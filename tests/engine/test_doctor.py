@@ -8,15 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from image_factory import make_image_folder, make_split_folder, tree_snapshot
 from PIL import Image
+from tiny_models import TINY_VIT, TINY_VIT_IMAGE_SIZE
 
 from dtl_engine import cli
 from dtl_engine.config import TrainConfig
 from dtl_engine.doctor import DOCTOR_CSV, diagnose_run, likely_mislabeled
 from dtl_engine.errors import DataError
 from dtl_engine.training import train
-from image_factory import make_image_folder, make_split_folder, tree_snapshot
-from tiny_models import TINY_VIT, TINY_VIT_IMAGE_SIZE
 
 torch.set_num_threads(1)
 CLASSES = 4
@@ -85,10 +85,10 @@ def test_duplicates_across_splits_are_leakage_and_imbalance_is_reported(tmp_path
 
     # CSV into the run folder through the CLI; never into the image folder; moves only as a CSV
     assert cli.main(["doctor", run_dir, "--moves", str(tmp_path / "moves.csv")]) == 0
-    rows = list(csv.DictReader(open(Path(run_dir) / DOCTOR_CSV, encoding="utf-8")))
+    rows = list(csv.DictReader((Path(run_dir) / DOCTOR_CSV).read_text(encoding="utf-8").splitlines()))
     assert {"exact_duplicate", "near_duplicate", "imbalance"} <= {r["kind"] for r in rows}
-    assert next(csv.reader(open(tmp_path / "moves.csv", encoding="utf-8"))) == ["path", "from_class", "to_class",
-                                                                                 "confidence"]
+    header = (tmp_path / "moves.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert header == "path,from_class,to_class,confidence"
     assert cli.main(["doctor", run_dir, "--csv", str(data / "doctor.csv")]) == 2
     assert not (data / "doctor.csv").exists()
     assert cli.main(["doctor", run_dir, "--moves", str(tmp_path / "moves.csv")]) == 2     # never overwritten

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from square_factory import COLOURS, SIDE, SQUARE, make_square_folder, square_image
+from tiny_models import TINY_SWIN, TINY_VIT
 
 from dtl_engine import cli
 from dtl_engine.config import TrainConfig
 from dtl_engine.explain import explain_image, explain_run
 from dtl_engine.runs import load_run_model
 from dtl_engine.training import train
-from square_factory import COLOURS, SIDE, SQUARE, make_square_folder, square_image
-from tiny_models import TINY_SWIN, TINY_VIT
 
 torch.set_num_threads(1)
 
