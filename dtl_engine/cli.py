@@ -1,4 +1,4 @@
-"""Command line: ``python -m dtl_engine scan|train|resume|evaluate|export|predict|runs|bench``.
+"""Command line: ``python -m dtl_engine scan|train|resume|evaluate|export|predict|explain|doctor|runs|bench``.
 
 Everything the desktop app shows, a terminal can print: progress bars with an ETA,
 one summary line per epoch, and on bad input one readable sentence
@@ -253,17 +253,61 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_run
 
     fmt = args.format or ("onnx" if args.out.lower().endswith(".onnx") else "torchscript")
-    result = export_run(args.run_dir, args.out, format=fmt, overwrite=args.overwrite, verify=not args.no_verify)
+    result = export_run(args.run_dir, args.out, format=fmt, overwrite=args.overwrite, verify=not args.no_verify,
+                        measure_device=args.device, latency_repeats=args.latency_runs)
     print(result.message)
     if result.verified:
         print(f"verified: yes ({result.images_checked} images, max probability difference "
               f"{result.max_abs_diff:.1e}, allowed 1e-04)")
     else:
         print("verified: no (skipped)")
+    for line in result.details():
+        print(line)
     return 0
 
 
+def _counting_bar(desc: str) -> tuple[Any, Callable[[int, int], None]]:
+    """A tqdm bar on stderr and the progress(done, total) callback that drives it."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit="image", dynamic_ncols=True, file=sys.stderr, leave=False, disable=None)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return bar, progress
+
+
+def cmd_predict_folder(args: argparse.Namespace) -> int:
+    """``predict MODEL --folder DIR --csv OUT.csv``: classify a folder, optionally sort copies."""
+    from .classify_folder import classify_folder
+
+    if not args.csv:
+        raise RunError("Give the results file with --csv OUT.csv when classifying a folder.")
+    if args.images:
+        raise RunError("Give either image files or --folder, not both.")
+    token = StopToken()
+    bar, progress = _counting_bar("classifying")
+    with _CtrlC(token):
+        try:
+            result = classify_folder(args.model, args.folder, args.csv, sort_into=args.sort_into,
+                                     min_confidence=args.min_confidence, top_k=args.top_k, progress=progress,
+                                     should_stop=lambda: token.stop_requested)
+        finally:
+            bar.close()
+    for path, reason in result.unreadable:
+        print(f"unreadable: {path}: {reason}")
+    print(result.summary())
+    return EXIT_INTERRUPTED if result.cancelled else 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
+    if args.folder is not None:
+        return cmd_predict_folder(args)
+    if not args.images:
+        raise RunError("Give one or more image files, or a folder with --folder DIR --csv OUT.csv.")
     from .predict import predict
 
     results = predict(args.model, args.images, top_k=args.top_k)
@@ -275,6 +319,50 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(path)
         for name, prob in ranked:
             print(f"  {prob:7.2%}  {name}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import explain_run
+
+    result = explain_run(args.run_dir, args.image, args.out, class_name=args.label, overwrite=args.overwrite,
+                         device=args.device)
+    print(f"Predicted {result.predicted}; heatmap for '{result.class_name}' ({result.probability:.1%}) "
+          f"written to {args.out}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import DOCTOR_CSV, check_csv_destination, diagnose_run
+    from .runs import read_run_file
+
+    data_dir = read_run_file(args.run_dir, "config.json").get("data_dir")
+    # the run folder's own findings file is the engine's and is replaced; a file the user names is not
+    csv_target, csv_overwrite = args.csv or Path(args.run_dir) / DOCTOR_CSV, args.overwrite or not args.csv
+    check_csv_destination(csv_target, csv_overwrite, data_dir)      # refuse before the long image pass
+    if args.moves:
+        check_csv_destination(args.moves, args.overwrite, data_dir)
+    token = StopToken()
+    bar, progress = _counting_bar("checking images")
+    with _CtrlC(token):
+        try:
+            report = diagnose_run(args.run_dir, device=args.device, progress=progress,
+                                  should_stop=lambda: token.stop_requested)
+        except RunError:
+            if not token.stop_requested:
+                raise
+            print("Stopped; nothing was written.", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        finally:
+            bar.close()
+    csv_path = report.write_csv(csv_target, overwrite=csv_overwrite, data_dir=data_dir)
+    print(report.summary())
+    for finding in report.findings[:args.show]:
+        print(f"{finding.kind}: {finding.path or finding.label}  {finding.detail}")
+    print(f"Findings: {csv_path}")
+    if args.moves:
+        moves = report.write_moves_csv(args.moves, overwrite=args.overwrite, data_dir=data_dir)
+        print(f"Suggested moves (nothing was moved): {moves}")
     return 0
 
 
@@ -359,15 +447,54 @@ def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
                    help="File format (default: onnx for a .onnx name, else torchscript).")
     p.add_argument("--overwrite", action="store_true", help="Replace FILE if it exists.")
     p.add_argument("--no-verify", action="store_true", help="Skip the check in a fresh process (faster).")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="Where the fresh process measures the file's latency.")
+    p.add_argument("--latency-runs", type=int, default=20, metavar="N",
+                   help="Single-image calls timed for the median latency.")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="Classify images with an exported file.",
                        description="Classify images with an exported TorchScript or ONNX file.")
     p.add_argument("model", metavar="FILE", help="The exported model file.")
-    p.add_argument("images", metavar="IMAGE", nargs="+", help="Image files.")
+    p.add_argument("images", metavar="IMAGE", nargs="*", help="Image files.")
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="How many classes to show per image.")
+    p.add_argument("--folder", metavar="DIR", default=None,
+                   help="Classify every image below DIR (only read, never changed); needs --csv.")
+    p.add_argument("--csv", metavar="OUT.csv", default=None,
+                   help="With --folder: write one row per image (path, top-1, confidence, top-k); never overwritten.")
+    p.add_argument("--sort-into", metavar="OUT_DIR", default=None,
+                   help="With --folder: COPY each image into OUT_DIR/<class>/ (never moves, never overwrites).")
+    p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
+                   help="With --sort-into: images whose top-1 probability is below P go to OUT_DIR/_unsure/.")
     p.add_argument("--json", action="store_true", help="Print the predictions as JSON.")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("explain", help="Show where in an image the model looked: a Grad-CAM heatmap PNG.",
+                       description="Write IMAGE with a Grad-CAM heatmap of the run's best model laid over it "
+                                   "(red = what drove the decision most).")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="The run folder.")
+    p.add_argument("image", metavar="IMAGE", help="The image to explain.")
+    p.add_argument("--out", metavar="FILE", required=True, help="The PNG to write (e.g. heat.png).")
+    p.add_argument("--class", dest="label", metavar="NAME", default=None,
+                   help="Explain this class instead of the predicted one.")
+    p.add_argument("--device", choices=DEVICES, default="cpu", help="Where to run the model.")
+    p.add_argument("--overwrite", action="store_true", help="Replace FILE if it exists.")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("doctor", help="Check a run's images: duplicates, leakage, likely mislabels, imbalance.",
+                       description="Check every image of a run for exact and near duplicates (also across "
+                                   "train/val/test), likely mislabeled images (judged out of sample on the frozen "
+                                   "backbone's features), class imbalance and images far from their class. "
+                                   "Only reads the image folder.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="The run folder.")
+    p.add_argument("--csv", metavar="FILE", default=None,
+                   help="Write the findings here (default: RUN_DIR/doctor.csv, replaced on each check).")
+    p.add_argument("--moves", metavar="FILE", default=None,
+                   help="Also write the suggested relabelings as a CSV of moves (nothing is moved).")
+    p.add_argument("--overwrite", action="store_true", help="Replace the CSV files named above if they exist.")
+    p.add_argument("--show", type=int, default=10, metavar="N", help="Print the first N findings.")
+    p.add_argument("--device", choices=DEVICES, default="cpu", help="Where to compute the image features.")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("runs", help="List past runs.", description="List the runs in the user's runs folder.")
     p.add_argument("--json", action="store_true", help="Print the list as JSON.")

@@ -27,9 +27,38 @@ class ExportResult:
     max_abs_diff: float | None  # largest probability difference seen (None when not verified)
     images_checked: int
     message: str                # one sentence for a person
+    # Measured on the written file in the fresh process (None when not measured):
+    size_bytes: int = 0
+    latency_device: str | None = None
+    latency_single_ms: float | None = None      # median of single-image calls
+    latency_batch_ms: float | None = None       # median of calls with a batch of LATENCY_BATCH images
+    latency_repeats: int = 0
+    latency_error: str | None = None            # why latency could not be measured on that device
+    eval_accuracy: float | None = None          # the exported file's top-1 accuracy on the validation images
+    eval_images: int = 0
+    reference_accuracy: float | None = None     # the run's own validation accuracy, for comparison
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def details(self) -> list[str]:
+        """Printable lines: file size, latency, and the exported file's validation accuracy."""
+        from .verify import LATENCY_BATCH
+
+        lines = [f"file size: {self.size_bytes / 1e6:.1f} MB ({self.size_bytes:,} bytes)"]
+        if self.latency_single_ms is not None and self.latency_batch_ms is not None:
+            lines.append(f"latency on {self.latency_device}, fresh process: {self.latency_single_ms:.1f} ms per image "
+                         f"(median of {self.latency_repeats} single-image calls); {self.latency_batch_ms:.1f} ms per "
+                         f"batch of {LATENCY_BATCH} ({self.latency_batch_ms / LATENCY_BATCH:.2f} ms per image)")
+        elif self.latency_error:
+            lines.append(f"latency on {self.latency_device}: not measured ({self.latency_error})")
+        if self.eval_accuracy is not None:
+            line = f"validation accuracy of the exported file: {self.eval_accuracy:.2%} on {self.eval_images} images"
+            if self.reference_accuracy is not None:
+                same = abs(self.eval_accuracy - self.reference_accuracy) < 0.5 / max(self.eval_images, 1)
+                line += f" (run: {self.reference_accuracy:.2%}, {'the same' if same else 'DIFFERENT'})"
+            lines.append(line)
+        return lines
 
 
 def build_metadata(model: Any, classes: list[str], extra: dict[str, Any] | None, fmt: str,
@@ -93,6 +122,21 @@ def image_to_uint8(img: Any) -> torch.Tensor:
     """PIL RGB image -> uint8 tensor (3, H, W)."""
     arr = np.array(img.convert("RGB"), dtype=np.uint8, copy=True)
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def load_labelled_images(samples: list[tuple[str, int]]) -> tuple[list[torch.Tensor], list[int]]:
+    """Readable images of ``samples`` as uint8 (1, 3, H, W) tensors with their labels; unreadable ones skipped."""
+    from ..data.images import load_image
+
+    images: list[torch.Tensor] = []
+    labels: list[int] = []
+    for path, label in samples:
+        try:
+            images.append(image_to_uint8(load_image(path)).unsqueeze(0))
+        except DataError:
+            continue
+        labels.append(int(label))
+    return images, labels
 
 
 def load_check_images(paths: list[str], limit: int = MAX_CHECK_IMAGES) -> list[torch.Tensor]:

@@ -11,7 +11,7 @@ import torch
 from ..errors import ExportError
 from ..preprocess import preprocess_settings
 from .common import TOLERANCE, ExportResult, build_metadata, check_destination, synthetic_batch, temp_path_beside
-from .verify import check_in_fresh_process, compare
+from .verify import check_in_fresh_process, compare, measure_options
 
 FORMATS = ("torchscript", "onnx")
 
@@ -19,12 +19,19 @@ FORMATS = ("torchscript", "onnx")
 def export_model(model: torch.nn.Module, classes: list[str], out_path: str | os.PathLike[str], *,
                  format: str = "torchscript", metadata: dict[str, Any] | None = None, overwrite: bool = False,
                  verify: bool = True, check_images: list[torch.Tensor] | None = None,
-                 data_dir: str | os.PathLike[str] | None = None) -> ExportResult:
+                 data_dir: str | os.PathLike[str] | None = None, measure_device: str | None = None,
+                 latency_repeats: int = 20, eval_images: list[torch.Tensor] | None = None,
+                 eval_labels: list[int] | None = None, reference_accuracy: float | None = None) -> ExportResult:
     """Export ``model`` (a DTLModel, or any module with ``data_config``) with its class names.
 
     ``metadata`` adds run facts (val_acc, run name...) to what the model's spec provides.
     ``check_images`` are uint8 (N, 3, H, W) batches used for the self-check; a synthetic batch of
     an unusual size is always added. ``data_dir`` is the user's image folder, never written into.
+
+    With ``verify`` and a ``measure_device`` ("cpu", "cuda", "mps"), the same fresh process also
+    measures the file's latency there (median of ``latency_repeats`` single-image calls, and batches
+    of 32) and, given ``eval_images`` ((1, 3, H, W) uint8 each) with ``eval_labels``, its accuracy;
+    ``reference_accuracy`` (the run's) is kept beside it for comparison.
 
     Raises:
         ExportError: the destination is unsafe or exists, the conversion failed, or the exported
@@ -44,13 +51,17 @@ def export_model(model: torch.nn.Module, classes: list[str], out_path: str | os.
     tmp = temp_path_beside(out)
     try:
         writer(model, settings, classes, meta, tmp)
-        checked, worst = 0, None
+        checked, worst, report = 0, None, {}
         if verify:
             from ..predict import engine_probabilities
 
             images = list(check_images or []) + [synthetic_batch(settings["size"])]
             reference = [engine_probabilities(model, x, settings) for x in images]
-            produced, report = check_in_fresh_process(tmp, format, images)
+            if measure_device is not None:
+                options = measure_options(measure_device, settings["size"], latency_repeats, eval_images)
+                produced, report = check_in_fresh_process(tmp, format, images, measure=options)
+            else:
+                produced, report = check_in_fresh_process(tmp, format, images)
             worst = compare(reference, produced)
             checked = sum(int(x.shape[0]) for x in images)
             if report["classes"] != list(classes):
@@ -72,7 +83,25 @@ def export_model(model: torch.nn.Module, classes: list[str], out_path: str | os.
                    f"probabilities on {checked} images (max difference {worst:.1e}).")
     else:
         message = f"Exported {label} to {out} ({size:.1f} MB); not verified."
-    return ExportResult(str(out), format, verify, worst, checked, message)
+    result = ExportResult(str(out), format, verify, worst, checked, message, size_bytes=out.stat().st_size)
+    if "device" in report:
+        _add_measurements(result, report, latency_repeats, eval_labels, reference_accuracy)
+    return result
+
+
+def _add_measurements(result: ExportResult, report: dict[str, Any], repeats: int, labels: list[int] | None,
+                      reference_accuracy: float | None) -> None:
+    result.latency_device = report["device"]
+    result.latency_repeats = repeats
+    result.latency_error = report.get("latency_error")
+    if "single_s" in report:
+        result.latency_single_ms = 1000.0 * report["single_s"]
+        result.latency_batch_ms = 1000.0 * report["batch_s"]
+    predictions = report.get("eval_predictions") or []
+    if labels and len(predictions) == len(labels):
+        result.eval_accuracy = sum(int(p == y) for p, y in zip(predictions, labels)) / len(labels)
+        result.eval_images = len(labels)
+        result.reference_accuracy = reference_accuracy
 
 
 def _writer(format: str):

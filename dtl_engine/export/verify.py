@@ -15,27 +15,39 @@ from ..errors import ExportError
 
 # Runs in the fresh process. It must not import timm or dtl_engine: the point is to prove
 # the file stands on its own. It reports which of those ended up imported anyway.
-_TORCHSCRIPT_CHECK = r"""
+# Each format defines run(x) (CPU, uint8 batch -> probabilities), on_device(name) -> (run, sync)
+# and the report dict ``info``; the shared part below does the rest.
+_TORCHSCRIPT_LOAD = r"""
 import json, sys
 import torch
 path, inputs, outputs, report = sys.argv[1:5]
 extra = {"metadata.json": ""}
 module = torch.jit.load(path, map_location="cpu", _extra_files=extra)
 module.eval()
-images = torch.load(inputs, weights_only=True)
-with torch.no_grad():
-    probs = [module(x) for x in images]
-torch.save(probs, outputs)
-with open(report, "w", encoding="utf-8") as fh:
-    json.dump({
-        "classes": list(module.class_names()),
-        "metadata": json.loads(extra["metadata.json"]),
-        "metadata_method": json.loads(module.metadata_json()),
-        "foreign": sorted(m for m in sys.modules if m.split(".")[0] in ("timm", "dtl_engine")),
-    }, fh)
+info = {
+    "classes": list(module.class_names()),
+    "metadata": json.loads(extra["metadata.json"]),
+    "metadata_method": json.loads(module.metadata_json()),
+}
+
+def run(x):
+    with torch.no_grad():
+        return module(x)
+
+def on_device(device):
+    if device == "cpu":
+        return run, lambda: None
+    moved = torch.jit.load(path, map_location=device)
+    moved.eval()
+    sync = torch.cuda.synchronize if device == "cuda" else torch.mps.synchronize
+
+    def run_there(x):
+        with torch.no_grad():
+            return moved(x.to(device))
+    return run_there, sync
 """
 
-_ONNX_CHECK = r"""
+_ONNX_LOAD = r"""
 import json, sys
 import numpy as np
 import onnxruntime as ort
@@ -44,25 +56,97 @@ path, inputs, outputs, report = sys.argv[1:5]
 session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
 meta = session.get_modelmeta().custom_metadata_map
 name = session.get_inputs()[0].name
-images = torch.load(inputs, weights_only=True)
-probs = [torch.from_numpy(session.run(None, {name: x.numpy()})[0]) for x in images]
-torch.save(probs, outputs)
-with open(report, "w", encoding="utf-8") as fh:
-    json.dump({
-        "classes": json.loads(meta["classes"]),
-        "metadata": json.loads(meta["metadata.json"]),
-        "foreign": sorted(m for m in sys.modules if m.split(".")[0] in ("timm", "dtl_engine")),
-    }, fh)
+info = {"classes": json.loads(meta["classes"]), "metadata": json.loads(meta["metadata.json"])}
+
+def run(x):
+    return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+
+def on_device(device):
+    if device == "cpu":
+        return run, lambda: None
+    wanted = {"cuda": "CUDAExecutionProvider", "mps": "CoreMLExecutionProvider"}[device]
+    if wanted not in ort.get_available_providers():
+        raise RuntimeError(f"onnxruntime here has no {wanted}")
+    there = ort.InferenceSession(path, providers=[wanted])
+    return (lambda x: there.run(None, {name: x.numpy()})[0]), (lambda: None)
 """
+
+# Shared by both formats: the probabilities for the check, then the optional measurements
+# asked for by a 5th argument (a JSON file of options).
+_RUN_AND_MEASURE = r"""
+def measure(options):
+    import statistics, time
+    out = {"device": options["device"], "eval_predictions": []}
+    if options.get("eval"):
+        out["eval_predictions"] = [int(run(x).argmax(dim=-1)[0])
+                                   for x in torch.load(options["eval"], weights_only=True)]
+    try:
+        run_there, sync = on_device(options["device"])
+        h, w = options["size"]
+        gen = torch.Generator().manual_seed(0)
+        single = torch.randint(0, 256, (1, 3, h, w), generator=gen, dtype=torch.uint8)
+        batch = torch.randint(0, 256, (options["batch"], 3, h, w), generator=gen, dtype=torch.uint8)
+
+        def timed(x):
+            sync()
+            start = time.perf_counter()
+            run_there(x)
+            sync()
+            return time.perf_counter() - start
+
+        for _ in range(3):
+            timed(single)                       # warm-up: the first calls optimise and allocate
+        out["single_s"] = statistics.median([timed(single) for _ in range(options["repeats"])])
+        timed(batch)
+        out["batch_s"] = statistics.median([timed(batch) for _ in range(max(3, options["repeats"] // 4))])
+    except Exception as exc:                    # a device problem must not hide the other results
+        out["latency_error"] = (f"{type(exc).__name__}: {exc}".splitlines() or ["unknown error"])[0]
+    return out
+
+images = torch.load(inputs, weights_only=True)
+torch.save([run(x) for x in images], outputs)
+if len(sys.argv) > 5:
+    with open(sys.argv[5], encoding="utf-8") as fh:
+        info.update(measure(json.load(fh)))
+info["foreign"] = sorted(m for m in sys.modules if m.split(".")[0] in ("timm", "dtl_engine"))
+with open(report, "w", encoding="utf-8") as fh:
+    json.dump(info, fh)
+"""
+
+_TORCHSCRIPT_CHECK = _TORCHSCRIPT_LOAD + _RUN_AND_MEASURE
+_ONNX_CHECK = _ONNX_LOAD + _RUN_AND_MEASURE
+
+LATENCY_BATCH = 32
+
+
+def measure_options(device: str, size: list[int], repeats: int, eval_images: list[torch.Tensor] | None
+                    ) -> dict[str, Any]:
+    """What the fresh process should measure: latency on ``device`` at the model's input ``size``
+    (``repeats`` single-image calls, batches of 32), and top-1 on ``eval_images`` ((1, 3, H, W) uint8 each)."""
+    return {"device": device, "size": [int(v) for v in size], "repeats": int(repeats), "batch": LATENCY_BATCH,
+            "eval_images": list(eval_images or [])}
 
 
 def check_in_fresh_process(path: str | Path, fmt: str, images: list[torch.Tensor],
-                           timeout: float = 900.0) -> tuple[list[torch.Tensor], dict[str, Any]]:
-    """Run the export on ``images`` (uint8 batches) in a new interpreter; return its outputs and report."""
+                           timeout: float = 900.0, measure: dict[str, Any] | None = None
+                           ) -> tuple[list[torch.Tensor], dict[str, Any]]:
+    """Run the export on ``images`` (uint8 batches) in a new interpreter; return its outputs and report.
+
+    With ``measure`` (see :func:`measure_options`) the report also holds ``eval_predictions``
+    (top-1 index per evaluation image), ``single_s`` and ``batch_s`` (median seconds per call)
+    or ``latency_error``, and ``device``.
+    """
     code = _TORCHSCRIPT_CHECK if fmt == "torchscript" else _ONNX_CHECK
     with tempfile.TemporaryDirectory(prefix="dtl-export-check-") as tmp:
         files = [str(Path(path).resolve())] + [str(Path(tmp) / name) for name in ("in.pt", "out.pt", "report.json")]
         torch.save([x.contiguous() for x in images], files[1])
+        if measure is not None:
+            options = {k: v for k, v in measure.items() if k != "eval_images"}
+            if measure.get("eval_images"):
+                options["eval"] = str(Path(tmp) / "eval.pt")
+                torch.save([x.contiguous() for x in measure["eval_images"]], options["eval"])
+            files.append(str(Path(tmp) / "options.json"))
+            Path(files[4]).write_text(json.dumps(options), encoding="utf-8")
         if _is_frozen():
             problem = _run_frozen(code, files, timeout)
         else:

@@ -13,7 +13,7 @@ import pytest
 from dtl_engine import cli
 from image_factory import make_image_folder
 
-COMMANDS = ["scan", "train", "resume", "evaluate", "export", "predict", "runs", "bench"]
+COMMANDS = ["scan", "train", "resume", "evaluate", "export", "predict", "explain", "doctor", "runs", "bench"]
 TINY = ["--backbone", "test_vit", "--weights", "random", "--model-kwargs", '{"patch_size": 4, "img_size": 32}',
         "--batch-size", "4", "--augment", "none", "--device", "cpu", "--seed", "0"]
 
