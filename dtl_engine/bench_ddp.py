@@ -142,17 +142,17 @@ def format_traffic(rows: list[dict[str, Any]]) -> str:
     from .memory_probe import format_bytes
 
     full = next((r["ddp_bytes_per_step"] for r in rows if r["method"] == "full"), None)
-    lines = ["| method | trainable | all-reduced per step (DDP hook) | / full | buckets per step |",
-             "|---|---|---|---|---|"]
+    lines = ["| method | trainable | all-reduced per step (DDP hook) | / full |", "|---|---|---|---|"]
+
+    def line(name: str, trainable: int, measured: int) -> str:
+        ratio = f"{measured / full:.5f}" if full else "-"
+        return f"| {name} | {trainable:,} | {format_bytes(measured)} ({measured:,} B) | {ratio} |"
+
     for r in rows:
-        ratio = f"{r['ddp_bytes_per_step'] / full:.5f}" if full else "-"
-        lines.append(f"| {LABELS.get(r['method'], r['method'])} | {r['trainable']:,} | "
-                     f"{format_bytes(r['ddp_bytes_per_step'])} ({r['ddp_bytes_per_step']:,} B) | {ratio} | "
-                     f"{r['ddp_buckets_per_step']:g} |")
+        name = LABELS.get(r["method"], r["method"])
+        lines.append(line(name, r["trainable"], r["ddp_bytes_per_step"]))
         if "engine_bytes_per_step" in r:
-            ratio = f"{r['engine_bytes_per_step'] / full:.5f}" if full else "-"
-            lines.append(f"| {LABELS.get(r['method'], r['method'])}, engine's flat all-reduce | {r['trainable']:,} | "
-                         f"{format_bytes(r['engine_bytes_per_step'])} ({r['engine_bytes_per_step']:,} B) | {ratio} | 1 |")
+            lines.append(line(f"{name}, engine's flat all-reduce", r["trainable"], r["engine_bytes_per_step"]))
     return "\n".join(lines)
 
 
