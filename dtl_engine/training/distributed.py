@@ -19,6 +19,7 @@ A run started by ``torchrun`` (or any launcher that sets ``RANK`` / ``WORLD_SIZE
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
@@ -216,10 +217,17 @@ class Distributed:
             return op()
         except RuntimeError as exc:     # DistBackendError and gloo's connection errors are RuntimeErrors
             raise PeerLostError(
-                f"Another training process stopped or did not answer within {collective_timeout().total_seconds():g} s "
-                f"(process {self.rank} of {self.world_size}: {str(exc).strip().splitlines()[0][:200]}). "
-                "The run is interrupted; continue it with: python -m dtl_engine resume RUN_DIR "
-                "(with torchrun or without, on any number of processes).") from exc
+                f"Another process of this run stopped, or did not answer within "
+                f"{collective_timeout().total_seconds():g} s (seen by process {self.rank} of {self.world_size}: "
+                f"{_first_sentence(str(exc))}). The run is interrupted; continue it with "
+                "'python -m dtl_engine resume RUN_FOLDER', on any number of processes.") from exc
+
+
+def _first_sentence(text: str) -> str:
+    """The useful part of a backend error: no source-file prefix, the first sentence, at most 160 characters."""
+    text = re.sub(r"^\[[^\]]*\]\s*", "", text.strip().splitlines()[0] if text.strip() else "no detail")
+    sentence = text.split(". ")[0].rstrip(".")
+    return sentence if len(sentence) <= 160 else sentence[:157] + "..."
 
 
 def setup(device_pref: str = "auto") -> Distributed:

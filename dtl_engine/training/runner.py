@@ -69,6 +69,8 @@ def train(config: TrainConfig, listener: RunListener | None = None, token: StopT
 
     ``model_kwargs`` go to ``timm.create_model`` (tiny test backbones); they are
     stored with the run so resume and re-loading rebuild the same model.
+    Started by ``torchrun`` (``WORLD_SIZE`` > 1), the processes train one run together
+    (see :mod:`dtl_engine.training.distributed`).
     Returns a :class:`RunResult` (status ``finished`` or ``stopped``); on failure
     calls ``listener.run_failed`` and re-raises.
     """

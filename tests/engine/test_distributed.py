@@ -221,10 +221,10 @@ def test_survivor_of_a_killed_rank_exits_within_the_timeout(tmp_path):
             _kill_tree(p)
     assert seconds < COLLECTIVE_TIMEOUT + 30
     assert procs[0].returncode == 2, err[-3000:]
-    assert "Another training process stopped" in err and "resume" in err
+    assert "Another process of this run stopped" in err and "resume" in err
     run = json.loads((run_dir / "run.json").read_text())
     assert run["status"] == "interrupted" and effective_status(run) == "interrupted"
-    assert "Another training process stopped" in run["error"]
+    assert "Another process of this run stopped" in run["error"]
     load_state(run_dir)
     # resumable: a resume is accepted (and stopped at once here, to keep the test short)
     token = StopToken()
