@@ -112,8 +112,9 @@ class _CtrlC:
     A repeat within ``grace`` seconds is that echo, not a second Ctrl+C.
     """
 
-    def __init__(self, token: StopToken, launched: bool = False) -> None:
+    def __init__(self, token: StopToken, launched: bool = False, quiet: bool = False) -> None:
         self.token = token
+        self.quiet = quiet              # under torchrun only rank 0 says it is stopping
         self.signals = (signal.SIGINT, signal.SIGTERM) if launched else (signal.SIGINT,)
         self.grace = 2.0 if launched else 0.0
         self.first: float | None = None
@@ -131,7 +132,8 @@ class _CtrlC:
             return
         self.first = time.monotonic()
         self.token.stop()
-        print("\nStopping after this batch (press Ctrl+C again to abort at once)...", file=sys.stderr, flush=True)
+        if not self.quiet:
+            print("\nStopping after this batch (press Ctrl+C again to abort at once)...", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc: Any) -> None:
         for sig, previous in self.previous.items():
@@ -206,7 +208,7 @@ def _run_training(start: Callable[[RunListener, StopToken], Any]) -> int:
     main_rank = launched_rank() == 0        # under torchrun only rank 0 prints progress and results
     printer = ProgressPrinter() if main_rank else RunListener()
     token = StopToken()
-    with _CtrlC(token, launched=launched_world_size() > 1):
+    with _CtrlC(token, launched=launched_world_size() > 1, quiet=not main_rank):
         result = start(printer, token)
     if not main_rank:
         return EXIT_INTERRUPTED if result.status == "stopped" else 0
