@@ -6,7 +6,7 @@ gradient bucket it all-reduces: the figure is measured on the wire path, not com
 from parameter counts. For DTL it also measures the engine's own path (one flat
 all-reduce of the trainable gradients, :meth:`Distributed.sync_gradients`).
 
-    python -m dtl_engine bench --ddp --backbone vit_base_patch16_224 --batch 2 --steps 1
+    python -m dtl_engine bench --ddp --backbone vit_base_patch16_224 --batch 2 --steps 3
 """
 from __future__ import annotations
 
@@ -77,24 +77,32 @@ def _measure(method: str, options: dict[str, Any], rank: int) -> dict[str, Any]:
     ddp.register_comm_hook(state, _count_bytes_hook)
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     steps = options["steps"]
-    t0 = time.perf_counter()
-    for _ in range(steps):
+
+    def ddp_step() -> None:
         optimizer.zero_grad(set_to_none=True)
         F.cross_entropy(ddp(images), labels).backward()
         optimizer.step()
+
+    ddp_step()                              # warm-up (DDP settles its buckets), not counted
+    state.update(bytes=0, buckets=0)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        ddp_step()
     row["ddp_bytes_per_step"] = state["bytes"] // steps
     row["ddp_buckets_per_step"] = state["buckets"] / steps
-    row["step_seconds"] = (time.perf_counter() - t0) / steps
+    row["step_seconds"] = (time.perf_counter() - t0) / steps      # rank 0's wall-clock, after the warm-up
     del ddp
 
     if method in ("dtl", "dtl+"):           # the engine's own path: one flat all-reduce of the trainable grads
         engine = Distributed(rank=rank, world_size=WORLD_SIZE, backend="gloo")
+        t0 = time.perf_counter()
         for _ in range(steps):
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(model(images), labels).backward()
             engine.sync_gradients(params, per_rank, per_rank * WORLD_SIZE)
             optimizer.step()
         row["engine_bytes_per_step"] = engine.bytes_reduced // engine.steps_reduced
+        row["engine_step_seconds"] = (time.perf_counter() - t0) / steps
     dist.barrier()
     return row
 
@@ -142,17 +150,18 @@ def format_traffic(rows: list[dict[str, Any]]) -> str:
     from .memory_probe import format_bytes
 
     full = next((r["ddp_bytes_per_step"] for r in rows if r["method"] == "full"), None)
-    lines = ["| method | trainable | all-reduced per step (DDP hook) | / full |", "|---|---|---|---|"]
+    lines = ["| method | trainable | all-reduced per step (DDP hook) | / full | step s |", "|---|---|---|---|---|"]
 
-    def line(name: str, trainable: int, measured: int) -> str:
+    def line(name: str, trainable: int, measured: int, seconds: float) -> str:
         ratio = f"{measured / full:.5f}" if full else "-"
-        return f"| {name} | {trainable:,} | {format_bytes(measured)} ({measured:,} B) | {ratio} |"
+        return f"| {name} | {trainable:,} | {format_bytes(measured)} ({measured:,} B) | {ratio} | {seconds:.2f} |"
 
     for r in rows:
         name = LABELS.get(r["method"], r["method"])
-        lines.append(line(name, r["trainable"], r["ddp_bytes_per_step"]))
+        lines.append(line(name, r["trainable"], r["ddp_bytes_per_step"], r["step_seconds"]))
         if "engine_bytes_per_step" in r:
-            lines.append(line(f"{name}, engine's flat all-reduce", r["trainable"], r["engine_bytes_per_step"]))
+            lines.append(line(f"{name}, engine's flat all-reduce", r["trainable"], r["engine_bytes_per_step"],
+                              r["engine_step_seconds"]))
     return "\n".join(lines)
 
 
