@@ -76,6 +76,7 @@ class Distributed:
     owns_group: bool = False
     bytes_reduced: int = 0          # gradient bytes this process all-reduced (the traffic benchmark reads it)
     steps_reduced: int = 0
+    broken: bool = False            # a collective failed: the group may be unusable
 
     @property
     def enabled(self) -> bool:
@@ -97,10 +98,14 @@ class Distributed:
                            f"Use a batch size of at least {self.world_size}.")
 
     def close(self) -> None:
-        """Leave the process group this object created (a no-op for a group made by the caller)."""
-        if self.owns_group and dist.is_initialized():
+        """Leave the process group this object created (a no-op for a group made by the caller).
+
+        After a failed collective the group is left to the process's exit: tearing down a
+        group whose peer is gone can block (NCCL), and the process is about to end anyway.
+        """
+        if self.owns_group and dist.is_initialized() and not self.broken:
             dist.destroy_process_group()
-            self.owns_group = False
+        self.owns_group = False
 
     # --- who does what -----------------------------------------------------
     def share(self, make: Callable[[], T]) -> T:
@@ -216,6 +221,7 @@ class Distributed:
         try:
             return op()
         except RuntimeError as exc:     # DistBackendError and gloo's connection errors are RuntimeErrors
+            self.broken = True
             raise PeerLostError(
                 f"Another process of this run stopped, or did not answer within "
                 f"{collective_timeout().total_seconds():g} s (seen by process {self.rank} of {self.world_size}: "
