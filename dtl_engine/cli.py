@@ -11,6 +11,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -104,26 +105,39 @@ def _duration(seconds: float) -> str:
 
 
 class _CtrlC:
-    """First Ctrl+C asks the run to stop after the current batch; a second one aborts at once."""
+    """First Ctrl+C asks the run to stop after the current batch; a second one aborts at once.
 
-    def __init__(self, token: StopToken) -> None:
+    Under torchrun every process gets the terminal's Ctrl+C and, a moment later, the same
+    signal again from torchrun itself; SIGTERM (torchrun, Slurm) is a stop request too.
+    A repeat within ``grace`` seconds is that echo, not a second Ctrl+C.
+    """
+
+    def __init__(self, token: StopToken, launched: bool = False, quiet: bool = False) -> None:
         self.token = token
-        self.previous: Any = None
+        self.quiet = quiet              # under torchrun only rank 0 says it is stopping
+        self.signals = (signal.SIGINT, signal.SIGTERM) if launched else (signal.SIGINT,)
+        self.grace = 2.0 if launched else 0.0
+        self.first: float | None = None
+        self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_CtrlC":
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in self.signals}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.token.stop_requested:
-            raise KeyboardInterrupt
+            if time.monotonic() - (self.first or 0.0) >= self.grace:
+                raise KeyboardInterrupt
+            return
+        self.first = time.monotonic()
         self.token.stop()
-        print("\nStopping after this batch (press Ctrl+C again to abort at once)...", file=sys.stderr, flush=True)
+        if not self.quiet:
+            print("\nStopping after this batch (press Ctrl+C again to abort at once)...", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc: Any) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for sig, previous in self.previous.items():
+            signal.signal(sig, previous)
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -189,10 +203,15 @@ def _model_kwargs(text: str | None) -> dict[str, Any] | None:
 
 
 def _run_training(start: Callable[[RunListener, StopToken], Any]) -> int:
-    printer = ProgressPrinter()
+    from .training.distributed import launched_rank, launched_world_size
+
+    main_rank = launched_rank() == 0        # under torchrun only rank 0 prints progress and results
+    printer = ProgressPrinter() if main_rank else RunListener()
     token = StopToken()
-    with _CtrlC(token):
+    with _CtrlC(token, launched=launched_world_size() > 1, quiet=not main_rank):
         result = start(printer, token)
+    if not main_rank:
+        return EXIT_INTERRUPTED if result.status == "stopped" else 0
     printer._close_bar()
     run_dir = result.run_dir
     if result.status == "stopped":
@@ -384,6 +403,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if getattr(args, "ddp", False):
+        from .bench_ddp import run_ddp_bench
+
+        return int(run_ddp_bench(args) or 0)
     from .bench import run_bench
 
     return int(run_bench(args) or 0)
@@ -507,6 +530,9 @@ def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
         from .bench import add_bench_arguments
 
         add_bench_arguments(p)
+        from .bench_ddp import add_ddp_arguments
+
+        add_ddp_arguments(p)
     p.set_defaults(func=cmd_bench)
     return parser
 

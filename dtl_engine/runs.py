@@ -159,14 +159,18 @@ def build_run_model(config: Any, num_classes: int, model_kwargs: dict[str, Any] 
 
 def rebuild_run_model(run_dir: str | Path):
     """The untrained model of a saved run, from its spec.json (same seed, same 'random' backbone)."""
+    config = read_run_file(run_dir, "config.json")
+    return model_from_spec(read_run_file(run_dir, "spec.json"), int(config.get("seed", 0)))
+
+
+def model_from_spec(spec: dict[str, Any], seed: int):
+    """The untrained model a saved spec describes, built under ``seed`` (same 'random' backbone every time)."""
     import torch
 
     from .model import ModelSpec, build_model_from_spec
 
-    config = read_run_file(run_dir, "config.json")
-    spec = ModelSpec.from_dict(read_run_file(run_dir, "spec.json"))
-    torch.manual_seed(int(config.get("seed", 0)))
-    return build_model_from_spec(spec)
+    torch.manual_seed(seed)
+    return build_model_from_spec(ModelSpec.from_dict(spec))
 
 
 def load_run_model(run_dir: str | Path, which: str = "best", device: Any = "cpu"):

@@ -19,6 +19,7 @@ import random
 import time
 import traceback
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,9 +31,11 @@ from ..config import TrainConfig
 from ..data import ScanCancelled
 from ..errors import DTLError, RunError
 from ..evaluate import REPORT, Evaluation, evaluate_model, evaluation_split
-from ..listener import BatchStats, EpochStats, RunListener, RunStarted, StopToken
+from ..event_log import EventLogWriter
+from ..listener import BatchStats, EpochStats, ListenerGroup, RunListener, RunStarted, StopToken
 from .. import runs as run_files  # module import: runs.py itself imports training.checkpoint
 from . import checkpoint as ckpt
+from . import distributed
 from .devices import resolve_precision, select_device
 from .feature_cache import FeatureCache
 from .memory import MemoryMeter
@@ -66,25 +69,44 @@ def train(config: TrainConfig, listener: RunListener | None = None, token: StopT
 
     ``model_kwargs`` go to ``timm.create_model`` (tiny test backbones); they are
     stored with the run so resume and re-loading rebuild the same model.
+    Started by ``torchrun`` (``WORLD_SIZE`` > 1), the processes train one run together
+    (see :mod:`dtl_engine.training.distributed`).
     Returns a :class:`RunResult` (status ``finished`` or ``stopped``); on failure
     calls ``listener.run_failed`` and re-raises.
     """
     config.validate()
-    run_dir = Path(run_dir) if run_dir is not None else run_files.new_run_dir(config.backbone, config.method)
-    return _Run(config, run_dir, listener, token).execute(resume=False, model_kwargs=model_kwargs)
+    ddp = distributed.setup(config.device)       # one process unless started by torchrun
+    run_dir = ddp.share(lambda: Path(run_dir) if run_dir is not None
+                        else run_files.new_run_dir(config.backbone, config.method))   # rank 0 names the folder
+    return _Run(config, run_dir, listener, token, ddp).execute(resume=False, model_kwargs=model_kwargs)
 
 
 def resume(run_dir: str | Path, listener: RunListener | None = None, token: StopToken | None = None) -> RunResult:
     """Continue a stopped, failed or interrupted run from its last epoch checkpoint."""
     run_dir = Path(run_dir)
-    try:
+    ddp = distributed.setup(_saved_device(run_dir))
+
+    def read_config() -> TrainConfig:
         config = TrainConfig.from_dict(run_files.read_run_file(run_dir, "config.json"))
         if run_files.effective_status(run_files.read_run_file(run_dir, run_files.RUN_FILE)) == "running":
             raise RunError(f"The run '{run_dir.name}' is still running in another window or process.")
+        return config
+
+    try:
+        config = ddp.share(read_config)
     except RunError as exc:     # nothing of the run is touched; the listener still hears why
         (listener or RunListener()).run_failed(str(exc), traceback.format_exc())
+        ddp.close()
         raise
-    return _Run(config, run_dir, listener, token).execute(resume=True)
+    return _Run(config, run_dir, listener, token, ddp).execute(resume=True)
+
+
+def _saved_device(run_dir: Path) -> str:
+    """The device preference of a saved run, to pick the process group's backend before reading more."""
+    try:
+        return str(run_files.read_run_file(run_dir, "config.json").get("device", "auto"))
+    except RunError:
+        return "auto"               # the error is reported by resume() itself
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -114,10 +136,13 @@ def _split_inputs(inputs: torch.Tensor | dict[str, torch.Tensor], parts: int) ->
 class _Run:
     """One run's state; :meth:`execute` is the whole story."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path, listener: RunListener | None, token: StopToken | None):
+    def __init__(self, config: TrainConfig, run_dir: Path, listener: RunListener | None, token: StopToken | None,
+                 ddp: distributed.Distributed | None = None):
         self.config = config
         self.run_dir = run_dir
-        self.listener = listener or RunListener()
+        self.ddp = ddp or distributed.Distributed()
+        self.writes = self.ddp.is_main          # rank 0 alone writes the run folder and reports to the listener
+        self.listener = ListenerGroup(listener, EventLogWriter(run_dir)) if self.writes else RunListener()
         self.token = token or StopToken()
         self.parts = 1                  # micro-batches per batch; grows after an out-of-memory error
         self.cache: FeatureCache | None = None
@@ -138,12 +163,14 @@ class _Run:
         finally:
             if self.cache is not None:
                 self.cache.close()
+            self.ddp.close()
         self.listener.run_finished(result)
         return result
 
     def _stopped_before_start(self) -> RunResult:
         """Stop pressed while the folder was being scanned: nothing trained, nothing lost."""
-        run_files.update_run_file(self.run_dir, status="stopped", finished=_now(), epochs_done=0)
+        if self.writes:
+            run_files.update_run_file(self.run_dir, status="stopped", finished=_now(), epochs_done=0)
         return RunResult(run_dir=str(self.run_dir), status="stopped", epochs_done=0, best_epoch=None,
                          best_val_acc=None)
 
@@ -167,14 +194,14 @@ class _Run:
             for step, (_indices, labels, inputs) in enumerate(self._train_batches(epoch)):
                 # stop / pause: honoured between batches, so within one batch of the request
                 token.wait_while_paused()
-                if token.stop_requested:
+                if self.ddp.any(token.stop_requested):       # every rank stops at the same step
                     stopped = True
                     break
                 # set lr: the schedule is a pure function of the update count
                 self.scheduler.step_update(self.global_step)
                 lr = current_lr(self.optimizer)
                 # forward + backward (+ OOM split) and optimizer step
-                batch_loss, batch_correct = self._train_step(inputs, labels)
+                batch_loss, batch_correct = self._train_step(inputs, labels, self._global_lens[step])
                 self.global_step += 1
                 steps_session += 1
                 loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(labels)
@@ -183,7 +210,7 @@ class _Run:
                 per_step = (now - t_session) / steps_session
                 listener.batch_finished(BatchStats(
                     epoch=epoch, step=step, steps_per_epoch=self.steps_per_epoch, global_step=self.global_step,
-                    total_steps=self.total_steps, loss=batch_loss / len(labels), lr=lr,
+                    total_steps=self.total_steps, loss=batch_loss / max(len(labels), 1), lr=lr,
                     images_per_sec=len(labels) / max(now - t_prev, 1e-9), **self._memory(),
                     eta_seconds=per_step * (self.total_steps - self.global_step)))
                 t_prev = now
@@ -192,10 +219,12 @@ class _Run:
             if stopped:
                 status = "stopped"
                 # the last weights stay usable; the resume point remains the last whole epoch
-                ckpt.save_weights(self.run_dir / ckpt.LAST_WEIGHTS, model.trainable_state_dict(),
-                                  {"epoch": str(epoch - 1), "partial": "true"})
+                if self.writes:
+                    ckpt.save_weights(self.run_dir / ckpt.LAST_WEIGHTS, model.trainable_state_dict(),
+                                      {"epoch": str(epoch - 1), "partial": "true"})
                 break
             # evaluate (training accuracy stands in when there are no validation images)
+            loss_sum, correct, seen = self.ddp.sum([loss_sum, correct, seen])     # over all ranks' images
             train_acc = correct / max(seen, 1)
             val_loss, val_acc = self._validate() if self.split.val else (float("nan"), train_acc)
             is_best = self.best_acc is None or val_acc > self.best_acc
@@ -224,9 +253,11 @@ class _Run:
                 break
 
         report = self._final_report() if status == "finished" else None
-        run_files.update_run_file(self.run_dir, status=status, finished=_now(), epochs_done=epochs_done,
-                        best_epoch=self.best_epoch, best_val_acc=self.best_acc,
-                        test_acc=report.accuracy if report else None, report_split=report.split if report else None)
+        if self.writes:
+            run_files.update_run_file(self.run_dir, status=status, finished=_now(), epochs_done=epochs_done,
+                                      best_epoch=self.best_epoch, best_val_acc=self.best_acc,
+                                      test_acc=report.accuracy if report else None,
+                                      report_split=report.split if report else None)
         return RunResult(run_dir=str(self.run_dir), status=status, epochs_done=epochs_done,
                          best_epoch=self.best_epoch, best_val_acc=self.best_acc, report=report)
 
@@ -234,32 +265,37 @@ class _Run:
     def _prepare(self, resume: bool, model_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
         from ..data import ImageDataset, Split, build_transform, make_split, scan_folder
 
-        cfg, run_dir = self.config, self.run_dir
+        cfg, run_dir, ddp = self.config, self.run_dir, self.ddp
+        ddp.check_batch(cfg.batch_size)
         self._check_run_dir()
         if resume:
-            model_kwargs = run_files.read_run_file(run_dir, run_files.RUN_FILE).get("model_kwargs")
-        else:
-            ckpt.atomic_write_json(run_dir / "config.json", cfg.to_dict())
-        run_files.update_run_file(run_dir, status="running", started=_now(), error=None, model_kwargs=model_kwargs)
+            model_kwargs = ddp.share(lambda: run_files.read_run_file(run_dir, run_files.RUN_FILE).get("model_kwargs"))
+        if self.writes:     # config.json also records the number of processes and the per-process batch
+            saved = run_files.read_run_file(run_dir, "config.json") if resume else cfg.to_dict()
+            ckpt.atomic_write_json(run_dir / "config.json", {**saved, **ddp.describe(cfg.batch_size)})
+            run_files.update_run_file(run_dir, status="running", started=_now(), error=None, model_kwargs=model_kwargs)
         self.device, self.device_name = select_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         state = None
-        if resume and (run_dir / SPEC).exists():
-            self.classes = list(run_files.read_run_file(run_dir, "classes.json"))
-            self.split = Split.from_dict(run_files.read_run_file(run_dir, "split.json"))
-            if (run_dir / ckpt.STATE).exists():
-                state = ckpt.load_state(run_dir)               # else no epoch finished: start again from 0
-            self.model = run_files.rebuild_run_model(run_dir)
+        if resume and ddp.share(lambda: (run_dir / SPEC).exists()):
+            classes, split, state, spec = ddp.share(self._read_saved_run)   # rank 0 reads, all ranks get it
+            self.classes, self.split = classes, Split.from_dict(split)
+            self.model = run_files.model_from_spec(spec, cfg.seed)
         else:                                                  # a new run, or one stopped while scanning
-            scan = scan_folder(cfg.data_dir, should_stop=lambda: self.token.stop_requested)
-            self.classes = list(scan.classes)
-            self.split = make_split(scan, cfg.val_fraction, cfg.seed)
+            def scan() -> tuple[list[str], Split, list[str]]:
+                found = scan_folder(cfg.data_dir, should_stop=lambda: self.token.stop_requested)
+                split = make_split(found, cfg.val_fraction, cfg.seed)
+                return list(found.classes), split, [*found.warnings, *split.warnings]
+            self.classes, self.split, warnings = ddp.share(scan)    # rank 0 scans, the others wait
             self.model = run_files.build_run_model(cfg, len(self.classes), model_kwargs)
-            ckpt.atomic_write_json(run_dir / "classes.json", self.classes)
-            ckpt.atomic_write_json(run_dir / "split.json", self.split.to_dict())
-            ckpt.atomic_write_json(run_dir / SPEC, self.model.spec.to_dict())
-            for message in [*scan.warnings, *self.split.warnings]:
+            if self.writes:
+                ckpt.atomic_write_json(run_dir / "classes.json", self.classes)
+                ckpt.atomic_write_json(run_dir / "split.json", self.split.to_dict())
+                ckpt.atomic_write_json(run_dir / SPEC, self.model.spec.to_dict())
+            for message in warnings:
                 self.listener.warning(message)
+        self._trainable = [p for p in self.model.parameters() if p.requires_grad]
+        ddp.broadcast_parameters(self._trainable)              # every rank starts from rank 0's weights
         if not self.split.train:
             raise RunError("There are no training images in this run's split.")
         if not self.split.val:
@@ -282,18 +318,30 @@ class _Run:
         self.cache = self._make_cache()
         return state
 
+    def _read_saved_run(self) -> tuple[list[str], dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+        """(classes, split, resume state or None, model spec) of the run being resumed."""
+        run_dir = self.run_dir
+        state = ckpt.load_state(run_dir) if (run_dir / ckpt.STATE).exists() else None   # None: start from 0
+        return (list(run_files.read_run_file(run_dir, "classes.json")), run_files.read_run_file(run_dir, "split.json"),
+                state, run_files.read_run_file(run_dir, SPEC))
+
     def _check_run_dir(self) -> None:
         if self.config.data_dir:
             data, run = Path(self.config.data_dir).resolve(), self.run_dir.resolve()
             if run == data or data in run.parents:
                 raise RunError("The run folder must not be inside the image folder: DTL Studio never writes "
                                "into your data.")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.writes:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def _make_cache(self) -> FeatureCache | None:
         cfg = self.config
         wanted = cfg.cache_features == "on" or (cfg.cache_features == "auto" and cfg.augment == "none")
         if not wanted:
+            return None
+        if self.ddp.enabled:    # each process sees other images every epoch, so no process's cache would fill
+            if cfg.cache_features == "on":
+                self.listener.warning("The feature cache is off when training on several processes.")
             return None
         if cfg.drop_path > 0:
             if cfg.cache_features == "on":
@@ -326,7 +374,7 @@ class _Run:
             precision=self.precision.name, epochs=self.config.epochs, steps_per_epoch=self.steps_per_epoch,
             start_epoch=start_epoch, classes=list(self.classes), num_train=len(self.split.train),
             num_val=len(self.split.val), trainable_params=trainable, total_params=total,
-            config=self.config.to_dict())
+            config={**self.config.to_dict(), **self.ddp.describe(self.config.batch_size)})
 
     # ------------------------------------------------------------------ data
     def _train_batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, Any]]:
@@ -334,6 +382,10 @@ class _Run:
         n = len(self.split.train)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.config.seed, epoch)))
         batches = [order[i:i + self.config.batch_size].tolist() for i in range(0, n, self.config.batch_size)]
+        self._global_lens = [len(b) for b in batches]
+        if self.ddp.enabled:    # this rank's slice of each global batch
+            return self.ddp.local_batches(batches, lambda mine: self._batches(self.train_set, mine, offset=0),
+                                          self.device)
         return self._batches(self.train_set, batches, offset=0)
 
     def _batches(self, dataset: Any, batches: list[list[int]], offset: int) -> Iterator[Any]:
@@ -367,8 +419,11 @@ class _Run:
                 return self.model.forward_from_prefix(inputs)
             return self.model(inputs)
 
-    def _train_step(self, inputs: Any, labels: torch.Tensor) -> tuple[float, int]:
-        """One optimizer update over the batch; returns (summed loss, correct predictions)."""
+    def _train_step(self, inputs: Any, labels: torch.Tensor, global_n: int) -> tuple[float, int]:
+        """One optimizer update over the batch; returns (summed loss, correct predictions).
+
+        ``global_n`` is the batch size over all processes (``len(labels)`` on one process).
+        """
         def work(parts: int) -> tuple[float, int]:
             self.optimizer.zero_grad(set_to_none=True)
             loss_sum, correct, n = 0.0, 0, len(labels)
@@ -381,6 +436,7 @@ class _Run:
                 self.scaler.scale(loss * (len(chunk_labels) / n)).backward()
                 loss_sum += float(loss.detach()) * len(chunk_labels)
                 correct += int((logits.argmax(1) == chunk_labels).sum())
+            self.ddp.sync_gradients(self._trainable, n, global_n)     # several processes: the global mean
             self.scaler.step(self.optimizer)
             self.scaler.update()
             return loss_sum, correct
@@ -390,8 +446,8 @@ class _Run:
     def _validate(self) -> tuple[float, float]:
         """(mean loss, accuracy) on the validation split."""
         self.model.eval()
-        size = self.config.batch_size
-        batches = [list(range(i, min(i + size, len(self.split.val)))) for i in range(0, len(self.split.val), size)]
+        size, mine = self.config.batch_size, self.ddp.shard(len(self.split.val))   # each rank scores its shard
+        batches = [list(mine[i:i + size]) for i in range(0, len(mine), size)]
         loss_sum, correct = 0.0, 0
         for _idx, labels, inputs in self._batches(self.val_set, batches, offset=len(self.split.train)):
             def work(parts: int) -> tuple[float, int]:
@@ -404,6 +460,7 @@ class _Run:
                 return total, right
             batch_loss, batch_correct = self._oom_safe(work, len(labels))
             loss_sum, correct = loss_sum + batch_loss, correct + batch_correct
+        loss_sum, correct = self.ddp.sum([loss_sum, correct])       # the whole split, not this rank's shard
         return loss_sum / len(self.split.val), correct / len(self.split.val)
 
     def _oom_safe(self, work: Any, batch_len: int) -> Any:
@@ -438,6 +495,8 @@ class _Run:
     # ------------------------------------------------------------------ files
     def _save_epoch(self, epoch: int, is_best: bool) -> None:
         """Write the epoch's files; the rename of state.pt commits the epoch as the resume point."""
+        if not self.writes:
+            return
         weights = self.model.trainable_state_dict()
         meta = {"epoch": str(epoch), "backbone": self.config.backbone, "method": self.config.method}
         ckpt.save_weights(self.run_dir / ckpt.LAST_WEIGHTS, weights, meta)
@@ -459,12 +518,15 @@ class _Run:
         split_name, samples = evaluation_split(self.split)
         if not samples or self.best_epoch is None:
             return None
-        self.model.load_trainable_state_dict(ckpt.load_weights(self.run_dir / ckpt.BEST_WEIGHTS))
-        report = evaluate_model(self.model, samples, self.classes, self.device, self.model.data_config,
-                                best_epoch=self.best_epoch, split=split_name,
-                                batch_size=max(1, self.config.batch_size // self.parts),  # what fits in memory
-                                autocast_dtype=self.precision.autocast_dtype, num_workers=self.config.num_workers)
-        ckpt.atomic_write_json(self.run_dir / REPORT, report.to_dict())
+        best = self.ddp.share(lambda: ckpt.load_weights(self.run_dir / ckpt.BEST_WEIGHTS))   # rank 0 reads it
+        self.model.load_trainable_state_dict(best)
+        evaluate = partial(distributed.evaluate_sharded, self.ddp) if self.ddp.enabled else evaluate_model
+        report = evaluate(self.model, samples, self.classes, self.device, self.model.data_config,
+                          best_epoch=self.best_epoch, split=split_name,
+                          batch_size=max(1, self.config.batch_size // self.parts),  # what fits in memory
+                          autocast_dtype=self.precision.autocast_dtype, num_workers=self.config.num_workers)
+        if self.writes:
+            ckpt.atomic_write_json(self.run_dir / REPORT, report.to_dict())
         return report
 
     def _fail(self, exc: BaseException) -> None:
@@ -475,9 +537,11 @@ class _Run:
             message = "The run was interrupted."
         else:
             message = f"Training failed unexpectedly: {str(exc).strip() or type(exc).__name__}"
+        # a lost process leaves the run resumable: "interrupted", like a run whose process died
+        status = "interrupted" if isinstance(exc, distributed.PeerLostError) else "failed"
         try:
-            if self.run_dir.is_dir():
-                run_files.update_run_file(self.run_dir, status="failed", finished=_now(), error=message)
+            if self.writes and self.run_dir.is_dir():
+                run_files.update_run_file(self.run_dir, status=status, finished=_now(), error=message)
         finally:
             self.listener.run_failed(message, details)
 
