@@ -1,7 +1,6 @@
 """Export from a run folder: the best weights, the run's classes and facts, its validation images."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -13,18 +12,24 @@ from .core import export_model
 
 def export_run(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str], format: str = "torchscript",
                overwrite: bool = False, verify: bool = True) -> ExportResult:
-    """Export the best model of a finished (or stopped) run and verify it on the run's validation images."""
+    """Export the best model of a finished (or stopped) run and verify it on the run's validation images.
+
+    The recorded ``val_acc`` is the run's own: the best validation accuracy it measured
+    while training, never a later re-evaluation on a folder that may have changed.
+    """
     run = Path(run_dir).expanduser()
     if not run.is_dir():
         raise ExportError(f"There is no run folder at '{run}'.")
+    from ..run_folder import RunFolder
     from ..runs import load_run_model
 
+    folder = RunFolder(run)
     model, classes = load_run_model(run, which="best")
-    config = _read_json(run / "config.json")
-    metadata: dict[str, Any] = {"run": run.resolve().name, "val_acc": _val_acc(run)}
+    config = folder.read_config()
+    metadata: dict[str, Any] = {"run": run.resolve().name, "val_acc": _val_acc(folder)}
     if config.get("method"):
         metadata["method"] = config["method"]
-    images = load_check_images(_val_paths(run, config.get("data_dir"))) if verify else []
+    images = load_check_images(_val_paths(folder)) if verify else []
     return export_model(model, classes, out_path, format=format, metadata=metadata, overwrite=overwrite,
                         verify=verify, check_images=images, data_dir=config.get("data_dir") or None)
 
@@ -41,32 +46,27 @@ def export_onnx(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str
     return export_run(run_dir, out_path, "onnx", overwrite, verify)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _val_acc(folder: Any) -> float | None:
+    """The best validation accuracy the run recorded while training (None when it has none)."""
+    from ..errors import RunError
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        value = folder.read_run().get("best_val_acc")
+    except RunError:
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
-def _val_acc(run: Path) -> float | None:
-    # Prefer the final evaluation; fall back to what the run recorded per epoch.
-    report = _read_json(run / "report.json")
-    for source, key in ((report, "accuracy"), (_read_json(run / "run.json"), "best_val_acc")):
-        if isinstance(source.get(key), (int, float)):
-            return float(source[key])
-    return None
+def _val_paths(folder: Any) -> list[str]:
+    """The run's validation (else test) images that are still there and unchanged, for the self-check."""
+    from ..data.split import Split
+    from ..errors import RunError
+    from ..evaluate import check_split_files
 
-
-def _val_paths(run: Path, data_dir: str | None) -> list[str]:
-    split = _read_json(run / "split.json")
-    items = split.get("val") or split.get("test") or []
-    paths: list[str] = []
-    for item in items:
-        path = item.get("path") if isinstance(item, dict) else item[0] if isinstance(item, (list, tuple)) else None
-        if not path:
-            continue
-        if not os.path.isabs(path) and data_dir:
-            path = os.path.join(data_dir, path)
-        paths.append(str(path))
-    return paths
+    try:
+        split = Split.from_dict(folder.read_split())
+        stamps = folder.read_file_stamps()
+    except (RunError, TypeError, ValueError):
+        return []
+    kept, _gone = check_split_files(split.val or split.test, stamps)
+    return [path for path, _ in kept]
