@@ -274,7 +274,8 @@ class RunFolder:
         if effective_status(run) == "finished":
             return (f"The run '{self.name}' has already finished; evaluate or export it, "
                     "or start a new run to train again.")
-        trained = self.has_weights() or self.has_metrics() or int(run.get("epochs_done", 0) or 0) > 0
+        # A stop inside the first epoch leaves only partial last weights: nothing committed, nothing to lose.
+        trained = self.best_weights.exists() or self.has_metrics() or int(run.get("epochs_done", 0) or 0) > 0
         missing = [name for name, present in ((SPEC, self.has_spec()), (STATE, self.has_state())) if not present]
         if not trained or not missing:
             return None
@@ -546,4 +547,4 @@ def _running_elsewhere(folder: RunFolder) -> bool:
         run = folder.read_run()
     except RunError:
         return False
-    return effective_status(run) == "running" and run.get("pid") != os.getpid()
+    return effective_status(run) == "running"

@@ -61,7 +61,7 @@ def check_in_fresh_process(path: str | Path, fmt: str, images: list[torch.Tensor
     """Run the export on ``images`` (uint8 batches) in a new interpreter; return its outputs and report."""
     code = _TORCHSCRIPT_CHECK if fmt == "torchscript" else _ONNX_CHECK
     with tempfile.TemporaryDirectory(prefix="dtl-export-check-") as tmp:
-        files = [str(Path(path).resolve())] + [str(Path(tmp) / name) for name in ("in.pt", "out.pt", "report.json")]
+        files = [str(Path(path).resolve())] + [str(Path(tmp) / name) for name in ("in.pt", "out.pt", "check.json")]
         torch.save([x.contiguous() for x in images], files[1])
         if _is_frozen():
             problem = _run_frozen(code, files, timeout)

@@ -474,7 +474,7 @@ class _Run:
 
     # ------------------------------------------------------------------ files
     def _save_epoch(self, epoch: int, is_best: bool) -> None:
-        """Write the epoch's files; the rename of state.pt commits the epoch as the resume point."""
+        """Write the epoch's files; the rename of the resume state commits the epoch as the resume point."""
         weights = self.model.trainable_state_dict()
         meta = {"epoch": str(epoch), "backbone": self.config.backbone, "method": self.config.method}
         ckpt.save_weights(self.folder.last_weights, weights, meta)
