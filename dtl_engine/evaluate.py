@@ -212,3 +212,22 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> Evaluation:
     if evaluation.complete:
         folder.write_report(evaluation.to_dict())
     return evaluation
+
+
+def current_evaluation(run_dir: str | Path, device: str = "auto") -> Evaluation:
+    """The run's saved report while its images are unchanged on disk, else a fresh, honest evaluation.
+
+    What the Results view shows: a saved report whose images were since deleted or changed
+    would list files that are no longer there, so the images are checked first.
+    """
+    from .data.split import Split
+    from .run_folder import RunFolder
+
+    folder = RunFolder(run_dir)
+    saved = folder.read_report()
+    if saved is not None:
+        _, samples = evaluation_split(Split.from_dict(folder.read_split()))
+        _, gone = check_split_files(samples, folder.read_file_stamps())
+        if not gone:
+            return Evaluation.from_dict(saved)
+    return evaluate_run(folder.path, device=device)

@@ -274,8 +274,9 @@ class RunFolder:
         if effective_status(run) == "finished":
             return (f"The run '{self.name}' has already finished; evaluate or export it, "
                     "or start a new run to train again.")
-        # A stop inside the first epoch leaves only partial last weights: nothing committed, nothing to lose.
-        trained = self.best_weights.exists() or self.has_metrics() or int(run.get("epochs_done", 0) or 0) > 0
+        # Progress counts once an epoch was committed (recorded after its resume state). Before that, a
+        # stop or a crash inside the first epoch leaves nothing that starting over would lose.
+        trained = int(run.get("epochs_done", 0) or 0) > 0
         missing = [name for name, present in ((SPEC, self.has_spec()), (STATE, self.has_state())) if not present]
         if not trained or not missing:
             return None

@@ -2,7 +2,8 @@
 
 Headline (accuracy, best epoch), confusion matrix, per-class precision /
 recall / F1, and a gallery of misclassified images. Reads the run's saved
-report; when a run has none yet it is evaluated in the background. When some
+report; when a run has none yet, or its images changed on disk, it is evaluated
+in the background. When some
 images of the split are missing or changed, the figures say how many they cover.
 """
 from __future__ import annotations
@@ -21,14 +22,10 @@ from app.worker import run_in_background
 
 
 def load_evaluation(run_dir: str | Path):
-    """The run's saved evaluation, or a fresh one (saved as the run's report when it covers every image)."""
-    from dtl_engine.evaluate import Evaluation, evaluate_run
-    from dtl_engine.run_folder import RunFolder
+    """The run's saved evaluation while its images are unchanged, else a fresh one that says what it covers."""
+    from dtl_engine.evaluate import current_evaluation
 
-    saved = RunFolder(run_dir).read_report()
-    if saved is not None:
-        return Evaluation.from_dict(saved)
-    return evaluate_run(run_dir)
+    return current_evaluation(run_dir)
 
 
 class ResultsPage(QWidget):

@@ -7,6 +7,7 @@ from deep inside Pillow.
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import warnings
 from pathlib import Path
@@ -76,7 +77,11 @@ def check_image(path: str | os.PathLike[str], size: int | None = None) -> str | 
     """
     try:
         if size is None:
-            size = os.stat(path).st_size
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                return _os_reason(NotRegularFileError(path, "a folder" if stat.S_ISDIR(st.st_mode) else
+                                                      "a named pipe" if stat.S_ISFIFO(st.st_mode) else "a device"))
+            size = st.st_size
         if size == 0:
             return "the file is empty (0 bytes)"
         with _open_file(path) as fh:

@@ -271,7 +271,14 @@ def test_5_an_old_partial_export_is_cleaned_on_the_next_export(finished, tmp_pat
 def _with_deadline(fn, seconds: float, fifos: list[Path]):
     """Run ``fn`` in a thread; if it blocks (a read of a FIFO), unblock it and fail."""
     box: dict[str, object] = {}
-    thread = threading.Thread(target=lambda: box.update(value=fn()), daemon=True)
+
+    def call():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:    # handed to the test's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=call, daemon=True)
     thread.start()
     thread.join(seconds)
     if thread.is_alive():
@@ -282,6 +289,8 @@ def _with_deadline(fn, seconds: float, fifos: list[Path]):
                 pass
         thread.join(10)
         pytest.fail("the call blocked on a FIFO")
+    if "error" in box:
+        raise box["error"]
     return box.get("value")
 
 
@@ -379,7 +388,10 @@ def test_7_hidden_class_folders_are_named(tmp_path):
 
 def test_7_resuming_an_interrupted_run_after_its_last_epoch_only_finishes(finished, tmp_path, capsys):
     run = _copy(finished, tmp_path)
-    RunFolder(run).update_run(status="running", pid=2**22 + 7, pid_started=1.0)    # killed after its last commit
+    RunFolder(run).update_run(status="running")         # killed after its last commit, before "finished"
+    data = json.loads((run / run_folder.RUN_FILE).read_text())
+    data.update(pid=2**31 - 3, pid_started=1.0)          # a process that no longer exists
+    (run / run_folder.RUN_FILE).write_text(json.dumps(data))
     best = (run / run_folder.BEST_WEIGHTS).read_bytes()
     code, out, err = _cli(["resume", str(run)], capsys)
     assert code == 0, err
@@ -390,7 +402,7 @@ def test_7_resuming_an_interrupted_run_after_its_last_epoch_only_finishes(finish
 
 # --- injected faults during training --------------------------------------------------------------
 
-@pytest.mark.parametrize("fail_at", [3, 9])
+@pytest.mark.parametrize("fail_at", [9, 13])     # the resume state of epoch 1; a write of epoch 2
 def test_full_disk_during_training_fails_cleanly_and_resume_is_bit_identical(tmp_path, monkeypatch, fail_at):
     """The n-th file write of a run hits a full disk: a sentence, the last commit intact, resume exact."""
     from dtl_engine.training import resume, train
@@ -443,3 +455,41 @@ def test_each_run_file_missing_or_truncated_gives_a_result_or_a_sentence(finishe
         except DTLError as exc:
             assert str(exc) and "\n" not in str(exc)
     assert not (run / run_folder.LOCK).exists()
+
+
+def test_kill_9_at_random_points_then_resume_is_bit_identical(tmp_path):
+    """SIGKILL a training process twice at random moments (a checkpoint write may be cut anywhere)."""
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    from dtl_engine.training import resume, train
+
+    data = image_folder(tmp_path, per_class=6)
+    epochs = 6
+    whole = train(tiny_config(data, epochs=epochs), run_dir=tmp_path / "whole", model_kwargs=MODEL_KWARGS)
+    run = tmp_path / "run"
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(Path(__file__).parent)]),
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    rng = random.Random(9)
+    commands = [["train", str(data), *TINY, "--epochs", str(epochs), "--warmup-epochs", "1", "--lr", "5e-3",
+                 "--cache-features", "off", "--out", str(run)], ["resume", str(run)]]
+    for argv in commands:
+        child = subprocess.Popen([sys.executable, "-c", "import torch, sys; torch.set_num_threads(1); "
+                                  "from dtl_engine.cli import main; sys.exit(main(sys.argv[1:]))", *argv],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path, env=env)
+        for line in child.stdout:                        # wait until it trains, then kill it at a random moment
+            if line.startswith("Device:"):
+                break
+        time.sleep(rng.uniform(0.0, 1.5))
+        child.send_signal(signal.SIGKILL)
+        child.wait(60)
+        child.stdout.close()
+    if RunFolder(run).status() != "finished":
+        assert resume(run).status == "finished"
+    a, b = run_weights(whole.run_dir), run_weights(run)
+    assert all(a[k].equal(b[k]) for k in a)
+    assert RunFolder(run).read_metrics()[-1]["val_acc"] == RunFolder(whole.run_dir).read_metrics()[-1]["val_acc"]
+    assert not [p for p in run.iterdir() if fileio.is_leftover_name(p.name)]
