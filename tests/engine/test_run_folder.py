@@ -17,7 +17,9 @@ from dtl_engine import fileio, run_folder
 from dtl_engine.errors import RunError
 from dtl_engine.run_folder import RunFolder, claim_new
 
-ROOT = Path(__file__).resolve().parents[2]
+import dtl_engine
+
+ROOT = Path(dtl_engine.__file__).resolve().parents[1]        # the tree whose code is under test
 NAMES = [run_folder.RUN_FILE, run_folder.CONFIG, run_folder.CLASSES, run_folder.SPLIT, run_folder.SPEC,
          run_folder.LAST_WEIGHTS, run_folder.BEST_WEIGHTS, run_folder.STATE, run_folder.METRICS, run_folder.REPORT]
 
