@@ -493,3 +493,26 @@ def test_kill_9_at_random_points_then_resume_is_bit_identical(tmp_path):
     assert all(a[k].equal(b[k]) for k in a)
     assert RunFolder(run).read_metrics()[-1]["val_acc"] == RunFolder(whole.run_dir).read_metrics()[-1]["val_acc"]
     assert not [p for p in run.iterdir() if fileio.is_leftover_name(p.name)]
+
+
+def test_7_leftovers_of_a_killed_write_are_cleaned_when_the_run_is_opened_again(finished, tmp_path, capsys):
+    run = _copy(finished, tmp_path)
+    RunFolder(run).update_run(status="stopped")          # stopped after its last epoch: resume only finishes
+    dead = [run / ".state.pt.k1ll3d.tmp", run / ".metrics.json.k1ll3d.tmp"]
+    for p in dead:
+        p.write_bytes(b"half a file")
+        os.utime(p, (time.time() - 3600,) * 2)
+    mine = run / ".my-notes.txt"
+    mine.write_text("the user's")
+    code, _, err = _cli(["resume", str(run)], capsys)
+    assert code == 0, err
+    assert not any(p.exists() for p in dead) and mine.read_text() == "the user's"
+
+
+def test_6_a_weights_file_that_is_a_fifo_is_refused(tmp_path, capsys):
+    data = make_image_folder(tmp_path / "data", {"a": 3, "b": 3}, size=(24, 24))
+    fifo = tmp_path / "weights.safetensors"
+    os.mkfifo(fifo)
+    argv = ["train", str(data), *[a if a != "random" else str(fifo) for a in TINY], "--epochs", "1"]
+    code = _with_deadline(lambda: cli.main(argv), 60, [fifo])
+    _one_line_refusal(code, capsys.readouterr().err, "not a regular file")
