@@ -240,7 +240,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"Accuracy {report.accuracy:.1%} on {report.coverage()}")
     if report.left_out:
         print(f"warning: {len(report.left_out)} image(s) of the run's {report.split} split were left out; the figures "
-              "cover only the others, and the run's saved report was kept:", file=sys.stderr)
+              "cover only the others and are not saved as the run's report:", file=sys.stderr)
         for item in report.left_out[:10]:
             print(f"  {item['path']}: {item['reason']}", file=sys.stderr)
         if len(report.left_out) > 10:

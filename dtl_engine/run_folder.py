@@ -471,6 +471,12 @@ class Claim:
     created: bool               # this process made the folder itself
 
     def release(self) -> None:
+        """Give the folder back; temporary files older than this run's last commit (a killed writer's) go first."""
+        if not self.lock.released:
+            try:
+                self.folder.remove_leftovers()
+            except OSError:
+                pass
         self.lock.release()
 
     def discard(self) -> None:

@@ -80,7 +80,7 @@ def test_a_run_without_report_is_evaluated_in_the_background(qtbot, finished_run
     assert shown.args[0].accuracy == pytest.approx(finished_run.report.accuracy)
 
 
-def test_images_changed_since_training_are_left_out_and_the_figure_says_so(qtbot, finished_run, tmp_path):
+def test_images_changed_since_training_are_left_out_and_the_figure_says_so(qtbot, finished_run, tmp_path, themed):
     import shutil
 
     copy = Path(shutil.copytree(finished_run.run_dir, tmp_path / "copy"))
@@ -100,6 +100,7 @@ def test_images_changed_since_training_are_left_out_and_the_figure_says_so(qtbot
     assert changed not in {m["path"] for m in evaluation.mistakes}
     assert f"{total - 1} of {total}" in page.subline.text() and "1 left out" in page.subline.text()
     assert (copy / "report.json").read_bytes() == report_before     # the run's own report is kept
+    assert page.grab().save(str(Path(SCREENS or tmp_path) / "results_page_partial.png"))
 
 
 def test_a_broken_run_folder_shows_an_error_not_a_crash(qtbot, tmp_path):

@@ -92,6 +92,7 @@ def test_empty_runs_folder_says_so(qtbot):
     assert page.status() == (False, "No runs yet.")
     assert page.empty_label.isVisible()
     assert not page.open_button.isEnabled() and not page.resume_button.isEnabled()
+    assert page.grab().save(str(Path(SCREENS or damaged.parent) / "runs_page_damaged.png"))
 
 
 def test_a_damaged_run_is_listed_as_damaged_and_cannot_be_opened(qtbot, tiny_dataset, themed):
@@ -100,6 +101,8 @@ def test_a_damaged_run_is_listed_as_damaged_and_cannot_be_opened(qtbot, tiny_dat
     (damaged / "config.json").write_text('{"backbone": ')          # cut short
     page = RunsPage()
     qtbot.addWidget(page)
+    page.resize(1000, 300)
+    page.show()
     with qtbot.waitSignal(page.status_changed, timeout=5000):
         page.refresh()
     assert page.table.rowCount() == 2
@@ -107,3 +110,4 @@ def test_a_damaged_run_is_listed_as_damaged_and_cannot_be_opened(qtbot, tiny_dat
     status = page.table.item(row, 4)
     assert status.text() == "damaged" and "config.json" in status.toolTip()
     assert not page.open_button.isEnabled() and not page.resume_button.isEnabled()
+    assert page.grab().save(str(Path(SCREENS or damaged.parent) / "runs_page_damaged.png"))

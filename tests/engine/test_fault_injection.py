@@ -502,11 +502,13 @@ def test_7_leftovers_of_a_killed_write_are_cleaned_when_the_run_is_opened_again(
     for p in dead:
         p.write_bytes(b"half a file")
         os.utime(p, (time.time() - 3600,) * 2)
+    fresh = run / ".best.safetensors.k1ll3d.tmp"       # killed a moment ago: older than the next commit only
+    fresh.write_bytes(b"half a file")
     mine = run / ".my-notes.txt"
     mine.write_text("the user's")
     code, _, err = _cli(["resume", str(run)], capsys)
     assert code == 0, err
-    assert not any(p.exists() for p in dead) and mine.read_text() == "the user's"
+    assert not any(p.exists() for p in [*dead, fresh]) and mine.read_text() == "the user's"
 
 
 def test_6_a_weights_file_that_is_a_fifo_is_refused(tmp_path, capsys):
