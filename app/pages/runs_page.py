@@ -107,7 +107,8 @@ class RunsPage(QWidget):
         for row, run in enumerate(self.runs):
             acc = run.best_val_acc
             cells = [run.name, _date_text(run.created), run.backbone, run.method, run.status,
-                     f"{run.epochs_done} / {run.epochs}", "—" if acc is None else f"{100 * acc:.1f} %"]
+                     "—" if run.status == "damaged" else f"{run.epochs_done} / {run.epochs}",
+                     "—" if acc is None else f"{100 * acc:.1f} %"]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(str(text))
                 if col == 0:
