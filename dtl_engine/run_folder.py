@@ -31,6 +31,7 @@ import secrets
 import shutil
 import socket
 import tempfile
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -294,8 +295,6 @@ class RunFolder:
 
     def remove_leftovers(self) -> list[Path]:
         """Remove temporary files and cache folders a killed writer left (call while holding the lock)."""
-        import time
-
         # Older than the newest committed file, or older than a minute: no live writer is behind them.
         removed = fileio.remove_leftovers(self.path, older_than=max(self.commit_time(), time.time() - 60))
         for entry in self.path.glob(CACHE_PREFIX + "*"):
@@ -379,8 +378,6 @@ def _read_lock(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         # Empty or torn: a writer between create and write, or one killed there. Old enough = stale.
         try:
-            import time
-
             if time.time() - path.stat().st_mtime > 10:
                 return {"pid": None}
         except OSError:

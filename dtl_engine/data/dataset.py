@@ -23,7 +23,7 @@ FailureFn = Callable[[str, str], None]
 class Failed(NamedTuple):
     """The item of a sample whose file could not be loaded."""
 
-    index: int
+    sample_index: int
     path: str
     reason: str
 

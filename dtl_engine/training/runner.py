@@ -377,11 +377,11 @@ class _Run:
                                              pin_memory=self.device.type == "cuda", collate_fn=collate_samples)
         for images, labels, idx, failed in loader:
             for item in failed:
-                if item.index + offset not in self.excluded:
-                    self.excluded.add(item.index + offset)
+                if item.sample_index + offset not in self.excluded:
+                    self.excluded.add(item.sample_index + offset)
                     self.listener.warning(f"Left out an image that could not be loaded: {item.reason}")
             if self.cache is not None and failed:
-                self.cache.exclude(torch.tensor([f.index for f in failed], dtype=torch.long) + offset)
+                self.cache.exclude(torch.tensor([f.sample_index for f in failed], dtype=torch.long) + offset)
             if images is None:
                 continue
             inputs: Any = images.to(self.device, non_blocking=True)

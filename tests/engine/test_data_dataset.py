@@ -46,7 +46,7 @@ def test_file_broken_after_the_scan_is_reported_and_left_out_never_replaced(tmp_
     labels = torch.cat([b.labels for b in batches]).tolist()
     assert labels == [samples[i][1] for i in indices]  # each label still belongs to its own image
     failed = [f for b in batches for f in b.failed]
-    assert [(f.index, f.path) for f in failed] == [(1, broken), (3, samples[3][0])]
+    assert [(f.sample_index, f.path) for f in failed] == [(1, broken), (3, samples[3][0])]
     assert "truncated" in failed[0].reason and "disappeared" in failed[1].reason
     assert [p for p, _ in ds.failures] == [broken, samples[3][0]]   # each bad file reported once
     assert seen == ds.failures

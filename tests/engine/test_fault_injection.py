@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
+from image_factory import make_image, make_image_folder, tree_snapshot
+from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, run_weights, tiny_config
 
 from dtl_engine import cli, fileio, run_folder
 from dtl_engine.errors import DTLError, ExportError, RunError
 from dtl_engine.run_folder import RunFolder
-from image_factory import make_image, make_image_folder, tree_snapshot
-from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, run_weights, tiny_config
 
 TINY = ["--backbone", "test_vit", "--weights", "random", "--model-kwargs", json.dumps(MODEL_KWARGS),
         "--image-size", "32", "--batch-size", "8", "--augment", "none", "--device", "cpu", "--seed", "0"]
@@ -211,9 +211,9 @@ def test_4_evaluation_covers_n_of_m_when_files_are_gone(tmp_path, capsys):
 def test_4_predictions_are_matched_by_index(tmp_path):
     """A file that fails to load is left out; the other rows keep their own labels and paths."""
     import torch
+    from tiny_models import tiny_vit
 
     from dtl_engine.evaluate import evaluate_model
-    from tiny_models import tiny_vit
 
     data = make_image_folder(tmp_path / "d", {"a": 3, "b": 3}, size=(24, 24))
     samples = [(str(p), 0 if p.parent.name == "a" else 1) for p in sorted(data.rglob("*.png"))]

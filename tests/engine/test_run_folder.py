@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
+import dtl_engine
 from dtl_engine import fileio, run_folder
 from dtl_engine.errors import RunError
 from dtl_engine.run_folder import RunFolder, claim_new
-
-import dtl_engine
 
 ROOT = Path(dtl_engine.__file__).resolve().parents[1]        # the tree whose code is under test
 NAMES = [run_folder.RUN_FILE, run_folder.CONFIG, run_folder.CLASSES, run_folder.SPLIT, run_folder.SPEC,
