@@ -116,6 +116,19 @@ def write_all(fh: IO[bytes], data: bytes) -> None:
     fh.write(data)
 
 
+def reserve_beside(path: str | os.PathLike[str], suffix: str = PART_SUFFIX, mode: int = 0o644) -> Path:
+    """An empty, uniquely named hidden file next to ``path`` (``.<name>.<random><suffix>``).
+
+    For writers that fill a file in several steps (an export that is verified before it is
+    kept) and then ``os.replace`` it onto ``path``; :func:`remove_leftovers` knows the name.
+    """
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    os.chmod(name, mode)        # mkstemp makes the file private (0600); the result is an ordinary file
+    return Path(name)
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     atomic_write_bytes(path, json.dumps(obj, indent=2).encode("utf-8"))
