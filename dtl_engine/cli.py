@@ -59,7 +59,9 @@ class ProgressPrinter(RunListener):
         self._write(f"Device: {info.device_name} ({info.device}), precision {info.precision}")
         self._write(f"{len(info.classes)} classes, {info.num_train} training and {info.num_val} validation images; "
                     f"trainable parameters {info.trainable_params:,} of {info.total_params:,}")
-        if info.start_epoch:
+        if info.start_epoch >= info.epochs:
+            self._write(f"All {info.epochs} epochs were already trained; finishing the run.")
+        elif info.start_epoch:
             self._write(f"Resuming at epoch {info.start_epoch + 1} of {info.epochs}")
 
     def batch_finished(self, stats) -> None:  # noqa: ANN001
@@ -215,10 +217,10 @@ def _run_training(start: Callable[[RunListener, StopToken], Any]) -> int:
     printer._close_bar()
     run_dir = result.run_dir
     if result.status == "stopped":
-        from .training.checkpoint import LAST_WEIGHTS
+        from .run_folder import RunFolder
 
         print(f"Stopped after {result.epochs_done} complete epoch(s); the checkpoint is "
-              f"{Path(run_dir) / LAST_WEIGHTS}.")
+              f"{RunFolder(run_dir).last_weights}.")
         print(f"Continue with: python -m dtl_engine resume {run_dir}")
         return EXIT_INTERRUPTED
     best = f"{result.best_val_acc:.1%}" if result.best_val_acc is not None else "n/a"
@@ -226,7 +228,7 @@ def _run_training(start: Callable[[RunListener, StopToken], Any]) -> int:
     print(f"Finished {result.epochs_done} epoch(s); best validation accuracy {best}{epoch}.")
     if result.report is not None:
         report = result.report
-        print(f"Final evaluation on {report.num_images} {report.split} images: accuracy {report.accuracy:.1%}")
+        print(f"Final evaluation on {report.coverage()}: accuracy {report.accuracy:.1%}")
     print(f"Run folder: {run_dir}")
     print(f"Export with: python -m dtl_engine export {run_dir} --out model.pt")
     return 0
@@ -238,7 +240,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _train_config(args)
     kwargs = _model_kwargs(args.model_kwargs)
     return _run_training(lambda listener, token: train(config, listener, token, run_dir=args.out,
-                                                       model_kwargs=kwargs))
+                                                       model_kwargs=kwargs, overwrite=args.overwrite))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -254,7 +256,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
-    print(f"Accuracy {report.accuracy:.1%} on {report.num_images} {report.split} images")
+    print(f"Accuracy {report.accuracy:.1%} on {report.coverage()}")
+    if report.left_out:
+        print(f"warning: {len(report.left_out)} image(s) of the run's {report.split} split were left out; the figures "
+              "cover only the others and are not saved as the run's report:", file=sys.stderr)
+        for item in report.left_out[:10]:
+            print(f"  {item['path']}: {item['reason']}", file=sys.stderr)
+        if len(report.left_out) > 10:
+            print(f"  ... and {len(report.left_out) - 10} more", file=sys.stderr)
     width = max(len(c) for c in report.classes)
     print(f"  {'class':<{width}}  precision  recall     f1  support")
     for row in report.per_class:
@@ -327,18 +336,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return cmd_predict_folder(args)
     if not args.images:
         raise RunError("Give one or more image files, or a folder with --folder DIR --csv OUT.csv.")
-    from .predict import predict
+    from .predict import predict_each
 
-    results = predict(args.model, args.images, top_k=args.top_k)
+    results = predict_each(args.model, args.images, top_k=args.top_k)
+    failed = [r for r in results if r.error is not None]
     if args.json:
-        print(json.dumps([{"image": str(p), "top": [{"class": c, "probability": v} for c, v in r]}
-                          for p, r in zip(args.images, results)], indent=2))
-        return 0
-    for path, ranked in zip(args.images, results):
-        print(path)
-        for name, prob in ranked:
-            print(f"  {prob:7.2%}  {name}")
-    return 0
+        print(json.dumps([{"image": r.path, "top": [{"class": c, "probability": v} for c, v in r.top],
+                           **({"error": r.error} if r.error else {})} for r in results], indent=2))
+    else:
+        for r in results:
+            if r.error is None:
+                print(r.path)
+                for name, prob in r.top:
+                    print(f"  {prob:7.2%}  {name}")
+    for r in failed:
+        print(f"error: {r.error}", file=sys.stderr)
+    return EXIT_BAD_INPUT if failed else 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -353,9 +366,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import DOCTOR_CSV, check_csv_destination, diagnose_run
-    from .runs import read_run_file
+    from .run_folder import RunFolder
 
-    data_dir = read_run_file(args.run_dir, "config.json").get("data_dir")
+    data_dir = RunFolder(args.run_dir).read_config().get("data_dir")
     # the run folder's own findings file is the engine's and is replaced; a file the user names is not
     csv_target, csv_overwrite = args.csv or Path(args.run_dir) / DOCTOR_CSV, args.overwrite or not args.csv
     check_csv_destination(csv_target, csv_overwrite, data_dir)      # refuse before the long image pass
@@ -397,6 +410,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     print(f"{'run':<48} {'status':<11} {'method':<6} {'epochs':>7} {'best val':>8}  backbone")
     for r in runs:
+        if r.status == "damaged":
+            print(f"{r.name:<48} {'damaged':<11} {r.problem}")
+            continue
         acc = f"{r.best_val_acc:.1%}" if r.best_val_acc is not None else "-"
         print(f"{r.name:<48} {r.status:<11} {r.method:<6} {f'{r.epochs_done}/{r.epochs}':>7} {acc:>8}  {r.backbone}")
     return 0
@@ -442,7 +458,10 @@ def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
         kwargs = {k: v for k, v in spec.items() if k != "flag"}
         p.add_argument(_flag(name, spec), dest=name, default=None, help=TrainConfig.help(name), **kwargs)
     p.add_argument("--out", metavar="RUN_DIR", default=None,
-                   help="Run folder to create (default: a new folder in the user's runs folder).")
+                   help="Run folder to create (default: a new folder in the user's runs folder). It must be new "
+                        "or empty, and must not be inside, equal to or contain the image folder.")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Replace the run in --out if the folder already holds one (never a run still training).")
     p.add_argument("--model-kwargs", metavar="JSON", default=None,
                    help="JSON object passed to timm.create_model (small test configurations).")
     p.set_defaults(func=cmd_train)

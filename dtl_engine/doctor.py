@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from .errors import DataError, RunError
+from .run_folder import DOCTOR_CSV as DOCTOR_CSV  # the findings file a check writes into the run
 
-DOCTOR_CSV = "doctor.csv"           # default findings file, written into the run folder
 CSV_COLUMNS = ("kind", "path", "split", "label", "suggested_label", "score", "group", "detail")
 MOVES_COLUMNS = ("path", "from_class", "to_class", "confidence")
 NEAR_HAMMING = 4                    # difference hashes this close (of 64 bits) ...
@@ -395,9 +395,9 @@ def _outlier_findings(samples: list[tuple[str, int, str]], classes: list[str], f
 def run_samples(run_dir: str | os.PathLike[str]) -> list[tuple[str, int, str]]:
     """Every image of a run as (path, label, split name), from its saved split."""
     from .data.split import Split
-    from .runs import read_run_file
+    from .run_folder import RunFolder
 
-    split = Split.from_dict(read_run_file(run_dir, "split.json"))
+    split = Split.from_dict(RunFolder(run_dir).read_split())
     return [(p, y, name) for name, part in (("train", split.train), ("val", split.val), ("test", split.test))
             for p, y in part]
 

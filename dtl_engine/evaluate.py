@@ -3,8 +3,13 @@
 The maths (:func:`build_evaluation`) is a pure function of predictions, so it
 is tested against hand-computed numbers. :func:`evaluate_model` runs a model
 over images; :func:`evaluate_run` does that for a saved run, on its test
-split when there is one, else on its validation split, and writes
-``report.json`` into the run folder.
+split when there is one, else on its validation split, and saves it as the
+run's report.
+
+Honest about the data: predictions are matched to their images by index; an
+image that is missing, changed since the run was made, or unreadable is left
+out and listed in ``left_out``, and the figure says it covers N of M images.
+Nothing ever stands in for a missing image.
 """
 from __future__ import annotations
 
@@ -14,7 +19,6 @@ from typing import Any, Sequence
 
 import torch
 
-REPORT = "report.json"
 MAX_MISTAKES = 200          # a report lists at most this many misclassified images (most confident first)
 
 
@@ -29,7 +33,20 @@ class Evaluation:
     mistakes: list[dict[str, Any]]                      # {path, true, predicted, confidence}
     best_epoch: int | None = None                       # 0-based epoch whose weights were evaluated
     split: str = "val"                                  # "test" or "val": which images were used
-    num_images: int = 0
+    num_images: int = 0                                 # images evaluated (N)
+    total_images: int = 0                               # images of the split (M); N < M when some were left out
+    left_out: list[dict[str, Any]] = field(default_factory=list)   # {path, reason} of the images not evaluated
+
+    @property
+    def complete(self) -> bool:
+        """True when every image of the split was evaluated."""
+        return not self.left_out and self.num_images >= self.total_images
+
+    def coverage(self) -> str:
+        """'24 val images' or '16 of 24 val images' for a sentence."""
+        total = max(self.total_images, self.num_images)
+        return (f"{self.num_images} {self.split} images" if self.num_images == total
+                else f"{self.num_images} of {total} {self.split} images")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,38 +95,91 @@ def build_evaluation(probs: torch.Tensor, labels: Sequence[int], paths: Sequence
         accuracy=correct / len(labels_t) if len(labels_t) else 0.0,
         classes=list(classes), confusion=confusion, per_class=per_class_scores(confusion, classes),
         mistakes=mistakes, best_epoch=best_epoch, split=split, num_images=len(labels_t),
+        total_images=len(labels_t),
     )
 
 
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, samples: Sequence[tuple[str, int]], transform: Any,
                   device: torch.device, batch_size: int = 64, autocast_dtype: torch.dtype | None = None,
-                  num_workers: int = 0) -> torch.Tensor:
-    """Softmax probabilities (N, C) of ``model`` on the images ``samples`` (path, label), in order."""
-    from .data import ImageDataset
+                  num_workers: int = 0) -> tuple[torch.Tensor, list[int], list[dict[str, Any]]]:
+    """Softmax probabilities of ``model`` on the images ``samples`` (path, label).
+
+    Returns ``(probs, indices, failed)``: row ``k`` of ``probs`` belongs to ``samples[indices[k]]``;
+    ``failed`` lists ``{path, reason}`` of the images that could not be loaded (left out).
+    """
+    from .data import ImageDataset, collate_samples
 
     loader = torch.utils.data.DataLoader(ImageDataset(list(samples), transform), batch_size=batch_size,
-                                         shuffle=False, num_workers=num_workers)
+                                         shuffle=False, num_workers=num_workers, collate_fn=collate_samples)
     model.eval()
-    out = []
-    for images, _labels, _index in loader:
+    out: list[torch.Tensor] = []
+    indices: list[int] = []
+    failed: list[dict[str, Any]] = []
+    for batch in loader:
+        failed.extend({"path": f.path, "reason": f.reason} for f in batch.failed)
+        if batch.images is None:
+            continue
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            logits = model(images.to(device))
+            logits = model(batch.images.to(device))
         out.append(logits.float().softmax(dim=1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, 0)
+        indices.extend(int(i) for i in batch.indices)
+    return (torch.cat(out) if out else torch.zeros(0, 0)), indices, failed
 
 
 def evaluate_model(model: torch.nn.Module, samples: Sequence[tuple[str, int]], classes: Sequence[str],
                    device: torch.device, augment_config: dict[str, Any], best_epoch: int | None = None,
                    split: str = "val", batch_size: int = 64, autocast_dtype: torch.dtype | None = None,
-                   num_workers: int = 0) -> Evaluation:
-    """Run ``model`` over ``samples`` with the evaluation transform and score it."""
+                   num_workers: int = 0, left_out: Sequence[dict[str, Any]] = ()) -> Evaluation:
+    """Run ``model`` over ``samples`` with the evaluation transform and score it.
+
+    ``left_out`` are images of the split already known to be unusable (``{path, reason}``);
+    they count in ``total_images`` but are not evaluated, like the images that fail to load.
+    """
     from .data import build_transform
 
     transform = build_transform(augment_config, "none", train=False)
-    probs = predict_probs(model, samples, transform, device, batch_size, autocast_dtype, num_workers)
-    return build_evaluation(probs, [label for _, label in samples], [path for path, _ in samples], classes,
-                            best_epoch=best_epoch, split=split)
+    samples = list(samples)
+    probs, indices, failed = predict_probs(model, samples, transform, device, batch_size, autocast_dtype, num_workers)
+    evaluation = build_evaluation(probs, [samples[i][1] for i in indices], [samples[i][0] for i in indices], classes,
+                                  best_epoch=best_epoch, split=split)
+    evaluation.left_out = [*left_out, *failed]
+    evaluation.total_images = len(samples) + len(left_out)
+    return evaluation
+
+
+def check_split_files(samples: Sequence[tuple[str, int]], stamps: dict[str, tuple[int, int]]
+                      ) -> tuple[list[tuple[str, int]], list[dict[str, Any]]]:
+    """Split ``samples`` into those still on disk as they were and ``{path, reason}`` of the others.
+
+    ``stamps`` holds each file's (size, modification time) when the run was made; a file
+    without a stamp (runs made by older versions) is only checked for being there.
+    """
+    import os
+    import stat
+
+    from .fileio import NOT_REGULAR
+
+    kept: list[tuple[str, int]] = []
+    gone: list[dict[str, Any]] = []
+    for path, label in samples:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            gone.append({"path": path, "reason": "the file no longer exists"})
+            continue
+        except OSError as exc:
+            gone.append({"path": path, "reason": f"the file cannot be read ({exc.strerror or exc})"})
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            gone.append({"path": path, "reason": NOT_REGULAR})
+            continue
+        stamp = stamps.get(path)
+        if stamp is not None and (st.st_size, st.st_mtime_ns) != tuple(stamp):
+            gone.append({"path": path, "reason": "the file changed since the run was trained"})
+            continue
+        kept.append((path, label))
+    return kept, gone
 
 
 def evaluation_split(split: Any) -> tuple[str, list[tuple[str, int]]]:
@@ -120,18 +190,44 @@ def evaluation_split(split: Any) -> tuple[str, list[tuple[str, int]]]:
 
 
 def evaluate_run(run_dir: str | Path, device: str = "auto") -> Evaluation:
-    """Evaluate a saved run's best weights and (re)write its ``report.json``."""
+    """Evaluate a saved run's best weights on the images of its split that are still as they were.
+
+    The result is saved as the run's report only when it covers every image; a partial
+    evaluation (files missing or changed) is returned, never stored over the run's own.
+    """
     from .data.split import Split
-    from .runs import load_run_model, read_run_file
-    from .training.checkpoint import atomic_write_json
+    from .run_folder import RunFolder
+    from .runs import load_run_model
     from .training.devices import select_device
 
-    run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
     dev, _ = select_device(device)
-    model, classes = load_run_model(run_dir, which="best", device=dev)
-    split_name, samples = evaluation_split(Split.from_dict(read_run_file(run_dir, "split.json")))
-    metrics = read_run_file(run_dir, "metrics.json") if (run_dir / "metrics.json").exists() else []
+    model, classes = load_run_model(folder.path, which="best", device=dev)
+    split_name, samples = evaluation_split(Split.from_dict(folder.read_split()))
+    samples, gone = check_split_files(samples, folder.read_file_stamps())
+    metrics = folder.read_metrics()
     best = max(metrics, key=lambda m: m["val_acc"])["epoch"] if metrics else None
-    evaluation = evaluate_model(model, samples, classes, dev, model.data_config, best_epoch=best, split=split_name)
-    atomic_write_json(run_dir / REPORT, evaluation.to_dict())
+    evaluation = evaluate_model(model, samples, classes, dev, model.data_config, best_epoch=best, split=split_name,
+                                left_out=gone)
+    if evaluation.complete:
+        folder.write_report(evaluation.to_dict())
     return evaluation
+
+
+def current_evaluation(run_dir: str | Path, device: str = "auto") -> Evaluation:
+    """The run's saved report while its images are unchanged on disk, else a fresh, honest evaluation.
+
+    What the Results view shows: a saved report whose images were since deleted or changed
+    would list files that are no longer there, so the images are checked first.
+    """
+    from .data.split import Split
+    from .run_folder import RunFolder
+
+    folder = RunFolder(run_dir)
+    saved = folder.read_report()
+    if saved is not None:
+        _, samples = evaluation_split(Split.from_dict(folder.read_split()))
+        _, gone = check_split_files(samples, folder.read_file_stamps())
+        if not gone:
+            return Evaluation.from_dict(saved)
+    return evaluate_run(folder.path, device=device)

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from .listener import RunListener
+from .run_folder import EVENT_LOG
 
-EVENT_LOG = "events.jsonl"      # the one name of the event log inside a run folder
 
 
 def _clean(value: Any) -> Any:

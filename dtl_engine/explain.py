@@ -212,7 +212,8 @@ def explain_run(run_dir: str | os.PathLike[str], image_path: str | os.PathLike[s
         RunError: ``out_path`` exists (and ``overwrite`` is off), is a folder, or lies in the run's image folder.
         DataError: the image cannot be read.
     """
-    from .runs import load_run_model, read_run_file
+    from .run_folder import RunFolder
+    from .runs import load_run_model
     from .training.devices import select_device
 
     out = Path(out_path).expanduser()
@@ -220,7 +221,7 @@ def explain_run(run_dir: str | os.PathLike[str], image_path: str | os.PathLike[s
         raise RunError(f"'{out}' is a folder; give a file name for the heatmap, e.g. heat.png.")
     if out.exists() and not overwrite:
         raise RunError(f"'{out}' already exists; choose another name or pass --overwrite.")
-    data_dir = read_run_file(run_dir, "config.json").get("data_dir")
+    data_dir = RunFolder(run_dir).read_config().get("data_dir")
     if data_dir and Path(data_dir).expanduser().resolve() in out.resolve().parents:
         raise RunError(f"Nothing is written into the image folder '{data_dir}'; choose another place for the heatmap.")
     dev, _ = select_device(device)

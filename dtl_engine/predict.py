@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 import torch
 
-from .errors import ExportError
+from .errors import DataError, ExportError
+from .fileio import NOT_REGULAR, NotRegularFileError, open_regular
 from .preprocess import preprocess, preprocess_settings
 
 
@@ -49,7 +50,7 @@ def load_exported(path: str | os.PathLike[str]) -> ExportedModel:
         ExportError: the file is missing or is not an export written by this engine.
     """
     p = Path(path).expanduser()
-    if not p.is_file():
+    if not p.exists():
         raise ExportError(f"There is no exported model at '{p}'.")
     kind = _file_kind(p)
     if kind == "onnx":
@@ -76,8 +77,10 @@ def load_exported(path: str | os.PathLike[str]) -> ExportedModel:
 
 def _file_kind(p: Path) -> str:
     try:
-        with open(p, "rb") as fh:
+        with open_regular(p) as fh:
             head = fh.read(2)
+    except NotRegularFileError as exc:
+        raise ExportError(f"Cannot read '{p}': {NOT_REGULAR} ({exc.kind}).") from None
     except OSError as exc:
         raise ExportError(f"Cannot read '{p}': {exc.strerror or exc}.") from exc
     if head == b"PK":               # TorchScript files are zip archives
@@ -109,13 +112,21 @@ def _load_onnx(p: Path) -> ExportedModel:
     return ExportedModel(str(p), "onnx", classes, metadata, run)
 
 
-def predict(export_path: str | os.PathLike[str], image_paths: list[str | os.PathLike[str]],
-            top_k: int = 3) -> list[list[tuple[str, float]]]:
-    """Top-k (class name, probability) for each image, best first, using an exported file.
+@dataclass
+class Prediction:
+    """The result for one image: its ranked classes, or why it could not be read."""
+
+    path: str
+    top: list[tuple[str, float]] = field(default_factory=list)   # (class name, probability), best first
+    error: str | None = None
+
+
+def predict_each(export_path: str | os.PathLike[str], image_paths: list[str | os.PathLike[str]],
+                 top_k: int = 3) -> list[Prediction]:
+    """Top-k classes for each image; an unreadable image gets its reason and the others still their results.
 
     Raises:
         ExportError: the export cannot be loaded.
-        DataError: an image cannot be read (the sentence names the file and the reason).
     """
     from .data.images import load_image
     from .export.common import image_to_uint8
@@ -124,11 +135,30 @@ def predict(export_path: str | os.PathLike[str], image_paths: list[str | os.Path
         raise ExportError("top_k must be at least 1.")
     exported = load_exported(export_path)
     k = min(top_k, len(exported.classes))
-    results: list[list[tuple[str, float]]] = []
+    results: list[Prediction] = []
     for path in image_paths:
         # One image at a time: images differ in size, and the export handles any size.
-        pixels = image_to_uint8(load_image(path)).unsqueeze(0)
+        try:
+            pixels = image_to_uint8(load_image(path)).unsqueeze(0)
+        except DataError as exc:
+            results.append(Prediction(str(path), error=str(exc)))
+            continue
         probs = exported(pixels)[0]
         values, indices = torch.topk(probs, k)
-        results.append([(exported.classes[int(i)], float(v)) for v, i in zip(values, indices)])
+        results.append(Prediction(str(path), [(exported.classes[int(i)], float(v)) for v, i in zip(values, indices)]))
     return results
+
+
+def predict(export_path: str | os.PathLike[str], image_paths: list[str | os.PathLike[str]],
+            top_k: int = 3) -> list[list[tuple[str, float]]]:
+    """Top-k (class name, probability) for each image, best first, using an exported file.
+
+    Raises:
+        ExportError: the export cannot be loaded.
+        DataError: an image cannot be read (the sentence names the file and the reason).
+    """
+    results = predict_each(export_path, image_paths, top_k)
+    for result in results:
+        if result.error is not None:
+            raise DataError(result.error)
+    return [result.top for result in results]

@@ -57,8 +57,12 @@ def create_backbone(name: str, weights: str = "hub", **timm_kwargs: Any) -> nn.M
             f"'{weights}' is not a weights file DTL Studio can read; use a {', '.join(LOCAL_SUFFIXES)} file, "
             "'hub' or 'random'."
         )
-    if not path.is_file():
+    if not path.exists():
         raise WeightsError(f"The weights file '{path}' does not exist; choose another file or use random weights.")
+    if not path.is_file():      # a FIFO or device would block the read or never end
+        from .fileio import NOT_REGULAR
+
+        raise WeightsError(f"The weights file '{path}' is {NOT_REGULAR}; choose another file or use random weights.")
     return _create_from_file(name, path, timm_kwargs)
 
 

@@ -45,10 +45,14 @@ def run_export(run_dir: str, out_path: str, fmt: str, overwrite: bool):
 
 
 def run_predict(export_path: str, images: list[str]):
-    """Top-3 predictions of the exported file (runs on a worker thread), with thumbnails."""
-    from dtl_engine.predict import predict
+    """Top-3 predictions of the exported file (runs on a worker thread), with thumbnails and per-image errors.
 
-    return predict(export_path, images, top_k=3), [read_thumbnail(p, 56) for p in images]
+    An unreadable image gets its reason (and no classes); the other images keep their results.
+    """
+    from dtl_engine.predict import predict_each
+
+    results = predict_each(export_path, images, top_k=3)
+    return [r.top for r in results], [read_thumbnail(p, 56) for p in images], [r.error for r in results]
 
 
 class ImageDropTable(QTableWidget):
@@ -296,8 +300,10 @@ class ExportPage(QWidget):
                           on_done=lambda out: self._show_predictions(paths, *out),
                           on_error=self._predict_failed)
 
-    def _show_predictions(self, paths: list[str], predictions: list, thumbs: list) -> None:
-        for path, top, thumb in zip(paths, predictions, thumbs):
+    def _show_predictions(self, paths: list[str], predictions: list, thumbs: list,
+                          errors: list | None = None) -> None:
+        errors = errors or [None] * len(paths)
+        for path, top, thumb, error in zip(paths, predictions, thumbs, errors):
             row = self.try_table.rowCount()
             self.try_table.insertRow(row)
             image = QTableWidgetItem()
@@ -307,6 +313,11 @@ class ExportPage(QWidget):
             name = QTableWidgetItem(Path(path).name)
             name.setToolTip(path)
             self.try_table.setItem(row, 1, name)
+            if error:                           # this image could not be read; the others still count
+                problem = QTableWidgetItem(error)
+                problem.setToolTip(error)
+                self.try_table.setItem(row, 2, problem)
+                continue
             self.try_table.setItem(row, 2, QTableWidgetItem())  # the label below shows it
             self.try_table.setCellWidget(row, 2, _prediction_label(top))
         self.predictions.extend(predictions)

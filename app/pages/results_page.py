@@ -1,12 +1,13 @@
 """Results page: how good the trained model is.
 
 Headline (accuracy, best epoch), confusion matrix, per-class precision /
-recall / F1, and a gallery of misclassified images. Reads the run's
-``report.json``; when a run has none yet it is evaluated in the background.
+recall / F1, and a gallery of misclassified images. Reads the run's saved
+report; when a run has none yet, or its images changed on disk, it is evaluated
+in the background. When some
+images of the split are missing or changed, the figures say how many they cover.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,10 @@ from app.worker import run_in_background
 
 
 def load_evaluation(run_dir: str | Path):
-    """The run's saved evaluation, or a fresh one (written to report.json) when missing."""
-    from dtl_engine.evaluate import REPORT, Evaluation, evaluate_run
+    """The run's saved evaluation while its images are unchanged, else a fresh one that says what it covers."""
+    from dtl_engine.evaluate import current_evaluation
 
-    path = Path(run_dir) / REPORT
-    if path.exists():
-        return Evaluation.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    return evaluate_run(run_dir)
+    return current_evaluation(run_dir)
 
 
 class ResultsPage(QWidget):
@@ -129,16 +127,20 @@ class ResultsPage(QWidget):
         name = Path(self.run_dir).name if self.run_dir else "this run"
         split = "test" if getattr(evaluation, "split", "val") == "test" else "validation"
         n = getattr(evaluation, "num_images", 0) or sum(map(sum, evaluation.confusion))
+        total = max(getattr(evaluation, "total_images", 0) or n, n)
+        left_out = list(getattr(evaluation, "left_out", []) or [])
+        count = f"{n} {split} images" if n == total else f"{n} of {total} {split} images"
         self.headline.setText(f"Accuracy {100 * evaluation.accuracy:.1f} %")
         best = evaluation.best_epoch
         epoch_text = f" · weights of the best epoch ({best + 1})" if best is not None else ""
-        self.subline.setText(f"Run {name} · {n} {split} images, {len(evaluation.classes)} classes{epoch_text}")
+        missing = f" · {len(left_out)} left out (missing, changed or unreadable)" if left_out else ""
+        self.subline.setText(f"Run {name} · {count}, {len(evaluation.classes)} classes{epoch_text}{missing}")
         self.matrix.set_matrix(evaluation.classes, evaluation.confusion)
         self._fill_table(evaluation.per_class)
         mistakes = list(evaluation.mistakes)
         self.gallery_box.setTitle(f"Misclassified images: {len(mistakes)} (most confident first)")
         self.gallery.set_mistakes(mistakes)
-        self._set_status(True, f"{name}: accuracy {100 * evaluation.accuracy:.1f} % on {n} {split} images")
+        self._set_status(True, f"{name}: accuracy {100 * evaluation.accuracy:.1f} % on {count}")
         self.evaluation_shown.emit(evaluation)
 
     # --- helpers --------------------------------------------------------------

@@ -16,7 +16,7 @@ from app.worker import describe_error
 RESUMABLE = ("stopped", "interrupted")
 COLUMNS = ["Name", "Date", "Backbone", "Method", "Status", "Epochs", "Best val. acc."]
 STATUS_COLOURS = {"finished": "#1e8e4e", "stopped": "#8a8a8a", "interrupted": "#b45f06",
-                  "failed": "#c0392b", "running": "#2f66d6"}
+                  "failed": "#c0392b", "running": "#2f66d6", "damaged": "#c0392b"}
 
 
 def list_runs() -> list[Any]:
@@ -107,7 +107,8 @@ class RunsPage(QWidget):
         for row, run in enumerate(self.runs):
             acc = run.best_val_acc
             cells = [run.name, _date_text(run.created), run.backbone, run.method, run.status,
-                     f"{run.epochs_done} / {run.epochs}", "—" if acc is None else f"{100 * acc:.1f} %"]
+                     "—" if run.status == "damaged" else f"{run.epochs_done} / {run.epochs}",
+                     "—" if acc is None else f"{100 * acc:.1f} %"]
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(str(text))
                 if col == 0:
@@ -115,6 +116,8 @@ class RunsPage(QWidget):
                     item.setToolTip(str(run.run_dir))
                 if col == 4 and run.status in STATUS_COLOURS:
                     item.setForeground(QColor(STATUS_COLOURS[run.status]))
+                if col == 4 and getattr(run, "problem", ""):
+                    item.setToolTip(run.problem)        # why a damaged run cannot be opened
                 if col in (5, 6):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)
@@ -149,7 +152,7 @@ class RunsPage(QWidget):
 
     def _update_buttons(self) -> None:
         info = self._run_info(self.selected_run())
-        self.open_button.setEnabled(info is not None)
+        self.open_button.setEnabled(info is not None and info.status != "damaged")
         self.resume_button.setEnabled(info is not None and info.status in RESUMABLE)
 
     def _open(self) -> None:

@@ -6,7 +6,6 @@ only reacts to its signals. Curves are redrawn by a 10 Hz timer in
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -39,17 +38,10 @@ def format_count(n: int) -> str:
 
 
 def read_metrics(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
-    """(per-epoch records, per-step records) from a run's metrics.json.
+    """(per-epoch records, per-step records) of a run (the engine records epochs only)."""
+    from dtl_engine.run_folder import RunFolder
 
-    Accepts a plain list of epoch records or a dict with "epochs" (and
-    optionally "steps") lists, so older and newer run folders both load.
-    """
-    data = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
-    if isinstance(data, list):
-        return data, []
-    epochs = data.get("epochs") or data.get("history") or []
-    steps = data.get("steps") or []
-    return list(epochs), list(steps)
+    return RunFolder(run_dir).read_metrics(), []
 
 
 class TrainPage(QWidget):
@@ -211,17 +203,19 @@ class TrainPage(QWidget):
         self.charts.set_reference_memory(full_ft_bytes)
 
     def load_history(self, run_dir: str, quiet: bool = False) -> None:
-        """Draw a finished (or stopped) run's curves from its metrics.json."""
-        path = Path(run_dir) / "metrics.json"
-        if not path.exists():
+        """Draw a finished (or stopped) run's curves from its recorded epochs."""
+        from dtl_engine.errors import RunError
+        from dtl_engine.run_folder import RunFolder
+
+        if not RunFolder(run_dir).has_metrics():
             self.charts.clear()
             if not quiet:
                 self.log(f"No metrics yet in {Path(run_dir).name}")
             return
         try:
             epochs, steps = read_metrics(run_dir)
-        except (OSError, ValueError) as exc:
-            self.log(f"⚠ Could not read {path.name}: {exc}")
+        except RunError as exc:
+            self.log(f"⚠ {exc}")
             return
         self.charts.set_history(epochs, steps)
         if quiet:

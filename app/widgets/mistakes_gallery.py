@@ -5,6 +5,8 @@ made on the main thread when each batch arrives).
 """
 from __future__ import annotations
 
+import os
+
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QColor, QIcon, QImage, QImageReader, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QListView, QListWidget, QListWidgetItem, QWidget
@@ -17,6 +19,8 @@ MAX_SHOWN = 60  # more than a screenful is not useful; the report keeps the full
 
 def read_thumbnail(path: str, side: int = THUMB) -> QImage:
     """A small upright (EXIF-aware) image, or a null QImage when unreadable."""
+    if not os.path.isfile(path):        # missing, or a FIFO / device that would block the reader
+        return QImage()
     reader = QImageReader(str(path))
     reader.setAutoTransform(True)
     size = reader.size()

@@ -14,14 +14,14 @@ from .scan import ScanCancelled, ScanResult, SkippedFile, scan_folder
 from .split import Split, make_split
 
 if TYPE_CHECKING:
-    from .dataset import ImageDataset
+    from .dataset import ImageDataset, collate_samples
     from .transforms import AUGMENT_PRESETS, build_transform
 
-_LAZY = {"ImageDataset": ".dataset", "build_transform": ".transforms", "AUGMENT_PRESETS": ".transforms"}
+_LAZY = {"ImageDataset": ".dataset", "collate_samples": ".dataset", "build_transform": ".transforms", "AUGMENT_PRESETS": ".transforms"}
 
 __all__ = [
     "AUGMENT_PRESETS", "ImageDataset", "ScanCancelled", "ScanResult", "SkippedFile", "Split",
-    "build_transform", "check_image", "ensure_sample_dataset", "load_image", "make_split",
+    "build_transform", "check_image", "collate_samples", "ensure_sample_dataset", "load_image", "make_split",
     "sample_dataset_info", "scan_folder",
 ]
 

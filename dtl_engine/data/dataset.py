@@ -1,15 +1,18 @@
-"""A map-style dataset over (path, label) samples that survives bad files.
+"""A map-style dataset over (path, label) samples that reports bad files instead of hiding them.
 
-A file that cannot be decoded at load time (it changed since the scan, or was
-truncated in a way the cheap header check cannot see) is reported once and a
-neighbouring sample is returned in its place, so one bad file never stops a run.
+A file that cannot be decoded at load time (it changed or disappeared since the
+scan, or was truncated in a way the cheap header check cannot see) is reported
+by its index and left out of the batch. It is never replaced by another image:
+a substitute would be counted, scored and shown under the wrong name.
+Use :func:`collate_samples` as the DataLoader's ``collate_fn``.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from torch.utils.data import Dataset
+import torch
+from torch.utils.data import Dataset, default_collate
 
 from ..errors import DataError
 from .images import load_image
@@ -17,16 +20,32 @@ from .images import load_image
 FailureFn = Callable[[str, str], None]
 
 
+class Failed(NamedTuple):
+    """The item of a sample whose file could not be loaded."""
+
+    sample_index: int
+    path: str
+    reason: str
+
+
+class Batch(NamedTuple):
+    """What :func:`collate_samples` returns: the loaded samples, and the ones that failed."""
+
+    images: Any                         # a batch tensor, or None when nothing loaded
+    labels: torch.Tensor
+    indices: torch.Tensor
+    failed: list[Failed]
+
+
 class ImageDataset(Dataset):
     """Items are ``(image, label, index)``; ``image`` is ``transform(PIL RGB image)``.
 
-    ``index`` is the index of the sample actually returned (the replacement's
-    when a file failed), so per-sample caches stay consistent. Failures are
-    collected in ``failures`` as (path, reason) and passed to ``on_failure``.
-    With DataLoader worker processes these live in the workers; use
-    ``on_failure`` (or num_workers=0) to see them in the main process.
-    ``min_side`` lets large JPEGs decode at a reduced scale (see :func:`load_image`);
-    about twice the model's input side keeps full detail for the crops.
+    A sample whose file fails to load comes back as a :class:`Failed` item instead
+    (and is reported to ``on_failure`` and kept in ``failures`` as (path, reason),
+    once per file). With DataLoader worker processes ``failures`` lives in the
+    workers; the :class:`Batch` of :func:`collate_samples` carries them to the
+    main process. ``min_side`` lets large JPEGs decode at a reduced scale (see
+    :func:`load_image`); about twice the model's input side keeps full detail.
     """
 
     def __init__(self, samples: Sequence[tuple[str, int]], transform: Callable[[Any], Any] | None = None,
@@ -36,7 +55,7 @@ class ImageDataset(Dataset):
         self.on_failure = on_failure
         self.min_side = min_side
         self.failures: list[tuple[str, str]] = []
-        self._bad: set[int] = set()
+        self._bad: dict[int, str] = {}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -46,29 +65,36 @@ class ImageDataset(Dataset):
         return [y for _, y in self.samples]
 
     def _report(self, index: int, reason: str) -> None:
-        self._bad.add(index)
+        self._bad[index] = reason
         path = self.samples[index][0]
         self.failures.append((path, reason))
         if self.on_failure is not None:
             self.on_failure(path, reason)
 
-    def __getitem__(self, index: int) -> tuple[Any, int, int]:
+    def __getitem__(self, index: int) -> tuple[Any, int, int] | Failed:
         n = len(self.samples)
         if not -n <= index < n:
             raise IndexError(index)
         index %= n
-        # Walk forward from the requested sample to the first one that loads.
-        for step in range(n):
-            i = (index + step) % n
-            if i in self._bad:
-                continue
-            path, label = self.samples[i]
-            try:
-                image = load_image(path, min_side=self.min_side)
-            except DataError as exc:
-                self._report(i, str(exc))
-                continue
-            if self.transform is not None:
-                image = self.transform(image)
-            return image, label, i
-        raise DataError("None of the images could be loaded; check that the data folder is still there.")
+        path, label = self.samples[index]
+        if index in self._bad:
+            return Failed(index, path, self._bad[index])
+        try:
+            image = load_image(path, min_side=self.min_side)
+        except DataError as exc:
+            self._report(index, str(exc))
+            return Failed(index, path, str(exc))
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, label, index
+
+
+def collate_samples(items: list[Any]) -> Batch:
+    """DataLoader ``collate_fn``: stack the loaded items, list the failed ones apart."""
+    failed = [item for item in items if isinstance(item, Failed)]
+    loaded = [item for item in items if not isinstance(item, Failed)]
+    if not loaded:
+        empty = torch.zeros(0, dtype=torch.long)
+        return Batch(None, empty, empty, failed)
+    images, labels, indices = default_collate(loaded)
+    return Batch(images, labels, indices, failed)

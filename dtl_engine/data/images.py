@@ -7,6 +7,7 @@ from deep inside Pillow.
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import warnings
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
+from ..fileio import NOT_REGULAR, NotRegularFileError, open_regular
 
 # Bytes at the end of a JPEG searched for its end-of-image marker (cheap truncation check).
 _JPEG_TAIL = 4096
@@ -28,8 +30,11 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def _open_file(path: str | os.PathLike[str]) -> IO[bytes]:
-    """Open a file for reading (one place, so tests can simulate unreadable files)."""
-    return open(path, "rb")
+    """Open a regular file for reading (one place, so tests can simulate unreadable files).
+
+    A FIFO, device or socket named like an image is refused without blocking.
+    """
+    return open_regular(path)
 
 
 def _too_large_reason(width: int, height: int) -> str | None:
@@ -41,6 +46,8 @@ def _too_large_reason(width: int, height: int) -> str | None:
 
 
 def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, NotRegularFileError):
+        return "it is a folder, not a file" if exc.kind == "a folder" else f"{NOT_REGULAR} ({exc.kind})"
     if isinstance(exc, PermissionError):
         return "the file cannot be read (permission denied)"
     if isinstance(exc, FileNotFoundError):
@@ -70,7 +77,11 @@ def check_image(path: str | os.PathLike[str], size: int | None = None) -> str | 
     """
     try:
         if size is None:
-            size = os.stat(path).st_size
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                return _os_reason(NotRegularFileError(path, "a folder" if stat.S_ISDIR(st.st_mode) else
+                                                      "a named pipe" if stat.S_ISFIFO(st.st_mode) else "a device"))
+            size = st.st_size
         if size == 0:
             return "the file is empty (0 bytes)"
         with _open_file(path) as fh:
@@ -91,7 +102,7 @@ def check_image(path: str | os.PathLike[str], size: int | None = None) -> str | 
                     img.load()
         return None
     except OSError as exc:
-        if isinstance(exc, (PermissionError, FileNotFoundError, IsADirectoryError)):
+        if isinstance(exc, (PermissionError, FileNotFoundError, IsADirectoryError, NotRegularFileError)):
             return _os_reason(exc)
         return f"the image data is truncated or corrupt ({exc})"
     except (ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:  # Pillow plugin parse errors
@@ -163,7 +174,7 @@ def load_image(path: str | os.PathLike[str], *, min_side: int | None = None) -> 
         raise DataError(f"Cannot load '{name}': the image is too large (more pixels than the safety limit); "
                         "it may be a decompression bomb.") from None
     except OSError as exc:
-        if isinstance(exc, (PermissionError, FileNotFoundError, IsADirectoryError)):
+        if isinstance(exc, (PermissionError, FileNotFoundError, IsADirectoryError, NotRegularFileError)):
             raise DataError(f"Cannot load '{name}': {_os_reason(exc)}.") from exc
         raise DataError(f"Cannot load '{name}': the image data is truncated or corrupt ({exc}).") from exc
     except (ValueError, SyntaxError, EOFError, IndexError, struct.error) as exc:

@@ -31,6 +31,9 @@ StopFn = Callable[[], bool]
 # Lower-case names of clutter that operating systems and tools leave in folders.
 JUNK_FILES = frozenset({"thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "icon\r"})
 JUNK_DIRS = frozenset({"__macosx", "$recycle.bin", "system volume information", "__pycache__"})
+# Hidden folders of tools, never meant as a class: passed over without a warning.
+_TOOL_DIRS = frozenset({".git", ".svn", ".hg", ".ipynb_checkpoints", ".idea", ".vscode", ".trash", ".trashes",
+                        ".thumbnails", ".spotlight-v100", ".fseventsd", ".dtl-cache"})
 # Folder names (lower-case) recognised as the parts of the split layout.
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                  "validation": "val", "test": "test", "testing": "test"}
@@ -135,6 +138,7 @@ class _Walker:
         self.ignored = 0
         self.found = 0
         self.skipped: list[SkippedFile] = []
+        self.hidden_dirs: list[str] = []  # hidden folders passed over (class-level ones are named in a warning)
         self._last = 0.0
 
     def stop_check(self) -> None:
@@ -159,6 +163,8 @@ class _Walker:
         for e in entries:
             if is_junk(e.name) or _hidden_on_windows(e):
                 self.ignored += 1
+                if e.name.lower() not in JUNK_DIRS | _TOOL_DIRS and _is_dir(e):
+                    self.hidden_dirs.append(e.path)
             else:
                 keep.append(e)
         keep.sort(key=lambda e: natural_key(e.name))
@@ -202,6 +208,13 @@ class _Walker:
                 else:
                     self.skipped.append(SkippedFile(e.path, "not a regular file"))
             stack.extend(reversed(subdirs))
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _folder_reason(exc: OSError) -> str:
@@ -287,6 +300,12 @@ def scan_folder(root: str | os.PathLike[str], progress: ProgressFn | None = None
             class_dirs.setdefault(e.name, set()).add(split_name)
             for path, size in walker.files(Path(e.path)):
                 candidates.append((split_name, e.name, path, size))
+
+    class_parents = {str(root_path), *(str(folder) for folder in (splits or {}).values())}
+    for hidden in walker.hidden_dirs:
+        if os.path.dirname(hidden) in class_parents:
+            extra_warnings.append(f"The hidden folder '{os.path.basename(hidden)}' was ignored; rename it without "
+                                  "the leading dot to use its images as a class.")
 
     # Phase 2: check each file's header (cheap; the full decode happens at load time).
     total = len(candidates)

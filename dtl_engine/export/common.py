@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -108,14 +107,12 @@ def check_destination(out_path: str | os.PathLike[str], overwrite: bool,
 
 def temp_path_beside(out: Path) -> Path:
     """A fresh temporary file next to ``out`` so the final os.replace is atomic."""
+    from ..fileio import reserve_beside
+
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+        return reserve_beside(out)
     except OSError as exc:
         raise ExportError(f"Cannot write into '{out.parent}': {exc.strerror or exc}.") from exc
-    os.close(fd)
-    # mkstemp makes the file private (0600); an export is an ordinary file, so use the usual mode.
-    os.chmod(name, 0o644)
-    return Path(name)
 
 
 def image_to_uint8(img: Any) -> torch.Tensor:

@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import copy
 import os
-from pathlib import Path
+import time
 from typing import Any
 
 import torch
 
 from ..errors import ExportError
+from ..fileio import PART_SUFFIX, remove_leftovers
 from ..preprocess import preprocess_settings
 from .common import TOLERANCE, ExportResult, build_metadata, check_destination, synthetic_batch, temp_path_beside
 from .verify import check_in_fresh_process, compare, measure_options
 
 FORMATS = ("torchscript", "onnx")
+STALE_PART_SECONDS = 3600      # a partial export file this old belongs to no running export
 
 
 def export_model(model: torch.nn.Module, classes: list[str], out_path: str | os.PathLike[str], *,
@@ -48,9 +50,17 @@ def export_model(model: torch.nn.Module, classes: list[str], out_path: str | os.
     settings = preprocess_settings(model.data_config)
     meta = build_metadata(model, classes, metadata, format, settings)
 
+    # Leftovers of an export to the same name that was killed: older than the last finished one, or stale.
+    last = out.stat().st_mtime if out.exists() else 0.0
+    remove_leftovers(out.parent, older_than=max(last, time.time() - STALE_PART_SECONDS), stem=out.name,
+                     suffixes=(PART_SUFFIX,))
     tmp = temp_path_beside(out)
     try:
-        writer(model, settings, classes, meta, tmp)
+        try:
+            writer(model, settings, classes, meta, tmp)
+        except OSError as exc:      # a full disk, a vanished folder: one sentence, and the partial file goes
+            raise ExportError(f"The export could not be written to '{out.parent}': "
+                              f"{exc.strerror or exc}.") from exc
         checked, worst, report = 0, None, {}
         if verify:
             from ..predict import engine_probabilities

@@ -7,7 +7,10 @@ scripted wrapper around it takes uint8 images of any size, runs the shared
 """
 from __future__ import annotations
 
+import io
 import json
+import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, List
@@ -15,6 +18,7 @@ from typing import Any, List
 import torch
 from torch import nn
 
+from .. import fileio
 from ..errors import ExportError
 from ..preprocess import preprocess
 
@@ -73,10 +77,35 @@ def build_scripted(model: nn.Module, settings: dict[str, Any], classes: list[str
                               f"{str(exc).splitlines()[0] if str(exc) else 'no details'}).") from exc
 
 
+SPACE_MARGIN = 16 * 2**20      # free bytes left over after the export, for everything else on the disk
+
+
 def write_torchscript(model: nn.Module, settings: dict[str, Any], classes: list[str],
                       metadata: dict[str, Any], path: Path) -> None:
-    """Write the TorchScript file with ``metadata.json`` embedded as an extra file."""
+    """Write the TorchScript file with ``metadata.json`` embedded as an extra file.
+
+    The archive is built in memory and written through a Python file object after a
+    free-space check: torch's own file writer aborts the whole process on a full disk.
+    """
     scripted = build_scripted(model, settings, classes, metadata)
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch marks TorchScript deprecated; it still is the torch-only format
-        torch.jit.save(scripted, str(path), _extra_files={"metadata.json": json.dumps(metadata, indent=2)})
+        torch.jit.save(scripted, buffer, _extra_files={"metadata.json": json.dumps(metadata, indent=2)})
+    data = buffer.getbuffer()
+    check_free_space(path.parent, len(data))
+    with open(path, "wb") as fh:
+        fileio.write_all(fh, data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def check_free_space(folder: Path, needed: int) -> None:
+    """Refuse with a sentence when ``folder``'s disk cannot take ``needed`` bytes plus a margin."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return                       # unknown: the write itself will tell
+    if free < needed + SPACE_MARGIN:
+        raise ExportError(f"Not enough free disk space in '{folder}' for the export: it needs "
+                          f"{(needed + SPACE_MARGIN) / 1e6:.0f} MB and {free / 1e6:.0f} MB are free.")

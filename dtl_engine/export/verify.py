@@ -138,7 +138,7 @@ def check_in_fresh_process(path: str | Path, fmt: str, images: list[torch.Tensor
     """
     code = _TORCHSCRIPT_CHECK if fmt == "torchscript" else _ONNX_CHECK
     with tempfile.TemporaryDirectory(prefix="dtl-export-check-") as tmp:
-        files = [str(Path(path).resolve())] + [str(Path(tmp) / name) for name in ("in.pt", "out.pt", "report.json")]
+        files = [str(Path(path).resolve())] + [str(Path(tmp) / name) for name in ("in.pt", "out.pt", "check.json")]
         torch.save([x.contiguous() for x in images], files[1])
         if measure is not None:
             options = {k: v for k, v in measure.items() if k != "eval_images"}

@@ -10,7 +10,6 @@ and the mean of the later ones. Runs go to a temporary folder that is removed.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,6 +18,7 @@ from statistics import mean
 import torch
 
 from ..config import TrainConfig
+from ..run_folder import RunFolder
 
 
 def _subset(source: Path, dest: Path, per_class: int) -> Path:
@@ -43,7 +43,7 @@ def measure(per_class: int = 60, epochs: int = 3, image_size: int = 32, patch: i
                                  batch_size=batch_size, image_size=image_size, augment="none", cache_features=cache)
             run_dir = Path(tmp) / f"run_cache_{cache}"
             train(config, run_dir=run_dir, model_kwargs=dict(patch_size=patch, img_size=image_size))
-            metrics = json.loads((run_dir / "metrics.json").read_text())
+            metrics = RunFolder(run_dir).read_metrics()
             seconds[cache] = [m["seconds"] for m in metrics]
     return seconds
 

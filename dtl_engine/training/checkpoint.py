@@ -1,23 +1,20 @@
-"""Checkpoint files of a run, always written atomically.
+"""Checkpoint files of a run: trainable weights (safetensors) and the resume state.
 
-Every file goes to a temporary name in the run folder, is flushed to disk and
-then renamed over the old one (``os.replace``), so a crash or power cut leaves
+Where they live in the run folder is :mod:`dtl_engine.run_folder`'s business; every
+file is written atomically (:mod:`dtl_engine.fileio`), so a crash or power cut leaves
 either the previous or the new file, never half of one.
 
-- ``checkpoint.safetensors`` / ``best.safetensors``: only the trainable weights
-  (side network + head: kilobytes for DTL). Loading them runs no code.
-- ``state.pt``: one plain dict for resuming (epoch, global step, trainable
-  weights, optimizer, scheduler, RNG, metrics, best so far). The weights are
-  kept here as well so that the resume point is a single file: the rename of
-  ``state.pt`` is the commit of an epoch. Loaded with ``weights_only=True``.
+- weights: only the trainable weights (side network + head: kilobytes for DTL).
+  Loading them runs no code.
+- the resume state: one plain dict (epoch, global step, trainable weights, optimizer,
+  scheduler, RNG, metrics, best so far). The weights are kept here as well so that the
+  resume point is a single file: its rename is the commit of an epoch. Loaded with
+  ``weights_only=True``.
 """
 from __future__ import annotations
 
 import io
-import json
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,34 +23,11 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ..errors import RunError
+from ..fileio import NOT_REGULAR, NotRegularFileError, atomic_write_bytes, atomic_write_json, read_bytes
+from ..run_folder import RunFolder
 
-LAST_WEIGHTS = "checkpoint.safetensors"
-BEST_WEIGHTS = "best.safetensors"
-STATE = "state.pt"
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new file, never a torn one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2).encode("utf-8"))
-
-
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+__all__ = ["atomic_write_bytes", "atomic_write_json", "save_weights", "load_weights", "save_state", "load_state",
+           "rng_state", "set_rng_state"]
 
 
 def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -66,29 +40,31 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a safetensors weights file; a missing or damaged file becomes a :class:`RunError`."""
     path = Path(path)
     try:
-        return st_load(path.read_bytes())
+        return st_load(read_bytes(path))
     except FileNotFoundError:
         raise RunError(f"The weights file {path.name} is missing from the run folder {path.parent}.") from None
+    except NotRegularFileError:
+        raise RunError(f"The weights file {path} is {NOT_REGULAR}.") from None
     except Exception as exc:  # safetensors raises its own error types for damaged files
-        raise RunError(f"The weights file {path} cannot be read ({exc}).") from exc
+        raise RunError(f"The weights file {path} is damaged and cannot be read ({exc}).") from exc
 
 
 def save_state(run_dir: str | Path, state: dict[str, Any]) -> None:
     """Write the resume dict (tensors, numbers, strings, lists, dicts only)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    atomic_write_bytes(Path(run_dir) / STATE, buffer.getvalue())
+    atomic_write_bytes(RunFolder(run_dir).state_file, buffer.getvalue())
 
 
 def load_state(run_dir: str | Path) -> dict[str, Any]:
     """Read the resume dict without executing code from the file (``weights_only=True``)."""
-    path = Path(run_dir) / STATE
-    if not path.exists():
-        raise RunError(f"The run in {Path(run_dir).name} has no finished epoch yet, so there is nothing to resume from.")
+    folder = RunFolder(run_dir)
+    if not folder.has_state():
+        raise RunError(f"The run in {folder.name} has no finished epoch yet, so there is nothing to resume from.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(read_bytes(folder.state_file)), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise RunError(f"The checkpoint of the run in {Path(run_dir).name} cannot be read ({exc}).") from exc
+        raise RunError(f"The checkpoint of the run in {folder.name} is damaged and cannot be read ({exc}).") from exc
 
 
 # --- random number generators ---------------------------------------------

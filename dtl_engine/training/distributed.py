@@ -269,10 +269,16 @@ def evaluate_sharded(ctx: Distributed, model: torch.nn.Module, samples: Sequence
     from ..evaluate import build_evaluation, predict_probs
 
     best_epoch, split = kwargs.pop("best_epoch", None), kwargs.pop("split", "val")
-    mine = [samples[i] for i in ctx.shard(len(samples))]
-    probs = predict_probs(model, mine, build_transform(data_config, "none", train=False), device, **kwargs) \
-        if mine else torch.zeros(0, len(classes))
-    parts = [p for p in ctx.gather(probs.cpu()) if len(p)]
-    all_probs = torch.cat(parts) if parts else torch.zeros(0, len(classes))
-    return build_evaluation(all_probs, [label for _, label in samples], [path for path, _ in samples], classes,
-                            best_epoch=best_epoch, split=split)
+    shard = ctx.shard(len(samples))
+    mine = [samples[i] for i in shard]
+    probs, indices, failed = (predict_probs(model, mine, build_transform(data_config, "none", train=False), device,
+                                            **kwargs) if mine else (torch.zeros(0, len(classes)), [], []))
+    # rows are matched to samples by index: an image that failed to load is left out, never substituted
+    parts = ctx.gather((probs.cpu(), [shard[i] for i in indices], failed))
+    all_probs = torch.cat([p for p, _, _ in parts if len(p)] or [torch.zeros(0, len(classes))])
+    kept = [samples[i] for _, idx, _ in parts for i in idx]
+    evaluation = build_evaluation(all_probs, [label for _, label in kept], [path for path, _ in kept], classes,
+                                  best_epoch=best_epoch, split=split)
+    evaluation.left_out = [item for _, _, lost in parts for item in lost]
+    evaluation.total_images = len(samples)
+    return evaluation

@@ -4,18 +4,21 @@ Without random augmentation (and without drop-path) the frozen prefix maps
 each image to the same tensors every epoch. The first epoch stores
 ``model.forward_prefix`` outputs per sample; later epochs re-batch them and
 call ``model.forward_from_prefix``. Samples up to the memory budget stay in
-RAM; the rest spill into raw files in the run's ``cache/`` folder (numpy
-memmaps of bytes, so any dtype, bf16 included, round-trips bit-exactly).
-The spill files are removed by :meth:`FeatureCache.close`.
+RAM; the rest spill into raw files (numpy memmaps of bytes, so any dtype,
+bf16 included, round-trips bit-exactly) in a uniquely named folder the cache
+creates and marks as its own inside ``spill_parent`` (the run folder).
+:meth:`FeatureCache.close` removes that folder and nothing else: a folder of
+the user's with any name is never touched.
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..run_folder import new_cache_dir, remove_cache_dir
 
 
 @dataclass
@@ -35,10 +38,11 @@ class _Slot:
 class FeatureCache:
     """Per-sample store of prefix outputs, indexed 0..num_samples-1."""
 
-    def __init__(self, num_samples: int, budget_bytes: int, spill_dir: str | Path):
+    def __init__(self, num_samples: int, budget_bytes: int, spill_parent: str | Path):
         self.num_samples = int(num_samples)
         self.budget_bytes = max(0, int(budget_bytes))
-        self.spill_dir = Path(spill_dir)
+        self.spill_parent = Path(spill_parent)
+        self.spill_dir: Path | None = None      # created on the first spill
         self.filled = torch.zeros(self.num_samples, dtype=torch.bool)
         self.in_ram = 0                  # samples [0, in_ram) live in RAM, the rest on disk
         self._slots: dict[str, _Slot] | None = None
@@ -76,6 +80,10 @@ class FeatureCache:
                 slot.disk[(indices[~ram_mask] - self.in_ram).numpy()] = rows.numpy()
         self.filled[indices] = True
 
+    def exclude(self, indices: torch.Tensor) -> None:
+        """Count samples whose image failed to load as done: they are left out, never fetched."""
+        self.filled[indices.to("cpu", torch.long)] = True
+
     def _allocate(self, prefix: dict[str, torch.Tensor]) -> None:
         shapes = {k: (tuple(v.shape[1:]), v.dtype) for k, v in prefix.items()}
         per_sample = sum(int(np.prod(s, dtype=np.int64)) * torch.empty((), dtype=d).element_size()
@@ -83,7 +91,7 @@ class FeatureCache:
         self.in_ram = min(self.num_samples, self.budget_bytes // max(1, per_sample))
         on_disk = self.num_samples - self.in_ram
         if on_disk:
-            self.spill_dir.mkdir(parents=True, exist_ok=True)
+            self.spill_dir = new_cache_dir(self.spill_parent)
         self._slots = {}
         for i, (key, (shape, dtype)) in enumerate(shapes.items()):
             slot = _Slot(shape, dtype, torch.empty((self.in_ram, *shape), dtype=dtype), None)
@@ -118,4 +126,6 @@ class FeatureCache:
                 slot.disk = None     # drop the mappings before deleting their files (Windows)
             self._slots = None
         self.filled.zero_()
-        shutil.rmtree(self.spill_dir, ignore_errors=True)
+        if self.spill_dir is not None:
+            remove_cache_dir(self.spill_dir)
+            self.spill_dir = None

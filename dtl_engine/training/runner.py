@@ -7,9 +7,15 @@ checkpoint (atomically), early-stop check. A CUDA out-of-memory error during a
 step splits the batch into halves with gradient accumulation (same effective
 batch) instead of killing the run.
 
-Failures: the listener's ``run_failed(message, details)`` is called, run.json
-says ``failed``, and the exception is re-raised for the caller (the CLI exits
-with an error, the app's worker has already been told through the listener).
+Failures: the listener's ``run_failed(message, details)`` is called, the run's
+status says ``failed``, and the exception is re-raised for the caller (the CLI
+exits with an error, the app's worker has already been told through the
+listener). A new run refused before its first step (bad input) leaves no run
+folder behind.
+
+The run folder is claimed (:mod:`dtl_engine.run_folder`) for the whole run: a
+second writer is refused at once, and an existing folder is never reused
+silently.
 """
 from __future__ import annotations
 
@@ -30,9 +36,10 @@ import torch.nn.functional as F
 from ..config import TrainConfig
 from ..data import ScanCancelled
 from ..errors import DTLError, RunError
-from ..evaluate import REPORT, Evaluation, evaluate_model, evaluation_split
+from ..evaluate import Evaluation, evaluate_model, evaluation_split
 from ..event_log import EventLogWriter
 from ..listener import BatchStats, EpochStats, ListenerGroup, RunListener, RunStarted, StopToken
+from .. import run_folder
 from .. import runs as run_files  # module import: runs.py itself imports training.checkpoint
 from . import checkpoint as ckpt
 from . import distributed
@@ -41,8 +48,6 @@ from .feature_cache import FeatureCache
 from .memory import MemoryMeter
 from .optim import build_optimizer, build_scheduler, current_lr, warmup_steps_for
 
-METRICS = "metrics.json"
-SPEC = "spec.json"
 MEMORY_SAMPLE_SECONDS = 0.5     # memory_sample() at most this often (plus once per epoch)
 
 
@@ -64,9 +69,12 @@ class RunResult:
 
 
 def train(config: TrainConfig, listener: RunListener | None = None, token: StopToken | None = None,
-          run_dir: str | Path | None = None, *, model_kwargs: dict[str, Any] | None = None) -> RunResult:
+          run_dir: str | Path | None = None, *, model_kwargs: dict[str, Any] | None = None,
+          overwrite: bool = False) -> RunResult:
     """Train ``config`` in a new run folder (or ``run_dir``) and evaluate the best epoch.
 
+    ``run_dir`` must be empty or new, unless ``overwrite`` allows replacing the run in
+    it; it must not be inside, equal to or contain the image folder.
     ``model_kwargs`` go to ``timm.create_model`` (tiny test backbones); they are
     stored with the run so resume and re-loading rebuild the same model.
     Started by ``torchrun`` (``WORLD_SIZE`` > 1), the processes train one run together
@@ -74,37 +82,65 @@ def train(config: TrainConfig, listener: RunListener | None = None, token: StopT
     Returns a :class:`RunResult` (status ``finished`` or ``stopped``); on failure
     calls ``listener.run_failed`` and re-raises.
     """
-    config.validate()
+    try:
+        config.validate()
+    except RunError as exc:     # nothing was written; the listener still hears why
+        (listener or RunListener()).run_failed(str(exc), traceback.format_exc())
+        raise
     ddp = distributed.setup(config.device)       # one process unless started by torchrun
-    run_dir = ddp.share(lambda: Path(run_dir) if run_dir is not None
-                        else run_files.new_run_dir(config.backbone, config.method))   # rank 0 names the folder
-    return _Run(config, run_dir, listener, token, ddp).execute(resume=False, model_kwargs=model_kwargs)
+    claims: list[run_folder.Claim] = []
 
-
-def resume(run_dir: str | Path, listener: RunListener | None = None, token: StopToken | None = None) -> RunResult:
-    """Continue a stopped, failed or interrupted run from its last epoch checkpoint."""
-    run_dir = Path(run_dir)
-    ddp = distributed.setup(_saved_device(run_dir))
-
-    def read_config() -> TrainConfig:
-        config = TrainConfig.from_dict(run_files.read_run_file(run_dir, "config.json"))
-        if run_files.effective_status(run_files.read_run_file(run_dir, run_files.RUN_FILE)) == "running":
-            raise RunError(f"The run '{run_dir.name}' is still running in another window or process.")
-        return config
+    def claim() -> Path:                         # rank 0 claims (and names) the folder; the others follow
+        claims.append(run_folder.claim_new(run_dir, config.data_dir, config.backbone, config.method, overwrite))
+        return claims[0].folder.path
 
     try:
-        config = ddp.share(read_config)
-    except RunError as exc:     # nothing of the run is touched; the listener still hears why
+        path = ddp.share(claim)
+    except RunError as exc:     # nothing was written; the listener still hears why
         (listener or RunListener()).run_failed(str(exc), traceback.format_exc())
         ddp.close()
         raise
-    return _Run(config, run_dir, listener, token, ddp).execute(resume=True)
+    return _Run(config, path, claims[0] if claims else None, listener, token, ddp).execute(
+        resume=False, model_kwargs=model_kwargs)
+
+
+def resume(run_dir: str | Path, listener: RunListener | None = None, token: StopToken | None = None) -> RunResult:
+    """Continue a stopped, failed or interrupted run from its last epoch checkpoint.
+
+    Refused with a sentence (nothing touched) when the run is running elsewhere, has
+    already finished, or lacks what it needs to continue where it was.
+    """
+    run_dir = Path(run_dir)
+    ddp = distributed.setup(_saved_device(run_dir))
+    claims: list[run_folder.Claim] = []
+
+    def claim_and_read() -> TrainConfig:         # rank 0 claims and checks the run; the others follow
+        claims.append(run_folder.claim_existing(run_dir))
+        folder = claims[0].folder
+        try:
+            config = TrainConfig.from_dict(folder.read_config())
+        except (TypeError, ValueError) as exc:
+            raise RunError(f"The settings of the run '{run_dir.name}' are damaged ({exc}).") from exc
+        problem = folder.resume_problem()
+        if problem:
+            raise RunError(problem)
+        return config
+
+    try:
+        config = ddp.share(claim_and_read)
+    except RunError as exc:     # nothing of the run is touched; the listener still hears why
+        for held in claims:
+            held.release()
+        (listener or RunListener()).run_failed(str(exc), traceback.format_exc())
+        ddp.close()
+        raise
+    return _Run(config, run_dir, claims[0] if claims else None, listener, token, ddp).execute(resume=True)
 
 
 def _saved_device(run_dir: Path) -> str:
     """The device preference of a saved run, to pick the process group's backend before reading more."""
     try:
-        return str(run_files.read_run_file(run_dir, "config.json").get("device", "auto"))
+        return str(run_folder.RunFolder(run_dir).read_config().get("device", "auto"))
     except RunError:
         return "auto"               # the error is reported by resume() itself
 
@@ -136,13 +172,18 @@ def _split_inputs(inputs: torch.Tensor | dict[str, torch.Tensor], parts: int) ->
 class _Run:
     """One run's state; :meth:`execute` is the whole story."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path, listener: RunListener | None, token: StopToken | None,
-                 ddp: distributed.Distributed | None = None):
+    def __init__(self, config: TrainConfig, run_dir: Path, claim: run_folder.Claim | None,
+                 listener: RunListener | None, token: StopToken | None, ddp: distributed.Distributed | None = None):
         self.config = config
-        self.run_dir = run_dir
+        self.claim = claim              # held by the process that writes (rank 0); None on the others
+        self.folder = run_folder.RunFolder(run_dir)
+        self.run_dir = self.folder.path
         self.ddp = ddp or distributed.Distributed()
         self.writes = self.ddp.is_main          # rank 0 alone writes the run folder and reports to the listener
-        self.listener = ListenerGroup(listener, EventLogWriter(run_dir)) if self.writes else RunListener()
+        self.started = False            # the first step is about to run: from here on a failure keeps the run
+        self.resuming = False
+        self.excluded: set[int] = set()  # samples (train, then val indices) whose file failed to load
+        self.listener = ListenerGroup(listener, EventLogWriter(self.run_dir)) if self.writes else RunListener()
         self.token = token or StopToken()
         self.parts = 1                  # micro-batches per batch; grows after an out-of-memory error
         self.cache: FeatureCache | None = None
@@ -163,6 +204,8 @@ class _Run:
         finally:
             if self.cache is not None:
                 self.cache.close()
+            if self.claim is not None:
+                self.claim.release()
             self.ddp.close()
         self.listener.run_finished(result)
         return result
@@ -170,7 +213,7 @@ class _Run:
     def _stopped_before_start(self) -> RunResult:
         """Stop pressed while the folder was being scanned: nothing trained, nothing lost."""
         if self.writes:
-            run_files.update_run_file(self.run_dir, status="stopped", finished=_now(), epochs_done=0)
+            self.folder.update_run(status="stopped", finished=_now(), epochs_done=0)
         return RunResult(run_dir=str(self.run_dir), status="stopped", epochs_done=0, best_epoch=None,
                          best_val_acc=None)
 
@@ -180,6 +223,7 @@ class _Run:
         self.global_step, self.metrics, self.best_epoch, self.best_acc, self.bad_epochs = 0, [], None, None, 0
         if state is not None:
             start_epoch = self._restore(state)
+        self.started = True
         listener.run_started(self._started_info(start_epoch))
         status, t_session, steps_session = "finished", time.perf_counter(), 0
         epochs_done = start_epoch
@@ -220,11 +264,14 @@ class _Run:
                 status = "stopped"
                 # the last weights stay usable; the resume point remains the last whole epoch
                 if self.writes:
-                    ckpt.save_weights(self.run_dir / ckpt.LAST_WEIGHTS, model.trainable_state_dict(),
+                    ckpt.save_weights(self.folder.last_weights, model.trainable_state_dict(),
                                       {"epoch": str(epoch - 1), "partial": "true"})
                 break
             # evaluate (training accuracy stands in when there are no validation images)
             loss_sum, correct, seen = self.ddp.sum([loss_sum, correct, seen])     # over all ranks' images
+            if seen == 0:
+                raise RunError("None of the training images could be loaded; check that the image folder "
+                               "is still there.")
             train_acc = correct / max(seen, 1)
             val_loss, val_acc = self._validate() if self.split.val else (float("nan"), train_acc)
             is_best = self.best_acc is None or val_acc > self.best_acc
@@ -254,10 +301,10 @@ class _Run:
 
         report = self._final_report() if status == "finished" else None
         if self.writes:
-            run_files.update_run_file(self.run_dir, status=status, finished=_now(), epochs_done=epochs_done,
-                                      best_epoch=self.best_epoch, best_val_acc=self.best_acc,
-                                      test_acc=report.accuracy if report else None,
-                                      report_split=report.split if report else None)
+            self.folder.update_run(status=status, finished=_now(), epochs_done=epochs_done,
+                                   best_epoch=self.best_epoch, best_val_acc=self.best_acc,
+                                   test_acc=report.accuracy if report else None,
+                                   report_split=report.split if report else None)
         return RunResult(run_dir=str(self.run_dir), status=status, epochs_done=epochs_done,
                          best_epoch=self.best_epoch, best_val_acc=self.best_acc, report=report)
 
@@ -265,19 +312,19 @@ class _Run:
     def _prepare(self, resume: bool, model_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
         from ..data import ImageDataset, Split, build_transform, make_split, scan_folder
 
-        cfg, run_dir, ddp = self.config, self.run_dir, self.ddp
+        cfg, folder, ddp = self.config, self.folder, self.ddp
+        self.resuming = resume
         ddp.check_batch(cfg.batch_size)
-        self._check_run_dir()
         if resume:
-            model_kwargs = ddp.share(lambda: run_files.read_run_file(run_dir, run_files.RUN_FILE).get("model_kwargs"))
+            model_kwargs = ddp.share(lambda: folder.read_run().get("model_kwargs"))
         if self.writes:     # config.json also records the number of processes and the per-process batch
-            saved = run_files.read_run_file(run_dir, "config.json") if resume else cfg.to_dict()
-            ckpt.atomic_write_json(run_dir / "config.json", {**saved, **ddp.describe(cfg.batch_size)})
-            run_files.update_run_file(run_dir, status="running", started=_now(), error=None, model_kwargs=model_kwargs)
+            saved = folder.read_config() if resume else cfg.to_dict()
+            folder.write_config({**saved, **ddp.describe(cfg.batch_size)})
+            folder.update_run(status="running", started=_now(), error=None, model_kwargs=model_kwargs)
         self.device, self.device_name = select_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         state = None
-        if resume and ddp.share(lambda: (run_dir / SPEC).exists()):
+        if resume and ddp.share(folder.has_spec):
             classes, split, state, spec = ddp.share(self._read_saved_run)   # rank 0 reads, all ranks get it
             self.classes, self.split = classes, Split.from_dict(split)
             self.model = run_files.model_from_spec(spec, cfg.seed)
@@ -289,9 +336,9 @@ class _Run:
             self.classes, self.split, warnings = ddp.share(scan)    # rank 0 scans, the others wait
             self.model = run_files.build_run_model(cfg, len(self.classes), model_kwargs)
             if self.writes:
-                ckpt.atomic_write_json(run_dir / "classes.json", self.classes)
-                ckpt.atomic_write_json(run_dir / "split.json", self.split.to_dict())
-                ckpt.atomic_write_json(run_dir / SPEC, self.model.spec.to_dict())
+                folder.write_classes(self.classes)
+                folder.write_split(self.split.to_dict())
+                folder.write_spec(self.model.spec.to_dict())
             for message in warnings:
                 self.listener.warning(message)
         self._trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -303,10 +350,8 @@ class _Run:
 
         model = self.model.to(self.device)
         self.meter = MemoryMeter(self.device)
-        self.train_set = ImageDataset(self.split.train, build_transform(model.data_config, cfg.augment, train=True),
-                                      on_failure=self._bad_file)
-        self.val_set = ImageDataset(self.split.val, build_transform(model.data_config, "none", train=False),
-                                    on_failure=self._bad_file)
+        self.train_set = ImageDataset(self.split.train, build_transform(model.data_config, cfg.augment, train=True))
+        self.val_set = ImageDataset(self.split.val, build_transform(model.data_config, "none", train=False))
         self.steps_per_epoch = math.ceil(len(self.split.train) / cfg.batch_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         if cfg.max_steps:
@@ -320,19 +365,9 @@ class _Run:
 
     def _read_saved_run(self) -> tuple[list[str], dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
         """(classes, split, resume state or None, model spec) of the run being resumed."""
-        run_dir = self.run_dir
-        state = ckpt.load_state(run_dir) if (run_dir / ckpt.STATE).exists() else None   # None: start from 0
-        return (list(run_files.read_run_file(run_dir, "classes.json")), run_files.read_run_file(run_dir, "split.json"),
-                state, run_files.read_run_file(run_dir, SPEC))
-
-    def _check_run_dir(self) -> None:
-        if self.config.data_dir:
-            data, run = Path(self.config.data_dir).resolve(), self.run_dir.resolve()
-            if run == data or data in run.parents:
-                raise RunError("The run folder must not be inside the image folder: DTL Studio never writes "
-                               "into your data.")
-        if self.writes:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+        folder = self.folder
+        state = ckpt.load_state(self.run_dir) if folder.has_state() else None   # None: start again from 0
+        return folder.read_classes(), folder.read_split(), state, folder.read_spec()
 
     def _make_cache(self) -> FeatureCache | None:
         cfg = self.config
@@ -352,7 +387,7 @@ class _Run:
             self.listener.warning("The feature cache is on with augmentation: later epochs reuse the first "
                                   "epoch's augmented images.")
         n = len(self.split.train) + len(self.split.val)     # val samples sit after the training samples
-        return FeatureCache(n, cfg.cache_budget_mb * 2**20, self.run_dir / "cache")
+        return FeatureCache(n, cfg.cache_budget_mb * 2**20, self.run_dir)
 
     def _restore(self, state: dict[str, Any]) -> int:
         self.model.load_trainable_state_dict(state["model"])
@@ -389,22 +424,33 @@ class _Run:
         return self._batches(self.train_set, batches, offset=0)
 
     def _batches(self, dataset: Any, batches: list[list[int]], offset: int) -> Iterator[Any]:
+        """(indices, labels, inputs) of the samples that load; a failed file is reported and left out."""
+        from ..data import collate_samples
+
         labels_all = torch.tensor([y for _, y in dataset.samples], dtype=torch.long)
         if self.cache is not None and self.cache.complete:
             for batch in batches:
-                idx = torch.tensor(batch, dtype=torch.long)
+                kept = [i for i in batch if i + offset not in self.excluded]
+                if not kept:
+                    continue
+                idx = torch.tensor(kept, dtype=torch.long)
                 yield idx, labels_all[idx].to(self.device), self.cache.fetch(idx + offset, self.device)
             return
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=self.config.num_workers,
-                                             pin_memory=self.device.type == "cuda")
-        for images, labels, idx in loader:
+                                             pin_memory=self.device.type == "cuda", collate_fn=collate_samples)
+        for images, labels, idx, failed in loader:
+            for item in failed:
+                if item.sample_index + offset not in self.excluded:
+                    self.excluded.add(item.sample_index + offset)
+                    self.listener.warning(f"Left out an image that could not be loaded: {item.reason}")
+            if self.cache is not None and failed:
+                self.cache.exclude(torch.tensor([f.sample_index for f in failed], dtype=torch.long) + offset)
+            if images is None:
+                continue
             inputs: Any = images.to(self.device, non_blocking=True)
             if self.cache is not None:
                 inputs = {"_images": inputs, "_cache_index": idx + offset}   # prefix computed and stored in step
             yield idx, labels.to(self.device, non_blocking=True), inputs
-
-    def _bad_file(self, path: str, reason: str) -> None:
-        self.listener.warning(f"Skipped an image that could not be loaded: {reason}")
 
     # ------------------------------------------------------------------ steps
     def _forward(self, inputs: Any) -> torch.Tensor:
@@ -448,7 +494,7 @@ class _Run:
         self.model.eval()
         size, mine = self.config.batch_size, self.ddp.shard(len(self.split.val))   # each rank scores its shard
         batches = [list(mine[i:i + size]) for i in range(0, len(mine), size)]
-        loss_sum, correct = 0.0, 0
+        loss_sum, correct, seen = 0.0, 0, 0
         for _idx, labels, inputs in self._batches(self.val_set, batches, offset=len(self.split.train)):
             def work(parts: int) -> tuple[float, int]:
                 total, right = 0.0, 0
@@ -459,9 +505,11 @@ class _Run:
                         right += int((logits.argmax(1) == chunk_labels).sum())
                 return total, right
             batch_loss, batch_correct = self._oom_safe(work, len(labels))
-            loss_sum, correct = loss_sum + batch_loss, correct + batch_correct
-        loss_sum, correct = self.ddp.sum([loss_sum, correct])       # the whole split, not this rank's shard
-        return loss_sum / len(self.split.val), correct / len(self.split.val)
+            loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(labels)
+        loss_sum, correct, seen = self.ddp.sum([loss_sum, correct, seen])   # the whole split, not this rank's
+        if seen == 0:
+            raise RunError("None of the validation images could be loaded; check that the image folder is still there.")
+        return loss_sum / seen, correct / seen
 
     def _oom_safe(self, work: Any, batch_len: int) -> Any:
         """Run ``work(parts)``; on out-of-memory, free memory and retry with twice as many micro-batches."""
@@ -494,15 +542,15 @@ class _Run:
 
     # ------------------------------------------------------------------ files
     def _save_epoch(self, epoch: int, is_best: bool) -> None:
-        """Write the epoch's files; the rename of state.pt commits the epoch as the resume point."""
+        """Write the epoch's files; the rename of the resume state commits the epoch as the resume point."""
         if not self.writes:
             return
         weights = self.model.trainable_state_dict()
         meta = {"epoch": str(epoch), "backbone": self.config.backbone, "method": self.config.method}
-        ckpt.save_weights(self.run_dir / ckpt.LAST_WEIGHTS, weights, meta)
+        ckpt.save_weights(self.folder.last_weights, weights, meta)
         if is_best:
-            ckpt.save_weights(self.run_dir / ckpt.BEST_WEIGHTS, weights, meta)
-        ckpt.atomic_write_json(self.run_dir / METRICS, self.metrics)
+            ckpt.save_weights(self.folder.best_weights, weights, meta)
+        self.folder.write_metrics(self.metrics)
         ckpt.save_state(self.run_dir, {
             "epoch": epoch, "global_step": self.global_step, "model": {k: v.cpu() for k, v in weights.items()},
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -510,15 +558,15 @@ class _Run:
             "best_epoch": self.best_epoch, "best_val_acc": self.best_acc, "bad_epochs": self.bad_epochs,
             "parts": self.parts,
         })
-        run_files.update_run_file(self.run_dir, epochs_done=epoch + 1, best_epoch=self.best_epoch, best_val_acc=self.best_acc)
-        self.listener.checkpoint_saved(str(self.run_dir / ckpt.LAST_WEIGHTS), epoch)
+        self.folder.update_run(epochs_done=epoch + 1, best_epoch=self.best_epoch, best_val_acc=self.best_acc)
+        self.listener.checkpoint_saved(str(self.folder.last_weights), epoch)
 
     def _final_report(self) -> Evaluation | None:
-        """Evaluate the best epoch's weights on the test split (else validation); write report.json."""
+        """Evaluate the best epoch's weights on the test split (else validation); save it as the run's report."""
         split_name, samples = evaluation_split(self.split)
         if not samples or self.best_epoch is None:
             return None
-        best = self.ddp.share(lambda: ckpt.load_weights(self.run_dir / ckpt.BEST_WEIGHTS))   # rank 0 reads it
+        best = self.ddp.share(lambda: ckpt.load_weights(self.folder.best_weights))   # rank 0 reads it
         self.model.load_trainable_state_dict(best)
         evaluate = partial(distributed.evaluate_sharded, self.ddp) if self.ddp.enabled else evaluate_model
         report = evaluate(self.model, samples, self.classes, self.device, self.model.data_config,
@@ -526,7 +574,7 @@ class _Run:
                           batch_size=max(1, self.config.batch_size // self.parts),  # what fits in memory
                           autocast_dtype=self.precision.autocast_dtype, num_workers=self.config.num_workers)
         if self.writes:
-            ckpt.atomic_write_json(self.run_dir / REPORT, report.to_dict())
+            self.folder.write_report(report.to_dict())
         return report
 
     def _fail(self, exc: BaseException) -> None:
@@ -539,12 +587,15 @@ class _Run:
             message = f"Training failed unexpectedly: {str(exc).strip() or type(exc).__name__}"
         # a lost process leaves the run resumable: "interrupted", like a run whose process died
         status = "interrupted" if isinstance(exc, distributed.PeerLostError) else "failed"
+        refused = not self.started and not self.resuming      # refused before the first step
         try:
-            if self.writes and self.run_dir.is_dir():
-                run_files.update_run_file(self.run_dir, status=status, finished=_now(), error=message)
+            if self.writes and not refused and self.run_dir.is_dir():
+                self.folder.update_run(status=status, finished=_now(), error=message)
         finally:
             self.listener.run_failed(message, details)
+            if self.writes and refused and self.claim is not None:
+                self.claim.discard()            # leave no run behind (the event log included)
 
 
 def _now() -> str:
-    return run_files.now_iso()
+    return run_folder.now_iso()

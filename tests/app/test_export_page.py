@@ -78,6 +78,17 @@ def test_export_verify_and_try_it(qtbot, finished_run, tmp_path, themed):
     shot.parent.mkdir(parents=True, exist_ok=True)
     assert page.grab().save(str(shot))
 
+    # An unreadable image is reported in its row; the readable one beside it still gets its classes.
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a picture at all")
+    rows = page.try_table.rowCount()
+    with qtbot.waitSignal(page.predicted, timeout=120000) as predicted:
+        page.try_images([str(broken), images[-1]])
+    tops = predicted.args[0]
+    assert tops[0] == [] and len(tops[1]) == 3
+    assert "not an image" in page.try_table.item(rows, 2).text()
+    assert page.try_table.cellWidget(rows + 1, 2) is not None
+
 
 def test_existing_file_asks_before_overwriting(qtbot, finished_run, tmp_path, monkeypatch):
     out = tmp_path / "model.pt"

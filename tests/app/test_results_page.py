@@ -80,6 +80,29 @@ def test_a_run_without_report_is_evaluated_in_the_background(qtbot, finished_run
     assert shown.args[0].accuracy == pytest.approx(finished_run.report.accuracy)
 
 
+def test_images_changed_since_training_are_left_out_and_the_figure_says_so(qtbot, finished_run, tmp_path, themed):
+    import shutil
+
+    copy = Path(shutil.copytree(finished_run.run_dir, tmp_path / "copy"))
+    split = json.loads((copy / "split.json").read_text())
+    part = "test" if split["test"] else "val"
+    changed = split[part][0][0]
+    split["files"][changed][0] += 1              # as if the file had been rewritten since the run was trained
+    (copy / "split.json").write_text(json.dumps(split))
+    report_before = (copy / "report.json").read_bytes()
+    page = _page(qtbot)
+    with qtbot.waitSignal(page.evaluation_shown, timeout=60000) as shown:
+        page.show_run(str(copy))
+    evaluation = shown.args[0]
+    total = finished_run.report.num_images
+    assert (evaluation.num_images, evaluation.total_images) == (total - 1, total)
+    assert [d["path"] for d in evaluation.left_out] == [changed]
+    assert changed not in {m["path"] for m in evaluation.mistakes}
+    assert f"{total - 1} of {total}" in page.subline.text() and "1 left out" in page.subline.text()
+    assert (copy / "report.json").read_bytes() == report_before     # the run's own report is kept
+    assert page.grab().save(str(Path(SCREENS or tmp_path) / "results_page_partial.png"))
+
+
 def test_a_broken_run_folder_shows_an_error_not_a_crash(qtbot, tmp_path):
     page = _page(qtbot)
     page.show_run(str(tmp_path))  # no run files at all

@@ -92,3 +92,21 @@ def test_empty_runs_folder_says_so(qtbot):
     assert page.status() == (False, "No runs yet.")
     assert page.empty_label.isVisible()
     assert not page.open_button.isEnabled() and not page.resume_button.isEnabled()
+
+
+def test_a_damaged_run_is_listed_as_damaged_and_cannot_be_opened(qtbot, tiny_dataset, themed):
+    finished = train_now(tiny_dataset, epochs=1)
+    damaged = Path(shutil.copytree(finished.run_dir, Path(finished.run_dir).with_name("damaged_run")))
+    (damaged / "config.json").write_text('{"backbone": ')          # cut short
+    page = RunsPage()
+    qtbot.addWidget(page)
+    page.resize(1000, 300)
+    page.show()
+    with qtbot.waitSignal(page.status_changed, timeout=5000):
+        page.refresh()
+    assert page.table.rowCount() == 2
+    row = _row_of(page, str(damaged))
+    status = page.table.item(row, 4)
+    assert status.text() == "damaged" and "config.json" in status.toolTip()
+    assert not page.open_button.isEnabled() and not page.resume_button.isEnabled()
+    assert page.grab().save(str(Path(SCREENS or damaged.parent) / "runs_page_damaged.png"))

@@ -1,12 +1,12 @@
-"""ImageDataset: items, bad files replaced and reported, and nothing ever written into the data folder."""
+"""ImageDataset: items, bad files reported by index and left out, and nothing ever written into the data folder."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dtl_engine.data import ImageDataset, build_transform, make_split, scan_folder
-from dtl_engine.errors import DataError
+from dtl_engine.data import ImageDataset, build_transform, collate_samples, make_split, scan_folder
+from dtl_engine.data.dataset import Failed
 from image_factory import jpeg_bytes, make_image, make_image_folder, make_split_folder, tree_snapshot
 
 CONFIG = {"input_size": (3, 24, 24), "interpolation": "bilinear", "crop_pct": 1.0}
@@ -31,7 +31,7 @@ def test_without_transform_returns_pil(tmp_path):
     assert img.mode == "RGB" and y == 3
 
 
-def test_file_broken_after_the_scan_is_reported_and_replaced(tmp_path):
+def test_file_broken_after_the_scan_is_reported_and_left_out_never_replaced(tmp_path):
     root = make_image_folder(tmp_path / "d", {"a": 3, "b": 3})
     samples = scan_folder(root).items["all"]
     broken = samples[1][0]
@@ -40,24 +40,26 @@ def test_file_broken_after_the_scan_is_reported_and_replaced(tmp_path):
     (root / "b" / "img_0.png").unlink()  # and one deleted
     seen = []
     ds = ImageDataset(samples, build_transform(CONFIG, "none", False), on_failure=lambda p, r: seen.append((p, r)))
-    batches = list(DataLoader(ds, batch_size=4, shuffle=False))
-    indices = torch.cat([b[2] for b in batches]).tolist()
-    assert len(indices) == 6                          # every slot filled
-    assert 1 not in indices and 3 not in indices      # by other samples
-    assert indices[1] == 2 and indices[3] == 4        # the next good ones
-    paths = [p for p, _ in ds.failures]
-    assert paths == [broken, samples[3][0]]           # each bad file reported once
+    batches = list(DataLoader(ds, batch_size=4, shuffle=False, collate_fn=collate_samples))
+    indices = torch.cat([b.indices for b in batches]).tolist()
+    assert indices == [0, 2, 4, 5]                    # the bad ones are left out, nothing stands in for them
+    labels = torch.cat([b.labels for b in batches]).tolist()
+    assert labels == [samples[i][1] for i in indices]  # each label still belongs to its own image
+    failed = [f for b in batches for f in b.failed]
+    assert [(f.sample_index, f.path) for f in failed] == [(1, broken), (3, samples[3][0])]
+    assert "truncated" in failed[0].reason and "disappeared" in failed[1].reason
+    assert [p for p, _ in ds.failures] == [broken, samples[3][0]]   # each bad file reported once
     assert seen == ds.failures
-    assert "truncated" in ds.failures[0][1] and "disappeared" in ds.failures[1][1]
+    assert isinstance(ds[1], Failed) and ds.failures == seen          # asked again: still failed, not re-reported
 
 
-def test_all_files_gone_is_a_data_error(tmp_path):
+def test_all_files_gone_gives_empty_batches_not_an_error(tmp_path):
     root = make_image_folder(tmp_path / "d", {"a": 2, "b": 1})
     samples = scan_folder(root).items["all"]
     for path in root.rglob("*.png"):
         path.unlink()
-    with pytest.raises(DataError, match="None of the images"):
-        ImageDataset(samples)[0]
+    batch = collate_samples([ImageDataset(samples)[i] for i in range(3)])
+    assert batch.images is None and len(batch.indices) == 0 and len(batch.failed) == 3
 
 
 def test_nothing_is_written_into_the_data_folder(tmp_path):

@@ -1,6 +1,8 @@
 """The prefix feature cache: same training as without it, and later epochs skip the frozen prefix."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from dtl_engine.data import ImageDataset
@@ -52,10 +54,11 @@ def test_cache_spills_to_the_run_folder_beyond_its_budget_and_cleans_up(tmp_path
     in_memory = train(tiny_config(data, cache_features="on"), model_kwargs=MODEL_KWARGS)
     spill_seen = []
     rec = Recorder(epoch_finished=lambda s: spill_seen.append(
-        sorted(p.name for p in (tmp_path / rec.of("run_started")[0].run_dir / "cache").glob("*"))))
+        sorted(p.name for p in Path(rec.of("run_started")[0].run_dir).glob(".cache-*/*"))))
     on_disk = train(tiny_config(data, cache_features="on", cache_budget_mb=0), rec, model_kwargs=MODEL_KWARGS)
-    assert spill_seen[0] and all(name.endswith(".npy") for name in spill_seen[0])
-    assert not (tmp_path / on_disk.run_dir / "cache").exists()        # deleted when the run ends
+    assert spill_seen[0] and all(name.endswith(".npy") or name == ".dtl-cache" for name in spill_seen[0])
+    assert any(name.endswith(".npy") for name in spill_seen[0])
+    assert not list(Path(on_disk.run_dir).glob(".cache-*"))          # deleted when the run ends
     a, b = run_weights(in_memory.run_dir), run_weights(on_disk.run_dir)
     assert all(torch.equal(a[k], b[k]) for k in a)                   # bytes round-trip exactly
 
@@ -74,7 +77,10 @@ def test_feature_cache_round_trip_across_ram_and_disk(tmp_path):
     values = {"tap.0": torch.randn(10, 5, 4), "grid": torch.arange(20).reshape(10, 2),
               "half": torch.randn(10, 3).to(torch.bfloat16)}
     per_sample = 5 * 4 * 4 + 2 * 8 + 3 * 2
-    cache = FeatureCache(10, budget_bytes=4 * per_sample, spill_dir=tmp_path / "cache")
+    users_cache = tmp_path / "cache"                 # a folder of the user's that merely has the usual name
+    users_cache.mkdir()
+    (users_cache / "photo.png").write_bytes(b"mine")
+    cache = FeatureCache(10, budget_bytes=4 * per_sample, spill_parent=tmp_path)
     order = torch.randperm(10, generator=torch.Generator().manual_seed(0))
     for chunk in order.split(3):
         assert not cache.complete
@@ -83,5 +89,7 @@ def test_feature_cache_round_trip_across_ram_and_disk(tmp_path):
     picks = torch.tensor([9, 0, 4, 3, 7])
     got = cache.fetch(picks)
     assert all(torch.equal(got[k], v[picks]) and got[k].dtype == v.dtype for k, v in values.items())
+    assert cache.spill_dir is not None and cache.spill_dir.parent == tmp_path
     cache.close()
-    assert not (tmp_path / "cache").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]       # only its own folder went
+    assert (users_cache / "photo.png").read_bytes() == b"mine"

@@ -62,5 +62,8 @@ def test_resume_refuses_missing_and_live_runs(tmp_path):
         resume(live, rec)
     assert "still running" in rec.of("run_failed")[0][0]
     assert json.loads((live / "run.json").read_text())["status"] == "running"
-    with pytest.raises(RunError, match="config.json is missing"):
+    with pytest.raises(RunError, match="There is no run folder"):
         resume(tmp_path / "no_such_run")
+    (tmp_path / "empty_folder").mkdir()
+    with pytest.raises(RunError, match="config.json is missing"):
+        resume(tmp_path / "empty_folder")

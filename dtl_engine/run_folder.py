@@ -1,0 +1,559 @@
+"""The run folder: the only module that knows its layout. Everything else uses :class:`RunFolder`.
+
+A run folder holds::
+
+    run.json                 status, dates, progress, the owning process (schema version inside)
+    config.json              the TrainConfig
+    classes.json             class names, index = model output
+    split.json               the train / val / test samples, plus size and time of each file
+    spec.json                how to rebuild the model (backbone, method, sizes)
+    checkpoint.safetensors   last trainable weights (side network + head)
+    best.safetensors         trainable weights of the best epoch
+    state.pt                 the resume point: its rename commits an epoch
+    metrics.json             one record per finished epoch
+    report.json              the final evaluation
+    events.jsonl             the live event log, one JSON line per event
+    doctor.csv               the findings of a data check, when one was made
+    .lock                    held while a process writes the run: pid, start time and host
+    .cache-XXXX/             the engine's own feature-cache spill folder, marked by .dtl-cache
+
+Every write is atomic (:mod:`dtl_engine.fileio`). Every read turns a missing, damaged or
+non-regular file into a :class:`RunError` that names the file and the run.
+
+Claiming: a process writes a run only while it holds the run's lock, created with
+``O_EXCL``; a second writer is refused at once. A lock whose process is gone (same host,
+pid dead or reused) is stale and is taken over.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import fileio
+from .errors import RunError
+
+SCHEMA_VERSION = 1          # of run.json and the files beside it; bumped on an incompatible change
+
+RUN_FILE = "run.json"
+CONFIG = "config.json"
+CLASSES = "classes.json"
+SPLIT = "split.json"
+SPEC = "spec.json"
+LAST_WEIGHTS = "checkpoint.safetensors"
+BEST_WEIGHTS = "best.safetensors"
+STATE = "state.pt"
+METRICS = "metrics.json"
+REPORT = "report.json"
+EVENT_LOG = "events.jsonl"          # one JSON line per event, appended while the run trains
+DOCTOR_CSV = "doctor.csv"           # the findings of a data check (``doctor``)
+LOCK = ".lock"
+CACHE_PREFIX = ".cache-"
+CACHE_MARK = ".dtl-cache"
+
+# Everything a run writes, in the order a new run writes it (used to replace or discard a run).
+RUN_FILES = (RUN_FILE, CONFIG, CLASSES, SPLIT, SPEC, LAST_WEIGHTS, BEST_WEIGHTS, METRICS, STATE, REPORT, EVENT_LOG,
+             DOCTOR_CSV)
+STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
+
+_CREATED_CACHES: set[str] = set()       # cache folders this process made (the only ones close() may delete)
+
+
+def now_iso() -> str:
+    """The current UTC time, to the second, as ISO 8601."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --- processes ------------------------------------------------------------------------------
+
+def process_identity() -> dict[str, Any]:
+    """This process: pid, start time (tells a live process from a reused pid) and host."""
+    import psutil
+
+    proc = psutil.Process()
+    return {"pid": proc.pid, "pid_started": proc.create_time(), "host": socket.gethostname()}
+
+
+def process_alive(pid: Any, started: Any, host: Any = None) -> bool:
+    """True when the process ``pid`` that started at ``started`` still runs (on another host: assumed)."""
+    import psutil
+
+    if host not in (None, socket.gethostname()):
+        return True                 # cannot be checked from here; never break another machine's lock
+    if not isinstance(pid, int) or not psutil.pid_exists(pid):
+        return False
+    try:
+        return started is None or abs(psutil.Process(pid).create_time() - float(started)) < 1.0
+    except (psutil.Error, ValueError, TypeError):
+        return False
+
+
+# --- the folder -------------------------------------------------------------------------------
+
+class RunFolder:
+    """Typed access to the files of one run folder."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    # ---- paths of the binary files (written by training.checkpoint) ----
+    @property
+    def last_weights(self) -> Path:
+        return self.path / LAST_WEIGHTS
+
+    @property
+    def best_weights(self) -> Path:
+        return self.path / BEST_WEIGHTS
+
+    @property
+    def state_file(self) -> Path:
+        return self.path / STATE
+
+    def weights(self, which: str) -> Path:
+        """The ``best`` weights (the last ones when no epoch was validated yet) or the ``last`` ones."""
+        if which not in ("best", "last"):
+            raise RunError(f"Choose the 'best' or the 'last' weights of a run, not '{which}'.")
+        if which == "best" and self.best_weights.exists():
+            return self.best_weights
+        return self.last_weights
+
+    # ---- what exists ----
+    def has_run_file(self) -> bool:
+        return (self.path / RUN_FILE).exists()
+
+    def has_state(self) -> bool:
+        return self.state_file.exists()
+
+    def has_spec(self) -> bool:
+        return (self.path / SPEC).exists()
+
+    def has_weights(self) -> bool:
+        return self.best_weights.exists() or self.last_weights.exists()
+
+    def has_metrics(self) -> bool:
+        return (self.path / METRICS).exists()
+
+    def has_report(self) -> bool:
+        return (self.path / REPORT).exists()
+
+    def is_empty(self) -> bool:
+        """True when the folder does not exist or holds nothing but a lock."""
+        try:
+            return all(e.name == LOCK for e in os.scandir(self.path))
+        except FileNotFoundError:
+            return True
+
+    def commit_time(self) -> float:
+        """The time of the newest committed file (leftover temporary files older than it are dead)."""
+        return fileio.newest_mtime([self.path / n for n in RUN_FILES])
+
+    # ---- JSON files ----
+    def _read(self, name: str, kind: type | tuple[type, ...]) -> Any:
+        path = self.path / name
+        try:
+            value = fileio.read_json(path)
+        except FileNotFoundError:
+            raise RunError(f"'{self.name}' is not a complete run folder: {name} is missing.") from None
+        except fileio.NotRegularFileError:
+            raise RunError(f"The file {name} of the run '{self.name}' is {fileio.NOT_REGULAR}.") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RunError(f"The file {name} of the run '{self.name}' is damaged and cannot be read ({exc}).") from exc
+        if not isinstance(value, kind):
+            raise RunError(f"The file {name} of the run '{self.name}' is damaged (unexpected content).")
+        return value
+
+    def _write(self, name: str, value: Any) -> None:
+        fileio.atomic_write_json(self.path / name, value)
+
+    def read_config(self) -> dict[str, Any]:
+        return self._read(CONFIG, dict)
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        self._write(CONFIG, config)
+
+    def read_classes(self) -> list[str]:
+        classes = self._read(CLASSES, list)
+        if not classes or not all(isinstance(c, str) for c in classes):
+            raise RunError(f"The file {CLASSES} of the run '{self.name}' is damaged (unexpected content).")
+        return classes
+
+    def write_classes(self, classes: list[str]) -> None:
+        self._write(CLASSES, list(classes))
+
+    def read_split(self) -> dict[str, Any]:
+        """The split as :meth:`dtl_engine.data.Split.to_dict` wrote it."""
+        data = dict(self._read(SPLIT, dict))
+        data.pop("files", None)
+        return data
+
+    def write_split(self, split: dict[str, Any]) -> None:
+        """Write the split with each file's (size, modification time) as it is now, to detect later changes."""
+        files: dict[str, list[int]] = {}
+        for part in ("train", "val", "test"):
+            for path, _label in split.get(part, []):
+                try:
+                    st = os.stat(path)
+                    files[str(path)] = [st.st_size, st.st_mtime_ns]
+                except OSError:
+                    continue
+        self._write(SPLIT, {**split, "files": files})
+
+    def read_file_stamps(self) -> dict[str, tuple[int, int]]:
+        """(size, modification time in ns) of each split file when the run was made ({} for older runs)."""
+        files = self._read(SPLIT, dict).get("files") or {}
+        return {str(p): (int(v[0]), int(v[1])) for p, v in files.items() if isinstance(v, list) and len(v) == 2}
+
+    def read_spec(self) -> dict[str, Any]:
+        return self._read(SPEC, dict)
+
+    def write_spec(self, spec: dict[str, Any]) -> None:
+        self._write(SPEC, spec)
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The per-epoch records ([] when no epoch finished yet)."""
+        if not self.has_metrics():
+            return []
+        data = self._read(METRICS, (list, dict))
+        if isinstance(data, dict):              # an early format: {"epochs": [...], "steps": [...]}
+            data = data.get("epochs") or data.get("history") or []
+        if not isinstance(data, list) or not all(isinstance(m, dict) for m in data):
+            raise RunError(f"The file {METRICS} of the run '{self.name}' is damaged (unexpected content).")
+        return data
+
+    def write_metrics(self, metrics: list[dict[str, Any]]) -> None:
+        self._write(METRICS, metrics)
+
+    def read_report(self) -> dict[str, Any] | None:
+        """The saved final evaluation, or None when there is none yet."""
+        if not self.has_report():
+            return None
+        return self._read(REPORT, dict)
+
+    def write_report(self, report: dict[str, Any]) -> None:
+        self._write(REPORT, report)
+
+    # ---- run.json ----
+    def read_run(self) -> dict[str, Any]:
+        run = self._read(RUN_FILE, dict)
+        if int(run.get("schema", 1)) > SCHEMA_VERSION:
+            raise RunError(f"The run '{self.name}' was made by a newer version of DTL Studio; update to open it.")
+        return run
+
+    def update_run(self, **changes: Any) -> dict[str, Any]:
+        """Merge ``changes`` into run.json (atomically); a change of status to running stamps this process."""
+        run = self.read_run() if self.has_run_file() else {"schema": SCHEMA_VERSION, "created": now_iso()}
+        run.update(changes)
+        if changes.get("status") == "running":
+            run.update(process_identity())
+        run["updated"] = now_iso()
+        self._write(RUN_FILE, run)
+        return run
+
+    def status(self) -> str:
+        """run.json's status, with a 'running' run whose process is gone reported as 'interrupted'."""
+        return effective_status(self.read_run())
+
+    def resume_problem(self) -> str | None:
+        """Why this run cannot continue from where it was (None when it can).
+
+        A run that trained nothing yet may start over (nothing is lost); one that trained
+        must have its model description and resume state, else resuming would silently
+        start again and overwrite its weights.
+        """
+        run = self.read_run()
+        if effective_status(run) == "finished":
+            return (f"The run '{self.name}' has already finished; evaluate or export it, "
+                    "or start a new run to train again.")
+        # Progress counts once an epoch was committed (recorded after its resume state). Before that, a
+        # stop or a crash inside the first epoch leaves nothing that starting over would lose.
+        trained = int(run.get("epochs_done", 0) or 0) > 0
+        missing = [name for name, present in ((SPEC, self.has_spec()), (STATE, self.has_state())) if not present]
+        if not trained or not missing:
+            return None
+        what = " and ".join(missing)
+        still = (f"Its trained weights ({BEST_WEIGHTS if self.best_weights.exists() else LAST_WEIGHTS}) "
+                 "can still be evaluated and exported." if self.has_weights() and SPEC not in missing
+                 else "Start a new run to train again.")
+        return (f"The run '{self.name}' cannot be resumed: {what} {'is' if len(missing) == 1 else 'are'} "
+                f"missing from its folder, so training would have to start over. {still}")
+
+    # ---- claiming ----
+    def lock(self) -> "RunLock":
+        """Take this run's lock, or raise :class:`RunError` naming the process that holds it."""
+        return RunLock.acquire(self.path / LOCK, self.name)
+
+    def remove_leftovers(self) -> list[Path]:
+        """Remove temporary files and cache folders a killed writer left (call while holding the lock)."""
+        # Older than the newest committed file, or older than a minute: no live writer is behind them.
+        removed = fileio.remove_leftovers(self.path, older_than=max(self.commit_time(), time.time() - 60))
+        for entry in self.path.glob(CACHE_PREFIX + "*"):
+            if entry.is_dir() and (entry / CACHE_MARK).is_file() and str(entry) not in _CREATED_CACHES:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+        return removed
+
+    def remove_run_files(self) -> None:
+        """Delete the run's own files (and the engine's caches): used to replace or discard a run."""
+        for name in RUN_FILES:
+            try:
+                (self.path / name).unlink()
+            except FileNotFoundError:
+                pass
+        self.remove_leftovers()
+
+    def new_cache_dir(self) -> Path:
+        """A fresh, uniquely named, marked cache folder inside the run (see :func:`new_cache_dir`)."""
+        return new_cache_dir(self.path)
+
+
+def effective_status(run: dict[str, Any]) -> str:
+    """``run.json``'s status, with a dead 'running' run reported as 'interrupted'."""
+    status = run.get("status", "interrupted")
+    if status == "running" and not process_alive(run.get("pid"), run.get("pid_started"), run.get("host")):
+        return "interrupted"
+    return status if status in STATUSES else "interrupted"
+
+
+# --- the lock -------------------------------------------------------------------------------------
+
+@dataclass
+class RunLock:
+    """An exclusive lock file; :meth:`release` removes it (only if it is still this lock)."""
+
+    path: Path
+    token: str
+    released: bool = field(default=False)
+
+    @classmethod
+    def acquire(cls, path: Path, run_name: str) -> "RunLock":
+        token = secrets.token_hex(8)
+        mine = json.dumps({**process_identity(), "token": token, "since": now_iso()}).encode("utf-8")
+        for _ in range(5):
+            if fileio.create_exclusive(path, mine):
+                return cls(path, token)
+            holder = _read_lock(path)
+            if holder is None:
+                continue                        # it vanished (released) or is being written: try again
+            if process_alive(holder.get("pid"), holder.get("pid_started"), holder.get("host")):
+                where = f" on {holder['host']}" if holder.get("host") not in (None, socket.gethostname()) else ""
+                raise RunError(f"The run folder '{run_name}' is in use by another training process "
+                               f"(pid {holder.get('pid')}{where}); wait until it ends or stop it first.")
+            _break_stale(path, holder)
+        raise RunError(f"The run folder '{run_name}' could not be locked; try again.")
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        holder = _read_lock(self.path)
+        if holder is not None and holder.get("token") == self.token:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _read_lock(path: Path) -> dict[str, Any] | None:
+    try:
+        data = fileio.read_json(path)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        # Empty or torn: a writer between create and write, or one killed there. Old enough = stale.
+        try:
+            if time.time() - path.stat().st_mtime > 10:
+                return {"pid": None}
+        except OSError:
+            pass
+        return None
+    return data if isinstance(data, dict) else {"pid": None}
+
+
+def _break_stale(path: Path, holder: dict[str, Any]) -> None:
+    """Move a dead process's lock away; if another process replaced it meanwhile, put theirs back."""
+    aside = path.with_name(f"{path.name}.stale-{secrets.token_hex(4)}")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return
+    moved = _read_lock(aside)
+    if moved is not None and moved.get("token") != holder.get("token"):
+        try:
+            os.link(aside, path)                # a live lock taken away by mistake: restore it (never overwrites)
+        except OSError:
+            pass
+    try:
+        aside.unlink()
+    except FileNotFoundError:
+        pass
+
+
+# --- new folders and caches -------------------------------------------------------------------------
+
+def new_run_dir(backbone: str, method: str, root: str | os.PathLike[str] | None = None) -> Path:
+    """Create a fresh, uniquely named run folder: ``<UTC timestamp>_<backbone>_<method>``."""
+    from .paths import runs_dir
+
+    root = Path(root) if root is not None else runs_dir()
+    short = re.sub(r"[^A-Za-z0-9_.-]+", "-", backbone.split("/")[-1].split(".")[0])[:40]
+    stem = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}_{short}_{method.replace('+', 'plus')}"
+    for n in range(1000):
+        path = root / (stem if n == 0 else f"{stem}-{n}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise RunError(f"Cannot create a new run folder in {root}.")
+
+
+def new_cache_dir(parent: str | os.PathLike[str]) -> Path:
+    """Create a uniquely named cache folder in ``parent``, marked as the engine's own."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=CACHE_PREFIX, dir=parent))
+    (path / CACHE_MARK).write_text(json.dumps({"pid": os.getpid()}), encoding="utf-8")
+    _CREATED_CACHES.add(str(path))
+    return path
+
+
+def remove_cache_dir(path: str | os.PathLike[str]) -> bool:
+    """Delete a cache folder made by :func:`new_cache_dir` in this process; anything else is left alone."""
+    path = Path(path)
+    if str(path) not in _CREATED_CACHES or not (path / CACHE_MARK).is_file():
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    _CREATED_CACHES.discard(str(path))
+    return True
+
+
+def overlap_reason(run_dir: Path, data_dir: Path) -> str | None:
+    """Why ``run_dir`` cannot hold a run trained on ``data_dir`` (inside, equal to, or containing it)."""
+    run, data = run_dir.expanduser().resolve(), data_dir.expanduser().resolve()
+    if run == data:
+        return "The run folder must not be the image folder itself: DTL Studio never writes into your data."
+    if data in run.parents:
+        return "The run folder must not be inside the image folder: DTL Studio never writes into your data."
+    if run in data.parents:
+        return ("The run folder must not contain the image folder: a run folder is the engine's to replace, "
+                "and your images must never be at risk.")
+    return None
+
+
+# --- claiming a folder for a run -------------------------------------------------------------------
+
+@dataclass
+class Claim:
+    """A run folder held by this process for writing; :meth:`release` gives it back."""
+
+    folder: RunFolder
+    lock: RunLock
+    created: bool               # this process made the folder itself
+
+    def release(self) -> None:
+        """Give the folder back; temporary files older than this run's last commit (a killed writer's) go first."""
+        if not self.lock.released:
+            try:
+                self.folder.remove_leftovers()
+            except OSError:
+                pass
+        self.lock.release()
+
+    def discard(self) -> None:
+        """Remove what this run wrote (a refused input leaves no run behind), then the folder if it made it."""
+        self.folder.remove_run_files()
+        self.lock.release()
+        if self.created:
+            try:
+                self.folder.path.rmdir()        # only when empty: nothing of anyone else's is removed
+            except OSError:
+                pass
+
+
+def claim_new(run_dir: str | os.PathLike[str] | None, data_dir: str | os.PathLike[str] | None,
+              backbone: str, method: str, overwrite: bool = False) -> Claim:
+    """Claim a folder for a new run: a fresh unique one, or ``run_dir`` when it is empty (or ``overwrite``).
+
+    Refuses (with :class:`RunError`) a folder inside, equal to or containing the image folder, a
+    non-empty folder without ``overwrite``, and a folder another process is writing.
+    """
+    if run_dir is None:
+        path = new_run_dir(backbone, method)
+        folder = RunFolder(path)
+        return Claim(folder, folder.lock(), created=True)
+    path = Path(run_dir).expanduser()
+    if data_dir:
+        reason = overlap_reason(path, Path(data_dir))
+        if reason:
+            raise RunError(reason)
+    if path.exists() and not path.is_dir():
+        raise RunError(f"'{path}' is a file; give a folder for the run.")
+    folder = RunFolder(path)
+    if not overwrite and not folder.is_empty():
+        raise RunError(f"The folder '{path}' already exists and is not empty; choose a new folder, "
+                       "or allow replacing the run in it (--overwrite).")
+    created = not path.exists()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"Cannot create the run folder '{path}': {exc.strerror or exc}.") from exc
+    lock = folder.lock()
+    try:
+        if not folder.is_empty():
+            if not overwrite:       # another run got here between the check and the lock
+                raise RunError(f"The folder '{path}' already exists and is not empty; choose a new folder, "
+                               "or allow replacing the run in it (--overwrite).")
+            if folder.has_run_file() and _running_elsewhere(folder):
+                raise RunError(f"The run in '{path.name}' is still training; stop it before replacing it.")
+            folder.remove_run_files()
+    except BaseException:
+        lock.release()
+        raise
+    return Claim(folder, lock, created)
+
+
+def claim_existing(run_dir: str | os.PathLike[str]) -> Claim:
+    """Claim an existing run folder (to resume it); refuses one that another process is writing."""
+    path = Path(run_dir).expanduser()
+    if not path.is_dir():
+        raise RunError(f"There is no run folder at '{path}'.")
+    folder = RunFolder(path)
+    lock = folder.lock()
+    try:
+        if folder.has_run_file() and _running_elsewhere(folder):
+            raise RunError(f"The run '{path.name}' is still running in another window or process.")
+        folder.remove_leftovers()
+    except BaseException:
+        lock.release()
+        raise
+    return Claim(folder, lock, created=False)
+
+
+def _running_elsewhere(folder: RunFolder) -> bool:
+    try:
+        run = folder.read_run()
+    except RunError:
+        return False
+    return effective_status(run) == "running"
