@@ -530,7 +530,7 @@ def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
                                    "Only reads the image folder.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="The run folder.")
     p.add_argument("--csv", metavar="FILE", default=None,
-                   help="Write the findings here (default: RUN_DIR/doctor.csv, replaced on each check).")
+                   help="Write the findings here (default: the run folder's findings file, replaced on each check).")
     p.add_argument("--moves", metavar="FILE", default=None,
                    help="Also write the suggested relabelings as a CSV of moves (nothing is moved).")
     p.add_argument("--overwrite", action="store_true", help="Replace the CSV files named above if they exist.")

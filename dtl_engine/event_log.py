@@ -38,7 +38,7 @@ def _clean(value: Any) -> Any:
 
 
 class EventLogWriter(RunListener):
-    """A listener that appends every run event to ``run_dir/events.jsonl``.
+    """A listener that appends every run event to the run folder's event log.
 
     Writes nothing while the run folder does not exist (a run refused before it started).
     """
@@ -74,7 +74,7 @@ class EventLogWriter(RunListener):
 
     def run_finished(self, result: Any) -> None:
         data = result.to_dict() if hasattr(result, "to_dict") else (asdict(result) if is_dataclass(result) else {})
-        data.pop("report", None)                # the report is report.json; the log stays small
+        data.pop("report", None)                # the report has its own run file; the log stays small
         self.append("finished", **data)
 
     def run_failed(self, message: str, details: str) -> None:

@@ -61,8 +61,9 @@ CACHE_PREFIX = ".cache-"
 CACHE_MARK = ".dtl-cache"
 
 # Everything a run writes, in the order a new run writes it (used to replace or discard a run).
-RUN_FILES = (RUN_FILE, CONFIG, CLASSES, SPLIT, SPEC, LAST_WEIGHTS, BEST_WEIGHTS, METRICS, STATE, REPORT, EVENT_LOG,
-             DOCTOR_CSV)
+RUN_FILES = (RUN_FILE, CONFIG, CLASSES, SPLIT, SPEC, LAST_WEIGHTS, BEST_WEIGHTS, METRICS, STATE, REPORT, EVENT_LOG)
+# What a later check adds to a finished run; replaced or discarded with the run all the same.
+CHECK_FILES = (DOCTOR_CSV,)
 STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
 
 _CREATED_CACHES: set[str] = set()       # cache folders this process made (the only ones close() may delete)
@@ -310,7 +311,7 @@ class RunFolder:
 
     def remove_run_files(self) -> None:
         """Delete the run's own files (and the engine's caches): used to replace or discard a run."""
-        for name in RUN_FILES:
+        for name in (*RUN_FILES, *CHECK_FILES):
             try:
                 (self.path / name).unlink()
             except FileNotFoundError:

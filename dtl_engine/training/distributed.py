@@ -88,7 +88,7 @@ class Distributed:
 
     # --- setup -------------------------------------------------------------
     def describe(self, batch_size: int) -> dict[str, Any]:
-        """What ``config.json`` records: the number of processes and the largest per-process batch."""
+        """What the run's saved settings record: the number of processes and the largest per-process batch."""
         return {"world_size": self.world_size, "per_rank_batch": -(-batch_size // self.world_size)}
 
     def check_batch(self, batch_size: int) -> None:

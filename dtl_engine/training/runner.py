@@ -317,7 +317,7 @@ class _Run:
         ddp.check_batch(cfg.batch_size)
         if resume:
             model_kwargs = ddp.share(lambda: folder.read_run().get("model_kwargs"))
-        if self.writes:     # config.json also records the number of processes and the per-process batch
+        if self.writes:     # the saved settings also record the number of processes and the per-process batch
             saved = folder.read_config() if resume else cfg.to_dict()
             folder.write_config({**saved, **ddp.describe(cfg.batch_size)})
             folder.update_run(status="running", started=_now(), error=None, model_kwargs=model_kwargs)
