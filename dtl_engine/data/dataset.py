@@ -27,14 +27,18 @@ class ImageDataset(Dataset):
     ``on_failure`` (or num_workers=0) to see them in the main process.
     ``min_side`` lets large JPEGs decode at a reduced scale (see :func:`load_image`);
     about twice the model's input side keeps full detail for the crops.
+    ``cache`` (an :class:`~.image_cache.ImageCache`, with ``min_side``) keeps each decoded
+    image pre-resized on disk so later epochs skip the decode.
     """
 
     def __init__(self, samples: Sequence[tuple[str, int]], transform: Callable[[Any], Any] | None = None,
-                 on_failure: FailureFn | None = None, *, min_side: int | None = None) -> None:
+                 on_failure: FailureFn | None = None, *, min_side: int | None = None,
+                 cache: Any = None) -> None:
         self.samples = [(str(p), int(y)) for p, y in samples]
         self.transform = transform
         self.on_failure = on_failure
         self.min_side = min_side
+        self.cache = cache if min_side else None
         self.failures: list[tuple[str, str]] = []
         self._bad: set[int] = set()
 
@@ -64,7 +68,8 @@ class ImageDataset(Dataset):
                 continue
             path, label = self.samples[i]
             try:
-                image = load_image(path, min_side=self.min_side)
+                image = (self.cache.load(path, self.min_side) if self.cache is not None
+                         else load_image(path, min_side=self.min_side))
             except DataError as exc:
                 self._report(i, str(exc))
                 continue

@@ -61,8 +61,13 @@ class RunResult:
 
 
 def train(config: TrainConfig, listener: RunListener | None = None, token: StopToken | None = None,
-          run_dir: str | Path | None = None, *, model_kwargs: dict[str, Any] | None = None) -> RunResult:
+          run_dir: str | Path | None = None, *, model_kwargs: dict[str, Any] | None = None,
+          scan: Any = None) -> RunResult:
     """Train ``config`` in a new run folder (or ``run_dir``) and evaluate the best epoch.
+
+    ``scan``: a :class:`ScanResult` of ``config.data_dir`` just made (the app's Data step);
+    it is used instead of scanning again when every file still has its scanned size and
+    modification time.
 
     ``model_kwargs`` go to ``timm.create_model`` (tiny test backbones); they are
     stored with the run so resume and re-loading rebuild the same model.
@@ -71,7 +76,9 @@ def train(config: TrainConfig, listener: RunListener | None = None, token: StopT
     """
     config.validate()
     run_dir = Path(run_dir) if run_dir is not None else run_files.new_run_dir(config.backbone, config.method)
-    return _Run(config, run_dir, listener, token).execute(resume=False, model_kwargs=model_kwargs)
+    run = _Run(config, run_dir, listener, token)
+    run.scan = scan
+    return run.execute(resume=False, model_kwargs=model_kwargs)
 
 
 def resume(run_dir: str | Path, listener: RunListener | None = None, token: StopToken | None = None) -> RunResult:
@@ -121,6 +128,8 @@ class _Run:
         self.token = token or StopToken()
         self.parts = 1                  # micro-batches per batch; grows after an out-of-memory error
         self.cache: FeatureCache | None = None
+        self.loaders: dict[str, Any] = {}      # persistent loader workers per dataset ("train", "val")
+        self.scan = None                        # a fresh scan handed in by the caller (no second scan)
         self._last_memory_emit = 0.0
 
     # ------------------------------------------------------------------ story
@@ -136,6 +145,8 @@ class _Run:
             self._fail(exc)
             raise
         finally:
+            for loader in self.loaders.values():
+                loader.close()
             if self.cache is not None:
                 self.cache.close()
         self.listener.run_finished(result)
@@ -232,7 +243,10 @@ class _Run:
 
     # ------------------------------------------------------------------ setup
     def _prepare(self, resume: bool, model_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
-        from ..data import ImageDataset, Split, build_transform, make_split, scan_folder
+        from ..data import Split, make_split
+        from ..data.image_cache import ImageCache
+        from ..data.loader import image_dataset
+        from ..data.scan_check import scan_or_reuse
 
         cfg, run_dir = self.config, self.run_dir
         self._check_run_dir()
@@ -251,7 +265,7 @@ class _Run:
                 state = ckpt.load_state(run_dir)               # else no epoch finished: start again from 0
             self.model = run_files.rebuild_run_model(run_dir)
         else:                                                  # a new run, or one stopped while scanning
-            scan = scan_folder(cfg.data_dir, should_stop=lambda: self.token.stop_requested)
+            scan = scan_or_reuse(cfg.data_dir, self.scan, should_stop=lambda: self.token.stop_requested)
             self.classes = list(scan.classes)
             self.split = make_split(scan, cfg.val_fraction, cfg.seed)
             self.model = run_files.build_run_model(cfg, len(self.classes), model_kwargs)
@@ -267,10 +281,14 @@ class _Run:
 
         model = self.model.to(self.device)
         self.meter = MemoryMeter(self.device)
-        self.train_set = ImageDataset(self.split.train, build_transform(model.data_config, cfg.augment, train=True),
-                                      on_failure=self._bad_file)
-        self.val_set = ImageDataset(self.split.val, build_transform(model.data_config, "none", train=False),
-                                    on_failure=self._bad_file)
+        image_cache = ImageCache()
+        image_cache = image_cache if image_cache.budget_bytes > 0 else None
+        self.train_set = image_dataset(self.split.train, model.data_config, cfg.augment, train=True,
+                                       on_failure=self._bad_file, cache=image_cache)
+        self.val_set = image_dataset(self.split.val, model.data_config, "none", train=False,
+                                     on_failure=self._bad_file, cache=image_cache)
+        if image_cache is not None:       # room for this run's images, least recently used ones go first
+            image_cache.make_room(_expected_cache_bytes(self.train_set) + _expected_cache_bytes(self.val_set))
         self.steps_per_epoch = math.ceil(len(self.split.train) / cfg.batch_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         if cfg.max_steps:
@@ -343,13 +361,21 @@ class _Run:
                 idx = torch.tensor(batch, dtype=torch.long)
                 yield idx, labels_all[idx].to(self.device), self.cache.fetch(idx + offset, self.device)
             return
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=self.config.num_workers,
-                                             pin_memory=self.device.type == "cuda")
-        for images, labels, idx in loader:
+        for images, labels, idx in self._loader(dataset)(batches):
             inputs: Any = images.to(self.device, non_blocking=True)
             if self.cache is not None:
                 inputs = {"_images": inputs, "_cache_index": idx + offset}   # prefix computed and stored in step
             yield idx, labels.to(self.device, non_blocking=True), inputs
+
+    def _loader(self, dataset: Any) -> Any:
+        """The dataset's persistent loader (worker processes started on first use, kept across epochs)."""
+        from ..data.loader import BatchLoader, auto_num_workers
+
+        name = "train" if dataset is self.train_set else "val"
+        if name not in self.loaders:
+            self.loaders[name] = BatchLoader(dataset, auto_num_workers(self.config.num_workers),
+                                             pin_memory=self.device.type == "cuda")
+        return self.loaders[name]
 
     def _bad_file(self, path: str, reason: str) -> None:
         self.listener.warning(f"Skipped an image that could not be loaded: {reason}")
@@ -456,6 +482,8 @@ class _Run:
 
     def _final_report(self) -> Evaluation | None:
         """Evaluate the best epoch's weights on the test split (else validation); write report.json."""
+        from ..data.loader import auto_num_workers
+
         split_name, samples = evaluation_split(self.split)
         if not samples or self.best_epoch is None:
             return None
@@ -463,7 +491,8 @@ class _Run:
         report = evaluate_model(self.model, samples, self.classes, self.device, self.model.data_config,
                                 best_epoch=self.best_epoch, split=split_name,
                                 batch_size=max(1, self.config.batch_size // self.parts),  # what fits in memory
-                                autocast_dtype=self.precision.autocast_dtype, num_workers=self.config.num_workers)
+                                autocast_dtype=self.precision.autocast_dtype,
+                                num_workers=auto_num_workers(self.config.num_workers))
         ckpt.atomic_write_json(self.run_dir / REPORT, report.to_dict())
         return report
 
@@ -480,6 +509,12 @@ class _Run:
                 run_files.update_run_file(self.run_dir, status="failed", finished=_now(), error=message)
         finally:
             self.listener.run_failed(message, details)
+
+
+def _expected_cache_bytes(dataset: Any) -> int:
+    """A guess of the cache space ``dataset`` needs (a 4:3 photo per sample at the stored short side)."""
+    side = dataset.min_side or 0
+    return len(dataset) * 3 * side * (side * 4 // 3)
 
 
 def _now() -> str:

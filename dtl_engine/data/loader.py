@@ -1,0 +1,134 @@
+"""Batches of images from loader worker processes, with bad files reported back to the main process.
+
+* ``auto_num_workers``: the default number of worker processes (cores - 1, at most 8).
+* :class:`BatchLoader`: one persistent ``DataLoader`` per dataset whose batches are set
+  per epoch. Decoding runs in the workers (``spawn`` on macOS and Windows, as the
+  platform defaults; the app and the bundle call ``multiprocessing.freeze_support()``).
+* A file that fails in a worker is reported to ``on_failure`` in the main process,
+  once per file, exactly as when loading in-process: each item carries the
+  failures met while producing it.
+* :meth:`BatchLoader.close` ends the workers at once (Stop, Ctrl+C, the end of a run).
+"""
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+MAX_AUTO_WORKERS = 8
+
+
+def available_cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def auto_num_workers(requested: int | None = None) -> int:
+    """``requested`` if given, else cores - 1 (leaving one for training), at most 8."""
+    if requested is not None:
+        return max(0, int(requested))
+    return max(0, min(MAX_AUTO_WORKERS, available_cores() - 1))
+
+
+class _EpochBatches(Sampler):
+    """A batch sampler whose batches are replaced before each epoch (the loader itself persists)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _Reporting(Dataset):
+    """Wraps an ImageDataset: each item also carries the (path, reason) failures met while loading it."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = copy.copy(dataset)
+        self.dataset.on_failure = None          # reported from the main process instead
+        self.dataset.failures = []
+        self.dataset._bad = set(getattr(dataset, "_bad", ()))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        before = len(self.dataset.failures)
+        image, label, real_index = self.dataset[index]
+        return image, label, real_index, self.dataset.failures[before:]
+
+
+def _collate(items: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
+    images, labels, indices = torch.utils.data.default_collate([item[:3] for item in items])
+    failures = [f for item in items for f in item[3]]
+    return images, labels, indices, failures
+
+
+class BatchLoader:
+    """Yields ``(images, labels, indices)`` for given batches of ``dataset`` indices."""
+
+    def __init__(self, dataset: Any, num_workers: int, *, pin_memory: bool = False,
+                 on_failure: Callable[[str, str], None] | None = None) -> None:
+        self.dataset = dataset
+        self.on_failure = on_failure if on_failure is not None else getattr(dataset, "on_failure", None)
+        self.num_workers = num_workers
+        self._reported: set[str] = set()
+        self._sampler = _EpochBatches()
+        self._loader = DataLoader(_Reporting(dataset), batch_sampler=self._sampler, num_workers=num_workers,
+                                  collate_fn=_collate, pin_memory=pin_memory,
+                                  persistent_workers=num_workers > 0,
+                                  prefetch_factor=4 if num_workers > 0 else None)
+
+    def __call__(self, batches: list[list[int]]) -> Iterator[tuple[Any, Any, Any]]:
+        self._sampler.batches = [list(b) for b in batches]
+        for images, labels, indices, failures in self._loader:
+            for path, reason in failures:
+                self._report(path, reason)
+            yield images, labels, indices
+
+    def _report(self, path: str, reason: str) -> None:
+        if path in self._reported:
+            return
+        self._reported.add(path)
+        self.dataset.failures.append((path, reason))
+        if self.on_failure is not None:
+            self.on_failure(path, reason)
+
+    def close(self) -> None:
+        """End the worker processes now (safe to call twice)."""
+        iterator = getattr(self._loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self._loader._iterator = None
+
+
+def image_dataset(samples: Sequence[tuple[str, int]], data_config: dict[str, Any], augment: str = "none",
+                  train: bool = False, on_failure: Callable[[str, str], None] | None = None,
+                  cache: Any = "default") -> Any:
+    """An ImageDataset with the transform for ``data_config`` and photos decoded only as large as it needs.
+
+    JPEGs are draft-decoded to the short side :func:`.decode_size.decode_side` asks for and
+    kept, pre-resized, in the decoded-image cache (``cache``: an ImageCache, ``"default"``
+    for the per-user one, or None for none).
+    """
+    from .dataset import ImageDataset
+    from .decode_size import decode_side
+    from .image_cache import ImageCache
+    from .transforms import build_transform
+
+    if cache == "default":
+        cache = ImageCache()
+        if cache.budget_bytes <= 0:
+            cache = None
+    return ImageDataset(samples, build_transform(data_config, augment, train=train), on_failure,
+                        min_side=decode_side(data_config, augment, train), cache=cache)
