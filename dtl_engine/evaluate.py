@@ -84,30 +84,46 @@ def build_evaluation(probs: torch.Tensor, labels: Sequence[int], paths: Sequence
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, samples: Sequence[tuple[str, int]], transform: Any,
                   device: torch.device, batch_size: int = 64, autocast_dtype: torch.dtype | None = None,
-                  num_workers: int = 0) -> torch.Tensor:
-    """Softmax probabilities (N, C) of ``model`` on the images ``samples`` (path, label), in order."""
-    from .data import ImageDataset
+                  num_workers: int = 0, *, dataset: Any = None) -> torch.Tensor:
+    """Softmax probabilities (N, C) of ``model`` on the images ``samples`` (path, label), in order.
 
-    loader = torch.utils.data.DataLoader(ImageDataset(list(samples), transform), batch_size=batch_size,
-                                         shuffle=False, num_workers=num_workers)
+    ``dataset``: an ImageDataset over ``samples`` to read from instead of one built with ``transform``.
+    """
+    from .data import ImageDataset
+    from .data.loader import BatchLoader
+
+    dataset = dataset if dataset is not None else ImageDataset(list(samples), transform)
+    loader = BatchLoader(dataset, num_workers)
+    n = len(dataset)
     model.eval()
     out = []
-    for images, _labels, _index in loader:
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            logits = model(images.to(device))
-        out.append(logits.float().softmax(dim=1).cpu())
+    try:
+        batches = loader([list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)])
+        out = [_softmax(model, images, device, autocast_dtype) for images, _labels, _index in batches]
+    finally:
+        loader.close()
     return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def _softmax(model: torch.nn.Module, images: torch.Tensor, device: torch.device,
+             autocast_dtype: torch.dtype | None) -> torch.Tensor:
+    with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        logits = model(images.to(device))
+    return logits.float().softmax(dim=1).cpu()
 
 
 def evaluate_model(model: torch.nn.Module, samples: Sequence[tuple[str, int]], classes: Sequence[str],
                    device: torch.device, augment_config: dict[str, Any], best_epoch: int | None = None,
                    split: str = "val", batch_size: int = 64, autocast_dtype: torch.dtype | None = None,
                    num_workers: int = 0) -> Evaluation:
-    """Run ``model`` over ``samples`` with the evaluation transform and score it."""
-    from .data import build_transform
+    """Run ``model`` over ``samples`` with the evaluation transform and score it.
 
-    transform = build_transform(augment_config, "none", train=False)
-    probs = predict_probs(model, samples, transform, device, batch_size, autocast_dtype, num_workers)
+    Photos are draft-decoded and kept in the decoded-image cache (see ``data.loader.image_dataset``).
+    """
+    from .data.loader import image_dataset
+
+    dataset = image_dataset(list(samples), augment_config, "none", train=False)
+    probs = predict_probs(model, samples, None, device, batch_size, autocast_dtype, num_workers, dataset=dataset)
     return build_evaluation(probs, [label for _, label in samples], [path for path, _ in samples], classes,
                             best_epoch=best_epoch, split=split)
 
@@ -132,6 +148,9 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> Evaluation:
     split_name, samples = evaluation_split(Split.from_dict(read_run_file(run_dir, "split.json")))
     metrics = read_run_file(run_dir, "metrics.json") if (run_dir / "metrics.json").exists() else []
     best = max(metrics, key=lambda m: m["val_acc"])["epoch"] if metrics else None
-    evaluation = evaluate_model(model, samples, classes, dev, model.data_config, best_epoch=best, split=split_name)
+    from .data.loader import auto_num_workers
+
+    evaluation = evaluate_model(model, samples, classes, dev, model.data_config, best_epoch=best, split=split_name,
+                                num_workers=auto_num_workers())
     atomic_write_json(run_dir / REPORT, evaluation.to_dict())
     return evaluation

@@ -124,10 +124,13 @@ def predict(export_path: str | os.PathLike[str], image_paths: list[str | os.Path
         raise ExportError("top_k must be at least 1.")
     exported = load_exported(export_path)
     k = min(top_k, len(exported.classes))
+    # Photos are draft-decoded (JPEG DCT scaling) no smaller than the export's first resize needs.
+    scale_size = (exported.metadata.get("preprocess") or {}).get("scale_size") or [0]
+    min_side = int(max(scale_size)) or None
     results: list[list[tuple[str, float]]] = []
     for path in image_paths:
         # One image at a time: images differ in size, and the export handles any size.
-        pixels = image_to_uint8(load_image(path)).unsqueeze(0)
+        pixels = image_to_uint8(load_image(path, min_side=min_side)).unsqueeze(0)
         probs = exported(pixels)[0]
         values, indices = torch.topk(probs, k)
         results.append([(exported.classes[int(i)], float(v)) for v, i in zip(values, indices)])
