@@ -7,15 +7,20 @@
 * A file that fails in a worker is reported to ``on_failure`` in the main process,
   once per file, exactly as when loading in-process: each item carries the
   failures met while producing it.
+* Random augmentation is seeded per sample from (epoch seed, index), so it is the same
+  whichever worker (or the main process) loads the sample, and a resumed run continues
+  exactly.
 * :meth:`BatchLoader.close` ends the workers at once (Stop, Ctrl+C, the end of a run).
 """
 from __future__ import annotations
 
 import copy
 import os
+import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -62,10 +67,21 @@ class _Reporting(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[Any, ...]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, ...]:
+        index = key
+        if isinstance(key, tuple):              # (index, seed): augmentation as a function of the seed
+            index, seed = key
+            random.seed(seed)
+            np.random.seed(seed % 2**32)        # timm's RandAugment picks its operations with numpy
+            torch.manual_seed(seed)
         before = len(self.dataset.failures)
         image, label, real_index = self.dataset[index]
         return image, label, real_index, self.dataset.failures[before:]
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The random seed of one sample's augmentation in the epoch whose seed is ``seed``."""
+    return (seed * 6_364_136_223_846_793_005 + index * 1_442_695_040_888_963_407 + 1) % (2**63 - 1)
 
 
 def _collate(items: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
@@ -89,8 +105,12 @@ class BatchLoader:
                                   persistent_workers=num_workers > 0,
                                   prefetch_factor=4 if num_workers > 0 else None)
 
-    def __call__(self, batches: list[list[int]]) -> Iterator[tuple[Any, Any, Any]]:
-        self._sampler.batches = [list(b) for b in batches]
+    def __call__(self, batches: list[list[int]], seed: int | None = None) -> Iterator[tuple[Any, Any, Any]]:
+        """One pass over ``batches``; with ``seed``, each sample's random transform is seeded by (seed, index)."""
+        if seed is None:
+            self._sampler.batches = [list(b) for b in batches]
+        else:
+            self._sampler.batches = [[(i, sample_seed(seed, i)) for i in b] for b in batches]
         for images, labels, indices, failures in self._loader:
             for path, reason in failures:
                 self._report(path, reason)

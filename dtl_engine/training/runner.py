@@ -352,16 +352,16 @@ class _Run:
         n = len(self.split.train)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.config.seed, epoch)))
         batches = [order[i:i + self.config.batch_size].tolist() for i in range(0, n, self.config.batch_size)]
-        return self._batches(self.train_set, batches, offset=0)
+        return self._batches(self.train_set, batches, offset=0, seed=epoch_seed(self.config.seed, epoch))
 
-    def _batches(self, dataset: Any, batches: list[list[int]], offset: int) -> Iterator[Any]:
+    def _batches(self, dataset: Any, batches: list[list[int]], offset: int, seed: int | None = None) -> Iterator[Any]:
         labels_all = torch.tensor([y for _, y in dataset.samples], dtype=torch.long)
         if self.cache is not None and self.cache.complete:
             for batch in batches:
                 idx = torch.tensor(batch, dtype=torch.long)
                 yield idx, labels_all[idx].to(self.device), self.cache.fetch(idx + offset, self.device)
             return
-        for images, labels, idx in self._loader(dataset)(batches):
+        for images, labels, idx in self._loader(dataset)(batches, seed):
             inputs: Any = images.to(self.device, non_blocking=True)
             if self.cache is not None:
                 inputs = {"_images": inputs, "_cache_index": idx + offset}   # prefix computed and stored in step
