@@ -37,7 +37,7 @@ FORMAT_VERSION = 1
 DEFAULT_BUDGET_MB = 4096
 SETTINGS_FILE = "cache_settings.json"
 _MAGIC = b"DTLI"
-_HEADER = struct.Struct("<4sHHIII")      # magic, version, reserved, width, height, crc32 of the pixels
+_HEADER = struct.Struct("<4sHHIII")      # magic, version, reserved, a, b (e.g. width, height), crc32 of the payload
 _SUFFIX = ".img"
 _STALE_SECONDS = 300                     # a lock or temporary file this old belongs to a crashed writer
 _RESAMPLE = Image.Resampling.BICUBIC
@@ -95,59 +95,46 @@ def shrink_to_side(image: Image.Image, side: int) -> Image.Image:
     return image.resize(size, _RESAMPLE)
 
 
-class ImageCache:
-    """Decoded images on disk; :meth:`load` is a drop-in for :func:`load_image` with a short side."""
+class DiskStore:
+    """Entries of raw bytes behind a checked header, with a disk budget and LRU eviction (see the module doc).
 
-    def __init__(self, folder: str | os.PathLike[str] | None = None, budget_bytes: int | None = None) -> None:
-        self.folder = Path(folder) if folder is not None else image_cache_dir()
+    ``magic`` tells the kinds of store apart; each entry header carries two numbers
+    (``a``, ``b``) the subclass gives meaning to (an image's width and height...).
+    """
+
+    magic = _MAGIC
+
+    def __init__(self, folder: str | os.PathLike[str], budget_bytes: int | None = None) -> None:
+        self.folder = Path(folder)
         self.budget_bytes = budget_mb() * 2**20 if budget_bytes is None else max(0, int(budget_bytes))
         self._used: int | None = None     # bytes in the folder as this process believes
 
-    # --- the hot path ---------------------------------------------------------------------
-    def entry_path(self, path: str | os.PathLike[str], side: int, st: os.stat_result) -> Path:
-        text = f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{side}\0{FORMAT_VERSION}"
-        key = sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    def path_for(self, key_text: str) -> Path:
+        key = sha256(key_text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
         return self.folder / key[:2] / (key + _SUFFIX)
 
-    def load(self, path: str | os.PathLike[str], side: int) -> Image.Image:
-        """The image at ``path`` (upright RGB, short side at most ``side``), from the cache when possible.
-
-        Raises :class:`DataError` like :func:`load_image` when the photo cannot be read.
-        """
-        try:
-            st = os.stat(path)
-        except OSError:
-            return load_image(path, min_side=side)       # load_image words the reason
-        entry = self.entry_path(path, side, st)
-        image = self._read(entry)
-        if image is not None:
-            return image
-        image = shrink_to_side(load_image(path, min_side=side), side)
-        if self.budget_bytes > 0:
-            self._write(entry, image)
-        return image
-
-    def _read(self, entry: Path) -> Image.Image | None:
+    def read(self, entry: Path) -> tuple[int, int, memoryview] | None:
+        """(a, b, payload) of an intact entry; a damaged one is deleted and None returned."""
         try:
             with open(entry, "rb") as fh:
                 data = fh.read()
         except OSError:
             return None
-        image = _decode_entry(data)
-        if image is None:                                # damaged: rebuilt by the caller
+        parsed = _parse(data, self.magic)
+        if parsed is None:
             _unlink(entry)
             return None
         try:
             os.utime(entry)                              # LRU age
         except OSError:
             pass
-        return image
+        return parsed
 
-    def _write(self, entry: Path, image: Image.Image) -> None:
-        pixels = image.tobytes()
-        blob = _HEADER.pack(_MAGIC, FORMAT_VERSION, 0, image.width, image.height, zlib.crc32(pixels)) + pixels
+    def write(self, entry: Path, a: int, b: int, payload: bytes) -> None:
+        """Store ``payload`` atomically, unless another process is writing this entry or the budget is full."""
+        blob = _HEADER.pack(self.magic, FORMAT_VERSION, 0, a, b, zlib.crc32(payload)) + payload
         if self.used_bytes() + len(blob) > self.budget_bytes:
-            return                                       # full: the main process makes room between epochs
+            return                                       # full: the main process makes room between runs/epochs
         lock = entry.with_name(entry.name + ".lock")
         try:
             entry.parent.mkdir(parents=True, exist_ok=True)
@@ -231,24 +218,55 @@ class ImageCache:
         return freed
 
 
-def entry_bytes(width: int, height: int, side: int) -> int:
-    """The size of the entry an image of ``width`` × ``height`` pixels gets at short side ``side``."""
-    short, long = min(width, height), max(width, height)
-    if short > side:
-        long, short = round(long * side / short), side
-    return _HEADER.size + 3 * short * long
+
+
+class ImageCache(DiskStore):
+    """Decoded images on disk; :meth:`load` is a drop-in for :func:`load_image` with a short side."""
+
+    def __init__(self, folder: str | os.PathLike[str] | None = None, budget_bytes: int | None = None) -> None:
+        super().__init__(folder if folder is not None else image_cache_dir(), budget_bytes)
+
+    def entry_path(self, path: str | os.PathLike[str], side: int, st: os.stat_result) -> Path:
+        return self.path_for(f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{side}\0{FORMAT_VERSION}")
+
+    def load(self, path: str | os.PathLike[str], side: int) -> Image.Image:
+        """The image at ``path`` (upright RGB, short side at most ``side``), from the cache when possible.
+
+        Raises :class:`DataError` like :func:`load_image` when the photo cannot be read.
+        """
+        try:
+            st = os.stat(path)
+        except OSError:
+            return load_image(path, min_side=side)       # load_image words the reason
+        entry = self.entry_path(path, side, st)
+        found = self.read(entry)
+        if found is not None:
+            width, height, pixels = found
+            if len(pixels) == 3 * width * height:
+                return Image.frombytes("RGB", (width, height), pixels)
+            _unlink(entry)
+        image = shrink_to_side(load_image(path, min_side=side), side)
+        if self.budget_bytes > 0:
+            self.write(entry, image.width, image.height, image.tobytes())
+        return image
+
+
+def _parse(data: bytes, magic: bytes) -> tuple[int, int, memoryview] | None:
+    if len(data) < _HEADER.size:
+        return None
+    found, version, _, a, b, crc = _HEADER.unpack_from(data)
+    payload = memoryview(data)[_HEADER.size:]
+    if found != magic or version != FORMAT_VERSION or zlib.crc32(payload) != crc:
+        return None
+    return a, b, payload
 
 
 def _decode_entry(data: bytes) -> Image.Image | None:
-    if len(data) < _HEADER.size:
+    """The image of an image-cache entry's bytes, or None when damaged."""
+    parsed = _parse(data, _MAGIC)
+    if parsed is None or len(parsed[2]) != 3 * parsed[0] * parsed[1] or parsed[0] * parsed[1] == 0:
         return None
-    magic, version, _, width, height, crc = _HEADER.unpack_from(data)
-    pixels = memoryview(data)[_HEADER.size:]
-    if magic != _MAGIC or version != FORMAT_VERSION or len(pixels) != 3 * width * height or width * height == 0:
-        return None
-    if zlib.crc32(pixels) != crc:
-        return None
-    return Image.frombytes("RGB", (width, height), pixels)
+    return Image.frombytes("RGB", (parsed[0], parsed[1]), parsed[2])
 
 
 def _unlink(path: Path) -> bool:
@@ -267,11 +285,18 @@ def _remove_if_stale(path: Path) -> None:
         pass
 
 
+def feature_cache_dir() -> Path:
+    """The folder of the frozen-feature store (linear probe features, same rules as the image cache)."""
+    from ..paths import cache_dir
+
+    return cache_dir() / "features"
+
+
 def cache_size_bytes() -> int:
-    """Bytes used by DTL Studio's reusable caches (for the app's cache line and ``cache info``)."""
-    return ImageCache().info().bytes
+    """Bytes used by DTL Studio's reusable caches: decoded images and frozen features (the app's cache line)."""
+    return ImageCache().info().bytes + DiskStore(feature_cache_dir()).info().bytes
 
 
 def clear_caches() -> int:
     """Delete DTL Studio's reusable caches (the app's "Clear caches"); returns the bytes freed."""
-    return ImageCache().clear()
+    return ImageCache().clear() + DiskStore(feature_cache_dir()).clear()

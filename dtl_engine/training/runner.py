@@ -130,6 +130,7 @@ class _Run:
         self.cache: FeatureCache | None = None
         self.loaders: dict[str, Any] = {}      # persistent loader workers per dataset ("train", "val")
         self.scan = None                        # a fresh scan handed in by the caller (no second scan)
+        self._store_pending: Any = None         # (FeatureStore, paths) to fill once the feature cache is
         self._last_memory_emit = 0.0
 
     # ------------------------------------------------------------------ story
@@ -225,6 +226,7 @@ class _Run:
             listener.memory_sample(self.meter.sample())
             # checkpoint
             self._save_epoch(epoch, is_best)
+            self._features_to_store()
             epochs_done = epoch + 1
             # stop checks: step budget, early stopping
             if self.global_step >= self.total_steps:
@@ -298,6 +300,7 @@ class _Run:
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.use_grad_scaler)
         self.cache = self._make_cache()
+        self._store_pending = self._features_from_store(model_kwargs)
         return state
 
     def _check_run_dir(self) -> None:
@@ -323,6 +326,27 @@ class _Run:
                                   "epoch's augmented images.")
         n = len(self.split.train) + len(self.split.val)     # val samples sit after the training samples
         return FeatureCache(n, cfg.cache_budget_mb * 2**20, self.run_dir / "cache")
+
+    def _features_from_store(self, model_kwargs: dict[str, Any] | None) -> Any:
+        """Fill the in-run feature cache from the cross-run store; returns what to store later, if anything."""
+        from .feature_store import FeatureStore, model_identity, store_fits
+
+        if self.cache is None or not store_fits(self.config):
+            return None
+        store = FeatureStore(model_identity(self.config, model_kwargs, self.model.data_config))
+        paths = [p for p, _ in self.split.train] + [p for p, _ in self.split.val]
+        features = store.get_all(paths)
+        if features is None:
+            return store, paths                            # computed in epoch 1, stored after it
+        dtype = self.precision.autocast_dtype if self.precision.autocast else torch.float32
+        self.cache.store(torch.arange(len(paths)), {"features": features.to(dtype or torch.float32)})
+        return None
+
+    def _features_to_store(self) -> None:
+        if self._store_pending is not None and self.cache is not None and self.cache.complete:
+            store, paths = self._store_pending
+            store.put_all(paths, self.cache.fetch(torch.arange(len(paths)))["features"])
+            self._store_pending = None
 
     def _restore(self, state: dict[str, Any]) -> int:
         self.model.load_trainable_state_dict(state["model"])
