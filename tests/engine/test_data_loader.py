@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from dtl_engine.data import loader as loader_mod
 from dtl_engine.data.loader import BatchLoader, auto_num_workers, image_dataset
@@ -94,3 +95,23 @@ def test_stop_ends_a_runs_workers_and_a_finished_run_leaves_none(tmp_path):
     assert multiprocessing.active_children() == []
     result = train(tiny_config(data, epochs=1), model_kwargs=MODEL_KWARGS)   # default: automatic workers
     assert result.status == "finished" and multiprocessing.active_children() == []
+
+
+def test_what_a_spawned_worker_receives_pickles_without_the_runs_listener(tmp_path):
+    # macOS and Windows (and the bundle) start workers with spawn: the dataset travels pickled.
+    import pickle
+    import threading
+
+    lock = threading.Lock()                                  # unpicklable, like a run's listener
+
+    def on_failure(path, reason):
+        with lock:
+            pass
+
+    dataset = image_dataset(_jpegs(tmp_path / "w", 2), CONFIG, "standard", train=True, on_failure=on_failure)
+    loader = BatchLoader(dataset, 0)
+    copy = pickle.loads(pickle.dumps(loader._loader.dataset))
+    assert copy.dataset.on_failure is None and len(copy) == 2
+    a, b, c = copy[(1, 7)][0], copy[(1, 7)][0], copy[(1, 8)][0]
+    assert a.shape == (3, 32, 32) and torch.equal(a, b)     # augmentation is a function of the sample seed
+    assert not torch.equal(a, c)
