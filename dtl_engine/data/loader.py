@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import os
 import random
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -79,6 +80,12 @@ class _Reporting(Dataset):
         return image, label, real_index, self.dataset.failures[before:]
 
 
+def _ignore_interrupts(_worker_id: int) -> None:
+    # Ctrl+C reaches every process of the terminal; the main process turns the first one into
+    # "stop after this batch" and then ends the workers itself, so they must not die on it first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def sample_seed(seed: int, index: int) -> int:
     """The random seed of one sample's augmentation in the epoch whose seed is ``seed``."""
     return (seed * 6_364_136_223_846_793_005 + index * 1_442_695_040_888_963_407 + 1) % (2**63 - 1)
@@ -103,6 +110,7 @@ class BatchLoader:
         self._loader = DataLoader(_Reporting(dataset), batch_sampler=self._sampler, num_workers=num_workers,
                                   collate_fn=_collate, pin_memory=pin_memory,
                                   persistent_workers=num_workers > 0,
+                                  worker_init_fn=_ignore_interrupts if num_workers > 0 else None,
                                   prefetch_factor=4 if num_workers > 0 else None)
 
     def __call__(self, batches: list[list[int]], seed: int | None = None) -> Iterator[tuple[Any, Any, Any]]:

@@ -86,6 +86,21 @@ def test_close_ends_the_workers_at_once(tmp_path):
     assert not any(w.is_alive() for w in workers)
 
 
+def test_ctrl_c_leaves_the_workers_to_the_main_process(tmp_path):
+    # The first Ctrl+C means "stop after this batch": the workers must still deliver it.
+    import signal
+
+    samples = _jpegs(tmp_path / "w", 8)
+    loader = BatchLoader(image_dataset(samples, CONFIG, cache=None), 1)
+    batches = loader([[i] for i in range(8)])
+    seen = next(batches)[2].tolist()
+    (worker,) = loader._loader._iterator._workers
+    os.kill(worker.pid, signal.SIGINT)
+    seen += [i for _images, _labels, idx in batches for i in idx.tolist()]
+    assert seen == list(range(8)) and worker.is_alive()
+    loader.close()
+
+
 def test_stop_ends_a_runs_workers_and_a_finished_run_leaves_none(tmp_path):
     data = image_folder(tmp_path)
     token = StopToken()
