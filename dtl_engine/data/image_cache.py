@@ -285,6 +285,17 @@ def _remove_if_stale(path: Path) -> None:
         pass
 
 
+def default_image_cache() -> ImageCache | None:
+    """The per-user image cache, or None when it is turned off (budget 0) or its folder cannot be made."""
+    from ..errors import DTLError
+
+    try:
+        cache = ImageCache()
+    except DTLError:
+        return None                      # no cache folder: photos are simply decoded every time
+    return cache if cache.budget_bytes > 0 else None
+
+
 def feature_cache_dir() -> Path:
     """The folder of the frozen-feature store (linear probe features, same rules as the image cache)."""
     from ..paths import cache_dir

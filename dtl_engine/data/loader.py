@@ -151,12 +151,10 @@ def image_dataset(samples: Sequence[tuple[str, int]], data_config: dict[str, Any
     """
     from .dataset import ImageDataset
     from .decode_size import decode_side
-    from .image_cache import ImageCache
+    from .image_cache import default_image_cache
     from .transforms import build_transform
 
     if cache == "default":
-        cache = ImageCache()
-        if cache.budget_bytes <= 0:
-            cache = None
+        cache = default_image_cache()
     return ImageDataset(samples, build_transform(data_config, augment, train=train), on_failure,
                         min_side=decode_side(data_config, augment, train), cache=cache)

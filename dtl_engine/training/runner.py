@@ -246,7 +246,7 @@ class _Run:
     # ------------------------------------------------------------------ setup
     def _prepare(self, resume: bool, model_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
         from ..data import Split, make_split
-        from ..data.image_cache import ImageCache
+        from ..data.image_cache import default_image_cache
         from ..data.loader import image_dataset
         from ..data.scan_check import scan_or_reuse
 
@@ -283,8 +283,7 @@ class _Run:
 
         model = self.model.to(self.device)
         self.meter = MemoryMeter(self.device)
-        image_cache = ImageCache()
-        image_cache = image_cache if image_cache.budget_bytes > 0 else None
+        image_cache = default_image_cache()
         self.train_set = image_dataset(self.split.train, model.data_config, cfg.augment, train=True,
                                        on_failure=self._bad_file, cache=image_cache)
         self.val_set = image_dataset(self.split.val, model.data_config, "none", train=False,
