@@ -130,7 +130,7 @@ class _Run:
         self.cache: FeatureCache | None = None
         self.loaders: dict[str, Any] = {}      # persistent loader workers per dataset ("train", "val")
         self.scan = None                        # a fresh scan handed in by the caller (no second scan)
-        self._store_pending: Any = None         # (FeatureStore, paths) to fill once the feature cache is
+        self._store_pending: Any = None         # (FeatureStore, paths) to fill once the feature cache is full
         self._last_memory_emit = 0.0
 
     # ------------------------------------------------------------------ story
