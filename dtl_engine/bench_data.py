@@ -177,6 +177,19 @@ def measure_training(folder: str | os.PathLike[str], epochs: int = 5, backbone: 
 
 # --- scan ---------------------------------------------------------------------------------------
 
+def _peak_mb_linux() -> float | None:
+    # VmHWM starts afresh with the new program; ru_maxrss would keep the (larger) parent's peak
+    # across fork + exec on Linux.
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def _scan_child(folder: str) -> None:
     """Scan ``folder`` in this (fresh) process and print seconds and peak memory as JSON."""
     import resource
@@ -186,8 +199,10 @@ def _scan_child(folder: str) -> None:
     t = time.perf_counter()
     result = scan_folder(folder)
     seconds = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    peak_mb = peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+    peak_mb = _peak_mb_linux()
+    if peak_mb is None:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak_mb = peak / 2**20 if sys.platform == "darwin" else peak / 2**10
     print(json.dumps({"seconds": seconds, "images": result.num_images, "peak_mb": peak_mb}))
 
 
