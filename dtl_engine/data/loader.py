@@ -111,7 +111,7 @@ class BatchLoader:
                                   collate_fn=_collate, pin_memory=pin_memory,
                                   persistent_workers=num_workers > 0,
                                   worker_init_fn=_ignore_interrupts if num_workers > 0 else None,
-                                  prefetch_factor=4 if num_workers > 0 else None)
+                                  prefetch_factor=2 if num_workers > 0 else None)   # batches per worker ahead
 
     def __call__(self, batches: list[list[int]], seed: int | None = None) -> Iterator[tuple[Any, Any, Any]]:
         """One pass over ``batches``; with ``seed``, each sample's random transform is seeded by (seed, index)."""
