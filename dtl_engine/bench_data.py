@@ -23,8 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 PHOTO_SIZE = (4032, 3024)       # 12 MP, a phone camera's 4:3 frame
 
@@ -134,7 +135,7 @@ def _old_data_path() -> Iterator[None]:
     """The engine's data path before this benchmark's changes: full decode in the training thread, no cache."""
     from .data import loader
 
-    def legacy(samples, data_config, augment="none", train=False, on_failure=None, cache=None):  # noqa: ANN001
+    def legacy(samples, data_config, augment="none", train=False, on_failure=None, cache=None):
         from .data import ImageDataset, build_transform
 
         return ImageDataset(samples, build_transform(data_config, augment, train=train), on_failure)

@@ -34,8 +34,8 @@ def decode_side(data_config: dict[str, Any], augment: str = "none", train: bool 
     size = data_config.get("input_size", (3, 224, 224))
     side = max(int(size[-2]), int(size[-1]))
     crop_pct = float(data_config.get("crop_pct") or _DEFAULT_CROP_PCT)
-    eval_side = int(math.floor(side / crop_pct))
+    eval_side = math.floor(side / crop_pct)
     if not train or augment not in _MIN_CROP_SCALE:
         return eval_side
     needed = side / math.sqrt(_MIN_CROP_SCALE[augment] * _MIN_ASPECT)
-    return max(eval_side, int(math.ceil(min(needed, side * TRAIN_DETAIL_CAP))))
+    return max(eval_side, math.ceil(min(needed, side * TRAIN_DETAIL_CAP)))

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..data.image_cache import DiskStore, feature_cache_dir
+from ..data.disk_store import DiskStore
+from ..data.image_cache import feature_cache_dir
 
 _MAGIC = b"DTLF"
 

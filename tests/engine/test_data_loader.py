@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from image_factory import jpeg_bytes
+from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, tiny_config
 
 from dtl_engine.data import loader as loader_mod
 from dtl_engine.data.loader import BatchLoader, auto_num_workers, image_dataset
 from dtl_engine.listener import StopToken
 from dtl_engine.training import train
-from image_factory import jpeg_bytes
-from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, tiny_config
 
 CONFIG = {"input_size": (3, 32, 32), "crop_pct": 0.875, "interpolation": "bilinear",
           "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "crop_mode": "center"}

@@ -1,10 +1,16 @@
 """The frozen-feature store: a second linear probe on the same photos decodes no training image."""
 from __future__ import annotations
 
-from dtl_engine.data.image_cache import ImageCache, cache_size_bytes, clear_caches, feature_cache_dir
+from test_training_helpers import MODEL_KWARGS, image_folder, tiny_config
+
+from dtl_engine.data.image_cache import (
+    ImageCache,
+    cache_size_bytes,
+    clear_caches,
+    feature_cache_dir,
+)
 from dtl_engine.training import train
 from dtl_engine.training.feature_store import FeatureStore
-from test_training_helpers import MODEL_KWARGS, image_folder, tiny_config
 
 
 class Counter:

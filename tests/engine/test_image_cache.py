@@ -8,13 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from dtl_engine.cli import main
 from dtl_engine.data import image_cache as ic
 from dtl_engine.data.decode_size import decode_side
-from dtl_engine.data.image_cache import ImageCache, clear_caches, cache_size_bytes, image_cache_dir
+from dtl_engine.data.image_cache import (
+    ImageCache,
+    cache_size_bytes,
+    clear_caches,
+    image_cache_dir,
+)
 from dtl_engine.data.images import load_image
 from dtl_engine.data.transforms import build_transform
 

@@ -6,15 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+from image_factory import make_image_folder
+from test_training_helpers import MODEL_KWARGS, image_folder, tiny_config
 
-from dtl_engine.data import ScanResult, scan_folder
-from dtl_engine.data import scan_check
+from dtl_engine.data import ScanResult, scan_check, scan_folder
 from dtl_engine.data.image_cache import ImageCache
 from dtl_engine.data.scan_check import scan_or_reuse, scan_still_valid
 from dtl_engine.evaluate import evaluate_run
 from dtl_engine.training import train
-from image_factory import make_image_folder
-from test_training_helpers import MODEL_KWARGS, image_folder, tiny_config
 
 
 def _no_scan(*args, **kwargs):
