@@ -1,4 +1,4 @@
-"""Command line: ``python -m dtl_engine scan|train|resume|evaluate|export|predict|explain|doctor|runs|bench``.
+"""Command line: ``python -m dtl_engine scan|train|resume|evaluate|export|predict|explain|doctor|runs|cache|bench|bench-data``.
 
 Everything the desktop app shows, a terminal can print: progress bars with an ETA,
 one summary line per epoch, and on bad input one readable sentence
@@ -418,6 +418,30 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .data.image_cache import ImageCache, set_budget_mb
+    from .memory_probe import format_bytes
+
+    if args.action == "clear":
+        print(f"Cleared {format_bytes(ImageCache().clear())} of cached images.")
+        return 0
+    if args.action == "budget":
+        if args.mb is None or args.mb < 0:
+            raise RunError("Give the budget in MB, for example: cache budget 4096 (0 turns the cache off).")
+        set_budget_mb(args.mb)
+    info = ImageCache().info()
+    print(f"Decoded-image cache: {info.entries} images, {format_bytes(info.bytes)} of "
+          f"{format_bytes(info.budget_bytes)} budget" + (" (off)" if info.budget_bytes == 0 else ""))
+    print(f"Folder: {info.folder}")
+    return 0
+
+
+def cmd_bench_data(args: argparse.Namespace) -> int:
+    from .bench_data import run
+
+    return run(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if getattr(args, "ddp", False):
         from .bench_ddp import run_ddp_bench
@@ -541,6 +565,21 @@ def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="List past runs.", description="List the runs in the user's runs folder.")
     p.add_argument("--json", action="store_true", help="Print the list as JSON.")
     p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("cache", help="Show or clear the decoded-image cache, or set its disk budget.",
+                       description="The decoded-image cache keeps every photo pre-resized in the per-user cache "
+                                   "folder, so later epochs and runs skip the JPEG decode.")
+    p.add_argument("action", choices=("info", "clear", "budget"), help="info, clear, or budget MB.")
+    p.add_argument("mb", type=int, nargs="?", default=None, metavar="MB", help="The budget in MB (budget only).")
+    p.set_defaults(func=cmd_cache)
+
+    p = sub.add_parser("bench-data", help="Measure photo loading: old path vs draft decoding, cache and workers.",
+                       description="Images a second of the old data path and of epochs 1 and 2+ of the new one "
+                                   "(or, with --scan, a scan of a large folder).")
+    from .bench_data import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_bench_data)
 
     p = sub.add_parser("bench", help="Measure training memory and speed: DTL vs. linear probe, LoRA, full.",
                        description="Benchmark training memory and speed of DTL against other methods "

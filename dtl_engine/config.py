@@ -48,7 +48,8 @@ class TrainConfig:
     cache_features: str = _f("auto", "Cache the frozen prefix outputs across epochs: 'auto' (when augment is 'none'), 'on', 'off'.")
     cache_budget_mb: int = _f(2048, "Memory budget of the prefix cache; beyond it the cache spills into the run folder.")
     early_stopping: int | None = _f(None, "Stop after this many epochs without validation improvement; None = never.")
-    num_workers: int = _f(0, "Data-loading worker processes (0 = load in the training thread).")
+    num_workers: int | None = _f(None, "Data-loading worker processes; None = automatic (cores - 1, at most 8), "
+                                       "0 = load in the training thread.")
     max_steps: int | None = _f(None, "Stop after this many optimisation steps in total (quick checks); None = no limit.")
 
     def __post_init__(self) -> None:
@@ -63,6 +64,7 @@ class TrainConfig:
             (self.device in DEVICES, f"Device must be one of {', '.join(DEVICES)}, not '{self.device}'."),
             (self.cache_features in ("auto", "on", "off"), "Feature cache must be 'auto', 'on' or 'off'."),
             (self.rank is None or self.rank >= 1, "The rank must be at least 1."),
+            (self.num_workers is None or self.num_workers >= 0, "The number of loader workers cannot be negative."),
             (self.epochs >= 1, "Train for at least one epoch."),
             (self.batch_size >= 1, "The batch size must be at least 1."),
             (self.lr > 0, "The learning rate must be positive."),

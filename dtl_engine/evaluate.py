@@ -102,29 +102,41 @@ def build_evaluation(probs: torch.Tensor, labels: Sequence[int], paths: Sequence
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, samples: Sequence[tuple[str, int]], transform: Any,
                   device: torch.device, batch_size: int = 64, autocast_dtype: torch.dtype | None = None,
-                  num_workers: int = 0) -> tuple[torch.Tensor, list[int], list[dict[str, Any]]]:
+                  num_workers: int = 0, *, dataset: Any = None
+                  ) -> tuple[torch.Tensor, list[int], list[dict[str, Any]]]:
     """Softmax probabilities of ``model`` on the images ``samples`` (path, label).
 
     Returns ``(probs, indices, failed)``: row ``k`` of ``probs`` belongs to ``samples[indices[k]]``;
     ``failed`` lists ``{path, reason}`` of the images that could not be loaded (left out).
+    ``dataset``: an ImageDataset over ``samples`` to read from instead of one built with ``transform``.
     """
-    from .data import ImageDataset, collate_samples
+    from .data import ImageDataset
+    from .data.loader import BatchLoader
 
-    loader = torch.utils.data.DataLoader(ImageDataset(list(samples), transform), batch_size=batch_size,
-                                         shuffle=False, num_workers=num_workers, collate_fn=collate_samples)
+    dataset = dataset if dataset is not None else ImageDataset(list(samples), transform)
+    loader = BatchLoader(dataset, num_workers)
+    n = len(dataset)
     model.eval()
     out: list[torch.Tensor] = []
     indices: list[int] = []
     failed: list[dict[str, Any]] = []
-    for batch in loader:
-        failed.extend({"path": f.path, "reason": f.reason} for f in batch.failed)
-        if batch.images is None:
-            continue
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            logits = model(batch.images.to(device))
-        out.append(logits.float().softmax(dim=1).cpu())
-        indices.extend(int(i) for i in batch.indices)
+    try:
+        for batch in loader([list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]):
+            failed.extend({"path": f.path, "reason": f.reason} for f in batch.failed)
+            if batch.images is None:
+                continue
+            out.append(_softmax(model, batch.images, device, autocast_dtype))
+            indices.extend(int(i) for i in batch.indices)
+    finally:
+        loader.close()
     return (torch.cat(out) if out else torch.zeros(0, 0)), indices, failed
+
+
+def _softmax(model: torch.nn.Module, images: torch.Tensor, device: torch.device,
+             autocast_dtype: torch.dtype | None) -> torch.Tensor:
+    with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        logits = model(images.to(device))
+    return logits.float().softmax(dim=1).cpu()
 
 
 def evaluate_model(model: torch.nn.Module, samples: Sequence[tuple[str, int]], classes: Sequence[str],
@@ -135,12 +147,14 @@ def evaluate_model(model: torch.nn.Module, samples: Sequence[tuple[str, int]], c
 
     ``left_out`` are images of the split already known to be unusable (``{path, reason}``);
     they count in ``total_images`` but are not evaluated, like the images that fail to load.
+    Photos are draft-decoded and kept in the decoded-image cache (see ``data.loader.image_dataset``).
     """
-    from .data import build_transform
+    from .data.loader import image_dataset
 
-    transform = build_transform(augment_config, "none", train=False)
     samples = list(samples)
-    probs, indices, failed = predict_probs(model, samples, transform, device, batch_size, autocast_dtype, num_workers)
+    dataset = image_dataset(samples, augment_config, "none", train=False)
+    probs, indices, failed = predict_probs(model, samples, None, device, batch_size, autocast_dtype, num_workers,
+                                           dataset=dataset)
     evaluation = build_evaluation(probs, [samples[i][1] for i in indices], [samples[i][0] for i in indices], classes,
                                   best_epoch=best_epoch, split=split)
     evaluation.left_out = [*left_out, *failed]
@@ -207,8 +221,10 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> Evaluation:
     samples, gone = check_split_files(samples, folder.read_file_stamps())
     metrics = folder.read_metrics()
     best = max(metrics, key=lambda m: m["val_acc"])["epoch"] if metrics else None
+    from .data.loader import auto_num_workers
+
     evaluation = evaluate_model(model, samples, classes, dev, model.data_config, best_epoch=best, split=split_name,
-                                left_out=gone)
+                                num_workers=auto_num_workers(), left_out=gone)
     if evaluation.complete:
         folder.write_report(evaluation.to_dict())
     return evaluation

@@ -135,11 +135,14 @@ def predict_each(export_path: str | os.PathLike[str], image_paths: list[str | os
         raise ExportError("top_k must be at least 1.")
     exported = load_exported(export_path)
     k = min(top_k, len(exported.classes))
+    # Photos are draft-decoded (JPEG DCT scaling) no smaller than the export's first resize needs.
+    scale_size = (exported.metadata.get("preprocess") or {}).get("scale_size") or [0]
+    min_side = int(max(scale_size)) or None
     results: list[Prediction] = []
     for path in image_paths:
         # One image at a time: images differ in size, and the export handles any size.
         try:
-            pixels = image_to_uint8(load_image(path)).unsqueeze(0)
+            pixels = image_to_uint8(load_image(path, min_side=min_side)).unsqueeze(0)
         except DataError as exc:
             results.append(Prediction(str(path), error=str(exc)))
             continue

@@ -46,14 +46,18 @@ class ImageDataset(Dataset):
     workers; the :class:`Batch` of :func:`collate_samples` carries them to the
     main process. ``min_side`` lets large JPEGs decode at a reduced scale (see
     :func:`load_image`); about twice the model's input side keeps full detail.
+    ``cache`` (an :class:`~.image_cache.ImageCache`, with ``min_side``) keeps each decoded
+    image pre-resized on disk so later epochs skip the decode.
     """
 
     def __init__(self, samples: Sequence[tuple[str, int]], transform: Callable[[Any], Any] | None = None,
-                 on_failure: FailureFn | None = None, *, min_side: int | None = None) -> None:
+                 on_failure: FailureFn | None = None, *, min_side: int | None = None,
+                 cache: Any = None) -> None:
         self.samples = [(str(p), int(y)) for p, y in samples]
         self.transform = transform
         self.on_failure = on_failure
         self.min_side = min_side
+        self.cache = cache if min_side else None
         self.failures: list[tuple[str, str]] = []
         self._bad: dict[int, str] = {}
 
@@ -80,7 +84,8 @@ class ImageDataset(Dataset):
         if index in self._bad:
             return Failed(index, path, self._bad[index])
         try:
-            image = load_image(path, min_side=self.min_side)
+            image = (self.cache.load(path, self.min_side) if self.cache is not None
+                     else load_image(path, min_side=self.min_side))
         except DataError as exc:
             self._report(index, str(exc))
             return Failed(index, path, str(exc))

@@ -99,6 +99,7 @@ def check_image(path: str | os.PathLike[str], size: int | None = None) -> str | 
             if fmt == "JPEG" and not _jpeg_has_end(fh, size):
                 fh.seek(0)
                 with Image.open(fh) as img:
+                    img.draft("RGB", (64, 64))   # 1/8 scale still reads every byte: truncation shows
                     img.load()
         return None
     except OSError as exc:

@@ -73,6 +73,9 @@ class ScanResult:
     warnings: list[str] = field(default_factory=list)
     ignored: int = 0  # hidden files and OS clutter passed over silently
     split_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    # (size, mtime in ns) of every usable image when it was scanned: a job given this scan
+    # checks them instead of scanning again (see scan_check.scan_or_reuse).
+    stamps: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def num_images(self) -> int:
@@ -93,6 +96,7 @@ class ScanResult:
             "counts": dict(self.counts), "skipped": [s.to_dict() for s in self.skipped],
             "warnings": list(self.warnings), "ignored": self.ignored,
             "split_counts": {k: dict(v) for k, v in self.split_counts.items()},
+            "stamps": {p: list(v) for p, v in self.stamps.items()},
         }
 
     @classmethod
@@ -104,6 +108,7 @@ class ScanResult:
             skipped=[SkippedFile(s["path"], s["reason"]) for s in d.get("skipped", [])],
             warnings=list(d.get("warnings", [])), ignored=int(d.get("ignored", 0)),
             split_counts={k: {c: int(n) for c, n in v.items()} for k, v in d.get("split_counts", {}).items()},
+            stamps={str(p): (int(v[0]), int(v[1])) for p, v in d.get("stamps", {}).items()},
         )
 
 
@@ -178,8 +183,8 @@ class _Walker:
         self.visited.add(real)
         return True
 
-    def files(self, folder: Path) -> Iterator[tuple[str, int]]:
-        """Yield (path, size) of every file below ``folder``, depth first, in natural order."""
+    def files(self, folder: Path) -> Iterator[tuple[str, int, int]]:
+        """Yield (path, size, mtime in ns) of every file below ``folder``, depth first, in natural order."""
         if not self.enter(folder):
             return
         stack = [folder]
@@ -198,7 +203,8 @@ class _Walker:
                         if self.found % 256 == 0:  # huge flat folders: stay responsive to cancel
                             self.stop_check()
                         self.tick(self.found, None)
-                        yield e.path, e.stat().st_size
+                        st = e.stat()
+                        yield e.path, st.st_size, st.st_mtime_ns
                         continue
                 except OSError as exc:
                     self.skipped.append(SkippedFile(e.path, _folder_reason(exc)))
@@ -277,7 +283,7 @@ def scan_folder(root: str | os.PathLike[str], progress: ProgressFn | None = None
     extra_warnings: list[str] = []
 
     # Phase 1: list candidate files per (split, class) without opening them.
-    candidates: list[tuple[str, str, str, int]] = []  # (split, class, path, size)
+    candidates: list[tuple[str, str, str, int, int]] = []  # (split, class, path, size, mtime_ns)
     class_dirs: dict[str, set[str]] = {}
     walker.enter(root_path)
     root_entries = walker.entries(root_path)
@@ -298,8 +304,8 @@ def scan_folder(root: str | os.PathLike[str], progress: ProgressFn | None = None
                         e.path, f"lies directly in the '{split_name}' folder, not in a class sub-folder"))
                 continue
             class_dirs.setdefault(e.name, set()).add(split_name)
-            for path, size in walker.files(Path(e.path)):
-                candidates.append((split_name, e.name, path, size))
+            for path, size, mtime in walker.files(Path(e.path)):
+                candidates.append((split_name, e.name, path, size, mtime))
 
     class_parents = {str(root_path), *(str(folder) for folder in (splits or {}).values())}
     for hidden in walker.hidden_dirs:
@@ -311,16 +317,21 @@ def scan_folder(root: str | os.PathLike[str], progress: ProgressFn | None = None
     total = len(candidates)
     walker.tick(0, total, force=True)
     good: list[tuple[str, str, str]] = []
-    for i, (split_name, cls, path, size) in enumerate(candidates, 1):
+    stamps: dict[str, tuple[int, int]] = {}
+    for i, (split_name, cls, path, size, mtime) in enumerate(candidates, 1):
         walker.stop_check()
         reason = check_image(path, size)
         if reason is None:
             good.append((split_name, cls, path))
+            stamps[path] = (size, mtime)
         else:
             walker.skipped.append(SkippedFile(path, reason))
         walker.tick(i, total, force=(i == total))
 
-    return _assemble(root_path, layout, class_dirs, good, walker, extra_warnings)
+    del candidates
+    result = _assemble(root_path, layout, class_dirs, good, walker, extra_warnings)
+    result.stamps = stamps
+    return result
 
 
 def _assemble(root: Path, layout: str, class_dirs: dict[str, set[str]], good: list[tuple[str, str, str]],

@@ -265,13 +265,13 @@ def setup(device_pref: str = "auto") -> Distributed:
 def evaluate_sharded(ctx: Distributed, model: torch.nn.Module, samples: Sequence[tuple[str, int]],
                      classes: Sequence[str], device: torch.device, data_config: dict[str, Any], **kwargs: Any) -> Any:
     """:func:`~dtl_engine.evaluate.evaluate_model` over the whole ``samples``, each rank scoring its shard."""
-    from ..data import build_transform
+    from ..data.loader import image_dataset
     from ..evaluate import build_evaluation, predict_probs
 
     best_epoch, split = kwargs.pop("best_epoch", None), kwargs.pop("split", "val")
     shard = ctx.shard(len(samples))
     mine = [samples[i] for i in shard]
-    probs, indices, failed = (predict_probs(model, mine, build_transform(data_config, "none", train=False), device,
+    probs, indices, failed = (predict_probs(model, mine, None, device, dataset=image_dataset(mine, data_config),
                                             **kwargs) if mine else (torch.zeros(0, len(classes)), [], []))
     # rows are matched to samples by index: an image that failed to load is left out, never substituted
     parts = ctx.gather((probs.cpu(), [shard[i] for i in indices], failed))

@@ -70,11 +70,14 @@ class RunResult:
 
 def train(config: TrainConfig, listener: RunListener | None = None, token: StopToken | None = None,
           run_dir: str | Path | None = None, *, model_kwargs: dict[str, Any] | None = None,
-          overwrite: bool = False) -> RunResult:
+          overwrite: bool = False, scan: Any = None) -> RunResult:
     """Train ``config`` in a new run folder (or ``run_dir``) and evaluate the best epoch.
 
     ``run_dir`` must be empty or new, unless ``overwrite`` allows replacing the run in
     it; it must not be inside, equal to or contain the image folder.
+    ``scan``: a :class:`ScanResult` of ``config.data_dir`` just made (the app's Data step);
+    it is used instead of scanning again when every file still has its scanned size and
+    modification time.
     ``model_kwargs`` go to ``timm.create_model`` (tiny test backbones); they are
     stored with the run so resume and re-loading rebuild the same model.
     Started by ``torchrun`` (``WORLD_SIZE`` > 1), the processes train one run together
@@ -100,8 +103,9 @@ def train(config: TrainConfig, listener: RunListener | None = None, token: StopT
         (listener or RunListener()).run_failed(str(exc), traceback.format_exc())
         ddp.close()
         raise
-    return _Run(config, path, claims[0] if claims else None, listener, token, ddp).execute(
-        resume=False, model_kwargs=model_kwargs)
+    run = _Run(config, path, claims[0] if claims else None, listener, token, ddp)
+    run.scan = scan
+    return run.execute(resume=False, model_kwargs=model_kwargs)
 
 
 def resume(run_dir: str | Path, listener: RunListener | None = None, token: StopToken | None = None) -> RunResult:
@@ -187,6 +191,9 @@ class _Run:
         self.token = token or StopToken()
         self.parts = 1                  # micro-batches per batch; grows after an out-of-memory error
         self.cache: FeatureCache | None = None
+        self.loaders: dict[str, Any] = {}      # persistent loader workers per dataset ("train", "val")
+        self.scan = None                        # a fresh scan handed in by the caller (no second scan)
+        self._store_pending: Any = None         # (FeatureStore, paths) to fill once the feature cache is full
         self._last_memory_emit = 0.0
 
     # ------------------------------------------------------------------ story
@@ -202,6 +209,8 @@ class _Run:
             self._fail(exc)
             raise
         finally:
+            for loader in self.loaders.values():
+                loader.close()
             if self.cache is not None:
                 self.cache.close()
             if self.claim is not None:
@@ -290,6 +299,7 @@ class _Run:
             listener.memory_sample(self.meter.sample())
             # checkpoint
             self._save_epoch(epoch, is_best)
+            self._features_to_store()
             epochs_done = epoch + 1
             # stop checks: step budget, early stopping
             if self.global_step >= self.total_steps:
@@ -310,7 +320,10 @@ class _Run:
 
     # ------------------------------------------------------------------ setup
     def _prepare(self, resume: bool, model_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
-        from ..data import ImageDataset, Split, build_transform, make_split, scan_folder
+        from ..data import Split, make_split
+        from ..data.image_cache import default_image_cache
+        from ..data.loader import image_dataset
+        from ..data.scan_check import scan_or_reuse
 
         cfg, folder, ddp = self.config, self.folder, self.ddp
         self.resuming = resume
@@ -330,10 +343,10 @@ class _Run:
             self.model = run_files.model_from_spec(spec, cfg.seed)
         else:                                                  # a new run, or one stopped while scanning
             def scan() -> tuple[list[str], Split, list[str]]:
-                found = scan_folder(cfg.data_dir, should_stop=lambda: self.token.stop_requested)
+                found = scan_or_reuse(cfg.data_dir, self.scan, should_stop=lambda: self.token.stop_requested)
                 split = make_split(found, cfg.val_fraction, cfg.seed)
                 return list(found.classes), split, [*found.warnings, *split.warnings]
-            self.classes, self.split, warnings = ddp.share(scan)    # rank 0 scans, the others wait
+            self.classes, self.split, warnings = ddp.share(scan)    # rank 0 scans (or reuses), the others wait
             self.model = run_files.build_run_model(cfg, len(self.classes), model_kwargs)
             if self.writes:
                 folder.write_classes(self.classes)
@@ -350,8 +363,11 @@ class _Run:
 
         model = self.model.to(self.device)
         self.meter = MemoryMeter(self.device)
-        self.train_set = ImageDataset(self.split.train, build_transform(model.data_config, cfg.augment, train=True))
-        self.val_set = ImageDataset(self.split.val, build_transform(model.data_config, "none", train=False))
+        image_cache = default_image_cache()
+        self.train_set = image_dataset(self.split.train, model.data_config, cfg.augment, train=True, cache=image_cache)
+        self.val_set = image_dataset(self.split.val, model.data_config, "none", train=False, cache=image_cache)
+        if image_cache is not None and self.writes:   # room for this run's images, least recently used go first
+            image_cache.make_room(_expected_cache_bytes(self.train_set) + _expected_cache_bytes(self.val_set))
         self.steps_per_epoch = math.ceil(len(self.split.train) / cfg.batch_size)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         if cfg.max_steps:
@@ -361,6 +377,7 @@ class _Run:
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.use_grad_scaler)
         self.cache = self._make_cache()
+        self._store_pending = self._features_from_store(model_kwargs)
         return state
 
     def _read_saved_run(self) -> tuple[list[str], dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
@@ -388,6 +405,27 @@ class _Run:
                                   "epoch's augmented images.")
         n = len(self.split.train) + len(self.split.val)     # val samples sit after the training samples
         return FeatureCache(n, cfg.cache_budget_mb * 2**20, self.run_dir)
+
+    def _features_from_store(self, model_kwargs: dict[str, Any] | None) -> Any:
+        """Fill the in-run feature cache from the cross-run store; returns what to store later, if anything."""
+        from .feature_store import FeatureStore, model_identity, store_fits
+
+        if self.cache is None or not store_fits(self.config):
+            return None
+        store = FeatureStore(model_identity(self.config, model_kwargs, self.model.data_config))
+        paths = [p for p, _ in self.split.train] + [p for p, _ in self.split.val]
+        features = store.get_all(paths)
+        if features is None:
+            return store, paths                            # computed in epoch 1, stored after it
+        dtype = self.precision.autocast_dtype if self.precision.autocast else torch.float32
+        self.cache.store(torch.arange(len(paths)), {"features": features.to(dtype or torch.float32)})
+        return None
+
+    def _features_to_store(self) -> None:
+        if self._store_pending is not None and self.cache is not None and self.cache.complete:
+            store, paths = self._store_pending
+            store.put_all(paths, self.cache.fetch(torch.arange(len(paths)))["features"])
+            self._store_pending = None
 
     def _restore(self, state: dict[str, Any]) -> int:
         self.model.load_trainable_state_dict(state["model"])
@@ -418,15 +456,14 @@ class _Run:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.config.seed, epoch)))
         batches = [order[i:i + self.config.batch_size].tolist() for i in range(0, n, self.config.batch_size)]
         self._global_lens = [len(b) for b in batches]
+        seed = epoch_seed(self.config.seed, epoch)      # each sample's augmentation = f(seed, index)
         if self.ddp.enabled:    # this rank's slice of each global batch
-            return self.ddp.local_batches(batches, lambda mine: self._batches(self.train_set, mine, offset=0),
+            return self.ddp.local_batches(batches, lambda mine: self._batches(self.train_set, mine, 0, seed),
                                           self.device)
-        return self._batches(self.train_set, batches, offset=0)
+        return self._batches(self.train_set, batches, offset=0, seed=seed)
 
-    def _batches(self, dataset: Any, batches: list[list[int]], offset: int) -> Iterator[Any]:
+    def _batches(self, dataset: Any, batches: list[list[int]], offset: int, seed: int | None = None) -> Iterator[Any]:
         """(indices, labels, inputs) of the samples that load; a failed file is reported and left out."""
-        from ..data import collate_samples
-
         labels_all = torch.tensor([y for _, y in dataset.samples], dtype=torch.long)
         if self.cache is not None and self.cache.complete:
             for batch in batches:
@@ -436,9 +473,7 @@ class _Run:
                 idx = torch.tensor(kept, dtype=torch.long)
                 yield idx, labels_all[idx].to(self.device), self.cache.fetch(idx + offset, self.device)
             return
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=self.config.num_workers,
-                                             pin_memory=self.device.type == "cuda", collate_fn=collate_samples)
-        for images, labels, idx, failed in loader:
+        for images, labels, idx, failed in self._loader(dataset)(batches, seed):
             for item in failed:
                 if item.sample_index + offset not in self.excluded:
                     self.excluded.add(item.sample_index + offset)
@@ -451,6 +486,16 @@ class _Run:
             if self.cache is not None:
                 inputs = {"_images": inputs, "_cache_index": idx + offset}   # prefix computed and stored in step
             yield idx, labels.to(self.device, non_blocking=True), inputs
+
+    def _loader(self, dataset: Any) -> Any:
+        """The dataset's persistent loader (worker processes started on first use, kept across epochs)."""
+        from ..data.loader import BatchLoader, auto_num_workers
+
+        name = "train" if dataset is self.train_set else "val"
+        if name not in self.loaders:
+            self.loaders[name] = BatchLoader(dataset, auto_num_workers(self.config.num_workers),
+                                             pin_memory=self.device.type == "cuda")
+        return self.loaders[name]
 
     # ------------------------------------------------------------------ steps
     def _forward(self, inputs: Any) -> torch.Tensor:
@@ -563,6 +608,8 @@ class _Run:
 
     def _final_report(self) -> Evaluation | None:
         """Evaluate the best epoch's weights on the test split (else validation); save it as the run's report."""
+        from ..data.loader import auto_num_workers
+
         split_name, samples = evaluation_split(self.split)
         if not samples or self.best_epoch is None:
             return None
@@ -572,7 +619,8 @@ class _Run:
         report = evaluate(self.model, samples, self.classes, self.device, self.model.data_config,
                           best_epoch=self.best_epoch, split=split_name,
                           batch_size=max(1, self.config.batch_size // self.parts),  # what fits in memory
-                          autocast_dtype=self.precision.autocast_dtype, num_workers=self.config.num_workers)
+                          autocast_dtype=self.precision.autocast_dtype,
+                          num_workers=auto_num_workers(self.config.num_workers))
         if self.writes:
             self.folder.write_report(report.to_dict())
         return report
@@ -595,6 +643,12 @@ class _Run:
             self.listener.run_failed(message, details)
             if self.writes and refused and self.claim is not None:
                 self.claim.discard()            # leave no run behind (the event log included)
+
+
+def _expected_cache_bytes(dataset: Any) -> int:
+    """A guess of the cache space ``dataset`` needs (a 4:3 photo per sample at the stored short side)."""
+    side = dataset.min_side or 0
+    return len(dataset) * 3 * side * (side * 4 // 3)
 
 
 def _now() -> str:

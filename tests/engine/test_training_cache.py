@@ -37,7 +37,8 @@ def test_cached_training_equals_uncached_and_skips_the_prefix_after_epoch_one(tm
         per_epoch.append((prefix_calls["n"], loads["n"]))
         cache_files.append(len(list((tmp_path / plain.run_dir).parent.glob("*/cache/*.npy"))))
 
-    cached = train(tiny_config(data, cache_features="auto"), Recorder(epoch_finished=at_epoch_end),
+    # num_workers=0: images load in this process, where the counter sees them
+    cached = train(tiny_config(data, cache_features="auto", num_workers=0), Recorder(epoch_finished=at_epoch_end),
                    model_kwargs=MODEL_KWARGS)
     # epoch 1: 3 train + 1 val batches through the prefix, 30 images loaded; later epochs: none
     assert per_epoch[0] == (4, 30)

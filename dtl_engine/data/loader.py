@@ -1,0 +1,163 @@
+"""Batches of images from loader worker processes, with bad files reported back to the main process.
+
+* ``auto_num_workers``: the default number of worker processes (cores - 1, at most 8).
+* :class:`BatchLoader`: one persistent ``DataLoader`` per dataset whose batches are set
+  per epoch. Decoding runs in the workers (``spawn`` on macOS and Windows, as the
+  platform defaults; the app and the bundle call ``multiprocessing.freeze_support()``).
+* A file that fails in a worker is reported to ``on_failure`` in the main process,
+  once per file, exactly as when loading in-process: each item carries the
+  failures met while producing it.
+* Random augmentation is seeded per sample from (epoch seed, index), so it is the same
+  whichever worker (or the main process) loads the sample, and a resumed run continues
+  exactly.
+* :meth:`BatchLoader.close` ends the workers at once (Stop, Ctrl+C, the end of a run).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import random
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+MAX_AUTO_WORKERS = 8
+
+
+def available_cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def auto_num_workers(requested: int | None = None) -> int:
+    """``requested`` if given, else cores - 1 (leaving one for training), at most 8."""
+    if requested is not None:
+        return max(0, int(requested))
+    return max(0, min(MAX_AUTO_WORKERS, available_cores() - 1))
+
+
+class _EpochBatches(Sampler):
+    """A batch sampler whose batches are replaced before each epoch (the loader itself persists)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _Reporting(Dataset):
+    """Wraps an ImageDataset: each item also carries the (path, reason) failures met while loading it."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = copy.copy(dataset)
+        self.dataset.on_failure = None          # reported from the main process instead
+        self.dataset.failures = []
+        self.dataset._bad = dict(getattr(dataset, "_bad", {}))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, ...]:
+        index = key
+        if isinstance(key, tuple):              # (index, seed): augmentation as a function of the seed
+            index, seed = key
+            random.seed(seed)
+            np.random.seed(seed % 2**32)        # timm's RandAugment picks its operations with numpy
+            torch.manual_seed(seed)
+        before = len(self.dataset.failures)
+        item = self.dataset[index]             # (image, label, index), or Failed: never a substitute
+        return item, self.dataset.failures[before:]
+
+
+def _ignore_interrupts(_worker_id: int) -> None:
+    # Ctrl+C reaches every process of the terminal; the main process turns the first one into
+    # "stop after this batch" and then ends the workers itself, so they must not die on it first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The random seed of one sample's augmentation in the epoch whose seed is ``seed``."""
+    return (seed * 6_364_136_223_846_793_005 + index * 1_442_695_040_888_963_407 + 1) % (2**63 - 1)
+
+
+def _collate(items: Sequence[tuple[Any, list[tuple[str, str]]]]) -> tuple[Any, list[tuple[str, str]]]:
+    from .dataset import collate_samples
+
+    return collate_samples([item for item, _ in items]), [f for _, failures in items for f in failures]
+
+
+class BatchLoader:
+    """Yields a :class:`~.dataset.Batch` (images, labels, indices, failed) for given batches of indices.
+
+    A sample whose file fails is in ``failed`` (by its index), never replaced by another image.
+    """
+
+    def __init__(self, dataset: Any, num_workers: int, *, pin_memory: bool = False,
+                 on_failure: Callable[[str, str], None] | None = None) -> None:
+        self.dataset = dataset
+        self.on_failure = on_failure if on_failure is not None else getattr(dataset, "on_failure", None)
+        self.num_workers = num_workers
+        self._reported: set[str] = set()
+        self._sampler = _EpochBatches()
+        self._loader = DataLoader(_Reporting(dataset), batch_sampler=self._sampler, num_workers=num_workers,
+                                  collate_fn=_collate, pin_memory=pin_memory,
+                                  persistent_workers=num_workers > 0,
+                                  worker_init_fn=_ignore_interrupts if num_workers > 0 else None,
+                                  prefetch_factor=2 if num_workers > 0 else None)   # batches per worker ahead
+
+    def __call__(self, batches: list[list[int]], seed: int | None = None) -> Iterator[Any]:
+        """One pass over ``batches``; with ``seed``, each sample's random transform is seeded by (seed, index)."""
+        if seed is None:
+            self._sampler.batches = [list(b) for b in batches]
+        else:
+            self._sampler.batches = [[(i, sample_seed(seed, i)) for i in b] for b in batches]
+        for batch, failures in self._loader:
+            for path, reason in failures:
+                self._report(path, reason)
+            yield batch
+
+    def _report(self, path: str, reason: str) -> None:
+        if path in self._reported:
+            return
+        self._reported.add(path)
+        self.dataset.failures.append((path, reason))
+        if self.on_failure is not None:
+            self.on_failure(path, reason)
+
+    def close(self) -> None:
+        """End the worker processes now (safe to call twice)."""
+        iterator = getattr(self._loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self._loader._iterator = None
+
+
+def image_dataset(samples: Sequence[tuple[str, int]], data_config: dict[str, Any], augment: str = "none",
+                  train: bool = False, on_failure: Callable[[str, str], None] | None = None,
+                  cache: Any = "default") -> Any:
+    """An ImageDataset with the transform for ``data_config`` and photos decoded only as large as it needs.
+
+    JPEGs are draft-decoded to the short side :func:`.decode_size.decode_side` asks for and
+    kept, pre-resized, in the decoded-image cache (``cache``: an ImageCache, ``"default"``
+    for the per-user one, or None for none).
+    """
+    from .dataset import ImageDataset
+    from .decode_size import decode_side
+    from .image_cache import default_image_cache
+    from .transforms import build_transform
+
+    if cache == "default":
+        cache = default_image_cache()
+    return ImageDataset(samples, build_transform(data_config, augment, train=train), on_failure,
+                        min_side=decode_side(data_config, augment, train), cache=cache)

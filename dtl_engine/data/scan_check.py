@@ -1,0 +1,42 @@
+"""No second scan: a run reuses the scan the app has just made when the folder has not changed.
+
+The scan records every usable image's size and modification time; the check
+costs one ``stat`` per image instead of opening every file again. Anything
+different (a file changed, gone, or a scan of another folder) means a fresh scan.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .scan import ScanResult, StopFn, scan_folder
+
+
+def scan_still_valid(scan: ScanResult, root: str | os.PathLike[str]) -> bool:
+    """True when ``scan`` is of ``root`` and every image in it still has its scanned size and mtime."""
+    try:
+        if Path(scan.root) != Path(root).expanduser().resolve():
+            return False
+    except OSError:
+        return False
+    if not scan.stamps or len(scan.stamps) != scan.num_images:
+        return False                       # an old scan without stamps cannot be checked
+    for path, (size, mtime) in scan.stamps.items():
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        if st.st_size != size or st.st_mtime_ns != mtime:
+            return False
+    return True
+
+
+def scan_or_reuse(root: str | os.PathLike[str], scan: ScanResult | dict[str, Any] | None,
+                  should_stop: StopFn | None = None) -> ScanResult:
+    """``scan`` when it still describes ``root`` exactly (see :func:`scan_still_valid`), else a new scan."""
+    if isinstance(scan, dict):
+        scan = ScanResult.from_dict(scan)
+    if scan is not None and scan_still_valid(scan, root):
+        return scan
+    return scan_folder(root, should_stop=should_stop)
