@@ -71,7 +71,6 @@ class TrainConfig:
             (0.0 < self.val_fraction < 1.0, "The validation share must be between 0 and 1."),
             (self.fusion_kernel is None or self.fusion_kernel % 2 == 1, "The DTL+ kernel size must be odd."),
             (self.image_size is None or self.image_size >= 1, "The image size must be a positive number of pixels."),
-            (self.num_workers >= 0, "The number of data-loading workers cannot be negative (0 = load in the training thread)."),
             (self.max_steps is None or self.max_steps >= 1, "The step limit must be at least 1 (leave it out for no limit)."),
         ]
         for ok, message in checks:
