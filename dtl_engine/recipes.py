@@ -30,6 +30,8 @@ _QUICK: dict[str, Any] = dict(epochs=20, warmup_epochs=2.0, lr="auto", augment="
 _PAPER: dict[str, Any] = dict(epochs=100, warmup_epochs=10.0, lr="auto", augment="none", resize="squash",
                               normalize="0.5", keep="last", drop_last=True, warmup_prefix=False)
 _PAPER_DROP_PATH = {"vit": 0.1, "swin": 0.3}
+# The settings a recipe decides when they are left open (None).
+RECIPE_FIELDS = tuple(sorted(set(_QUICK) | set(_PAPER) | {"drop_path"}))
 
 # The learning rates the automatic search tries, per recipe (the paper's: the authors' range).
 LR_CANDIDATES: dict[str, tuple[float, ...]] = {

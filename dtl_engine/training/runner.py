@@ -18,7 +18,7 @@ import math
 import random
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -85,6 +85,13 @@ def resume(run_dir: str | Path, listener: RunListener | None = None, token: Stop
         (listener or RunListener()).run_failed(str(exc), traceback.format_exc())
         raise
     return _Run(config, run_dir, listener, token).execute(resume=True)
+
+
+def steps_per_epoch(num_train: int, batch_size: int, drop_last: bool = False) -> int:
+    """Updates per epoch (at least one: a split smaller than a batch still trains)."""
+    if drop_last:
+        return max(1, num_train // batch_size)
+    return math.ceil(num_train / batch_size)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -198,7 +205,8 @@ class _Run:
             # evaluate (training accuracy stands in when there are no validation images)
             train_acc = correct / max(seen, 1)
             val_loss, val_acc = self._validate() if self.split.val else (float("nan"), train_acc)
-            is_best = self.best_acc is None or val_acc > self.best_acc
+            # the paper recipe's result is the last epoch: each epoch replaces the previous one
+            is_best = cfg.keep == "last" or self.best_acc is None or val_acc > self.best_acc
             if is_best:
                 self.best_acc, self.best_epoch, self.bad_epochs = val_acc, epoch, 0
             else:
@@ -267,20 +275,48 @@ class _Run:
 
         model = self.model.to(self.device)
         self.meter = MemoryMeter(self.device)
+        self.steps_per_epoch = steps_per_epoch(len(self.split.train), cfg.batch_size, cfg.drop_last)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        if cfg.max_steps:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.cache = self._make_cache()
+        if cfg.lr == "auto" or cfg.augment == "auto":
+            cfg = self.config = self._search()
         self.train_set = ImageDataset(self.split.train, build_transform(model.data_config, cfg.augment, train=True),
                                       on_failure=self._bad_file)
         self.val_set = ImageDataset(self.split.val, build_transform(model.data_config, "none", train=False),
                                     on_failure=self._bad_file)
-        self.steps_per_epoch = math.ceil(len(self.split.train) / cfg.batch_size)
-        self.total_steps = cfg.epochs * self.steps_per_epoch
-        if cfg.max_steps:
-            self.total_steps = min(self.total_steps, cfg.max_steps)
         self.optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
         warmup = warmup_steps_for(cfg.warmup_epochs, self.steps_per_epoch, self.total_steps)
-        self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup)
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup, prefix=cfg.warmup_prefix)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.use_grad_scaler)
-        self.cache = self._make_cache()
         return state
+
+    def _search(self) -> TrainConfig:
+        """Find the learning rate and / or augmentation left on 'auto'; record it; return the resolved config."""
+        from ..recipes import lr_candidates
+        from .autotune import SEARCH_FILE, AutoTuner, SearchStopped
+
+        cfg = self.config
+        tuner = AutoTuner(self.model, self.split.train, cfg, lr_candidates(cfg.recipe, cfg.method), self.total_steps,
+                          self.steps_per_epoch, self.device, self._autocast, self.cache,
+                          should_stop=lambda: self.token.stop_requested, on_failure=self._bad_file)
+        try:
+            result = tuner.run()
+        except SearchStopped:
+            raise ScanCancelled() from None     # stopped before the first epoch: nothing to keep
+        resolved = replace(cfg, lr=result.lr, augment=result.augment)
+        ckpt.atomic_write_json(self.run_dir / SEARCH_FILE, result.to_dict())
+        ckpt.atomic_write_json(self.run_dir / "config.json", resolved.to_dict())   # resume reuses the choice
+        self.listener.search_finished(result.to_dict())
+        if self.cache is not None and not self._cache_wanted(resolved):
+            self.cache.close()                  # augmentation chosen: the prefix changes every epoch
+            self.cache = None
+        return resolved
+
+    def _autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=self.precision.autocast_dtype or torch.float32,
+                              enabled=self.precision.autocast)
 
     def _check_run_dir(self) -> None:
         if self.config.data_dir:
@@ -290,17 +326,21 @@ class _Run:
                                "into your data.")
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
+    @staticmethod
+    def _cache_wanted(cfg: TrainConfig) -> bool:
+        # 'auto' augmentation: cache while searching; dropped again if an augmentation is chosen
+        return cfg.cache_features == "on" or (cfg.cache_features == "auto" and cfg.augment in ("none", "auto"))
+
     def _make_cache(self) -> FeatureCache | None:
         cfg = self.config
-        wanted = cfg.cache_features == "on" or (cfg.cache_features == "auto" and cfg.augment == "none")
-        if not wanted:
+        if not self._cache_wanted(cfg):
             return None
         if cfg.drop_path > 0:
             if cfg.cache_features == "on":
                 self.listener.warning("The feature cache is off because drop-path makes the frozen blocks "
                                       "random in training.")
             return None
-        if cfg.augment != "none":
+        if cfg.augment not in ("none", "auto"):
             self.listener.warning("The feature cache is on with augmentation: later epochs reuse the first "
                                   "epoch's augmented images.")
         n = len(self.split.train) + len(self.split.val)     # val samples sit after the training samples
@@ -334,20 +374,27 @@ class _Run:
         n = len(self.split.train)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.config.seed, epoch)))
         batches = [order[i:i + self.config.batch_size].tolist() for i in range(0, n, self.config.batch_size)]
+        if self.config.drop_last and len(batches) > 1 and len(batches[-1]) < self.config.batch_size:
+            batches.pop()                               # the paper recipe: every batch is a full batch
         return self._batches(self.train_set, batches, offset=0)
 
     def _batches(self, dataset: Any, batches: list[list[int]], offset: int) -> Iterator[Any]:
         labels_all = torch.tensor([y for _, y in dataset.samples], dtype=torch.long)
-        if self.cache is not None and self.cache.complete:
-            for batch in batches:
+        cache = self.cache
+        # batches whose prefixes are all cached (later epochs; images the search already saw) skip the images
+        cached = [cache is not None and bool(cache.filled[torch.tensor(b, dtype=torch.long) + offset].all())
+                  for b in batches]
+        to_load = [b for b, c in zip(batches, cached) if not c]
+        loader = iter(torch.utils.data.DataLoader(dataset, batch_sampler=to_load, num_workers=self.config.num_workers,
+                                                  pin_memory=self.device.type == "cuda")) if to_load else None
+        for batch, is_cached in zip(batches, cached):
+            if is_cached:
                 idx = torch.tensor(batch, dtype=torch.long)
-                yield idx, labels_all[idx].to(self.device), self.cache.fetch(idx + offset, self.device)
-            return
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=self.config.num_workers,
-                                             pin_memory=self.device.type == "cuda")
-        for images, labels, idx in loader:
+                yield idx, labels_all[idx].to(self.device), cache.fetch(idx + offset, self.device)
+                continue
+            images, labels, idx = next(loader)
             inputs: Any = images.to(self.device, non_blocking=True)
-            if self.cache is not None:
+            if cache is not None:
                 inputs = {"_images": inputs, "_cache_index": idx + offset}   # prefix computed and stored in step
             yield idx, labels.to(self.device, non_blocking=True), inputs
 
