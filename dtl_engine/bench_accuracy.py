@@ -85,14 +85,14 @@ def _train(data: str, root: Path, name: str, backbone: str, weights: str, epochs
                search_cpu_seconds=search.cpu_seconds if search is not None else None)
 
 
-def comparison_plan() -> list[tuple[str, str, str, dict[str, Any]]]:
+def comparison_plan(pretrained: bool = True) -> list[tuple[str, str, str, dict[str, Any]]]:
     """(row name, backbone, weights, settings) of the comparison; pretrained rows only when cached."""
     from .weights import weights_cached
 
     plan = [("DTL, defaults", RANDOM_BACKBONE, "random", {"method": "dtl"}),
             ("DTL, old fixed lr 1e-3 + light aug", RANDOM_BACKBONE, "random", {"method": "dtl", **OLD_DEFAULTS}),
             ("linear probe, defaults", RANDOM_BACKBONE, "random", {"method": "linear"})]
-    for backbone in PRETRAINED:
+    for backbone in PRETRAINED if pretrained else ():
         if weights_cached(backbone):
             short = backbone.split("_patch")[0].replace("vit_", "ViT-").replace("tiny", "Ti").replace("small", "S")
             plan += [(f"{short} DTL, defaults", backbone, "hub", {"method": "dtl"}),
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs < 1:
         raise RunError("Train for at least one epoch.")
     data = str(Path(args.folder).expanduser()) if args.folder else str(ensure_sample_dataset())
-    plan = grid_plan() if args.grid else comparison_plan()
+    plan = grid_plan() if args.grid else comparison_plan(pretrained=not args.no_pretrained)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="dtl-bench-accuracy-") as tmp:
         for name, backbone, weights, settings in plan:

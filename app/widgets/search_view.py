@@ -50,13 +50,16 @@ class SearchView(QWidget):
                            f"{search.seconds:.0f} s")
         self.plot.clear()
         accent, muted = colors()["accent"], colors()["muted"]
-        by_augment: dict[str, list[tuple[float, float]]] = {}
+        # one line per kind of trial: the whole model briefly (accent), the classifier probe (muted);
+        # augmentation trials are single points at the probe's rate
+        series: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for t in search.trials:
-            by_augment.setdefault(t.augment, []).append((t.lr, t.val_acc))
-        for augment, points in by_augment.items():
+            series.setdefault((t.kind, t.augment), []).append((t.lr, t.val_acc))
+        for (kind, augment), points in series.items():
             points.sort()
-            xs, ys = [p[0] for p in points], [p[1] for p in points]
-            pen = pg.mkPen(accent, width=2) if len(points) > 1 else None
-            self.plot.plot(xs, ys, pen=pen, symbol=_AUGMENT_SYMBOL.get(augment, "o"), symbolSize=7,
-                           symbolBrush=accent if augment == search.augment else muted, name=augment)
+            color = accent if kind == "model" or (kind == "probe" and not any(k == "model" for k, _ in series)) \
+                else muted
+            pen = pg.mkPen(color, width=2) if len(points) > 1 else None
+            self.plot.plot([p[0] for p in points], [p[1] for p in points], pen=pen,
+                           symbol=_AUGMENT_SYMBOL.get(augment, "o"), symbolSize=7, symbolBrush=color)
         self.plot.addLine(x=math.log10(search.lr), pen=pg.mkPen(muted, style=pg.QtCore.Qt.PenStyle.DashLine))

@@ -66,8 +66,10 @@ def test_auto_run_records_its_choice_uses_only_training_images_and_is_determinis
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     assert search.lr_searched and search.augment_searched
     assert config["lr"] == search.lr and config["augment"] == search.augment   # config.json: resolved values
-    assert {t.lr for t in search.trials} == {1e-3, 3e-3, 1e-2, 3e-2}
-    assert {t.augment for t in search.trials} == {"none", "light-noflip", "light"}
+    model_trials = [t for t in search.trials if t.kind == "model"]      # the whole model, at each candidate
+    assert sorted(t.lr for t in model_trials) == [1e-3, 3e-3, 1e-2, 3e-2] and search.lr in {t.lr for t in model_trials}
+    assert search.lr == min(model_trials, key=lambda t: (t.val_loss, -t.val_acc)).lr
+    assert {t.augment for t in search.trials if t.kind == "probe"} == {"none", "light-noflip", "light"}
     assert all(t.curve and 0.0 <= t.val_acc <= 1.0 for t in search.trials)
     assert "learning rate chosen automatically" in search.summary()
     assert sum(name == "search_finished" for name, _ in listener.events) == 1
@@ -89,7 +91,8 @@ def test_a_typed_learning_rate_wins_and_resume_does_not_search_again(tmp_path):
     result = train(_auto(data, lr=5e-3, epochs=3), stopper, token, run_dir=tmp_path / "run", model_kwargs=MODEL_KWARGS)
     assert result.status == "stopped"
     search = read_search(tmp_path / "run")
-    assert not search.lr_searched and search.augment_searched and {t.lr for t in search.trials} == {5e-3}
+    assert not search.lr_searched and search.augment_searched and search.lr == 5e-3
+    assert not any(t.kind == "model" for t in search.trials)
     assert "augmentation chosen automatically" in search.summary()
     before = (tmp_path / "run" / SEARCH_FILE).stat().st_mtime_ns
     listener = Recorder()
