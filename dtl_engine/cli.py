@@ -99,7 +99,7 @@ class ProgressPrinter(RunListener):
 
     def search_finished(self, result) -> None:  # noqa: ANN001
         self._write(f"{result['summary'][0].upper()}{result['summary'][1:]} "
-                    f"({len(result['trials'])} short trials on the training images, {result['seconds']:.0f} s)")
+                    f"({len(result['trials'])} probe trials on the training images, {result['seconds']:.0f} s)")
 
     def run_finished(self, result) -> None:  # noqa: ANN001
         self._close_bar()

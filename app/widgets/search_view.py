@@ -17,7 +17,7 @@ _AUGMENT_SYMBOL = {"none": "o", "light-noflip": "t", "light": "s", "standard": "
 
 
 class SearchView(QWidget):
-    """'learning rate chosen automatically: 3e-3, no augmentation' beside accuracy against learning rate."""
+    """'learning rate chosen automatically: 3e-3, no augmentation' beside the probe's accuracy per rate."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -29,7 +29,7 @@ class SearchView(QWidget):
         self.plot.setMouseEnabled(False, False)
         self.plot.hideButtons()
         self.plot.setLabel("bottom", "learning rate")
-        self.plot.setLabel("left", "search acc.")
+        self.plot.setLabel("left", "probe acc.")
         self.plot.setBackground(None)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -45,21 +45,19 @@ class SearchView(QWidget):
         self.setVisible(search is not None)
         if search is None:
             return
-        self.label.setText(f"{search.summary()[0].upper()}{search.summary()[1:]} · {len(search.trials)} short "
+        self.label.setText(f"{search.summary()[0].upper()}{search.summary()[1:]} · {len(search.trials)} probe "
                            f"trials on {search.search_train + search.search_val} training images, "
-                           f"{search.seconds:.0f} s")
+                           f"{search.seconds:.0f} s. The dashed line is the rate of the run.")
         self.plot.clear()
         accent, muted = colors()["accent"], colors()["muted"]
-        # one line per kind of trial: the whole model briefly (accent), the classifier probe (muted);
-        # augmentation trials are single points at the probe's rate
-        series: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        # the rates without augmentation as a line; the augmentation trials as points at the chosen probe rate
+        series: dict[str, list[tuple[float, float]]] = {}
         for t in search.trials:
-            series.setdefault((t.kind, t.augment), []).append((t.lr, t.val_acc))
-        for (kind, augment), points in series.items():
+            series.setdefault(t.augment, []).append((t.lr, t.val_acc))
+        for augment, points in series.items():
             points.sort()
-            color = accent if kind == "model" or (kind == "probe" and not any(k == "model" for k, _ in series)) \
-                else muted
-            pen = pg.mkPen(color, width=2) if len(points) > 1 else None
+            pen = pg.mkPen(accent, width=2) if len(points) > 1 else None
             self.plot.plot([p[0] for p in points], [p[1] for p in points], pen=pen,
-                           symbol=_AUGMENT_SYMBOL.get(augment, "o"), symbolSize=7, symbolBrush=color)
+                           symbol=_AUGMENT_SYMBOL.get(augment, "o"), symbolSize=7,
+                           symbolBrush=accent if augment == search.augment else muted)
         self.plot.addLine(x=math.log10(search.lr), pen=pg.mkPen(muted, style=pg.QtCore.Qt.PenStyle.DashLine))

@@ -62,7 +62,7 @@ SIDE_LR_FACTOR = 0.1
 
 @dataclass
 class Trial:
-    """One short training: its settings, its score on the search-validation images and its loss curve."""
+    """One probe trial (a classifier on the frozen features): its settings, score and loss curve."""
 
     lr: float
     augment: str
@@ -71,7 +71,6 @@ class Trial:
     steps: int
     seconds: float
     curve: list[float] = field(default_factory=list)   # training loss, averaged into at most 40 points
-    kind: str = "probe"     # 'probe': a classifier on the frozen features; 'model': the whole model, briefly
 
 
 @dataclass
@@ -102,7 +101,8 @@ class SearchResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SearchResult":
         values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        values["trials"] = [Trial(**t) for t in data.get("trials", [])]
+        known = Trial.__dataclass_fields__
+        values["trials"] = [Trial(**{k: v for k, v in t.items() if k in known}) for t in data.get("trials", [])]
         return cls(**values)
 
 

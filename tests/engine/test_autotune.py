@@ -14,7 +14,7 @@ from dtl_engine.config import TrainConfig
 from dtl_engine.data import ImageDataset
 from dtl_engine.errors import RunError
 from dtl_engine.training import resume, train
-from dtl_engine.training.autotune import SEARCH_FILE, read_search, split_for_search
+from dtl_engine.training.autotune import SEARCH_FILE, read_search, side_rate, split_for_search
 from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, tiny_config
 
 torch.set_num_threads(1)
@@ -66,10 +66,12 @@ def test_auto_run_records_its_choice_uses_only_training_images_and_is_determinis
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     assert search.lr_searched and search.augment_searched
     assert config["lr"] == search.lr and config["augment"] == search.augment   # config.json: resolved values
-    model_trials = [t for t in search.trials if t.kind == "model"]      # the whole model, at each candidate
-    assert sorted(t.lr for t in model_trials) == [1e-3, 3e-3, 1e-2, 3e-2] and search.lr in {t.lr for t in model_trials}
-    assert search.lr == min(model_trials, key=lambda t: (t.val_loss, -t.val_acc)).lr
-    assert {t.augment for t in search.trials if t.kind == "probe"} == {"none", "light-noflip", "light"}
+    plain = [t for t in search.trials if t.augment == "none"]            # the probe at every rate
+    assert sorted(t.lr for t in plain) == [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
+    best = min(plain, key=lambda t: (t.val_loss, -t.val_acc))
+    assert search.lr == side_rate(best.lr, (1e-3, 3e-3, 1e-2))           # DTL: a tenth of the probe's best
+    assert {t.augment for t in search.trials} == {"none", "light-noflip", "light"}
+    assert all(t.lr == best.lr for t in search.trials if t.augment != "none")
     assert all(t.curve and 0.0 <= t.val_acc <= 1.0 for t in search.trials)
     assert "learning rate chosen automatically" in search.summary()
     assert sum(name == "search_finished" for name, _ in listener.events) == 1
@@ -92,7 +94,7 @@ def test_a_typed_learning_rate_wins_and_resume_does_not_search_again(tmp_path):
     assert result.status == "stopped"
     search = read_search(tmp_path / "run")
     assert not search.lr_searched and search.augment_searched and search.lr == 5e-3
-    assert not any(t.kind == "model" for t in search.trials)
+    assert {t.augment for t in search.trials} == {"none", "light-noflip", "light"}
     assert "augmentation chosen automatically" in search.summary()
     before = (tmp_path / "run" / SEARCH_FILE).stat().st_mtime_ns
     listener = Recorder()
@@ -119,7 +121,9 @@ def test_linear_probe_gets_the_same_search_with_its_own_rates(tmp_path):
     data = image_folder(tmp_path)
     train(_auto(data, method="linear", epochs=2), run_dir=tmp_path / "run", model_kwargs=MODEL_KWARGS)
     search = read_search(tmp_path / "run")
-    assert search.lr_searched and {t.lr for t in search.trials} >= {3e-3, 1e-2, 3e-2, 1e-1}
+    plain = [t for t in search.trials if t.augment == "none"]
+    assert search.lr_searched and sorted(t.lr for t in plain) == [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
+    assert search.lr == min(plain, key=lambda t: (t.val_loss, -t.val_acc)).lr   # the probe's own best rate
 
 
 def test_paper_recipe_resolves_every_setting_and_keeps_the_last_epoch(tmp_path):
