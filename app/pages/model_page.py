@@ -237,7 +237,8 @@ class ModelPage(QWidget):
         self.low_precision_taps = QCheckBox("Side-network inputs in bf16")
         self._tip(self.low_precision_taps, "low_precision_taps")
         self.low_precision_taps.toggled.connect(self._changed)
-        for label, widget in (("Training recipe", self.recipe), ("Epochs", self.epochs), ("Batch size", self.batch_size), ("Learning rate", self.lr),
+        for label, widget in (("Training recipe", self.recipe), ("Epochs", self.epochs),
+                              ("Batch size", self.batch_size), ("Learning rate", self.lr),
                               ("Weight decay", self.weight_decay), ("Augmentation", self.augment),
                               ("Image size", self.image_size), ("Validation share", self.val_percent),
                               ("Precision", self.precision), ("Device", self.device), ("Seed", self.seed),

@@ -29,7 +29,9 @@ class SearchView(QWidget):
         self.plot.setMouseEnabled(False, False)
         self.plot.hideButtons()
         self.plot.setLabel("bottom", "learning rate")
-        self.plot.setLabel("left", "probe acc.")
+        self.plot.setLabel("left", "probe acc. %")
+        for side in ("left", "bottom"):
+            self.plot.getAxis(side).enableAutoSIPrefix(False)
         self.plot.setBackground(None)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -53,7 +55,7 @@ class SearchView(QWidget):
         # the rates without augmentation as a line; the augmentation trials as points at the chosen probe rate
         series: dict[str, list[tuple[float, float]]] = {}
         for t in search.trials:
-            series.setdefault(t.augment, []).append((t.lr, t.val_acc))
+            series.setdefault(t.augment, []).append((t.lr, 100.0 * t.val_acc))
         for augment, points in series.items():
             points.sort()
             pen = pg.mkPen(accent, width=2) if len(points) > 1 else None
