@@ -5,20 +5,22 @@ search-validation part; the run's validation and test images are never looked at
 
 What is tried: a classifier on the frozen backbone's features (exactly the model at step 0: the
 side network starts at zero), trained for the run's own number of updates with the run's own
-schedule, once per candidate learning rate; then, at the best rate, once with light crops without
+schedule, at several rates (all at once); then, at the best rate, once with light crops without
 flips and once with flips. The lowest loss on the search-validation images wins (the loss, not the
 accuracy: it still ranks trials that all sit near chance); an augmentation must lower it by a
-margin without costing accuracy, since it also makes the run slower (no prefix cache).
+margin without costing accuracy, since it also makes the run slower (no prefix cache). The linear
+probe takes the best rate; a model with a side network takes :data:`SIDE_LR_FACTOR` of it, at the
+nearest of its candidate rates (see there why).
 
 Why probe trials and not short runs of the whole model: a short run says little about a long one
-(on a randomly initialised backbone dozens of updates stay at chance for every rate), while a
-probe trained for the full length is cheap enough to run at every candidate: the expensive part,
-the frozen features, is computed once per image and reused by every trial:
+(on a randomly initialised backbone every rate stays at chance for the first hundred-odd updates;
+tried and dropped), while a probe trained for the full length is cheap enough to run at every rate:
+the expensive part, the frozen features, is computed once per image and reused by every trial:
 
 * the frozen prefix (blocks 0…M) of each search image goes into the run's own prefix cache, so the
   main run does not compute those images again;
 * the rest of the forward pass runs once per image (no gradients) to give its features;
-* an augmentation is tried with one fixed augmented copy of up to 512 images, each used in place
+* an augmentation is tried with one fixed augmented copy of up to 256 images, each used in place
   of its original (as an augmented run sees every image augmented).
 
 Deterministic for a seed. The result (chosen values, every trial with its loss curve, the time
@@ -172,15 +174,15 @@ class AutoTuner:
         total_steps: the main run's update count (the probe trials' length).
         steps_per_epoch: the main run's updates per epoch (for the warm-up length).
         device, autocast: where and in which precision the model runs.
-        cache: the run's prefix cache over the training samples (indices 0…n-1), or None.
-        spill_dir: where an own prefix cache may spill when the run has none (removed afterwards).
+        cache: the run's prefix cache over the training samples (indices 0…n-1), or None (then the
+            features come from whole forward passes and nothing is kept).
         should_stop: polled while working; True aborts with :class:`SearchStopped`.
         on_failure: called for images that cannot be read.
     """
 
     def __init__(self, model: torch.nn.Module, samples: Sequence[tuple[str, int]], config: Any,
                  candidates: Sequence[float], total_steps: int, steps_per_epoch: int, device: torch.device,
-                 autocast: Callable[[], Any], cache: FeatureCache | None, spill_dir: Path,
+                 autocast: Callable[[], Any], cache: FeatureCache | None,
                  should_stop: Callable[[], bool] = lambda: False,
                  on_failure: Callable[[str, str], None] | None = None) -> None:
         self.model, self.samples, self.cfg = model, list(samples), config
@@ -190,9 +192,6 @@ class AutoTuner:
         self.should_stop, self.on_failure = should_stop, on_failure
         self.labels = torch.tensor([y for _, y in self.samples], dtype=torch.long)
         self.base = cache
-        self._own_base = cache is None and getattr(model, "side_network", None) is not None
-        if self._own_base:
-            self.base = FeatureCache(len(self.samples), config.cache_budget_mb * 2**20, Path(spill_dir))
         self.num_classes = int(model.head.out_features)
 
     # ------------------------------------------------------------------ story
@@ -206,7 +205,6 @@ class AutoTuner:
         probe_lrs = PROBE_LRS if side else (self.candidates if lr_auto else [float(cfg.lr)])
         self.steps = trial_steps(self.total_steps)
         was_training = self.model.training
-        self.start = {k: v.detach().clone() for k, v in self.model.trainable_state_dict().items()}
         try:
             self.features = self._features(self.train_idx + self.val_idx)
             self.views = {}
@@ -224,10 +222,7 @@ class AutoTuner:
             if side and lr_auto:
                 lr = side_rate(probe.lr, self.candidates)
         finally:
-            self.model.load_trainable_state_dict(self.start)
             self.model.train(was_training)
-            if self._own_base:
-                self.base.close()
         return SearchResult(lr=lr, augment=chosen, lr_searched=lr_auto, augment_searched=aug_auto,
                             trials=trials, seconds=time.perf_counter() - t0, steps_per_trial=self.steps,
                             cpu_seconds=time.process_time() - c0,

@@ -299,7 +299,7 @@ class _Run:
 
         cfg = self.config
         tuner = AutoTuner(self.model, self.split.train, cfg, lr_candidates(cfg.recipe, cfg.method), self.total_steps,
-                          self.steps_per_epoch, self.device, self._autocast, self.cache, self.run_dir / "cache-search",
+                          self.steps_per_epoch, self.device, self._autocast, self.cache,
                           should_stop=lambda: self.token.stop_requested, on_failure=self._bad_file)
         try:
             result = tuner.run()
