@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from ..data import ImageDataset, build_transform
 from .feature_cache import FeatureCache
-from .optim import build_optimizer, build_scheduler, warmup_steps_for
+from .optim import build_scheduler, warmup_steps_for
 
 SEARCH_FILE = "autotune.json"          # the search record in the run folder
 
