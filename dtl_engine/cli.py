@@ -1,4 +1,4 @@
-"""Command line: ``python -m dtl_engine scan|train|resume|evaluate|export|predict|explain|doctor|runs|cache|bench|bench-data``.
+"""Command line: ``python -m dtl_engine scan|train|resume|evaluate|export|predict|explain|doctor|runs|cache|bench|bench-data|bench-accuracy``.
 
 Everything the desktop app shows, a terminal can print: progress bars with an ETA,
 one summary line per epoch, and on bad input one readable sentence
@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from . import __version__
 from .config import AUGMENTS, DEVICES, METHODS, PRECISIONS, TrainConfig
+from .recipes import RECIPES
 from .errors import DTLError, RunError
 from .listener import RunListener, StopToken
 
@@ -26,7 +27,9 @@ EXIT_INTERRUPTED = 130
 # CLI option -> TrainConfig field, for every training option (help texts come from TrainConfig).
 TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
     "backbone": {}, "weights": {"metavar": "hub|random|FILE"}, "method": {"choices": METHODS},
-    "rank": {"type": int}, "epochs": {"type": int}, "batch_size": {"type": int}, "lr": {"type": float},
+    "recipe": {"choices": RECIPES},
+    "rank": {"type": int}, "epochs": {"type": int}, "batch_size": {"type": int},
+    "lr": {"type": "lr", "metavar": "auto|LR"},
     "image_size": {"type": int}, "augment": {"choices": AUGMENTS}, "device": {"choices": DEVICES},
     "seed": {"type": int}, "max_steps": {"type": int}, "precision": {"choices": PRECISIONS},
     "val_fraction": {"type": float}, "inject_from": {"type": int}, "beta": {"type": float},
@@ -36,6 +39,15 @@ TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
     "num_workers": {"type": int},
     "checkpoint_blocks": {"action": "store_true"}, "low_precision_taps": {"action": "store_true"},
 }
+
+
+def _lr_value(text: str) -> float | str:
+    """'auto' or a number (argparse names the option after this function in its error)."""
+    return text if text == "auto" else float(text)
+
+
+_lr_value.__name__ = "learning rate"
+TRAIN_OPTIONS["lr"]["type"] = _lr_value
 
 
 # --- progress ------------------------------------------------------------------------------
@@ -87,6 +99,10 @@ class ProgressPrinter(RunListener):
 
     def warning(self, message: str) -> None:
         self._write(f"warning: {message}")
+
+    def search_finished(self, result) -> None:  # noqa: ANN001
+        self._write(f"{result['summary'][0].upper()}{result['summary'][1:]} "
+                    f"({len(result['trials'])} probe trials on the training images, {result['seconds']:.0f} s)")
 
     def run_finished(self, result) -> None:  # noqa: ANN001
         self._close_bar()
@@ -452,6 +468,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return int(run_bench(args) or 0)
 
 
+def cmd_bench_accuracy(args: argparse.Namespace) -> int:
+    from .bench_accuracy import run
+
+    return run(args)
+
+
 # --- parser ----------------------------------------------------------------------------
 
 def _flag(name: str, spec: dict[str, Any]) -> str:
@@ -592,6 +614,16 @@ def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
 
         add_ddp_arguments(p)
     p.set_defaults(func=cmd_bench)
+
+    from .bench_accuracy import add_arguments as add_accuracy_arguments   # no heavy imports
+
+    p = sub.add_parser("bench-accuracy", help="Measure accuracy at the defaults: DTL vs. old settings and the "
+                                              "linear probe, trained side by side.",
+                       description="Train DTL at the defaults, DTL at the old fixed settings and the linear probe "
+                                   "on an image folder (default: the built-in digits) and print their accuracy "
+                                   "and the automatic search's share of the run time.")
+    add_accuracy_arguments(p)
+    p.set_defaults(func=cmd_bench_accuracy)
     return parser
 
 

@@ -7,9 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RunError
+from .recipes import RECIPES, recipe_values
 
 METHODS = ("dtl", "dtl+", "linear")
-AUGMENTS = ("none", "light", "standard")
+AUGMENTS = ("auto", "none", "light-noflip", "light", "standard")
+RESIZES = ("backbone", "squash")
+NORMALIZES = ("backbone", "0.5")
+KEEPS = ("best", "last")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -30,19 +34,30 @@ class TrainConfig:
     inject_from: int | None = _f(None, "First block M whose output gets side information; None = family default.")
     beta: float = _f(100.0, "Steepness β of the swish gate on the side network's output.")
     fusion_kernel: int | None = _f(None, "DTL+ depthwise kernel size; None = family default (ViT 3, Swin 5).")
-    epochs: int = _f(20, "Number of passes over the training images.")
-    warmup_epochs: float = _f(2.0, "Epochs of linear learning-rate warm-up before the cosine decay.")
+    recipe: str = _f("quick", "Training recipe that fills the settings left open: 'quick' (short run, automatic "
+                              "learning rate and augmentation) or 'paper' (the DTL authors' official recipe).")
+    epochs: int = _f(None, "Number of passes over the training images (recipe: quick 20, paper 100).")
+    warmup_epochs: float = _f(None, "Epochs of linear learning-rate warm-up (recipe: quick 2, paper 10).")
     batch_size: int = _f(32, "Images per optimisation step.")
-    lr: float = _f(1e-3, "Peak learning rate (AdamW).")
+    lr: float | str = _f(None, "Peak learning rate (AdamW), or 'auto': a short search on part of the training "
+                               "images picks it.")
     weight_decay: float = _f(0.05, "AdamW weight decay (never applied to biases and 1-D parameters).")
     label_smoothing: float = _f(0.0, "Label smoothing of the cross-entropy loss (0 = off).")
-    augment: str = _f("light", "Augmentation preset: 'none', 'light' or 'standard'.")
+    augment: str = _f(None, "Augmentation: 'auto' (a short search decides, flips included), 'none', 'light-noflip', "
+                            "'light' (crop and flips) or 'standard'.")
     image_size: int | None = _f(None, "Input side in pixels; None = the backbone's own size.")
     precision: str = _f("auto", "'auto' (bf16/fp16 on GPUs that support it, fp32 on CPU), 'fp32', 'bf16', 'fp16'.")
     device: str = _f("auto", "'auto' (CUDA, then Apple MPS, then CPU), or force 'cuda', 'mps', 'cpu'.")
     seed: int = _f(0, "Random seed for the split, initialisation and data order.")
     val_fraction: float = _f(0.2, "Share of each class held out for validation (flat folder layout only).")
-    drop_path: float = _f(0.0, "Stochastic depth rate on the frozen backbone.")
+    drop_path: float = _f(None, "Stochastic depth rate on the frozen backbone (recipe: quick 0, paper 0.1 ViT / 0.3 Swin).")
+    resize: str = _f(None, "Image resize: 'backbone' (its own resize and centre crop) or 'squash' (to the input "
+                           "size, no crop; the paper recipe).")
+    normalize: str = _f(None, "Pixel normalisation: 'backbone' (its own mean and std) or '0.5' (mean = std = 0.5 "
+                              "for every family; the paper recipe).")
+    keep: str = _f(None, "Which epoch is the result: 'best' (validation accuracy) or 'last' (the paper recipe).")
+    drop_last: bool = _f(None, "Drop the last incomplete batch of each epoch (the paper recipe).")
+    warmup_prefix: bool = _f(None, "Warm-up before the cosine (True) or over its start as in the official code (False).")
     checkpoint_blocks: bool = _f(False, "Memory saver: recompute blocks after M in backward (slower, less memory).")
     low_precision_taps: bool = _f(False, "Memory saver: keep the side network's tap inputs in bf16.")
     cache_features: str = _f("auto", "Cache the frozen prefix outputs across epochs: 'auto' (when augment is 'none'), 'on', 'off'.")
@@ -53,13 +68,32 @@ class TrainConfig:
     max_steps: int | None = _f(None, "Stop after this many optimisation steps in total (quick checks); None = no limit.")
 
     def __post_init__(self) -> None:
+        if self.recipe in RECIPES:      # an unknown recipe is reported by validate()
+            for name, value in recipe_values(self.recipe, self.backbone).items():
+                if getattr(self, name) is None:
+                    setattr(self, name, value)
+        if isinstance(self.lr, str) and self.lr != "auto":
+            try:
+                self.lr = float(self.lr)
+            except ValueError:
+                pass                    # reported by validate()
         self.validate()
+
+    @property
+    def lr_auto(self) -> bool:
+        """True while the learning rate is still to be found by the search."""
+        return self.lr == "auto"
 
     def validate(self) -> None:
         """Raise :class:`RunError` with a sentence for the first bad value."""
+        if self.recipe not in RECIPES:      # first: an unknown recipe leaves its settings empty
+            raise RunError(f"The recipe must be one of {', '.join(RECIPES)}, not '{self.recipe}'.")
         checks = [
             (self.method in METHODS, f"Method must be one of {', '.join(METHODS)}, not '{self.method}'."),
             (self.augment in AUGMENTS, f"Augmentation must be one of {', '.join(AUGMENTS)}, not '{self.augment}'."),
+            (self.resize in RESIZES, f"Resize must be one of {', '.join(RESIZES)}, not '{self.resize}'."),
+            (self.normalize in NORMALIZES, f"Normalisation must be one of {', '.join(NORMALIZES)}."),
+            (self.keep in KEEPS, "The result epoch must be 'best' or 'last'."),
             (self.precision in PRECISIONS, f"Precision must be one of {', '.join(PRECISIONS)}, not '{self.precision}'."),
             (self.device in DEVICES, f"Device must be one of {', '.join(DEVICES)}, not '{self.device}'."),
             (self.cache_features in ("auto", "on", "off"), "Feature cache must be 'auto', 'on' or 'off'."),
@@ -67,9 +101,12 @@ class TrainConfig:
             (self.num_workers is None or self.num_workers >= 0, "The number of loader workers cannot be negative."),
             (self.epochs >= 1, "Train for at least one epoch."),
             (self.batch_size >= 1, "The batch size must be at least 1."),
-            (self.lr > 0, "The learning rate must be positive."),
+            (self.lr == "auto" or (isinstance(self.lr, (int, float)) and self.lr > 0),
+             "The learning rate must be a positive number or 'auto'."),
+            (self.warmup_epochs >= 0, "The warm-up cannot be negative."),
+            (0.0 <= self.drop_path < 1.0, "The drop-path rate must be between 0 and 1."),
             (0.0 < self.val_fraction < 1.0, "The validation share must be between 0 and 1."),
-            (self.fusion_kernel is None or self.fusion_kernel % 2 == 1, "The DTL+ kernel size must be odd."),
+            (self.fusion_kernel is None or self.fusion_kernel >= 1, "The DTL+ kernel size must be at least 1."),
             (self.image_size is None or self.image_size >= 1, "The image size must be a positive number of pixels."),
             (self.max_steps is None or self.max_steps >= 1, "The step limit must be at least 1 (leave it out for no limit)."),
         ]

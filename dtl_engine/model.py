@@ -45,6 +45,7 @@ class ModelSpec:
     checkpoint_blocks: bool = False
     low_precision_taps: bool = False
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    data_overrides: dict[str, Any] = field(default_factory=dict)   # resize / normalisation of a recipe
 
     @property
     def exact(self) -> bool:
@@ -230,11 +231,13 @@ def build_model(backbone: str, num_classes: int, *, weights: str = "hub", rank: 
                 inject_from: int | None = None, tap_from: int | None = None, beta: float = 100.0,
                 variant: str = "dtl", fusion_kernel: int | None = None, drop_path: float = 0.0,
                 image_size: int | tuple[int, int] | None = None, checkpoint_blocks: bool = False,
-                low_precision_taps: bool = False, model_kwargs: dict[str, Any] | None = None) -> DTLModel:
+                low_precision_taps: bool = False, model_kwargs: dict[str, Any] | None = None,
+                data_overrides: dict[str, Any] | None = None) -> DTLModel:
     """Build a DTL / DTL+ model or a linear probe on a frozen timm backbone.
 
     ``None`` settings take the family defaults (see :data:`dtl_engine.adapters.FAMILY_DEFAULTS`).
-    ``model_kwargs`` go to ``timm.create_model`` (tiny test configurations).
+    ``model_kwargs`` go to ``timm.create_model`` (tiny test configurations); ``data_overrides``
+    replace entries of the backbone's data config (a recipe's squash resize or 0.5 normalisation).
 
     Raises:
         BackboneError: unknown or unsupported backbone, or settings that do not fit it.
@@ -281,8 +284,12 @@ def build_model(backbone: str, num_classes: int, *, weights: str = "hub", rank: 
                      tap_from=tap_from, inject_from=inject_from, beta=float(beta), fusion_kernel=fusion_kernel,
                      image_size=hw, drop_path=float(drop_path), depth=depth, weights=str(weights),
                      checkpoint_blocks=bool(checkpoint_blocks), low_precision_taps=bool(low_precision_taps),
-                     model_kwargs=dict(model_kwargs or {}))
-    return DTLModel(net, adapter, side, nn.Linear(adapter.num_features, num_classes), spec, _data_config(net, hw))
+                     model_kwargs=dict(model_kwargs or {}), data_overrides=dict(data_overrides or {}))
+    head = nn.Linear(adapter.num_features, num_classes)
+    # as the official DTL code initialises its new classifier: truncated normal (std 0.02), zero bias
+    nn.init.trunc_normal_(head.weight, std=0.02)
+    nn.init.zeros_(head.bias)
+    return DTLModel(net, adapter, side, head, spec, _data_config(net, hw, spec.data_overrides))
 
 
 def backbone_defaults(backbone: str, model_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -310,7 +317,8 @@ def build_model_from_spec(spec: ModelSpec, weights: str | None = None) -> DTLMod
                        rank=spec.rank, inject_from=spec.inject_from, tap_from=spec.tap_from, beta=spec.beta,
                        variant=spec.variant, fusion_kernel=spec.fusion_kernel, drop_path=spec.drop_path,
                        image_size=spec.image_size, checkpoint_blocks=spec.checkpoint_blocks,
-                       low_precision_taps=spec.low_precision_taps, model_kwargs=spec.model_kwargs)
+                       low_precision_taps=spec.low_precision_taps, model_kwargs=spec.model_kwargs,
+                       data_overrides=spec.data_overrides)
 
 
 def _check_settings(name: str, depth: int, rank: int, tap_from: int, inject_from: int,
@@ -321,8 +329,7 @@ def _check_settings(name: str, depth: int, rank: int, tap_from: int, inject_from
         (tap_from <= inject_from < depth,
          f"The first injection block must lie between the first tap block {tap_from} and the last block "
          f"{depth - 1} of '{name}', not {inject_from}."),
-        (fusion_kernel is None or (fusion_kernel >= 1 and fusion_kernel % 2 == 1),
-         "The DTL+ kernel size must be a positive odd number."),
+        (fusion_kernel is None or fusion_kernel >= 1, "The DTL+ kernel size must be at least 1."),
         (beta > 0, "The swish steepness β must be positive."),
     ]
     for ok, message in checks:
@@ -330,9 +337,10 @@ def _check_settings(name: str, depth: int, rank: int, tap_from: int, inject_from
             raise BackboneError(message)
 
 
-def _data_config(net: nn.Module, hw: tuple[int, int]) -> dict[str, Any]:
+def _data_config(net: nn.Module, hw: tuple[int, int], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     import timm.data
 
     config = dict(timm.data.resolve_model_data_config(net))
+    config.update({k: tuple(v) if isinstance(v, list) else v for k, v in (overrides or {}).items()})
     config["input_size"] = (3, hw[0], hw[1])
     return config

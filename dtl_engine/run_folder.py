@@ -12,6 +12,7 @@ A run folder holds::
     state.pt                 the resume point: its rename commits an epoch
     metrics.json             one record per finished epoch
     report.json              the final evaluation
+    autotune.json            the automatic search: chosen learning rate and augmentation, its curve
     events.jsonl             the live event log, one JSON line per event
     doctor.csv               the findings of a data check, when one was made
     .lock                    held while a process writes the run: pid, start time and host
@@ -56,14 +57,16 @@ METRICS = "metrics.json"
 REPORT = "report.json"
 EVENT_LOG = "events.jsonl"          # one JSON line per event, appended while the run trains
 DOCTOR_CSV = "doctor.csv"           # the findings of a data check (``doctor``)
+SEARCH = "autotune.json"            # the automatic learning-rate / augmentation search and its curve
 LOCK = ".lock"
 CACHE_PREFIX = ".cache-"
 CACHE_MARK = ".dtl-cache"
 
 # Everything a run writes, in the order a new run writes it (used to replace or discard a run).
 RUN_FILES = (RUN_FILE, CONFIG, CLASSES, SPLIT, SPEC, LAST_WEIGHTS, BEST_WEIGHTS, METRICS, STATE, REPORT, EVENT_LOG)
-# What a later check adds to a finished run; replaced or discarded with the run all the same.
-CHECK_FILES = (DOCTOR_CSV,)
+# What a run has only sometimes (the automatic search's record; a later data check's findings);
+# replaced or discarded with the run all the same.
+CHECK_FILES = (SEARCH, DOCTOR_CSV)
 STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
 
 _CREATED_CACHES: set[str] = set()       # cache folders this process made (the only ones close() may delete)
@@ -250,6 +253,18 @@ class RunFolder:
         self._write(REPORT, report)
 
     # ---- run.json ----
+    def read_search(self) -> dict[str, Any] | None:
+        """The automatic search's record, or None when the run did not search (or it is unreadable)."""
+        if not (self.path / SEARCH).is_file():
+            return None
+        try:
+            return self._read(SEARCH, dict)
+        except RunError:
+            return None
+
+    def write_search(self, record: dict[str, Any]) -> None:
+        self._write(SEARCH, record)
+
     def read_run(self) -> dict[str, Any]:
         run = self._read(RUN_FILE, dict)
         if int(run.get("schema", 1)) > SCHEMA_VERSION:

@@ -97,6 +97,7 @@ def build_run_model(config: Any, num_classes: int, model_kwargs: dict[str, Any] 
     import torch
 
     from .model import build_model
+    from .recipes import data_overrides
 
     from .errors import DTLError
 
@@ -107,6 +108,7 @@ def build_run_model(config: Any, num_classes: int, model_kwargs: dict[str, Any] 
             beta=config.beta, variant=config.method, fusion_kernel=config.fusion_kernel, drop_path=config.drop_path,
             image_size=config.image_size, checkpoint_blocks=config.checkpoint_blocks,
             low_precision_taps=config.low_precision_taps, model_kwargs=model_kwargs,
+            data_overrides=data_overrides(config.resize, config.normalize),
         )
     except DTLError:
         raise

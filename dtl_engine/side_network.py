@@ -104,10 +104,10 @@ class CompactSideNetwork(nn.Module):
         self.taps = nn.ModuleDict({str(i): LowRankTap(w, rank, low_precision_taps) for i, w in tap_widths.items()})
         self.fusion = nn.ModuleDict()
         for stage, width in (fusion_stages or {}).items():
-            conv = nn.Conv2d(width, width, fusion_kernel, padding=fusion_kernel // 2, groups=width, bias=False)
-            # identity (Dirac) start: DTL+ begins as exactly DTL and learns spatial mixing from there
-            nn.init.dirac_(conv.weight, groups=width)
-            self.fusion[f"stage{stage}"] = conv
+            # As the official code: padding 'same' (an even kernel pads one more on the right and bottom)
+            # and PyTorch's default initialisation of the depthwise conv.
+            self.fusion[f"stage{stage}"] = nn.Conv2d(width, width, fusion_kernel, padding="same", groups=width,
+                                                     bias=False)
 
     def has_tap(self, index: int) -> bool:
         """True when block ``index`` has a tap."""

@@ -17,6 +17,7 @@ from app.widgets.card import card as _card
 from app.widgets.collapsible import Collapsible
 from dtl_engine.config import AUGMENTS, DEVICES, PRECISIONS, TrainConfig
 from dtl_engine.errors import DTLError
+from dtl_engine.recipes import RECIPE_FIELDS, recipe_values
 
 METHODS = (("dtl", "DTL", "A frozen backbone plus a tiny side network of low-rank maps added back into the later "
                           "blocks (the paper's method). Little memory, strong accuracy."),
@@ -24,6 +25,9 @@ METHODS = (("dtl", "DTL", "A frozen backbone plus a tiny side network of low-ran
                             "accurate for a little more memory."),
            ("linear", "Linear probe", "Only a new classifier on the frozen features: the fastest, simplest baseline."))
 DEFAULT_BACKBONE = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+RECIPE_LABELS = {"quick": "Quick (default)", "paper": "Paper"}
+AUGMENT_LABELS = {"auto": "Automatic", "none": "None", "light-noflip": "Light, no flips",
+                  "light": "Light (crops and flips)", "standard": "Standard"}
 ESTIMATE_DELAY_MS = 350
 WIDE_LAYOUT_PX = 960                        # a page narrower than this stacks its two columns
 
@@ -193,9 +197,16 @@ class ModelPage(QWidget):
         af.setContentsMargins(16, 4, 4, 4)
         self.epochs = self._spin(1, 1000, "epochs")
         self.batch_size = self._spin(1, 4096, "batch_size")
+        self.recipe = QComboBox()
+        for value, text in RECIPE_LABELS.items():
+            self.recipe.addItem(text, value)
+        self.recipe.setMinimumWidth(150)
+        self._tip(self.recipe, "recipe")
+        self.recipe.currentIndexChanged.connect(self._recipe_changed)
         self.lr = QDoubleSpinBox()
         self.lr.setDecimals(5)
-        self.lr.setRange(0.00001, 1.0)
+        self.lr.setRange(0.0, 1.0)
+        self.lr.setSpecialValueText("Automatic")    # 0 = searched on the training images
         self.lr.setSingleStep(0.0001)
         self._tip(self.lr, "lr")
         self.lr.valueChanged.connect(self._changed)
@@ -207,7 +218,12 @@ class ModelPage(QWidget):
         self._tip(self.weight_decay, "weight_decay")
         self.weight_decay.valueChanged.connect(self._changed)
         self.weight_decay.setMinimumWidth(150)
-        self.augment = self._combo(AUGMENTS, "augment")
+        self.augment = QComboBox()
+        for value in AUGMENTS:
+            self.augment.addItem(AUGMENT_LABELS.get(value, value), value)
+        self.augment.setMinimumWidth(150)
+        self._tip(self.augment, "augment")
+        self.augment.currentIndexChanged.connect(self._changed)
         self.precision = self._combo(PRECISIONS, "precision")
         self.device = self._combo(DEVICES, "device")
         self.seed = self._spin(0, 2 ** 31 - 1, "seed")
@@ -221,7 +237,8 @@ class ModelPage(QWidget):
         self.low_precision_taps = QCheckBox("Side-network inputs in bf16")
         self._tip(self.low_precision_taps, "low_precision_taps")
         self.low_precision_taps.toggled.connect(self._changed)
-        for label, widget in (("Epochs", self.epochs), ("Batch size", self.batch_size), ("Learning rate", self.lr),
+        for label, widget in (("Training recipe", self.recipe), ("Epochs", self.epochs),
+                              ("Batch size", self.batch_size), ("Learning rate", self.lr),
                               ("Weight decay", self.weight_decay), ("Augmentation", self.augment),
                               ("Image size", self.image_size), ("Validation share", self.val_percent),
                               ("Precision", self.precision), ("Device", self.device), ("Seed", self.seed),
@@ -279,11 +296,13 @@ class ModelPage(QWidget):
     def config_dict(self) -> dict:
         """The page's settings as TrainConfig fields (without data_dir)."""
         special = lambda spin: None if spin.value() == spin.minimum() else spin.value()  # noqa: E731
-        d = dict(self._extra)
+        # settings a recipe fills are left open, so the chosen recipe fills them
+        d = {k: v for k, v in self._extra.items() if k not in RECIPE_FIELDS}
         d.update(backbone=self.picker.current() or DEFAULT_BACKBONE, weights=self.weights(), method=self.method(),
                  rank=special(self.rank), inject_from=special(self.inject_from), beta=self.beta.value(),
                  fusion_kernel=special(self.kernel), epochs=self.epochs.value(), batch_size=self.batch_size.value(),
-                 lr=self.lr.value(), weight_decay=self.weight_decay.value(), augment=self.augment.currentText(),
+                 recipe=self.recipe.currentData(), lr=self.lr.value() or "auto",
+                 weight_decay=self.weight_decay.value(), augment=self.augment.currentData(),
                  precision=self.precision.currentText(), device=self.device.currentText(), seed=self.seed.value(),
                  val_fraction=self.val_percent.value() / 100.0, image_size=special(self.image_size),
                  early_stopping=special(self.early_stopping), checkpoint_blocks=self.checkpoint_blocks.isChecked(),
@@ -311,7 +330,7 @@ class ModelPage(QWidget):
             config = TrainConfig(backbone=DEFAULT_BACKBONE, epochs=10)
         self._loading = True
         try:
-            shown = {"backbone", "weights", "method", "rank", "inject_from", "beta", "fusion_kernel", "epochs",
+            shown = {"recipe", "backbone", "weights", "method", "rank", "inject_from", "beta", "fusion_kernel", "epochs",
                      "batch_size", "lr", "weight_decay", "augment", "precision", "device", "seed", "val_fraction",
                      "image_size", "early_stopping", "checkpoint_blocks", "low_precision_taps", "data_dir"}
             self._extra = {k: v for k, v in config.to_dict().items() if k not in shown}
@@ -334,9 +353,10 @@ class ModelPage(QWidget):
             self.beta.setValue(config.beta)
             self.epochs.setValue(config.epochs)
             self.batch_size.setValue(config.batch_size)
-            self.lr.setValue(config.lr)
+            self.recipe.setCurrentIndex(max(0, self.recipe.findData(config.recipe)))
+            self.lr.setValue(0.0 if config.lr == "auto" else config.lr)
             self.weight_decay.setValue(config.weight_decay)
-            self.augment.setCurrentText(config.augment)
+            self.augment.setCurrentIndex(max(0, self.augment.findData(config.augment)))
             self.precision.setCurrentText(config.precision)
             self.device.setCurrentText(config.device)
             self.seed.setValue(config.seed)
@@ -394,6 +414,15 @@ class ModelPage(QWidget):
         self.inject_from.setSpecialValueText(f"Auto ({d['inject_from']})")
         self.inject_from.setMaximum(max(0, int(d["depth"]) - 1))
         self.status_changed.emit()
+
+    def _recipe_changed(self, *_args) -> None:
+        """A recipe brings its epochs, learning rate and augmentation; the rest it fills when training starts."""
+        if not self._loading:
+            values = recipe_values(self.recipe.currentData(), self.picker.current() or DEFAULT_BACKBONE)
+            self.epochs.setValue(values["epochs"])
+            self.lr.setValue(0.0 if values["lr"] == "auto" else values["lr"])
+            self.augment.setCurrentIndex(max(0, self.augment.findData(values["augment"])))
+        self._changed()
 
     def _changed(self, *_args) -> None:
         if self._loading:

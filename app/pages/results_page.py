@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QGroupBox, QHBoxLayout, QHeade
 from app.widgets.confusion_matrix import ConfusionMatrixView
 from app.widgets.error_dialog import show_error
 from app.widgets.mistakes_gallery import MistakesGallery
+from app.widgets.search_view import SearchView
 from app.worker import run_in_background
 
 
@@ -92,6 +93,8 @@ class ResultsPage(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.headline)
         layout.addWidget(self.subline)
+        self.search_view = SearchView()     # the automatic learning rate / augmentation, when searched
+        layout.addWidget(self.search_view)
         layout.addWidget(main, 1)
 
     # --- page contract -------------------------------------------------------
@@ -135,6 +138,7 @@ class ResultsPage(QWidget):
         epoch_text = f" · weights of the best epoch ({best + 1})" if best is not None else ""
         missing = f" · {len(left_out)} left out (missing, changed or unreadable)" if left_out else ""
         self.subline.setText(f"Run {name} · {count}, {len(evaluation.classes)} classes{epoch_text}{missing}")
+        self.search_view.show_run(self.run_dir)
         self.matrix.set_matrix(evaluation.classes, evaluation.confusion)
         self._fill_table(evaluation.per_class)
         mistakes = list(evaluation.mistakes)

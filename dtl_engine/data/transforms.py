@@ -3,7 +3,9 @@
 Presets:
 
 * ``none``:     the evaluation transform (resize, centre crop, normalise), also for training.
-* ``light``:    a mild random resized crop (scale 0.8-1) and horizontal flips.
+* ``light-noflip``: a mild random resized crop (scale 0.8-1), no flips (digits, text, anything
+  whose class changes when mirrored).
+* ``light``:    the same crop plus horizontal flips.
 * ``standard``: timm's usual training recipe: random resized crop (scale 0.08-1), flips and
   RandAugment.
 
@@ -19,7 +21,7 @@ from timm.data import create_transform, resolve_data_config
 
 from ..errors import DataError
 
-AUGMENT_PRESETS = ("none", "light", "standard")
+AUGMENT_PRESETS = ("none", "light-noflip", "light", "standard")
 # timm's RandAugment policy of its ImageNet recipes, with the sampled magnitude capped
 # at 9: at 10 "posterize" keeps 0 bits, which Pillow >= 11 refuses (a crash mid-epoch).
 RAND_AUGMENT = "rand-m9-mstd0.5-inc1-mmax9"
@@ -35,8 +37,8 @@ def build_transform(data_config: dict[str, Any], augment: str = "none", train: b
                     *, hflip: float = 0.5) -> Callable[[Any], Any]:
     """Return a callable turning a PIL RGB image into a normalised float tensor (3, H, W).
 
-    ``data_config`` is a timm data config (``model.data_config``); ``augment`` one of
-    ``none``, ``light``, ``standard``; ``train`` False gives the evaluation transform.
+    ``data_config`` is a timm data config (``model.data_config``); ``augment``
+    one of :data:`AUGMENT_PRESETS`; ``train`` False gives the evaluation transform.
     ``hflip`` is the flip probability of the training presets (0 for text or digits).
     """
     if augment not in AUGMENT_PRESETS:
@@ -46,6 +48,8 @@ def build_transform(data_config: dict[str, Any], augment: str = "none", train: b
         return create_transform(**cfg, is_training=False)
     common = dict(input_size=cfg["input_size"], interpolation=cfg["interpolation"], mean=cfg["mean"],
                   std=cfg["std"], is_training=True, hflip=hflip, vflip=0.0, re_prob=0.0)
+    if augment == "light-noflip":
+        return create_transform(**{**common, "hflip": 0.0}, scale=(0.8, 1.0), color_jitter=None)
     if augment == "light":
         return create_transform(**common, scale=(0.8, 1.0), color_jitter=None)
     return create_transform(**common, scale=(0.08, 1.0), auto_augment=RAND_AUGMENT)

@@ -29,15 +29,20 @@ def warmup_steps_for(warmup_epochs: float, steps_per_epoch: int, total_steps: in
     return max(0, min(steps, total_steps - 1))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> CosineLRScheduler:
-    """Linear warm-up for ``warmup_steps`` updates, then cosine decay to ``LR_MIN`` at ``total_steps``."""
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
+                    prefix: bool = True) -> CosineLRScheduler:
+    """Linear warm-up for ``warmup_steps`` updates and cosine decay to ``LR_MIN`` at ``total_steps``.
+
+    ``prefix`` True: the cosine starts after the warm-up. False (the official DTL code): the cosine
+    spans the whole run and the warm-up replaces its first updates.
+    """
     return CosineLRScheduler(
         optimizer,
-        t_initial=max(1, total_steps - warmup_steps),
+        t_initial=max(1, total_steps - warmup_steps) if prefix else max(1, total_steps),
         lr_min=LR_MIN,
         warmup_t=warmup_steps,
         warmup_lr_init=WARMUP_LR_INIT,
-        warmup_prefix=True,
+        warmup_prefix=prefix,
         t_in_epochs=False,
     )
 

@@ -24,7 +24,7 @@ import math
 import random
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
@@ -147,6 +147,13 @@ def _saved_device(run_dir: Path) -> str:
         return str(run_folder.RunFolder(run_dir).read_config().get("device", "auto"))
     except RunError:
         return "auto"               # the error is reported by resume() itself
+
+
+def steps_per_epoch(num_train: int, batch_size: int, drop_last: bool = False) -> int:
+    """Updates per epoch (at least one: a split smaller than a batch still trains)."""
+    if drop_last:
+        return max(1, num_train // batch_size)
+    return math.ceil(num_train / batch_size)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -283,7 +290,8 @@ class _Run:
                                "is still there.")
             train_acc = correct / max(seen, 1)
             val_loss, val_acc = self._validate() if self.split.val else (float("nan"), train_acc)
-            is_best = self.best_acc is None or val_acc > self.best_acc
+            # the paper recipe's result is the last epoch: each epoch replaces the previous one
+            is_best = cfg.keep == "last" or self.best_acc is None or val_acc > self.best_acc
             if is_best:
                 self.best_acc, self.best_epoch, self.bad_epochs = val_acc, epoch, 0
             else:
@@ -363,21 +371,23 @@ class _Run:
 
         model = self.model.to(self.device)
         self.meter = MemoryMeter(self.device)
+        self.steps_per_epoch = steps_per_epoch(len(self.split.train), cfg.batch_size, cfg.drop_last)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        if cfg.max_steps:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.cache = self._make_cache()
+        self._store_pending = self._features_from_store(model_kwargs)
+        if cfg.lr == "auto" or cfg.augment == "auto":
+            cfg = self.config = self._search()
         image_cache = default_image_cache()
         self.train_set = image_dataset(self.split.train, model.data_config, cfg.augment, train=True, cache=image_cache)
         self.val_set = image_dataset(self.split.val, model.data_config, "none", train=False, cache=image_cache)
         if image_cache is not None and self.writes:   # room for this run's images, least recently used go first
             image_cache.make_room(_expected_cache_bytes(self.train_set) + _expected_cache_bytes(self.val_set))
-        self.steps_per_epoch = math.ceil(len(self.split.train) / cfg.batch_size)
-        self.total_steps = cfg.epochs * self.steps_per_epoch
-        if cfg.max_steps:
-            self.total_steps = min(self.total_steps, cfg.max_steps)
         self.optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
         warmup = warmup_steps_for(cfg.warmup_epochs, self.steps_per_epoch, self.total_steps)
-        self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup)
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup, prefix=cfg.warmup_prefix)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.use_grad_scaler)
-        self.cache = self._make_cache()
-        self._store_pending = self._features_from_store(model_kwargs)
         return state
 
     def _read_saved_run(self) -> tuple[list[str], dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
@@ -386,10 +396,45 @@ class _Run:
         state = ckpt.load_state(self.run_dir) if folder.has_state() else None   # None: start again from 0
         return folder.read_classes(), folder.read_split(), state, folder.read_spec()
 
+    def _search(self) -> TrainConfig:
+        """Find the learning rate and / or augmentation left on 'auto'; record it; return the resolved config."""
+        from ..recipes import lr_candidates
+        from .autotune import AutoTuner, SearchResult, SearchStopped
+
+        cfg = self.config
+        tuner = AutoTuner(self.model, self.split.train, cfg, lr_candidates(cfg.recipe, cfg.method), self.total_steps,
+                          self.steps_per_epoch, self.device, self._autocast, self.cache,
+                          should_stop=lambda: self.token.stop_requested, on_failure=self._bad_file)
+        try:
+            record = self.ddp.share(lambda: tuner.run().to_dict())   # rank 0 searches, every rank uses its choice
+        except SearchStopped:
+            raise ScanCancelled() from None     # stopped before the first epoch: nothing to keep
+        result = SearchResult.from_dict(record)
+        resolved = replace(cfg, lr=result.lr, augment=result.augment)
+        if self.writes:                         # resume reuses the choice
+            self.folder.write_search(record)
+            self.folder.write_config({**resolved.to_dict(), **self.ddp.describe(resolved.batch_size)})
+        self.listener.search_finished(record)
+        if self.cache is not None and not self._cache_wanted(resolved):
+            self.cache.close()                  # augmentation chosen: the prefix changes every epoch
+            self.cache = None
+        return resolved
+
+    def _autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=self.precision.autocast_dtype or torch.float32,
+                              enabled=self.precision.autocast)
+
+    def _bad_file(self, path: str, reason: str) -> None:
+        self.listener.warning(f"Left out an image that could not be loaded: {reason}")
+
+    @staticmethod
+    def _cache_wanted(cfg: TrainConfig) -> bool:
+        # 'auto' augmentation: cache while searching; dropped again if an augmentation is chosen
+        return cfg.cache_features == "on" or (cfg.cache_features == "auto" and cfg.augment in ("none", "auto"))
+
     def _make_cache(self) -> FeatureCache | None:
         cfg = self.config
-        wanted = cfg.cache_features == "on" or (cfg.cache_features == "auto" and cfg.augment == "none")
-        if not wanted:
+        if not self._cache_wanted(cfg):
             return None
         if self.ddp.enabled:    # each process sees other images every epoch, so no process's cache would fill
             if cfg.cache_features == "on":
@@ -400,7 +445,7 @@ class _Run:
                 self.listener.warning("The feature cache is off because drop-path makes the frozen blocks "
                                       "random in training.")
             return None
-        if cfg.augment != "none":
+        if cfg.augment not in ("none", "auto"):
             self.listener.warning("The feature cache is on with augmentation: later epochs reuse the first "
                                   "epoch's augmented images.")
         n = len(self.split.train) + len(self.split.val)     # val samples sit after the training samples
@@ -455,6 +500,8 @@ class _Run:
         n = len(self.split.train)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.config.seed, epoch)))
         batches = [order[i:i + self.config.batch_size].tolist() for i in range(0, n, self.config.batch_size)]
+        if self.config.drop_last and len(batches) > 1 and len(batches[-1]) < self.config.batch_size:
+            batches.pop()                               # the paper recipe: every batch is a full batch
         self._global_lens = [len(b) for b in batches]
         seed = epoch_seed(self.config.seed, epoch)      # each sample's augmentation = f(seed, index)
         if self.ddp.enabled:    # this rank's slice of each global batch
@@ -465,25 +512,36 @@ class _Run:
     def _batches(self, dataset: Any, batches: list[list[int]], offset: int, seed: int | None = None) -> Iterator[Any]:
         """(indices, labels, inputs) of the samples that load; a failed file is reported and left out."""
         labels_all = torch.tensor([y for _, y in dataset.samples], dtype=torch.long)
-        if self.cache is not None and self.cache.complete:
-            for batch in batches:
-                kept = [i for i in batch if i + offset not in self.excluded]
-                if not kept:
-                    continue
-                idx = torch.tensor(kept, dtype=torch.long)
-                yield idx, labels_all[idx].to(self.device), self.cache.fetch(idx + offset, self.device)
-            return
-        for images, labels, idx, failed in self._loader(dataset)(batches, seed):
+        cache, empty = self.cache, torch.zeros(0, dtype=torch.long)
+        nothing = (empty, empty.to(self.device), torch.zeros(0, device=self.device))
+        # One item per batch, in order: a batch whose every file failed comes back empty, so several
+        # processes stay in step. A sample whose file failed is left out of every later batch; batches
+        # whose prefixes are all cached (later epochs; images the search already saw) skip the images.
+        batches = [[i for i in b if i + offset not in self.excluded] for b in batches]
+        cached = [cache is not None and bool(b) and bool(cache.filled[torch.tensor(b, dtype=torch.long) + offset].all())
+                  for b in batches]
+        to_load = [b for b, c in zip(batches, cached) if b and not c]
+        loaded = iter(self._loader(dataset)(to_load, seed)) if to_load else iter(())
+        for batch, is_cached in zip(batches, cached):
+            if not batch:
+                yield nothing
+                continue
+            if is_cached:
+                idx = torch.tensor(batch, dtype=torch.long)
+                yield idx, labels_all[idx].to(self.device), cache.fetch(idx + offset, self.device)
+                continue
+            images, labels, idx, failed = next(loaded)
             for item in failed:
                 if item.sample_index + offset not in self.excluded:
                     self.excluded.add(item.sample_index + offset)
                     self.listener.warning(f"Left out an image that could not be loaded: {item.reason}")
-            if self.cache is not None and failed:
-                self.cache.exclude(torch.tensor([f.sample_index for f in failed], dtype=torch.long) + offset)
+            if cache is not None and failed:
+                cache.exclude(torch.tensor([f.sample_index for f in failed], dtype=torch.long) + offset)
             if images is None:
+                yield nothing
                 continue
             inputs: Any = images.to(self.device, non_blocking=True)
-            if self.cache is not None:
+            if cache is not None:
                 inputs = {"_images": inputs, "_cache_index": idx + offset}   # prefix computed and stored in step
             yield idx, labels.to(self.device, non_blocking=True), inputs
 

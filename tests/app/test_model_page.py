@@ -27,7 +27,9 @@ def test_builds_a_valid_config_from_the_controls(page, tmp_path):
     page.inject_from.setValue(1)
     page.batch_size.setValue(8)
     page.val_percent.setValue(30)
-    page.augment.setCurrentText("none")
+    assert page.augment.currentText() == "Automatic" and page.lr.text() == "Automatic"   # the defaults
+    assert page.recipe.currentText() == "Quick (default)"
+    page.augment.setCurrentIndex(page.augment.findData("none"))
     page.checkpoint_blocks.setChecked(True)
     config = page.build_config(str(tmp_path))
     assert isinstance(config, TrainConfig)
@@ -35,6 +37,14 @@ def test_builds_a_valid_config_from_the_controls(page, tmp_path):
     assert (config.rank, config.fusion_kernel, config.inject_from) == (4, 5, 1)
     assert (config.batch_size, config.val_fraction, config.augment) == (8, 0.3, "none")
     assert config.checkpoint_blocks is True and config.weights == "random"
+    assert config.lr == "auto" and config.recipe == "quick"
+    page.lr.setValue(0.003)                                # a number typed by the person wins
+    assert page.build_config(str(tmp_path)).lr == 0.003
+    page.recipe.setCurrentIndex(page.recipe.findData("paper"))   # the paper recipe brings its own values
+    paper = page.build_config(str(tmp_path))
+    assert (paper.recipe, paper.epochs, paper.warmup_epochs, paper.lr, paper.augment) == ("paper", 100, 10.0, "auto", "none")
+    assert (paper.resize, paper.normalize, paper.keep, paper.drop_path) == ("squash", "0.5", "last", 0.1)
+    page.recipe.setCurrentIndex(page.recipe.findData("quick"))
     # "Auto" is the lowest value of a spin box and means "family default" (None).
     page.rank.setValue(page.rank.minimum())
     page.image_size.setValue(page.image_size.minimum())

@@ -13,7 +13,8 @@ import pytest
 from dtl_engine import cli
 from image_factory import make_image_folder
 
-COMMANDS = ["scan", "train", "resume", "evaluate", "export", "predict", "explain", "doctor", "runs", "bench"]
+COMMANDS = ["scan", "train", "resume", "evaluate", "export", "predict", "explain", "doctor", "runs", "bench",
+            "bench-accuracy"]
 TINY = ["--backbone", "test_vit", "--weights", "random", "--model-kwargs", '{"patch_size": 4, "img_size": 32}',
         "--batch-size", "4", "--augment", "none", "--device", "cpu", "--seed", "0"]
 
@@ -127,3 +128,14 @@ def test_ctrl_c_stops_cleanly_and_says_where_the_checkpoint_is(tmp_path, capsys,
     assert cli.main(["resume", str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert "Finished 2 epoch(s)" in out and "epoch 2/2" in out
+
+
+def test_bench_accuracy_prints_the_rows_side_by_side_and_the_search_share(tmp_path, capsys):
+    data = make_image_folder(tmp_path / "images", {"apple": 8, "pear": 8}, size=(24, 24))
+    assert cli.main(["bench-accuracy", str(data), "--epochs", "1", "--no-pretrained"]) == 0
+    out = capsys.readouterr().out
+    for row in ("DTL, defaults", "DTL, old fixed lr 1e-3 + light aug", "linear probe, defaults"):
+        assert re.search(rf"\| {re.escape(row)} \| test_vit \| [0-9.e-]+ \| [a-z-]+ \| 0\.\d{{3}}|1\.000", out)
+    assert "| 0.001 | light |" in out                                   # the old fixed settings, as typed
+    assert re.search(r"search share of run time, DTL, defaults: \d+% of the CPU time", out)
+    assert not list(data.rglob("*.json"))                               # nothing written into the data

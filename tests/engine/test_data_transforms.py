@@ -12,7 +12,8 @@ from PIL import Image
 from dtl_engine.data import build_transform
 from dtl_engine.errors import DataError
 
-PRESETS = [("none", False), ("none", True), ("light", True), ("standard", True), ("standard", False)]
+PRESETS = [("none", False), ("none", True), ("light-noflip", True), ("light", True), ("standard", True),
+           ("standard", False)]
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def test_transforms_can_go_to_worker_processes(vit_config):
 
 
 def test_unknown_preset_is_refused(vit_config):
-    with pytest.raises(DataError, match="none, light, standard"):
+    with pytest.raises(DataError, match="none, light-noflip, light, standard"):
         build_transform(vit_config, "heavy", True)
 
 
@@ -92,3 +93,19 @@ def test_standard_survives_every_op_at_its_strongest(vit_config):
     for op in rand_aug.ops:
         op.prob, op.magnitude, op.magnitude_std = 1.0, 100.0, 0.0   # clipped to the policy's cap
         op(img)
+
+
+def test_light_noflip_crops_but_never_mirrors(vit_config):
+    pixels = np.zeros((48, 48, 3), dtype=np.uint8)
+    pixels[:, :24] = 255                                   # bright left half: a mirror puts it on the right
+    image = Image.fromarray(pixels)
+    torch.manual_seed(0)
+    sides = {}
+    for augment in ("light-noflip", "light"):
+        tf = build_transform(vit_config, augment, True)
+        outs = [tf(image) for _ in range(24)]
+        w = outs[0].shape[-1]
+        sides[augment] = [bool(o[..., : w // 2].mean() > o[..., w // 2:].mean()) for o in outs]
+        assert len({tuple(o.shape) for o in outs}) == 1 and not all(torch.equal(outs[0], o) for o in outs[1:])
+    assert all(sides["light-noflip"])                      # never mirrored
+    assert not all(sides["light"])                         # 'light' does mirror some

@@ -32,11 +32,17 @@ def _randomise_side(model, std=0.3, seed=1):
 # --- independent re-statement of the equations -----------------------------------------------
 
 def _phi(s, conv_weight, to_nchw, from_nchw):
-    """DTL+: depthwise k×k conv, no bias, 'same' padding, on the patch grid."""
+    """DTL+: depthwise k×k conv, no bias, 'same' padding, on the patch grid.
+
+    'Same' as the official code gets it from PyTorch: (k-1)//2 zeros before, the rest after, so an
+    even kernel pads one more on the right and bottom.
+    """
     if conv_weight is None:
         return s
     k = conv_weight.shape[-1]
-    return from_nchw(F.conv2d(to_nchw(s), conv_weight, padding=k // 2, groups=conv_weight.shape[0]))
+    before, after = (k - 1) // 2, k - 1 - (k - 1) // 2
+    maps = F.pad(to_nchw(s), (before, after, before, after))
+    return from_nchw(F.conv2d(maps, conv_weight, groups=conv_weight.shape[0]))
 
 
 def _swish(h, beta):
@@ -141,6 +147,9 @@ VIT_CASES = [
     pytest.param(("test_vit", {}), {"image_size": 224}, (224, 224), id="vit-p16-224"),
     pytest.param(("test_vit", {}), {"image_size": 384}, (384, 384), id="vit-p16-384"),
     pytest.param(("test_vit", {}), {"image_size": (224, 320)}, (224, 320), id="vit-p16-224x320"),
+    pytest.param(TINY_VIT, {"fusion_kernel": 4}, (32, 32), id="vit-even-kernel-4"),
+    pytest.param(TINY_VIT, {"fusion_kernel": 2, "image_size": (32, 48), "model_kwargs": {"dynamic_img_size": False}},
+                 (32, 48), id="vit-even-kernel-2-non-square"),
 ]
 
 
@@ -158,7 +167,7 @@ def test_vit_matches_the_equations(entry, kw, hw, variant):
     assert not torch.allclose(got, plain, atol=1e-3)  # the side network really changes the output
     if variant == "dtl+":
         k = model.spec.fusion_kernel
-        assert model.side_network.fusion["stage0"].weight.shape == (64, 1, k, k) and k == 3
+        assert model.side_network.fusion["stage0"].weight.shape == (64, 1, k, k) and k == kw.get("fusion_kernel", 3)
 
 
 SWIN_CASES = [

@@ -21,7 +21,7 @@ from dtl_engine.run_folder import RunFolder, claim_new
 ROOT = Path(dtl_engine.__file__).resolve().parents[1]        # the tree whose code is under test
 NAMES = [run_folder.RUN_FILE, run_folder.CONFIG, run_folder.CLASSES, run_folder.SPLIT, run_folder.SPEC,
          run_folder.LAST_WEIGHTS, run_folder.BEST_WEIGHTS, run_folder.STATE, run_folder.METRICS, run_folder.REPORT,
-         run_folder.EVENT_LOG, run_folder.DOCTOR_CSV]
+         run_folder.EVENT_LOG, run_folder.SEARCH, run_folder.DOCTOR_CSV]
 
 
 def test_the_run_file_names_appear_in_one_module_only():

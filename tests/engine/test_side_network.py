@@ -1,4 +1,4 @@
-"""Compact Side Network parts: initialisation, swish gate, DTL+ identity start, low-precision tap gradients."""
+"""Compact Side Network parts: initialisation, swish gate, DTL+ conv as the official code, low-precision tap gradients."""
 from __future__ import annotations
 
 import torch
@@ -27,12 +27,21 @@ def test_taps_are_bias_free_low_rank_and_start_at_zero():
     assert sum(p.numel() for p in net.parameters()) == 2 * (2 * 16 * 2) + 2 * 32 * 2 + 32 * 25
 
 
-def test_dtl_plus_conv_starts_as_identity():
+def test_dtl_plus_conv_is_initialised_and_padded_as_the_official_code():
+    torch.manual_seed(0)
     net = CompactSideNetwork({0: 8}, rank=2, fusion_stages={0: 8}, fusion_kernel=3)
     conv = net.fusion["stage0"]
-    assert conv.groups == 8 and conv.bias is None and conv.padding == (1, 1)
+    assert conv.groups == 8 and conv.bias is None and conv.padding == "same"
+    bound = 1 / 9 ** 0.5  # PyTorch's default conv init: Kaiming-uniform (a=√5), fan-in 1·3·3
+    assert conv.weight.abs().max() <= bound and conv.weight.std() > bound / 4
     maps = torch.randn(2, 8, 5, 7)
-    assert torch.allclose(conv(maps), maps)
+    assert not torch.allclose(conv(maps), maps)  # not an identity start
+    # an even kernel keeps the grid and pads one more zero on the right / bottom, as PyTorch's 'same'
+    even = CompactSideNetwork({0: 8}, rank=2, fusion_stages={0: 8}, fusion_kernel=4).fusion["stage0"]
+    out = even(maps)
+    assert out.shape == maps.shape
+    manual = torch.nn.functional.conv2d(torch.nn.functional.pad(maps, (1, 2, 1, 2)), even.weight, groups=8)
+    assert torch.allclose(out, manual, atol=1e-6)
 
 
 def test_low_precision_tap_gradients_match_full_precision():

@@ -1,0 +1,400 @@
+"""The automatic learning rate and augmentation: probe trials on part of the training images.
+
+Only the training split is used: it is divided (per class, by the seed) into a search-train and a
+search-validation part; the run's validation and test images are never looked at.
+
+What is tried: a classifier on the frozen backbone's features (exactly the model at step 0: the
+side network starts at zero), trained for the run's own number of updates with the run's own
+schedule, at several rates (all at once); then, at the best rate, once with light crops without
+flips and once with flips. The lowest loss on the search-validation images wins (the loss, not the
+accuracy: it still ranks trials that all sit near chance); an augmentation must lower it by a
+margin without costing accuracy, since it also makes the run slower (no prefix cache). The linear
+probe takes the best rate; a model with a side network takes :data:`SIDE_LR_FACTOR` of it, at the
+nearest of its candidate rates (see there why).
+
+Why probe trials and not short runs of the whole model: a short run says little about a long one
+(on a randomly initialised backbone every rate stays at chance for the first hundred-odd updates;
+tried and dropped), while a probe trained for the full length is cheap enough to run at every rate:
+the expensive part, the frozen features, is computed once per image and reused by every trial:
+
+* the frozen prefix (blocks 0…M) of each search image goes into the run's own prefix cache, so the
+  main run does not compute those images again;
+* the rest of the forward pass runs once per image (no gradients) to give its features;
+* an augmentation is tried with one fixed augmented copy of up to 256 images, each used in place
+  of its original (as an augmented run sees every image augmented).
+
+Deterministic for a seed. The result (chosen values, every trial with its loss curve, the time
+spent) is written to the run folder as :data:`SEARCH_FILE`; a resumed run reads the choices back
+from ``config.json`` and does not search again.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .feature_cache import FeatureCache
+from .optim import build_scheduler, warmup_steps_for
+
+from ..run_folder import SEARCH as SEARCH_FILE       # the search record's name in the run folder
+
+MAX_TRIAL_STEPS = 3000     # probe updates per trial at most (the run's own count below that)
+MAX_SEARCH_IMAGES = 2000   # images of the training split the search uses at most
+MAX_VIEW_IMAGES = 256      # images that get an augmented copy
+SEARCH_VAL_SHARE = 0.25    # of the search images, held out to score the trials
+AUGMENT_MARGIN = 0.02      # share of the validation loss an augmentation must remove to be chosen
+AUGMENT_LADDER = ("none", "light-noflip", "light")
+MAX_CURVE_POINTS = 40
+PROBE_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)   # the probe's own rates when the model has a side network
+# The side network trains through the frozen blocks after M and needs a smaller step than a classifier on
+# fixed features: its rate is this share of the probe's best, at the nearest candidate. Measured on the
+# built-in digits (random test_vit, 15 epochs): the probe's best rate was 0.1 (160 px) and 0.3 (32 px),
+# DTL's best 1e-2 in both; at 3e-2 DTL became unstable (README, "Measured").
+SIDE_LR_FACTOR = 0.1
+
+
+@dataclass
+class Trial:
+    """One probe trial (a classifier on the frozen features): its settings, score and loss curve."""
+
+    lr: float
+    augment: str
+    val_acc: float
+    val_loss: float
+    steps: int
+    seconds: float
+    curve: list[float] = field(default_factory=list)   # training loss, averaged into at most 40 points
+
+
+@dataclass
+class SearchResult:
+    """What the search chose and how."""
+
+    lr: float
+    augment: str
+    lr_searched: bool
+    augment_searched: bool
+    trials: list[Trial]
+    seconds: float
+    steps_per_trial: int
+    search_train: int
+    search_val: int
+    view_images: int
+    cpu_seconds: float = 0.0          # process CPU time (steadier than wall time on a busy machine)
+
+    def summary(self) -> str:
+        """One line for people, e.g. 'learning rate chosen automatically: 3e-3, no flips'."""
+        return describe_choice(self.lr, self.augment, self.lr_searched, self.augment_searched)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["summary"] = self.summary()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "SearchResult":
+        values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known = Trial.__dataclass_fields__
+        values["trials"] = [Trial(**{k: v for k, v in t.items() if k in known}) for t in data.get("trials", [])]
+        return cls(**values)
+
+
+_AUGMENT_WORDS = {"none": "no augmentation", "light-noflip": "light crops, no flips",
+                  "light": "light crops with flips", "standard": "standard augmentation"}
+
+
+def describe_choice(lr: float, augment: str, lr_searched: bool, augment_searched: bool) -> str:
+    """'learning rate chosen automatically: 3e-3, no flips' and its variants."""
+    rate = f"{lr:.0e}".replace("e-0", "e-")
+    words = _AUGMENT_WORDS.get(augment, augment)
+    if lr_searched and augment_searched:
+        return f"learning rate chosen automatically: {rate}, {words}"
+    if lr_searched:
+        return f"learning rate chosen automatically: {rate}"
+    return f"augmentation chosen automatically: {words}"
+
+
+def read_search(run_dir: str | Path) -> SearchResult | None:
+    """The search record of a run folder, or None when the run did not search."""
+    from ..run_folder import RunFolder
+
+    record = RunFolder(run_dir).read_search()
+    if record is None:
+        return None
+    try:
+        return SearchResult.from_dict(record)
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def split_for_search(labels: Sequence[int], seed: int) -> tuple[list[int], list[int]]:
+    """Indices into the training split: (search-train, search-validation), stratified per class.
+
+    At most :data:`MAX_SEARCH_IMAGES` images; every class with two or more images keeps at
+    least one on each side.
+    """
+    rng = random.Random(seed * 7919 + 17)
+    by_class: dict[int, list[int]] = defaultdict(list)
+    for i, y in enumerate(labels):
+        by_class[int(y)].append(i)
+    keep = min(1.0, MAX_SEARCH_IMAGES / max(1, len(labels)))
+    train, val = [], []
+    for y in sorted(by_class):
+        idx = by_class[y][:]
+        rng.shuffle(idx)
+        idx = idx[:max(2, round(len(idx) * keep))] if len(idx) > 2 else idx
+        n_val = min(len(idx) - 1, max(1, round(len(idx) * SEARCH_VAL_SHARE))) if len(idx) > 1 else 0
+        val += idx[:n_val]
+        train += idx[n_val:]
+    return sorted(train), sorted(val)
+
+
+def trial_steps(total_steps: int) -> int:
+    """Updates per probe trial: the run's own count, at most :data:`MAX_TRIAL_STEPS`."""
+    return int(min(MAX_TRIAL_STEPS, max(1, total_steps)))
+
+
+class AutoTuner:
+    """Runs the search for one prepared run (model on its device at step 0, training samples, settings).
+
+    Args:
+        model: the run's model, untrained (it is only read: nothing of it is changed).
+        samples: the training split as (path, label).
+        config: the run's TrainConfig (lr / augment 'auto' or fixed, seed, batch size, ...).
+        candidates: the learning rates to compare.
+        total_steps: the main run's update count (the probe trials' length).
+        steps_per_epoch: the main run's updates per epoch (for the warm-up length).
+        device, autocast: where and in which precision the model runs.
+        cache: the run's prefix cache over the training samples (indices 0…n-1), or None (then the
+            features come from whole forward passes and nothing is kept).
+        should_stop: polled while working; True aborts with :class:`SearchStopped`.
+        on_failure: called for images that cannot be read.
+    """
+
+    def __init__(self, model: torch.nn.Module, samples: Sequence[tuple[str, int]], config: Any,
+                 candidates: Sequence[float], total_steps: int, steps_per_epoch: int, device: torch.device,
+                 autocast: Callable[[], Any], cache: FeatureCache | None,
+                 should_stop: Callable[[], bool] = lambda: False,
+                 on_failure: Callable[[str, str], None] | None = None) -> None:
+        self.model, self.samples, self.cfg = model, list(samples), config
+        self.candidates = [float(c) for c in candidates]
+        self.total_steps, self.steps_per_epoch = total_steps, max(1, steps_per_epoch)
+        self.device, self.autocast = device, autocast
+        self.should_stop, self.on_failure = should_stop, on_failure
+        self.labels = torch.tensor([y for _, y in self.samples], dtype=torch.long)
+        self.base = cache
+        self.lost: set[int] = set()         # samples whose file failed to load: left out of every trial
+        self.num_classes = int(model.head.out_features)
+
+    # ------------------------------------------------------------------ story
+    def run(self) -> SearchResult:
+        cfg, t0, c0 = self.cfg, time.perf_counter(), time.process_time()
+        lr_auto, aug_auto = cfg.lr == "auto", cfg.augment == "auto"
+        side = getattr(self.model, "side_network", None) is not None
+        self.train_idx, self.val_idx = split_for_search(self.labels.tolist(), cfg.seed)
+        base_aug = "none" if aug_auto else cfg.augment
+        # the linear probe is the probe itself: its rates are the method's; DTL's probe has its own
+        probe_lrs = PROBE_LRS if side else (self.candidates if lr_auto else [float(cfg.lr)])
+        self.steps = trial_steps(self.total_steps)
+        was_training = self.model.training
+        try:
+            self.features = self._features(self.train_idx + self.val_idx)
+            self.views = {}
+            trials = self._trials(probe_lrs, base_aug)
+            probe = min(trials, key=_score)
+            chosen = base_aug
+            if aug_auto:
+                chosen_trial = probe
+                for augment in AUGMENT_LADDER[1:]:
+                    t = self._trials([probe.lr], augment)[0]
+                    trials.append(t)
+                    if _clearly_better(t, chosen_trial):
+                        chosen_trial, chosen = t, augment
+            lr = probe.lr if lr_auto else float(cfg.lr)
+            if side and lr_auto:
+                lr = side_rate(probe.lr, self.candidates)
+        finally:
+            self.model.train(was_training)
+        return SearchResult(lr=lr, augment=chosen, lr_searched=lr_auto, augment_searched=aug_auto,
+                            trials=trials, seconds=time.perf_counter() - t0, steps_per_trial=self.steps,
+                            cpu_seconds=time.process_time() - c0,
+                            search_train=len(self.train_idx), search_val=len(self.val_idx),
+                            view_images=len(self._view_indices()) if self.views else 0)
+
+    # ------------------------------------------------------------------ features
+    def _view_indices(self) -> list[int]:
+        rng = random.Random(self.cfg.seed * 31 + 5)
+        idx = self.train_idx[:]
+        rng.shuffle(idx)
+        return sorted(idx[:MAX_VIEW_IMAGES])
+
+    @torch.no_grad()
+    def _features(self, indices: list[int], augment: str = "none") -> dict[int, torch.Tensor]:
+        """The classifier's input (on the CPU, float32) for the training samples ``indices``.
+
+        Without augmentation the frozen prefix goes through the run's prefix cache (filled here,
+        reused by the run); with one, a random ``augment`` copy of each image is drawn once.
+        """
+        model = self.model.eval()
+        captured: list[torch.Tensor] = []
+        hook = model.head.register_forward_hook(lambda _m, args, _out: captured.append(args[0].float().cpu()))
+        out: dict[int, torch.Tensor] = {}
+        try:
+            cached = self.base is not None and augment == "none"
+            todo = [i for i in indices if not (cached and bool(self.base.filled[i])) and i not in self.lost]
+            if todo:
+                self._load_features(todo, augment, cached, captured, out)
+            rest = [i for i in indices if i not in out and i not in self.lost]
+            size = max(self.cfg.batch_size, 64)
+            for start in range(0, len(rest), size):             # prefixes cached before: the suffix only
+                chunk = rest[start:start + size]
+                captured.clear()
+                with self.autocast():
+                    model.forward_from_prefix(self.base.fetch(torch.tensor(chunk, dtype=torch.long), self.device))
+                out.update(zip(chunk, captured[0]))
+        finally:
+            hook.remove()
+        return out
+
+    def _load_features(self, todo: list[int], augment: str, cached: bool, captured: list[torch.Tensor],
+                       out: dict[int, torch.Tensor]) -> None:
+        """Decode the samples ``todo`` (draft-decoded, through the loader workers) and add their features."""
+        from ..data.loader import BatchLoader, auto_num_workers, image_dataset
+
+        model = self.model
+        dataset = image_dataset([self.samples[i] for i in todo], model.data_config, augment,
+                                train=augment != "none", on_failure=self.on_failure)
+        seed = self.cfg.seed * 101 + (AUGMENT_LADDER.index(augment) if augment in AUGMENT_LADDER else 9)
+        _seed(seed)
+        loader = BatchLoader(dataset, auto_num_workers(self.cfg.num_workers))
+        target = torch.tensor(todo, dtype=torch.long)
+        size = self.cfg.batch_size
+        try:
+            for batch in loader([list(range(i, min(i + size, len(todo)))) for i in range(0, len(todo), size)], seed):
+                if self.should_stop():
+                    raise SearchStopped()
+                lost = target[[f.sample_index for f in batch.failed]]     # reported; never a substitute
+                self.lost.update(lost.tolist())
+                if cached and len(lost):
+                    self.base.exclude(lost)
+                if batch.images is None:
+                    continue
+                local = batch.indices
+                with self.autocast():
+                    prefix = model.forward_prefix(batch.images.to(self.device))
+                    if cached:
+                        self.base.store(target[local], prefix)
+                    captured.clear()
+                    model.forward_from_prefix(prefix)
+                out.update(zip(target[local].tolist(), captured[0]))
+        finally:
+            loader.close()
+
+    def _view(self, augment: str) -> dict[int, torch.Tensor]:
+        if augment not in self.views:
+            self.views[augment] = self._features(self._view_indices(), augment)
+        return self.views[augment]
+
+    # ------------------------------------------------------------------ trials
+    def _trials(self, lrs: Sequence[float], augment: str) -> list[Trial]:
+        """Train one fresh classifier per rate in ``lrs`` on the features, all at once, for the run's length."""
+        if self.should_stop():
+            raise SearchStopped()
+        t0 = time.perf_counter()
+        cfg = self.cfg
+        view = self._view(augment) if augment != "none" else {}
+        x_train = torch.stack([self.features[i] for i in self.train_idx])
+        x_view = torch.stack([view.get(i, self.features[i]) for i in self.train_idx])
+        has_view = torch.tensor([i in view for i in self.train_idx])
+        y_train = self.labels[self.train_idx]
+        _seed(cfg.seed * 1_000_003 + 4242)
+        first = torch.nn.Linear(x_train.shape[1], self.num_classes)
+        torch.nn.init.trunc_normal_(first.weight, std=0.02)      # as the run's own classifier
+        torch.nn.init.zeros_(first.bias)
+        weights = [torch.nn.Parameter(first.weight.detach().clone()) for _ in lrs]
+        biases = [torch.nn.Parameter(first.bias.detach().clone()) for _ in lrs]
+        groups = []
+        for w, b, lr in zip(weights, biases, lrs):              # decay on the weights, not on the biases
+            groups += [{"params": [w], "lr": lr, "weight_decay": cfg.weight_decay},
+                       {"params": [b], "lr": lr, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups)
+        warmup = warmup_steps_for(cfg.warmup_epochs, self.steps_per_epoch, self.steps)
+        scheduler = build_scheduler(optimizer, self.steps, warmup, prefix=cfg.warmup_prefix)
+        gen = torch.Generator().manual_seed(cfg.seed * 7 + 3)   # the same batches in every trial
+        n, size, k = len(self.train_idx), cfg.batch_size, len(lrs)
+        order = torch.empty(0, dtype=torch.long)
+        curves: list[list[float]] = [[] for _ in lrs]
+        alive = torch.ones(k, dtype=torch.bool)
+        for step in range(self.steps):
+            if len(order) < size:
+                order = torch.cat([order, torch.randperm(n, generator=gen)])
+            batch, order = order[:size], order[size:]
+            x = torch.where(has_view[batch][:, None], x_view[batch], x_train[batch])
+            y = y_train[batch]
+            scheduler.step_update(step)
+            logits = torch.einsum("bd,kcd->kbc", x, torch.stack(weights)) + torch.stack(biases)[:, None, :]
+            losses = F.cross_entropy(logits.reshape(k * len(y), -1), y.repeat(k), reduction="none",
+                                     label_smoothing=cfg.label_smoothing).view(k, -1).mean(1)
+            alive &= torch.isfinite(losses.detach())            # a diverged rate stays as it is
+            if not bool(alive.any()):
+                break
+            optimizer.zero_grad(set_to_none=True)
+            losses[alive].sum().backward()
+            optimizer.step()
+            for j in range(k):
+                curves[j].append(float(losses[j].detach()) if bool(alive[j]) else float("inf"))
+        trials = []
+        x_val, y_val = torch.stack([self.features[i] for i in self.val_idx]), self.labels[self.val_idx]
+        seconds = (time.perf_counter() - t0) / k
+        with torch.no_grad():
+            for j, lr in enumerate(lrs):
+                logits = x_val @ weights[j].T + biases[j]
+                val_loss = float(F.cross_entropy(logits, y_val)) if bool(alive[j]) else float("inf")
+                val_acc = float((logits.argmax(1) == y_val).float().mean()) if len(y_val) else 0.0
+                trials.append(Trial(lr=float(lr), augment=augment, val_acc=val_acc,
+                                    val_loss=val_loss if math.isfinite(val_loss) else float("inf"),
+                                    steps=len(curves[j]), seconds=seconds, curve=_thin(curves[j])))
+        return trials
+
+
+class SearchStopped(Exception):
+    """Stop was requested during the search."""
+
+
+def side_rate(probe_lr: float, candidates: Sequence[float]) -> float:
+    """The model's rate from the probe's best: :data:`SIDE_LR_FACTOR` of it, at the nearest candidate."""
+    target = math.log(probe_lr * SIDE_LR_FACTOR)
+    return float(min(candidates, key=lambda c: (abs(math.log(c) - target), c)))
+
+
+def _score(trial: Trial) -> tuple[float, float]:
+    # the validation loss first: unlike the accuracy it still ranks trials that all sit near chance
+    # (a random backbone after a short run); a diverged trial (infinite loss) loses
+    return (trial.val_loss, -trial.val_acc)
+
+
+def _clearly_better(candidate: Trial, current: Trial) -> bool:
+    """An augmentation must lower the loss by a margin and not cost accuracy (it also slows the run)."""
+    return (candidate.val_loss <= current.val_loss * (1.0 - AUGMENT_MARGIN)
+            and candidate.val_acc >= current.val_acc - 0.005)
+
+
+def _thin(values: list[float]) -> list[float]:
+    if len(values) <= MAX_CURVE_POINTS:
+        return [round(v, 5) for v in values]
+    chunks = np.array_split(np.asarray(values, dtype=np.float64), MAX_CURVE_POINTS)
+    return [round(float(c.mean()), 5) for c in chunks]
+
+
+def _seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)

@@ -1,0 +1,156 @@
+"""The automatic learning rate and augmentation, the recipes, and the official model details in real runs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dtl_engine import cli
+from dtl_engine.config import TrainConfig
+from dtl_engine.data import ImageDataset
+from dtl_engine.errors import RunError
+from dtl_engine.training import resume, train
+from dtl_engine.training.autotune import SEARCH_FILE, read_search, side_rate, split_for_search
+from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, tiny_config
+
+torch.set_num_threads(1)
+
+
+def _auto(data: Path, **overrides) -> TrainConfig:
+    # the tiny model, with the learning rate and augmentation left to the search (the product's default)
+    values = dict(lr="auto", augment="auto", cache_features="auto")
+    values.update(overrides)
+    return tiny_config(data, **values)
+
+
+def _half_bright(path: Path, left: bool, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 40, size=(24, 24, 3)).astype(np.uint8)
+    pixels[:, :12 if left else 24][:, (0 if left else 12):] += 180   # one half bright
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels, "RGB").save(path)
+
+
+def test_search_split_is_inside_the_training_split_stratified_and_seeded():
+    labels = [0] * 30 + [1] * 10 + [2] * 2
+    a_train, a_val = split_for_search(labels, seed=3)
+    assert split_for_search(labels, seed=3) == (a_train, a_val)          # deterministic
+    assert split_for_search(labels, seed=4) != (a_train, a_val)
+    assert not set(a_train) & set(a_val) and set(a_train) | set(a_val) <= set(range(len(labels)))
+    for c in (0, 1, 2):                                                  # every class on both sides
+        assert any(labels[i] == c for i in a_train) and any(labels[i] == c for i in a_val)
+
+
+def test_auto_run_records_its_choice_uses_only_training_images_and_is_deterministic(tmp_path, monkeypatch):
+    data = image_folder(tmp_path, per_class=10)
+    loaded: list[str] = []
+    original = ImageDataset.__getitem__
+
+    def spy(self, index):
+        loaded.append(self.samples[index][0])
+        return original(self, index)
+
+    monkeypatch.setattr(ImageDataset, "__getitem__", spy)
+    seen_at_search: list[str] = []
+    listener = Recorder(search_finished=lambda result: seen_at_search.extend(loaded))
+    first = train(_auto(data), listener, run_dir=tmp_path / "a", model_kwargs=MODEL_KWARGS)
+
+    split = json.loads((tmp_path / "a" / "split.json").read_text())
+    val_paths = {p for p, _ in split["val"]}
+    assert seen_at_search and not set(seen_at_search) & val_paths     # the search never read a validation image
+    search = read_search(tmp_path / "a")
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert search.lr_searched and search.augment_searched
+    assert config["lr"] == search.lr and config["augment"] == search.augment   # config.json: resolved values
+    plain = [t for t in search.trials if t.augment == "none"]            # the probe at every rate
+    assert sorted(t.lr for t in plain) == [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
+    best = min(plain, key=lambda t: (t.val_loss, -t.val_acc))
+    assert search.lr == side_rate(best.lr, (1e-3, 3e-3, 1e-2))           # DTL: a tenth of the probe's best
+    assert {t.augment for t in search.trials} == {"none", "light-noflip", "light"}
+    assert all(t.lr == best.lr for t in search.trials if t.augment != "none")
+    assert all(t.curve and 0.0 <= t.val_acc <= 1.0 for t in search.trials)
+    assert "learning rate chosen automatically" in search.summary()
+    assert sum(name == "search_finished" for name, _ in listener.events) == 1
+
+    second = train(_auto(data), run_dir=tmp_path / "b", model_kwargs=MODEL_KWARGS)
+    again = read_search(tmp_path / "b")
+    assert [(t.lr, t.augment, t.val_acc, t.val_loss) for t in again.trials] == \
+        [(t.lr, t.augment, t.val_acc, t.val_loss) for t in search.trials]
+    assert second.best_val_acc == first.best_val_acc
+
+
+def test_a_typed_learning_rate_wins_and_resume_does_not_search_again(tmp_path):
+    data = image_folder(tmp_path)
+    stopper = Recorder()
+    stopper.on["epoch_finished"] = lambda stats: token.stop()
+    from dtl_engine.listener import StopToken
+
+    token = StopToken()
+    result = train(_auto(data, lr=5e-3, epochs=3), stopper, token, run_dir=tmp_path / "run", model_kwargs=MODEL_KWARGS)
+    assert result.status == "stopped"
+    search = read_search(tmp_path / "run")
+    assert not search.lr_searched and search.augment_searched and search.lr == 5e-3
+    assert {t.augment for t in search.trials} == {"none", "light-noflip", "light"}
+    assert "augmentation chosen automatically" in search.summary()
+    before = (tmp_path / "run" / SEARCH_FILE).stat().st_mtime_ns
+    listener = Recorder()
+    done = resume(tmp_path / "run", listener)
+    assert done.status == "finished"
+    assert not any(name == "search_finished" for name, _ in listener.events)     # the recorded choice is reused
+    assert (tmp_path / "run" / SEARCH_FILE).stat().st_mtime_ns == before
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["lr"] == 5e-3
+
+
+def test_the_search_refuses_flips_where_mirroring_changes_the_class(tmp_path):
+    data = tmp_path / "halves"
+    for i in range(24):
+        _half_bright(data / "left" / f"l{i}.png", left=True, seed=i)
+        _half_bright(data / "right" / f"r{i}.png", left=False, seed=100 + i)
+    train(_auto(data, epochs=4, lr=1e-2), run_dir=tmp_path / "run", model_kwargs=MODEL_KWARGS)
+    search = read_search(tmp_path / "run")
+    scores = {t.augment: t.val_acc for t in search.trials}
+    assert scores["light"] < scores["none"]          # a mirrored 'left' image is a 'right' one
+    assert search.augment != "light"
+
+
+def test_linear_probe_gets_the_same_search_with_its_own_rates(tmp_path):
+    data = image_folder(tmp_path)
+    train(_auto(data, method="linear", epochs=2), run_dir=tmp_path / "run", model_kwargs=MODEL_KWARGS)
+    search = read_search(tmp_path / "run")
+    plain = [t for t in search.trials if t.augment == "none"]
+    assert search.lr_searched and sorted(t.lr for t in plain) == [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
+    assert search.lr == min(plain, key=lambda t: (t.val_loss, -t.val_acc)).lr   # the probe's own best rate
+
+
+def test_paper_recipe_resolves_every_setting_and_keeps_the_last_epoch(tmp_path):
+    data = image_folder(tmp_path, per_class=6)
+    code = cli.main(["train", str(data), "--recipe", "paper", "--backbone", "test_vit", "--weights", "random",
+                     "--model-kwargs", json.dumps(MODEL_KWARGS), "--image-size", "32", "--device", "cpu",
+                     "--max-steps", "4", "--batch-size", "4", "--out", str(tmp_path / "run")])
+    assert code == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["recipe"], config["epochs"], config["warmup_epochs"]) == ("paper", 100, 10.0)
+    assert (config["augment"], config["resize"], config["normalize"], config["keep"]) == ("none", "squash", "0.5", "last")
+    assert config["drop_path"] == 0.1 and config["drop_last"] is True and config["warmup_prefix"] is False
+    assert config["weight_decay"] == 0.05 and isinstance(config["lr"], float) and 1e-4 <= config["lr"] <= 1e-2
+    spec = json.loads((tmp_path / "run" / "spec.json").read_text())
+    assert spec["data_overrides"]["mean"] == [0.5, 0.5, 0.5] and spec["data_overrides"]["crop_mode"] == "squash"
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert run["best_epoch"] == metrics[-1]["epoch"]              # the last epoch is the result
+    assert TrainConfig(recipe="paper", epochs=7).epochs == 7     # a value given explicitly wins
+    with pytest.raises(RunError, match="recipe"):
+        TrainConfig(recipe="fast")
+
+
+def test_dtl_plus_with_an_even_kernel_trains(tmp_path):
+    data = image_folder(tmp_path, per_class=4)
+    result = train(tiny_config(data, method="dtl+", fusion_kernel=4, epochs=1), run_dir=tmp_path / "run",
+                   model_kwargs=MODEL_KWARGS)
+    assert result.status == "finished"
+    spec = json.loads((tmp_path / "run" / "spec.json").read_text())
+    assert spec["fusion_kernel"] == 4
