@@ -120,7 +120,7 @@ def _shoot(out: Path, width: int) -> int:
     import torch
     from PySide6.QtWidgets import QApplication
 
-    from app import theme
+    from app import jobs, theme
     from app.main_window import DATA, EXPORT, MODEL, RESULTS, RUNS, TRAIN, MainWindow
     from app.settings import Settings
     from dtl_engine.training import train
@@ -182,9 +182,9 @@ def _shoot(out: Path, width: int) -> int:
 
     total = sum((out / f"{n}.png").stat().st_size for n in ("data", "model", "train", "results", "export", "runs"))
     print(f"total {total / 1e6:.2f} MB in {out.name}/")
-    window.data_page.shutdown()
-    window.model_page.shutdown(60_000)
     window.close()
+    jobs.cancel_all()
+    jobs.wait_all(60_000)
     return 0
 
 

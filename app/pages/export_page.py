@@ -18,8 +18,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QFileDialog, QFo
                                QWidget)
 
 from app.widgets.error_dialog import show_error
-from app.widgets.mistakes_gallery import read_thumbnail
-from app.worker import run_in_background
+from app.widgets.thumbnails import read_thumbnail
+from app import jobs
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
@@ -248,9 +248,10 @@ class ExportPage(QWidget):
             overwrite = True
         run_dir, fmt = self.run_dir, self.format()
         self._set_busy(True, "Exporting and checking the file in a fresh process…")
-        run_in_background(lambda: run_export(run_dir, out, fmt, overwrite), what="The export", context=self,
-                          imports=("timm", "dtl_engine.training"),
-                          on_done=self._export_done, on_error=self._export_failed)
+        # The engine writes beside the target and renames at the end; closing waits for that.
+        jobs.submit(lambda _job: run_export(run_dir, out, fmt, overwrite), kind="export", what="The export",
+                    context=self, imports=("timm", "dtl_engine.training"),
+                    on_done=self._export_done, on_error=self._export_failed)
 
     def _export_done(self, result: Any) -> None:
         self._set_busy(False)
@@ -291,10 +292,9 @@ class ExportPage(QWidget):
             return
         paths = [str(p) for p in paths]
         self.try_hint.setText(f"Predicting {len(paths)} image(s)…")
-        run_in_background(lambda: run_predict(export_path, paths), what="The prediction", context=self,
-                          imports=("dtl_engine.predict",),
-                          on_done=lambda out: self._show_predictions(paths, *out),
-                          on_error=self._predict_failed)
+        jobs.submit(lambda _job: run_predict(export_path, paths), kind="predict", what="The prediction",
+                    context=self, imports=("dtl_engine.predict",),
+                    on_done=lambda out: self._show_predictions(paths, *out), on_error=self._predict_failed)
 
     def _show_predictions(self, paths: list[str], predictions: list, thumbs: list) -> None:
         for path, top, thumb in zip(paths, predictions, thumbs):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QThreadPool, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QBoxLayout, QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QFrame,
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QRadioButton, QScrollArea, QSpinBox,
                                QVBoxLayout, QWidget)
 
 from app.backbones import FAMILY_KERNEL, FAMILY_RANK, family_of
-from app.scan_worker import start_job
+from app import jobs
 from app.settings import Settings
 from app.widgets.backbone_picker import BackbonePicker
 from app.widgets.card import card as _card
@@ -47,9 +47,7 @@ class ModelPage(QWidget):
         self.num_classes = 10
         self._loading = False
         self._extra: dict = {}              # remembered fields this page shows no control for
-        self._estimate_pool = QThreadPool(self)
-        self._estimate_pool.setMaxThreadCount(1)
-        self._jobs: set = set()
+        self._estimate_job: jobs.Job | None = None
         self._estimate_id = 0
         self._estimate_text = ""
         self.last_estimate = None           # MemoryEstimate of the settings shown, once known
@@ -379,11 +377,13 @@ class ModelPage(QWidget):
         self.image_size.setSpecialValueText(f"Backbone default ({size} px)" if size else "Backbone default")
         self._changed()
 
-        def defaults():
+        def defaults(_job: jobs.Job) -> tuple[str, dict]:
             from dtl_engine.model import backbone_defaults
             return name, backbone_defaults(name)
 
-        start_job(self.picker.pool, defaults, self._defaults_known, lambda _text: None, keep=self._jobs)
+        # The same lane as the picker's facts: model building stays on one core, in order.
+        jobs.submit(defaults, kind="estimate", what="Reading the backbone's defaults", context=self,
+                    lane="backbone", imports=("timm", "dtl_engine.data"), on_done=self._defaults_known)
 
     def _defaults_known(self, answer) -> None:
         name, d = answer
@@ -451,13 +451,16 @@ class ModelPage(QWidget):
                       low_precision_taps=d["low_precision_taps"], precision=d["precision"],
                       num_classes=self.num_classes)
 
-        def estimate():
+        def estimate(_job: jobs.Job) -> tuple:
             from dtl_engine.memory_probe import estimate_memory
             return request, kwargs, estimate_memory(**kwargs)
 
-        self._estimate_pool.clear()         # only the newest request matters
-        start_job(self._estimate_pool, estimate, self._estimate_done,
-                  lambda text: self._estimate_failed(request, text), keep=self._jobs)
+        if self._estimate_job is not None:
+            self._estimate_job.cancel()     # only the newest request matters; a queued one never starts
+        self._estimate_job = jobs.submit(estimate, kind="estimate", what="The estimate", context=self,
+                                         lane="estimate", imports=("timm", "dtl_engine.data"),
+                                         on_done=self._estimate_done,
+                                         on_error=lambda text, _d: self._estimate_failed(request, text))
 
     def _estimate_done(self, answer) -> None:
         request, kwargs, est = answer
@@ -486,10 +489,3 @@ class ModelPage(QWidget):
         else:
             self.memory_label.setText("No estimate for these settings.")
         self.memory_detail.setText(text)
-
-    def shutdown(self, wait_ms: int = 5000) -> None:
-        """Stop background work (window closing), waiting up to ``wait_ms`` for a running job."""
-        self._debounce.stop()
-        self._estimate_pool.clear()
-        self._estimate_pool.waitForDone(wait_ms)
-        self.picker.shutdown(wait_ms)
