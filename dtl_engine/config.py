@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RunError
+from .registry import METHOD_NAMES
 
-METHODS = ("dtl", "dtl+", "linear")
+METHODS = METHOD_NAMES                  # dtl, dtl+, linear (see dtl_engine.registry)
 AUGMENTS = ("none", "light", "standard")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")

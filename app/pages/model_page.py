@@ -9,7 +9,6 @@ from PySide6.QtWidgets import (QBoxLayout, QButtonGroup, QCheckBox, QComboBox, Q
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QRadioButton, QScrollArea, QSpinBox,
                                QVBoxLayout, QWidget)
 
-from app.backbones import FAMILY_KERNEL, FAMILY_RANK, family_of
 from app import jobs
 from app.settings import Settings
 from app.widgets.backbone_picker import BackbonePicker
@@ -17,12 +16,9 @@ from app.widgets.card import card as _card
 from app.widgets.collapsible import Collapsible
 from dtl_engine.config import AUGMENTS, DEVICES, PRECISIONS, TrainConfig
 from dtl_engine.errors import DTLError
+from dtl_engine.formatting import format_bytes
+from dtl_engine.registry import FAMILIES, METHODS, family_spec
 
-METHODS = (("dtl", "DTL", "A frozen backbone plus a tiny side network of low-rank maps added back into the later "
-                          "blocks (the paper's method). Little memory, strong accuracy."),
-           ("dtl+", "DTL+", "DTL plus one small depthwise convolution over the patch grid: usually a little more "
-                            "accurate for a little more memory."),
-           ("linear", "Linear probe", "Only a new classifier on the frozen features: the fastest, simplest baseline."))
 DEFAULT_BACKBONE = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
 ESTIMATE_DELAY_MS = 350
 WIDE_LAYOUT_PX = 960                        # a page narrower than this stacks its two columns
@@ -134,11 +130,12 @@ class ModelPage(QWidget):
         seg.setSpacing(0)
         self.method_group = QButtonGroup(self)
         self.method_buttons: dict[str, QPushButton] = {}
-        for i, (key, label, text) in enumerate(METHODS):
-            b = QPushButton(label)
+        for i, spec in enumerate(METHODS.values()):
+            key = spec.key
+            b = QPushButton(spec.label)
             b.setCheckable(True)
             b.setProperty("role", "segment")
-            b.setToolTip(text)
+            b.setToolTip(spec.summary)
             self.method_group.addButton(b, i)
             self.method_buttons[key] = b
             seg.addWidget(b)
@@ -365,12 +362,14 @@ class ModelPage(QWidget):
 
     def _backbone_changed(self, name: str) -> None:
         info = self.picker.info(name)
-        family = family_of(name) or "vit"
-        self.rank.setSpecialValueText(f"Auto ({FAMILY_RANK[family]})")
-        self.kernel.setSpecialValueText(f"Auto ({FAMILY_KERNEL[family]})")
+        family = family_spec(name) or FAMILIES["vit"]
+        self.rank.setSpecialValueText(f"Auto ({family.rank})")
+        self.kernel.setSpecialValueText(f"Auto ({family.fusion_kernel})")
         depth = info.depth if info else None
-        # ViT's default M is depth // 2; the engine's own answer (Swin differs) follows from the background.
-        self.inject_from.setSpecialValueText(f"Auto ({depth // 2})" if depth and family == "vit" else "Auto")
+        # A single-stage family's M follows from the depth; the engine's own answer (from the stage
+        # depths) follows from the background.
+        single_stage = depth and family.name == "vit"
+        self.inject_from.setSpecialValueText(f"Auto ({family.default_taps([depth])[1]})" if single_stage else "Auto")
         if depth:
             self.inject_from.setMaximum(depth - 1)
         size = info.input_size if info else None
@@ -399,11 +398,11 @@ class ModelPage(QWidget):
         if self._loading:
             return
         method = self.method()
-        self.method_text.setText(next(t for k, _, t in METHODS if k == method))
-        side = method != "linear"
+        spec = METHODS[method]
+        self.method_text.setText(spec.summary)
         for w in (self.rank, self.inject_from, self.beta):
-            w.setEnabled(side)
-        self.kernel.setEnabled(method == "dtl+")
+            w.setEnabled(spec.side_network)
+        self.kernel.setEnabled(spec.fusion_kernel)
         self.weights_path.setEnabled(self.w_file.isChecked())
         self.weights_browse.setEnabled(self.w_file.isChecked())
         self.random_warning.setVisible(self.w_random.isChecked())
@@ -425,10 +424,10 @@ class ModelPage(QWidget):
                 return False, "The weights file does not exist"
         info = self.picker.info(name)
         short = (info.label.split(" · ")[0] if info else name)
-        method = next(label for k, label, _ in METHODS if k == self.method())
+        method = METHODS[self.method()].label
         rank = ""
-        if self.method() != "linear":
-            r = self.rank.value() or FAMILY_RANK[family_of(name) or "vit"]
+        if METHODS[self.method()].side_network:
+            r = self.rank.value() or (family_spec(name) or FAMILIES["vit"]).rank
             rank = f" · rank {r}"
         random = " · random weights" if self.w_random.isChecked() else ""
         return True, f"{short} · {method}{rank}{random}"
@@ -467,9 +466,7 @@ class ModelPage(QWidget):
         if request != self._estimate_id:
             return                          # settings changed meanwhile; a newer estimate is coming
         self.last_estimate = est
-        # The engine's formatter (GB, MB or KB as fits); the probe module is loaded by now.
-        from dtl_engine.memory_probe import format_bytes
-        method = next(label for k, label, _ in METHODS if k == kwargs["method"])
+        method = METHODS[kwargs["method"]].label
         self._estimate_text = (f"{method}: ~{format_bytes(est.method.total_bytes)} · full fine-tuning would need "
                                f"~{format_bytes(est.full.total_bytes)}")
         self.memory_label.setText(self._estimate_text)

@@ -16,26 +16,10 @@ from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton,
                                QSplitter, QVBoxLayout, QWidget)
 
-from app.widgets.charts import TrainingCharts, format_bytes
+from app.widgets.charts import TrainingCharts
 from app.widgets.error_dialog import show_error
 from app.worker import RunController, describe_error
-
-
-def format_duration(seconds: float) -> str:
-    """42 -> '0:42', 3725 -> '1:02:05'."""
-    seconds = max(0, int(round(seconds)))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def format_count(n: int) -> str:
-    """12345 -> '12.3 K', 86_000_000 -> '86.0 M'."""
-    if n >= 1_000_000:
-        return f"{n / 1e6:.1f} M"
-    if n >= 10_000:
-        return f"{n / 1e3:.1f} K"
-    return f"{n:,}"
+from dtl_engine.formatting import format_bytes, format_count, format_duration
 
 
 def read_metrics(run_dir: str | Path) -> tuple[list[dict], list[dict]]:

@@ -10,10 +10,11 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QCompleter, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from app.backbones import CURATED, BackboneInfo, by_name, describe_backbone, family_of, format_params, \
-    supported_timm_names
+from app.backbones import CURATED, BackboneInfo, by_name, describe_backbone, supported_timm_names
 from app import jobs
 from app.theme import colors
+from dtl_engine.formatting import format_count
+from dtl_engine.registry import family_of
 
 
 def _weights_cached(name: str) -> bool | None:
@@ -107,7 +108,7 @@ class BackbonePicker(QWidget):
         return row
 
     def _fill_facts(self, row: int, info: BackboneInfo) -> None:
-        for col, text in ((1, format_params(info.params)), (2, f"{info.input_size} px" if info.input_size else "—")):
+        for col, text in ((1, format_count(info.params)), (2, f"{info.input_size} px" if info.input_size else "—")):
             item = QTableWidgetItem(text)
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.table.setItem(row, col, item)
