@@ -7,6 +7,10 @@ A job runs ``fn(job)`` on the one thread pool; ``fn`` may call
 Its answer comes back on the GUI thread as exactly one of ``succeeded``,
 ``failed`` (a sentence + details) or ``cancelled``, then ``ended``.
 
+Long jobs that may run for minutes (training) ask for ``low_priority``: they run
+on threads below the GUI's priority, kept apart from the others' threads because
+an operating system does not let a thread raise its priority again.
+
 The pool keeps every job (and the Qt object its signals live on) referenced
 until its thread has finished, so no widget going away can delete a signal
 source under a running thread. Jobs in the same *lane* run one after another
@@ -20,6 +24,7 @@ import importlib
 import os
 import sys
 import threading
+import time
 import traceback
 from collections import deque
 from typing import Any, Callable
@@ -29,7 +34,8 @@ from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal
 
 from dtl_engine.errors import DTLError
 
-MAX_THREADS = 6                     # training + a scan + a few short jobs; lanes keep each kind to one thread
+MAX_THREADS = 6                     # a scan + a few short jobs; lanes keep each kind to one thread
+MAX_LOW_PRIORITY_THREADS = 2        # training (one run at a time) and room for one more
 _IMPORT_LOCK = threading.Lock()
 
 
@@ -119,14 +125,15 @@ class Job(QObject):
 
 
 class _Runnable(QRunnable):
-    def __init__(self, job: Job, fn: Callable[[Job], Any], imports: tuple[str, ...]) -> None:
+    def __init__(self, job: Job, fn: Callable[[Job], Any], imports: tuple[str, ...], low_priority: bool) -> None:
         super().__init__()
         self.setAutoDelete(True)
-        self._job, self._fn, self._imports = job, fn, imports
+        self._job, self._fn, self._imports, self.low_priority = job, fn, imports, low_priority
 
     def run(self) -> None:
         job = self._job
-        lower_thread_priority()
+        if self.low_priority:
+            lower_thread_priority()     # this pool's threads only ever run low-priority jobs
         try:
             if job.is_cancelled:
                 job.cancelled.emit()
@@ -156,6 +163,8 @@ class _Jobs:
     def __init__(self) -> None:
         self.pool = QThreadPool()
         self.pool.setMaxThreadCount(MAX_THREADS)
+        self.low_priority_pool = QThreadPool()
+        self.low_priority_pool.setMaxThreadCount(MAX_LOW_PRIORITY_THREADS)
         self.live: list[Job] = []
         self.lanes: dict[str, deque[tuple[Job, _Runnable]]] = {}
         self.lane_busy: dict[str, Job] = {}
@@ -173,7 +182,7 @@ class _Jobs:
 
     def _run(self, job: Job, runnable: _Runnable) -> None:
         job.started = True
-        self.pool.start(runnable)
+        (self.low_priority_pool if runnable.low_priority else self.pool).start(runnable)
 
     def _ended(self, job: Job, lane: str | None) -> None:
         if job in self.live:
@@ -212,7 +221,8 @@ def submit(fn: Callable[[Job], Any], *, kind: str, what: str = "The task",
            on_progress: Callable[[Any], None] | None = None,
            on_cancelled: Callable[[], None] | None = None,
            context: QObject | None = None, lane: str | None = None, imports: tuple[str, ...] = (),
-           loses_work: bool = False, on_cancel: Callable[[], None] | None = None) -> Job:
+           loses_work: bool = False, on_cancel: Callable[[], None] | None = None,
+           low_priority: bool = False) -> Job:
     """Run ``fn(job)`` in the background and return the :class:`Job`.
 
     The callbacks run on the GUI thread and are skipped once ``context`` (the
@@ -220,7 +230,8 @@ def submit(fn: Callable[[Job], Any], *, kind: str, what: str = "The task",
     ("The export failed unexpectedly: …"). ``lane``: jobs of one lane run one at
     a time, in order. ``imports``: heavy modules loaded first, one thread at a
     time. ``on_cancel`` is called (GUI thread) when the job is cancelled, for jobs
-    with their own stop mechanism (training's stop token).
+    with their own stop mechanism (training's stop token). ``low_priority``: a long
+    job that must leave the CPU to the window first (training).
     """
     job = Job(kind, what, loses_work, on_cancel)
 
@@ -238,7 +249,7 @@ def submit(fn: Callable[[Job], Any], *, kind: str, what: str = "The task",
         slot = guarded(callback)
         if slot is not None:
             signal.connect(slot)
-    _jobs().start(job, _Runnable(job, fn, tuple(imports)), lane)
+    _jobs().start(job, _Runnable(job, fn, tuple(imports), low_priority), lane)
     return job
 
 
@@ -258,4 +269,9 @@ def wait_all(timeout_ms: int) -> bool:
     """Block up to ``timeout_ms`` until every running job's worker has returned; True when all have."""
     if _JOBS is None:
         return True
-    return _JOBS.pool.waitForDone(max(0, timeout_ms))
+    deadline = time.monotonic() + max(0, timeout_ms) / 1000.0
+    done = True
+    for pool in (_JOBS.pool, _JOBS.low_priority_pool):
+        left_ms = max(0, int((deadline - time.monotonic()) * 1000))
+        done = pool.waitForDone(left_ms) and done
+    return done

@@ -170,7 +170,7 @@ class MainWindow(QMainWindow):
         try:
             ok, line = page.status()
             return bool(ok), str(line)
-        except Exception as exc:  # noqa: BLE001 - a page bug shows as a line, not a crash
+        except Exception as exc:  # a page bug shows as a line, not a crash
             return False, f"Status unavailable ({exc})"
 
     # --- menus and shortcuts ---------------------------------------------------------------------

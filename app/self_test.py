@@ -57,7 +57,7 @@ class _Checks:
         start = time.perf_counter()
         try:
             detail = fn()
-        except Exception as err:  # noqa: BLE001 - every failure becomes one sentence
+        except Exception as err:  # every failure becomes one sentence
             self.failed = f"Self-test failed at '{name}': {_sentence(err)}"
             _say(f"FAIL {name}")
             if self.verbose:

@@ -1,10 +1,11 @@
-"""Step 1 — Data: choose an image folder (drop, Browse…, recent, sample), scan it in the background, show what was found."""
+"""Step 1 — Data: choose an image folder (drop, Browse…, recent, sample), scan it in the background,
+show what was found."""
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
 
-from PySide6.QtCore import QMimeData, QSize, Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar,
                                QPushButton, QSizePolicy, QSplitter, QStyle, QVBoxLayout, QWidget)
 
@@ -83,7 +84,8 @@ class DataPage(QWidget):
         self.browse_button.setToolTip("Choose an image folder (Ctrl+O)")
         self.browse_button.clicked.connect(self.browse)
         self.sample_button = QPushButton("Use sample data")
-        self.sample_button.setToolTip("Handwritten digits 0–9 that ship with DTL Studio: a quick way to try everything.")
+        self.sample_button.setToolTip("Handwritten digits 0–9 that ship with DTL Studio: "
+                                      "a quick way to try everything.")
         self.sample_button.clicked.connect(self.use_sample)
         self.recent_combo = QComboBox()
         self.recent_combo.setMinimumWidth(260)
@@ -195,7 +197,8 @@ class DataPage(QWidget):
             row.addLayout(col, 1)
         layout.addLayout(row)
         layout.addWidget(_label("Pictures are recognised by their content (JPEG, PNG, WebP, TIFF, BMP …); anything "
-                                "else is listed as skipped, with the reason. Hidden files are ignored.", "muted", wrap=True))
+                                "else is listed as skipped, with the reason. Hidden files are ignored.", "muted",
+                                wrap=True))
         outer.addWidget(card)
         outer.addStretch(1)
         return box
@@ -239,10 +242,6 @@ class DataPage(QWidget):
         folder = QFileDialog.getExistingDirectory(self, "Choose an image folder", start)
         if folder:
             self.open_folder(folder)
-
-    def handle_drop(self, mime: QMimeData) -> str | None:
-        """Process drop data as if it was dropped on the zone."""
-        return self.drop_zone.handle_mime(mime)
 
     def use_sample(self) -> None:
         """Prepare the built-in sample data in the background, then scan it."""
@@ -354,7 +353,7 @@ class DataPage(QWidget):
         try:
             from dtl_engine.data import make_split
             return make_split(self._scan, val_fraction=self.val_fraction, seed=self.seed)
-        except Exception as exc:  # noqa: BLE001 - a split problem is shown, the class table still is
+        except Exception as exc:  # a split problem is shown, the class table still is
             self._split_problem = str(exc)
             return None
 

@@ -17,9 +17,10 @@ from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QFileDialog, QFo
                                QPushButton, QRadioButton, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout,
                                QWidget)
 
+from app import jobs
+from app.theme import state_color
 from app.widgets.error_dialog import show_error
 from app.widgets.thumbnails import read_thumbnail
-from app import jobs
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
@@ -259,10 +260,12 @@ class ExportPage(QWidget):
         if result.verified:
             d = result.max_abs_diff
             diff = "n/a" if d is None else "0 (identical)" if d == 0 else f"{d:.1e}"
-            verdict = (f"<span style='color:#1e8e4e; font-weight:600'>Verified ✓</span> — "
+            ok = state_color("verified")
+            verdict = (f"<span style='color:{ok}; font-weight:600'>Verified ✓</span> — "
                        f"max abs difference {diff} over {result.images_checked} images checked")
         else:
-            verdict = "<span style='color:#b45f06; font-weight:600'>Not verified</span>"
+            warn = state_color("not verified")
+            verdict = f"<span style='color:{warn}; font-weight:600'>Not verified</span>"
         self.result_label.setText(verdict)
         self.message_label.setText(result.message)
         self._set_status(True, f"Exported to {Path(result.path).name}" + (" (verified)" if result.verified else ""))
@@ -271,7 +274,8 @@ class ExportPage(QWidget):
 
     def _export_failed(self, message: str, details: str) -> None:
         self._set_busy(False)
-        self.result_label.setText("<span style='color:#c0392b; font-weight:600'>Export failed ✗</span>")
+        failed = state_color("failed")
+        self.result_label.setText(f"<span style='color:{failed}; font-weight:600'>Export failed ✗</span>")
         self.message_label.setText(message)
         self._set_status(False, message)
         self.error_dialog = show_error(self, "Export failed", message, details)

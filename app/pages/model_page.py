@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QBoxLayout, QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QFrame,
-                               QHBoxLayout, QLabel, QLineEdit, QPushButton, QRadioButton, QScrollArea, QSpinBox,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QBoxLayout, QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog,
+                               QFormLayout, QFrame, QHBoxLayout, QLabel, QLineEdit, QPushButton, QRadioButton,
+                               QScrollArea, QSpinBox, QVBoxLayout, QWidget)
 
 from app import jobs
+from app.pages.bindings import FLAG, NUMBER, OPTIONAL_NUMBER, PERCENT, TEXT_CHOICE, Binding, read_all, show_all
 from app.settings import Settings
 from app.widgets.backbone_picker import BackbonePicker
 from app.widgets.card import card as _card
@@ -229,6 +230,27 @@ class ModelPage(QWidget):
         rl.addStretch(1)
         columns.addWidget(right, 4)
 
+        # Every plain setting: (widget, TrainConfig field, converter). A new setting is one row here.
+        self.bindings: tuple[Binding, ...] = (
+            Binding(self.rank, "rank", OPTIONAL_NUMBER),
+            Binding(self.inject_from, "inject_from", OPTIONAL_NUMBER),
+            Binding(self.beta, "beta", NUMBER),
+            Binding(self.kernel, "fusion_kernel", OPTIONAL_NUMBER),
+            Binding(self.epochs, "epochs", NUMBER),
+            Binding(self.batch_size, "batch_size", NUMBER),
+            Binding(self.lr, "lr", NUMBER),
+            Binding(self.weight_decay, "weight_decay", NUMBER),
+            Binding(self.augment, "augment", TEXT_CHOICE),
+            Binding(self.precision, "precision", TEXT_CHOICE),
+            Binding(self.device, "device", TEXT_CHOICE),
+            Binding(self.seed, "seed", NUMBER),
+            Binding(self.val_percent, "val_fraction", PERCENT),
+            Binding(self.image_size, "image_size", OPTIONAL_NUMBER),
+            Binding(self.early_stopping, "early_stopping", OPTIONAL_NUMBER),
+            Binding(self.checkpoint_blocks, "checkpoint_blocks", FLAG),
+            Binding(self.low_precision_taps, "low_precision_taps", FLAG),
+        )
+
     def resizeEvent(self, event) -> None:  # noqa: N802
         super().resizeEvent(event)
         wide = event.size().width() >= WIDE_LAYOUT_PX
@@ -273,16 +295,9 @@ class ModelPage(QWidget):
 
     def config_dict(self) -> dict:
         """The page's settings as TrainConfig fields (without data_dir)."""
-        special = lambda spin: None if spin.value() == spin.minimum() else spin.value()  # noqa: E731
         d = dict(self._extra)
-        d.update(backbone=self.picker.current() or DEFAULT_BACKBONE, weights=self.weights(), method=self.method(),
-                 rank=special(self.rank), inject_from=special(self.inject_from), beta=self.beta.value(),
-                 fusion_kernel=special(self.kernel), epochs=self.epochs.value(), batch_size=self.batch_size.value(),
-                 lr=self.lr.value(), weight_decay=self.weight_decay.value(), augment=self.augment.currentText(),
-                 precision=self.precision.currentText(), device=self.device.currentText(), seed=self.seed.value(),
-                 val_fraction=self.val_percent.value() / 100.0, image_size=special(self.image_size),
-                 early_stopping=special(self.early_stopping), checkpoint_blocks=self.checkpoint_blocks.isChecked(),
-                 low_precision_taps=self.low_precision_taps.isChecked())
+        d.update(backbone=self.picker.current() or DEFAULT_BACKBONE, weights=self.weights(), method=self.method())
+        d.update(read_all(self.bindings))
         return d
 
     def build_config(self, data_root: str | None) -> TrainConfig:
@@ -306,9 +321,7 @@ class ModelPage(QWidget):
             config = TrainConfig(backbone=DEFAULT_BACKBONE, epochs=10)
         self._loading = True
         try:
-            shown = {"backbone", "weights", "method", "rank", "inject_from", "beta", "fusion_kernel", "epochs",
-                     "batch_size", "lr", "weight_decay", "augment", "precision", "device", "seed", "val_fraction",
-                     "image_size", "early_stopping", "checkpoint_blocks", "low_precision_taps", "data_dir"}
+            shown = {"backbone", "weights", "method", "data_dir", *(b.field for b in self.bindings)}
             self._extra = {k: v for k, v in config.to_dict().items() if k not in shown}
             if not self.picker.select(config.backbone):
                 self.picker.select(DEFAULT_BACKBONE)
@@ -320,24 +333,7 @@ class ModelPage(QWidget):
                 self.w_file.setChecked(True)
                 self.weights_path.setText(config.weights)
             self.method_buttons.get(config.method, self.method_buttons["dtl"]).setChecked(True)
-            set_special = lambda spin, v: spin.setValue(spin.minimum() if v is None else v)  # noqa: E731
-            set_special(self.rank, config.rank)
-            set_special(self.inject_from, config.inject_from)
-            set_special(self.kernel, config.fusion_kernel)
-            set_special(self.image_size, config.image_size)
-            set_special(self.early_stopping, config.early_stopping)
-            self.beta.setValue(config.beta)
-            self.epochs.setValue(config.epochs)
-            self.batch_size.setValue(config.batch_size)
-            self.lr.setValue(config.lr)
-            self.weight_decay.setValue(config.weight_decay)
-            self.augment.setCurrentText(config.augment)
-            self.precision.setCurrentText(config.precision)
-            self.device.setCurrentText(config.device)
-            self.seed.setValue(config.seed)
-            self.val_percent.setValue(round(config.val_fraction * 100))
-            self.checkpoint_blocks.setChecked(config.checkpoint_blocks)
-            self.low_precision_taps.setChecked(config.low_precision_taps)
+            show_all(self.bindings, config)
         finally:
             self._loading = False
         self._changed()
@@ -471,9 +467,11 @@ class ModelPage(QWidget):
                                f"~{format_bytes(est.full.total_bytes)}")
         self.memory_label.setText(self._estimate_text)
         m = est.method
+        precision = getattr(est, "precision", kwargs["precision"])
         self.memory_detail.setText(
-            f"Batch {kwargs['batch_size']}, {getattr(est, 'precision', kwargs['precision'])}: activations {format_bytes(m.activation_bytes)}, "
-            f"weights {format_bytes(m.param_bytes)}, gradients + optimiser {format_bytes(m.grad_bytes + m.optimizer_bytes)}. "
+            f"Batch {kwargs['batch_size']}, {precision}: activations {format_bytes(m.activation_bytes)}, "
+            f"weights {format_bytes(m.param_bytes)}, "
+            f"gradients + optimiser {format_bytes(m.grad_bytes + m.optimizer_bytes)}. "
             "Change the rank, batch size, image size or memory savers to see the effect.")
         self.estimate_ready.emit(self._estimate_text)
 

@@ -24,7 +24,7 @@ def _weights_cached(name: str) -> bool | None:
         return None
     try:
         return bool(weights_cached(name))
-    except Exception:  # noqa: BLE001 - unknown cache state is shown as such
+    except Exception:  # unknown cache state is shown as such
         return None
 
 

@@ -232,6 +232,4 @@ def test_main_opens_the_window_with_the_sample(qtbot, settings, monkeypatch):
     assert windows and windows[-1].data_page is opened[0]
     for w in windows:
         w.close()
-        for pool in (w.model_page.picker.pool, w.model_page._estimate_pool):
-            pool.waitForDone(120_000)       # background imports can be slow on a busy machine
         w.deleteLater()
