@@ -98,7 +98,6 @@ class Job(QObject):
         self._on_cancel = on_cancel
         self._cancel = threading.Event()
         self._done = threading.Event()
-        self.started = False
 
     @property
     def is_cancelled(self) -> bool:
@@ -173,15 +172,14 @@ class _Jobs:
         self.live.append(job)
         job.ended.connect(lambda: self._ended(job, lane))
         if lane is None:
-            self._run(job, runnable)
+            self._run(runnable)
         elif lane in self.lane_busy:
             self.lanes.setdefault(lane, deque()).append((job, runnable))
         else:
             self.lane_busy[lane] = job
-            self._run(job, runnable)
+            self._run(runnable)
 
-    def _run(self, job: Job, runnable: _Runnable) -> None:
-        job.started = True
+    def _run(self, runnable: _Runnable) -> None:
         (self.low_priority_pool if runnable.low_priority else self.pool).start(runnable)
 
     def _ended(self, job: Job, lane: str | None) -> None:
@@ -196,7 +194,7 @@ class _Jobs:
                     self._drop(nxt)
                     continue
                 self.lane_busy[lane] = nxt
-                self._run(nxt, runnable)
+                self._run(runnable)
                 break
 
     def _drop(self, job: Job) -> None:

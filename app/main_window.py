@@ -18,6 +18,7 @@ from app.pages.model_page import ModelPage
 from app.pages.results_page import ResultsPage
 from app.pages.runs_page import RunsPage
 from app.pages.train_page import TrainPage
+from app.run_life import RunState
 from app.settings import Settings
 from app.theme import app_icon
 from app.widgets.step_bar import StepBar
@@ -46,8 +47,7 @@ class MainWindow(QMainWindow):
 
         self.data_page = DataPage(self.settings)
         self.model_page = ModelPage(self.settings)
-        kwargs = {k: v for k, v in (("train_fn", train_fn), ("resume_fn", resume_fn)) if v is not None}
-        self.train_page = TrainPage(self.config_for_run, **kwargs)
+        self.train_page = TrainPage(self.config_for_run, train_fn=train_fn, resume_fn=resume_fn)
         self.results_page = ResultsPage()
         self.export_page = ExportPage()
         self.runs_page = RunsPage()
@@ -174,7 +174,8 @@ class MainWindow(QMainWindow):
             return False, f"Status unavailable ({exc})"
 
     # --- menus and shortcuts ---------------------------------------------------------------------
-    def _action(self, menu, text: str, slot: Callable, shortcut: str | QKeySequence | None = None,
+    def _action(self, menu, text: str, slot: Callable,
+                shortcut: str | QKeySequence | QKeySequence.StandardKey | None = None,
                 tip: str = "") -> QAction:
         action = QAction(text, self)
         if shortcut is not None:
@@ -200,9 +201,11 @@ class MainWindow(QMainWindow):
         run_menu = bar.addMenu("&Run")
         self.train_action = self._action(run_menu, "&Train", self.start_training, "Ctrl+R",
                                          "Start training with the chosen data and model")
-        self._action(run_menu, "&Pause", self.train_page.pause)
-        self._action(run_menu, "Res&ume", self.train_page.resume)
-        self._action(run_menu, "&Stop", self.train_page.stop)
+        self.pause_action = self._action(run_menu, "&Pause", self.train_page.pause)
+        self.resume_action = self._action(run_menu, "Res&ume", self.train_page.resume)
+        self.stop_action = self._action(run_menu, "&Stop", self.train_page.stop)
+        self.train_page.life.changed.connect(self._run_state_changed)
+        self._run_state_changed(self.train_page.life.state)
         run_menu.addSeparator()
         self.export_action = self._action(run_menu, "&Export…", lambda: self.show_step(EXPORT), "Ctrl+E",
                                           "Export the trained classifier")
@@ -215,6 +218,13 @@ class MainWindow(QMainWindow):
 
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "&About DTL Studio", self._about)
+
+    def _run_state_changed(self, state: RunState) -> None:
+        # The Run menu offers what the run's state allows, like the Train step's buttons.
+        self.train_action.setEnabled(not state.busy)
+        self.pause_action.setEnabled(state in (RunState.STARTING, RunState.RUNNING))
+        self.resume_action.setEnabled(state is RunState.PAUSED)
+        self.stop_action.setEnabled(state in (RunState.STARTING, RunState.RUNNING, RunState.PAUSED))
 
     def open_folder_dialog(self) -> None:
         """Ctrl+O: go to the Data step and ask for a folder."""
@@ -231,12 +241,16 @@ class MainWindow(QMainWindow):
         folders = self.settings.recent_folders()
         for folder in folders:
             action = self.recent_menu.addAction(folder)
-            action.triggered.connect(lambda _=False, f=folder: (self.show_step(DATA), self.data_page.open_folder(f)))
+            action.triggered.connect(lambda _=False, f=folder: self._open_recent(f))
         if not folders:
             self.recent_menu.addAction("No recent folders").setEnabled(False)
         else:
             self.recent_menu.addSeparator()
             self.recent_menu.addAction("Clear the list", self._clear_recent)
+
+    def _open_recent(self, folder: str) -> None:
+        self.show_step(DATA)
+        self.data_page.open_folder(folder)
 
     def _clear_recent(self) -> None:
         self.settings.clear_recent_folders()

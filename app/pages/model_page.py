@@ -364,8 +364,10 @@ class ModelPage(QWidget):
         depth = info.depth if info else None
         # A single-stage family's M follows from the depth; the engine's own answer (from the stage
         # depths) follows from the background.
-        single_stage = depth and family.name == "vit"
-        self.inject_from.setSpecialValueText(f"Auto ({family.default_taps([depth])[1]})" if single_stage else "Auto")
+        if depth and family.name == "vit":
+            self.inject_from.setSpecialValueText(f"Auto ({family.default_taps([depth])[1]})")
+        else:
+            self.inject_from.setSpecialValueText("Auto")
         if depth:
             self.inject_from.setMaximum(depth - 1)
         size = info.input_size if info else None
@@ -377,7 +379,7 @@ class ModelPage(QWidget):
             return name, backbone_defaults(name)
 
         # The same lane as the picker's facts: model building stays on one core, in order.
-        jobs.submit(defaults, kind="estimate", what="Reading the backbone's defaults", context=self,
+        jobs.submit(defaults, kind="backbone", what="Reading the backbone's defaults", context=self,
                     lane="backbone", imports=("timm", "dtl_engine.data"), on_done=self._defaults_known)
 
     def _defaults_known(self, answer) -> None:

@@ -211,5 +211,5 @@ class BackbonePicker(QWidget):
 
     def _submit(self, fn, what: str, on_done) -> None:
         # One lane: background imports stay off the GUI thread and off the second core, in order.
-        jobs.submit(fn, kind="estimate", what=what, context=self, lane="backbone", imports=("timm", "dtl_engine.data"),
+        jobs.submit(fn, kind="backbone", what=what, context=self, lane="backbone", imports=("timm", "dtl_engine.data"),
                     on_done=on_done)

@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-CHUNKS, CHUNK = 30, b"x" * 1000          # 30 kB written over about 1.5 s
 KIND, WORK = sys.argv[1], Path(sys.argv[2])
+# 30 kB written over about 1.5 s; the export (with its check in a fresh process) takes longer:
+# 6 s outlasts any fixed wait the window might do before it goes away.
+CHUNKS, CHUNK = (120 if KIND == "export" else 30), b"x" * 1000
 entered = threading.Event()
 
 

@@ -30,3 +30,19 @@ def test_run_folder_words_map_to_states():
     assert RunState.of("interrupted").resumable and RunState.of("stopped").resumable
     assert not RunState.of("finished").resumable and RunState.of("finished").ended
     assert RunState.of("weird") is RunState.IDLE and not RunState.of(None).resumable
+
+
+def test_the_run_menu_offers_what_the_run_state_allows(qtbot, settings, themed):
+    from app.main_window import MainWindow
+
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    actions = (window.train_action, window.pause_action, window.resume_action, window.stop_action)
+    assert [a.isEnabled() for a in actions] == [True, False, False, False]
+    life = window.train_page.life
+    for state, expected in ((RunState.STARTING, [False, True, False, True]),
+                            (RunState.PAUSED, [False, False, True, True]),
+                            (RunState.STOPPING, [False, False, False, False]),
+                            (RunState.STOPPED, [True, False, False, False])):
+        life.move(state)
+        assert [a.isEnabled() for a in actions] == expected, state
