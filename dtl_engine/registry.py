@@ -43,27 +43,32 @@ class FamilySpec:
     methods: tuple[str, ...]            # keys of METHODS it supports
     rank: int                           # default rank r of the side network
     fusion_kernel: int                  # default DTL+ kernel size (odd)
+    taps_from_stage: int                # the stage whose first block is tapped first (0 = the first block)
     injection_rule: str                 # where taps and injections start, in words
     default_input_size: int             # pixels, when the pretrained config does not say
     normalisation: str                  # where the input mean / std come from
 
     def default_taps(self, stage_depths: Sequence[int]) -> tuple[int, int]:
-        """(first tap block, first injection block M) for a backbone with these stage depths."""
+        """(first tap block, first injection block M) for a backbone with these stage depths.
+
+        Taps start at stage ``taps_from_stage`` (when the backbone has that many stages);
+        injections start halfway through the tapped blocks (the paper: ViT-B M = 6, Swin-B M = 14).
+        """
         total = sum(stage_depths)
-        if self.name == "swin":
-            # paper (Swin-B 2,2,18,2): taps from the third stage, injections halfway through the rest
-            tap_from = sum(stage_depths[:2]) if len(stage_depths) > 2 else 0
-            return tap_from, tap_from + (total - tap_from) // 2
-        return 0, total // 2
+        later = len(stage_depths) > self.taps_from_stage
+        tap_from = sum(stage_depths[:self.taps_from_stage]) if later else 0
+        return tap_from, tap_from + (total - tap_from) // 2
 
 
 _TIMM_NORMALISATION = "the mean and std of the chosen weights' timm pretrained config"
 
 FAMILIES: dict[str, FamilySpec] = {f.name: f for f in (
     FamilySpec("vit", "ViT / DeiT", ("vit_", "deit3_", "deit_", "test_vit"), METHOD_NAMES, rank=2, fusion_kernel=3,
+               taps_from_stage=0,
                injection_rule="taps on all blocks, side information added from block depth//2 on",
                default_input_size=224, normalisation=_TIMM_NORMALISATION),
     FamilySpec("swin", "Swin (V1)", ("swin_",), METHOD_NAMES, rank=4, fusion_kernel=5,
+               taps_from_stage=2,
                injection_rule="taps from the third stage on, side information added halfway through the "
                               "remaining blocks; the side state restarts at every stage",
                default_input_size=224, normalisation=_TIMM_NORMALISATION),
