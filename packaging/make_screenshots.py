@@ -41,6 +41,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--home", default="/home/demo", help="throw-away home folder the app works in")
     p.add_argument("--width", type=int, default=1100, help="width of the saved pictures in pixels (0 = as grabbed)")
     p.add_argument("--keep-home", action="store_true", help="keep the demo home folder afterwards")
+    p.add_argument("--epochs", type=int, default=QUICK_CONFIG["epochs"], help="epochs of the demo run")
     p.add_argument("--scheme", choices=("light", "dark", "both"), default="both",
                    help="palette of the pictures (both: one whole session in each, in its own process)")
     return p.parse_args()
@@ -108,9 +109,9 @@ def main() -> int:
     if args.scheme == "both":
         import subprocess
 
-        for scheme in ("light", "dark"):
+        for scheme in ("dark", "light"):
             cmd = [sys.executable, __file__, "--out", args.out, "--home", args.home, "--width", str(args.width),
-                   "--scheme", scheme] + (["--keep-home"] if args.keep_home else [])
+                   "--epochs", str(args.epochs), "--scheme", scheme] + (["--keep-home"] if args.keep_home else [])
             if subprocess.call(cmd) != 0:
                 return 1
         return 0
@@ -119,13 +120,13 @@ def main() -> int:
     _prepare_home(home)
     sys.path.insert(0, str(ROOT))
     try:
-        return _shoot(out, args.width, dark=args.scheme == "dark")
+        return _shoot(out, args.width, dark=args.scheme == "dark", epochs=args.epochs)
     finally:
         if not args.keep_home:
             shutil.rmtree(home, ignore_errors=True)
 
 
-def _shoot(out: Path, width: int, dark: bool) -> int:
+def _shoot(out: Path, width: int, dark: bool, epochs: int) -> int:
     """Drive one session through every step and save the pictures into ``out``."""
     import functools
 
@@ -141,13 +142,17 @@ def _shoot(out: Path, width: int, dark: bool) -> int:
     out.mkdir(parents=True, exist_ok=True)
     app = QApplication.instance() or QApplication(sys.argv)
     app.setApplicationName("DTL Studio")
+    # The pictures are not about responsiveness: train at normal priority, so a busy machine
+    # does not starve the run.
+    jobs.lower_thread_priority = lambda: None
     # The theme follows the system; here the scheme is chosen.
     theme.is_dark = lambda: dark
     suffix = "-dark" if dark else ""
     theme.apply_theme(app)
 
     settings = Settings()
-    settings.set_last_config(dict(QUICK_CONFIG))
+    config = dict(QUICK_CONFIG, epochs=epochs)
+    settings.set_last_config(config)
     window = MainWindow(settings, train_fn=functools.partial(train, model_kwargs=TINY_MODEL_KWARGS))
     window.resize(*WINDOW_SIZE)
     window.show()
@@ -156,7 +161,7 @@ def _shoot(out: Path, width: int, dark: bool) -> int:
     # Data: the built-in sample (handwritten digits), prepared and scanned in the background.
     window.data_page.use_sample()
     _wait("the sample data", lambda: window.data_page.status()[0] and not window.data_page.is_scanning())
-    window.model_page.load_config(dict(QUICK_CONFIG))     # the public way to show a configuration
+    window.model_page.load_config(config)     # the public way to show a configuration
     _wait("the memory estimate", lambda: window.model_page.last_estimate is not None, 120)
     _save(window, DATA, "data" + suffix, out, width)
     _save(window, MODEL, "model" + suffix, out, width)
