@@ -1,10 +1,14 @@
 """The curated backbone list of the Model page, with facts known in advance (no torch import needed).
 
+Plain data over :mod:`dtl_engine.registry`, which says what each family supports
+and its defaults; an entry's ``family`` must be the registry's family of its name.
 Parameter counts are of the backbone without its classifier head (timm, num_classes=0).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from dtl_engine.registry import family_of
 
 
 @dataclass(frozen=True)
@@ -41,36 +45,10 @@ CURATED: tuple[BackboneInfo, ...] = (
                  "swin", "The Swin backbone of the DTL paper."),
 )
 
-# Prefixes of timm architectures the engine has adapters for (see dtl_engine.adapters).
-SUPPORTED_PREFIXES = ("vit_", "deit_", "deit3_", "swin_")
-REFUSED_PREFIXES = ("swinv2", "swin_s3")
-
-FAMILY_RANK = {"vit": 2, "swin": 4}
-FAMILY_KERNEL = {"vit": 3, "swin": 5}
-
 
 def by_name(name: str) -> BackboneInfo | None:
     """The curated entry of ``name`` (exact timm name), or None."""
     return next((b for b in CURATED if b.name == name), None)
-
-
-def family_of(name: str) -> str | None:
-    """'vit' / 'swin' from the name alone, or None when the name is not of a supported family."""
-    arch = name.split(".", 1)[0]
-    if arch.startswith(REFUSED_PREFIXES):
-        return None
-    if arch.startswith("swin_"):
-        return "swin"
-    if arch.startswith(("vit_", "deit_", "deit3_", "test_vit")):
-        return "vit"
-    return None
-
-
-def format_params(n: int | None) -> str:
-    """'86.6 M', '5.5 M', '—'."""
-    if n is None:
-        return "—"
-    return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.0f} k"
 
 
 def supported_timm_names() -> list[str]:

@@ -73,9 +73,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quit_after is not None:
         from PySide6.QtCore import QTimer
         QTimer.singleShot(int(args.quit_after * 1000), window.close)
+    return run_event_loop(app)
+
+
+def run_event_loop(app) -> int:
+    """Run the window until it closes, then wait (bounded) for any job still ending; the exit status."""
+    from app import jobs
+    from app.main_window import CLOSE_TIMEOUT_S
+
     status = int(app.exec())
-    from app.scan_worker import wait_for_orphans
-    wait_for_orphans()      # a scan or sample write still running when the window closed
+    # The window waited for its jobs already; this covers one that outlived that wait.
+    jobs.wait_all(int(CLOSE_TIMEOUT_S * 1000))
     return status
 
 

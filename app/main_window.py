@@ -1,17 +1,24 @@
 """The main window: a step bar on the left (Data → Model → Train → Results → Export, plus Runs),
-one page per step on the right, menus and shortcuts, and a careful close while training."""
+one page per step on the right, menus and shortcuts, and a careful close while background jobs run."""
 from __future__ import annotations
 
 import time
 from typing import Any, Callable
 
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QMainWindow, QMessageBox, QStackedWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QHBoxLayout, QMainWindow, QMessageBox, QStackedWidget, QWidget
 
+from app import jobs
+from app.jobs import ensure_heavy_imports
+from app.pages import StepPage
 from app.pages.data_page import DataPage
+from app.pages.export_page import ExportPage
 from app.pages.model_page import ModelPage
-from app.scan_worker import ensure_heavy_imports
+from app.pages.results_page import ResultsPage
+from app.pages.runs_page import RunsPage
+from app.pages.train_page import TrainPage
+from app.run_life import RunState
 from app.settings import Settings
 from app.theme import app_icon
 from app.widgets.step_bar import StepBar
@@ -21,29 +28,6 @@ STEPS = ("Data", "Model", "Train", "Results", "Export")
 EXTRA = ("Runs",)
 DATA, MODEL, TRAIN, RESULTS, EXPORT, RUNS = range(6)
 CLOSE_TIMEOUT_S = 60.0
-
-
-class PlaceholderPage(QWidget):
-    """Stands in for a page that could not be loaded, and says why."""
-
-    status_changed = Signal()
-
-    def __init__(self, title: str, reason: str, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.reason = reason
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(28, 22, 28, 22)
-        head = QLabel(title)
-        head.setProperty("role", "title")
-        text = QLabel(f"This step is not available in this installation: {reason}")
-        text.setWordWrap(True)
-        text.setProperty("role", "muted")
-        layout.addWidget(head)
-        layout.addWidget(text)
-        layout.addStretch(1)
-
-    def status(self) -> tuple[bool, str]:
-        return False, "Not available"
 
 
 class MainWindow(QMainWindow):
@@ -63,16 +47,17 @@ class MainWindow(QMainWindow):
 
         self.data_page = DataPage(self.settings)
         self.model_page = ModelPage(self.settings)
-        self.train_page = self._make("Train", lambda: self._train_page(train_fn, resume_fn))
-        self.results_page = self._make("Results", self._results_page)
-        self.export_page = self._make("Export", self._export_page)
-        self.runs_page = self._make("Runs", self._runs_page)
-        self.pages: list[QWidget] = [self.data_page, self.model_page, self.train_page, self.results_page,
+        self.train_page = TrainPage(self.config_for_run, train_fn=train_fn, resume_fn=resume_fn)
+        self.results_page = ResultsPage()
+        self.export_page = ExportPage()
+        self.runs_page = RunsPage()
+        self.pages: list[StepPage] = [self.data_page, self.model_page, self.train_page, self.results_page,
                                      self.export_page, self.runs_page]
 
         self.step_bar = StepBar(list(STEPS), list(EXTRA))
         self.stack = QStackedWidget()
         for page in self.pages:
+            assert isinstance(page, QWidget)
             self.stack.addWidget(page)
             page.status_changed.connect(self.update_steps)
         self.step_bar.step_selected.connect(self.show_step)
@@ -93,30 +78,6 @@ class MainWindow(QMainWindow):
             self.resize(1240, 820)
         self.statusBar().showMessage("Drop an image folder on the Data step, or press Ctrl+O.", 8000)
 
-    # --- building the pages (B's pages load defensively) ------------------------------------
-    def _make(self, title: str, factory: Callable[[], QWidget]) -> QWidget:
-        try:
-            return factory()
-        except Exception as exc:  # noqa: BLE001 - one missing page must not take the window down
-            return PlaceholderPage(title, f"{type(exc).__name__}: {exc}")
-
-    def _train_page(self, train_fn, resume_fn) -> QWidget:
-        from app.pages.train_page import TrainPage
-        kwargs = {k: v for k, v in (("train_fn", train_fn), ("resume_fn", resume_fn)) if v is not None}
-        return TrainPage(self.config_for_run, **kwargs)
-
-    def _results_page(self) -> QWidget:
-        from app.pages.results_page import ResultsPage
-        return ResultsPage()
-
-    def _export_page(self) -> QWidget:
-        from app.pages.export_page import ExportPage
-        return ExportPage()
-
-    def _runs_page(self) -> QWidget:
-        from app.pages.runs_page import RunsPage
-        return RunsPage()
-
     def config_for_run(self):
         """The TrainConfig of the next run: the model page's settings on the data page's folder."""
         root = self.data_page.data_root()
@@ -130,23 +91,11 @@ class MainWindow(QMainWindow):
         self.model_page.config_changed.connect(self._config_changed)
         self.model_page.estimate_ready.connect(self._estimate_ready)
         self._config_changed()
-        connect = self._connect_if
-        connect(self.train_page, "run_finished", self._run_finished)
-        connect(self.train_page, "run_started", lambda run_dir: self.statusBar().showMessage(
-            f"Training in {run_dir}", 6000))
-        connect(self.runs_page, "open_run", self.open_run)
-        connect(self.runs_page, "resume_run", self.resume_run)
-
-    @staticmethod
-    def _connect_if(page: QWidget, signal: str, slot: Callable) -> None:
-        sig = getattr(page, signal, None)
-        if sig is not None:
-            sig.connect(slot)
-
-    @staticmethod
-    def _call_if(page: QWidget, method: str, *args) -> Any:
-        fn = getattr(page, method, None)
-        return fn(*args) if callable(fn) else None
+        self.train_page.run_finished.connect(self._run_finished)
+        self.train_page.run_started.connect(
+            lambda run_dir: self.statusBar().showMessage(f"Training in {run_dir}", 6000))
+        self.runs_page.open_run.connect(self.open_run)
+        self.runs_page.resume_run.connect(self.resume_run)
 
     def _config_changed(self) -> None:
         d = self.model_page.config_dict()
@@ -155,28 +104,28 @@ class MainWindow(QMainWindow):
     def _estimate_ready(self, _text: str) -> None:
         est = self.model_page.last_estimate
         if est is not None:
-            self._call_if(self.train_page, "set_reference_memory", int(est.full.total_bytes))
+            self.train_page.set_reference_memory(int(est.full.total_bytes))
 
     def _run_finished(self, result: Any) -> None:
         run_dir = str(getattr(result, "run_dir", "") or "")
-        if not run_dir:
-            return
-        self._call_if(self.results_page, "show_run", run_dir)
-        self._call_if(self.export_page, "set_run", run_dir)
-        self._call_if(self.runs_page, "refresh")
-        if getattr(result, "status", "finished") == "finished" and self._closing_since is None:
+        if not run_dir or self._closing_since is not None:
+            return                          # closing: start no new work
+        self.results_page.show_run(run_dir)
+        self.export_page.set_run(run_dir)
+        self.runs_page.refresh()
+        if getattr(result, "status", "finished") == "finished":
             self.show_step(RESULTS)
 
     def open_run(self, run_dir: str) -> None:
         """Show a past run everywhere: results, export and its training curves."""
-        self._call_if(self.results_page, "show_run", run_dir)
-        self._call_if(self.export_page, "set_run", run_dir)
-        self._call_if(self.train_page, "load_history", run_dir)
+        self.results_page.show_run(run_dir)
+        self.export_page.set_run(run_dir)
+        self.train_page.load_history(run_dir)
         self.show_step(RESULTS)
 
     def resume_run(self, run_dir: str) -> None:
         """Continue a stopped run on the Train step."""
-        self._call_if(self.train_page, "resume_run", run_dir)
+        self.train_page.resume_run(run_dir)
         self.show_step(TRAIN)
 
     # --- steps ----------------------------------------------------------------------------------------
@@ -184,7 +133,7 @@ class MainWindow(QMainWindow):
         """Show page ``index`` (0 = Data … 5 = Runs)."""
         if index == RUNS:
             ensure_heavy_imports("dtl_engine.runs")   # loads torch: never race a background import
-            self._call_if(self.runs_page, "refresh")
+            self.runs_page.refresh()
         self.stack.setCurrentIndex(index)
         self.step_bar.set_current(index)
 
@@ -201,7 +150,7 @@ class MainWindow(QMainWindow):
         states = [self._page_status(p) for p in self.pages]
         data_ok, model_ok = states[DATA][0], states[MODEL][0]
         train_ok = states[TRAIN][0]
-        running = bool(self._call_if(self.train_page, "is_running"))
+        running = self.train_page.is_running()
         if not running and not train_ok:
             if not data_ok:
                 states[TRAIN] = (False, "Waiting for an image folder")
@@ -217,15 +166,16 @@ class MainWindow(QMainWindow):
         return bool(self._page_status(self.pages[step])[0])
 
     @staticmethod
-    def _page_status(page: QWidget) -> tuple[bool, str]:
+    def _page_status(page: StepPage) -> tuple[bool, str]:
         try:
             ok, line = page.status()
             return bool(ok), str(line)
-        except Exception as exc:  # noqa: BLE001 - a page bug shows as a line, not a crash
+        except Exception as exc:  # a page bug shows as a line, not a crash
             return False, f"Status unavailable ({exc})"
 
     # --- menus and shortcuts ---------------------------------------------------------------------
-    def _action(self, menu, text: str, slot: Callable, shortcut: str | QKeySequence | None = None,
+    def _action(self, menu, text: str, slot: Callable,
+                shortcut: str | QKeySequence | QKeySequence.StandardKey | None = None,
                 tip: str = "") -> QAction:
         action = QAction(text, self)
         if shortcut is not None:
@@ -251,9 +201,11 @@ class MainWindow(QMainWindow):
         run_menu = bar.addMenu("&Run")
         self.train_action = self._action(run_menu, "&Train", self.start_training, "Ctrl+R",
                                          "Start training with the chosen data and model")
-        self._action(run_menu, "&Pause", lambda: self._call_if(self.train_page, "pause"))
-        self._action(run_menu, "Res&ume", lambda: self._call_if(self.train_page, "resume"))
-        self._action(run_menu, "&Stop", lambda: self._call_if(self.train_page, "stop"))
+        self.pause_action = self._action(run_menu, "&Pause", self.train_page.pause)
+        self.resume_action = self._action(run_menu, "Res&ume", self.train_page.resume)
+        self.stop_action = self._action(run_menu, "&Stop", self.train_page.stop)
+        self.train_page.life.changed.connect(self._run_state_changed)
+        self._run_state_changed(self.train_page.life.state)
         run_menu.addSeparator()
         self.export_action = self._action(run_menu, "&Export…", lambda: self.show_step(EXPORT), "Ctrl+E",
                                           "Export the trained classifier")
@@ -267,6 +219,13 @@ class MainWindow(QMainWindow):
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "&About DTL Studio", self._about)
 
+    def _run_state_changed(self, state: RunState) -> None:
+        # The Run menu offers what the run's state allows, like the Train step's buttons.
+        self.train_action.setEnabled(not state.busy)
+        self.pause_action.setEnabled(state in (RunState.STARTING, RunState.RUNNING))
+        self.resume_action.setEnabled(state is RunState.PAUSED)
+        self.stop_action.setEnabled(state in (RunState.STARTING, RunState.RUNNING, RunState.PAUSED))
+
     def open_folder_dialog(self) -> None:
         """Ctrl+O: go to the Data step and ask for a folder."""
         self.show_step(DATA)
@@ -275,19 +234,23 @@ class MainWindow(QMainWindow):
     def start_training(self) -> None:
         """Ctrl+R: start a run on the Train step."""
         self.show_step(TRAIN)
-        self._call_if(self.train_page, "start")
+        self.train_page.start()
 
     def _fill_recent_menu(self) -> None:
         self.recent_menu.clear()
         folders = self.settings.recent_folders()
         for folder in folders:
             action = self.recent_menu.addAction(folder)
-            action.triggered.connect(lambda _=False, f=folder: (self.show_step(DATA), self.data_page.open_folder(f)))
+            action.triggered.connect(lambda _=False, f=folder: self._open_recent(f))
         if not folders:
             self.recent_menu.addAction("No recent folders").setEnabled(False)
         else:
             self.recent_menu.addSeparator()
             self.recent_menu.addAction("Clear the list", self._clear_recent)
+
+    def _open_recent(self, folder: str) -> None:
+        self.show_step(DATA)
+        self.data_page.open_folder(folder)
 
     def _clear_recent(self) -> None:
         self.settings.clear_recent_folders()
@@ -300,43 +263,56 @@ class MainWindow(QMainWindow):
                           "backbone plus a tiny side network of low-rank maps.")
 
     # --- closing --------------------------------------------------------------------------------------
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
-        running = bool(self._call_if(self.train_page, "is_running"))
-        if running and self._closing_since is None:
-            box = QMessageBox(QMessageBox.Icon.Question, "Training is running",
-                              "A run is still training. Quit and stop it? The run keeps its last checkpoint "
-                              "and can be resumed from the Runs step.", parent=self)
-            quit_button = box.addButton("Quit && stop", QMessageBox.ButtonRole.DestructiveRole)
-            box.addButton(QMessageBox.StandardButton.Cancel)
-            box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-            box.exec()
-            if box.clickedButton() is not quit_button:
-                event.ignore()
-                return
-            # Stop cleanly without freezing the window: ask, then close once the run thread has ended.
-            self._closing_since = time.monotonic()
-            self._call_if(self.train_page, "stop")
-            self.statusBar().showMessage("Stopping the run and saving its checkpoint…")
-            self._close_timer.start()
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
+        """Ask about jobs that would lose work, cancel the rest, and close once every job has ended."""
+        if self._closing_since == -1.0:     # every job has ended (or the wait ran out): really close
+            self._close_timer.stop()
+            event.accept()
+            return
+        if self._closing_since is not None:     # already waiting for jobs to end
             event.ignore()
             return
-        if running and self._closing_since != -1.0:   # still stopping: keep waiting for the run thread
+        active = jobs.active_jobs()
+        losing = [job for job in active if job.loses_work]
+        if losing and not self.confirm_quit(losing):
             event.ignore()
             return
-        self._close_timer.stop()
         self.settings.set_geometry(self.saveGeometry())
         self.model_page.save_config()
-        self.data_page.shutdown()
-        self.model_page.shutdown()
-        event.accept()
+        if not active:
+            self._closing_since = -1.0
+            self.closeEvent(event)
+            return
+        # Cancel without freezing the window: close once the last job has ended.
+        self._closing_since = time.monotonic()
+        jobs.cancel_all()
+        self.statusBar().showMessage(self._closing_message(active))
+        self._close_timer.start()
+        event.ignore()
+
+    def confirm_quit(self, losing: list[jobs.Job]) -> bool:
+        """Ask whether to quit although ``losing`` jobs (a training run) would stop; True to quit."""
+        box = QMessageBox(QMessageBox.Icon.Question, "Training is running",
+                          "A run is still training. Quit and stop it? The run keeps its last checkpoint "
+                          "and can be resumed from the Runs step.", parent=self)
+        quit_button = box.addButton("Quit && stop", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return box.clickedButton() is quit_button
+
+    @staticmethod
+    def _closing_message(active: list[jobs.Job]) -> str:
+        if any(job.kind == "train" for job in active):
+            return "Stopping the run and saving its checkpoint…"
+        if any(job.kind == "export" for job in active):
+            return "Finishing the export before closing…"
+        return "Finishing background work before closing…"
 
     def _check_closing(self) -> None:
-        running = bool(self._call_if(self.train_page, "is_running"))
+        jobs.cancel_all()                   # also anything a finishing job started meanwhile
         overdue = self._closing_since is not None and time.monotonic() - self._closing_since > CLOSE_TIMEOUT_S
-        if running and overdue:
-            self._call_if(self.train_page, "stop_and_wait", 5000)   # last resort: a bounded wait
-            running = bool(self._call_if(self.train_page, "is_running"))
-        if not running or overdue:
+        if not jobs.active_jobs() or overdue:
             self._close_timer.stop()
             self._closing_since = -1.0      # marks "confirmed": closeEvent will accept now
             self.close()

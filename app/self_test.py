@@ -57,7 +57,7 @@ class _Checks:
         start = time.perf_counter()
         try:
             detail = fn()
-        except Exception as err:  # noqa: BLE001 - every failure becomes one sentence
+        except Exception as err:  # every failure becomes one sentence
             self.failed = f"Self-test failed at '{name}': {_sentence(err)}"
             _say(f"FAIL {name}")
             if self.verbose:
@@ -154,8 +154,9 @@ def _run_checks(state: dict[str, Any], checks: _Checks, work: Path) -> None:
 
 
 def _check_window() -> str:
-    from PySide6.QtCore import QThreadPool
     from PySide6.QtWidgets import QApplication
+
+    from app import jobs
 
     from app.theme import app_icon, apply_theme
 
@@ -177,13 +178,14 @@ def _check_window() -> str:
     app.processEvents()
     shown = time.perf_counter() - start
     pixmap = window.grab()
+    # Closing cancels the window's background jobs (e.g. memory estimates) and waits for them:
+    # a pool thread still running Python at exit aborts the process.
     window.close()
-    app.processEvents()
-    # Background jobs the window started (e.g. memory estimates) must end before Python
-    # does: a pool thread still running Python at exit aborts the process.
-    for pool in [*window.findChildren(QThreadPool), QThreadPool.globalInstance()]:
-        pool.clear()
-        pool.waitForDone(120_000)
+    deadline = time.monotonic() + 150
+    while window.isVisible() and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.02)
+    jobs.wait_all(120_000)
     window.deleteLater()
     app.processEvents()
     if pixmap.isNull() or pixmap.width() < 100 or pixmap.height() < 100:

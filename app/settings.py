@@ -90,7 +90,3 @@ class Settings:
         """Any other remembered value."""
         return self.store.value(key, default)
 
-    def set_value(self, key: str, value) -> None:
-        """Remember any other value."""
-        self.store.setValue(key, value)
-        self.store.sync()

@@ -17,17 +17,35 @@ def resources_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "resources"
 
 
-# One accent per scheme; everything else derives from the palette.
+# One accent per scheme; everything else derives from the palette. The status roles (ok, warn, error,
+# muted, accent) and the progress fill keep text at 4.5:1 or more on every background they appear on
+# (WCAG AA; tests/app/test_theme.py computes it).
 COLORS = {
     "light": {"window": "#f4f5f7", "base": "#ffffff", "alt": "#f0f2f5", "text": "#1d2330",
-              "muted": "#5f6b7a", "border": "#d5dae1", "accent": "#2f66d6", "accent_text": "#ffffff",
-              "ok": "#1e8e4e", "warn": "#b45f06", "error": "#c0392b", "button": "#fbfbfc",
+              "muted": "#5f6b7a", "border": "#d5dae1", "accent": "#2b5fcc", "accent_text": "#ffffff",
+              "ok": "#17753f", "warn": "#995000", "error": "#c0392b", "button": "#fbfbfc", "progress": "#6f97ea",
               "panel": "#e9ecf1", "card": "#ffffff", "light": "#ffffff", "dark": "#a9b0ba", "shadow": "#7d8591"},
     "dark": {"window": "#1f2227", "base": "#16181c", "alt": "#23262c", "text": "#e6e8eb",
              "muted": "#9aa3ae", "border": "#3a3f47", "accent": "#6e9bff", "accent_text": "#0f1420",
-             "ok": "#4cc486", "warn": "#f0a94a", "error": "#ff7b6b", "button": "#2d3139",
+             "ok": "#4cc486", "warn": "#f0a94a", "error": "#ff7b6b", "button": "#2d3139", "progress": "#3a5ea8",
              "panel": "#191b1f", "card": "#262a31", "light": "#4a505a", "dark": "#5a616c", "shadow": "#0b0c0e"},
 }
+
+
+#: The colour role of each state a run, an export or a job can be in.
+STATE_ROLES = {"starting": "accent", "running": "accent", "paused": "warn", "stopping": "warn",
+               "finished": "ok", "verified": "ok", "stopped": "muted", "interrupted": "warn",
+               "failed": "error", "damaged": "error", "not verified": "warn", "idle": "muted"}
+
+
+def role_color(role: str) -> str:
+    """The colour of a theme role ("ok", "warn", "error", "muted", "accent", …) in the scheme in use."""
+    return colors()[role]
+
+
+def state_color(state: str) -> str:
+    """The colour that shows ``state`` (see :data:`STATE_ROLES`), following the light or dark palette."""
+    return role_color(STATE_ROLES.get(state, "muted"))
 
 
 def is_dark() -> bool:

@@ -8,8 +8,9 @@ from typing import Any
 
 from .errors import RunError
 from .recipes import RECIPES, recipe_values
+from .registry import METHOD_NAMES
 
-METHODS = ("dtl", "dtl+", "linear")
+METHODS = METHOD_NAMES                  # dtl, dtl+, linear (see dtl_engine.registry)
 AUGMENTS = ("auto", "none", "light-noflip", "light", "standard")
 RESIZES = ("backbone", "squash")
 NORMALIZES = ("backbone", "0.5")

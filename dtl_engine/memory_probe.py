@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import DTLError, RunError
+from .formatting import format_bytes  # re-exported: the CLI and benchmark import it from here
 
 METHODS = ("dtl", "dtl+", "linear", "full", "lora")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -398,16 +399,6 @@ def cuda_step_peak_bytes(method: str, backbone: str, batch_size: int, image_size
     del model, optimizer, images, labels, loss
     torch.cuda.empty_cache()
     return peak
-
-
-def format_bytes(n: int | None) -> str:
-    """Human-readable bytes: '1.61 GB', '512 MB', '-' for None."""
-    if n is None:
-        return "-"
-    for unit, size in (("GB", 1024 ** 3), ("MB", 1024 ** 2), ("KB", 1024)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n} B"
 
 
 __all__ = ["MemoryBreakdown", "MemoryEstimate", "SavedTensorCounter", "estimate_memory", "breakdown",

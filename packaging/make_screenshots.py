@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Take the README screenshots of DTL Studio: the whole window at every step of one real session.
 
-Opens the main window (light theme, 1280×820), loads the built-in handwritten digits on
+Opens the main window (1280×820, light and then dark palette), loads the built-in handwritten digits on
 the Data step, picks a quick configuration (timm's tiny ``test_vit`` with random weights,
 so a run takes seconds on a CPU), trains with the real engine, exports the classifier,
 tries it on three sample images, and saves one picture per step:
 
-    data.png  model.png  train.png  results.png  export.png  runs.png
+    data.png  model.png  train.png  results.png  export.png  runs.png              (light)
+    data-dark.png  model-dark.png  …                                             (dark)
 
 Everything the app writes goes into a throw-away demo home folder (``--home``), so the
 pictures show ordinary user paths; that folder is deleted at the end.
@@ -40,6 +41,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--home", default="/home/demo", help="throw-away home folder the app works in")
     p.add_argument("--width", type=int, default=1100, help="width of the saved pictures in pixels (0 = as grabbed)")
     p.add_argument("--keep-home", action="store_true", help="keep the demo home folder afterwards")
+    p.add_argument("--epochs", type=int, default=QUICK_CONFIG["epochs"], help="epochs of the demo run")
+    p.add_argument("--scheme", choices=("light", "dark", "both"), default="both",
+                   help="palette of the pictures (both: one whole session in each, in its own process)")
     return p.parse_args()
 
 
@@ -102,25 +106,34 @@ def _save(window, step: int, name: str, out: Path, width: int) -> Path:
 
 def main() -> int:
     args = _parse()
+    if args.scheme == "both":
+        import subprocess
+
+        for scheme in ("dark", "light"):
+            cmd = [sys.executable, __file__, "--out", args.out, "--home", args.home, "--width", str(args.width),
+                   "--epochs", str(args.epochs), "--scheme", scheme] + (["--keep-home"] if args.keep_home else [])
+            if subprocess.call(cmd) != 0:
+                return 1
+        return 0
     out = Path(args.out).resolve()
     home = Path(args.home)
     _prepare_home(home)
     sys.path.insert(0, str(ROOT))
     try:
-        return _shoot(out, args.width)
+        return _shoot(out, args.width, dark=args.scheme == "dark", epochs=args.epochs)
     finally:
         if not args.keep_home:
             shutil.rmtree(home, ignore_errors=True)
 
 
-def _shoot(out: Path, width: int) -> int:
+def _shoot(out: Path, width: int, dark: bool, epochs: int) -> int:
     """Drive one session through every step and save the pictures into ``out``."""
     import functools
 
     import torch
     from PySide6.QtWidgets import QApplication
 
-    from app import theme
+    from app import jobs, theme
     from app.main_window import DATA, EXPORT, MODEL, RESULTS, RUNS, TRAIN, MainWindow
     from app.settings import Settings
     from dtl_engine.training import train
@@ -129,12 +142,17 @@ def _shoot(out: Path, width: int) -> int:
     out.mkdir(parents=True, exist_ok=True)
     app = QApplication.instance() or QApplication(sys.argv)
     app.setApplicationName("DTL Studio")
-    # The theme follows the system; these pictures are always light.
-    theme.is_dark = lambda: False
+    # The pictures are not about responsiveness: train at normal priority, so a busy machine
+    # does not starve the run.
+    jobs.lower_thread_priority = lambda: None
+    # The theme follows the system; here the scheme is chosen.
+    theme.is_dark = lambda: dark
+    suffix = "-dark" if dark else ""
     theme.apply_theme(app)
 
     settings = Settings()
-    settings.set_last_config(dict(QUICK_CONFIG))
+    config = dict(QUICK_CONFIG, epochs=epochs)
+    settings.set_last_config(config)
     window = MainWindow(settings, train_fn=functools.partial(train, model_kwargs=TINY_MODEL_KWARGS))
     window.resize(*WINDOW_SIZE)
     window.show()
@@ -143,10 +161,10 @@ def _shoot(out: Path, width: int) -> int:
     # Data: the built-in sample (handwritten digits), prepared and scanned in the background.
     window.data_page.use_sample()
     _wait("the sample data", lambda: window.data_page.status()[0] and not window.data_page.is_scanning())
-    window.model_page.load_config(dict(QUICK_CONFIG))     # the public way to show a configuration
+    window.model_page.load_config(config)     # the public way to show a configuration
     _wait("the memory estimate", lambda: window.model_page.last_estimate is not None, 120)
-    _save(window, DATA, "data", out, width)
-    _save(window, MODEL, "model", out, width)
+    _save(window, DATA, "data" + suffix, out, width)
+    _save(window, MODEL, "model" + suffix, out, width)
 
     # Train with the real engine; the window moves on to Results when the run finishes.
     window.start_training()
@@ -156,8 +174,8 @@ def _shoot(out: Path, width: int) -> int:
     if getattr(result, "status", "") != "finished":
         raise SystemExit(f"The run did not finish: {result}")
     _wait("the results", lambda: window.results_page.status()[0], 300)
-    _save(window, TRAIN, "train", out, width)
-    _save(window, RESULTS, "results", out, width)
+    _save(window, TRAIN, "train" + suffix, out, width)
+    _save(window, RESULTS, "results" + suffix, out, width)
 
     # Export (verified in a fresh process), then "Try it" on three sample digits.
     window.show_step(EXPORT)
@@ -174,17 +192,18 @@ def _shoot(out: Path, width: int) -> int:
     _wait("the predictions", lambda: bool(predictions) or getattr(page, "error_dialog", None) is not None, 300)
     if not predictions:
         raise SystemExit(f"The prediction failed: {page.try_hint.text()}")
-    _save(window, EXPORT, "export", out, width)
+    _save(window, EXPORT, "export" + suffix, out, width)
 
     window.show_step(RUNS)
     window.runs_page.select_run(str(result.run_dir))
-    _save(window, RUNS, "runs", out, width)
+    _save(window, RUNS, "runs" + suffix, out, width)
 
-    total = sum((out / f"{n}.png").stat().st_size for n in ("data", "model", "train", "results", "export", "runs"))
+    names = ("data", "model", "train", "results", "export", "runs")
+    total = sum((out / f"{n}{suffix}.png").stat().st_size for n in names)
     print(f"total {total / 1e6:.2f} MB in {out.name}/")
-    window.data_page.shutdown()
-    window.model_page.shutdown(60_000)
     window.close()
+    jobs.cancel_all()
+    jobs.wait_all(60_000)
     return 0
 
 

@@ -1,14 +1,15 @@
-"""Step 1 — Data: choose an image folder (drop, Browse…, recent, sample), scan it in the background, show what was found."""
+"""Step 1 — Data: choose an image folder (drop, Browse…, recent, sample), scan it in the background,
+show what was found."""
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
 
-from PySide6.QtCore import QMimeData, QSize, Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar,
                                QPushButton, QSizePolicy, QSplitter, QStyle, QVBoxLayout, QWidget)
 
-from app.scan_worker import CallThread, ScanThread, keep_alive
+from app import jobs
 from app.settings import Settings
 from app.widgets.card import card as _card
 from app.widgets.class_table import ClassTable
@@ -16,6 +17,21 @@ from app.widgets.drop_zone import DropZone
 
 MAX_LISTED_SKIPS = 200
 IMBALANCE_RATIO = 3.0
+
+
+def _scan(folder: str, job: jobs.Job):
+    """Scan ``folder`` on a worker thread, reporting (done, total) and stopping when cancelled."""
+    from dtl_engine.data import scan_folder
+    from dtl_engine.errors import DataError, DTLError
+
+    try:
+        return scan_folder(folder, progress=lambda done, total: job.report((int(done), -1 if total is None
+                                                                             else int(total))),
+                           should_stop=lambda: job.is_cancelled)
+    except DTLError:
+        raise
+    except Exception as exc:   # an unexpected error still becomes a sentence
+        raise DataError(f"The folder could not be read: {exc}") from exc
 
 
 def _label(text: str = "", role: str | None = None, wrap: bool = False) -> QLabel:
@@ -37,9 +53,8 @@ class DataPage(QWidget):
         self.settings = settings or Settings()
         self._scan = None                   # ScanResult of the folder shown
         self._split = None
-        self._thread: ScanThread | None = None
-        self._sample_thread: CallThread | None = None
-        self._old_threads: list = []        # finished-but-not-yet-deleted threads stay referenced
+        self._scan_job: jobs.Job | None = None
+        self._sample_job: jobs.Job | None = None
         self._state = "empty"               # empty | scanning | ready | error
         self._message = ""
         self.val_fraction = 0.2
@@ -69,7 +84,8 @@ class DataPage(QWidget):
         self.browse_button.setToolTip("Choose an image folder (Ctrl+O)")
         self.browse_button.clicked.connect(self.browse)
         self.sample_button = QPushButton("Use sample data")
-        self.sample_button.setToolTip("Handwritten digits 0–9 that ship with DTL Studio: a quick way to try everything.")
+        self.sample_button.setToolTip("Handwritten digits 0–9 that ship with DTL Studio: "
+                                      "a quick way to try everything.")
         self.sample_button.clicked.connect(self.use_sample)
         self.recent_combo = QComboBox()
         self.recent_combo.setMinimumWidth(260)
@@ -181,7 +197,8 @@ class DataPage(QWidget):
             row.addLayout(col, 1)
         layout.addLayout(row)
         layout.addWidget(_label("Pictures are recognised by their content (JPEG, PNG, WebP, TIFF, BMP …); anything "
-                                "else is listed as skipped, with the reason. Hidden files are ignored.", "muted", wrap=True))
+                                "else is listed as skipped, with the reason. Hidden files are ignored.", "muted",
+                                wrap=True))
         outer.addWidget(card)
         outer.addStretch(1)
         return box
@@ -226,29 +243,24 @@ class DataPage(QWidget):
         if folder:
             self.open_folder(folder)
 
-    def handle_drop(self, mime: QMimeData) -> str | None:
-        """Process drop data as if it was dropped on the zone."""
-        return self.drop_zone.handle_mime(mime)
-
     def use_sample(self) -> None:
         """Prepare the built-in sample data in the background, then scan it."""
         if self.is_scanning():
             return
 
-        def prepare():
+        def prepare(_job: jobs.Job) -> str:
             from dtl_engine.data.sample import ensure_sample_dataset
-            return ensure_sample_dataset()
+            return str(ensure_sample_dataset())
 
         self._set_scanning("Preparing the sample data…")
-        thread = CallThread(prepare, self)
-        thread.done.connect(lambda path: self._sample_ready(str(path)))
-        thread.failed.connect(lambda text: self._scan_failed(f"The sample data could not be prepared: {text}"))
-        thread.finished.connect(lambda: self._retire(thread))
-        self._sample_thread = thread
-        thread.start()
+        # Writing the sample files is not interrupted halfway: a cancelled job still finishes them.
+        self._sample_job = jobs.submit(
+            prepare, kind="sample", what="Preparing the sample data", context=self, imports=("dtl_engine.data",),
+            on_done=self._sample_ready,
+            on_error=lambda text, _details: self._scan_failed(f"The sample data could not be prepared: {text}"))
 
     def _sample_ready(self, path: str) -> None:
-        self._sample_thread = None
+        self._sample_job = None
         self._state = "idle"
         self.open_folder(path)
 
@@ -260,52 +272,25 @@ class DataPage(QWidget):
             return
         self.cancel_scan()
         self._set_scanning(f"Scanning {path.name}…")
-        thread = ScanThread(str(path), self)
-        thread.progress.connect(self._on_progress)
-        thread.succeeded.connect(self._scan_done)
-        thread.failed.connect(self._scan_failed)
-        thread.cancelled.connect(self._scan_cancelled)
-        thread.finished.connect(lambda: self._retire(thread))
-        self._thread = thread
-        thread.start()
+        job = jobs.submit(
+            lambda job: _scan(str(path), job), kind="scan", what="Reading the folder", context=self,
+            imports=("dtl_engine.data",), on_done=self._scan_done,
+            on_error=lambda text, _details: self._scan_failed(text))
+        # A cancelled scan may still report a little; only the current one moves the bar.
+        job.progress.connect(lambda p: self._on_progress(*p) if job is self._scan_job else None)
+        self._scan_job = job
 
     def cancel_scan(self) -> None:
         """Stop a running scan (or stop waiting for the sample data); the previous result comes back."""
-        sample = self._sample_thread
-        if sample is not None and sample.isRunning():
-            # Writing the sample files cannot be interrupted halfway; its answer is simply ignored.
-            sample.done.disconnect()
-            sample.failed.disconnect()
-            self._old_threads.append(sample)
-            self._sample_thread = None
+        for job in (self._sample_job, self._scan_job):
+            if job is not None and not job.is_done():
+                job.cancel()                # its late answer arrives as "cancelled" and is ignored
+        if self._sample_job is not None or self._scan_job is not None:
+            self._sample_job = self._scan_job = None
             self._state = "empty" if self._scan is None else "ready"
             self.progress_box.hide()
             self._set_results_visible(self._scan is not None)
             self.status_changed.emit()
-        if self._thread is not None and self._thread.isRunning():
-            self._thread.cancel()
-            self._old_threads.append(self._thread)   # keep it referenced until it has finished
-            for sig in (self._thread.succeeded, self._thread.failed, self._thread.progress, self._thread.cancelled):
-                sig.disconnect()
-            self._thread = None
-            self._state = "empty" if self._scan is None else "ready"
-            self.progress_box.hide()
-            self._set_results_visible(self._scan is not None)
-            self.status_changed.emit()
-
-    def shutdown(self, wait_ms: int = 3000) -> None:
-        """Cancel background work and wait briefly for it (window closing)."""
-        if self._thread is not None:
-            self._thread.cancel()
-        for t in [self._thread, self._sample_thread, *self._old_threads]:
-            if t is not None and t.isRunning() and not t.wait(wait_ms):
-                keep_alive(t)   # e.g. the sample files are still being written
-        self.class_table.shutdown()
-
-    def _retire(self, thread) -> None:
-        if thread in self._old_threads:
-            self._old_threads.remove(thread)
-        thread.deleteLater()
 
     # --- scan life cycle ----------------------------------------------------------------------
     def _set_scanning(self, text: str) -> None:
@@ -326,7 +311,7 @@ class DataPage(QWidget):
             self.progress_label.setText(f"Scanning… {done:,} files")
 
     def _scan_done(self, result) -> None:
-        self._thread = None
+        self._scan_job = None
         self.progress_box.hide()
         self._scan = result
         self._state = "ready"
@@ -337,21 +322,14 @@ class DataPage(QWidget):
         self.scan_ready.emit(result)
 
     def _scan_failed(self, sentence: str) -> None:
-        self._thread = None
-        self._sample_thread = None
+        self._scan_job = None
+        self._sample_job = None
         self.progress_box.hide()
         self._scan = None
         self._split = None
         self._state = "error"
         self._set_results_visible(False)
         self._show_problem(sentence, keep_state=True)
-        self.status_changed.emit()
-
-    def _scan_cancelled(self) -> None:
-        self._thread = None
-        self.progress_box.hide()
-        self._state = "ready" if self._scan is not None else "empty"
-        self._set_results_visible(self._scan is not None)
         self.status_changed.emit()
 
     def _show_problem(self, sentence: str, keep_state: bool = False) -> None:
@@ -375,7 +353,7 @@ class DataPage(QWidget):
         try:
             from dtl_engine.data import make_split
             return make_split(self._scan, val_fraction=self.val_fraction, seed=self.seed)
-        except Exception as exc:  # noqa: BLE001 - a split problem is shown, the class table still is
+        except Exception as exc:  # a split problem is shown, the class table still is
             self._split_problem = str(exc)
             return None
 

@@ -17,9 +17,10 @@ from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QFileDialog, QFo
                                QPushButton, QRadioButton, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout,
                                QWidget)
 
+from app import jobs
+from app.theme import state_color
 from app.widgets.error_dialog import show_error
-from app.widgets.mistakes_gallery import read_thumbnail
-from app.worker import run_in_background
+from app.widgets.thumbnails import read_thumbnail
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
@@ -252,9 +253,10 @@ class ExportPage(QWidget):
             overwrite = True
         run_dir, fmt = self.run_dir, self.format()
         self._set_busy(True, "Exporting and checking the file in a fresh process…")
-        run_in_background(lambda: run_export(run_dir, out, fmt, overwrite), what="The export", context=self,
-                          imports=("timm", "dtl_engine.training"),
-                          on_done=self._export_done, on_error=self._export_failed)
+        # The engine writes beside the target and renames at the end; closing waits for that.
+        jobs.submit(lambda _job: run_export(run_dir, out, fmt, overwrite), kind="export", what="The export",
+                    context=self, imports=("timm", "dtl_engine.training"),
+                    on_done=self._export_done, on_error=self._export_failed)
 
     def _export_done(self, result: Any) -> None:
         self._set_busy(False)
@@ -262,10 +264,12 @@ class ExportPage(QWidget):
         if result.verified:
             d = result.max_abs_diff
             diff = "n/a" if d is None else "0 (identical)" if d == 0 else f"{d:.1e}"
-            verdict = (f"<span style='color:#1e8e4e; font-weight:600'>Verified ✓</span> — "
+            ok = state_color("verified")
+            verdict = (f"<span style='color:{ok}; font-weight:600'>Verified ✓</span> — "
                        f"max abs difference {diff} over {result.images_checked} images checked")
         else:
-            verdict = "<span style='color:#b45f06; font-weight:600'>Not verified</span>"
+            warn = state_color("not verified")
+            verdict = f"<span style='color:{warn}; font-weight:600'>Not verified</span>"
         self.result_label.setText(verdict)
         self.message_label.setText(result.message)
         self._set_status(True, f"Exported to {Path(result.path).name}" + (" (verified)" if result.verified else ""))
@@ -274,7 +278,8 @@ class ExportPage(QWidget):
 
     def _export_failed(self, message: str, details: str) -> None:
         self._set_busy(False)
-        self.result_label.setText("<span style='color:#c0392b; font-weight:600'>Export failed ✗</span>")
+        failed = state_color("failed")
+        self.result_label.setText(f"<span style='color:{failed}; font-weight:600'>Export failed ✗</span>")
         self.message_label.setText(message)
         self._set_status(False, message)
         self.error_dialog = show_error(self, "Export failed", message, details)
@@ -295,10 +300,9 @@ class ExportPage(QWidget):
             return
         paths = [str(p) for p in paths]
         self.try_hint.setText(f"Predicting {len(paths)} image(s)…")
-        run_in_background(lambda: run_predict(export_path, paths), what="The prediction", context=self,
-                          imports=("dtl_engine.predict",),
-                          on_done=lambda out: self._show_predictions(paths, *out),
-                          on_error=self._predict_failed)
+        jobs.submit(lambda _job: run_predict(export_path, paths), kind="predict", what="The prediction",
+                    context=self, imports=("dtl_engine.predict",),
+                    on_done=lambda out: self._show_predictions(paths, *out), on_error=self._predict_failed)
 
     def _show_predictions(self, paths: list[str], predictions: list, thumbs: list,
                           errors: list | None = None) -> None:

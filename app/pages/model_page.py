@@ -4,26 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QThreadPool, QTimer, Signal
-from PySide6.QtWidgets import (QBoxLayout, QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QFrame,
-                               QHBoxLayout, QLabel, QLineEdit, QPushButton, QRadioButton, QScrollArea, QSpinBox,
-                               QVBoxLayout, QWidget)
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (QBoxLayout, QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog,
+                               QFormLayout, QFrame, QHBoxLayout, QLabel, QLineEdit, QPushButton, QRadioButton,
+                               QScrollArea, QSpinBox, QVBoxLayout, QWidget)
 
-from app.backbones import FAMILY_KERNEL, FAMILY_RANK, family_of
-from app.scan_worker import start_job
+from app import jobs
+from app.pages.bindings import (AUTO_NUMBER, DATA_CHOICE, FLAG, NUMBER, OPTIONAL_NUMBER, PERCENT, TEXT_CHOICE, Binding,
+                                read_all, show_all)
 from app.settings import Settings
 from app.widgets.backbone_picker import BackbonePicker
 from app.widgets.card import card as _card
 from app.widgets.collapsible import Collapsible
 from dtl_engine.config import AUGMENTS, DEVICES, PRECISIONS, TrainConfig
 from dtl_engine.errors import DTLError
+from dtl_engine.formatting import format_bytes
 from dtl_engine.recipes import RECIPE_FIELDS, recipe_values
+from dtl_engine.registry import FAMILIES, METHODS, family_spec
 
-METHODS = (("dtl", "DTL", "A frozen backbone plus a tiny side network of low-rank maps added back into the later "
-                          "blocks (the paper's method). Little memory, strong accuracy."),
-           ("dtl+", "DTL+", "DTL plus one small depthwise convolution over the patch grid: usually a little more "
-                            "accurate for a little more memory."),
-           ("linear", "Linear probe", "Only a new classifier on the frozen features: the fastest, simplest baseline."))
 DEFAULT_BACKBONE = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
 RECIPE_LABELS = {"quick": "Quick (default)", "paper": "Paper"}
 AUGMENT_LABELS = {"auto": "Automatic", "none": "None", "light-noflip": "Light, no flips",
@@ -51,9 +49,7 @@ class ModelPage(QWidget):
         self.num_classes = 10
         self._loading = False
         self._extra: dict = {}              # remembered fields this page shows no control for
-        self._estimate_pool = QThreadPool(self)
-        self._estimate_pool.setMaxThreadCount(1)
-        self._jobs: set = set()
+        self._estimate_job: jobs.Job | None = None
         self._estimate_id = 0
         self._estimate_text = ""
         self.last_estimate = None           # MemoryEstimate of the settings shown, once known
@@ -140,11 +136,12 @@ class ModelPage(QWidget):
         seg.setSpacing(0)
         self.method_group = QButtonGroup(self)
         self.method_buttons: dict[str, QPushButton] = {}
-        for i, (key, label, text) in enumerate(METHODS):
-            b = QPushButton(label)
+        for i, spec in enumerate(METHODS.values()):
+            key = spec.key
+            b = QPushButton(spec.label)
             b.setCheckable(True)
             b.setProperty("role", "segment")
-            b.setToolTip(text)
+            b.setToolTip(spec.summary)
             self.method_group.addButton(b, i)
             self.method_buttons[key] = b
             seg.addWidget(b)
@@ -251,6 +248,28 @@ class ModelPage(QWidget):
         rl.addStretch(1)
         columns.addWidget(right, 4)
 
+        # Every plain setting: (widget, TrainConfig field, converter). A new setting is one row here.
+        self.bindings: tuple[Binding, ...] = (
+            Binding(self.rank, "rank", OPTIONAL_NUMBER),
+            Binding(self.inject_from, "inject_from", OPTIONAL_NUMBER),
+            Binding(self.beta, "beta", NUMBER),
+            Binding(self.kernel, "fusion_kernel", OPTIONAL_NUMBER),
+            Binding(self.epochs, "epochs", NUMBER),
+            Binding(self.batch_size, "batch_size", NUMBER),
+            Binding(self.recipe, "recipe", DATA_CHOICE),
+            Binding(self.lr, "lr", AUTO_NUMBER),
+            Binding(self.weight_decay, "weight_decay", NUMBER),
+            Binding(self.augment, "augment", DATA_CHOICE),
+            Binding(self.precision, "precision", TEXT_CHOICE),
+            Binding(self.device, "device", TEXT_CHOICE),
+            Binding(self.seed, "seed", NUMBER),
+            Binding(self.val_percent, "val_fraction", PERCENT),
+            Binding(self.image_size, "image_size", OPTIONAL_NUMBER),
+            Binding(self.early_stopping, "early_stopping", OPTIONAL_NUMBER),
+            Binding(self.checkpoint_blocks, "checkpoint_blocks", FLAG),
+            Binding(self.low_precision_taps, "low_precision_taps", FLAG),
+        )
+
     def resizeEvent(self, event) -> None:  # noqa: N802
         super().resizeEvent(event)
         wide = event.size().width() >= WIDE_LAYOUT_PX
@@ -295,18 +314,10 @@ class ModelPage(QWidget):
 
     def config_dict(self) -> dict:
         """The page's settings as TrainConfig fields (without data_dir)."""
-        special = lambda spin: None if spin.value() == spin.minimum() else spin.value()  # noqa: E731
         # settings a recipe fills are left open, so the chosen recipe fills them
         d = {k: v for k, v in self._extra.items() if k not in RECIPE_FIELDS}
-        d.update(backbone=self.picker.current() or DEFAULT_BACKBONE, weights=self.weights(), method=self.method(),
-                 rank=special(self.rank), inject_from=special(self.inject_from), beta=self.beta.value(),
-                 fusion_kernel=special(self.kernel), epochs=self.epochs.value(), batch_size=self.batch_size.value(),
-                 recipe=self.recipe.currentData(), lr=self.lr.value() or "auto",
-                 weight_decay=self.weight_decay.value(), augment=self.augment.currentData(),
-                 precision=self.precision.currentText(), device=self.device.currentText(), seed=self.seed.value(),
-                 val_fraction=self.val_percent.value() / 100.0, image_size=special(self.image_size),
-                 early_stopping=special(self.early_stopping), checkpoint_blocks=self.checkpoint_blocks.isChecked(),
-                 low_precision_taps=self.low_precision_taps.isChecked())
+        d.update(backbone=self.picker.current() or DEFAULT_BACKBONE, weights=self.weights(), method=self.method())
+        d.update(read_all(self.bindings))
         return d
 
     def build_config(self, data_root: str | None) -> TrainConfig:
@@ -330,9 +341,7 @@ class ModelPage(QWidget):
             config = TrainConfig(backbone=DEFAULT_BACKBONE, epochs=10)
         self._loading = True
         try:
-            shown = {"recipe", "backbone", "weights", "method", "rank", "inject_from", "beta", "fusion_kernel", "epochs",
-                     "batch_size", "lr", "weight_decay", "augment", "precision", "device", "seed", "val_fraction",
-                     "image_size", "early_stopping", "checkpoint_blocks", "low_precision_taps", "data_dir"}
+            shown = {"backbone", "weights", "method", "data_dir", *(b.field for b in self.bindings)}
             self._extra = {k: v for k, v in config.to_dict().items() if k not in shown}
             if not self.picker.select(config.backbone):
                 self.picker.select(DEFAULT_BACKBONE)
@@ -344,25 +353,7 @@ class ModelPage(QWidget):
                 self.w_file.setChecked(True)
                 self.weights_path.setText(config.weights)
             self.method_buttons.get(config.method, self.method_buttons["dtl"]).setChecked(True)
-            set_special = lambda spin, v: spin.setValue(spin.minimum() if v is None else v)  # noqa: E731
-            set_special(self.rank, config.rank)
-            set_special(self.inject_from, config.inject_from)
-            set_special(self.kernel, config.fusion_kernel)
-            set_special(self.image_size, config.image_size)
-            set_special(self.early_stopping, config.early_stopping)
-            self.beta.setValue(config.beta)
-            self.epochs.setValue(config.epochs)
-            self.batch_size.setValue(config.batch_size)
-            self.recipe.setCurrentIndex(max(0, self.recipe.findData(config.recipe)))
-            self.lr.setValue(0.0 if config.lr == "auto" else config.lr)
-            self.weight_decay.setValue(config.weight_decay)
-            self.augment.setCurrentIndex(max(0, self.augment.findData(config.augment)))
-            self.precision.setCurrentText(config.precision)
-            self.device.setCurrentText(config.device)
-            self.seed.setValue(config.seed)
-            self.val_percent.setValue(round(config.val_fraction * 100))
-            self.checkpoint_blocks.setChecked(config.checkpoint_blocks)
-            self.low_precision_taps.setChecked(config.low_precision_taps)
+            show_all(self.bindings, config)
         finally:
             self._loading = False
         self._changed()
@@ -387,23 +378,29 @@ class ModelPage(QWidget):
 
     def _backbone_changed(self, name: str) -> None:
         info = self.picker.info(name)
-        family = family_of(name) or "vit"
-        self.rank.setSpecialValueText(f"Auto ({FAMILY_RANK[family]})")
-        self.kernel.setSpecialValueText(f"Auto ({FAMILY_KERNEL[family]})")
+        family = family_spec(name) or FAMILIES["vit"]
+        self.rank.setSpecialValueText(f"Auto ({family.rank})")
+        self.kernel.setSpecialValueText(f"Auto ({family.fusion_kernel})")
         depth = info.depth if info else None
-        # ViT's default M is depth // 2; the engine's own answer (Swin differs) follows from the background.
-        self.inject_from.setSpecialValueText(f"Auto ({depth // 2})" if depth and family == "vit" else "Auto")
+        # A single-stage family's M follows from the depth; the engine's own answer (from the stage
+        # depths) follows from the background.
+        if depth and family.name == "vit":
+            self.inject_from.setSpecialValueText(f"Auto ({family.default_taps([depth])[1]})")
+        else:
+            self.inject_from.setSpecialValueText("Auto")
         if depth:
             self.inject_from.setMaximum(depth - 1)
         size = info.input_size if info else None
         self.image_size.setSpecialValueText(f"Backbone default ({size} px)" if size else "Backbone default")
         self._changed()
 
-        def defaults():
+        def defaults(_job: jobs.Job) -> tuple[str, dict]:
             from dtl_engine.model import backbone_defaults
             return name, backbone_defaults(name)
 
-        start_job(self.picker.pool, defaults, self._defaults_known, lambda _text: None, keep=self._jobs)
+        # The same lane as the picker's facts: model building stays on one core, in order.
+        jobs.submit(defaults, kind="backbone", what="Reading the backbone's defaults", context=self,
+                    lane="backbone", imports=("timm", "dtl_engine.data"), on_done=self._defaults_known)
 
     def _defaults_known(self, answer) -> None:
         name, d = answer
@@ -428,11 +425,11 @@ class ModelPage(QWidget):
         if self._loading:
             return
         method = self.method()
-        self.method_text.setText(next(t for k, _, t in METHODS if k == method))
-        side = method != "linear"
+        spec = METHODS[method]
+        self.method_text.setText(spec.summary)
         for w in (self.rank, self.inject_from, self.beta):
-            w.setEnabled(side)
-        self.kernel.setEnabled(method == "dtl+")
+            w.setEnabled(spec.side_network)
+        self.kernel.setEnabled(spec.fusion_kernel)
         self.weights_path.setEnabled(self.w_file.isChecked())
         self.weights_browse.setEnabled(self.w_file.isChecked())
         self.random_warning.setVisible(self.w_random.isChecked())
@@ -454,10 +451,10 @@ class ModelPage(QWidget):
                 return False, "The weights file does not exist"
         info = self.picker.info(name)
         short = (info.label.split(" · ")[0] if info else name)
-        method = next(label for k, label, _ in METHODS if k == self.method())
+        method = METHODS[self.method()].label
         rank = ""
-        if self.method() != "linear":
-            r = self.rank.value() or FAMILY_RANK[family_of(name) or "vit"]
+        if METHODS[self.method()].side_network:
+            r = self.rank.value() or (family_spec(name) or FAMILIES["vit"]).rank
             rank = f" · rank {r}"
         random = " · random weights" if self.w_random.isChecked() else ""
         return True, f"{short} · {method}{rank}{random}"
@@ -480,29 +477,32 @@ class ModelPage(QWidget):
                       low_precision_taps=d["low_precision_taps"], precision=d["precision"],
                       num_classes=self.num_classes)
 
-        def estimate():
+        def estimate(_job: jobs.Job) -> tuple:
             from dtl_engine.memory_probe import estimate_memory
             return request, kwargs, estimate_memory(**kwargs)
 
-        self._estimate_pool.clear()         # only the newest request matters
-        start_job(self._estimate_pool, estimate, self._estimate_done,
-                  lambda text: self._estimate_failed(request, text), keep=self._jobs)
+        if self._estimate_job is not None:
+            self._estimate_job.cancel()     # only the newest request matters; a queued one never starts
+        self._estimate_job = jobs.submit(estimate, kind="estimate", what="The estimate", context=self,
+                                         lane="estimate", imports=("timm", "dtl_engine.data"),
+                                         on_done=self._estimate_done,
+                                         on_error=lambda text, _d: self._estimate_failed(request, text))
 
     def _estimate_done(self, answer) -> None:
         request, kwargs, est = answer
         if request != self._estimate_id:
             return                          # settings changed meanwhile; a newer estimate is coming
         self.last_estimate = est
-        # The engine's formatter (GB, MB or KB as fits); the probe module is loaded by now.
-        from dtl_engine.memory_probe import format_bytes
-        method = next(label for k, label, _ in METHODS if k == kwargs["method"])
+        method = METHODS[kwargs["method"]].label
         self._estimate_text = (f"{method}: ~{format_bytes(est.method.total_bytes)} · full fine-tuning would need "
                                f"~{format_bytes(est.full.total_bytes)}")
         self.memory_label.setText(self._estimate_text)
         m = est.method
+        precision = getattr(est, "precision", kwargs["precision"])
         self.memory_detail.setText(
-            f"Batch {kwargs['batch_size']}, {getattr(est, 'precision', kwargs['precision'])}: activations {format_bytes(m.activation_bytes)}, "
-            f"weights {format_bytes(m.param_bytes)}, gradients + optimiser {format_bytes(m.grad_bytes + m.optimizer_bytes)}. "
+            f"Batch {kwargs['batch_size']}, {precision}: activations {format_bytes(m.activation_bytes)}, "
+            f"weights {format_bytes(m.param_bytes)}, "
+            f"gradients + optimiser {format_bytes(m.grad_bytes + m.optimizer_bytes)}. "
             "Change the rank, batch size, image size or memory savers to see the effect.")
         self.estimate_ready.emit(self._estimate_text)
 
@@ -515,10 +515,3 @@ class ModelPage(QWidget):
         else:
             self.memory_label.setText("No estimate for these settings.")
         self.memory_detail.setText(text)
-
-    def shutdown(self, wait_ms: int = 5000) -> None:
-        """Stop background work (window closing), waiting up to ``wait_ms`` for a running job."""
-        self._debounce.stop()
-        self._estimate_pool.clear()
-        self._estimate_pool.waitForDone(wait_ms)
-        self.picker.shutdown(wait_ms)

@@ -19,7 +19,7 @@ from app.widgets.confusion_matrix import ConfusionMatrixView
 from app.widgets.error_dialog import show_error
 from app.widgets.mistakes_gallery import MistakesGallery
 from app.widgets.search_view import SearchView
-from app.worker import run_in_background
+from app import jobs
 
 
 def load_evaluation(run_dir: str | Path):
@@ -109,10 +109,10 @@ class ResultsPage(QWidget):
         self.headline.setText("Loading results…")
         self.subline.setText(f"Run {Path(run_dir).name}")
         self._set_status(False, f"Loading the results of {Path(run_dir).name}…")
-        run_in_background(lambda: load_evaluation(run_dir), what="Evaluating the run", context=self,
-                          imports=("timm", "dtl_engine.training"),
-                          on_done=lambda ev: self._loaded(request, ev),
-                          on_error=lambda m, d: self._failed(request, m, d))
+        jobs.submit(lambda _job: load_evaluation(run_dir), kind="evaluate", what="Evaluating the run", context=self,
+                    imports=("timm", "dtl_engine.training"), lane="evaluate",
+                    on_done=lambda ev: self._loaded(request, ev),
+                    on_error=lambda m, d: self._failed(request, m, d))
 
     def show_result(self, result: Any) -> None:
         """Show a RunResult straight away when it carries its evaluation."""

@@ -5,18 +5,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
+from app.run_life import RunState
+from app.theme import state_color
 from app.widgets.error_dialog import show_error
 from app.worker import describe_error
 
-RESUMABLE = ("stopped", "interrupted")
 COLUMNS = ["Name", "Date", "Backbone", "Method", "Status", "Epochs", "Best val. acc."]
-STATUS_COLOURS = {"finished": "#1e8e4e", "stopped": "#8a8a8a", "interrupted": "#b45f06",
-                  "failed": "#c0392b", "running": "#2f66d6", "damaged": "#c0392b"}
 
 
 def list_runs() -> list[Any]:
@@ -99,7 +98,7 @@ class RunsPage(QWidget):
         selected = self.selected_run()
         try:
             self.runs = list_runs()
-        except Exception as exc:  # noqa: BLE001 - a damaged runs folder must not break the page
+        except Exception as exc:  # a damaged runs folder must not break the page
             message, details = describe_error(exc, "Listing the runs")
             self.runs = []
             self.error_dialog = show_error(self, "Runs could not be listed", message, details)
@@ -114,8 +113,6 @@ class RunsPage(QWidget):
                 if col == 0:
                     item.setData(Qt.ItemDataRole.UserRole, str(run.run_dir))
                     item.setToolTip(str(run.run_dir))
-                if col == 4 and run.status in STATUS_COLOURS:
-                    item.setForeground(QColor(STATUS_COLOURS[run.status]))
                 if col == 4 and getattr(run, "problem", ""):
                     item.setToolTip(run.problem)        # why a damaged run cannot be opened
                 if col in (5, 6):
@@ -123,14 +120,26 @@ class RunsPage(QWidget):
                 self.table.setItem(row, col, item)
             if selected and str(run.run_dir) == selected:
                 self.table.selectRow(row)
+        self._paint_statuses()
         n = len(self.runs)
-        resumable = sum(r.status in RESUMABLE for r in self.runs)
+        resumable = sum(RunState.of(r.status).resumable for r in self.runs)
         self.summary.setText(f"{n} run(s)" + (f", {resumable} can be resumed" if resumable else "")
                              if n else "")
         self.empty_label.setVisible(n == 0)
         self._status = (n > 0, f"{n} past run(s)" if n else "No runs yet.")
         self._update_buttons()
         self.status_changed.emit()
+
+    def _paint_statuses(self) -> None:
+        for row in range(self.table.rowCount()):
+            item = self.table.item(row, 4)
+            if item is not None:
+                item.setForeground(QColor(state_color(item.text())))
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and hasattr(self, "table"):
+            self._paint_statuses()      # the status colours follow a light/dark switch
 
     def selected_run(self) -> str | None:
         rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
@@ -153,7 +162,7 @@ class RunsPage(QWidget):
     def _update_buttons(self) -> None:
         info = self._run_info(self.selected_run())
         self.open_button.setEnabled(info is not None and info.status != "damaged")
-        self.resume_button.setEnabled(info is not None and info.status in RESUMABLE)
+        self.resume_button.setEnabled(info is not None and RunState.of(info.status).resumable)
 
     def _open(self) -> None:
         run_dir = self.selected_run()
@@ -162,5 +171,5 @@ class RunsPage(QWidget):
 
     def _resume(self) -> None:
         info = self._run_info(self.selected_run())
-        if info is not None and info.status in RESUMABLE:
+        if info is not None and RunState.of(info.status).resumable:
             self.resume_run.emit(str(info.run_dir))

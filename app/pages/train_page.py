@@ -10,31 +10,17 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton,
                                QSplitter, QVBoxLayout, QWidget)
 
-from app.widgets.charts import TrainingCharts, format_bytes
+from app.run_life import RunLife, RunState
+from app.theme import state_color
+from app.widgets.charts import TrainingCharts
 from app.widgets.error_dialog import show_error
 from app.worker import RunController, describe_error
-
-
-def format_duration(seconds: float) -> str:
-    """42 -> '0:42', 3725 -> '1:02:05'."""
-    seconds = max(0, int(round(seconds)))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def format_count(n: int) -> str:
-    """12345 -> '12.3 K', 86_000_000 -> '86.0 M'."""
-    if n >= 1_000_000:
-        return f"{n / 1e6:.1f} M"
-    if n >= 10_000:
-        return f"{n / 1e3:.1f} K"
-    return f"{n:,}"
+from dtl_engine.formatting import format_bytes, format_count, format_duration
 
 
 def read_metrics(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
@@ -62,7 +48,7 @@ class TrainPage(QWidget):
         self.last_result: Any = None
         self.last_error: tuple[str, str] | None = None
         self._epochs = 0
-        self._state = "idle"            # idle | running | paused | stopping | finished | stopped | failed
+        self.life = RunLife(self)       # the one owner of this run's state; the window and steps read it
         self._status_text = "Not started. Press Start (Ctrl+R) to train."
         self._last_progress = ""
         self._best_val: float | None = None
@@ -140,7 +126,8 @@ class TrainPage(QWidget):
     # --- page contract -----------------------------------------------------------
     def status(self) -> tuple[bool, str]:
         """(a finished run is available?, one line about the run)."""
-        return self._state in ("finished", "stopped") and self.run_dir is not None, self._status_text
+        state = self.life.state
+        return state in (RunState.FINISHED, RunState.STOPPED) and self.run_dir is not None, self._status_text
 
     def is_running(self) -> bool:
         return self.controller.is_running()
@@ -151,7 +138,7 @@ class TrainPage(QWidget):
             return
         try:
             config = self._config_provider()
-        except Exception as exc:  # noqa: BLE001 - e.g. no data folder chosen yet
+        except Exception as exc:  # e.g. no data folder chosen yet
             message, details = describe_error(exc, "Preparing the run")
             self._fail_now(message, details)
             return
@@ -174,21 +161,21 @@ class TrainPage(QWidget):
         self.controller.start_resume(str(run_dir))
 
     def pause(self) -> None:
-        if self._state == "running":
+        if self.life.state in (RunState.STARTING, RunState.RUNNING):
             self.controller.pause()
-            self._set_state("paused", "Paused. Press Resume to continue.")
+            self._set_state(RunState.PAUSED, "Paused. Press Resume to continue.")
             self.log("Paused")
 
     def resume(self) -> None:
-        if self._state == "paused":
+        if self.life.state is RunState.PAUSED:
             self.controller.resume()
-            self._set_state("running", "Training…")
+            self._set_state(RunState.RUNNING, "Training…")
             self.log("Resumed")
 
     def stop(self) -> None:
-        if self._state in ("running", "paused"):
+        if self.life.state in (RunState.STARTING, RunState.RUNNING, RunState.PAUSED):
             self.controller.stop()
-            self._set_state("stopping", "Stopping after the current batch…")
+            self._set_state(RunState.STOPPING, "Stopping after the current batch…")
             self.log("Stop requested; saving a checkpoint")
 
     def stop_and_wait(self, timeout_ms: int) -> bool:
@@ -207,6 +194,9 @@ class TrainPage(QWidget):
         from dtl_engine.errors import RunError
         from dtl_engine.run_folder import RunFolder
 
+        if not quiet and self.life.busy:
+            self.log(f"A run is training: {Path(run_dir).name} can be shown once it has ended")
+            return
         if not RunFolder(run_dir).has_metrics():
             self.charts.clear()
             if not quiet:
@@ -228,7 +218,7 @@ class TrainPage(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if epochs else 0)
         self.progress.setFormat(text)
-        self._set_state("finished" if epochs else "idle", text)
+        self._set_state(RunState.FINISHED if epochs else RunState.IDLE, text)
 
     # --- helpers -------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -244,30 +234,35 @@ class TrainPage(QWidget):
         self.memory_label.setText("")
         self._memory_samples = False
         self._pending_batch = None
-        self._set_state("running", text)
+        self._set_state(RunState.STARTING, text)
 
-    def _set_state(self, state: str, text: str) -> None:
-        self._state = state
+    def _set_state(self, state: RunState, text: str) -> None:
+        self.life.move(state)
         self._status_text = text
-        colours = {"running": "#0072B2", "paused": "#b8860b", "stopping": "#b8860b",
-                   "finished": "#009E73", "stopped": "#8a8a8a", "failed": "#c0392b"}
-        colour = colours.get(state, "#8a8a8a")
-        self.state_label.setText(f"<span style='color:{colour}'><b>{text}</b></span>")
+        self._show_state()
         self._update_buttons()
         self.status_changed.emit()
 
+    def _show_state(self) -> None:
+        colour = state_color(self.life.state.value)
+        self.state_label.setText(f"<span style='color:{colour}'><b>{self._status_text}</b></span>")
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and hasattr(self, "state_label"):
+            self._show_state()          # the state colour follows a light/dark switch
+
     def _update_buttons(self) -> None:
-        s = self._state
-        busy = s in ("running", "paused", "stopping")
-        self.start_button.setEnabled(not busy)
-        self.pause_button.setEnabled(s == "running")
-        self.resume_button.setEnabled(s == "paused")
-        self.stop_button.setEnabled(s in ("running", "paused"))
+        s = self.life.state
+        self.start_button.setEnabled(not s.busy)
+        self.pause_button.setEnabled(s in (RunState.STARTING, RunState.RUNNING))
+        self.resume_button.setEnabled(s is RunState.PAUSED)
+        self.stop_button.setEnabled(s in (RunState.STARTING, RunState.RUNNING, RunState.PAUSED))
 
     def _fail_now(self, message: str, details: str) -> None:
         self.last_error = (message, details)
         self.log(f"✗ {message}")
-        self._set_state("failed", message)
+        self._set_state(RunState.FAILED, message)
         self.run_failed.emit(message)
         self.error_dialog = show_error(self, "Training could not run", message, details)
 
@@ -291,8 +286,8 @@ class TrainPage(QWidget):
                  f"{format_count(info.trainable_params)} trainable parameters")
         if info.start_epoch:
             self.log(f"Continuing at epoch {info.start_epoch + 1}")
-        if self._state == "running":
-            self._set_state("running", "Training…")
+        if self.life.state in (RunState.STARTING, RunState.RUNNING):
+            self._set_state(RunState.RUNNING, "Training…")
         self.run_started.emit(self.run_dir)
 
     def _on_batch(self, stats) -> None:
@@ -351,12 +346,12 @@ class TrainPage(QWidget):
         self.charts.refresh()
         if status == "stopped":
             self.log(f"Stopped: {summary}. Resume it from the Runs page.")
-            self._set_state("stopped", f"Stopped — {summary}")
+            self._set_state(RunState.STOPPED, f"Stopped — {summary}")
             self.progress.setFormat(f"Stopped · {self._last_progress}" if self._last_progress else "Stopped")
         else:
             self.progress.setValue(self.progress.maximum())
             self.log(f"Finished: {summary}")
-            self._set_state("finished", f"Finished — {summary}")
+            self._set_state(RunState.FINISHED, f"Finished — {summary}")
             self.progress.setFormat(f"Finished · {summary}")
         self.run_finished.emit(result)
 

@@ -5,15 +5,16 @@ runs in a thread pool; the table fills in as answers arrive.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QStringListModel, Qt, QThreadPool, Signal
+from PySide6.QtCore import QStringListModel, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QCompleter, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from app.backbones import CURATED, BackboneInfo, by_name, describe_backbone, family_of, format_params, \
-    supported_timm_names
-from app.scan_worker import start_job
+from app.backbones import CURATED, BackboneInfo, by_name, describe_backbone, supported_timm_names
+from app import jobs
 from app.theme import colors
+from dtl_engine.formatting import format_count
+from dtl_engine.registry import family_of
 
 
 def _weights_cached(name: str) -> bool | None:
@@ -23,7 +24,7 @@ def _weights_cached(name: str) -> bool | None:
         return None
     try:
         return bool(weights_cached(name))
-    except Exception:  # noqa: BLE001 - unknown cache state is shown as such
+    except Exception:  # unknown cache state is shown as such
         return None
 
 
@@ -35,9 +36,6 @@ class BackbonePicker(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.pool = QThreadPool(self)
-        self.pool.setMaxThreadCount(1)      # background imports stay off the GUI thread and off the 2nd core
-        self._jobs: set = set()
         self._infos: dict[str, BackboneInfo] = {b.name: b for b in CURATED}
         self._cached: dict[str, bool | None] = {}
         self._known_names: list[str] = []
@@ -95,7 +93,7 @@ class BackbonePicker(QWidget):
         for info in CURATED:
             self._add_row(info)
         self._refresh_cached([b.name for b in CURATED])
-        start_job(self.pool, supported_timm_names, self._names_loaded, keep=self._jobs)
+        self._submit(lambda _job: supported_timm_names(), "Listing the timm models", self._names_loaded)
 
     # --- rows ------------------------------------------------------------------------------
     def _add_row(self, info: BackboneInfo) -> int:
@@ -110,7 +108,7 @@ class BackbonePicker(QWidget):
         return row
 
     def _fill_facts(self, row: int, info: BackboneInfo) -> None:
-        for col, text in ((1, format_params(info.params)), (2, f"{info.input_size} px" if info.input_size else "—")):
+        for col, text in ((1, format_count(info.params)), (2, f"{info.input_size} px" if info.input_size else "—")):
             item = QTableWidgetItem(text)
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.table.setItem(row, col, item)
@@ -122,9 +120,9 @@ class BackbonePicker(QWidget):
         return -1
 
     def _refresh_cached(self, names: list[str]) -> None:
-        def check():
+        def check(_job: jobs.Job) -> dict:
             return {n: _weights_cached(n) for n in names}
-        start_job(self.pool, check, self._cached_loaded, keep=self._jobs)
+        self._submit(check, "Checking the weights cache", self._cached_loaded)
 
     def _cached_loaded(self, answers: dict) -> None:
         self._cached.update(answers)
@@ -166,7 +164,7 @@ class BackbonePicker(QWidget):
             info = BackboneInfo(name, name, None, None, None, family_of(name) or "vit")
             self._infos[name] = info
             row = self._add_row(info)
-            start_job(self.pool, lambda: describe_backbone(name), self._described, keep=self._jobs)
+            self._submit(lambda _job: describe_backbone(name), "Reading the backbone", self._described)
             self._refresh_cached([name])
         self.table.selectRow(row)
         self.table.scrollToItem(self.table.item(row, 0))
@@ -211,7 +209,7 @@ class BackbonePicker(QWidget):
         note = f" — {info.note}" if info.note else ""
         self.detail.setText(f"<code>{info.name}</code>{note}")
 
-    def shutdown(self, wait_ms: int = 5000) -> None:
-        """Drop queued background work and wait up to ``wait_ms`` for the running job (window closing)."""
-        self.pool.clear()
-        self.pool.waitForDone(wait_ms)
+    def _submit(self, fn, what: str, on_done) -> None:
+        # One lane: background imports stay off the GUI thread and off the second core, in order.
+        jobs.submit(fn, kind="backbone", what=what, context=self, lane="backbone", imports=("timm", "dtl_engine.data"),
+                    on_done=on_done)

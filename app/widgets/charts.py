@@ -348,13 +348,3 @@ class TrainingCharts(QWidget):
                 chart.refresh()
                 self._next_chart = (self._next_chart + i + 1) % len(charts)
                 return
-
-
-def format_bytes(n: float) -> str:
-    """1536 -> '1.5 KB' (decimal units, as the axes show)."""
-    n = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000.0
-    return f"{n:.1f} TB"

@@ -30,6 +30,3 @@ class Collapsible(QWidget):
         self.button.setArrowType(Qt.ArrowType.DownArrow if expanded else Qt.ArrowType.RightArrow)
         self.content.setVisible(expanded)
 
-    def is_expanded(self) -> bool:
-        """True when the content shows."""
-        return self.button.isChecked()

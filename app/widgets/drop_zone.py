@@ -19,7 +19,8 @@ def folder_from_mime(mime: QMimeData) -> tuple[str | None, str | None]:
     if not local:
         return None, "Only folders on this computer can be used; that item is not a local folder."
     if len(urls) > 1:
-        return None, f"Drop one folder at a time (you dropped {len(urls)} items): the folder that holds one sub-folder per class."
+        return None, (f"Drop one folder at a time (you dropped {len(urls)} items): the folder that holds one "
+                      "sub-folder per class.")
     path = Path(local[0])
     if path.is_file():
         return None, (f"'{path.name}' is a file. Drop the folder that holds one sub-folder "

@@ -5,33 +5,15 @@ made on the main thread when each batch arrives).
 """
 from __future__ import annotations
 
-import os
 
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QColor, QIcon, QImage, QImageReader, QPixmap
+from PySide6.QtGui import QColor, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QListView, QListWidget, QListWidgetItem, QWidget
 
-from app.worker import run_in_background
+from app import jobs
+from app.widgets.thumbnails import THUMB, read_thumbnail
 
-THUMB = 96
 MAX_SHOWN = 60  # more than a screenful is not useful; the report keeps the full list
-
-
-def read_thumbnail(path: str, side: int = THUMB) -> QImage:
-    """A small upright (EXIF-aware) image, or a null QImage when unreadable."""
-    if not os.path.isfile(path):        # missing, or a FIFO / device that would block the reader
-        return QImage()
-    reader = QImageReader(str(path))
-    reader.setAutoTransform(True)
-    size = reader.size()
-    if size.isValid() and size.width() > 0:
-        reader.setScaledSize(size.scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio))
-    image = reader.read()
-    if not image.isNull() and (image.width() < side // 2 or image.height() < side // 2):
-        # Tiny images (e.g. 8x8 digits) are scaled up without smoothing to stay legible.
-        image = image.scaled(side, side, Qt.AspectRatioMode.KeepAspectRatio,
-                             Qt.TransformationMode.FastTransformation)
-    return image
 
 
 class MistakesGallery(QListWidget):
@@ -50,6 +32,7 @@ class MistakesGallery(QListWidget):
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setSpacing(4)
         self._generation = 0
+        self._thumb_job: jobs.Job | None = None
         self.thumbnails_loaded = 0
         self.empty_text = "No mistakes to show."
 
@@ -77,8 +60,11 @@ class MistakesGallery(QListWidget):
             self.addItem(item)
             return
         paths = [str(m.get("path", "")) for m in shown]
-        run_in_background(lambda: [read_thumbnail(p) for p in paths], what="Loading thumbnails", context=self,
-                          on_done=lambda images: self._set_thumbnails(generation, images))
+        if self._thumb_job is not None:
+            self._thumb_job.cancel()
+        self._thumb_job = jobs.submit(lambda _job: [read_thumbnail(p) for p in paths], kind="thumbnails",
+                                      what="Loading thumbnails", context=self, lane="thumbnails",
+                                      on_done=lambda images: self._set_thumbnails(generation, images))
 
     def _set_thumbnails(self, generation: int, images: list[QImage]) -> None:
         if generation != self._generation:

@@ -1,4 +1,4 @@
-"""Registry of backbone families: name -> family, family -> adapter; everything else is refused by name."""
+"""Backbone families bound to adapters: name -> family (rules in :mod:`dtl_engine.registry`), family -> adapter."""
 from __future__ import annotations
 
 import difflib
@@ -6,6 +6,7 @@ import difflib
 from torch import nn
 
 from ..errors import BackboneError
+from ..registry import CONV_HINTS, FAMILIES, REFUSED, architecture
 from .base import BackboneAdapter, FamilyDefaults
 from .swin import SWIN_DEFAULTS, SwinAdapter
 from .vit import VIT_DEFAULTS, VitAdapter
@@ -13,33 +14,17 @@ from .vit import VIT_DEFAULTS, VitAdapter
 ADAPTERS: dict[str, type[BackboneAdapter]] = {"vit": VitAdapter, "swin": SwinAdapter}
 FAMILY_DEFAULTS: dict[str, FamilyDefaults] = {"vit": VIT_DEFAULTS, "swin": SWIN_DEFAULTS}
 
-# Name prefixes of supported families, most specific first.
-_SUPPORTED_PREFIXES = (("vit_", "vit"), ("deit3_", "vit"), ("deit_", "vit"), ("test_vit", "vit"), ("swin_", "swin"))
-
-# Known families we refuse, with the reason a person can act on.
-_REFUSED_PREFIXES = (
-    ("swinv2", "Swin V2 uses scaled cosine attention and a different block layout; pick a swin_* (V1) model"),
-    ("swin_s3", "AutoFormer-searched Swin blocks are not adapted; pick a swin_* model"),
-    ("eva", "EVA models use their own block type; pick a vit_* model"),
-    ("beit", "BEiT uses relative position biases in its own block type; pick a vit_* model"),
-    ("vitamin", "ViTamin has convolutional stages; pick a vit_* model"),
-)
-_CONV_HINTS = ("resnet", "resnext", "efficientnet", "convnext", "mobilenet", "regnet", "densenet", "vgg",
-               "inception", "xception", "mixnet", "ghostnet", "rexnet", "dla", "dpn", "hrnet", "nfnet",
-               "cspnet", "cs3", "darknet", "repvgg", "mnasnet", "fbnet", "tf_efficientnet", "lcnet", "hgnet",
-               "csp", "edgenext", "res2net", "senet", "seresnet", "skresnet", "tresnet", "selecsls")
-
-
-def _architecture(name: str) -> str:
-    """The architecture part of a timm name (drops a '.pretrained_tag')."""
-    return name.split(".", 1)[0].split("/")[-1]
+# Name prefixes of supported families (from the registry; no two families share a prefix).
+_SUPPORTED_PREFIXES = tuple((prefix, f.name) for f in FAMILIES.values() for prefix in f.prefixes)
+_REFUSED_PREFIXES = REFUSED
+_CONV_HINTS = CONV_HINTS
 
 
 def resolve_family(name: str) -> str:
     """Map a timm model name to a supported family, or raise :class:`BackboneError` with the reason."""
     import timm
 
-    arch = _architecture(name)
+    arch = architecture(name)
     known = timm.list_models()
     if arch not in known:
         close = difflib.get_close_matches(arch, known, n=3, cutoff=0.6)

@@ -7,13 +7,12 @@ import torch
 from torch import nn
 
 from ..errors import BackboneError
+from ..registry import FAMILIES
 from .base import BackboneAdapter, FamilyDefaults
 
-SWIN_DEFAULTS = FamilyDefaults(
-    family="swin", rank=4, fusion_kernel=5,
-    description="taps from the third stage on, side information added halfway through the remaining blocks; "
-                "the side state restarts at every stage",
-)
+_SPEC = FAMILIES["swin"]
+SWIN_DEFAULTS = FamilyDefaults(family=_SPEC.name, rank=_SPEC.rank, fusion_kernel=_SPEC.fusion_kernel,
+                               description=_SPEC.injection_rule)
 
 
 class SwinAdapter(BackboneAdapter):
@@ -58,10 +57,7 @@ class SwinAdapter(BackboneAdapter):
         return int(self.backbone.num_features)
 
     def default_taps(self) -> tuple[int, int]:
-        # paper (Swin-B 2,2,18,2): taps from the third stage, injections halfway through the rest
-        total = sum(self.depths)
-        tap_from = sum(self.depths[:2]) if len(self.depths) > 2 else 0
-        return tap_from, tap_from + (total - tap_from) // 2
+        return _SPEC.default_taps(list(self.depths))
 
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x = self.backbone.patch_embed(images)  # NHWC

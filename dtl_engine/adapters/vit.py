@@ -7,12 +7,12 @@ import torch
 from torch import nn
 
 from ..errors import BackboneError
+from ..registry import FAMILIES
 from .base import BackboneAdapter, FamilyDefaults
 
-VIT_DEFAULTS = FamilyDefaults(
-    family="vit", rank=2, fusion_kernel=3,
-    description="taps on all blocks, side information added from block depth//2 on",
-)
+_SPEC = FAMILIES["vit"]
+VIT_DEFAULTS = FamilyDefaults(family=_SPEC.name, rank=_SPEC.rank, fusion_kernel=_SPEC.fusion_kernel,
+                              description=_SPEC.injection_rule)
 
 
 class VitAdapter(BackboneAdapter):
@@ -47,7 +47,7 @@ class VitAdapter(BackboneAdapter):
         return self.backbone.embed_dim
 
     def default_taps(self) -> tuple[int, int]:
-        return 0, len(self.backbone.blocks) // 2
+        return _SPEC.default_taps([len(self.backbone.blocks)])
 
     def patch_grid(self, image_hw: tuple[int, int]) -> tuple[int, int]:
         """Patch grid (rows, cols) of an input of ``image_hw`` pixels."""

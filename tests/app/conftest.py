@@ -97,3 +97,14 @@ def folder_mime():
         mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
         return mime
     return make
+
+
+@pytest.fixture(autouse=True)
+def no_job_outlives_its_test(qapp):
+    """Every background job a test started is cancelled and awaited before the next test."""
+    yield
+    from app import jobs
+
+    jobs.cancel_all()
+    assert jobs.wait_all(120_000), "a background job did not end within two minutes"
+    qapp.processEvents()        # deliver the jobs' last signals while their widgets still exist

@@ -21,7 +21,6 @@ def page(qtbot, settings, themed):
     p.resize(1100, 760)
     p.show()
     yield p
-    p.shutdown()
 
 
 def drop(widget, mime: QMimeData) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 from PySide6.QtWidgets import QApplication
 
+from app import jobs
 from app.pages.model_page import ModelPage
 from dtl_engine.config import TrainConfig
 from dtl_engine.errors import WeightsError
@@ -16,7 +17,6 @@ def page(qtbot, settings, themed):
     p.resize(1100, 760)
     p.show()
     yield p
-    p.shutdown(120_000)
 
 
 def test_builds_a_valid_config_from_the_controls(page, tmp_path):
@@ -123,14 +123,12 @@ def test_last_config_survives_a_restart(qtbot, settings, themed, tmp_path):
     first.epochs.setValue(7)
     first.lr.setValue(0.002)
     first.build_config(str(tmp_path))           # starting a run remembers the settings
-    first.shutdown(120_000)
+    jobs.cancel_all()
+    assert jobs.wait_all(120_000)
     second = ModelPage(settings)
     qtbot.addWidget(second)
-    try:
-        config = second.build_config(str(tmp_path))
-        assert (config.method, config.rank, config.epochs, config.lr) == ("dtl+", 3, 7, 0.002)
-    finally:
-        second.shutdown(120_000)
+    config = second.build_config(str(tmp_path))
+    assert (config.method, config.rank, config.epochs, config.lr) == ("dtl+", 3, 7, 0.002)
 
 
 def test_columns_stack_on_a_narrow_window(qtbot, page):

@@ -39,8 +39,6 @@ def window(qtbot, settings, themed):
     w.resize(1280, 820)
     w.show()
     yield w
-    w.data_page.shutdown()
-    w.model_page.shutdown(120_000)      # background imports can be slow on a busy machine
 
 
 def test_step_bar_says_what_each_step_waits_for(qtbot, window, image_folder, wait_scan, screens_dir):
@@ -132,9 +130,6 @@ def test_window_geometry_is_remembered(qtbot, settings, themed, monkeypatch):
     again = MainWindow(settings)
     qtbot.addWidget(again)
     assert restored == [saved]
-    for win in (w, again):
-        win.data_page.shutdown()
-        win.model_page.shutdown(120_000)
 
 
 def _answer(monkeypatch, choice: str) -> list[str]:
@@ -178,7 +173,6 @@ def test_closing_during_a_run_asks_then_stops_cleanly(qtbot, settings, themed, i
     assert len(asked) == 1
     qtbot.waitUntil(lambda: not w.isVisible(), timeout=20_000)
     assert seen.get("stopped") is True and not w.train_page.is_running()
-    w.model_page.shutdown(120_000)
 
 
 def test_main_without_display_says_so(monkeypatch, capsys):
@@ -238,6 +232,4 @@ def test_main_opens_the_window_with_the_sample(qtbot, settings, monkeypatch):
     assert windows and windows[-1].data_page is opened[0]
     for w in windows:
         w.close()
-        for pool in (w.model_page.picker.pool, w.model_page._estimate_pool):
-            pool.waitForDone(120_000)       # background imports can be slow on a busy machine
         w.deleteLater()

@@ -12,7 +12,8 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QThread  # noqa: E402
 
-from app.worker import RunController, describe_error, run_in_background  # noqa: E402
+from app import jobs  # noqa: E402
+from app.worker import RunController, describe_error  # noqa: E402
 from dtl_engine.errors import DataError, RunError  # noqa: E402
 from dtl_engine.listener import BatchStats, EpochStats, MemorySample, RunStarted  # noqa: E402
 from run_fixtures import tiny_config, tiny_dataset, tiny_train  # noqa: E402,F401
@@ -155,18 +156,69 @@ def test_resume_calls_the_resume_function_with_the_folder(qtbot):
     assert calls == ["some/run"] and blocker.args[0].run_dir == "some/run"
 
 
-def test_background_call_returns_result_or_readable_error(qtbot):
+def test_a_job_returns_its_result_or_a_readable_error(qtbot):
     results, errors = [], []
-    call = run_in_background(lambda: sum(range(10)), on_done=results.append)
-    qtbot.waitUntil(lambda: call.done, timeout=5000)
+    job = jobs.submit(lambda _job: sum(range(10)), kind="test", on_done=results.append)
+    qtbot.waitUntil(lambda: job not in jobs.active_jobs(), timeout=5000)
     assert results == [45]
 
-    def bad():
+    def bad(_job):
         raise RunError("That run folder is incomplete.")
 
-    call = run_in_background(bad, what="Opening", on_error=lambda m, d: errors.append((m, d)))
-    qtbot.waitUntil(lambda: call.done, timeout=5000)
+    job = jobs.submit(bad, kind="test", what="Opening", on_error=lambda m, d: errors.append((m, d)))
+    qtbot.waitUntil(lambda: job not in jobs.active_jobs(), timeout=5000)
     assert errors[0][0] == "That run folder is incomplete." and "RunError" in errors[0][1]
+
+
+def test_a_cancelled_job_reports_cancelled_not_its_result(qtbot):
+    release = threading.Event()
+    got = []
+
+    def slow(job):
+        release.wait(5)
+        return "late"
+
+    job = jobs.submit(slow, kind="test", on_done=got.append, on_cancelled=lambda: got.append("cancelled"))
+    job.cancel()
+    release.set()
+    qtbot.waitUntil(lambda: job not in jobs.active_jobs(), timeout=5000)
+    assert got == ["cancelled"]
+
+
+def test_a_lane_runs_its_jobs_one_at_a_time_and_skips_cancelled_ones(qtbot):
+    running, overlap, order = [], [], []
+    lock = threading.Lock()
+
+    def work(name):
+        def fn(_job):
+            with lock:
+                running.append(name)
+                overlap.append(len(running))
+            time.sleep(0.05)
+            with lock:
+                running.remove(name)
+            order.append(name)
+        return fn
+
+    first = jobs.submit(work("a"), kind="test", lane="t")
+    skipped = jobs.submit(work("b"), kind="test", lane="t")
+    last = jobs.submit(work("c"), kind="test", lane="t")
+    skipped.cancel()
+    qtbot.waitUntil(lambda: not {first, skipped, last} & set(jobs.active_jobs()), timeout=5000)
+    assert order == ["a", "c"] and max(overlap) == 1
+
+
+def test_a_job_callback_is_skipped_once_its_widget_is_gone(qtbot):
+    from PySide6.QtWidgets import QWidget
+
+    release, got = threading.Event(), []
+    widget = QWidget()
+    job = jobs.submit(lambda _job: release.wait(5), kind="test", context=widget, on_done=got.append)
+    widget.deleteLater()
+    qtbot.wait(20)
+    release.set()
+    qtbot.waitUntil(lambda: job not in jobs.active_jobs(), timeout=5000)
+    assert got == []
 
 
 def test_describe_error_keeps_engine_sentences():

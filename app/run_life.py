@@ -1,0 +1,87 @@
+"""The one owner of a run's life: starting → running ⇄ paused → stopping → stopped / finished / failed.
+
+A run folder read back from disk may also be *interrupted* (the process ended while it
+trained). The Train step moves a live run through these states; the Runs table and the
+step bar read the same states and words, so every view agrees on whether a run ended,
+how, and what can be done with it.
+"""
+from __future__ import annotations
+
+from enum import Enum
+
+from PySide6.QtCore import QObject, Signal
+
+
+class RunState(str, Enum):
+    """Where a run is in its life (the value is the word the engine writes to a run folder)."""
+
+    IDLE = "idle"
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FINISHED = "finished"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def busy(self) -> bool:
+        """A run is live: it holds the training thread."""
+        return self in (RunState.STARTING, RunState.RUNNING, RunState.PAUSED, RunState.STOPPING)
+
+    @property
+    def ended(self) -> bool:
+        """The run is over, one way or another."""
+        return self in (RunState.STOPPED, RunState.FINISHED, RunState.FAILED, RunState.INTERRUPTED)
+
+    @property
+    def resumable(self) -> bool:
+        """It ended early and its last checkpoint can continue it."""
+        return self in (RunState.STOPPED, RunState.INTERRUPTED)
+
+    @classmethod
+    def of(cls, word: str | None) -> RunState:
+        """The state a run folder's status word names; an unknown word shows as idle (nothing to do)."""
+        try:
+            return cls(word or "")
+        except ValueError:
+            return cls.IDLE
+
+
+# Which state may follow which; anything else is a bug in the caller.
+_NEXT: dict[RunState, tuple[RunState, ...]] = {
+    RunState.IDLE: (RunState.STARTING, RunState.FINISHED, RunState.STOPPED, RunState.FAILED),
+    RunState.STARTING: (RunState.RUNNING, RunState.PAUSED, RunState.STOPPING, RunState.FINISHED, RunState.STOPPED,
+                        RunState.FAILED),
+    RunState.RUNNING: (RunState.PAUSED, RunState.STOPPING, RunState.FINISHED, RunState.STOPPED, RunState.FAILED),
+    RunState.PAUSED: (RunState.RUNNING, RunState.STOPPING, RunState.STOPPED, RunState.FAILED),
+    RunState.STOPPING: (RunState.STOPPED, RunState.FINISHED, RunState.FAILED),
+}
+for _ended in (RunState.STOPPED, RunState.FINISHED, RunState.FAILED, RunState.INTERRUPTED):
+    # An ended run can start again (a new run or a resume) or be replaced by a past run shown.
+    _NEXT[_ended] = (RunState.STARTING, RunState.IDLE, RunState.FINISHED, RunState.STOPPED, RunState.FAILED)
+
+
+class RunLife(QObject):
+    """The state of the run on the Train step; ``changed(state)`` after every move."""
+
+    changed = Signal(object)        # RunState
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.state = RunState.IDLE
+
+    def move(self, state: RunState) -> None:
+        """Go to ``state``; raises ValueError for a move the life cycle does not allow."""
+        if state is self.state:
+            return
+        if state not in _NEXT.get(self.state, ()):
+            raise ValueError(f"A run cannot go from {self.state.value} to {state.value}.")
+        self.state = state
+        self.changed.emit(state)
+
+    @property
+    def busy(self) -> bool:
+        """True while the run holds the training thread."""
+        return self.state.busy

@@ -1,0 +1,34 @@
+"""The one set of formatters for numbers people read: bytes, durations, counts (no torch import).
+
+The CLI, the benchmark and the app all use these, so a figure reads the same everywhere.
+"""
+from __future__ import annotations
+
+
+def format_bytes(n: int | float | None) -> str:
+    """Human-readable bytes: '1.61 GB', '512.00 MB', '-' for None (binary units)."""
+    if n is None:
+        return "-"
+    for unit, size in (("GB", 1024 ** 3), ("MB", 1024 ** 2), ("KB", 1024)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{int(n)} B"
+
+
+def format_duration(seconds: float) -> str:
+    """42 -> '0:42', 3725 -> '1:02:05'."""
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def format_count(n: int | None) -> str:
+    """12345 -> '12.3 K', 86_000_000 -> '86.0 M', None -> '—'."""
+    if n is None:
+        return "—"
+    if n >= 1_000_000:
+        return f"{n / 1e6:.1f} M"
+    if n >= 10_000:
+        return f"{n / 1e3:.1f} K"
+    return f"{n:,}"

@@ -1,0 +1,169 @@
+"""Open the window, start one kind of background job, close the window while it runs, exit.
+
+Run as ``python close_during_job.py KIND WORKDIR`` (see test_close_during_background.py).
+The job's engine function is replaced by a slow stand-in that writes ``WORKDIR/out.bin``
+chunk by chunk (not atomically, on purpose): a close that does not wait for the job
+leaves that file short. The stand-in records what happened in ``WORKDIR/log.txt``.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+KIND, WORK = sys.argv[1], Path(sys.argv[2])
+# 30 kB written over about 1.5 s; the export (with its check in a fresh process) takes longer:
+# 6 s outlasts any fixed wait the window might do before it goes away.
+CHUNKS, CHUNK = (120 if KIND == "export" else 30), b"x" * 1000
+entered = threading.Event()
+
+
+def log(line: str) -> None:
+    with open(WORK / "log.txt", "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+def slow_write(*_args, **_kwargs):
+    """An uninterruptible job: writes its file to the end, however the window closes."""
+    entered.set()
+    log("entered")
+    with open(WORK / "out.bin", "wb") as f:
+        for _ in range(CHUNKS):
+            f.write(CHUNK)
+            f.flush()
+            time.sleep(0.05)
+    log("wrote")
+    return WORK
+
+
+def slow_scan(root, progress=None, should_stop=None):
+    """A cancellable job: stops at the next check once it is cancelled."""
+    from dtl_engine.errors import DataError
+
+    entered.set()
+    log("entered")
+    for i in range(400):
+        if should_stop is not None and should_stop():
+            log("cancelled")
+            raise DataError("The scan was cancelled.")
+        if progress is not None:
+            progress(i, 400)
+        time.sleep(0.05)
+    log("ran to the end")
+    raise DataError("not cancelled")
+
+
+def slow_thumbnail(path, side=96):
+    from PySide6.QtGui import QImage
+
+    entered.set()
+    log("thumbnail")
+    time.sleep(0.1)
+    return QImage()
+
+
+def slow_train(config, listener=None, token=None, run_dir=None):
+    """A run that trains until it is asked to stop, then writes its checkpoint."""
+    entered.set()
+    log("entered")
+    deadline = time.monotonic() + 60
+    while not token.stop_requested and time.monotonic() < deadline:
+        time.sleep(0.02)
+    log("stop requested" if token.stop_requested else "never stopped")
+    slow_write()
+    return SimpleNamespace(run_dir=str(WORK), status="stopped", epochs_done=0, best_epoch=None,
+                           best_val_acc=None, report=None)
+
+
+def image_folder() -> Path:
+    from PIL import Image
+
+    root = WORK / "images"
+    for name, colour in (("cats", (200, 80, 40)), ("dogs", (40, 120, 200))):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            Image.new("RGB", (16, 16), colour).save(root / name / f"{i}.png")
+    return root
+
+
+def main() -> int:
+    import dtl_engine.data
+    import dtl_engine.data.sample
+    import dtl_engine.memory_probe
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    import app.pages.export_page as export_page
+    import app.pages.results_page as results_page
+    import app.widgets.class_table as class_table
+    from app.main import run_event_loop
+    from app.main_window import MainWindow
+    from app.settings import Settings
+    from app.theme import apply_theme
+
+    qt = QApplication([sys.argv[0]])
+    apply_theme(qt)
+    settings = Settings()
+    settings.set_last_config({"backbone": "test_vit", "weights": "random", "epochs": 1, "batch_size": 4})
+    if KIND == "scan":
+        dtl_engine.data.scan_folder = slow_scan
+    elif KIND == "sample":
+        dtl_engine.data.sample.ensure_sample_dataset = slow_write
+    elif KIND == "estimate":
+        dtl_engine.memory_probe.estimate_memory = slow_write
+    elif KIND == "evaluate":
+        results_page.load_evaluation = slow_write
+    elif KIND == "export":
+        export_page.run_export = slow_write
+    elif KIND == "predict":
+        export_page.run_predict = slow_write
+    elif KIND == "thumbnails":
+        class_table.read_thumbnail = slow_thumbnail
+    window = MainWindow(settings, train_fn=slow_train if KIND == "train" else None)
+    window.confirm_quit = lambda losing: log("asked: " + ",".join(j.kind for j in losing)) or True
+    window.show()
+
+    if KIND == "scan":
+        window.data_page.open_folder(str(WORK))
+    elif KIND == "sample":
+        window.data_page.use_sample()
+    elif KIND == "train":
+        window.data_page.open_folder(str(image_folder()))
+        ready = lambda: window.data_page.data_root() is not None and not window.data_page.is_scanning()  # noqa: E731
+        deadline = time.monotonic() + 60
+        while not ready() and time.monotonic() < deadline:
+            qt.processEvents()
+            time.sleep(0.02)
+        window.start_training()
+    elif KIND == "evaluate":
+        window.results_page.show_run(str(WORK))
+    elif KIND == "export":
+        window.export_page.set_run(str(WORK))
+        window.export_page.path_edit.setText(str(WORK / "model.pt"))
+        window.export_page.export()
+    elif KIND == "predict":
+        window.export_page.last_result = SimpleNamespace(path=str(WORK / "model.pt"))
+        window.export_page.try_images([str(WORK / "a.png")])
+    elif KIND == "thumbnails":
+        rows = [{"name": f"c{i}", "count": 1, "train": 1, "val": 0, "first": str(WORK / f"{i}.png")}
+                for i in range(100)]
+        window.data_page.class_table.set_classes(rows)
+
+    def close_when_entered() -> None:
+        if entered.is_set():
+            log("closing")
+            window.close()
+        else:
+            QTimer.singleShot(20, close_when_entered)
+
+    QTimer.singleShot(0, close_when_entered)
+    QTimer.singleShot(120_000, qt.quit)     # a job that never starts must not hang the test
+    status = run_event_loop(qt)
+    log(f"exit {status}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

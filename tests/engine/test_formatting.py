@@ -1,0 +1,24 @@
+"""The one set of number formatters."""
+from __future__ import annotations
+
+from dtl_engine.formatting import format_bytes, format_count, format_duration
+
+
+def test_bytes_use_binary_units_and_say_unknown():
+    assert format_bytes(None) == "-"
+    assert format_bytes(512) == "512 B"
+    assert format_bytes(1536) == "1.50 KB"
+    assert format_bytes(3 * 1024 ** 2) == "3.00 MB"
+    assert format_bytes(int(1.61 * 1024 ** 3)) == "1.61 GB"
+
+
+def test_durations_and_counts():
+    assert (format_duration(42), format_duration(3725), format_duration(-3)) == ("0:42", "1:02:05", "0:00")
+    assert (format_count(None), format_count(9_999), format_count(12_345)) == ("—", "9,999", "12.3 K")
+    assert format_count(86_000_000) == "86.0 M"
+
+
+def test_the_memory_probe_reexports_the_same_formatter():
+    from dtl_engine import memory_probe
+
+    assert memory_probe.format_bytes is format_bytes
