@@ -34,6 +34,7 @@ TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
     "early_stopping": {"type": int, "metavar": "EPOCHS"}, "cache_features": {"choices": ("auto", "on", "off")},
     "num_workers": {"type": int},
     "checkpoint_blocks": {"action": "store_true"}, "low_precision_taps": {"action": "store_true"},
+    "half_frozen_weights": {"action": argparse.BooleanOptionalAction},
 }
 
 

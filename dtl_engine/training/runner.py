@@ -30,6 +30,7 @@ from ..config import TrainConfig
 from ..data import ScanCancelled
 from ..errors import DTLError, RunError
 from ..evaluate import REPORT, Evaluation, evaluate_model, evaluation_split
+from ..half_weights import cast_frozen_weights
 from ..listener import BatchStats, EpochStats, RunListener, RunStarted, StopToken
 from .. import runs as run_files  # module import: runs.py itself imports training.checkpoint
 from . import checkpoint as ckpt
@@ -266,6 +267,8 @@ class _Run:
             self.listener.warning("There are no validation images: the best epoch is chosen by training accuracy.")
 
         model = self.model.to(self.device)
+        if cfg.half_frozen_weights and self.precision.autocast:  # every forward below runs under autocast
+            cast_frozen_weights(model, self.precision.autocast_dtype)
         self.meter = MemoryMeter(self.device)
         self.train_set = ImageDataset(self.split.train, build_transform(model.data_config, cfg.augment, train=True),
                                       on_failure=self._bad_file)
