@@ -1,4 +1,4 @@
-"""Command line: ``python -m dtl_engine scan|train|resume|evaluate|export|predict|runs|bench``.
+"""Command line: ``python -m dtl_engine scan|train|resume|evaluate|export|predict|runs|bench|plan``.
 
 Everything the desktop app shows, a terminal can print: progress bars with an ETA,
 one summary line per epoch, and on bad input one readable sentence
@@ -302,6 +302,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return int(run_bench(args) or 0)
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .planner import run_plan
+
+    return int(run_plan(args) or 0)
+
+
 # --- parser ----------------------------------------------------------------------------
 
 def _flag(name: str, spec: dict[str, Any]) -> str:
@@ -382,6 +388,15 @@ def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
 
         add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
+
+    from .planner import add_plan_arguments  # torch-free at import
+
+    p = sub.add_parser("plan", help="Which precision, memory savers and batch size fit a GPU's memory.",
+                       description="Plan a backbone for a GPU: the memory each setting needs at the target batch, "
+                                   "the largest batch that fits, and the recommended setting (or the smallest "
+                                   "card that would fit).")
+    add_plan_arguments(p)
+    p.set_defaults(func=cmd_plan)
     return parser
 
 
