@@ -39,7 +39,7 @@ DEFAULT_METHODS = "full,linear,lora,dtl,dtl+"
 DEFAULT_WARMUP = 2       # first steps pay for allocation and kernel selection
 DEFAULT_STEPS = 5        # at least this many measured rounds: the figures are medians of them
 DEFAULT_MAX_STEPS = 15   # more rounds only while a ratio is still unsteady
-TARGET_SPREAD = 0.025    # stop once every CPU-time ratio's half interquartile range is within ±2.5 %
+TARGET_ERROR = 0.015     # stop once every time ratio's standard error is 1.5 %: two runs then agree within ±5 %
 BENCH_METHODS = ("full", "linear", "lora", "dtl", "dtl+")
 DTL_METHODS = ("dtl", "dtl+")
 SAVERS_SUFFIX = " (savers)"
@@ -67,7 +67,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--num-classes", type=int, default=10, help="Classes of the new head.")
     parser.add_argument("--rank", type=int, default=None, help="DTL rank (default: the family's).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the random batch and weights.")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice).")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: 1 when benchmarking on the CPU, so process CPU time "
+                             "counts work rather than idle threads spinning; torch's choice on a GPU).")
     parser.add_argument("--model-kwargs", default=None,
                         help="JSON dict passed to timm.create_model (small test configurations).")
     return parser
@@ -182,9 +184,21 @@ def _paired(a: list[float], b: list[float]) -> tuple[float, float]:
     return med, (q3 - q1) / 2 / med if med else 0.0
 
 
-def _max_spread(contenders: list[_Contender]) -> float:
+def _median_error(ratios_spread: tuple[float, float], n: int) -> float:
+    """Relative standard error of a median of ``n`` ratios whose half interquartile range is ``spread``."""
+    sigma = 2 * ratios_spread[1] / 1.349          # interquartile range of a normal distribution = 1.349 σ
+    return 1.2533 * sigma / max(n, 1) ** 0.5      # standard error of a median = 1.2533 σ / √n
+
+
+def _largest_error(contenders: list[_Contender]) -> float:
+    """The least certain of the time ratios to the first method (CPU, wall-clock and cached CPU)."""
     base = contenders[0]
-    return max((_paired(c.cpu, base.cpu)[1] for c in contenders[1:]), default=0.0)
+    errors = [0.0]
+    for c in contenders[1:]:
+        for a, b in ((c.cpu, base.cpu), (c.wall, base.wall), (c.cached_cpu, base.cpu)):
+            if a:
+                errors.append(_median_error(_paired(a, b), len(a)))
+    return max(errors)
 
 
 def run_benchmark(backbone: str = "vit_base_patch16_224", batch: int = 32, image_size: int | None = None,
@@ -193,13 +207,14 @@ def run_benchmark(backbone: str = "vit_base_patch16_224", batch: int = 32, image
                   model_kwargs: dict[str, Any] | None = None,
                   progress: Callable[[str], None] | None = None, warmup: int = DEFAULT_WARMUP,
                   max_steps: int = DEFAULT_MAX_STEPS, budget_seconds: float | None = None,
-                  target_spread: float = TARGET_SPREAD) -> dict[str, Any]:
+                  target_error: float = TARGET_ERROR) -> dict[str, Any]:
     """Benchmark ``methods`` on one random batch; returns the JSON-ready result object.
 
     Every method is built and warmed up (``warmup`` steps), then the methods take turns, one step each
     per round, the order rotating, so a change in machine load hits them all alike. Rounds go on until
-    at least ``steps`` are done and every paired CPU-time ratio to the first method is steady (half its
-    interquartile range within ``target_spread``), or ``max_steps`` rounds, or ``budget_seconds``.
+    at least ``steps`` are done and every time ratio to the first method (median of the per-round
+    ratios, CPU and wall-clock) is known to ``target_error`` (its standard error, estimated from the
+    interquartile range), or ``max_steps`` rounds, or ``budget_seconds``.
     With ``savers`` each DTL method gets a second row, '<method> (savers)', trained with checkpointed
     blocks, bf16 tap inputs, frozen weights in bf16 and bf16 autocast.
 
@@ -237,10 +252,10 @@ def run_benchmark(backbone: str = "vit_base_patch16_224", batch: int = 32, image
         for k in range(n):  # rotate the order every round
             contenders[(rounds + k) % n].measure()
         rounds += 1
-        spread = _max_spread(contenders)
+        error = _largest_error(contenders)
         if progress:
-            progress(f"bench: round {rounds}: largest spread of a CPU-time ratio ±{100 * spread:.1f} %")
-        if rounds >= steps and (spread <= target_spread or
+            progress(f"bench: round {rounds}: least certain time ratio ±{100 * error:.1f} % (standard error)")
+        if rounds >= steps and (error <= target_error or
                                 (budget_seconds is not None and time.perf_counter() - started >= budget_seconds)):
             break
     results = {c.label: c.result() for c in contenders}
@@ -310,10 +325,11 @@ def format_table(report: dict[str, Any]) -> str:
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark the parsed ``args`` describe; print a table or JSON. Returns an exit code."""
     try:
-        if args.threads is not None:
-            if args.threads < 1:
-                raise RunError("--threads must be at least 1.")
-            torch.set_num_threads(args.threads)
+        if args.threads is not None and args.threads < 1:
+            raise RunError("--threads must be at least 1.")
+        threads = args.threads if args.threads is not None else (1 if _resolve_device(args.device).type == "cpu" else None)
+        if threads is not None:
+            torch.set_num_threads(threads)
         kwargs = json.loads(args.model_kwargs) if args.model_kwargs else None
         if kwargs is not None and not isinstance(kwargs, dict):
             raise RunError("--model-kwargs must be a JSON object, e.g. '{\"img_size\": 32}'.")
