@@ -46,6 +46,21 @@ CURATED: tuple[BackboneInfo, ...] = (
 )
 
 
+# Large backbones for 8–12 GB cards; figures from dtl_engine.large_models (the memory probe, batch 32, 224 px, bf16).
+CURATED += (
+    BackboneInfo("vit_large_patch16_224.augreg_in21k", "ViT-L/16 · ImageNet-21k", 303_301_632, 224, 24, "vit",
+                 "DTL needs ~1.3 GB at batch 32 with every saver (full fine-tuning ~10.3 GB)."),
+    BackboneInfo("vit_huge_patch14_224.orig_in21k", "ViT-H/14 · ImageNet-21k", 630_764_800, 224, 32, "vit",
+                 "DTL needs ~2.7 GB at batch 32 with every saver (full fine-tuning ~21.9 GB)."),
+    BackboneInfo("vit_giant_patch14_clip_224.laion2b", "ViT-g/14 · CLIP LAION-2B", 1_011_203_840, 224, 40, "vit",
+                 "1 B parameters; DTL needs ~4.0 GB at batch 32 with every saver (full fine-tuning ~33 GB)."),
+    BackboneInfo("vit_large_patch14_dinov2.lvd142m", "DINOv2 ViT-L/14 · self-supervised", 304_367_616, 518, 24, "vit",
+                 "Native 518 px; at 224 px DTL needs ~1.5 GB at batch 32 with every saver (full ~12.6 GB)."),
+    BackboneInfo("vit_giant_patch14_dinov2.lvd142m", "DINOv2 ViT-g/14 · self-supervised", 1_136_479_232, 518, 40,
+                 "vit", "Native 518 px; at 224 px DTL needs ~4.4 GB at batch 32 with every saver (full ~40 GB)."),
+)
+
+
 def by_name(name: str) -> BackboneInfo | None:
     """The curated entry of ``name`` (exact timm name), or None."""
     return next((b for b in CURATED if b.name == name), None)

@@ -1,12 +1,14 @@
 """Benchmark: DTL against full fine-tuning, linear probing and LoRA, trained side by side in one process.
 
-Every method trains for a few real AdamW steps on the same random batch. For each it reports the
-trainable parameters, the bytes autograd saved for backward (counted in the warm-up step), the CUDA
-peak (``None`` on other devices) and the median step time. DTL rows also report
-``cached_step_seconds``: the step time when the frozen prefix is computed once and reused, which is
-what training does from the second epoch on when augmentation is off.
+Every method trains real AdamW steps on the same random batch: warm-up steps first, then rounds in
+which every method takes one step, the order rotating, until at least 5 rounds are done and the time
+ratios are steady. For each method it reports the trainable parameters, the bytes autograd saved for
+backward (counted in the first warm-up step), the CUDA peak (``None`` on other devices), the median
+step time, and its time ratios to full fine-tuning and LoRA as medians of the per-round ratios with
+their spread. DTL rows also report ``cached_step_seconds``: the step time when the frozen prefix is
+computed once and reused, which is what training does from the second epoch on when augmentation is off.
 
-    python -m dtl_engine bench --backbone vit_base_patch16_224 --batch 32 --steps 3 --savers
+    python -m dtl_engine bench --backbone vit_base_patch16_224 --batch 32 --savers
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from .errors import DTLError, RunError
+from .half_weights import cast_frozen_weights
 from .memory_probe import (
     SavedTensorCounter,
     autocast_context,
@@ -33,6 +36,10 @@ from .memory_probe import (
 )
 
 DEFAULT_METHODS = "full,linear,lora,dtl,dtl+"
+DEFAULT_WARMUP = 2       # first steps pay for allocation and kernel selection
+DEFAULT_STEPS = 5        # at least this many measured rounds: the figures are medians of them
+DEFAULT_MAX_STEPS = 15   # more rounds only while a ratio is still unsteady
+TARGET_ERROR = 0.015     # stop once every time ratio's standard error is 1.5 %: two runs then agree within ±5 %
 BENCH_METHODS = ("full", "linear", "lora", "dtl", "dtl+")
 DTL_METHODS = ("dtl", "dtl+")
 SAVERS_SUFFIX = " (savers)"
@@ -43,7 +50,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--backbone", default="vit_base_patch16_224", help="timm model name (random weights).")
     parser.add_argument("--batch", type=int, default=32, help="Images per step.")
     parser.add_argument("--image-size", type=int, default=None, help="Input side in pixels (default: the model's).")
-    parser.add_argument("--steps", type=int, default=3, help="Timed steps per method, after one warm-up step.")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                        help="Least number of measured rounds (each method one step per round, order rotating).")
+    parser.add_argument("--max-steps", type=int, default=DEFAULT_MAX_STEPS,
+                        help="Most rounds; rounds beyond --steps run only while a time ratio is still unsteady.")
+    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="Untimed steps per method first.")
+    parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                        help="Stop adding rounds after this many seconds (once --steps rounds are done).")
     parser.add_argument("--methods", default=DEFAULT_METHODS,
                         help=f"Comma-separated subset of {','.join(BENCH_METHODS)}.")
     parser.add_argument("--savers", action="store_true",
@@ -54,7 +67,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--num-classes", type=int, default=10, help="Classes of the new head.")
     parser.add_argument("--rank", type=int, default=None, help="DTL rank (default: the family's).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the random batch and weights.")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice).")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: 1 when benchmarking on the CPU, so process CPU time "
+                             "counts work rather than idle threads spinning; torch's choice on a GPU).")
     parser.add_argument("--model-kwargs", default=None,
                         help="JSON dict passed to timm.create_model (small test configurations).")
     return parser
@@ -82,77 +97,126 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def _timed(fn: Callable[[], None], device: torch.device, steps: int) -> tuple[float, float]:
-    """Median wall-clock seconds and median process CPU seconds of ``steps`` calls of ``fn``.
+class _Contender:
+    """One benchmark row: a model, its optimizer and the step it times (built and warmed up on creation)."""
 
-    CPU seconds are the fairer comparison when other programs share the cores.
-    """
-    wall, cpu = [], []
-    for _ in range(steps):
+    def __init__(self, label: str, method: str, backbone: str, images: torch.Tensor, labels: torch.Tensor,
+                 savers: bool, num_classes: int, rank: int | None, image_size: int | None,
+                 model_kwargs: dict[str, Any] | None, warmup: int) -> None:
+        device = images.device
+        self.label, self.method, self.device = label, method, device
+        rank = rank if method in DTL_METHODS else None  # --rank is DTL's; LoRA keeps its usual r = 8
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            before = torch.cuda.memory_allocated(device)
+        self.model = build_method_model(method, backbone, num_classes, image_size, rank, checkpoint_blocks=savers,
+                                        low_precision_taps=savers, model_kwargs=model_kwargs).to(device).train()
+        self.precision = "bf16" if savers else "fp32"
+        if savers and device.type == "mps":
+            self.precision = "fp16"  # MPS autocast has no bf16 on older macOS
+        if savers:
+            cast_frozen_weights(self.model, self.precision)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=1e-3, weight_decay=0.05)
+        self.images, self.labels = images, labels
+        counter = SavedTensorCounter(model_state_tensors(self.model))
+        self._step(lambda: self.model(images), counter)  # first warm-up step; counts the saved activations
+        for _ in range(max(0, warmup - 1)):
+            self.step()
         _sync(device)
-        start, start_cpu = time.perf_counter(), time.process_time()
-        fn()
-        _sync(device)
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return statistics.median(wall), statistics.median(cpu)
+        self.peak = int(torch.cuda.max_memory_allocated(device)) - before if device.type == "cuda" else None
+        self.figures: dict[str, Any] = {"trainable_params": sum(p.numel() for p in trainable),
+                                        "activation_bytes": counter.bytes, "peak_bytes": self.peak,
+                                        "total_params": sum(p.numel() for p in self.model.parameters())}
+        self.prefix = None
+        if method in DTL_METHODS:
+            # frozen prefix computed once and reused (training from epoch 2 when augmentation is off)
+            with torch.no_grad(), autocast_context(device, self.precision):
+                self.prefix = self.model.forward_prefix(images)
+            self.cached_step()
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+        self.cached_wall: list[float] = []
+        self.cached_cpu: list[float] = []
 
-
-def bench_method(method: str, backbone: str, images: torch.Tensor, labels: torch.Tensor, steps: int,
-                 savers: bool = False, num_classes: int = 10, rank: int | None = None,
-                 image_size: int | None = None, model_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train ``method`` for one warm-up step plus ``steps`` timed steps; return its figures."""
-    device = images.device
-    rank = rank if method in DTL_METHODS else None  # --rank is DTL's; LoRA keeps its usual r = 8
-    model = build_method_model(method, backbone, num_classes, image_size, rank, checkpoint_blocks=savers,
-                               low_precision_taps=savers, model_kwargs=model_kwargs).to(device).train()
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=1e-3, weight_decay=0.05)
-    precision = "bf16" if savers else "fp32"
-    if savers and device.type == "mps":
-        precision = "fp16"  # MPS autocast has no bf16 on older macOS
-
-    def step(forward: Callable[[], torch.Tensor], counter: Any = None) -> None:
-        with counter if counter is not None else nullcontext(), autocast_context(device, precision):
-            loss = F.cross_entropy(forward(), labels)
+    def _step(self, forward: Callable[[], torch.Tensor], counter: Any = None) -> None:
+        with counter if counter is not None else nullcontext(), autocast_context(self.device, self.precision):
+            loss = F.cross_entropy(forward(), self.labels)
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    counter = SavedTensorCounter(model_state_tensors(model))
-    step(lambda: model(images), counter)  # warm-up step; also counts the saved activations
-    seconds, cpu_seconds = _timed(lambda: step(lambda: model(images)), device, steps)
-    peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
-    n_trainable = sum(p.numel() for p in trainable)
-    result: dict[str, Any] = {"trainable_params": n_trainable, "activation_bytes": counter.bytes,
-                              "peak_bytes": peak, "step_seconds": seconds, "step_cpu_seconds": cpu_seconds,
-                              "total_params": sum(p.numel() for p in model.parameters())}
-    if method in DTL_METHODS:
-        # frozen prefix computed once and reused (training from epoch 2 when augmentation is off)
-        with torch.no_grad(), autocast_context(device, precision):
-            prefix = model.forward_prefix(images)
-        # no extra warm-up: blocks M+1… and the side network are warm from the steps above
-        result["cached_step_seconds"], result["cached_step_cpu_seconds"] = _timed(
-            lambda: step(lambda: model.forward_from_prefix(prefix)), device, steps)
-        del prefix
-    del model, optimizer, trainable
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return result
+    def step(self) -> None:
+        self._step(lambda: self.model(self.images))
+
+    def cached_step(self) -> None:
+        self._step(lambda: self.model.forward_from_prefix(self.prefix))
+
+    def measure(self) -> None:
+        """Time one step (and one cached step for DTL rows)."""
+        timed = [(self.step, self.wall, self.cpu)]
+        if self.prefix is not None:
+            timed.append((self.cached_step, self.cached_wall, self.cached_cpu))
+        for fn, wall, cpu in timed:
+            _sync(self.device)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            _sync(self.device)
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+
+    def result(self) -> dict[str, Any]:
+        row = dict(self.figures, step_seconds=statistics.median(self.wall), step_cpu_seconds=statistics.median(self.cpu))
+        if self.prefix is not None:
+            row["cached_step_seconds"] = statistics.median(self.cached_wall)
+            row["cached_step_cpu_seconds"] = statistics.median(self.cached_cpu)
+        return row
+
+
+def _paired(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Median of the per-round ratios a[r] / b[r] and their spread: half the interquartile range / median."""
+    ratios = [x / y for x, y in zip(a, b) if y > 0]
+    med = statistics.median(ratios)
+    if len(ratios) < 2:
+        return med, 0.0
+    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
+    return med, (q3 - q1) / 2 / med if med else 0.0
+
+
+def _median_error(ratios_spread: tuple[float, float], n: int) -> float:
+    """Relative standard error of a median of ``n`` ratios whose half interquartile range is ``spread``."""
+    sigma = 2 * ratios_spread[1] / 1.349          # interquartile range of a normal distribution = 1.349 σ
+    return 1.2533 * sigma / max(n, 1) ** 0.5      # standard error of a median = 1.2533 σ / √n
+
+
+def _largest_error(contenders: list[_Contender]) -> float:
+    """The least certain of the time ratios to the first method (CPU, wall-clock and cached CPU)."""
+    base = contenders[0]
+    errors = [0.0]
+    for c in contenders[1:]:
+        for a, b in ((c.cpu, base.cpu), (c.wall, base.wall), (c.cached_cpu, base.cpu)):
+            if a:
+                errors.append(_median_error(_paired(a, b), len(a)))
+    return max(errors)
 
 
 def run_benchmark(backbone: str = "vit_base_patch16_224", batch: int = 32, image_size: int | None = None,
-                  steps: int = 3, methods: list[str] | tuple[str, ...] = BENCH_METHODS, savers: bool = False,
+                  steps: int = DEFAULT_STEPS, methods: list[str] | tuple[str, ...] = BENCH_METHODS, savers: bool = False,
                   device: str = "auto", num_classes: int = 10, rank: int | None = None, seed: int = 0,
                   model_kwargs: dict[str, Any] | None = None,
-                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  progress: Callable[[str], None] | None = None, warmup: int = DEFAULT_WARMUP,
+                  max_steps: int = DEFAULT_MAX_STEPS, budget_seconds: float | None = None,
+                  target_error: float = TARGET_ERROR) -> dict[str, Any]:
     """Benchmark ``methods`` on one random batch; returns the JSON-ready result object.
 
+    Every method is built and warmed up (``warmup`` steps), then the methods take turns, one step each
+    per round, the order rotating, so a change in machine load hits them all alike. Rounds go on until
+    at least ``steps`` are done and every time ratio to the first method (median of the per-round
+    ratios, CPU and wall-clock) is known to ``target_error`` (its standard error, estimated from the
+    interquartile range), or ``max_steps`` rounds, or ``budget_seconds``.
     With ``savers`` each DTL method gets a second row, '<method> (savers)', trained with checkpointed
-    blocks, bf16 tap inputs and bf16 autocast.
+    blocks, bf16 tap inputs, frozen weights in bf16 and bf16 autocast.
 
     Raises:
         RunError: bad batch size, step count or method name, or an unavailable device.
@@ -174,40 +238,54 @@ def run_benchmark(backbone: str = "vit_base_patch16_224", batch: int = 32, image
     rows: list[tuple[str, str, bool]] = [(m, m, False) for m in methods]
     if savers:
         rows += [(m + SAVERS_SUFFIX, m, True) for m in methods if m in DTL_METHODS]
-    results: dict[str, dict[str, Any]] = {}
+    contenders: list[_Contender] = []
     for label, method, use_savers in rows:
         if progress:
-            progress(f"bench: {label} ...")
+            progress(f"bench: building and warming up {label} ...")
         torch.manual_seed(seed)
-        row = results[label] = bench_method(method, backbone, images, labels, steps, use_savers, num_classes,
-                                            rank, image_size, model_kwargs)
+        contenders.append(_Contender(label, method, backbone, images, labels, use_savers, num_classes, rank,
+                                     image_size, model_kwargs, warmup))
+    started = time.perf_counter()
+    rounds = 0
+    while rounds < max(steps, max_steps):
+        n = len(contenders)
+        for k in range(n):  # rotate the order every round
+            contenders[(rounds + k) % n].measure()
+        rounds += 1
+        error = _largest_error(contenders)
         if progress:
-            cached = row.get("cached_step_seconds")
-            progress(f"bench: {label}: {row['trainable_params']:,} trainable, activations "
-                     f"{format_bytes(row['activation_bytes'])} ({row['activation_bytes']} B), step "
-                     f"{row['step_seconds']:.3f} s ({row['step_cpu_seconds']:.3f} s CPU)"
-                     + (f", cached step {cached:.3f} s ({row['cached_step_cpu_seconds']:.3f} s CPU)" if cached else ""))
-    _add_ratios(results)
-    return {"backbone": backbone, "batch": batch, "device": str(dev), "image_size": list(hw), "steps": steps,
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "results": results}
+            progress(f"bench: round {rounds}: least certain time ratio ±{100 * error:.1f} % (standard error)")
+        if rounds >= steps and (error <= target_error or
+                                (budget_seconds is not None and time.perf_counter() - started >= budget_seconds)):
+            break
+    results = {c.label: c.result() for c in contenders}
+    _add_ratios(results, {c.label: c for c in contenders})
+    del contenders
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    return {"backbone": backbone, "batch": batch, "device": str(dev), "image_size": list(hw), "steps": rounds,
+            "warmup": warmup, "threads": torch.get_num_threads(), "torch": torch.__version__, "results": results}
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
-def _add_ratios(results: dict[str, dict[str, Any]]) -> None:
+def _add_ratios(results: dict[str, dict[str, Any]], contenders: dict[str, _Contender]) -> None:
+    """Ratios to full fine-tuning and LoRA: bytes directly, times as the median of per-round ratios."""
     for peer in ("full", "lora"):
         if peer not in results:
             continue
-        base = results[peer]
-        for row in results.values():
+        base, base_c = results[peer], contenders[peer]
+        for label, row in results.items():
+            c = contenders[label]
             row[f"activation_vs_{peer}"] = _ratio(row["activation_bytes"], base["activation_bytes"])
-            row[f"step_vs_{peer}"] = _ratio(row["step_seconds"], base["step_seconds"])
-            row[f"step_cpu_vs_{peer}"] = _ratio(row["step_cpu_seconds"], base["step_cpu_seconds"])
+            row[f"step_vs_{peer}"], row[f"step_vs_{peer}_spread"] = _paired(c.wall, base_c.wall)
+            row[f"step_cpu_vs_{peer}"], row[f"step_cpu_vs_{peer}_spread"] = _paired(c.cpu, base_c.cpu)
             if "cached_step_seconds" in row:
-                row[f"cached_step_vs_{peer}"] = _ratio(row["cached_step_seconds"], base["step_seconds"])
-                row[f"cached_step_cpu_vs_{peer}"] = _ratio(row["cached_step_cpu_seconds"], base["step_cpu_seconds"])
+                row[f"cached_step_vs_{peer}"] = _paired(c.cached_wall, base_c.wall)[0]
+                row[f"cached_step_cpu_vs_{peer}"] = _paired(c.cached_cpu, base_c.cpu)[0]
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -215,8 +293,11 @@ def format_table(report: dict[str, Any]) -> str:
     def r(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
 
+    def spread(v: float | None) -> str:
+        return "-" if v is None else f"±{100 * v:.1f}%"
+
     head = ["method", "trainable", "activations", "act/full", "act/lora", "peak", "step s", "step/full",
-            "step/lora", "cpu s", "cpu/full", "cpu/lora", "cached step s*", "cached cpu/full*"]
+            "step/lora", "cpu s", "cpu/full", "spread", "cpu/lora", "spread", "cached step s*", "cached cpu/full*"]
     lines = [head]
     for label, row in report["results"].items():
         cached = row.get("cached_step_seconds")
@@ -224,16 +305,19 @@ def format_table(report: dict[str, Any]) -> str:
                       r(row.get("activation_vs_full")), r(row.get("activation_vs_lora")),
                       format_bytes(row["peak_bytes"]), f"{row['step_seconds']:.2f}", r(row.get("step_vs_full")),
                       r(row.get("step_vs_lora")), f"{row['step_cpu_seconds']:.2f}", r(row.get("step_cpu_vs_full")),
-                      r(row.get("step_cpu_vs_lora")), "-" if cached is None else f"{cached:.2f}",
+                      spread(row.get("step_cpu_vs_full_spread")), r(row.get("step_cpu_vs_lora")),
+                      spread(row.get("step_cpu_vs_lora_spread")), "-" if cached is None else f"{cached:.2f}",
                       r(row.get("cached_step_cpu_vs_full"))])
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     text = [f"{report['backbone']}, batch {report['batch']}, {report['image_size'][0]}x{report['image_size'][1]} px, "
-            f"{report['device']} ({report['threads']} threads), median of {report['steps']} steps"]
+            f"{report['device']} ({report['threads']} threads), {report['warmup']} warm-up steps, "
+            f"median of {report['steps']} interleaved rounds"]
     for n, line in enumerate(lines):
         text.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
         if n == 0:
             text.append("  ".join("-" * w for w in widths))
     text.append("cpu s: process CPU seconds per step (fairer than wall-clock when other programs share the cores).")
+    text.append("ratios: median of the per-round ratios; spread: half their interquartile range.")
     text.append("* cached step: frozen prefix computed once and reused (training from epoch 2 without augmentation).")
     return "\n".join(text)
 
@@ -241,16 +325,18 @@ def format_table(report: dict[str, Any]) -> str:
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark the parsed ``args`` describe; print a table or JSON. Returns an exit code."""
     try:
-        if args.threads is not None:
-            if args.threads < 1:
-                raise RunError("--threads must be at least 1.")
-            torch.set_num_threads(args.threads)
+        if args.threads is not None and args.threads < 1:
+            raise RunError("--threads must be at least 1.")
+        threads = args.threads if args.threads is not None else (1 if _resolve_device(args.device).type == "cpu" else None)
+        if threads is not None:
+            torch.set_num_threads(threads)
         kwargs = json.loads(args.model_kwargs) if args.model_kwargs else None
         if kwargs is not None and not isinstance(kwargs, dict):
             raise RunError("--model-kwargs must be a JSON object, e.g. '{\"img_size\": 32}'.")
         report = run_benchmark(args.backbone, args.batch, args.image_size, args.steps, parse_methods(args.methods),
                                args.savers, args.device, args.num_classes, args.rank, args.seed, kwargs,
-                               progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+                               progress=lambda msg: print(msg, file=sys.stderr, flush=True), warmup=args.warmup,
+                               max_steps=args.max_steps, budget_seconds=args.budget)
     except json.JSONDecodeError as exc:
         print(f"error: --model-kwargs is not valid JSON ({exc.msg}).", file=sys.stderr)
         return 2

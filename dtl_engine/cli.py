@@ -1,4 +1,4 @@
-"""Command line: ``python -m dtl_engine scan|train|resume|evaluate|export|predict|explain|doctor|runs|cache|bench|bench-data|bench-accuracy``.
+"""Command line: ``python -m dtl_engine scan|train|resume|evaluate|export|predict|explain|doctor|runs|cache|plan|bench|bench-data|bench-accuracy``.
 
 Everything the desktop app shows, a terminal can print: progress bars with an ETA,
 one summary line per epoch, and on bad input one readable sentence
@@ -38,6 +38,7 @@ TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
     "early_stopping": {"type": int, "metavar": "EPOCHS"}, "cache_features": {"choices": ("auto", "on", "off")},
     "num_workers": {"type": int},
     "checkpoint_blocks": {"action": "store_true"}, "low_precision_taps": {"action": "store_true"},
+    "half_frozen_weights": {"action": argparse.BooleanOptionalAction},
 }
 
 
@@ -474,6 +475,12 @@ def cmd_bench_accuracy(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .planner import run_plan
+
+    return int(run_plan(args) or 0)
+
+
 # --- parser ----------------------------------------------------------------------------
 
 def _flag(name: str, spec: dict[str, Any]) -> str:
@@ -624,6 +631,15 @@ def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
                                    "and the automatic search's share of the run time.")
     add_accuracy_arguments(p)
     p.set_defaults(func=cmd_bench_accuracy)
+
+    from .planner import add_plan_arguments  # torch-free at import
+
+    p = sub.add_parser("plan", help="Which precision, memory savers and batch size fit a GPU's memory.",
+                       description="Plan a backbone for a GPU: the memory each setting needs at the target batch, "
+                                   "the largest batch that fits, and the recommended setting (or the smallest "
+                                   "card that would fit).")
+    add_plan_arguments(p)
+    p.set_defaults(func=cmd_plan)
     return parser
 
 

@@ -61,6 +61,8 @@ class TrainConfig:
     warmup_prefix: bool = _f(None, "Warm-up before the cosine (True) or over its start as in the official code (False).")
     checkpoint_blocks: bool = _f(False, "Memory saver: recompute blocks after M in backward (slower, less memory).")
     low_precision_taps: bool = _f(False, "Memory saver: keep the side network's tap inputs in bf16.")
+    half_frozen_weights: bool = _f(True, "Memory saver: store the frozen backbone's weights in bf16 / fp16 when "
+                                         "training in that precision (same results; no effect in fp32).")
     cache_features: str = _f("auto", "Cache the frozen prefix outputs across epochs: 'auto' (when augment is 'none'), 'on', 'off'.")
     cache_budget_mb: int = _f(2048, "Memory budget of the prefix cache; beyond it the cache spills into the run folder.")
     early_stopping: int | None = _f(None, "Stop after this many epochs without validation improvement; None = never.")

@@ -23,8 +23,10 @@ from torch import nn
 
 from .errors import DTLError, RunError
 from .formatting import format_bytes  # re-exported: the CLI and benchmark import it from here
+from .half_weights import cast_frozen_weights
 
 METHODS = ("dtl", "dtl+", "linear", "full", "lora")
+FROZEN_BACKBONE_METHODS = ("dtl", "dtl+", "linear")  # methods whose backbone weights never train
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 LORA_RANK = 8
 LORA_TARGETS = ["qkv"]  # timm ViT / Swin fuse q, k, v into one Linear called 'qkv'
@@ -62,6 +64,7 @@ class MemoryEstimate:
     batch_size: int = 0
     image_size: tuple[int, int] = (0, 0)
     precision: str = "fp32"
+    half_frozen_weights: bool = False
 
     @property
     def total_ratio(self) -> float:
@@ -76,7 +79,7 @@ class MemoryEstimate:
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method.to_dict(), "full": self.full.to_dict(), "method_name": self.method_name,
                 "backbone": self.backbone, "batch_size": self.batch_size, "image_size": list(self.image_size),
-                "precision": self.precision}
+                "precision": self.precision, "half_frozen_weights": self.half_frozen_weights}
 
 
 # --- counting what autograd saves ------------------------------------------------------
@@ -243,7 +246,8 @@ def _to_fake(model: nn.Module) -> nn.Module:
 
 @lru_cache(maxsize=12)
 def _cached_model(method: str, backbone: str, num_classes: int, image_size: Any, rank: int | None,
-                  checkpoint_blocks: bool, low_precision_taps: bool, kwargs_json: str) -> nn.Module:
+                  checkpoint_blocks: bool, low_precision_taps: bool, kwargs_json: str,
+                  frozen_half: str | None = None) -> nn.Module:
     model_kwargs = json.loads(kwargs_json)
     try:
         # built on the meta device: no memory, no initialisation cost
@@ -255,6 +259,7 @@ def _cached_model(method: str, backbone: str, num_classes: int, image_size: Any,
     except Exception:  # a builder that needs real values: pay for a real build once
         model = build_method_model(method, backbone, num_classes, image_size, rank, checkpoint_blocks,
                                    low_precision_taps, model_kwargs)
+    cast_frozen_weights(model, frozen_half)
     model.train()
     return _to_fake(model)
 
@@ -333,7 +338,8 @@ def _resolve_precision(precision: str) -> str:
 def estimate_memory(backbone: str, batch_size: int, image_size: int | tuple[int, int] | None = None,
                     method: str = "dtl", rank: int | None = None, checkpoint_blocks: bool = False,
                     low_precision_taps: bool = False, precision: str = "fp32", num_classes: int = 10,
-                    model_kwargs: dict[str, Any] | None = None, measure_cuda: bool = False) -> MemoryEstimate:
+                    model_kwargs: dict[str, Any] | None = None, measure_cuda: bool = False,
+                    half_frozen_weights: bool = True) -> MemoryEstimate:
     """Measure the training-step memory of ``method`` and of full fine-tuning on ``backbone``.
 
     Activations are what autograd saves for backward in a forward pass on fake tensors (exact for the
@@ -341,6 +347,8 @@ def estimate_memory(backbone: str, batch_size: int, image_size: int | tuple[int,
     ``precision`` 'bf16' / 'fp16' runs that forward under autocast. Models are cached per setting, so
     repeated calls (a batch-size slider) cost one fake forward each.
     With ``measure_cuda`` and a CUDA device, each breakdown also gets ``cuda_peak_bytes`` from a real step.
+    ``half_frozen_weights`` (the default, as in training) stores a frozen backbone's Linear / Conv weights
+    in the autocast dtype under 'bf16' / 'fp16'; it has no effect in fp32 and on full fine-tuning.
 
     Raises:
         BackboneError: unknown or unsupported backbone.
@@ -358,32 +366,37 @@ def estimate_memory(backbone: str, batch_size: int, image_size: int | tuple[int,
                        f"not {image_size!r}.")
     kwargs_json = json.dumps(model_kwargs or {}, sort_keys=True)
     results: dict[str, MemoryBreakdown] = {}
+    half = bool(half_frozen_weights) and precision in ("bf16", "fp16")
     with _LOCK:  # one fake forward at a time (GUI threads)
         for name in dict.fromkeys([method, "full"]):
             savers = name in ("dtl", "dtl+")
+            frozen_half = precision if half and name in FROZEN_BACKBONE_METHODS else None
             key = (name, backbone, int(num_classes), image_size, None if name == "full" else rank,
-                   bool(checkpoint_blocks and savers), bool(low_precision_taps and savers), kwargs_json)
+                   bool(checkpoint_blocks and savers), bool(low_precision_taps and savers), kwargs_json, frozen_half)
             result = _cached_breakdown(key, int(batch_size), precision)
             if measure_cuda and torch.cuda.is_available():
                 peak = cuda_step_peak_bytes(name, backbone, int(batch_size), image_size, rank,
                                             checkpoint_blocks and savers, low_precision_taps and savers,
-                                            precision, int(num_classes), model_kwargs)
+                                            precision, int(num_classes), model_kwargs, frozen_half is not None)
                 result = replace(result, cuda_peak_bytes=peak)
             results[name] = result
     hw = input_hw(_cached_model("full", backbone, int(num_classes), image_size, None, False, False, kwargs_json))
     return MemoryEstimate(method=results[method], full=results["full"], method_name=method, backbone=backbone,
-                          batch_size=int(batch_size), image_size=hw, precision=precision)
+                          batch_size=int(batch_size), image_size=hw, precision=precision,
+                          half_frozen_weights=half and method in FROZEN_BACKBONE_METHODS)
 
 
 def cuda_step_peak_bytes(method: str, backbone: str, batch_size: int, image_size: Any = None,
                          rank: int | None = None, checkpoint_blocks: bool = False, low_precision_taps: bool = False,
                          precision: str = "fp32", num_classes: int = 10,
-                         model_kwargs: dict[str, Any] | None = None) -> int:
+                         model_kwargs: dict[str, Any] | None = None, half_frozen_weights: bool = False) -> int:
     """``torch.cuda.max_memory_allocated`` over one real AdamW training step on random data."""
     device = torch.device("cuda")
     torch.cuda.empty_cache()
     model = build_method_model(method, backbone, num_classes, image_size, rank, checkpoint_blocks,
                                low_precision_taps, model_kwargs).to(device).train()
+    if half_frozen_weights:
+        cast_frozen_weights(model, precision)
     images = torch.randn(batch_size, 3, *input_hw(model), device=device)
     labels = torch.randint(0, num_classes, (batch_size,), device=device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)

@@ -155,19 +155,16 @@ class DTLModel(nn.Module):
         if side is None:
             return self.head(prefix["features"])
         m = spec.inject_from
-        h: torch.Tensor | None = None
-        for i in range(spec.tap_from, m + 1):
-            delta = side.tap(i, prefix[f"tap.{i}"])
-            # h restarts at each stage start (Swin: the width changes there)
-            h = delta if h is None or adapter.starts_stage(i) else h + delta
-        assert h is not None
-        x = prefix["block_out"] + side.side_output(h, self._stages[m], adapter.on_grid, grid)
+        # the side state restarts at each stage start (Swin: the width changes there), so only the taps
+        # from the last restart up to block M reach the first injection
+        start = max(i for i in range(spec.tap_from, m + 1) if i == spec.tap_from or adapter.starts_stage(i))
+        g = side.gate_sum([(i, prefix[f"tap.{i}"]) for i in range(start, m + 1)])   # g = β·h
+        x = side.inject(prefix["block_out"], g, self._stages[m], adapter.on_grid, grid)
         for i in range(m + 1, len(self._blocks)):
             x = adapter.enter_block(i, x)
-            delta = side.tap(i, x)
-            h = delta if adapter.starts_stage(i) else h + delta
+            g = side.gate_add(i, x, None if adapter.starts_stage(i) else g)
             x = self._run_block(i, x)
-            x = x + side.side_output(h, self._stages[i], adapter.on_grid, grid)
+            x = side.inject(x, g, self._stages[i], adapter.on_grid, grid)
         return self.head(adapter.pool(x))
 
     def _match_dtype(self, prefix: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

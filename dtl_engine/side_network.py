@@ -48,12 +48,14 @@ class LowRankTap(nn.Module):
         nn.init.zeros_(self.up.weight)
         self.low_precision = low_precision
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        """The rank-r code x·Aᵀ."""
         if self.low_precision and torch.is_grad_enabled():
-            z = _LowPrecisionDown.apply(x, self.down.weight)
-        else:
-            z = self.down(x)
-        return self.up(z)
+            return _LowPrecisionDown.apply(x, self.down.weight)
+        return self.down(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.code(x))
 
 
 def swish(h: torch.Tensor, beta: float) -> torch.Tensor:
@@ -117,12 +119,35 @@ class CompactSideNetwork(nn.Module):
         """x_i · A_iᵀ · B_iᵀ for tap block ``index``."""
         return self.taps[str(index)](x)
 
-    def side_output(self, h: torch.Tensor, stage: int,
-                    on_grid: Callable[[Callable[[torch.Tensor], torch.Tensor], torch.Tensor, tuple[int, int]], torch.Tensor],
-                    grid: tuple[int, int]) -> torch.Tensor:
-        """φ(swish_β(h)): the value added to an injection block's output."""
-        s = swish(h, self.beta)
+    # --- the fused path the model trains with -------------------------------------------
+    # The model carries g = β·h instead of h: then swish_β(h) = silu(g) / β, where silu and its backward
+    # are single fused kernels (swish as h·sigmoid(β·h) takes about eight elementwise passes forward and
+    # backward), β rides along in the multiply-adds for free, and 1/β in the final add.
+
+    def gate_sum(self, taps: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
+        """g = β·Σᵢ xᵢ·Aᵢᵀ·Bᵢᵀ over ``taps`` [(block index i, xᵢ)]: the rank-r codes side by side, then one
+        matmul with all up maps, instead of one full-width product and one full-width add per tap."""
+        codes = [self.taps[str(i)].code(x) for i, x in taps]
+        z = codes[0] if len(codes) == 1 else torch.cat(codes, dim=-1)
+        up = torch.cat([self.taps[str(i)].up.weight for i, _ in taps], dim=1) if len(taps) > 1 \
+            else self.taps[str(taps[0][0])].up.weight
+        return F.linear(z, up * self.beta)
+
+    def gate_add(self, index: int, x: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+        """g + β·x·Aᵢᵀ·Bᵢᵀ for tap block ``index`` as one multiply-add (a fresh sum when ``g`` is None)."""
+        if g is None:
+            return self.gate_sum([(index, x)])
+        tap = self.taps[str(index)]
+        z = tap.code(x)
+        out = torch.addmm(g.reshape(-1, g.shape[-1]), z.reshape(-1, z.shape[-1]), tap.up.weight.t(), alpha=self.beta)
+        return out.view(g.shape)
+
+    def inject(self, x: torch.Tensor, g: torch.Tensor, stage: int,
+               on_grid: Callable[[Callable[[torch.Tensor], torch.Tensor], torch.Tensor, tuple[int, int]], torch.Tensor],
+               grid: tuple[int, int]) -> torch.Tensor:
+        """x + φ(swish_β(h)) for g = β·h, computed as x + φ(silu(g)) / β (φ is linear)."""
+        s = F.silu(g)
         key = f"stage{stage}"
         if key in self.fusion:
             s = on_grid(self.fusion[key], s, grid)
-        return s
+        return torch.add(x, s, alpha=1.0 / self.beta)

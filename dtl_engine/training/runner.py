@@ -40,6 +40,7 @@ from ..evaluate import Evaluation, evaluate_model, evaluation_split
 from ..event_log import EventLogWriter
 from ..listener import BatchStats, EpochStats, ListenerGroup, RunListener, RunStarted, StopToken
 from .. import run_folder
+from ..half_weights import cast_frozen_weights
 from .. import runs as run_files  # module import: runs.py itself imports training.checkpoint
 from . import checkpoint as ckpt
 from . import distributed
@@ -370,6 +371,8 @@ class _Run:
             self.listener.warning("There are no validation images: the best epoch is chosen by training accuracy.")
 
         model = self.model.to(self.device)
+        if cfg.half_frozen_weights and self.precision.autocast:  # every forward below runs under autocast
+            cast_frozen_weights(model, self.precision.autocast_dtype)
         self.meter = MemoryMeter(self.device)
         self.steps_per_epoch = steps_per_epoch(len(self.split.train), cfg.batch_size, cfg.drop_last)
         self.total_steps = cfg.epochs * self.steps_per_epoch

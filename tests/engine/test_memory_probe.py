@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dtl_engine.errors import BackboneError, RunError
+from dtl_engine.half_weights import cast_frozen_weights
 from dtl_engine.memory_probe import (
     SavedTensorCounter,
     build_method_model,
@@ -23,11 +24,15 @@ NAME, KW = TINY_VIT
 BATCH = 3
 
 
-def _real_bytes(method: str, entry=TINY_VIT, precision: str = "fp32", **savers) -> int:
-    """Saved-for-backward bytes of a real forward on real CPU tensors (the ground truth)."""
+def _real_bytes(method: str, entry=TINY_VIT, precision: str = "fp32", half_frozen_weights: bool = True,
+                **savers) -> int:
+    """Saved-for-backward bytes of a real forward on real CPU tensors (the ground truth), with the frozen
+    weights in half precision under bf16 / fp16 as training stores them by default."""
     name, kw = entry
     torch.manual_seed(0)
     model = build_method_model(method, name, 10, model_kwargs=kw, **savers).train()
+    if half_frozen_weights and method in ("dtl", "dtl+", "linear"):
+        cast_frozen_weights(model, precision)
     images = torch.randn(BATCH, 3, *input_hw(model))
     labels = torch.randint(0, 10, (BATCH,))
     return measure_activation_bytes(model, images, labels, precision)
@@ -52,6 +57,11 @@ def test_probe_equals_real_count_on_swin_in_fp32_and_under_bf16_autocast():
     assert est.full.activation_bytes == _real_bytes("full", TINY_SWIN)
     bf16 = estimate_memory(name, BATCH, method="dtl", precision="bf16", model_kwargs=kw)
     assert bf16.method.activation_bytes == _real_bytes("dtl", TINY_SWIN, "bf16")
+    fp32_weights = estimate_memory(name, BATCH, method="dtl", precision="bf16", model_kwargs=kw,
+                                   half_frozen_weights=False)
+    assert fp32_weights.method.activation_bytes == _real_bytes("dtl", TINY_SWIN, "bf16", half_frozen_weights=False)
+    # fp32 frozen weights are cast to bf16 at each use after block M, and autograd keeps those copies
+    assert bf16.method.activation_bytes < fp32_weights.method.activation_bytes
     assert bf16.full.activation_bytes == _real_bytes("full", TINY_SWIN, "bf16")
     assert bf16.full.activation_bytes < est.full.activation_bytes
 

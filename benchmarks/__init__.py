@@ -1,0 +1,1 @@
+"""Benchmarks that compare the engine with outside code; not part of the product."""
