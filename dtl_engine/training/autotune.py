@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from .feature_cache import FeatureCache
 from .optim import build_scheduler, warmup_steps_for
 
-from ..run_folder import SEARCH as SEARCH_FILE       # the search record's name in the run folder
+from ..run_folder import SEARCH as SEARCH_FILE  # noqa: F401 - re-exported: the search record in the run folder
 
 MAX_TRIAL_STEPS = 3000     # probe updates per trial at most (the run's own count below that)
 MAX_SEARCH_IMAGES = 2000   # images of the training split the search uses at most
