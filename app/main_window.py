@@ -47,7 +47,8 @@ class MainWindow(QMainWindow):
 
         self.data_page = DataPage(self.settings)
         self.model_page = ModelPage(self.settings)
-        self.train_page = TrainPage(self.config_for_run, train_fn=train_fn, resume_fn=resume_fn)
+        self.train_page = TrainPage(self.config_for_run, train_fn=train_fn, resume_fn=resume_fn,
+                                    scan_provider=lambda: self.data_page.scan_result())
         self.results_page = ResultsPage()
         self.export_page = ExportPage()
         self.runs_page = RunsPage()

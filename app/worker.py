@@ -78,10 +78,10 @@ class SignalListener(RunListener):
             self.signals.failed.emit(str(message), str(details))
 
 
-def _default_train(config, listener=None, token=None, run_dir=None):
+def _default_train(config, listener=None, token=None, run_dir=None, scan=None):
     ensure_heavy_imports("timm", "dtl_engine.training")  # heavy, only when a run starts
     from dtl_engine.training import train
-    return train(config, listener=listener, token=token, run_dir=run_dir)
+    return train(config, listener=listener, token=token, run_dir=run_dir, scan=scan)
 
 
 def _default_resume(run_dir, listener=None, token=None):
@@ -117,10 +117,15 @@ class RunController(QObject):
         self._active = False
 
     # --- starting -----------------------------------------------------------
-    def start_training(self, config: Any) -> None:
-        """Train a new model from ``config`` (a TrainConfig)."""
+    def start_training(self, config: Any, scan: Any = None) -> None:
+        """Train a new model from ``config`` (a TrainConfig).
+
+        ``scan``: the Data step's fresh scan of the folder; the engine checks it against the
+        files' sizes and times instead of scanning the folder a second time.
+        """
         fn = self._train_fn
-        self.start_task(lambda listener, token: fn(config, listener=listener, token=token))
+        extra = {"scan": scan} if scan is not None else {}
+        self.start_task(lambda listener, token: fn(config, listener=listener, token=token, **extra))
 
     def start_resume(self, run_dir: str) -> None:
         """Continue a stopped or interrupted run from its last checkpoint."""

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLab
 
 from app.run_life import RunState
 from app.theme import state_color
+from app.widgets.cache_line import CacheLine
 from app.widgets.error_dialog import show_error
 from app.worker import describe_error
 
@@ -87,6 +88,8 @@ class RunsPage(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.empty_label)
+        self.cache_line = CacheLine()           # the reusable caches' size, and "Clear caches"
+        layout.addWidget(self.cache_line)
         self._update_buttons()
 
     # --- page contract ----------------------------------------------------------
@@ -94,7 +97,8 @@ class RunsPage(QWidget):
         return self._status
 
     def refresh(self) -> None:
-        """Re-read the run folders (cheap: JSON files only)."""
+        """Re-read the run folders (cheap: JSON files only); measure the caches in the background."""
+        self.cache_line.refresh()
         selected = self.selected_run()
         try:
             self.runs = list_runs()

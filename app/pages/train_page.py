@@ -40,9 +40,11 @@ class TrainPage(QWidget):
 
     def __init__(self, config_provider: Callable[[], Any], parent: QWidget | None = None, *,
                  train_fn: Callable[..., Any] | None = None,
-                 resume_fn: Callable[..., Any] | None = None) -> None:
+                 resume_fn: Callable[..., Any] | None = None,
+                 scan_provider: Callable[[], Any] | None = None) -> None:
         super().__init__(parent)
         self._config_provider = config_provider
+        self._scan_provider = scan_provider or (lambda: None)     # the Data step's scan: no second scan
         self.controller = RunController(train_fn, resume_fn, self)
         self.run_dir: str | None = None
         self.last_result: Any = None
@@ -148,7 +150,9 @@ class TrainPage(QWidget):
         self._begin("Starting…")
         self.log(f"Starting a run: {getattr(config, 'backbone', '?')}, method {getattr(config, 'method', '?')}, "
                  f"{getattr(config, 'epochs', '?')} epochs")
-        self.controller.start_training(config)
+        scan = self._scan_provider()
+        same_folder = scan is not None and str(scan.root) == str(getattr(config, "data_dir", ""))
+        self.controller.start_training(config, scan if same_folder else None)
 
     def resume_run(self, run_dir: str) -> None:
         """Continue a stopped or interrupted run from its last checkpoint."""

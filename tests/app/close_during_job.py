@@ -64,7 +64,7 @@ def slow_thumbnail(path, side=96):
     return QImage()
 
 
-def slow_train(config, listener=None, token=None, run_dir=None):
+def slow_train(config, listener=None, token=None, run_dir=None, scan=None):
     """A run that trains until it is asked to stop, then writes its checkpoint."""
     entered.set()
     log("entered")

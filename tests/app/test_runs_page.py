@@ -110,3 +110,25 @@ def test_a_damaged_run_is_listed_as_damaged_and_cannot_be_opened(qtbot, tiny_dat
     assert status.text() == "damaged" and "config.json" in status.toolTip()
     assert not page.open_button.isEnabled() and not page.resume_button.isEnabled()
     assert page.grab().save(str(Path(SCREENS or damaged.parent) / "runs_page_damaged.png"))
+
+
+def test_the_cache_line_measures_and_clears_the_caches_in_the_background(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    from app.widgets.cache_line import CacheLine
+    from dtl_engine.data.image_cache import ImageCache, cache_size_bytes
+
+    photo = tmp_path / "photo.png"
+    from PIL import Image
+    Image.new("RGB", (400, 300), (10, 120, 200)).save(photo)
+    ImageCache().load(str(photo), 64)                         # one decoded photo in the per-user cache
+    assert cache_size_bytes() > 0
+    line = CacheLine()
+    qtbot.addWidget(line)
+    line.refresh()
+    qtbot.waitUntil(lambda: line.bytes is not None, timeout=10_000)
+    assert line.bytes == cache_size_bytes() > 0 and "Caches:" in line.label.text()
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    line.clear()
+    qtbot.waitUntil(lambda: "cleared" in line.label.text(), timeout=10_000)
+    assert cache_size_bytes() == 0 and photo.exists()         # the caches go, the user's image stays

@@ -17,8 +17,8 @@ from dtl_engine.listener import RunStarted
 
 def slow_train(started: threading.Event, seen: dict):
     """A stand-in for the engine's train(): runs until asked to stop, like a real run between batches."""
-    def train(config, listener=None, token=None, run_dir=None):
-        seen["config"] = config
+    def train(config, listener=None, token=None, run_dir=None, scan=None):
+        seen["config"], seen["scan"] = config, scan
         listener.run_started(RunStarted("run-fake", "cpu", "CPU", "fp32", 1, 1000, 0, ["a", "b"], 8, 2, 10, 100))
         started.set()
         for _ in range(3000):
@@ -162,6 +162,7 @@ def test_closing_during_a_run_asks_then_stops_cleanly(qtbot, settings, themed, i
     qtbot.waitUntil(started.is_set, timeout=10_000)
     assert w.train_page.is_running()
     assert seen["config"].data_dir == str(image_folder)
+    assert seen["scan"] is w.data_page.scan_result()        # the Data step's scan travels: no second scan
 
     asked = _answer(monkeypatch, "cancel")
     assert w.close() is False
