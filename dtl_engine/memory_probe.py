@@ -380,7 +380,9 @@ def estimate_memory(backbone: str, batch_size: int, image_size: int | tuple[int,
                                             precision, int(num_classes), model_kwargs, frozen_half is not None)
                 result = replace(result, cuda_peak_bytes=peak)
             results[name] = result
-    hw = input_hw(_cached_model("full", backbone, int(num_classes), image_size, None, False, False, kwargs_json))
+        # the same arguments as the "full" key above: a cache hit, never a second build outside the lock
+        hw = input_hw(_cached_model("full", backbone, int(num_classes), image_size, None, False, False, kwargs_json,
+                                    None))
     return MemoryEstimate(method=results[method], full=results["full"], method_name=method, backbone=backbone,
                           batch_size=int(batch_size), image_size=hw, precision=precision,
                           half_frozen_weights=half and method in FROZEN_BACKBONE_METHODS)
