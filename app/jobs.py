@@ -218,6 +218,7 @@ def submit(fn: Callable[[Job], Any], *, kind: str, what: str = "The task",
            on_error: Callable[[str, str], None] | None = None,
            on_progress: Callable[[Any], None] | None = None,
            on_cancelled: Callable[[], None] | None = None,
+           on_ended: Callable[[], None] | None = None,
            context: QObject | None = None, lane: str | None = None, imports: tuple[str, ...] = (),
            loses_work: bool = False, on_cancel: Callable[[], None] | None = None,
            low_priority: bool = False) -> Job:
@@ -242,8 +243,9 @@ def submit(fn: Callable[[Job], Any], *, kind: str, what: str = "The task",
                 callback(*args)
         return call
 
+    # Every callback is connected before the job starts: a job that reports or ends at once loses nothing.
     for signal, callback in ((job.succeeded, on_done), (job.failed, on_error),
-                             (job.progress, on_progress), (job.cancelled, on_cancelled)):
+                             (job.progress, on_progress), (job.cancelled, on_cancelled), (job.ended, on_ended)):
         slot = guarded(callback)
         if slot is not None:
             signal.connect(slot)

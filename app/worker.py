@@ -161,9 +161,8 @@ class RunController(QObject):
         self.running_changed.emit(True)
         # Stopping keeps the last checkpoint, but the epoch in progress is lost: the window asks first.
         job = jobs.submit(run, kind="train", what="Training", loses_work=True, on_cancel=token.stop,
-                          low_priority=True)
+                          low_priority=True, context=self, on_ended=self._on_job_ended)
         job.keep = signals
-        job.ended.connect(self._on_job_ended)
         self._job = job
 
     # --- control ---------------------------------------------------------------

@@ -272,12 +272,14 @@ class DataPage(QWidget):
             return
         self.cancel_scan()
         self._set_scanning(f"Scanning {path.name}…")
+        mine: list[jobs.Job] = []       # progress arrives on this thread after submit() has returned
         job = jobs.submit(
             lambda job: _scan(str(path), job), kind="scan", what="Reading the folder", context=self,
             imports=("dtl_engine.data",), on_done=self._scan_done,
-            on_error=lambda text, _details: self._scan_failed(text))
-        # A cancelled scan may still report a little; only the current one moves the bar.
-        job.progress.connect(lambda p: self._on_progress(*p) if job is self._scan_job else None)
+            on_error=lambda text, _details: self._scan_failed(text),
+            # A cancelled scan may still report a little; only the current one moves the bar.
+            on_progress=lambda p: self._on_progress(*p) if mine and mine[0] is self._scan_job else None)
+        mine.append(job)
         self._scan_job = job
 
     def cancel_scan(self) -> None:

@@ -46,6 +46,7 @@ class ClassTable(QTableWidget):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         self._thumb_job: jobs.Job | None = None
+        self._thumb_generation = 0      # which folder's thumbnails are wanted
 
     def set_classes(self, rows: list[dict]) -> None:
         """Fill the table. Each row: name, count, train, val (ints or None), first (image path or None)."""
@@ -65,13 +66,15 @@ class ClassTable(QTableWidget):
             share.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.setItem(i, 4, share)
         firsts = [(i, r["first"]) for i, r in enumerate(rows) if r.get("first")]
-        job = jobs.submit(lambda job: _load_thumbnails(firsts, job), kind="thumbnails", what="Loading thumbnails",
-                          context=self, lane="thumbnails")
-        job.progress.connect(lambda answer: self._on_thumb(job, *answer))
-        self._thumb_job = job
+        self._thumb_generation += 1
+        generation = self._thumb_generation
+        # on_progress is connected before the job starts: a thumbnail reported at once is not lost
+        self._thumb_job = jobs.submit(lambda job: _load_thumbnails(firsts, job), kind="thumbnails",
+                                      what="Loading thumbnails", context=self, lane="thumbnails",
+                                      on_progress=lambda answer: self._on_thumb(generation, *answer))
 
-    def _on_thumb(self, job: jobs.Job, row: int, image: QImage) -> None:
-        if job is not self._thumb_job or row >= self.rowCount():
+    def _on_thumb(self, generation: int, row: int, image: QImage) -> None:
+        if generation != self._thumb_generation or row >= self.rowCount():
             return                      # a late thumbnail from a previous folder
         item = self.item(row, 0)
         if item is not None:
