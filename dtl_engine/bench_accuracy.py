@@ -69,6 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def _train(data: str, root: Path, name: str, backbone: str, weights: str, epochs: int, seed: int,
            **settings: Any) -> Row:
     from .config import TrainConfig
+    from .run_folder import RunFolder
     from .training import train
     from .training.autotune import read_search
 
@@ -78,7 +79,7 @@ def _train(data: str, root: Path, name: str, backbone: str, weights: str, epochs
     result = train(config, run_dir=run_dir)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     search = read_search(run_dir)
-    resolved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    resolved = RunFolder(run_dir).read_config()          # the values the run resolved ('auto' → a number)
     return Row(name=name, backbone=backbone, method=config.method, lr=float(resolved["lr"]),
                augment=resolved["augment"], val_acc=result.best_val_acc, seconds=seconds, cpu_seconds=cpu,
                search_seconds=search.seconds if search is not None else None,

@@ -25,7 +25,7 @@ the expensive part, the frozen features, is computed once per image and reused b
 
 Deterministic for a seed. The result (chosen values, every trial with its loss curve, the time
 spent) is written to the run folder as :data:`SEARCH_FILE`; a resumed run reads the choices back
-from ``config.json`` and does not search again.
+from the run's saved settings and does not search again.
 """
 from __future__ import annotations
 

@@ -57,7 +57,8 @@ def test_auto_run_records_its_choice_uses_only_training_images_and_is_determinis
     monkeypatch.setattr(ImageDataset, "__getitem__", spy)
     seen_at_search: list[str] = []
     listener = Recorder(search_finished=lambda result: seen_at_search.extend(loaded))
-    first = train(_auto(data), listener, run_dir=tmp_path / "a", model_kwargs=MODEL_KWARGS)
+    # loading in this process (no loader workers), so the spy sees every image read
+    first = train(_auto(data, num_workers=0), listener, run_dir=tmp_path / "a", model_kwargs=MODEL_KWARGS)
 
     split = json.loads((tmp_path / "a" / "split.json").read_text())
     val_paths = {p for p, _ in split["val"]}
