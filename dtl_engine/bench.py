@@ -167,7 +167,8 @@ class _Contender:
             cpu.append(time.process_time() - start_cpu)
 
     def result(self) -> dict[str, Any]:
-        row = dict(self.figures, step_seconds=statistics.median(self.wall), step_cpu_seconds=statistics.median(self.cpu))
+        row = dict(self.figures, step_seconds=statistics.median(self.wall),
+                   step_cpu_seconds=statistics.median(self.cpu))
         if self.prefix is not None:
             row["cached_step_seconds"] = statistics.median(self.cached_wall)
             row["cached_step_cpu_seconds"] = statistics.median(self.cached_cpu)
@@ -202,7 +203,8 @@ def _largest_error(contenders: list[_Contender]) -> float:
 
 
 def run_benchmark(backbone: str = "vit_base_patch16_224", batch: int = 32, image_size: int | None = None,
-                  steps: int = DEFAULT_STEPS, methods: list[str] | tuple[str, ...] = BENCH_METHODS, savers: bool = False,
+                  steps: int = DEFAULT_STEPS, methods: list[str] | tuple[str, ...] = BENCH_METHODS,
+                  savers: bool = False,
                   device: str = "auto", num_classes: int = 10, rank: int | None = None, seed: int = 0,
                   model_kwargs: dict[str, Any] | None = None,
                   progress: Callable[[str], None] | None = None, warmup: int = DEFAULT_WARMUP,
@@ -327,7 +329,10 @@ def run_bench(args: argparse.Namespace) -> int:
     try:
         if args.threads is not None and args.threads < 1:
             raise RunError("--threads must be at least 1.")
-        threads = args.threads if args.threads is not None else (1 if _resolve_device(args.device).type == "cpu" else None)
+        if args.threads is not None:
+            threads = args.threads
+        else:
+            threads = 1 if _resolve_device(args.device).type == "cpu" else None
         if threads is not None:
             torch.set_num_threads(threads)
         kwargs = json.loads(args.model_kwargs) if args.model_kwargs else None

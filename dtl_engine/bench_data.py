@@ -1,6 +1,7 @@
 """Benchmark of the data path: photos a second before and after draft decoding, the cache and workers.
 
-    python -m dtl_engine bench-data [DIR]            # DIR: a folder of class folders; default: 40 generated 12 MP photos
+    python -m dtl_engine bench-data [DIR]            # DIR: a folder of class folders (default: 40 generated
+                                                     # 12 MP photos)
     python -m dtl_engine bench-data --train          # also the same 5-epoch training run, old data path vs new
     python -m dtl_engine bench-data --scan           # scan a generated tree of 100,000 small files
 
@@ -45,7 +46,8 @@ def make_photos(folder: str | os.PathLike[str], count: int = 40, classes: int = 
         cls = root / f"class_{i % classes}"
         cls.mkdir(parents=True, exist_ok=True)
         # A coarse random field scaled up gives photo-like smooth areas; fine noise gives texture.
-        coarse = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+        field = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+        coarse = field.resize((w, h), Image.Resampling.BICUBIC)
         noise = rng.normal(0, 12, (h // 4, w // 4, 1)).astype(np.float32)
         arr = np.asarray(coarse, dtype=np.float32)
         arr += np.repeat(np.repeat(noise, 4, axis=0), 4, axis=1)[:h, :w]
@@ -248,7 +250,8 @@ def run(args: argparse.Namespace) -> int:
         if folder is None:
             t = time.perf_counter()
             folder = make_photos(Path(tmp) / "photos", args.photos)
-            print(f"generated {args.photos} photos of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} in {time.perf_counter() - t:.0f} s")
+            print(f"generated {args.photos} photos of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} "
+                  f"in {time.perf_counter() - t:.0f} s")
         r = measure_loading(folder, epochs=args.epochs, workers=args.workers)
         print(f"{r['images']} images, training transform of the default backbone, JPEG draft + cache at short side "
               f"{r['min_side']} px, {r['workers']} loader worker(s), cache {r['cache_mb']:.0f} MB")

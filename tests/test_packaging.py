@@ -147,7 +147,7 @@ def _exec_spec(monkeypatch, platform: str) -> dict[str, list[tuple[tuple, dict]]
     names = {n: type(n, (_Recorder,), {}) for n in ("Analysis", "PYZ", "EXE", "COLLECT", "BUNDLE")}
     spec_file = PACKAGING / "dtl_studio.spec"
     code = compile(spec_file.read_text(encoding="utf-8"), str(spec_file), "exec")
-    exec(code, {"SPECPATH": str(PACKAGING), "__name__": "__main__", **names})  # noqa: S102
+    exec(code, {"SPECPATH": str(PACKAGING), "__name__": "__main__", **names})
     return _Recorder.calls
 
 

@@ -1,7 +1,7 @@
 """timm Swin Transformers (swin_*): NHWC stages, patch merging between stages."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
@@ -10,6 +10,9 @@ from ..errors import BackboneError
 from ..registry import FAMILIES
 from .base import BackboneAdapter, FamilyDefaults
 
+if TYPE_CHECKING:
+    from timm.models.swin_transformer import SwinTransformer
+
 _SPEC = FAMILIES["swin"]
 SWIN_DEFAULTS = FamilyDefaults(family=_SPEC.name, rank=_SPEC.rank, fusion_kernel=_SPEC.fusion_kernel,
                                description=_SPEC.injection_rule)
@@ -17,6 +20,8 @@ SWIN_DEFAULTS = FamilyDefaults(family=_SPEC.name, rank=_SPEC.rank, fusion_kernel
 
 class SwinAdapter(BackboneAdapter):
     """A timm ``SwinTransformer``; blocks are numbered globally across stages."""
+
+    backbone: SwinTransformer       # checked in __init__
 
     family = "swin"
     defaults = SWIN_DEFAULTS

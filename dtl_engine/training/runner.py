@@ -622,7 +622,7 @@ class _Run:
         while True:
             try:
                 return work(self.parts)
-            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+            except Exception as exc:  # only out-of-memory is handled, the rest re-raised
                 if not _is_oom(exc):
                     raise
             # outside the except block, so the failed step's tensors are no longer referenced
