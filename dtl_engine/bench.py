@@ -19,7 +19,7 @@ import statistics
 import sys
 import time
 from contextlib import nullcontext
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,9 @@ from .memory_probe import (
     input_hw,
     model_state_tensors,
 )
+
+if TYPE_CHECKING:
+    from .model import DTLModel
 
 DEFAULT_METHODS = "full,linear,lora,dtl,dtl+"
 DEFAULT_WARMUP = 2       # first steps pay for allocation and kernel selection
@@ -133,7 +136,7 @@ class _Contender:
         if method in DTL_METHODS:
             # frozen prefix computed once and reused (training from epoch 2 when augmentation is off)
             with torch.no_grad(), autocast_context(device, self.precision):
-                self.prefix = self.model.forward_prefix(images)
+                self.prefix = cast("DTLModel", self.model).forward_prefix(images)
             self.cached_step()
         self.wall: list[float] = []
         self.cpu: list[float] = []
@@ -151,7 +154,9 @@ class _Contender:
         self._step(lambda: self.model(self.images))
 
     def cached_step(self) -> None:
-        self._step(lambda: self.model.forward_from_prefix(self.prefix))
+        prefix, model = self.prefix, cast("DTLModel", self.model)
+        assert prefix is not None           # DTL rows compute it once on creation
+        self._step(lambda: model.forward_from_prefix(prefix))
 
     def measure(self) -> None:
         """Time one step (and one cached step for DTL rows)."""

@@ -162,7 +162,7 @@ def measure_training(folder: str | os.PathLike[str], epochs: int = 5, backbone: 
         os.environ["DTL_STUDIO_HOME"] = tmp          # a cold, private cache; the user's stays untouched
         try:
             for name in ("old", "new"):
-                extra = {"backbone": backbone} if backbone else {}
+                extra: dict[str, Any] = {"backbone": backbone} if backbone else {}
                 config = TrainConfig(data_dir=str(folder), weights="random", epochs=epochs, **extra)
                 if name == "old":
                     config.num_workers = 0               # the old default
@@ -261,10 +261,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{label:<26} {r[key]:>9.1f} {r[key] / r['old']:>6.1f}x")
         if args.train:
             kwargs = json.loads(args.model_kwargs) if args.model_kwargs else None
-            t = measure_training(folder, args.epochs, args.backbone, kwargs)
+            run = measure_training(folder, args.epochs, args.backbone, kwargs)
             print(f"training run, {args.epochs} epochs, defaults (random weights"
-                  f"{', ' + args.backbone if args.backbone else ''}): old {t['old']:.1f} s, new {t['new']:.1f} s, "
-                  f"new/old = {t['new'] / t['old']:.2f}")
+                  f"{', ' + args.backbone if args.backbone else ''}): old {run['old']:.1f} s, new {run['new']:.1f} s, "
+                  f"new/old = {run['new'] / run['old']:.2f}")
     return 0
 
 

@@ -61,7 +61,7 @@ class ProgressPrinter(RunListener):
 
     def __init__(self, out=None) -> None:  # out: a text stream
         self.out = out or sys.stdout
-        self.bar = None
+        self.bar: Any = None        # the epoch's tqdm bar
         self.epoch = -1
         self.last_checkpoint: str | None = None
 
@@ -234,6 +234,7 @@ def _run_training(start: Callable[[RunListener, StopToken], Any]) -> int:
         result = start(printer, token)
     if not main_rank:
         return EXIT_INTERRUPTED if result.status == "stopped" else 0
+    assert isinstance(printer, ProgressPrinter)     # rank 0 prints
     printer._close_bar()
     run_dir = result.run_dir
     if result.status == "stopped":
@@ -290,8 +291,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"  {row['name']:<{width}}  {row['precision']:>9.1%}  {row['recall']:>6.1%}  "
               f"{row['f1']:>5.2f}  {row['support']:>7}")
     print("Confusion matrix (rows = true class, columns = predicted):")
-    for name, row in zip(report.classes, report.confusion):
-        print(f"  {name:<{width}}  " + " ".join(f"{n:>5}" for n in row))
+    for name, counts in zip(report.classes, report.confusion):
+        print(f"  {name:<{width}}  " + " ".join(f"{n:>5}" for n in counts))
     for m in report.mistakes[:args.mistakes]:
         print(f"mistake: {m['path']}  true {m['true']}, predicted {m['predicted']} ({m['confidence']:.0%})")
     return 0

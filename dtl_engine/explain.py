@@ -94,7 +94,8 @@ def grad_cam(model: Any, image: torch.Tensor, class_index: int | None = None,
             probs = logits.detach().float().softmax(dim=-1)[0]
             class_index = int(probs.argmax()) if class_index is None else class_index
             (grad,) = torch.autograd.grad(logits[0, class_index], tokens)
-        grid = tuple(int(v) for v in prefix["grid"][0])
+        rows, cols = prefix["grid"][0]
+        grid: tuple[int, int] | None = (int(rows), int(cols))
     else:
         with torch.no_grad(), _capture_pooled_tokens(model) as captured:
             logits = model(image)

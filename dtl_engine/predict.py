@@ -40,6 +40,7 @@ class ExportedModel:
     _run: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        assert self._run is not None        # set by the loaders below
         return self._run(images)
 
 
