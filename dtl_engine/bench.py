@@ -19,7 +19,7 @@ import statistics
 import sys
 import time
 from contextlib import nullcontext
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,9 @@ from .memory_probe import (
     input_hw,
     model_state_tensors,
 )
+
+if TYPE_CHECKING:
+    from .model import DTLModel
 
 DEFAULT_METHODS = "full,linear,lora,dtl,dtl+"
 DEFAULT_WARMUP = 2       # first steps pay for allocation and kernel selection
@@ -133,7 +136,7 @@ class _Contender:
         if method in DTL_METHODS:
             # frozen prefix computed once and reused (training from epoch 2 when augmentation is off)
             with torch.no_grad(), autocast_context(device, self.precision):
-                self.prefix = self.model.forward_prefix(images)
+                self.prefix = cast("DTLModel", self.model).forward_prefix(images)
             self.cached_step()
         self.wall: list[float] = []
         self.cpu: list[float] = []
@@ -151,7 +154,9 @@ class _Contender:
         self._step(lambda: self.model(self.images))
 
     def cached_step(self) -> None:
-        self._step(lambda: self.model.forward_from_prefix(self.prefix))
+        prefix, model = self.prefix, cast("DTLModel", self.model)
+        assert prefix is not None           # DTL rows compute it once on creation
+        self._step(lambda: model.forward_from_prefix(prefix))
 
     def measure(self) -> None:
         """Time one step (and one cached step for DTL rows)."""
@@ -167,7 +172,8 @@ class _Contender:
             cpu.append(time.process_time() - start_cpu)
 
     def result(self) -> dict[str, Any]:
-        row = dict(self.figures, step_seconds=statistics.median(self.wall), step_cpu_seconds=statistics.median(self.cpu))
+        row = dict(self.figures, step_seconds=statistics.median(self.wall),
+                   step_cpu_seconds=statistics.median(self.cpu))
         if self.prefix is not None:
             row["cached_step_seconds"] = statistics.median(self.cached_wall)
             row["cached_step_cpu_seconds"] = statistics.median(self.cached_cpu)
@@ -202,7 +208,8 @@ def _largest_error(contenders: list[_Contender]) -> float:
 
 
 def run_benchmark(backbone: str = "vit_base_patch16_224", batch: int = 32, image_size: int | None = None,
-                  steps: int = DEFAULT_STEPS, methods: list[str] | tuple[str, ...] = BENCH_METHODS, savers: bool = False,
+                  steps: int = DEFAULT_STEPS, methods: list[str] | tuple[str, ...] = BENCH_METHODS,
+                  savers: bool = False,
                   device: str = "auto", num_classes: int = 10, rank: int | None = None, seed: int = 0,
                   model_kwargs: dict[str, Any] | None = None,
                   progress: Callable[[str], None] | None = None, warmup: int = DEFAULT_WARMUP,
@@ -327,7 +334,10 @@ def run_bench(args: argparse.Namespace) -> int:
     try:
         if args.threads is not None and args.threads < 1:
             raise RunError("--threads must be at least 1.")
-        threads = args.threads if args.threads is not None else (1 if _resolve_device(args.device).type == "cpu" else None)
+        if args.threads is not None:
+            threads = args.threads
+        else:
+            threads = 1 if _resolve_device(args.device).type == "cpu" else None
         if threads is not None:
             torch.set_num_threads(threads)
         kwargs = json.loads(args.model_kwargs) if args.model_kwargs else None

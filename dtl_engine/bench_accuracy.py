@@ -23,7 +23,7 @@ from typing import Any
 
 RANDOM_BACKBONE = "test_vit"
 PRETRAINED = ("vit_tiny_patch16_224.augreg_in21k_ft_in1k", "vit_small_patch16_224.augreg_in21k_ft_in1k")
-OLD_DEFAULTS = {"lr": 1e-3, "augment": "light"}
+OLD_DEFAULTS: dict[str, Any] = {"lr": 1e-3, "augment": "light"}
 GRID_LRS = (1e-3, 3e-3, 1e-2, 3e-2)
 GRID_AUGMENTS = ("none", "light-noflip", "light")
 GRID_LINEAR_LRS = (1e-3, 1e-2, 1e-1)

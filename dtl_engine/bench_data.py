@@ -1,6 +1,7 @@
 """Benchmark of the data path: photos a second before and after draft decoding, the cache and workers.
 
-    python -m dtl_engine bench-data [DIR]            # DIR: a folder of class folders; default: 40 generated 12 MP photos
+    python -m dtl_engine bench-data [DIR]            # DIR: a folder of class folders (default: 40 generated
+                                                     # 12 MP photos)
     python -m dtl_engine bench-data --train          # also the same 5-epoch training run, old data path vs new
     python -m dtl_engine bench-data --scan           # scan a generated tree of 100,000 small files
 
@@ -45,7 +46,8 @@ def make_photos(folder: str | os.PathLike[str], count: int = 40, classes: int = 
         cls = root / f"class_{i % classes}"
         cls.mkdir(parents=True, exist_ok=True)
         # A coarse random field scaled up gives photo-like smooth areas; fine noise gives texture.
-        coarse = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+        field = Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+        coarse = field.resize((w, h), Image.Resampling.BICUBIC)
         noise = rng.normal(0, 12, (h // 4, w // 4, 1)).astype(np.float32)
         arr = np.asarray(coarse, dtype=np.float32)
         arr += np.repeat(np.repeat(noise, 4, axis=0), 4, axis=1)[:h, :w]
@@ -160,7 +162,7 @@ def measure_training(folder: str | os.PathLike[str], epochs: int = 5, backbone: 
         os.environ["DTL_STUDIO_HOME"] = tmp          # a cold, private cache; the user's stays untouched
         try:
             for name in ("old", "new"):
-                extra = {"backbone": backbone} if backbone else {}
+                extra: dict[str, Any] = {"backbone": backbone} if backbone else {}
                 config = TrainConfig(data_dir=str(folder), weights="random", epochs=epochs, **extra)
                 if name == "old":
                     config.num_workers = 0               # the old default
@@ -248,7 +250,8 @@ def run(args: argparse.Namespace) -> int:
         if folder is None:
             t = time.perf_counter()
             folder = make_photos(Path(tmp) / "photos", args.photos)
-            print(f"generated {args.photos} photos of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} in {time.perf_counter() - t:.0f} s")
+            print(f"generated {args.photos} photos of {PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} "
+                  f"in {time.perf_counter() - t:.0f} s")
         r = measure_loading(folder, epochs=args.epochs, workers=args.workers)
         print(f"{r['images']} images, training transform of the default backbone, JPEG draft + cache at short side "
               f"{r['min_side']} px, {r['workers']} loader worker(s), cache {r['cache_mb']:.0f} MB")
@@ -258,10 +261,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{label:<26} {r[key]:>9.1f} {r[key] / r['old']:>6.1f}x")
         if args.train:
             kwargs = json.loads(args.model_kwargs) if args.model_kwargs else None
-            t = measure_training(folder, args.epochs, args.backbone, kwargs)
+            run = measure_training(folder, args.epochs, args.backbone, kwargs)
             print(f"training run, {args.epochs} epochs, defaults (random weights"
-                  f"{', ' + args.backbone if args.backbone else ''}): old {t['old']:.1f} s, new {t['new']:.1f} s, "
-                  f"new/old = {t['new'] / t['old']:.2f}")
+                  f"{', ' + args.backbone if args.backbone else ''}): old {run['old']:.1f} s, new {run['new']:.1f} s, "
+                  f"new/old = {run['new'] / run['old']:.2f}")
     return 0
 
 

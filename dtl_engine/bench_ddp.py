@@ -53,10 +53,37 @@ def _count_bytes_hook(state, bucket):  # no annotations: DDP checks them, and th
     return work.get_future().then(lambda fut: fut.value()[0])
 
 
+def _ddp_traffic(model: torch.nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                 labels: torch.Tensor, steps: int) -> dict[str, Any]:
+    """Bytes and buckets DDP all-reduces per step, and rank 0's step time, after one warm-up step.
+
+    The DDP wrapper lives only in here: once this returns, its gradient hooks are gone from ``model``.
+    """
+    import torch.nn.functional as F
+    from torch.nn.parallel import DistributedDataParallel
+
+    ddp = DistributedDataParallel(model)
+    state = {"bytes": 0, "buckets": 0}
+    ddp.register_comm_hook(state, _count_bytes_hook)
+
+    def ddp_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(ddp(images), labels).backward()
+        optimizer.step()
+
+    ddp_step()                              # warm-up (DDP settles its buckets), not counted
+    state.update(bytes=0, buckets=0)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        ddp_step()
+    return {"ddp_bytes_per_step": state["bytes"] // steps,
+            "ddp_buckets_per_step": state["buckets"] / steps,
+            "step_seconds": (time.perf_counter() - t0) / steps}     # rank 0's wall-clock, after the warm-up
+
+
 def _measure(method: str, options: dict[str, Any], rank: int) -> dict[str, Any]:
     import torch.distributed as dist
     import torch.nn.functional as F
-    from torch.nn.parallel import DistributedDataParallel
 
     from .memory_probe import build_method_model, input_hw
     from .training.distributed import Distributed
@@ -72,26 +99,9 @@ def _measure(method: str, options: dict[str, Any], rank: int) -> dict[str, Any]:
     params = [p for p in model.parameters() if p.requires_grad]
     row: dict[str, Any] = {"method": method, "trainable": sum(p.numel() for p in params)}
 
-    ddp = DistributedDataParallel(model)
-    state = {"bytes": 0, "buckets": 0}
-    ddp.register_comm_hook(state, _count_bytes_hook)
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     steps = options["steps"]
-
-    def ddp_step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(ddp(images), labels).backward()
-        optimizer.step()
-
-    ddp_step()                              # warm-up (DDP settles its buckets), not counted
-    state.update(bytes=0, buckets=0)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        ddp_step()
-    row["ddp_bytes_per_step"] = state["bytes"] // steps
-    row["ddp_buckets_per_step"] = state["buckets"] / steps
-    row["step_seconds"] = (time.perf_counter() - t0) / steps      # rank 0's wall-clock, after the warm-up
-    del ddp
+    row.update(_ddp_traffic(model, optimizer, images, labels, steps))
 
     if method in ("dtl", "dtl+"):           # the engine's own path: one flat all-reduce of the trainable grads
         engine = Distributed(rank=rank, world_size=WORLD_SIZE, backend="gloo")

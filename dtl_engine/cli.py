@@ -1,4 +1,7 @@
-"""Command line: ``python -m dtl_engine scan|train|resume|evaluate|export|predict|explain|doctor|runs|cache|plan|bench|bench-data|bench-accuracy``.
+"""Command line: ``python -m dtl_engine COMMAND``.
+
+Commands: scan, train, resume, evaluate, export, predict, explain, doctor, runs, cache, plan, bench,
+bench-data, bench-accuracy.
 
 Everything the desktop app shows, a terminal can print: progress bars with an ETA,
 one summary line per epoch, and on bad input one readable sentence
@@ -56,9 +59,9 @@ TRAIN_OPTIONS["lr"]["type"] = _lr_value
 class ProgressPrinter(RunListener):
     """Prints a run to the terminal: a tqdm bar per epoch (with ETA) and one summary line per epoch."""
 
-    def __init__(self, out=None) -> None:  # noqa: ANN001 - a text stream
+    def __init__(self, out=None) -> None:  # out: a text stream
         self.out = out or sys.stdout
-        self.bar = None
+        self.bar: Any = None        # the epoch's tqdm bar
         self.epoch = -1
         self.last_checkpoint: str | None = None
 
@@ -67,7 +70,7 @@ class ProgressPrinter(RunListener):
 
         tqdm.write(text, file=self.out)
 
-    def run_started(self, info) -> None:  # noqa: ANN001
+    def run_started(self, info) -> None:
         self._write(f"Run folder: {info.run_dir}")
         self._write(f"Device: {info.device_name} ({info.device}), precision {info.precision}")
         self._write(f"{len(info.classes)} classes, {info.num_train} training and {info.num_val} validation images; "
@@ -77,7 +80,7 @@ class ProgressPrinter(RunListener):
         elif info.start_epoch:
             self._write(f"Resuming at epoch {info.start_epoch + 1} of {info.epochs}")
 
-    def batch_finished(self, stats) -> None:  # noqa: ANN001
+    def batch_finished(self, stats) -> None:
         from tqdm import tqdm
 
         if stats.epoch != self.epoch or self.bar is None:
@@ -89,7 +92,7 @@ class ProgressPrinter(RunListener):
         self.bar.set_postfix(loss=f"{stats.loss:.4f}", img_s=f"{stats.images_per_sec:.1f}",
                              total_eta=_duration(stats.eta_seconds), refresh=False)
 
-    def epoch_finished(self, stats) -> None:  # noqa: ANN001
+    def epoch_finished(self, stats) -> None:
         self._close_bar()
         self._write(f"epoch {stats.epoch + 1}/{stats.epochs}  train loss {stats.train_loss:.4f} "
                     f"acc {stats.train_acc:.1%}  val loss {stats.val_loss:.4f} acc {stats.val_acc:.1%}  "
@@ -101,11 +104,11 @@ class ProgressPrinter(RunListener):
     def warning(self, message: str) -> None:
         self._write(f"warning: {message}")
 
-    def search_finished(self, result) -> None:  # noqa: ANN001
+    def search_finished(self, result) -> None:
         self._write(f"{result['summary'][0].upper()}{result['summary'][1:]} "
                     f"({len(result['trials'])} probe trials on the training images, {result['seconds']:.0f} s)")
 
-    def run_finished(self, result) -> None:  # noqa: ANN001
+    def run_finished(self, result) -> None:
         self._close_bar()
 
     def run_failed(self, message: str, details: str) -> None:
@@ -231,6 +234,7 @@ def _run_training(start: Callable[[RunListener, StopToken], Any]) -> int:
         result = start(printer, token)
     if not main_rank:
         return EXIT_INTERRUPTED if result.status == "stopped" else 0
+    assert isinstance(printer, ProgressPrinter)     # rank 0 prints
     printer._close_bar()
     run_dir = result.run_dir
     if result.status == "stopped":
@@ -287,8 +291,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"  {row['name']:<{width}}  {row['precision']:>9.1%}  {row['recall']:>6.1%}  "
               f"{row['f1']:>5.2f}  {row['support']:>7}")
     print("Confusion matrix (rows = true class, columns = predicted):")
-    for name, row in zip(report.classes, report.confusion):
-        print(f"  {name:<{width}}  " + " ".join(f"{n:>5}" for n in row))
+    for name, counts in zip(report.classes, report.confusion):
+        print(f"  {name:<{width}}  " + " ".join(f"{n:>5}" for n in counts))
     for m in report.mistakes[:args.mistakes]:
         print(f"mistake: {m['path']}  true {m['true']}, predicted {m['predicted']} ({m['confidence']:.0%})")
     return 0

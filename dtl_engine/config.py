@@ -51,24 +51,29 @@ class TrainConfig:
     device: str = _f("auto", "'auto' (CUDA, then Apple MPS, then CPU), or force 'cuda', 'mps', 'cpu'.")
     seed: int = _f(0, "Random seed for the split, initialisation and data order.")
     val_fraction: float = _f(0.2, "Share of each class held out for validation (flat folder layout only).")
-    drop_path: float = _f(None, "Stochastic depth rate on the frozen backbone (recipe: quick 0, paper 0.1 ViT / 0.3 Swin).")
+    drop_path: float = _f(None, "Stochastic depth rate on the frozen backbone "
+                                "(recipe: quick 0, paper 0.1 ViT / 0.3 Swin).")
     resize: str = _f(None, "Image resize: 'backbone' (its own resize and centre crop) or 'squash' (to the input "
                            "size, no crop; the paper recipe).")
     normalize: str = _f(None, "Pixel normalisation: 'backbone' (its own mean and std) or '0.5' (mean = std = 0.5 "
                               "for every family; the paper recipe).")
     keep: str = _f(None, "Which epoch is the result: 'best' (validation accuracy) or 'last' (the paper recipe).")
     drop_last: bool = _f(None, "Drop the last incomplete batch of each epoch (the paper recipe).")
-    warmup_prefix: bool = _f(None, "Warm-up before the cosine (True) or over its start as in the official code (False).")
+    warmup_prefix: bool = _f(None, "Warm-up before the cosine (True) or over its start as in the official code "
+                                   "(False).")
     checkpoint_blocks: bool = _f(False, "Memory saver: recompute blocks after M in backward (slower, less memory).")
     low_precision_taps: bool = _f(False, "Memory saver: keep the side network's tap inputs in bf16.")
     half_frozen_weights: bool = _f(True, "Memory saver: store the frozen backbone's weights in bf16 / fp16 when "
                                          "training in that precision (same results; no effect in fp32).")
-    cache_features: str = _f("auto", "Cache the frozen prefix outputs across epochs: 'auto' (when augment is 'none'), 'on', 'off'.")
-    cache_budget_mb: int = _f(2048, "Memory budget of the prefix cache; beyond it the cache spills into the run folder.")
+    cache_features: str = _f("auto", "Cache the frozen prefix outputs across epochs: "
+                                     "'auto' (when augment is 'none'), 'on', 'off'.")
+    cache_budget_mb: int = _f(2048, "Memory budget of the prefix cache; "
+                                    "beyond it the cache spills into the run folder.")
     early_stopping: int | None = _f(None, "Stop after this many epochs without validation improvement; None = never.")
     num_workers: int | None = _f(None, "Data-loading worker processes; None = automatic (cores - 1, at most 8), "
                                        "0 = load in the training thread.")
-    max_steps: int | None = _f(None, "Stop after this many optimisation steps in total (quick checks); None = no limit.")
+    max_steps: int | None = _f(None, "Stop after this many optimisation steps in total (quick checks); "
+                                     "None = no limit.")
 
     def __post_init__(self) -> None:
         if self.recipe in RECIPES:      # an unknown recipe is reported by validate()
@@ -97,7 +102,8 @@ class TrainConfig:
             (self.resize in RESIZES, f"Resize must be one of {', '.join(RESIZES)}, not '{self.resize}'."),
             (self.normalize in NORMALIZES, f"Normalisation must be one of {', '.join(NORMALIZES)}."),
             (self.keep in KEEPS, "The result epoch must be 'best' or 'last'."),
-            (self.precision in PRECISIONS, f"Precision must be one of {', '.join(PRECISIONS)}, not '{self.precision}'."),
+            (self.precision in PRECISIONS,
+             f"Precision must be one of {', '.join(PRECISIONS)}, not '{self.precision}'."),
             (self.device in DEVICES, f"Device must be one of {', '.join(DEVICES)}, not '{self.device}'."),
             (self.cache_features in ("auto", "on", "off"), "Feature cache must be 'auto', 'on' or 'off'."),
             (self.rank is None or self.rank >= 1, "The rank must be at least 1."),
@@ -111,7 +117,8 @@ class TrainConfig:
             (0.0 < self.val_fraction < 1.0, "The validation share must be between 0 and 1."),
             (self.fusion_kernel is None or self.fusion_kernel >= 1, "The DTL+ kernel size must be at least 1."),
             (self.image_size is None or self.image_size >= 1, "The image size must be a positive number of pixels."),
-            (self.max_steps is None or self.max_steps >= 1, "The step limit must be at least 1 (leave it out for no limit)."),
+            (self.max_steps is None or self.max_steps >= 1,
+             "The step limit must be at least 1 (leave it out for no limit)."),
         ]
         for ok, message in checks:
             if not ok:

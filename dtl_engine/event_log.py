@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .listener import RunListener
 from .run_folder import EVENT_LOG
@@ -73,7 +73,10 @@ class EventLogWriter(RunListener):
         self.append("warning", message=message)
 
     def run_finished(self, result: Any) -> None:
-        data = result.to_dict() if hasattr(result, "to_dict") else (asdict(result) if is_dataclass(result) else {})
+        if hasattr(result, "to_dict"):
+            data = result.to_dict()
+        else:               # (is_dataclass narrows to "instance or class"; a result is an instance)
+            data = asdict(cast(Any, result)) if is_dataclass(result) else {}
         data.pop("report", None)                # the report has its own run file; the log stays small
         self.append("finished", **data)
 

@@ -94,7 +94,8 @@ def grad_cam(model: Any, image: torch.Tensor, class_index: int | None = None,
             probs = logits.detach().float().softmax(dim=-1)[0]
             class_index = int(probs.argmax()) if class_index is None else class_index
             (grad,) = torch.autograd.grad(logits[0, class_index], tokens)
-        grid = tuple(int(v) for v in prefix["grid"][0])
+        rows, cols = prefix["grid"][0]
+        grid: tuple[int, int] | None = (int(rows), int(cols))
     else:
         with torch.no_grad(), _capture_pooled_tokens(model) as captured:
             logits = model(image)
@@ -146,10 +147,10 @@ def _to_image_space(cam: np.ndarray, height: int, width: int, settings: dict[str
     box_h, box_w = max(round(bottom - top), 1), max(round(right - left), 1)
     region = torch.nn.functional.interpolate(grid, size=(box_h, box_w), mode="bilinear", align_corners=False)[0, 0]
     out = torch.zeros(height, width)
-    t, l = round(top), round(left)
-    ys, xs = max(t, 0), max(l, 0)
-    ye, xe = min(t + box_h, height), min(l + box_w, width)
-    out[ys:ye, xs:xe] = region[ys - t:ye - t, xs - l:xe - l]
+    y0, x0 = round(top), round(left)
+    ys, xs = max(y0, 0), max(x0, 0)
+    ye, xe = min(y0 + box_h, height), min(x0 + box_w, width)
+    out[ys:ye, xs:xe] = region[ys - y0:ye - y0, xs - x0:xe - x0]
     return out.clamp(min=0).numpy().astype(np.float32)
 
 

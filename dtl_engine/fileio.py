@@ -111,7 +111,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
-def write_all(fh: IO[bytes], data: bytes) -> None:
+def write_all(fh: IO[bytes], data: bytes | bytearray | memoryview) -> None:
     """``fh.write(data)`` (one place, so tests can make the disk full)."""
     fh.write(data)
 

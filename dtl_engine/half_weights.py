@@ -25,7 +25,7 @@ def half_dtype(precision: str | torch.dtype | None) -> torch.dtype | None:
 
 def frozen_half_layers(model: nn.Module) -> list[nn.Module]:
     """Linear / Conv layers whose parameters are all frozen (the side network and head train, so stay out)."""
-    layers = []
+    layers: list[nn.Module] = []
     for module in model.modules():
         params = list(module.parameters(recurse=False))
         if isinstance(module, _HALF_LAYERS) and params and not any(p.requires_grad for p in params):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 PROBE_BATCH = 32
 PROBE_IMAGE_SIZE = 224
@@ -57,7 +58,7 @@ def measure(name: str) -> LargeBackbone:
         net = timm.create_model(name, pretrained=False, num_classes=0)
     params = sum(p.numel() for p in net.parameters())
     defaults = backbone_defaults(name)
-    common = dict(image_size=PROBE_IMAGE_SIZE, method="dtl", precision=PROBE_PRECISION)
+    common: dict[str, Any] = dict(image_size=PROBE_IMAGE_SIZE, method="dtl", precision=PROBE_PRECISION)
     savers = estimate_memory(name, PROBE_BATCH, checkpoint_blocks=True, **common)
     default = estimate_memory(name, PROBE_BATCH, **common)
     return LargeBackbone(name, "", params, defaults["depth"], defaults["image_size"][0], savers.method.total_bytes,
@@ -70,7 +71,8 @@ def format_table(entries: tuple[LargeBackbone, ...] | list[LargeBackbone] = LARG
     lines = ["| backbone | parameters | DTL, every saver | DTL, defaults | full fine-tuning | full / DTL with savers |",
              "|---|---|---|---|---|---|"]
     for e in entries:
-        lines.append(f"| {e.label or e.name} (`{e.name}`) | {e.params / 1e6:,.0f} M | {e.dtl_savers_bytes / gb:.2f} GB | "
+        lines.append(f"| {e.label or e.name} (`{e.name}`) | {e.params / 1e6:,.0f} M | "
+                     f"{e.dtl_savers_bytes / gb:.2f} GB | "
                      f"{e.dtl_default_bytes / gb:.2f} GB | {e.full_bytes / gb:.2f} GB | "
                      f"{e.full_bytes / e.dtl_savers_bytes:.1f}× |")
     return "\n".join(lines)

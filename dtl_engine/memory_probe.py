@@ -15,7 +15,7 @@ import threading
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any, Iterable, cast
 
 import torch
 import torch.nn.functional as F
@@ -95,7 +95,7 @@ class SavedTensorCounter:
     Storages of ``exclude`` (the model's parameters and buffers) are not counted.
     """
 
-    def __init__(self, exclude: Iterator[torch.Tensor] | list[torch.Tensor] = ()) -> None:
+    def __init__(self, exclude: Iterable[torch.Tensor] = ()) -> None:
         self._excluded = {_storage_key(t) for t in exclude}
         self._seen: dict[int, int] = {}
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
@@ -204,7 +204,7 @@ def input_hw(model: nn.Module) -> tuple[int, int]:
     if config is not None:
         _, h, w = config["input_size"]
         return int(h), int(w)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = cast(Any, model).get_base_model() if hasattr(model, "get_base_model") else model    # a peft model
     size = getattr(getattr(base, "patch_embed", None), "img_size", None)
     if size is not None:  # the size the model was built for (img_size=...), not its pretrained default
         h, w = (size, size) if isinstance(size, int) else size
@@ -297,7 +297,7 @@ def _cpu_norm_stats_mode():
     layer_norm = torch.ops.aten.native_layer_norm.default
 
     class _CpuNormStats(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
             if func is layer_norm and out[1].dtype in (torch.bfloat16, torch.float16):
                 return out[0], out[1].float(), out[2].float()

@@ -130,6 +130,7 @@ class DTLModel(nn.Module):
                 for i, blk in enumerate(self._blocks):
                     x = blk(adapter.enter_block(i, x))
                 return {"features": adapter.pool(x)}, grid
+            assert spec.inject_from is not None and spec.tap_from is not None   # set with a side network
             out: dict[str, torch.Tensor] = {}
             for i in range(spec.inject_from + 1):
                 x = adapter.enter_block(i, x)
@@ -154,6 +155,7 @@ class DTLModel(nn.Module):
         prefix = self._match_dtype(prefix)
         if side is None:
             return self.head(prefix["features"])
+        assert spec.inject_from is not None and spec.tap_from is not None   # set with a side network
         m = spec.inject_from
         # the side state restarts at each stage start (Swin: the width changes there), so only the taps
         # from the last restart up to block M reach the first injection
@@ -217,6 +219,12 @@ class DTLModel(nn.Module):
                 f"({100.0 * trainable / max(total, 1):.2f} %)")
 
 
+def _built_size(net: nn.Module) -> tuple[int, int]:
+    """The input size a timm ViT or Swin was built for (its patch embedding's ``img_size``)."""
+    patch_embed: Any = net.patch_embed
+    return _as_hw(tuple(patch_embed.img_size))
+
+
 def _as_hw(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     if isinstance(size, int):
         return size, size
@@ -259,7 +267,7 @@ def build_model(backbone: str, num_classes: int, *, weights: str = "hub", rank: 
 
     depth = len(adapter.blocks)
     defaults = FAMILY_DEFAULTS[family]
-    hw = _as_hw(tuple(net.patch_embed.img_size))
+    hw = _built_size(net)
     side: CompactSideNetwork | None = None
     if variant == "linear":
         rank = tap_from = inject_from = fusion_kernel = None
@@ -305,7 +313,7 @@ def backbone_defaults(backbone: str, model_kwargs: dict[str, Any] | None = None)
     defaults = FAMILY_DEFAULTS[family]
     return dict(family=family, depth=len(adapter.blocks), rank=defaults.rank, tap_from=tap_from,
                 inject_from=inject_from, fusion_kernel=defaults.fusion_kernel,
-                image_size=_as_hw(tuple(skeleton.patch_embed.img_size)))
+                image_size=_built_size(skeleton))
 
 
 def build_model_from_spec(spec: ModelSpec, weights: str | None = None) -> DTLModel:

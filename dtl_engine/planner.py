@@ -231,7 +231,7 @@ def plan_fit(backbone: str, memory_bytes: int | None = None, method: str = "dtl"
     if choice is None or not choice.fits_target:
         need = min(o.target_bytes for o in options)
         smallest = next((label for label, gb in CARDS if gb * GB * (1.0 - headroom) >= need), None)
-    return FitPlan(backbone, method, tuple(hw), int(memory_bytes), usable, int(target_batch), options, choice,
+    return FitPlan(backbone, method, (hw[0], hw[1]), int(memory_bytes), usable, int(target_batch), options, choice,
                    smallest, gpu.name if gpu is not None else None)
 
 

@@ -10,7 +10,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import torch
 
@@ -22,7 +22,7 @@ from .preprocess import preprocess, preprocess_settings
 def engine_probabilities(model: torch.nn.Module, images: torch.Tensor,
                          settings: dict[str, Any] | None = None) -> torch.Tensor:
     """Class probabilities of a DTLModel for uint8 images (N, 3, H, W) of any size (CPU float32 result)."""
-    settings = settings or preprocess_settings(model.data_config)
+    settings = settings or preprocess_settings(cast("dict[str, Any]", model.data_config))
     param = next(model.parameters())
     with torch.no_grad():
         x = preprocess(images.to(param.device), **settings).to(param.dtype)
@@ -40,6 +40,7 @@ class ExportedModel:
     _run: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        assert self._run is not None        # set by the loaders below
         return self._run(images)
 
 

@@ -100,9 +100,9 @@ def preprocess(
         # The antialiased kernels F.interpolate(..., antialias=True) dispatches to, called directly so
         # the ONNX exporter sees them (it maps them to Resize with antialias=1).
         if interpolation == "bicubic":
-            x = torch._C._nn._upsample_bicubic2d_aa(x, new_size, False, None, None)
+            x = torch._C._nn._upsample_bicubic2d_aa(x, new_size, False, None, None)  # type: ignore[call-arg]
         elif interpolation == "bilinear":
-            x = torch._C._nn._upsample_bilinear2d_aa(x, new_size, False, None, None)
+            x = torch._C._nn._upsample_bilinear2d_aa(x, new_size, False, None, None)  # type: ignore[call-arg]
         else:
             x = F.interpolate(x, size=new_size, mode="nearest")
         # PIL clips bicubic overshoot to 0..255 after resizing; do the same. (Its rounding to whole

@@ -7,6 +7,7 @@ resumed), and a folder whose run files cannot be read is listed as ``damaged``.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,7 @@ def build_run_model(config: Any, num_classes: int, model_kwargs: dict[str, Any] 
         raise RunError(f"The model '{config.backbone}' cannot be built with these settings ({detail}).") from exc
 
 
-def rebuild_run_model(run_dir: str | Path):
+def rebuild_run_model(run_dir: str | os.PathLike[str]):
     """The untrained model of a saved run, from its saved model spec (same seed, same 'random' backbone)."""
     folder = RunFolder(run_dir)
     return model_from_spec(folder.read_spec(), int(folder.read_config().get("seed", 0)))
@@ -134,7 +135,7 @@ def model_from_spec(spec: dict[str, Any], seed: int):
     return build_model_from_spec(ModelSpec.from_dict(spec))
 
 
-def load_run_model(run_dir: str | Path, which: str = "best", device: Any = "cpu"):
+def load_run_model(run_dir: str | os.PathLike[str], which: str = "best", device: Any = "cpu"):
     """Rebuild a run's model with its ``best`` (default) or ``last`` trainable weights -> (model, classes)."""
     folder = RunFolder(run_dir)
     weights = folder.weights(which)     # a run stopped before its first validation has no best yet

@@ -7,7 +7,7 @@ identity (DTL) or a depthwise k×k convolution on the patch grid shared by a sta
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, cast
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,7 @@ class _LowPrecisionDown(torch.autograd.Function):
     """x·Aᵀ that keeps only a bf16 copy of x for the backward pass (the 'low precision taps' saver)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x.to(torch.bfloat16), weight)
         ctx.x_dtype = x.dtype
         compute = torch.result_type(x, weight) if not torch.is_autocast_enabled(x.device.type) else None
@@ -27,7 +27,7 @@ class _LowPrecisionDown(torch.autograd.Function):
         return F.linear(x, weight)  # autocast picks the compute dtype
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad_out: torch.Tensor):
         x16, weight = ctx.saved_tensors
         g = grad_out.float().reshape(-1, grad_out.shape[-1])
         grad_w = (g.t() @ x16.float().reshape(-1, x16.shape[-1])).to(weight.dtype)
@@ -117,7 +117,10 @@ class CompactSideNetwork(nn.Module):
 
     def tap(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """x_i · A_iᵀ · B_iᵀ for tap block ``index``."""
-        return self.taps[str(index)](x)
+        return self._tap(index)(x)
+
+    def _tap(self, index: int) -> LowRankTap:
+        return cast(LowRankTap, self.taps[str(index)])    # the ModuleDict holds only taps
 
     # --- the fused path the model trains with -------------------------------------------
     # The model carries g = β·h instead of h: then swish_β(h) = silu(g) / β, where silu and its backward
@@ -127,17 +130,17 @@ class CompactSideNetwork(nn.Module):
     def gate_sum(self, taps: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
         """g = β·Σᵢ xᵢ·Aᵢᵀ·Bᵢᵀ over ``taps`` [(block index i, xᵢ)]: the rank-r codes side by side, then one
         matmul with all up maps, instead of one full-width product and one full-width add per tap."""
-        codes = [self.taps[str(i)].code(x) for i, x in taps]
+        codes = [self._tap(i).code(x) for i, x in taps]
         z = codes[0] if len(codes) == 1 else torch.cat(codes, dim=-1)
-        up = torch.cat([self.taps[str(i)].up.weight for i, _ in taps], dim=1) if len(taps) > 1 \
-            else self.taps[str(taps[0][0])].up.weight
+        up = torch.cat([self._tap(i).up.weight for i, _ in taps], dim=1) if len(taps) > 1 \
+            else self._tap(taps[0][0]).up.weight
         return F.linear(z, up * self.beta)
 
     def gate_add(self, index: int, x: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
         """g + β·x·Aᵢᵀ·Bᵢᵀ for tap block ``index`` as one multiply-add (a fresh sum when ``g`` is None)."""
         if g is None:
             return self.gate_sum([(index, x)])
-        tap = self.taps[str(index)]
+        tap = self._tap(index)
         z = tap.code(x)
         out = torch.addmm(g.reshape(-1, g.shape[-1]), z.reshape(-1, z.shape[-1]), tap.up.weight.t(), alpha=self.beta)
         return out.view(g.shape)

@@ -2,7 +2,7 @@
 """Set up DTL Studio from a clean clone, then run it or its tests.
 
     python3 packaging/dev.py run     # set up, then open DTL Studio on its sample data
-    python3 packaging/dev.py test    # set up, then run the test suite
+    python3 packaging/dev.py test    # set up, then run the test suite, ruff and mypy
     python3 packaging/dev.py setup   # only set up
 
 Setting up means: a virtual environment `.venv` in the repository root, the project
@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 STAMP_NAME = ".dtl-studio-install.json"
 EXTRAS = "test"
+# Run after the tests by `dev.py test` (installed by the test extra).
+STATIC_CHECKS: tuple[tuple[str, ...], ...] = (("ruff", "check", "."), ("mypy", "dtl_engine"))
 MIN_PYTHON = (3, 10)
 
 # Shared libraries Qt (PySide6 wheels) loads from the system on Linux, with the
@@ -310,14 +312,25 @@ def cmd_run(extra: Sequence[str]) -> int:
 
 
 def cmd_test(extra: Sequence[str]) -> int:
-    """Run the test suite headless; pytest's exit code, with 'no tests collected' a failure."""
+    """Run the test suite headless, then the static checks (ruff, mypy; configured in pyproject.toml).
+
+    The exit code is pytest's ('no tests collected' counts as a failure), else 1 when a check fails.
+    The checks run even after failed tests, so that one run reports everything.
+    """
     py = setup(need_window=False)
     env = dict(os.environ)
     env.setdefault("QT_QPA_PLATFORM", "offscreen")
     code = subprocess.run([str(py), "-m", "pytest", *extra], cwd=ROOT, env=env).returncode
     if code == 5:
         say("pytest collected no tests; counting that as a failure.")
-        return 1
+        code = 1
+    for check in STATIC_CHECKS:
+        name = " ".join(check)
+        say(f"Running {name} ...")
+        result = subprocess.run([str(py), "-m", *check], cwd=ROOT, env=env).returncode
+        if result != 0:
+            say(f"`{name}` failed (exit code {result}); the messages above say where.")
+            code = code or 1
     return code
 
 
@@ -329,7 +342,7 @@ def cmd_setup(extra: Sequence[str]) -> int:
 
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "run": (cmd_run, "set up, then open DTL Studio on its built-in sample data"),
-    "test": (cmd_test, "set up, then run the test suite (headless)"),
+    "test": (cmd_test, "set up, then run the test suite (headless), ruff and mypy"),
     "setup": (cmd_setup, "only set up the virtual environment"),
 }
 

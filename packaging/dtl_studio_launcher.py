@@ -15,7 +15,7 @@ def _run_python_code(argv: list[str]) -> int:
     code = argv[2]
     sys.argv = ["-c", *argv[3:]]
     namespace = {"__name__": "__main__", "__builtins__": __builtins__}
-    exec(compile(code, "<string>", "exec"), namespace)  # noqa: S102 - same trust as `python -c`
+    exec(compile(code, "<string>", "exec"), namespace)  # same trust as `python -c`
     return 0
 
 

@@ -27,8 +27,8 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
 TIME_LIMIT_S = 450.0        # stop starting new measurements after 7.5 minutes
 BACKBONE = "vit_base_patch16_224"
@@ -52,14 +52,29 @@ def measure_step(method: str, backbone: str, precision: str, *, half_frozen_weig
                  steps: int = STEPS, warmup: int = WARMUP, model_kwargs: dict[str, Any] | None = None,
                  num_classes: int = 10) -> dict[str, Any]:
     """Median step seconds and peak bytes (CUDA only, else None) of real AdamW steps on random data."""
-    from dtl_engine.half_weights import cast_frozen_weights
-    from dtl_engine.memory_probe import autocast_context, build_method_model, input_hw
-
     dev = torch.device(device)
     cuda = dev.type == "cuda"
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(dev)
+    # The model, its optimizer and the batch live only inside this call: freed before the cache is emptied.
+    seconds = _timed_steps(method, backbone, precision, dev, half_frozen_weights=half_frozen_weights,
+                           checkpoint_blocks=checkpoint_blocks, batch=batch, steps=steps, warmup=warmup,
+                           model_kwargs=model_kwargs, num_classes=num_classes)
+    peak = int(torch.cuda.max_memory_allocated(dev)) if cuda else None
+    if cuda:
+        torch.cuda.empty_cache()
+    return {"step_seconds": statistics.median(seconds), "peak_bytes": peak}
+
+
+def _timed_steps(method: str, backbone: str, precision: str, dev: torch.device, *, half_frozen_weights: bool,
+                 checkpoint_blocks: bool, batch: int, steps: int, warmup: int, model_kwargs: dict[str, Any] | None,
+                 num_classes: int) -> list[float]:
+    """Seconds of each of ``steps`` AdamW steps on random data, after ``warmup`` untimed ones."""
+    from dtl_engine.half_weights import cast_frozen_weights
+    from dtl_engine.memory_probe import autocast_context, build_method_model, input_hw
+
+    cuda = dev.type == "cuda"
     with dev:  # initialise the random weights where they will live
         model = build_method_model(method, backbone, num_classes, checkpoint_blocks=checkpoint_blocks,
                                    model_kwargs=model_kwargs).train()
@@ -88,11 +103,7 @@ def measure_step(method: str, backbone: str, precision: str, *, half_frozen_weig
             torch.cuda.synchronize(dev)
         if i >= warmup:
             seconds.append(time.perf_counter() - start)
-    peak = int(torch.cuda.max_memory_allocated(dev)) if cuda else None
-    del model, optimizer, images, labels
-    if cuda:
-        torch.cuda.empty_cache()
-    return {"step_seconds": statistics.median(seconds), "peak_bytes": peak}
+    return seconds
 
 
 def write_photos(folder: Path, count: int, size: tuple[int, int] = (640, 480)) -> list[tuple[str, int]]:
@@ -123,7 +134,8 @@ def loader_throughput(count: int = 256, workers: tuple[int, ...] = (0, 4), batch
     rows = []
     with tempfile.TemporaryDirectory(prefix="dtl-gpu-check-") as tmp:  # removed afterwards, whatever happens
         samples = write_photos(Path(tmp), count)
-        dataset = ImageDataset(samples, build_transform(config, "light", train=True), min_side=2 * config["input_size"][-1])
+        dataset = ImageDataset(samples, build_transform(config, "light", train=True),
+                               min_side=2 * config["input_size"][-1])
         for n in workers:
             loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=n,
                                                  pin_memory=torch.cuda.is_available())

@@ -84,22 +84,36 @@ def test_run_without_display_explains_and_suggests_self_test(dev, monkeypatch, c
 
 
 def test_test_command_counts_no_tests_as_failure(dev, monkeypatch, tmp_path):
-    seen = {}
+    seen = []
     monkeypatch.setattr(dev, "setup", lambda need_window: Path("venv-python"))
 
     def fake_run(cmd, cwd=None, env=None):
-        seen["cmd"], seen["env"] = cmd, env
-        return subprocess.CompletedProcess(cmd, fake_run.code)
+        seen.append((cmd, env))
+        return subprocess.CompletedProcess(cmd, fake_run.code if cmd[2] == "pytest" else 0)
 
     monkeypatch.setattr(dev.subprocess, "run", fake_run)
     fake_run.code = 5
     assert dev.main(["test", "-k", "export"]) == 1
-    assert seen["cmd"] == ["venv-python", "-m", "pytest", "-k", "export"]
-    assert seen["env"]["QT_QPA_PLATFORM"]
+    assert seen[0][0] == ["venv-python", "-m", "pytest", "-k", "export"]
+    assert seen[0][1]["QT_QPA_PLATFORM"]
     fake_run.code = 0
     assert dev.main(["test"]) == 0
     fake_run.code = 1
     assert dev.main(["test"]) == 1
+
+
+@pytest.mark.parametrize("failing", ["ruff", "mypy"])
+def test_test_command_runs_ruff_and_mypy_after_the_tests(dev, monkeypatch, failing):
+    ran = []
+    monkeypatch.setattr(dev, "setup", lambda need_window: Path("venv-python"))
+
+    def fake_run(cmd, cwd=None, env=None):
+        ran.append(cmd[2:])
+        return subprocess.CompletedProcess(cmd, 1 if cmd[2] == failing else 0)
+
+    monkeypatch.setattr(dev.subprocess, "run", fake_run)
+    assert dev.main(["test"]) == 1
+    assert ran == [["pytest"], ["ruff", "check", "."], ["mypy", "dtl_engine"]]
 
 
 def test_setup_error_becomes_exit_code_one(dev, monkeypatch, capsys):
@@ -147,7 +161,7 @@ def _exec_spec(monkeypatch, platform: str) -> dict[str, list[tuple[tuple, dict]]
     names = {n: type(n, (_Recorder,), {}) for n in ("Analysis", "PYZ", "EXE", "COLLECT", "BUNDLE")}
     spec_file = PACKAGING / "dtl_studio.spec"
     code = compile(spec_file.read_text(encoding="utf-8"), str(spec_file), "exec")
-    exec(code, {"SPECPATH": str(PACKAGING), "__name__": "__main__", **names})  # noqa: S102
+    exec(code, {"SPECPATH": str(PACKAGING), "__name__": "__main__", **names})
     return _Recorder.calls
 
 

@@ -65,5 +65,5 @@ def show_all(bindings: tuple[Binding, ...], values: Any) -> None:
         b.show(getattr(values, b.field))
 
 
-__all__ = ["AUTO_NUMBER", "Binding", "Converter", "DATA_CHOICE", "FLAG", "NUMBER", "OPTIONAL_NUMBER", "PERCENT", "TEXT_CHOICE", "read_all",
-           "show_all"]
+__all__ = ["AUTO_NUMBER", "Binding", "Converter", "DATA_CHOICE", "FLAG", "NUMBER", "OPTIONAL_NUMBER", "PERCENT",
+           "TEXT_CHOICE", "read_all", "show_all"]

@@ -1,7 +1,7 @@
 """timm Swin Transformers (swin_*): NHWC stages, patch merging between stages."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, cast
 
 import torch
 from torch import nn
@@ -10,6 +10,9 @@ from ..errors import BackboneError
 from ..registry import FAMILIES
 from .base import BackboneAdapter, FamilyDefaults
 
+if TYPE_CHECKING:
+    from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, SwinTransformerStage
+
 _SPEC = FAMILIES["swin"]
 SWIN_DEFAULTS = FamilyDefaults(family=_SPEC.name, rank=_SPEC.rank, fusion_kernel=_SPEC.fusion_kernel,
                                description=_SPEC.injection_rule)
@@ -17,6 +20,8 @@ SWIN_DEFAULTS = FamilyDefaults(family=_SPEC.name, rank=_SPEC.rank, fusion_kernel
 
 class SwinAdapter(BackboneAdapter):
     """A timm ``SwinTransformer``; blocks are numbered globally across stages."""
+
+    backbone: SwinTransformer       # checked in __init__
 
     family = "swin"
     defaults = SWIN_DEFAULTS
@@ -33,12 +38,13 @@ class SwinAdapter(BackboneAdapter):
         self._blocks: list[nn.Module] = []
         self._stages: list[int] = []
         self._widths: list[int] = []
-        for s, stage in enumerate(backbone.layers):
-            for blk in stage.blocks:
+        stages = cast("list[SwinTransformerStage]", list(backbone.layers))
+        for s, stage in enumerate(stages):
+            for blk in cast("list[SwinTransformerBlock]", list(stage.blocks)):
                 self._blocks.append(blk)
                 self._stages.append(s)
-                self._widths.append(int(blk.norm1.normalized_shape[0]))
-        self.depths = tuple(len(stage.blocks) for stage in backbone.layers)
+                self._widths.append(int(cast(nn.LayerNorm, blk.norm1).normalized_shape[0]))
+        self.depths = tuple(len(stage.blocks) for stage in stages)
 
     @property
     def blocks(self) -> list[nn.Module]:
@@ -65,7 +71,7 @@ class SwinAdapter(BackboneAdapter):
 
     def enter_block(self, index: int, x: torch.Tensor) -> torch.Tensor:
         if index > 0 and self.starts_stage(index):
-            x = self.backbone.layers[self._stages[index]].downsample(x)
+            x = cast("SwinTransformerStage", self.backbone.layers[self._stages[index]]).downsample(x)
         return x
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Plain timm Vision Transformers (vit_*, deit_*, deit3_*, DINO/DINOv2, augreg, register tokens)."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
@@ -9,6 +9,9 @@ from torch import nn
 from ..errors import BackboneError
 from ..registry import FAMILIES
 from .base import BackboneAdapter, FamilyDefaults
+
+if TYPE_CHECKING:
+    from timm.models.vision_transformer import VisionTransformer
 
 _SPEC = FAMILIES["vit"]
 VIT_DEFAULTS = FamilyDefaults(family=_SPEC.name, rank=_SPEC.rank, fusion_kernel=_SPEC.fusion_kernel,
@@ -20,6 +23,7 @@ class VitAdapter(BackboneAdapter):
 
     family = "vit"
     defaults = VIT_DEFAULTS
+    backbone: VisionTransformer     # checked in __init__
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__(backbone)
@@ -53,14 +57,19 @@ class VitAdapter(BackboneAdapter):
         """Patch grid (rows, cols) of an input of ``image_hw`` pixels."""
         pe = self.backbone.patch_embed
         if hasattr(pe, "dynamic_feat_size"):
-            return tuple(int(v) for v in pe.dynamic_feat_size(tuple(image_hw)))
-        return tuple(int(v) for v in pe.grid_size)
+            rows, cols = pe.dynamic_feat_size(tuple(image_hw))
+        else:
+            rows, cols = pe.grid_size
+        return int(rows), int(cols)
 
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         bb = self.backbone
         x = bb.patch_embed(images)
         # dynamic-size models return NHWC here, which tells the grid directly
-        grid = (int(x.shape[1]), int(x.shape[2])) if x.ndim == 4 else self.patch_grid(images.shape[-2:])
+        if x.ndim == 4:
+            grid = (int(x.shape[1]), int(x.shape[2]))
+        else:
+            grid = self.patch_grid((images.shape[-2], images.shape[-1]))
         x = bb._pos_embed(x)
         x = bb.patch_drop(x)
         x = bb.norm_pre(x)

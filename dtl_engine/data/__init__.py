@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from .dataset import ImageDataset, collate_samples
     from .transforms import AUGMENT_PRESETS, build_transform
 
-_LAZY = {"ImageDataset": ".dataset", "collate_samples": ".dataset", "build_transform": ".transforms", "AUGMENT_PRESETS": ".transforms"}
+_LAZY = {"ImageDataset": ".dataset", "collate_samples": ".dataset",
+         "build_transform": ".transforms", "AUGMENT_PRESETS": ".transforms"}
 
 __all__ = [
     "AUGMENT_PRESETS", "ImageDataset", "ScanCancelled", "ScanResult", "SkippedFile", "Split",

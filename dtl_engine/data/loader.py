@@ -47,7 +47,7 @@ class _EpochBatches(Sampler):
     """A batch sampler whose batches are replaced before each epoch (the loader itself persists)."""
 
     def __init__(self) -> None:
-        self.batches: list[list[int]] = []
+        self.batches: list[list[Any]] = []     # indices, or (index, seed) pairs
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches)

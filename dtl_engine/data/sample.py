@@ -58,13 +58,14 @@ def render_digit(pixels: np.ndarray, side: int = IMAGE_SIDE) -> Image.Image:
     ink = np.clip(np.rint(255.0 - pixels * (255.0 / 16.0)), 0, 255).astype(np.uint8)
     canvas = Image.new("L", (10, 10), 255)  # one pixel of paper around the 8×8 grid
     canvas.paste(Image.fromarray(ink, "L"), (1, 1))
-    return canvas.resize((side, side), Image.BICUBIC)
+    return canvas.resize((side, side), Image.Resampling.BICUBIC)
 
 
 def _normalise_classes(classes: Iterable[int | str] | None) -> list[str]:
     if classes is None:
         return list(ALL_CLASSES)
-    chosen = sorted({str(c).strip() for c in classes}, key=int if all(str(c).strip().isdigit() for c in classes) else str)
+    numeric = all(str(c).strip().isdigit() for c in classes)
+    chosen = sorted({str(c).strip() for c in classes}, key=int if numeric else str)
     bad = [c for c in chosen if c not in ALL_CLASSES]
     if bad:
         raise DataError(f"The sample data has the digits 0 to 9; {', '.join(repr(b) for b in bad)} is not one of them.")

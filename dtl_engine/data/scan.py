@@ -114,7 +114,8 @@ class ScanResult:
 
 def natural_key(text: str) -> list[Any]:
     """Sort key that puts 'img2' before 'img10' (and '2' before '10')."""
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", text) if t] + [(2, 0, text)]
+    parts = [(0, int(t), "") if t.isdigit() else (1, 0, t.lower()) for t in re.split(r"(\d+)", text) if t]
+    return parts + [(2, 0, text)]
 
 
 def is_junk(name: str) -> bool:
@@ -341,8 +342,8 @@ def _assemble(root: Path, layout: str, class_dirs: dict[str, set[str]], good: li
         per_split.setdefault(split_name, {}).setdefault(cls, 0)
         per_split[split_name][cls] += 1
     counts_all: dict[str, int] = {}
-    for split_counts in per_split.values():
-        for cls, n in split_counts.items():
+    for counts in per_split.values():
+        for cls, n in counts.items():
             counts_all[cls] = counts_all.get(cls, 0) + n
 
     empty = sorted((c for c in class_dirs if counts_all.get(c, 0) == 0), key=natural_key)
@@ -351,7 +352,9 @@ def _assemble(root: Path, layout: str, class_dirs: dict[str, set[str]], good: li
         raise DataError(_no_images_message(root, class_dirs, walker.skipped))
     if len(classes) < 2:
         only = classes[0]
-        extra = f" (the folder{'s' if len(empty) > 1 else ''} {_names(empty)} hold{'' if len(empty) > 1 else 's'} no usable images)" if empty else ""
+        many = len(empty) > 1
+        extra = (f" (the folder{'s' if many else ''} {_names(empty)} hold{'' if many else 's'} no usable images)"
+                 if empty else "")
         raise DataError(f"'{root.name}' has only one class folder with images ('{only}'){extra}; "
                         "a classifier needs at least two.")
     for c in empty:
@@ -389,7 +392,8 @@ def _no_images_message(root: Path, class_dirs: dict[str, set[str]], skipped: lis
     if bad:
         return (f"No usable images were found in '{root.name}': {len(bad)} file{'s' if len(bad) != 1 else ''} "
                 f"could not be used (for example '{Path(bad[0].path).name}': {bad[0].reason}).")
-    return f"No images were found in the class folders of '{root.name}' ({_names(sorted(class_dirs, key=natural_key))})."
+    names = _names(sorted(class_dirs, key=natural_key))
+    return f"No images were found in the class folders of '{root.name}' ({names})."
 
 
 def _class_warnings(layout: str, classes: list[str], counts: dict[str, int],

@@ -49,7 +49,8 @@ def build_transform(data_config: dict[str, Any], augment: str = "none", train: b
     common = dict(input_size=cfg["input_size"], interpolation=cfg["interpolation"], mean=cfg["mean"],
                   std=cfg["std"], is_training=True, hflip=hflip, vflip=0.0, re_prob=0.0)
     if augment == "light-noflip":
-        return create_transform(**{**common, "hflip": 0.0}, scale=(0.8, 1.0), color_jitter=None)
+        return create_transform(**{**common, "hflip": 0.0}, scale=(0.8, 1.0),
+                                color_jitter=None)  # type: ignore[arg-type]  # None: no jitter
     if augment == "light":
-        return create_transform(**common, scale=(0.8, 1.0), color_jitter=None)
+        return create_transform(**common, scale=(0.8, 1.0), color_jitter=None)  # type: ignore[arg-type]  # None: no jitter
     return create_transform(**common, scale=(0.08, 1.0), auto_augment=RAND_AUGMENT)

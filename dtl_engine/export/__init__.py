@@ -10,7 +10,7 @@ from .core import FORMATS, export_model
 from .run_export import export_onnx, export_run, export_torchscript
 
 
-def load_exported(path):  # noqa: ANN001, ANN201 - re-exported for the contract's import path
+def load_exported(path):  # re-exported for the contract's import path
     """Load an export (see :func:`dtl_engine.predict.load_exported`)."""
     from ..predict import load_exported as _load
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -47,7 +47,7 @@ def export_model(model: torch.nn.Module, classes: list[str], out_path: str | os.
     writer = _writer(format)
 
     model = _cpu_float_eval(model)
-    settings = preprocess_settings(model.data_config)
+    settings = preprocess_settings(cast("dict[str, Any]", model.data_config))
     meta = build_metadata(model, classes, metadata, format, settings)
 
     # Leftovers of an export to the same name that was killed: older than the last finished one, or stale.
@@ -61,7 +61,8 @@ def export_model(model: torch.nn.Module, classes: list[str], out_path: str | os.
         except OSError as exc:      # a full disk, a vanished folder: one sentence, and the partial file goes
             raise ExportError(f"The export could not be written to '{out.parent}': "
                               f"{exc.strerror or exc}.") from exc
-        checked, worst, report = 0, None, {}
+        checked, worst = 0, None
+        report: dict[str, Any] = {}
         if verify:
             from ..predict import engine_probabilities
 

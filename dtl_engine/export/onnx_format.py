@@ -36,7 +36,7 @@ def require_onnx() -> None:
 
 
 def _resize_symbolic(mode: str):
-    def symbolic(g, input, output_size, align_corners, scale_h, scale_w):  # noqa: ANN001, ANN202
+    def symbolic(g, input, output_size, align_corners, scale_h, scale_w):
         empty = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
         batch_channels = g.op("Slice", g.op("Shape", input), g.op("Constant", value_t=torch.tensor([0])),
                               g.op("Constant", value_t=torch.tensor([2])))

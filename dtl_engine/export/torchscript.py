@@ -90,7 +90,8 @@ def write_torchscript(model: nn.Module, settings: dict[str, Any], classes: list[
     scripted = build_scripted(model, settings, classes, metadata)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch marks TorchScript deprecated; it still is the torch-only format
+        # torch marks TorchScript deprecated; it still is the torch-only format
+        warnings.simplefilter("ignore", FutureWarning)
         torch.jit.save(scripted, buffer, _extra_files={"metadata.json": json.dumps(metadata, indent=2)})
     data = buffer.getbuffer()
     check_free_space(path.parent, len(data))

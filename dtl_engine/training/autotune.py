@@ -35,7 +35,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ from .feature_cache import FeatureCache
 from .optim import build_scheduler, warmup_steps_for
 
 from ..run_folder import SEARCH as SEARCH_FILE  # noqa: F401 - re-exported: the search record in the run folder
+
+if TYPE_CHECKING:
+    from ..model import DTLModel
 
 MAX_TRIAL_STEPS = 3000     # probe updates per trial at most (the run's own count below that)
 MAX_SEARCH_IMAGES = 2000   # images of the training split the search uses at most
@@ -179,7 +182,9 @@ class AutoTuner:
         on_failure: called for images that cannot be read.
     """
 
-    def __init__(self, model: torch.nn.Module, samples: Sequence[tuple[str, int]], config: Any,
+    views: dict[str, dict[int, torch.Tensor]]      # classifier inputs of augmented copies, per augmentation
+
+    def __init__(self, model: DTLModel, samples: Sequence[tuple[str, int]], config: Any,
                  candidates: Sequence[float], total_steps: int, steps_per_epoch: int, device: torch.device,
                  autocast: Callable[[], Any], cache: FeatureCache | None,
                  should_stop: Callable[[], bool] = lambda: False,
@@ -319,8 +324,8 @@ class AutoTuner:
         first = torch.nn.Linear(x_train.shape[1], self.num_classes)
         torch.nn.init.trunc_normal_(first.weight, std=0.02)      # as the run's own classifier
         torch.nn.init.zeros_(first.bias)
-        weights = [torch.nn.Parameter(first.weight.detach().clone()) for _ in lrs]
-        biases = [torch.nn.Parameter(first.bias.detach().clone()) for _ in lrs]
+        weights: list[torch.Tensor] = [torch.nn.Parameter(first.weight.detach().clone()) for _ in lrs]
+        biases: list[torch.Tensor] = [torch.nn.Parameter(first.bias.detach().clone()) for _ in lrs]
         groups = []
         for w, b, lr in zip(weights, biases, lrs):              # decay on the weights, not on the biases
             groups += [{"params": [w], "lr": lr, "weight_decay": cfg.weight_decay},

@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.threads} thread(s), epoch seconds (each includes validation):")
     for cache, secs in result.items():
         later = f"{mean(secs[1:]):.2f}" if len(secs) > 1 else "-"
-        print(f"  cache {cache:3}: epoch 1 {secs[0]:.2f} s, later epochs {later} s  ({', '.join(f'{s:.2f}' for s in secs)})")
+        each = ", ".join(f"{s:.2f}" for s in secs)
+        print(f"  cache {cache:3}: epoch 1 {secs[0]:.2f} s, later epochs {later} s  ({each})")
     if len(result["off"]) > 1:
         print(f"  later epochs are {mean(result['off'][1:]) / mean(result['on'][1:]):.1f}x faster with the cache")
     return 0

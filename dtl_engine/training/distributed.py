@@ -116,7 +116,7 @@ class Distributed:
         if self.is_main:
             try:
                 box[0] = ("ok", make())
-            except Exception as exc:  # noqa: BLE001 - sent to the other ranks, then re-raised here
+            except Exception as exc:  # sent to the other ranks, then re-raised here
                 box[0] = ("error", exc)
         self._collective(lambda: dist.broadcast_object_list(box, src=0))
         kind, value = box[0]
@@ -199,7 +199,7 @@ class Distributed:
         flat /= float(max(global_n, 1))
         for p, g in zip(params, grads):
             p.grad = g
-        self._unflatten_into(flat, [p.grad for p in params])
+        self._unflatten_into(flat, grads)
         self.bytes_reduced += flat.numel() * flat.element_size()
         self.steps_reduced += 1
 

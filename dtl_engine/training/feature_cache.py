@@ -76,6 +76,7 @@ class FeatureCache:
             if ram_mask.any():
                 slot.ram[indices[ram_mask]] = values[ram_mask]
             if (~ram_mask).any():
+                assert slot.disk is not None        # samples beyond the RAM part live on disk
                 rows = values[~ram_mask].contiguous().reshape(int((~ram_mask).sum()), -1).view(torch.uint8)
                 slot.disk[(indices[~ram_mask] - self.in_ram).numpy()] = rows.numpy()
         self.filled[indices] = True
@@ -90,14 +91,15 @@ class FeatureCache:
                          for s, d in shapes.values())
         self.in_ram = min(self.num_samples, self.budget_bytes // max(1, per_sample))
         on_disk = self.num_samples - self.in_ram
+        spill_dir = None
         if on_disk:
-            self.spill_dir = new_cache_dir(self.spill_parent)
+            spill_dir = self.spill_dir = new_cache_dir(self.spill_parent)
         self._slots = {}
         for i, (key, (shape, dtype)) in enumerate(shapes.items()):
             slot = _Slot(shape, dtype, torch.empty((self.in_ram, *shape), dtype=dtype), None)
-            if on_disk:
+            if spill_dir is not None:
                 # A numbered file name: prefix keys may hold characters unfit for file names.
-                slot.disk = np.lib.format.open_memmap(self.spill_dir / f"prefix_{i}.npy", mode="w+",
+                slot.disk = np.lib.format.open_memmap(spill_dir / f"prefix_{i}.npy", mode="w+",
                                                       dtype=np.uint8, shape=(on_disk, slot.sample_bytes))
             self._slots[key] = slot
 
@@ -114,6 +116,7 @@ class FeatureCache:
             if ram_mask.any():
                 batch[ram_mask] = slot.ram[indices[ram_mask]]
             if (~ram_mask).any():
+                assert slot.disk is not None        # samples beyond the RAM part live on disk
                 rows = torch.from_numpy(np.ascontiguousarray(slot.disk[(indices[~ram_mask] - self.in_ram).numpy()]))
                 batch[~ram_mask] = rows.view(slot.dtype).reshape(-1, *slot.shape)
             out[key] = batch.to(device, non_blocking=True)

@@ -71,7 +71,7 @@ class FeatureStore(DiskStore):
 
     def get_all(self, paths: Sequence[str]) -> torch.Tensor | None:
         """The stored features of every path as (N, D) fp16, or None if any one is missing or damaged."""
-        rows = []
+        rows: list[np.ndarray] = []
         for path in paths:
             entry = self._entry(path)
             found = self.read(entry) if entry is not None else None

@@ -250,6 +250,8 @@ class _Run:
                 break                                         # a resumed run whose step budget is spent
             seed_everything(epoch_seed(cfg.seed, epoch))      # data order + augmentation = f(seed, epoch)
             model.train()
+            correct: float          # counts, then their sums over the ranks
+            seen: float
             t_epoch, loss_sum, correct, seen, stopped = time.perf_counter(), 0.0, 0, 0, False
             t_prev = t_epoch                                  # images/s includes loading the batch
             for step, (_indices, labels, inputs) in enumerate(self._train_batches(epoch)):
@@ -314,6 +316,7 @@ class _Run:
             if self.global_step >= self.total_steps:
                 break
             if cfg.early_stopping and self.bad_epochs >= cfg.early_stopping:
+                assert self.best_epoch is not None      # epochs without improvement follow a best one
                 listener.warning(f"Stopped early: validation accuracy did not improve for {self.bad_epochs} "
                                  f"epochs (best {self.best_acc:.1%} at epoch {self.best_epoch + 1}).")
                 break
@@ -387,6 +390,7 @@ class _Run:
         self.val_set = image_dataset(self.split.val, model.data_config, "none", train=False, cache=image_cache)
         if image_cache is not None and self.writes:   # room for this run's images, least recently used go first
             image_cache.make_room(_expected_cache_bytes(self.train_set) + _expected_cache_bytes(self.val_set))
+        assert not isinstance(cfg.lr, str)         # 'auto' was resolved by the search above
         self.optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
         warmup = warmup_steps_for(cfg.warmup_epochs, self.steps_per_epoch, self.total_steps)
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup, prefix=cfg.warmup_prefix)
@@ -530,6 +534,7 @@ class _Run:
                 yield nothing
                 continue
             if is_cached:
+                assert cache is not None
                 idx = torch.tensor(batch, dtype=torch.long)
                 yield idx, labels_all[idx].to(self.device), cache.fetch(idx + offset, self.device)
                 continue
@@ -565,6 +570,7 @@ class _Run:
                             enabled=self.precision.autocast):
             if isinstance(inputs, dict) and "_images" in inputs:
                 prefix = self.model.forward_prefix(inputs["_images"])
+                assert self.cache is not None           # images come with a cache index only when caching
                 self.cache.store(inputs["_cache_index"], prefix)
                 return self.model.forward_from_prefix(prefix)
             if isinstance(inputs, dict):
@@ -600,6 +606,8 @@ class _Run:
         self.model.eval()
         size, mine = self.config.batch_size, self.ddp.shard(len(self.split.val))   # each rank scores its shard
         batches = [list(mine[i:i + size]) for i in range(0, len(mine), size)]
+        correct: float              # counts, then their sums over the ranks
+        seen: float
         loss_sum, correct, seen = 0.0, 0, 0
         for _idx, labels, inputs in self._batches(self.val_set, batches, offset=len(self.split.train)):
             def work(parts: int) -> tuple[float, int]:
@@ -622,7 +630,7 @@ class _Run:
         while True:
             try:
                 return work(self.parts)
-            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+            except Exception as exc:  # only out-of-memory is handled, the rest re-raised
                 if not _is_oom(exc):
                     raise
             # outside the except block, so the failed step's tensors are no longer referenced

@@ -8,11 +8,11 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtWidgets import QMessageBox  # noqa: E402
+from PySide6.QtWidgets import QMessageBox
 
-from app.pages import export_page as export_module  # noqa: E402
-from app.pages.export_page import ExportPage  # noqa: E402
-from run_fixtures import finished_run  # noqa: E402,F401
+from app.pages import export_page as export_module
+from app.pages.export_page import ExportPage
+from run_fixtures import finished_run  # noqa: F401
 
 SCREENS = os.environ.get("DTL_SCREENSHOT_DIR")
 

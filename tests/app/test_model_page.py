@@ -42,7 +42,8 @@ def test_builds_a_valid_config_from_the_controls(page, tmp_path):
     assert page.build_config(str(tmp_path)).lr == 0.003
     page.recipe.setCurrentIndex(page.recipe.findData("paper"))   # the paper recipe brings its own values
     paper = page.build_config(str(tmp_path))
-    assert (paper.recipe, paper.epochs, paper.warmup_epochs, paper.lr, paper.augment) == ("paper", 100, 10.0, "auto", "none")
+    assert (paper.recipe, paper.epochs, paper.warmup_epochs, paper.lr, paper.augment) == (
+        "paper", 100, 10.0, "auto", "none")
     assert (paper.resize, paper.normalize, paper.keep, paper.drop_path) == ("squash", "0.5", "last", 0.1)
     page.recipe.setCurrentIndex(page.recipe.findData("quick"))
     # "Auto" is the lowest value of a spin box and means "family default" (None).

@@ -12,10 +12,10 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QTimer  # noqa: E402
+from PySide6.QtCore import QTimer
 
-from app.pages.train_page import TrainPage  # noqa: E402
-from run_fixtures import make_image_folder, tiny_config, tiny_train  # noqa: E402
+from app.pages.train_page import TrainPage
+from run_fixtures import make_image_folder, tiny_config, tiny_train
 
 MAX_GAP_MS = 100.0
 MEASURE_S = 2.0

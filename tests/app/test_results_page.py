@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from app.pages.results_page import ResultsPage  # noqa: E402
-from app.widgets.confusion_matrix import ConfusionMatrixView  # noqa: E402
-from run_fixtures import finished_run  # noqa: E402,F401
+from app.pages.results_page import ResultsPage
+from app.widgets.confusion_matrix import ConfusionMatrixView
+from run_fixtures import finished_run  # noqa: F401
 
 SCREENS = os.environ.get("DTL_SCREENSHOT_DIR")
 

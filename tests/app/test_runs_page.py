@@ -10,9 +10,9 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from app.pages.runs_page import RunsPage  # noqa: E402
-from app.pages.train_page import TrainPage  # noqa: E402
-from run_fixtures import stopped_run, tiny_dataset, tiny_train, train_now  # noqa: E402,F401
+from app.pages.runs_page import RunsPage
+from app.pages.train_page import TrainPage
+from run_fixtures import stopped_run, tiny_dataset, tiny_train, train_now  # noqa: F401
 
 SCREENS = os.environ.get("DTL_SCREENSHOT_DIR")
 

@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from app.pages.train_page import TrainPage  # noqa: E402
-from dtl_engine.formatting import format_duration  # noqa: E402
-from run_fixtures import tiny_config, tiny_dataset, tiny_train, train_now  # noqa: E402,F401
+from app.pages.train_page import TrainPage
+from dtl_engine.formatting import format_duration
+from run_fixtures import tiny_config, tiny_dataset, tiny_train, train_now  # noqa: F401
 
 SCREENS = os.environ.get("DTL_SCREENSHOT_DIR")  # optional: keep the page grabs for a human to look at
 

@@ -10,13 +10,13 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QThread  # noqa: E402
+from PySide6.QtCore import QThread
 
-from app import jobs  # noqa: E402
-from app.worker import RunController, describe_error  # noqa: E402
-from dtl_engine.errors import DataError, RunError  # noqa: E402
-from dtl_engine.listener import BatchStats, EpochStats, MemorySample, RunStarted  # noqa: E402
-from run_fixtures import tiny_config, tiny_dataset, tiny_train  # noqa: E402,F401
+from app import jobs
+from app.worker import RunController, describe_error
+from dtl_engine.errors import DataError, RunError
+from dtl_engine.listener import BatchStats, EpochStats, MemorySample, RunStarted
+from run_fixtures import tiny_config, tiny_dataset, tiny_train  # noqa: F401
 
 
 def _started(epochs=2, steps=3):

@@ -71,7 +71,8 @@ def make_split_folder(root: str | Path, train: dict[str, int], val: dict[str, in
         for name, count in classes.items():
             ci = all_names.index(name)
             for i in range(count):
-                make_image(root / part / name / f"img_{i}.png", ci, seed=zlib.crc32(f'{part}/{name}/{i}'.encode()), **kw)
+                seed = zlib.crc32(f"{part}/{name}/{i}".encode())
+                make_image(root / part / name / f"img_{i}.png", ci, seed=seed, **kw)
     return root
 
 

@@ -15,7 +15,8 @@ SQUARE = 8
 COLOURS = {"red": (255, 40, 40), "green": (40, 255, 40), "blue": (60, 60, 255)}
 
 
-def square_image(colour: tuple[int, int, int], rng: np.random.Generator) -> tuple[Image.Image, tuple[int, int, int, int]]:
+def square_image(colour: tuple[int, int, int],
+                 rng: np.random.Generator) -> tuple[Image.Image, tuple[int, int, int, int]]:
     """One image and its square as (top, left, bottom, right)."""
     pixels = rng.integers(0, 60, size=(SIDE, SIDE, 3)).astype(np.uint8)
     top, left = (int(v) for v in rng.integers(0, SIDE - SQUARE + 1, size=2))

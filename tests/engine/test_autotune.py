@@ -135,7 +135,8 @@ def test_paper_recipe_resolves_every_setting_and_keeps_the_last_epoch(tmp_path):
     assert code == 0
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["recipe"], config["epochs"], config["warmup_epochs"]) == ("paper", 100, 10.0)
-    assert (config["augment"], config["resize"], config["normalize"], config["keep"]) == ("none", "squash", "0.5", "last")
+    assert (config["augment"], config["resize"], config["normalize"], config["keep"]) == (
+        "none", "squash", "0.5", "last")
     assert config["drop_path"] == 0.1 and config["drop_last"] is True and config["warmup_prefix"] is False
     assert config["weight_decay"] == 0.05 and isinstance(config["lr"], float) and 1e-4 <= config["lr"] <= 1e-2
     spec = json.loads((tmp_path / "run" / "spec.json").read_text())

@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import hashlib
-import os
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from dtl_engine.data import ensure_sample_dataset, load_image, sample_dataset_info, scan_folder
 from dtl_engine.data.sample import IMAGE_SIDE, MARKER, render_digit

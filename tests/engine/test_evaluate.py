@@ -8,7 +8,7 @@ import torch
 
 from dtl_engine.evaluate import Evaluation, build_evaluation, evaluate_run
 from dtl_engine.training import train
-from test_training_helpers import MODEL_KWARGS, image_folder, tiny_config
+from test_training_helpers import MODEL_KWARGS, tiny_config
 
 
 def test_scores_match_a_hand_computed_confusion_matrix():
@@ -32,7 +32,8 @@ def test_scores_match_a_hand_computed_confusion_matrix():
     # cat: precision 2/3 (column 2+0+1), recall 2/3; dog: 1/2, 1/2; owl: 3/4, 3/4
     assert (cat["precision"], cat["recall"], cat["support"]) == (pytest.approx(2 / 3), pytest.approx(2 / 3), 3)
     assert (dog["precision"], dog["recall"], dog["f1"]) == (pytest.approx(0.5), pytest.approx(0.5), pytest.approx(0.5))
-    assert (owl["precision"], owl["recall"], owl["f1"]) == (pytest.approx(0.75), pytest.approx(0.75), pytest.approx(0.75))
+    assert (owl["precision"], owl["recall"], owl["f1"]) == (
+        pytest.approx(0.75), pytest.approx(0.75), pytest.approx(0.75))
     # mistakes, most confident first: dog->owl 0.95, owl->cat 0.85, cat->dog 0.7
     assert [(m["path"], m["true"], m["predicted"]) for m in ev.mistakes] == [
         ("img4.png", "dog", "owl"), ("img7.png", "owl", "cat"), ("img2.png", "cat", "dog")]

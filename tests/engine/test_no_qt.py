@@ -16,7 +16,8 @@ def test_engine_imports_no_qt():
         f"for name in {modules!r}:\n"
         "    if name.endswith('__main__'): continue\n"
         "    importlib.import_module(name)\n"
-        "qt = sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'shiboken6', 'pyqtgraph'))\n"
+        "qt = sorted(m for m in sys.modules\n"
+        "            if m.split('.')[0] in ('PySide6', 'PyQt5', 'PyQt6', 'shiboken6', 'pyqtgraph'))\n"
         "print(qt)\n"
         "sys.exit(1 if qt else 0)\n"
     )

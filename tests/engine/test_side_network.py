@@ -1,4 +1,5 @@
-"""Compact Side Network parts: initialisation, swish gate, DTL+ conv as the official code, low-precision tap gradients."""
+"""Compact Side Network parts: initialisation, swish gate, DTL+ conv as the official code,
+low-precision tap gradients."""
 from __future__ import annotations
 
 import torch
