@@ -253,25 +253,27 @@ class AutoTuner:
         hook = model.head.register_forward_hook(lambda _m, args, _out: captured.append(args[0].float().cpu()))
         out: dict[int, torch.Tensor] = {}
         try:
-            cached = self.base is not None and augment == "none"
-            todo = [i for i in indices if not (cached and bool(self.base.filled[i])) and i not in self.lost]
+            cache = self.base if augment == "none" else None      # an augmented view is drawn afresh
+            todo = [i for i in indices if not (cache is not None and bool(cache.filled[i])) and i not in self.lost]
             if todo:
-                self._load_features(todo, augment, cached, captured, out)
+                self._load_features(todo, augment, cache, captured, out)
             rest = [i for i in indices if i not in out and i not in self.lost]
             size = max(self.cfg.batch_size, 64)
             for start in range(0, len(rest), size):             # prefixes cached before: the suffix only
+                assert cache is not None                        # only cached prefixes are left in ``rest``
                 chunk = rest[start:start + size]
                 captured.clear()
                 with self.autocast():
-                    model.forward_from_prefix(self.base.fetch(torch.tensor(chunk, dtype=torch.long), self.device))
+                    model.forward_from_prefix(cache.fetch(torch.tensor(chunk, dtype=torch.long), self.device))
                 out.update(zip(chunk, captured[0]))
         finally:
             hook.remove()
         return out
 
-    def _load_features(self, todo: list[int], augment: str, cached: bool, captured: list[torch.Tensor],
-                       out: dict[int, torch.Tensor]) -> None:
-        """Decode the samples ``todo`` (draft-decoded, through the loader workers) and add their features."""
+    def _load_features(self, todo: list[int], augment: str, cache: FeatureCache | None,
+                       captured: list[torch.Tensor], out: dict[int, torch.Tensor]) -> None:
+        """Decode the samples ``todo`` (draft-decoded, through the loader workers) and add their features;
+        their prefixes go into ``cache`` when one is given."""
         from ..data.loader import BatchLoader, auto_num_workers, image_dataset
 
         model = self.model
@@ -288,15 +290,15 @@ class AutoTuner:
                     raise SearchStopped()
                 lost = target[[f.sample_index for f in batch.failed]]     # reported; never a substitute
                 self.lost.update(lost.tolist())
-                if cached and len(lost):
-                    self.base.exclude(lost)
+                if cache is not None and len(lost):
+                    cache.exclude(lost)
                 if batch.images is None:
                     continue
                 local = batch.indices
                 with self.autocast():
                     prefix = model.forward_prefix(batch.images.to(self.device))
-                    if cached:
-                        self.base.store(target[local], prefix)
+                    if cache is not None:
+                        cache.store(target[local], prefix)
                     captured.clear()
                     model.forward_from_prefix(prefix)
                 out.update(zip(target[local].tolist(), captured[0]))
