@@ -89,6 +89,13 @@ class SearchResult:
     search_val: int
     view_images: int
     cpu_seconds: float = 0.0          # process CPU time (steadier than wall time on a busy machine)
+    # of it, the frozen prefixes computed into the run's cache: work the run's first epoch would do anyway
+    prefix_cpu_seconds: float = 0.0
+
+    @property
+    def own_cpu_seconds(self) -> float:
+        """The CPU time the search added to the run: all of it but the prefixes the run reuses."""
+        return max(0.0, self.cpu_seconds - self.prefix_cpu_seconds)
 
     def summary(self) -> str:
         """One line for people, e.g. 'learning rate chosen automatically: 3e-3, no flips'."""
@@ -193,6 +200,9 @@ class AutoTuner:
         self.base = cache
         self.lost: set[int] = set()         # samples whose file failed to load: left out of every trial
         self.num_classes = int(model.head.out_features)
+        self.head_start: tuple[torch.Tensor, torch.Tensor] | None = None   # the winning probe (weight, bias)
+        self._probe_heads: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.prefix_cpu = 0.0               # CPU time spent filling the run's prefix cache
 
     # ------------------------------------------------------------------ story
     def run(self) -> SearchResult:
@@ -208,8 +218,9 @@ class AutoTuner:
         try:
             self.features = self._features(self.train_idx + self.val_idx)
             self.views = {}
-            trials = self._trials(probe_lrs, base_aug)
+            trials = self._trials(probe_lrs, base_aug, keep_heads=True)
             probe = min(trials, key=_score)
+            self.head_start = self._probe_heads[probe.lr]
             chosen = base_aug
             if aug_auto:
                 chosen_trial = probe
@@ -225,7 +236,7 @@ class AutoTuner:
             self.model.train(was_training)
         return SearchResult(lr=lr, augment=chosen, lr_searched=lr_auto, augment_searched=aug_auto,
                             trials=trials, seconds=time.perf_counter() - t0, steps_per_trial=self.steps,
-                            cpu_seconds=time.process_time() - c0,
+                            cpu_seconds=time.process_time() - c0, prefix_cpu_seconds=self.prefix_cpu,
                             search_train=len(self.train_idx), search_val=len(self.val_idx),
                             view_images=len(self._view_indices()) if self.views else 0)
 
@@ -277,6 +288,7 @@ class AutoTuner:
         loader = BatchLoader(dataset, auto_num_workers(self.cfg.num_workers))
         target = torch.tensor(todo, dtype=torch.long)
         size = self.cfg.batch_size
+        start, suffix = time.process_time(), 0.0
         try:
             for batch in loader([list(range(i, min(i + size, len(todo)))) for i in range(0, len(todo), size)], seed):
                 if self.should_stop():
@@ -293,10 +305,14 @@ class AutoTuner:
                     if cached:
                         self.base.store(target[local], prefix)
                     captured.clear()
+                    tick = time.process_time()
                     model.forward_from_prefix(prefix)
+                    suffix += time.process_time() - tick
                 out.update(zip(target[local].tolist(), captured[0]))
         finally:
             loader.close()
+            if cached:                          # decoding + prefixes: the run's own first-epoch work
+                self.prefix_cpu += time.process_time() - start - suffix
 
     def _view(self, augment: str) -> dict[int, torch.Tensor]:
         if augment not in self.views:
@@ -304,8 +320,11 @@ class AutoTuner:
         return self.views[augment]
 
     # ------------------------------------------------------------------ trials
-    def _trials(self, lrs: Sequence[float], augment: str) -> list[Trial]:
-        """Train one fresh classifier per rate in ``lrs`` on the features, all at once, for the run's length."""
+    def _trials(self, lrs: Sequence[float], augment: str, keep_heads: bool = False) -> list[Trial]:
+        """Train one fresh classifier per rate in ``lrs`` on the features, all at once, for the run's length.
+
+        ``keep_heads``: keep each trained classifier (by rate) as a possible start of the run's head.
+        """
         if self.should_stop():
             raise SearchStopped()
         t0 = time.perf_counter()
@@ -359,6 +378,8 @@ class AutoTuner:
                 logits = x_val @ weights[j].T + biases[j]
                 val_loss = float(F.cross_entropy(logits, y_val)) if bool(alive[j]) else float("inf")
                 val_acc = float((logits.argmax(1) == y_val).float().mean()) if len(y_val) else 0.0
+                if keep_heads and bool(alive[j]):
+                    self._probe_heads[float(lr)] = (weights[j].detach().clone(), biases[j].detach().clone())
                 trials.append(Trial(lr=float(lr), augment=augment, val_acc=val_acc,
                                     val_loss=val_loss if math.isfinite(val_loss) else float("inf"),
                                     steps=len(curves[j]), seconds=seconds, curve=_thin(curves[j])))

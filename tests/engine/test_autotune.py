@@ -154,3 +154,26 @@ def test_dtl_plus_with_an_even_kernel_trains(tmp_path):
     assert result.status == "finished"
     spec = json.loads((tmp_path / "run" / "spec.json").read_text())
     assert spec["fusion_kernel"] == 4
+
+
+def test_the_run_starts_its_classifier_from_the_searched_probe(tmp_path, monkeypatch):
+    from dtl_engine.training import autotune, runner
+
+    probes, heads = [], []
+    real_run, real_build = autotune.AutoTuner.run, runner.build_optimizer
+
+    def spy_run(self):
+        result = real_run(self)
+        probes.append(self.head_start)
+        return result
+
+    def spy_build(model, *args, **kwargs):          # the optimizer is built right after the search
+        heads.append((model.head.weight.detach().clone(), model.head.bias.detach().clone()))
+        return real_build(model, *args, **kwargs)
+
+    monkeypatch.setattr(autotune.AutoTuner, "run", spy_run)
+    monkeypatch.setattr(runner, "build_optimizer", spy_build)
+    train(_auto(image_folder(tmp_path), epochs=1), run_dir=tmp_path / "run", model_kwargs=MODEL_KWARGS)
+    (weight, bias), = probes
+    assert torch.equal(heads[0][0], weight) and torch.equal(heads[0][1], bias)
+    assert bias.abs().sum() > 0                      # trained, not the official start (zero bias)
