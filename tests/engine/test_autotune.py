@@ -47,16 +47,17 @@ def test_search_split_is_inside_the_training_split_stratified_and_seeded():
 
 def test_auto_run_records_its_choice_uses_only_training_images_and_is_deterministic(tmp_path, monkeypatch):
     data = image_folder(tmp_path, per_class=10)
-    loaded: list[str] = []
+    log = tmp_path / "loaded.txt"           # a file: the loader's worker processes read the images too
     original = ImageDataset.__getitem__
 
     def spy(self, index):
-        loaded.append(self.samples[index][0])
+        with open(log, "a", encoding="utf-8") as out:
+            out.write(self.samples[index][0] + "\n")
         return original(self, index)
 
     monkeypatch.setattr(ImageDataset, "__getitem__", spy)
     seen_at_search: list[str] = []
-    listener = Recorder(search_finished=lambda result: seen_at_search.extend(loaded))
+    listener = Recorder(search_finished=lambda result: seen_at_search.extend(log.read_text().splitlines()))
     first = train(_auto(data), listener, run_dir=tmp_path / "a", model_kwargs=MODEL_KWARGS)
 
     split = json.loads((tmp_path / "a" / "split.json").read_text())
