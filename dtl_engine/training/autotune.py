@@ -10,7 +10,9 @@ flips and once with flips. The lowest loss on the search-validation images wins 
 accuracy: it still ranks trials that all sit near chance); an augmentation must lower it by a
 margin without costing accuracy, since it also makes the run slower (no prefix cache). The linear
 probe takes the best rate; a model with a side network takes :data:`SIDE_LR_FACTOR` of it, at the
-nearest of its candidate rates (see there why).
+nearest of its candidate rates (see there why). The run's classifier then starts from the winning
+probe (linear probing before fine-tuning) instead of near zero: it already agrees with the model's
+step-0 features and passes the side network a useful gradient from the first update.
 
 Why probe trials and not short runs of the whole model: a short run says little about a long one
 (on a randomly initialised backbone every rate stays at chance for the first hundred-odd updates;
