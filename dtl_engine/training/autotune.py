@@ -10,7 +10,9 @@ flips and once with flips. The lowest loss on the search-validation images wins 
 accuracy: it still ranks trials that all sit near chance); an augmentation must lower it by a
 margin without costing accuracy, since it also makes the run slower (no prefix cache). The linear
 probe takes the best rate; a model with a side network takes :data:`SIDE_LR_FACTOR` of it, at the
-nearest of its candidate rates (see there why).
+nearest of its candidate rates (see there why). The run's classifier then starts from the winning
+probe (linear probing before fine-tuning) instead of near zero: it already agrees with the model's
+step-0 features and passes the side network a useful gradient from the first update.
 
 Why probe trials and not short runs of the whole model: a short run says little about a long one
 (on a randomly initialised backbone every rate stays at chance for the first hundred-odd updates;
@@ -20,7 +22,7 @@ the expensive part, the frozen features, is computed once per image and reused b
 * the frozen prefix (blocks 0…M) of each search image goes into the run's own prefix cache, so the
   main run does not compute those images again;
 * the rest of the forward pass runs once per image (no gradients) to give its features;
-* an augmentation is tried with one fixed augmented copy of up to 256 images, each used in place
+* an augmentation is tried with one fixed augmented copy of up to 128 images, each used in place
   of its original (as an augmented run sees every image augmented).
 
 Deterministic for a seed. The result (chosen values, every trial with its loss curve, the time
@@ -51,7 +53,7 @@ if TYPE_CHECKING:
 
 MAX_TRIAL_STEPS = 3000     # probe updates per trial at most (the run's own count below that)
 MAX_SEARCH_IMAGES = 2000   # images of the training split the search uses at most
-MAX_VIEW_IMAGES = 256      # images that get an augmented copy
+MAX_VIEW_IMAGES = 128      # images that get an augmented copy (decoding them was most of the search)
 SEARCH_VAL_SHARE = 0.25    # of the search images, held out to score the trials
 AUGMENT_MARGIN = 0.02      # share of the validation loss an augmentation must remove to be chosen
 AUGMENT_LADDER = ("none", "light-noflip", "light")
@@ -92,6 +94,13 @@ class SearchResult:
     search_val: int
     view_images: int
     cpu_seconds: float = 0.0          # process CPU time (steadier than wall time on a busy machine)
+    # of it, the frozen prefixes computed into the run's cache: work the run's first epoch would do anyway
+    prefix_cpu_seconds: float = 0.0
+
+    @property
+    def own_cpu_seconds(self) -> float:
+        """The CPU time the search added to the run: all of it but the prefixes the run reuses."""
+        return max(0.0, self.cpu_seconds - self.prefix_cpu_seconds)
 
     def summary(self) -> str:
         """One line for people, e.g. 'learning rate chosen automatically: 3e-3, no flips'."""
@@ -198,6 +207,9 @@ class AutoTuner:
         self.base = cache
         self.lost: set[int] = set()         # samples whose file failed to load: left out of every trial
         self.num_classes = int(model.head.out_features)
+        self.head_start: tuple[torch.Tensor, torch.Tensor] | None = None   # the winning probe (weight, bias)
+        self._probe_heads: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.prefix_cpu = 0.0               # CPU time spent filling the run's prefix cache
 
     # ------------------------------------------------------------------ story
     def run(self) -> SearchResult:
@@ -213,8 +225,9 @@ class AutoTuner:
         try:
             self.features = self._features(self.train_idx + self.val_idx)
             self.views = {}
-            trials = self._trials(probe_lrs, base_aug)
+            trials = self._trials(probe_lrs, base_aug, keep_heads=True)
             probe = min(trials, key=_score)
+            self.head_start = self._probe_heads[probe.lr]
             chosen = base_aug
             if aug_auto:
                 chosen_trial = probe
@@ -230,7 +243,7 @@ class AutoTuner:
             self.model.train(was_training)
         return SearchResult(lr=lr, augment=chosen, lr_searched=lr_auto, augment_searched=aug_auto,
                             trials=trials, seconds=time.perf_counter() - t0, steps_per_trial=self.steps,
-                            cpu_seconds=time.process_time() - c0,
+                            cpu_seconds=time.process_time() - c0, prefix_cpu_seconds=self.prefix_cpu,
                             search_train=len(self.train_idx), search_val=len(self.val_idx),
                             view_images=len(self._view_indices()) if self.views else 0)
 
@@ -284,6 +297,7 @@ class AutoTuner:
         loader = BatchLoader(dataset, auto_num_workers(self.cfg.num_workers))
         target = torch.tensor(todo, dtype=torch.long)
         size = self.cfg.batch_size
+        start, suffix = time.process_time(), 0.0
         try:
             for batch in loader([list(range(i, min(i + size, len(todo)))) for i in range(0, len(todo), size)], seed):
                 if self.should_stop():
@@ -300,10 +314,14 @@ class AutoTuner:
                     if cache is not None:
                         cache.store(target[local], prefix)
                     captured.clear()
+                    tick = time.process_time()
                     model.forward_from_prefix(prefix)
+                    suffix += time.process_time() - tick
                 out.update(zip(target[local].tolist(), captured[0]))
         finally:
             loader.close()
+            if cache is not None:               # decoding + prefixes: the run's own first-epoch work
+                self.prefix_cpu += time.process_time() - start - suffix
 
     def _view(self, augment: str) -> dict[int, torch.Tensor]:
         if augment not in self.views:
@@ -311,8 +329,11 @@ class AutoTuner:
         return self.views[augment]
 
     # ------------------------------------------------------------------ trials
-    def _trials(self, lrs: Sequence[float], augment: str) -> list[Trial]:
-        """Train one fresh classifier per rate in ``lrs`` on the features, all at once, for the run's length."""
+    def _trials(self, lrs: Sequence[float], augment: str, keep_heads: bool = False) -> list[Trial]:
+        """Train one fresh classifier per rate in ``lrs`` on the features, all at once, for the run's length.
+
+        ``keep_heads``: keep each trained classifier (by rate) as a possible start of the run's head.
+        """
         if self.should_stop():
             raise SearchStopped()
         t0 = time.perf_counter()
@@ -326,38 +347,42 @@ class AutoTuner:
         first = torch.nn.Linear(x_train.shape[1], self.num_classes)
         torch.nn.init.trunc_normal_(first.weight, std=0.02)      # as the run's own classifier
         torch.nn.init.zeros_(first.bias)
-        weights: list[torch.Tensor] = [torch.nn.Parameter(first.weight.detach().clone()) for _ in lrs]
-        biases: list[torch.Tensor] = [torch.nn.Parameter(first.bias.detach().clone()) for _ in lrs]
-        groups = []
-        for w, b, lr in zip(weights, biases, lrs):              # decay on the weights, not on the biases
-            groups += [{"params": [w], "lr": lr, "weight_decay": cfg.weight_decay},
-                       {"params": [b], "lr": lr, "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW(groups)
+        k = len(lrs)
+        # All classifiers as one tensor, trained by AdamW written out (the run's own optimiser: decay on
+        # the weights, not on the biases) with the softmax's gradient in closed form: the same updates as
+        # k torch AdamW groups, without autograd and per-group overhead (the trials were most of the
+        # linear probe's search).
+        weights = first.weight.detach().expand(k, -1, -1).clone()          # (k, classes, dim)
+        biases = first.bias.detach().expand(k, -1).clone()                 # (k, classes)
+        adam = _BatchedAdamW([weights, biases], decays=[cfg.weight_decay, 0.0])
+        rates = torch.optim.SGD([{"params": [torch.zeros(1)], "lr": lr} for lr in lrs])  # holds the schedule
         warmup = warmup_steps_for(cfg.warmup_epochs, self.steps_per_epoch, self.steps)
-        scheduler = build_scheduler(optimizer, self.steps, warmup, prefix=cfg.warmup_prefix)
+        scheduler = build_scheduler(rates, self.steps, warmup, prefix=cfg.warmup_prefix)
         gen = torch.Generator().manual_seed(cfg.seed * 7 + 3)   # the same batches in every trial
-        n, size, k = len(self.train_idx), cfg.batch_size, len(lrs)
+        n, size = len(self.train_idx), cfg.batch_size
+        smooth = float(cfg.label_smoothing)
         order = torch.empty(0, dtype=torch.long)
-        curves: list[list[float]] = [[] for _ in lrs]
+        history: list[torch.Tensor] = []
         alive = torch.ones(k, dtype=torch.bool)
         for step in range(self.steps):
             if len(order) < size:
                 order = torch.cat([order, torch.randperm(n, generator=gen)])
             batch, order = order[:size], order[size:]
             x = torch.where(has_view[batch][:, None], x_view[batch], x_train[batch])
-            y = y_train[batch]
+            target = F.one_hot(y_train[batch], self.num_classes).float() * (1.0 - smooth) + smooth / self.num_classes
             scheduler.step_update(step)
-            logits = torch.einsum("bd,kcd->kbc", x, torch.stack(weights)) + torch.stack(biases)[:, None, :]
-            losses = F.cross_entropy(logits.reshape(k * len(y), -1), y.repeat(k), reduction="none",
-                                     label_smoothing=cfg.label_smoothing).view(k, -1).mean(1)
-            alive &= torch.isfinite(losses.detach())            # a diverged rate stays as it is
+            logits = torch.einsum("bd,kcd->kbc", x, weights) + biases[:, None, :]
+            log_p = torch.log_softmax(logits, dim=2)
+            losses = -(target * log_p).sum(2).mean(1)                       # (k,) cross-entropy per trial
+            alive &= torch.isfinite(losses)                                 # a diverged rate stays as it is
             if not bool(alive.any()):
                 break
-            optimizer.zero_grad(set_to_none=True)
-            losses[alive].sum().backward()
-            optimizer.step()
-            for j in range(k):
-                curves[j].append(float(losses[j].detach()) if bool(alive[j]) else float("inf"))
+            history.append(torch.where(alive, losses, torch.full_like(losses, float("inf"))))
+            grad = (log_p.exp() - target) / len(batch)                      # d loss / d logits, (k, b, c)
+            grad = torch.where(alive[:, None, None], grad, torch.zeros_like(grad))
+            lr_now = torch.tensor([g["lr"] for g in rates.param_groups]) * alive
+            adam.step([torch.einsum("kbc,bd->kcd", grad, x), grad.sum(1)], lr_now)
+        curves = torch.stack(history).T.tolist() if history else [[] for _ in lrs]
         trials = []
         x_val, y_val = torch.stack([self.features[i] for i in self.val_idx]), self.labels[self.val_idx]
         seconds = (time.perf_counter() - t0) / k
@@ -366,10 +391,38 @@ class AutoTuner:
                 logits = x_val @ weights[j].T + biases[j]
                 val_loss = float(F.cross_entropy(logits, y_val)) if bool(alive[j]) else float("inf")
                 val_acc = float((logits.argmax(1) == y_val).float().mean()) if len(y_val) else 0.0
+                if keep_heads and bool(alive[j]):
+                    self._probe_heads[float(lr)] = (weights[j].clone(), biases[j].clone())
                 trials.append(Trial(lr=float(lr), augment=augment, val_acc=val_acc,
                                     val_loss=val_loss if math.isfinite(val_loss) else float("inf"),
                                     steps=len(curves[j]), seconds=seconds, curve=_thin(curves[j])))
         return trials
+
+
+class _BatchedAdamW:
+    """torch's AdamW (default betas and eps), for tensors whose first axis holds independent trials.
+
+    ``step(grads, lr)`` takes one rate per trial (``lr``: shape (k,)); a rate of 0 leaves a trial as it is.
+    """
+
+    def __init__(self, params: list[torch.Tensor], decays: list[float], betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        self.params, self.decays, self.betas, self.eps = params, decays, betas, eps
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.t = 0
+
+    def step(self, grads: list[torch.Tensor], lr: torch.Tensor) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        c1, c2 = 1.0 - b1 ** self.t, math.sqrt(1.0 - b2 ** self.t)
+        for p, g, m, v, decay in zip(self.params, grads, self.m, self.v, self.decays):
+            rate = lr.view(-1, *([1] * (p.dim() - 1)))
+            if decay:
+                p.mul_(1.0 - rate * decay)
+            m.lerp_(g, 1.0 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+            p.sub_(rate / c1 * m / (v.sqrt() / c2 + self.eps))
 
 
 class SearchStopped(Exception):

@@ -417,6 +417,7 @@ class _Run:
         except SearchStopped:
             raise ScanCancelled() from None     # stopped before the first epoch: nothing to keep
         result = SearchResult.from_dict(record)
+        self._start_head_from_probe(tuner.head_start)
         resolved = replace(cfg, lr=result.lr, augment=result.augment)
         if self.writes:                         # resume reuses the choice
             self.folder.write_search(record)
@@ -426,6 +427,20 @@ class _Run:
             self.cache.close()                  # augmentation chosen: the prefix changes every epoch
             self.cache = None
         return resolved
+
+    def _start_head_from_probe(self, head: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        """Start the run's classifier from the search's best probe (linear probing, then fine-tuning).
+
+        The probe was trained on the very features the model computes at step 0 (the side network
+        starts at zero), so it is a classifier the model already agrees with. A head near zero (the
+        official std 0.02) passes almost no gradient back to the side network, which then sits at
+        chance for the first hundreds of updates; from the probe it learns from the first one.
+        """
+        if head is not None:                    # rank 0 searched: its probe goes to every rank
+            with torch.no_grad():
+                self.model.head.weight.copy_(head[0])
+                self.model.head.bias.copy_(head[1])
+        self.ddp.broadcast_parameters(self.model.head.parameters())
 
     def _autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=self.precision.autocast_dtype or torch.float32,

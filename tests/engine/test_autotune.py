@@ -47,18 +47,18 @@ def test_search_split_is_inside_the_training_split_stratified_and_seeded():
 
 def test_auto_run_records_its_choice_uses_only_training_images_and_is_deterministic(tmp_path, monkeypatch):
     data = image_folder(tmp_path, per_class=10)
-    loaded: list[str] = []
+    log = tmp_path / "loaded.txt"           # a file: the loader's worker processes read the images too
     original = ImageDataset.__getitem__
 
     def spy(self, index):
-        loaded.append(self.samples[index][0])
+        with open(log, "a", encoding="utf-8") as out:
+            out.write(self.samples[index][0] + "\n")
         return original(self, index)
 
     monkeypatch.setattr(ImageDataset, "__getitem__", spy)
     seen_at_search: list[str] = []
-    listener = Recorder(search_finished=lambda result: seen_at_search.extend(loaded))
-    # loading in this process (no loader workers), so the spy sees every image read
-    first = train(_auto(data, num_workers=0), listener, run_dir=tmp_path / "a", model_kwargs=MODEL_KWARGS)
+    listener = Recorder(search_finished=lambda result: seen_at_search.extend(log.read_text().splitlines()))
+    first = train(_auto(data), listener, run_dir=tmp_path / "a", model_kwargs=MODEL_KWARGS)
 
     split = json.loads((tmp_path / "a" / "split.json").read_text())
     val_paths = {p for p, _ in split["val"]}
@@ -156,3 +156,46 @@ def test_dtl_plus_with_an_even_kernel_trains(tmp_path):
     assert result.status == "finished"
     spec = json.loads((tmp_path / "run" / "spec.json").read_text())
     assert spec["fusion_kernel"] == 4
+
+
+def test_the_run_starts_its_classifier_from_the_searched_probe(tmp_path, monkeypatch):
+    from dtl_engine.training import autotune, runner
+
+    probes, heads = [], []
+    real_run, real_build = autotune.AutoTuner.run, runner.build_optimizer
+
+    def spy_run(self):
+        result = real_run(self)
+        probes.append(self.head_start)
+        return result
+
+    def spy_build(model, *args, **kwargs):          # the optimizer is built right after the search
+        heads.append((model.head.weight.detach().clone(), model.head.bias.detach().clone()))
+        return real_build(model, *args, **kwargs)
+
+    monkeypatch.setattr(autotune.AutoTuner, "run", spy_run)
+    monkeypatch.setattr(runner, "build_optimizer", spy_build)
+    train(_auto(image_folder(tmp_path), epochs=1), run_dir=tmp_path / "run", model_kwargs=MODEL_KWARGS)
+    (weight, bias), = probes
+    assert torch.equal(heads[0][0], weight) and torch.equal(heads[0][1], bias)
+    assert bias.abs().sum() > 0                      # trained, not the official start (zero bias)
+
+
+def test_the_batched_trial_optimiser_makes_torch_adamw_updates():
+    from dtl_engine.training.autotune import _BatchedAdamW
+
+    gen = torch.Generator().manual_seed(0)
+    start = torch.randn(3, 4, 5, generator=gen)
+    lrs = [1e-3, 1e-2, 1e-1]
+    batched = start.clone()
+    adam = _BatchedAdamW([batched], decays=[0.05])
+    params = [torch.nn.Parameter(start[j].clone()) for j in range(3)]
+    reference = torch.optim.AdamW([{"params": [p], "lr": lr} for p, lr in zip(params, lrs)], weight_decay=0.05)
+    for _ in range(5):
+        grads = torch.randn(3, 4, 5, generator=gen)
+        adam.step([grads], torch.tensor(lrs))
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        reference.step()
+    assert torch.allclose(batched, torch.stack([p.detach() for p in params]), atol=1e-6)
+    assert not torch.allclose(batched, start)
