@@ -10,7 +10,6 @@ from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QHBoxLayout, QMainWindow, QMessageBox, QStackedWidget, QWidget
 
 from app import jobs
-from app.jobs import ensure_heavy_imports
 from app.pages import StepPage
 from app.pages.data_page import DataPage
 from app.pages.export_page import ExportPage
@@ -22,6 +21,7 @@ from app.run_life import RunState
 from app.settings import Settings
 from app.theme import app_icon
 from app.widgets.step_bar import StepBar
+from app.widgets.wheel_guard import install_wheel_guard
 from dtl_engine.errors import DataError
 
 STEPS = ("Data", "Model", "Train", "Results", "Export")
@@ -36,6 +36,7 @@ class MainWindow(QMainWindow):
     def __init__(self, settings: Settings | None = None, *, train_fn: Callable[..., Any] | None = None,
                  resume_fn: Callable[..., Any] | None = None) -> None:
         super().__init__()
+        install_wheel_guard()           # the wheel scrolls pages; it changes a box only after a click
         self.settings = settings or Settings()
         self.setWindowTitle("DTL Studio")
         self.setWindowIcon(app_icon())
@@ -77,6 +78,7 @@ class MainWindow(QMainWindow):
         if geometry is None or not self.restoreGeometry(geometry):
             self.resize(1240, 820)
         self.statusBar().showMessage("Drop an image folder on the Data step, or press Ctrl+O.", 8000)
+        self.runs_page.refresh_in_background()  # past runs: the sidebar, Results and Export know them
 
     def config_for_run(self):
         """The TrainConfig of the next run: the model page's settings on the data page's folder."""
@@ -89,6 +91,8 @@ class MainWindow(QMainWindow):
     def _wire(self) -> None:
         self.data_page.scan_ready.connect(self.model_page.set_scan)
         self.model_page.config_changed.connect(self._config_changed)
+        self.data_page.scan_ready.connect(lambda *_: self.train_page.inputs_changed())
+        self.model_page.config_changed.connect(lambda *_: self.train_page.inputs_changed())
         self.model_page.estimate_ready.connect(self._estimate_ready)
         self._config_changed()
         self.train_page.run_finished.connect(self._run_finished)
@@ -110,9 +114,12 @@ class MainWindow(QMainWindow):
         run_dir = str(getattr(result, "run_dir", "") or "")
         if not run_dir or self._closing_since is not None:
             return                          # closing: start no new work
+        if int(getattr(result, "epochs_done", 1) or 0) == 0:
+            self.runs_page.refresh_in_background()        # stopped inside epoch 1: nothing to evaluate or export
+            return
         self.results_page.show_run(run_dir)
         self.export_page.set_run(run_dir)
-        self.runs_page.refresh()
+        self.runs_page.refresh_in_background()
         if getattr(result, "status", "finished") == "finished":
             self.show_step(RESULTS)
 
@@ -132,8 +139,7 @@ class MainWindow(QMainWindow):
     def show_step(self, index: int) -> None:
         """Show page ``index`` (0 = Data … 5 = Runs)."""
         if index == RUNS:
-            ensure_heavy_imports("dtl_engine.runs")   # loads torch: never race a background import
-            self.runs_page.refresh()
+            self.runs_page.refresh_in_background()
         self.stack.setCurrentIndex(index)
         self.step_bar.set_current(index)
 
@@ -154,7 +160,7 @@ class MainWindow(QMainWindow):
         if not running and not train_ok:
             if not data_ok:
                 states[TRAIN] = (False, "Waiting for an image folder")
-            elif not model_ok:
+            elif not model_ok and self.model_page.needs_settings():
                 states[TRAIN] = (False, "Waiting for the model settings")
         for step, need in ((RESULTS, "Waiting for a finished run"), (EXPORT, "Waiting for a trained model")):
             if not states[step][0] and not train_ok and not running and not self._has_run(step):

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QFileDialog, QFo
                                QWidget)
 
 from app import jobs
+from app.run_life import NOT_TRAINED, epochs_done
 from app.theme import state_color
 from app.widgets.error_dialog import show_error
 from app.widgets.thumbnails import read_thumbnail
@@ -111,6 +112,7 @@ class ExportPage(QWidget):
         self.last_result: Any = None
         self.predictions: list = []
         self._busy = False
+        self._trained = False
         self._status = (False, "Train a model or open a past run to export it.")
 
         self.title = QLabel("Export")
@@ -214,7 +216,13 @@ class ExportPage(QWidget):
         self.path_edit.setText(str(documents_folder() / f"{name}{SUFFIX[self.format()]}"))
         self.result_label.setText("")
         self.message_label.setText("")
-        self._set_status(False, f"Ready to export {name}")
+        self._trained = epochs_done(run_dir) != 0
+        if not self._trained:
+            self.message_label.setText(f"{NOT_TRAINED} Resume the run on the Runs step, or start a new one, "
+                                       "then export it.")
+            self._set_status(False, "Stopped before the first epoch: nothing to export")
+        else:
+            self._set_status(False, f"Ready to export {name}")
         self._update_buttons()
 
     def format(self) -> str:
@@ -351,7 +359,7 @@ class ExportPage(QWidget):
         self._update_buttons()
 
     def _update_buttons(self, *_: Any) -> None:
-        can_export = bool(self.run_dir) and bool(self.path_edit.text().strip()) and not self._busy
+        can_export = bool(self.run_dir) and self._trained and bool(self.path_edit.text().strip()) and not self._busy
         self.export_button.setEnabled(can_export)
         has_export = self.export_path() is not None
         self.add_button.setEnabled(has_export)

@@ -20,6 +20,7 @@ from app.widgets.error_dialog import show_error
 from app.widgets.mistakes_gallery import MistakesGallery
 from app.widgets.search_view import SearchView
 from app import jobs
+from app.run_life import epochs_done
 
 
 def load_evaluation(run_dir: str | Path):
@@ -106,6 +107,17 @@ class ResultsPage(QWidget):
         self.run_dir = str(run_dir)
         self._request += 1
         request = self._request
+        if epochs_done(run_dir) == 0:       # stopped inside epoch 1: no validated weights, no accuracy
+            self.evaluation = None
+            self.headline.setText("No results: the run stopped before its first epoch ended")
+            self.subline.setText(f"Run {Path(run_dir).name} · nothing was trained yet. Resume it from the Runs "
+                                 "step (it starts again at epoch 1), or start a new run.")
+            self.matrix.set_matrix([], [])
+            self._fill_table([])
+            self.gallery_box.setTitle("Misclassified images")
+            self.gallery.set_mistakes([])
+            self._set_status(False, "Stopped before the first epoch: no results")
+            return
         self.headline.setText("Loading results…")
         self.subline.setText(f"Run {Path(run_dir).name}")
         self._set_status(False, f"Loading the results of {Path(run_dir).name}…")
@@ -142,7 +154,11 @@ class ResultsPage(QWidget):
         self.matrix.set_matrix(evaluation.classes, evaluation.confusion)
         self._fill_table(evaluation.per_class)
         mistakes = list(evaluation.mistakes)
-        self.gallery_box.setTitle(f"Misclassified images: {len(mistakes)} (most confident first)")
+        # The count comes from the matrix: the engine keeps only the most confident mistakes' images.
+        wrong = sum(map(sum, evaluation.confusion)) - sum(row[i] for i, row in enumerate(evaluation.confusion))
+        shown = (f"the {len(mistakes)} most confident shown" if len(mistakes) < wrong
+                 else "most confident first")
+        self.gallery_box.setTitle(f"Misclassified images: {wrong} ({shown})")
         self.gallery.set_mistakes(mistakes)
         self._set_status(True, f"{name}: accuracy {100 * evaluation.accuracy:.1f} % on {count}")
         self.evaluation_shown.emit(evaluation)

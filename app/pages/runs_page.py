@@ -10,6 +10,7 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
+from app import jobs
 from app.run_life import RunState
 from app.theme import state_color
 from app.widgets.error_dialog import show_error
@@ -94,14 +95,29 @@ class RunsPage(QWidget):
         return self._status
 
     def refresh(self) -> None:
-        """Re-read the run folders (cheap: JSON files only)."""
-        selected = self.selected_run()
+        """Re-read the run folders now (JSON files only, once the engine's modules are loaded)."""
         try:
-            self.runs = list_runs()
+            runs = list_runs()
         except Exception as exc:  # a damaged runs folder must not break the page
             message, details = describe_error(exc, "Listing the runs")
-            self.runs = []
-            self.error_dialog = show_error(self, "Runs could not be listed", message, details)
+            self._list_failed(message, details)
+            return
+        self._fill(runs)
+
+    def refresh_in_background(self) -> None:
+        """Re-read the run folders off the GUI thread (the first listing loads torch)."""
+        self._status = (self._status[0], "Listing past runs…") if not self.runs else self._status
+        jobs.submit(lambda _job: list_runs(), kind="list-runs", what="Listing the runs", context=self,
+                    lane="list-runs", imports=("dtl_engine.runs",), on_done=self._fill,
+                    on_error=self._list_failed)
+
+    def _list_failed(self, message: str, details: str) -> None:
+        self._fill([])
+        self.error_dialog = show_error(self, "Runs could not be listed", message, details)
+
+    def _fill(self, runs: list[Any]) -> None:
+        selected = self.selected_run()
+        self.runs = list(runs)
         self.table.setRowCount(len(self.runs))
         for row, run in enumerate(self.runs):
             acc = run.best_val_acc

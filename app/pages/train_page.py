@@ -15,12 +15,12 @@ from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton,
                                QSplitter, QVBoxLayout, QWidget)
 
-from app.run_life import RunLife, RunState
+from app.run_life import NOT_TRAINED, RunLife, RunState, epochs_done
 from app.theme import state_color
 from app.widgets.charts import TrainingCharts
 from app.widgets.error_dialog import show_error
 from app.worker import RunController, describe_error
-from dtl_engine.formatting import format_bytes, format_count, format_duration
+from dtl_engine.formatting import format_bytes, format_count, format_duration, format_span
 
 
 def read_metrics(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
@@ -54,6 +54,9 @@ class TrainPage(QWidget):
         self._best_val: float | None = None
         self._pending_batch: Any = None
         self._memory_samples = False
+        self._trained = False           # the run on screen completed at least one epoch
+        self._setup_error = False       # the last failure was the settings', before any run started
+        self._last_stats: Any = None
 
         self._build_ui()
         self._progress_timer = QTimer(self)
@@ -127,7 +130,8 @@ class TrainPage(QWidget):
     def status(self) -> tuple[bool, str]:
         """(a finished run is available?, one line about the run)."""
         state = self.life.state
-        return state in (RunState.FINISHED, RunState.STOPPED) and self.run_dir is not None, self._status_text
+        ready = state in (RunState.FINISHED, RunState.STOPPED) and self.run_dir is not None and self._trained
+        return ready, self._status_text
 
     def is_running(self) -> bool:
         return self.controller.is_running()
@@ -141,14 +145,25 @@ class TrainPage(QWidget):
         except Exception as exc:  # e.g. no data folder chosen yet
             message, details = describe_error(exc, "Preparing the run")
             self._fail_now(message, details)
+            self._setup_error = True
             return
         if config is None:
             self._fail_now("Choose an image folder and a model before training.", "")
+            self._setup_error = True
             return
         self._begin("Starting…")
         self.log(f"Starting a run: {getattr(config, 'backbone', '?')}, method {getattr(config, 'method', '?')}, "
                  f"{getattr(config, 'epochs', '?')} epochs")
         self.controller.start_training(config)
+
+    def inputs_changed(self) -> None:
+        """The data or the model settings changed: an error about the old settings no longer holds."""
+        if self.life.state is RunState.FAILED and self._setup_error:
+            self._setup_error = False
+            self._set_state(RunState.IDLE, "Not started. Press Start (Ctrl+R) to train.")
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+            self.progress.setFormat("Waiting to start")
 
     def resume_run(self, run_dir: str) -> None:
         """Continue a stopped or interrupted run from its last checkpoint."""
@@ -157,7 +172,15 @@ class TrainPage(QWidget):
         self._begin("Resuming…")
         self.run_dir = str(run_dir)
         self.load_history(run_dir, quiet=True)
-        self.log(f"Resuming the run in {Path(run_dir).name}")
+        done = epochs_done(run_dir)
+        if done == 0:
+            self.log(f"Resuming the run in {Path(run_dir).name}: it stopped before its first epoch ended, "
+                     "so training starts again at epoch 1")
+        elif done:
+            self.log(f"Resuming the run in {Path(run_dir).name} at epoch {done + 1} "
+                     f"(the {done} completed epoch(s) are kept)")
+        else:
+            self.log(f"Resuming the run in {Path(run_dir).name}")
         self.controller.start_resume(str(run_dir))
 
     def pause(self) -> None:
@@ -176,7 +199,7 @@ class TrainPage(QWidget):
         if self.life.state in (RunState.STARTING, RunState.RUNNING, RunState.PAUSED):
             self.controller.stop()
             self._set_state(RunState.STOPPING, "Stopping after the current batch…")
-            self.log("Stop requested; saving a checkpoint")
+            self.log("Stop requested; the run keeps its last completed epoch")
 
     def stop_and_wait(self, timeout_ms: int) -> bool:
         """Stop a run and wait for its thread (the window is closing)."""
@@ -218,6 +241,7 @@ class TrainPage(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if epochs else 0)
         self.progress.setFormat(text)
+        self._trained = bool(epochs)
         self._set_state(RunState.FINISHED if epochs else RunState.IDLE, text)
 
     # --- helpers -------------------------------------------------------------------
@@ -229,6 +253,10 @@ class TrainPage(QWidget):
         self.last_result = None
         self.last_error = None
         self._best_val = None
+        self._trained = False
+        self._setup_error = False
+        self._last_stats = None
+        self._last_progress = ""
         self.progress.setRange(0, 0)  # busy until the engine reports its step count
         self.progress.setFormat(text)
         self.memory_label.setText("")
@@ -258,6 +286,13 @@ class TrainPage(QWidget):
         self.pause_button.setEnabled(s in (RunState.STARTING, RunState.RUNNING))
         self.resume_button.setEnabled(s is RunState.PAUSED)
         self.stop_button.setEnabled(s in (RunState.STARTING, RunState.RUNNING, RunState.PAUSED))
+
+    def _where_stopped(self) -> str:
+        """' at epoch 1, step 3/9' from the last step shown (no speed, no time left: the run is over)."""
+        stats = self._last_stats
+        if stats is None:
+            return ""
+        return f" at epoch {stats.epoch + 1}, step {stats.step + 1}/{stats.steps_per_epoch}"
 
     def _fail_now(self, message: str, details: str) -> None:
         self.last_error = (message, details)
@@ -303,8 +338,10 @@ class TrainPage(QWidget):
         if self.progress.maximum() != total:
             self.progress.setRange(0, total)
         self.progress.setValue(min(total, stats.global_step + 1))
+        self._last_stats = stats
+        # images/s: the smoothed figure the throughput chart draws, not one batch's jumpy rate
         text = (f"Epoch {stats.epoch + 1}/{self._epochs or '?'} · step {stats.step + 1}/{stats.steps_per_epoch}"
-                f" · {stats.images_per_sec:.0f} images/s · ETA {format_duration(stats.eta_seconds)}")
+                f" · {self.charts.speed:.0f} images/s · {format_span(stats.eta_seconds)} left")
         self.progress.setFormat(text)
         self._last_progress = text
         if stats.memory_bytes and not self._memory_samples:
@@ -344,10 +381,18 @@ class TrainPage(QWidget):
         if getattr(result, "run_dir", None):
             self.run_dir = str(result.run_dir)
         self.charts.refresh()
-        if status == "stopped":
-            self.log(f"Stopped: {summary}. Resume it from the Runs page.")
+        done = getattr(result, "epochs_done", None)
+        self._trained = done is None or int(done) > 0
+        where = self._where_stopped()
+        if status == "stopped" and not self._trained:
+            self.log(f"{NOT_TRAINED} Resume starts again at epoch 1.")
+            self._set_state(RunState.STOPPED, "Stopped before the first epoch — nothing trained yet; "
+                                              "Resume starts again at epoch 1")
+            self.progress.setFormat(f"Stopped before the first epoch{where}")
+        elif status == "stopped":
+            self.log(f"Stopped: {summary}. Resume it from the Runs page; it continues at epoch {int(done) + 1}.")
             self._set_state(RunState.STOPPED, f"Stopped — {summary}")
-            self.progress.setFormat(f"Stopped · {self._last_progress}" if self._last_progress else "Stopped")
+            self.progress.setFormat(f"Stopped{where}")
         else:
             self.progress.setValue(self.progress.maximum())
             self.log(f"Finished: {summary}")

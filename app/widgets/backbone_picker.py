@@ -32,6 +32,7 @@ class BackbonePicker(QWidget):
     """Emits ``backbone_changed(name)`` when the selection changes."""
 
     backbone_changed = Signal(str)
+    cache_known = Signal()              # whether some backbones' weights are downloaded is now known
     COLUMNS = ("Backbone", "Parameters", "Input", "Weights")
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -138,6 +139,7 @@ class BackbonePicker(QWidget):
                             "Downloaded once when training starts (needs internet), then cached")
             self.table.setItem(row, 3, item)
         self._update_detail()
+        self.cache_known.emit()
 
     def _names_loaded(self, names: list) -> None:
         self._known_names = list(names)

@@ -218,6 +218,7 @@ class TrainingCharts(QWidget):
         self._loss_ema = _Ema()
         self._speed_ema = _Ema()
         self._last_x = 0.0
+        self.speed = 0.0                       # the smoothed images/s the throughput chart shows last
         self._reference_bytes: int | None = None
         self._memory_kind: str | None = None   # "cuda", "mps" or "cpu" once a run says
         self._x_span = 0.0
@@ -240,6 +241,7 @@ class TrainingCharts(QWidget):
         self._loss_ema = _Ema()
         self._speed_ema = _Ema()
         self._last_x = 0.0
+        self.speed = 0.0
         self.refresh()
 
     # --- live points --------------------------------------------------------
@@ -252,7 +254,8 @@ class TrainingCharts(QWidget):
         if np.isfinite(loss):
             self.loss.append("train (smoothed)", x, self._loss_ema.update(loss))
         if stats.images_per_sec > 0:
-            self.throughput.append("images/s (smoothed)", x, self._speed_ema.update(stats.images_per_sec))
+            self.speed = self._speed_ema.update(stats.images_per_sec)
+            self.throughput.append("images/s (smoothed)", x, self.speed)
         if stats.memory_bytes > 0:
             self.memory.append("now", x, stats.memory_bytes)
             self.memory.append("peak", x, max(stats.peak_memory_bytes, stats.memory_bytes))

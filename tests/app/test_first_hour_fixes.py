@@ -1,0 +1,253 @@
+"""What a new user met in the first hour, one defect per test: each failed before its fix.
+
+A run stopped inside its first epoch, the mouse wheel over settings, past runs at start-up,
+stale or wrong numbers, cut-off text, chart legends, a re-opened run, the Runs table, and the
+smaller points. The whole first hour in one go is tests/app/test_first_hour.py.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QPoint, QPointF, Qt  # noqa: E402
+from PySide6.QtGui import QWheelEvent  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from run_fixtures import make_image_folder, tiny_config, tiny_train, train_now  # noqa: E402
+
+
+def slowed(train_fn, seconds: float = 0.25):
+    """``train_fn`` on a slow machine: each step takes at least ``seconds`` (so Stop lands in epoch 1)."""
+    from dtl_engine.listener import RunListener
+
+    class Slow(RunListener):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattribute__(self, name):
+            inner = object.__getattribute__(self, "inner")
+            if name == "batch_finished":
+                def batch_finished(stats):
+                    time.sleep(seconds)
+                    inner.batch_finished(stats)
+                return batch_finished
+            if name == "inner":
+                return inner
+            return getattr(inner, name)
+
+    def run(config_or_dir, listener=None, token=None, **kw):
+        return train_fn(config_or_dir, listener=Slow(listener), token=token, **kw)
+    return run
+
+
+def _wheel(widget, dy: int = -120) -> None:
+    """A mouse-wheel turn over the middle of ``widget``."""
+    pos = QPointF(widget.width() / 2, widget.height() / 2)
+    glob = QPointF(widget.mapToGlobal(pos.toPoint()))
+    event = QWheelEvent(pos, glob, QPoint(0, 0), QPoint(0, dy), Qt.MouseButton.NoButton,
+                        Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(widget, event)
+
+
+# --- 2: stopped before the first epoch ended -------------------------------------------------------
+def test_a_run_stopped_inside_epoch_one_is_not_trained(qtbot, tmp_path, monkeypatch, themed):
+    from app.pages.export_page import ExportPage
+    from app.pages.results_page import ResultsPage
+    from app.pages.train_page import TrainPage
+
+    monkeypatch.setenv("DTL_STUDIO_HOME", str(tmp_path / "home"))
+    data = make_image_folder(tmp_path / "images", per_class=12)
+    page = TrainPage(lambda: tiny_config(data, epochs=2), train_fn=slowed(tiny_train()))
+    qtbot.addWidget(page)
+    page.resize(1000, 700)
+    page.show()
+    with qtbot.waitSignal(page.controller.batch, timeout=120_000):
+        page.start()
+    with qtbot.waitSignal(page.run_finished, timeout=60_000) as finished:
+        page.stop()
+    result = finished.args[0]
+    assert result.status == "stopped" and result.epochs_done == 0
+    run = json.loads(Path(result.run_dir, "run.json").read_text())
+    assert run["epochs_done"] == 0 and run.get("best_val_acc") is None
+
+    ready, line = page.status()
+    assert not ready, "no green check for a run that trained nothing"
+    assert "before the first epoch" in line and "epoch 1" in line
+    assert "left" not in page.progress.format() and "images/s" not in page.progress.format()
+    log = page.log_view.toPlainText()
+    assert "Resume starts again at epoch 1" in log and "saving a checkpoint" not in log
+
+    results = ResultsPage()
+    qtbot.addWidget(results)
+    results.show_run(result.run_dir)
+    assert results.status()[0] is False
+    assert "Accuracy" not in results.headline.text() and "first epoch" in results.headline.text()
+    export = ExportPage()
+    qtbot.addWidget(export)
+    export.set_run(result.run_dir)
+    assert not export.export_button.isEnabled()
+    assert "Ready" not in export.status()[1] and "nothing to export" in export.status()[1]
+
+    # Resume says where it restarts: epoch 1, nothing was kept.
+    resume = TrainPage(lambda: None, resume_fn=slowed(_tiny_resume(), 0.0))
+    qtbot.addWidget(resume)
+    with qtbot.waitSignal(resume.run_finished, timeout=120_000):
+        resume.resume_run(result.run_dir)
+    assert "starts again at epoch 1" in resume.log_view.toPlainText()
+
+
+def _tiny_resume():
+    from dtl_engine.training import resume     # the run folder remembers the tiny model's settings
+
+    return resume
+
+
+def test_the_window_keeps_results_and_export_waiting_after_an_untrained_stop(qtbot, settings, themed):
+    from app.main_window import EXPORT, RESULTS, TRAIN, MainWindow
+
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    window.show_step(TRAIN)
+    window.train_page.run_finished.emit(SimpleNamespace(run_dir="runs/a", status="stopped", epochs_done=0))
+    assert window.current_step() == TRAIN
+    assert window.export_page.run_dir is None and window.results_page.run_dir is None
+    assert window.step_states()[RESULTS][0] is False and window.step_states()[EXPORT][0] is False
+
+
+# --- 3: the mouse wheel -------------------------------------------------------------------------------
+def test_the_wheel_scrolls_the_page_instead_of_changing_a_setting(qtbot, settings, themed):
+    from PySide6.QtWidgets import QAbstractSpinBox, QComboBox
+
+    from app.main_window import MODEL, MainWindow
+
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    window.resize(1000, 680)
+    window.show()
+    window.show_step(MODEL)
+    page = window.model_page
+    page.advanced.set_expanded(True) if hasattr(page, "advanced") else None
+    qtbot.wait(50)
+    boxes = [w for w in page.findChildren(QAbstractSpinBox) + page.findChildren(QComboBox) if w.isVisible()]
+    assert len(boxes) >= 3
+    window.step_bar.setFocus()
+    for box in boxes:
+        before = box.value() if isinstance(box, QAbstractSpinBox) else box.currentIndex()
+        _wheel(box)
+        _wheel(box, 120)
+        _wheel(box)
+        after = box.value() if isinstance(box, QAbstractSpinBox) else box.currentIndex()
+        assert after == before, f"the wheel changed {box.objectName() or type(box).__name__} without focus"
+    # With focus (the user clicked it), the wheel is the box's.
+    spin = page.batch_size
+    spin.setFocus()
+    qtbot.waitUntil(spin.hasFocus, timeout=2000)
+    before = spin.value()
+    _wheel(spin, 120)
+    assert spin.value() != before
+
+
+def test_the_wheel_over_a_box_scrolls_the_model_page(qtbot, settings, themed):
+    from PySide6.QtWidgets import QAbstractSpinBox
+
+    from app.main_window import MODEL, MainWindow
+
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    window.resize(1000, 680)
+    window.show()
+    window.show_step(MODEL)
+    qtbot.wait(50)
+    bar = window.model_page._scroll.verticalScrollBar()
+    if bar.maximum() == 0:
+        pytest.skip("the Model page fits without scrolling at this font size")
+    spin = next(w for w in window.model_page.findChildren(QAbstractSpinBox) if w.isVisible())
+    window.step_bar.setFocus()
+    _wheel(spin)
+    assert bar.value() > 0
+
+
+# --- 4: past runs at start-up ---------------------------------------------------------------------------
+def test_past_runs_are_listed_when_the_app_starts(qtbot, settings, themed, tmp_path, monkeypatch):
+    from app.main_window import RUNS, MainWindow
+
+    monkeypatch.setenv("DTL_STUDIO_HOME", str(tmp_path / "home"))
+    train_now(make_image_folder(tmp_path / "images"), epochs=1)
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    qtbot.waitUntil(lambda: window.step_states()[RUNS][0], timeout=60_000)
+    assert window.step_states()[RUNS] == (True, "1 past run(s)")
+    assert window.runs_page.table.rowCount() == 1
+
+
+# --- 6: wrong or stale numbers --------------------------------------------------------------------------
+def test_the_gallery_counts_every_mistake_not_only_those_shown(qtbot, themed):
+    from app.pages.results_page import ResultsPage
+    from dtl_engine.evaluate import Evaluation
+
+    page = ResultsPage()
+    qtbot.addWidget(page)
+    confusion = [[10, 150], [167, 32]]          # 317 of 359 wrong
+    mistakes = [{"path": f"/nowhere/{i}.png", "true": "a", "predicted": "b", "confidence": 0.9} for i in range(200)]
+    per_class = [{"name": c, "precision": 0.1, "recall": 0.1, "f1": 0.1, "support": 160} for c in "ab"]
+    page.show_evaluation(Evaluation(accuracy=42 / 359, classes=["a", "b"], confusion=confusion,
+                                    per_class=per_class, mistakes=mistakes, num_images=359, total_images=359))
+    assert page.gallery_box.title().startswith("Misclassified images: 317 ")
+    assert "200" in page.gallery_box.title()
+
+
+def test_progress_shows_the_smoothed_speed_and_time_left_in_words(qtbot, themed):
+    from app.pages.train_page import TrainPage
+    from dtl_engine.listener import BatchStats, RunStarted
+
+    page = TrainPage(lambda: None)
+    qtbot.addWidget(page)
+    page._begin("Starting…")
+    page._on_started(RunStarted("run-x", "cpu", "CPU", "fp32", 10, 1000, 0, ["a", "b"], 80, 20, 10, 2))
+    for step, speed in enumerate((5.0, 9.0, 81.0, 12.0)):
+        page._on_batch(BatchStats(epoch=0, step=step, steps_per_epoch=10, global_step=step + 1, total_steps=20,
+                                  loss=1.0, lr=0.1, images_per_sec=speed, eta_seconds=191, memory_bytes=0,
+                                  peak_memory_bytes=0))
+    page._show_progress()
+    text = page.progress.format()
+    assert "3 min 11 s left" in text and "ETA" not in text
+    shown = float(text.split(" images/s")[0].rsplit("·", 1)[1])
+    _, ys = page.charts.throughput.series("images/s (smoothed)")
+    assert shown == pytest.approx(ys[-1], abs=0.5), "the bar and the chart disagree on the speed"
+    assert shown != 12                           # not the last batch's raw figure
+
+
+def test_a_settings_error_goes_once_the_settings_change(qtbot, settings, themed, image_folder, wait_scan):
+    from app.main_window import TRAIN, MainWindow
+
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    window.start_training()                     # no folder yet: an error on the Train step
+    if getattr(window.train_page, "error_dialog", None) is not None:
+        window.train_page.error_dialog.close()
+    assert "image folder" in window.step_states()[TRAIN][1]
+    window.data_page.open_folder(str(image_folder))
+    wait_scan(window.data_page)
+    line = window.step_states()[TRAIN][1]
+    assert "Choose an image folder" not in line and "Not started" in line
+
+
+def test_pretrained_weights_not_downloaded_get_no_green_check(qtbot, settings, themed):
+    from app.main_window import MODEL, TRAIN, MainWindow
+
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    page = window.model_page
+    page.w_hub.setChecked(True)
+    page.picker._cached_loaded({page.picker.current(): False})
+    ready, line = window.step_states()[MODEL]
+    assert not ready and "download" in line
+    assert window.step_states()[TRAIN][1] != "Waiting for the model settings"
+    page.picker._cached_loaded({page.picker.current(): True})
+    assert window.step_states()[MODEL][0] is True
