@@ -28,6 +28,7 @@ STEPS = ("Data", "Model", "Train", "Results", "Export")
 EXTRA = ("Runs",)
 DATA, MODEL, TRAIN, RESULTS, EXPORT, RUNS = range(6)
 CLOSE_TIMEOUT_S = 60.0
+MIN_WIDTH, MIN_HEIGHT = 860, 600        # a small laptop screen with a panel still fits the window
 
 
 class MainWindow(QMainWindow):
@@ -40,7 +41,7 @@ class MainWindow(QMainWindow):
         self.settings = settings or Settings()
         self.setWindowTitle("DTL Studio")
         self.setWindowIcon(app_icon())
-        self.setMinimumSize(980, 660)
+        self.setMinimumSize(MIN_WIDTH, MIN_HEIGHT)
         self._closing_since: float | None = None
         self._close_timer = QTimer(self)
         self._close_timer.setInterval(100)
@@ -223,7 +224,14 @@ class MainWindow(QMainWindow):
                                                   f"Ctrl+{i + 1}"))
 
         help_menu = bar.addMenu("&Help")
-        self._action(help_menu, "&About DTL Studio", self._about)
+        self.help_actions = [
+            self._action(help_menu, "&Getting started", self._getting_started, QKeySequence.StandardKey.HelpContents),
+            self._action(help_menu, "&Keyboard shortcuts", self._shortcuts),
+            self._action(help_menu, "Open the &runs folder", self._open_runs_folder,
+                         tip="Where every run keeps its weights, curves and log"),
+        ]
+        help_menu.addSeparator()
+        self.help_actions.append(self._action(help_menu, "&About DTL Studio", self._about))
 
     def _run_state_changed(self, state: RunState) -> None:
         # The Run menu offers what the run's state allows, like the Train step's buttons.
@@ -262,11 +270,43 @@ class MainWindow(QMainWindow):
         self.settings.clear_recent_folders()
         self.data_page.refresh_recent()
 
+    def _getting_started(self) -> None:
+        QMessageBox.information(
+            self, "Getting started",
+            "<ol><li><b>Data</b>: drop a folder with one sub-folder of images per class, or use the sample "
+            "data.</li><li><b>Model</b>: the defaults are a good start; pretrained weights download once.</li>"
+            "<li><b>Train</b>: press Start (Ctrl+R). Pause, Stop and Resume keep every completed epoch.</li>"
+            "<li><b>Results</b>: accuracy, confusion matrix and the images the model got wrong.</li>"
+            "<li><b>Export</b>: save a file that runs anywhere PyTorch runs, and try it on new images.</li></ol>"
+            "Every run is kept on the <b>Runs</b> step: open it again, or resume a stopped one.")
+
+    def _shortcuts(self) -> None:
+        rows = [("Ctrl+O", "Open an image folder"), ("Ctrl+R", "Start training"), ("Ctrl+E", "Export"),
+                ("Ctrl+1 … Ctrl+6", "Go to a step"), ("Ctrl+Q", "Quit")]
+        QMessageBox.information(self, "Keyboard shortcuts", "<table>" + "".join(
+            f"<tr><td><b>{k}</b>&nbsp;&nbsp;</td><td>{v}</td></tr>" for k, v in rows) + "</table>")
+
+    def _open_runs_folder(self) -> None:
+        from PySide6.QtCore import QUrl
+        from PySide6.QtGui import QDesktopServices
+
+        from dtl_engine.paths import runs_dir
+
+        folder = runs_dir()
+        if not folder.is_dir():
+            self.statusBar().showMessage("No runs yet: the runs folder appears with the first run.", 6000)
+            return
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
     def _about(self) -> None:
         QMessageBox.about(self, "About DTL Studio",
                           "<b>DTL Studio</b><br>No-code transfer learning of image classifiers with "
                           "Disentangled Transfer Learning (Fu, Zhu, Wu, AAAI 2024): a frozen pretrained "
                           "backbone plus a tiny side network of low-rank maps.")
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self.step_bar.fit_to_window(self.width())
 
     # --- closing --------------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name

@@ -55,7 +55,8 @@ _NEXT: dict[RunState, tuple[RunState, ...]] = {
     RunState.STARTING: (RunState.RUNNING, RunState.PAUSED, RunState.STOPPING, RunState.FINISHED, RunState.STOPPED,
                         RunState.FAILED),
     RunState.RUNNING: (RunState.PAUSED, RunState.STOPPING, RunState.FINISHED, RunState.STOPPED, RunState.FAILED),
-    RunState.PAUSED: (RunState.RUNNING, RunState.STOPPING, RunState.STOPPED, RunState.FAILED),
+    # Pause pressed during the last step: the run ends finished while the window shows it paused.
+    RunState.PAUSED: (RunState.RUNNING, RunState.STOPPING, RunState.STOPPED, RunState.FINISHED, RunState.FAILED),
     RunState.STOPPING: (RunState.STOPPED, RunState.FINISHED, RunState.FAILED),
 }
 for _ended in (RunState.STOPPED, RunState.FINISHED, RunState.FAILED, RunState.INTERRUPTED):

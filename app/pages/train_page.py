@@ -88,6 +88,8 @@ class TrainPage(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.state_label = QLabel()
         self.state_label.setTextFormat(Qt.TextFormat.RichText)
+        self.state_label.setWordWrap(True)          # a long status wraps; it is never cut at the right
+        self.state_label.setMinimumWidth(120)
         buttons = QHBoxLayout()
         for b in (self.start_button, self.pause_button, self.resume_button, self.stop_button):
             b.setMinimumWidth(84)

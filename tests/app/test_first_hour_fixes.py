@@ -15,11 +15,11 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QPoint, QPointF, Qt  # noqa: E402
-from PySide6.QtGui import QWheelEvent  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+from PySide6.QtCore import QPoint, QPointF, Qt
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtWidgets import QApplication
 
-from run_fixtures import make_image_folder, tiny_config, tiny_train, train_now  # noqa: E402
+from run_fixtures import make_image_folder, tiny_config, tiny_train, train_now
 
 
 def slowed(train_fn, seconds: float = 0.25):
@@ -251,3 +251,118 @@ def test_pretrained_weights_not_downloaded_get_no_green_check(qtbot, settings, t
     assert window.step_states()[TRAIN][1] != "Waiting for the model settings"
     page.picker._cached_loaded({page.picker.current(): True})
     assert window.step_states()[MODEL][0] is True
+
+
+# --- 7: cut-off text, the smallest window ------------------------------------------------------------
+def test_step_statuses_wrap_instead_of_being_cut_at_1600_px(qtbot, settings, themed):
+    from app.main_window import MainWindow
+
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    window.resize(1600, 1000)
+    window.show()
+    qtbot.wait(50)
+    lines = {"Data": "digits · 10 classes · 1,797 images", "Model": "ViT-Ti/16 · DTL · rank 2 · random weights",
+             "Results": "Accuracy 91.3 % · 312 of 359 validation images",
+             "Train": "Finished — 3 epoch(s), best validation accuracy 91.3 % at epoch 2"}
+    for button in window.step_bar.buttons:
+        if button.title in lines:
+            button.set_state(True, lines[button.title])
+            shown = button.status_lines()
+            assert " ".join(shown) == lines[button.title], f"{button.title}: {shown}"
+
+
+def test_the_train_status_line_wraps_rather_than_being_clipped(qtbot, themed):
+    from app.pages.train_page import TrainPage
+
+    page = TrainPage(lambda: None)
+    qtbot.addWidget(page)
+    page.resize(760, 600)
+    page.show()
+    page._status_text = ("Stopped — 3 epoch(s), best validation accuracy 91.3 % at epoch 2; the last checkpoint "
+                         "could not be downloaded")
+    page._show_state()
+    qtbot.wait(50)
+    # A label that cannot wrap asks for its whole text's width: in the window, it is cut at the right.
+    assert page.minimumSizeHint().width() <= 700
+    label = page.state_label
+    assert label.heightForWidth(label.width()) <= label.height() + 1, "the status needs more room than it has"
+
+
+def test_the_window_shrinks_to_a_small_laptop_screen(qtbot, settings, themed):
+    from app.main_window import MainWindow
+
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    window.show()
+    window.resize(800, 560)
+    qtbot.wait(50)
+    assert window.width() <= 900 and window.height() <= 620
+
+
+def test_long_backbone_names_wrap_in_the_picker(qtbot, themed):
+    from PySide6.QtCore import QRect
+    from PySide6.QtGui import QFont, QFontMetrics
+
+    from app.widgets.backbone_picker import BackbonePicker
+
+    picker = BackbonePicker()
+    qtbot.addWidget(picker)
+    font = QFont(picker.font())
+    font.setPointSizeF(font.pointSizeF() * 1.4)     # a desktop font larger than Qt's default
+    picker.table.setFont(font)
+    picker.resize(360, 500)
+    picker.show()
+    qtbot.wait(50)
+    table = picker.table
+    fm = QFontMetrics(table.font())
+    wrapped = 0
+    for row in range(table.rowCount()):
+        text = table.item(row, 0).text()
+        need = fm.boundingRect(QRect(0, 0, table.columnWidth(0) - 8, 10_000), Qt.TextFlag.TextWordWrap, text)
+        wrapped += need.height() > fm.lineSpacing() + 1
+        assert table.rowHeight(row) >= need.height(), f"{text} is cut short"
+    assert wrapped, "make the picker narrower: no name needs two lines"
+
+
+# --- 12: smaller points ------------------------------------------------------------------------------
+def test_the_export_folder_is_never_a_folder_made_for_the_user(tmp_path, monkeypatch):
+    from app.pages import export_page
+
+    monkeypatch.setattr(export_page.QStandardPaths, "writableLocation", lambda _loc: str(tmp_path / "Documents"))
+    monkeypatch.setattr(export_page.Path, "home", lambda: tmp_path)
+    assert export_page.documents_folder() == tmp_path
+    assert not (tmp_path / "Documents").exists()
+
+
+def test_a_reopened_run_can_be_tried_with_its_earlier_export(qtbot, tmp_path, monkeypatch, themed):
+    from app.pages import export_page
+
+    monkeypatch.setenv("DTL_STUDIO_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(export_page, "documents_folder", lambda: tmp_path / "out")
+    data = make_image_folder(tmp_path / "images")
+    result = train_now(data, epochs=1)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / f"{Path(result.run_dir).name}.pt").write_bytes(b"an earlier export")
+    page = export_page.ExportPage()
+    qtbot.addWidget(page)
+    page.set_run(result.run_dir)
+    assert page.add_button.isEnabled()
+    assert page.export_path() == str(tmp_path / "out" / f"{Path(result.run_dir).name}.pt")
+    assert export_page.run_data_folder(result.run_dir) == data       # "Add images…" starts in the data
+
+
+def test_help_offers_more_than_about(qtbot, settings):
+    from app.main_window import MainWindow
+
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    help_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&Help")
+    texts = [a.text() for a in help_menu.actions() if not a.isSeparator()]
+    assert len(texts) >= 3 and "&About DTL Studio" in texts
+
+
+def test_the_catalog_does_not_promise_a_fast_cpu(qtbot):
+    from app.backbones import CURATED
+
+    assert not any("fast enough" in b.note for b in CURATED)
