@@ -16,7 +16,21 @@ from app.theme import state_color
 from app.widgets.error_dialog import show_error
 from app.worker import describe_error
 
-COLUMNS = ["Name", "Date", "Backbone", "Method", "Status", "Epochs", "Best val. acc."]
+COLUMNS = ["Name", "Date", "Backbone", "Weights", "Method", "Status", "Epochs", "Best val. acc."]
+STATUS_COL = COLUMNS.index("Status")
+NUMBER_COLS = (COLUMNS.index("Epochs"), COLUMNS.index("Best val. acc."))
+
+
+def weights_text(weights: str) -> str:
+    """What the run started from: 'pretrained', 'random' or the local file's name."""
+    if weights in ("hub", ""):
+        return "pretrained" if weights else ""
+    return "random" if weights == "random" else Path(weights).name
+
+
+def backbone_text(backbone: str, weights: str) -> str:
+    """The backbone's name; its pretrained tag ('.augreg_in21k_ft_in1k') only when those weights were used."""
+    return backbone if weights in ("hub", "") else backbone.split(".")[0]
 
 
 def list_runs() -> list[Any]:
@@ -59,8 +73,10 @@ class RunsPage(QWidget):
         self.table.setAlternatingRowColors(True)
         self.table.verticalHeader().setVisible(False)
         header = self.table.horizontalHeader()
+        # Every column as wide as its text (a run's name is never cut short); the table scrolls sideways
+        # when the window is narrow, and the last column takes what is left.
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setStretchLastSection(True)
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.table.cellDoubleClicked.connect(lambda *_: self._open())
 
@@ -121,7 +137,9 @@ class RunsPage(QWidget):
         self.table.setRowCount(len(self.runs))
         for row, run in enumerate(self.runs):
             acc = run.best_val_acc
-            cells = [run.name, _date_text(run.created), run.backbone, run.method, run.status,
+            weights = str(getattr(run, "weights", "") or "")
+            cells = [run.name, _date_text(run.created), backbone_text(run.backbone, weights), weights_text(weights),
+                     run.method, run.status,
                      "—" if run.status == "damaged" else f"{run.epochs_done} / {run.epochs}",
                      "—" if acc is None else f"{100 * acc:.1f} %"]
             for col, text in enumerate(cells):
@@ -129,9 +147,9 @@ class RunsPage(QWidget):
                 if col == 0:
                     item.setData(Qt.ItemDataRole.UserRole, str(run.run_dir))
                     item.setToolTip(str(run.run_dir))
-                if col == 4 and getattr(run, "problem", ""):
+                if col == STATUS_COL and getattr(run, "problem", ""):
                     item.setToolTip(run.problem)        # why a damaged run cannot be opened
-                if col in (5, 6):
+                if col in NUMBER_COLS:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)
             if selected and str(run.run_dir) == selected:
@@ -148,7 +166,7 @@ class RunsPage(QWidget):
 
     def _paint_statuses(self) -> None:
         for row in range(self.table.rowCount()):
-            item = self.table.item(row, 4)
+            item = self.table.item(row, STATUS_COL)
             if item is not None:
                 item.setForeground(QColor(state_color(item.text())))
 

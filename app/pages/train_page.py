@@ -15,6 +15,7 @@ from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton,
                                QSplitter, QVBoxLayout, QWidget)
 
+from app import jobs
 from app.run_life import NOT_TRAINED, RunLife, RunState, epochs_done
 from app.theme import state_color
 from app.widgets.charts import TrainingCharts
@@ -24,10 +25,68 @@ from dtl_engine.formatting import format_bytes, format_count, format_duration, f
 
 
 def read_metrics(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
-    """(per-epoch records, per-step records) of a run (the engine records epochs only)."""
+    """(per-epoch records, per-step records) of a run; the steps come from :func:`read_event_history`."""
     from dtl_engine.run_folder import RunFolder
 
     return RunFolder(run_dir).read_metrics(), []
+
+
+def read_event_history(run_dir: str | Path) -> tuple[list[dict], list[str]]:
+    """(per-step records, log lines) from the run's event log (a background job: the log can be long).
+
+    A resumed run logs the steps it trained again after the resume point; the later ones count.
+    """
+    from dtl_engine.event_log import read_events
+    from dtl_engine.run_folder import EVENT_LOG
+
+    events, _ = read_events(Path(run_dir) / EVENT_LOG)
+    steps: dict[int, dict] = {}
+    lines: list[str] = []
+    for event in events:
+        kind = event.get("event")
+        if kind == "batch":
+            per_epoch = max(1, int(event.get("steps_per_epoch") or 1))
+            x = int(event.get("epoch", 0)) + (int(event.get("step", 0)) + 1) / per_epoch
+            steps[int(event.get("global_step", len(steps)))] = {
+                "x": x, "loss": event.get("loss"), "images_per_sec": event.get("images_per_sec"),
+                "memory_bytes": event.get("memory_bytes"), "peak_memory_bytes": event.get("peak_memory_bytes")}
+            continue
+        line = _event_line(event)
+        if line:
+            stamp = time.strftime("%H:%M:%S", time.localtime(float(event.get("time") or 0)))
+            lines.append(f"{stamp}  {line}")
+    return [steps[k] for k in sorted(steps) if steps[k]["loss"] is not None], lines
+
+
+def _event_line(event: dict) -> str:
+    """The log line the Train step showed live for one event ('' for events it does not log)."""
+    kind = event.get("event")
+    if kind == "run_started":
+        start = int(event.get("start_epoch") or 0)
+        again = f", continuing at epoch {start + 1}" if start else ""
+        return (f"Run folder {Path(str(event.get('run_dir', ''))).name} on {event.get('device_name', '?')}, "
+                f"{event.get('precision', '?')}, {format_count(event.get('trainable_params'))} trainable "
+                f"parameters{again}")
+    if kind == "epoch":
+        val_loss = event.get("val_loss")
+        val_loss_text = "—" if val_loss is None else f"{val_loss:.4f}"
+        best = " (best so far)" if event.get("is_best") else ""
+        return (f"Epoch {int(event['epoch']) + 1}/{event.get('epochs', '?')}: train loss "
+                f"{event.get('train_loss', float('nan')):.4f}, val loss {val_loss_text}, val accuracy "
+                f"{100 * float(event.get('val_acc') or 0):.1f} %{best} [{format_duration(event.get('seconds') or 0)}]")
+    if kind == "checkpoint":
+        return f"Checkpoint saved after epoch {int(event.get('epoch', 0)) + 1}"
+    if kind == "warning":
+        return f"⚠ {event.get('message', '')}"
+    if kind == "failed":
+        return f"✗ {event.get('message', '')}"
+    if kind == "finished":
+        done = int(event.get("epochs_done") or 0)
+        if event.get("status") == "stopped":
+            return "Stopped before the first epoch ended" if done == 0 else f"Stopped after {done} epoch(s)"
+        acc = event.get("best_val_acc")
+        return f"Finished: {done} epoch(s)" + ("" if acc is None else f", best validation accuracy {100 * acc:.1f} %")
+    return ""
 
 
 class TrainPage(QWidget):
@@ -55,6 +114,7 @@ class TrainPage(QWidget):
         self._pending_batch: Any = None
         self._memory_samples = False
         self._trained = False           # the run on screen completed at least one epoch
+        self._history_request = 0       # the latest past run asked for (older answers are dropped)
         self._setup_error = False       # the last failure was the settings', before any run started
         self._last_stats: Any = None
 
@@ -236,6 +296,12 @@ class TrainPage(QWidget):
         if quiet:
             return
         self.run_dir = str(run_dir)
+        self._history_request += 1
+        request = self._history_request
+        # The per-step curves and the log come from the event log, read off the GUI thread.
+        jobs.submit(lambda _job: read_event_history(run_dir), kind="history", what="Reading the run's log",
+                    context=self, lane="history",
+                    on_done=lambda out: self._history_loaded(request, run_dir, epochs, *out))
         best = max((e.get("val_acc") or 0.0 for e in epochs), default=None)
         text = f"Run {Path(run_dir).name}: {len(epochs)} epoch(s)"
         if best is not None and epochs:
@@ -246,11 +312,22 @@ class TrainPage(QWidget):
         self._trained = bool(epochs)
         self._set_state(RunState.FINISHED if epochs else RunState.IDLE, text)
 
+    def _history_loaded(self, request: int, run_dir: str, epochs: list[dict], steps: list[dict],
+                        lines: list[str]) -> None:
+        if request != self._history_request or self.life.busy or self.run_dir != str(run_dir):
+            return                          # another run is shown (or training) now
+        if steps:
+            self.charts.set_history(epochs, steps)
+        if lines:
+            self.log_view.clear()
+            self.log_view.appendPlainText(f"The log of {Path(run_dir).name}:\n" + "\n".join(lines))
+
     # --- helpers -------------------------------------------------------------------
     def log(self, message: str) -> None:
         self.log_view.appendPlainText(f"{time.strftime('%H:%M:%S')}  {message}")
 
     def _begin(self, text: str) -> None:
+        self._history_request += 1          # a past run's log still being read is not shown now
         self.charts.clear()
         self.last_result = None
         self.last_error = None

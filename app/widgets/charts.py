@@ -278,6 +278,15 @@ class TrainingCharts(QWidget):
         if steps:
             xs, ys = self.loss.series("train (step)")
             self.loss.set_series("train (smoothed)", xs, ema(ys))
+            speed = [(float(r["x"]), float(r["images_per_sec"])) for r in steps if r.get("images_per_sec")]
+            if speed:
+                self.throughput.set_series("images/s (smoothed)", [x for x, _ in speed],
+                                           ema(np.array([v for _, v in speed])))
+            for rec in steps:
+                if rec.get("memory_bytes"):
+                    x, now = float(rec["x"]), float(rec["memory_bytes"])
+                    self.memory.append("now", x, now)
+                    self.memory.append("peak", x, max(now, float(rec.get("peak_memory_bytes") or 0)))
         for rec in epochs:
             x = float(rec.get("epoch", 0)) + 1
             self._last_x = max(self._last_x, x)
@@ -288,6 +297,8 @@ class TrainingCharts(QWidget):
                                             ("val_acc", self.accuracy, "validation", 100.0)):
                 if rec.get(key) is not None:
                     chart.append(name, x, scale * float(rec[key]))
+            if steps:
+                continue                    # the steps drew speed and memory in full
             if rec.get("images_per_sec"):
                 self.throughput.append("images/s (smoothed)", x, float(rec["images_per_sec"]))
             if rec.get("peak_memory_bytes"):

@@ -366,3 +366,46 @@ def test_the_catalog_does_not_promise_a_fast_cpu(qtbot):
     from app.backbones import CURATED
 
     assert not any("fast enough" in b.note for b in CURATED)
+
+
+# --- 10: a re-opened run ----------------------------------------------------------------------------------
+def test_a_reopened_run_shows_its_step_curves_and_its_log(qtbot, tmp_path, monkeypatch, themed):
+    from app.pages.train_page import TrainPage
+
+    monkeypatch.setenv("DTL_STUDIO_HOME", str(tmp_path / "home"))
+    result = train_now(make_image_folder(tmp_path / "images"), epochs=2)
+    steps = sum(1 for line in Path(result.run_dir, "events.jsonl").read_text().splitlines() if '"batch"' in line)
+    page = TrainPage(lambda: None)
+    qtbot.addWidget(page)
+    page.load_history(result.run_dir)
+    qtbot.waitUntil(lambda: "Epoch 2/2" in page.log_view.toPlainText(), timeout=30_000)
+    page.charts.refresh()
+    assert page.charts.loss.drawn_points("train (step)") == steps > 2
+    assert page.charts.throughput.drawn_points("images/s (smoothed)") == steps
+    assert page.charts.memory.drawn_points("now") == steps
+    log = page.log_view.toPlainText()
+    assert "Run folder" in log and "Checkpoint saved after epoch 2" in log and "Finished: 2 epoch(s)" in log
+
+
+# --- 11: the Runs table ------------------------------------------------------------------------------------
+def test_the_runs_table_says_which_weights_and_shows_whole_names(qtbot, tmp_path, monkeypatch, themed):
+    from app.pages import runs_page
+
+    monkeypatch.setenv("DTL_STUDIO_HOME", str(tmp_path / "home"))
+    data = make_image_folder(tmp_path / "images")
+    train_now(data, epochs=1, image_size=32)
+    page = runs_page.RunsPage()
+    qtbot.addWidget(page)
+    page.resize(900, 300)
+    page.show()
+    page.refresh()
+    qtbot.wait(50)
+    col = runs_page.COLUMNS.index
+    name = page.table.item(0, col("Name")).text()
+    assert name.endswith("_test_vit_32px_dtl")
+    assert page.table.item(0, col("Weights")).text() == "random"
+    # A random-weight run of a tagged backbone shows no pretrained tag.
+    assert runs_page.backbone_text("vit_tiny_patch16_224.augreg_in21k_ft_in1k", "random") == "vit_tiny_patch16_224"
+    assert runs_page.backbone_text("vit_tiny_patch16_224.augreg_in21k_ft_in1k", "hub").endswith(".augreg_in21k_ft_in1k")
+    fm = page.table.fontMetrics()
+    assert page.table.columnWidth(col("Name")) >= fm.horizontalAdvance(name), "the run's name is cut short"
