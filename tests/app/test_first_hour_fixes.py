@@ -409,3 +409,31 @@ def test_the_runs_table_says_which_weights_and_shows_whole_names(qtbot, tmp_path
     assert runs_page.backbone_text("vit_tiny_patch16_224.augreg_in21k_ft_in1k", "hub").endswith(".augreg_in21k_ft_in1k")
     fm = page.table.fontMetrics()
     assert page.table.columnWidth(col("Name")) >= fm.horizontalAdvance(name), "the run's name is cut short"
+
+
+# --- 9: chart keys ------------------------------------------------------------------------------------------
+def test_chart_keys_stay_off_the_plots_and_name_only_what_is_drawn(qtbot, themed):
+    from app.widgets.charts import TrainingCharts
+    from dtl_engine.listener import EpochStats
+
+    charts = TrainingCharts()
+    qtbot.addWidget(charts)
+    charts.resize(560, 380)                         # the charts of a small window
+    charts.show()
+    charts.set_epochs(3)
+    for epoch in range(3):
+        charts.add_epoch(EpochStats(epoch=epoch, epochs=3, train_loss=1.0, train_acc=0.2 + 0.3 * epoch,
+                                    val_loss=1.0, val_acc=0.1 + 0.35 * epoch, seconds=1.0, is_best=True))
+    charts.set_reference_memory(3_000_000_000)
+    charts.set_memory_kind("cpu")
+    charts.refresh()
+    qtbot.wait(50)
+    for chart in charts.charts:
+        view = chart.getPlotItem().getViewBox().sceneBoundingRect()
+        legend = chart.legend
+        assert not (legend.isVisible() and legend.sceneBoundingRect().intersects(view)), f"{chart.title}: key on the plot"
+        assert not chart.getPlotItem().titleLabel.sceneBoundingRect().intersects(view)
+    assert "validation" in charts.accuracy.title_text() and "train" in charts.accuracy.title_text()
+    assert "full fine-tuning" not in charts.memory.title_text()       # a CPU run does not draw it
+    charts.set_memory_kind("cuda")
+    assert "full fine-tuning" in charts.memory.title_text()
