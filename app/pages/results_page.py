@@ -160,7 +160,7 @@ class ResultsPage(QWidget):
                  else "most confident first")
         self.gallery_box.setTitle(f"Misclassified images: {wrong} ({shown})")
         self.gallery.set_mistakes(mistakes)
-        self._set_status(True, f"Accuracy {100 * evaluation.accuracy:.1f} % · {count}")   # the name is on the page
+        self._set_status(True, f"accuracy {100 * evaluation.accuracy:.1f} % on {count}")   # the name is on the page
         self.evaluation_shown.emit(evaluation)
 
     # --- helpers --------------------------------------------------------------

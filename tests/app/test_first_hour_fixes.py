@@ -263,7 +263,7 @@ def test_step_statuses_wrap_instead_of_being_cut_at_1600_px(qtbot, settings, the
     window.show()
     qtbot.wait(50)
     lines = {"Data": "digits · 10 classes · 1,797 images", "Model": "ViT-Ti/16 · DTL · rank 2 · random weights",
-             "Results": "Accuracy 91.3 % · 312 of 359 validation images",
+             "Results": "accuracy 91.3 % on 312 of 359 validation images",
              "Train": "Finished — 3 epoch(s), best validation accuracy 91.3 % at epoch 2"}
     for button in window.step_bar.buttons:
         if button.title in lines:
