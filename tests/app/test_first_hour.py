@@ -14,12 +14,12 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtCore import Qt
 
-from app.main_window import DATA, EXPORT, MODEL, RESULTS, RUNS, TRAIN, MainWindow  # noqa: E402
-from app.pages.runs_page import COLUMNS  # noqa: E402
-from run_fixtures import make_image_folder, tiny_train  # noqa: E402
-from test_first_hour_fixes import _wheel, slowed  # noqa: E402
+from app.main_window import DATA, EXPORT, MODEL, RESULTS, RUNS, TRAIN, MainWindow
+from app.pages.runs_page import COLUMNS
+from run_fixtures import make_image_folder, tiny_train
+from test_first_hour_fixes import _wheel, slowed
 
 # The knobs a tiny model needs (32 px images, a CPU, no augmentation); everything else is the default.
 TINY = {"backbone": "test_vit", "weights": "random", "epochs": 2, "batch_size": 4, "image_size": 32,

@@ -431,7 +431,8 @@ def test_chart_keys_stay_off_the_plots_and_name_only_what_is_drawn(qtbot, themed
     for chart in charts.charts:
         view = chart.getPlotItem().getViewBox().sceneBoundingRect()
         legend = chart.legend
-        assert not (legend.isVisible() and legend.sceneBoundingRect().intersects(view)), f"{chart.title}: key on the plot"
+        on_plot = legend.isVisible() and legend.sceneBoundingRect().intersects(view)
+        assert not on_plot, f"{chart.title}: key on the plot"
         assert not chart.getPlotItem().titleLabel.sceneBoundingRect().intersects(view)
     assert "validation" in charts.accuracy.title_text() and "train" in charts.accuracy.title_text()
     assert "full fine-tuning" not in charts.memory.title_text()       # a CPU run does not draw it
