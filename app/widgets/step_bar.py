@@ -57,7 +57,7 @@ class StepButton(QAbstractButton):
             lines.append(line)
         if len(lines) > STATUS_LINES:
             lines = lines[:STATUS_LINES - 1] + [" ".join(lines[STATUS_LINES - 1:])]
-        if lines:
+        if lines and fm.horizontalAdvance(lines[-1]) > width:     # (elidedText may cut a line that fits)
             lines[-1] = fm.elidedText(lines[-1], Qt.TextElideMode.ElideRight, width)
         return lines
 

@@ -270,6 +270,10 @@ def test_step_statuses_wrap_instead_of_being_cut_at_1600_px(qtbot, settings, the
             button.set_state(True, lines[button.title])
             shown = button.status_lines()
             assert " ".join(shown) == lines[button.title], f"{button.title}: {shown}"
+    train = window.step_bar.buttons[2]
+    for line in ("Not started. Press Start (Ctrl+R) to train.", "Waiting for the model settings"):
+        train.set_state(False, line)
+        assert " ".join(train.status_lines()) == line
 
 
 def test_the_train_status_line_wraps_rather_than_being_clipped(qtbot, themed):
