@@ -244,7 +244,7 @@ class ExportPage(QWidget):
                                        "then export it.")
             self._set_status(False, "Stopped before the first epoch: nothing to export")
         else:
-            self._set_status(False, f"Ready to export {name}")
+            self._set_status(False, "Ready to export")    # the run's name is the page's title
         self._update_buttons()
 
     def format(self) -> str:
@@ -302,7 +302,7 @@ class ExportPage(QWidget):
             verdict = f"<span style='color:{warn}; font-weight:600'>Not verified</span>"
         self.result_label.setText(verdict)
         self.message_label.setText(result.message)
-        self._set_status(True, f"Exported to {Path(result.path).name}" + (" (verified)" if result.verified else ""))
+        self._set_status(True, "Exported and verified" if result.verified else "Exported, not verified")
         self._update_buttons()
         self.exported.emit(result)
 

@@ -54,6 +54,7 @@ class ResultsPage(QWidget):
         mlay = QVBoxLayout(matrix_box)
         hint = QLabel("Rows: true class · columns: predicted class · colour: share of the row")
         hint.setStyleSheet("color: palette(placeholder-text);")
+        hint.setWordWrap(True)          # never cut off when the matrix gets little room
         mlay.addWidget(hint)
         mlay.addWidget(self.matrix)
         mlay.addStretch(1)
@@ -78,11 +79,11 @@ class ResultsPage(QWidget):
         self.gallery_box = gallery_box
         QVBoxLayout(gallery_box).addWidget(self.gallery)
 
-        # The matrix takes the room its cells need; the table gets the rest.
+        # The matrix and the table share the width; each scrolls when it needs more.
         top = QWidget()
         top_row = QHBoxLayout(top)
         top_row.setContentsMargins(0, 0, 0, 0)
-        top_row.addWidget(matrix_box, 0)
+        top_row.addWidget(matrix_box, 1)    # on a small window both share the width (each scrolls)
         top_row.addWidget(table_box, 1)
         main = QSplitter(Qt.Orientation.Vertical)
         main.addWidget(top)

@@ -109,6 +109,7 @@ class TrainPage(QWidget):
         self._epochs = 0
         self.life = RunLife(self)       # the one owner of this run's state; the window and steps read it
         self._status_text = "Not started. Press Start (Ctrl+R) to train."
+        self._step_line = ""
         self._last_progress = ""
         self._best_val: float | None = None
         self._pending_batch: Any = None
@@ -193,7 +194,7 @@ class TrainPage(QWidget):
         """(a finished run is available?, one line about the run)."""
         state = self.life.state
         ready = state in (RunState.FINISHED, RunState.STOPPED) and self.run_dir is not None and self._trained
-        return ready, self._status_text
+        return ready, self._step_line or self._status_text
 
     def is_running(self) -> bool:
         return self.controller.is_running()
@@ -304,13 +305,15 @@ class TrainPage(QWidget):
                     on_done=lambda out: self._history_loaded(request, run_dir, epochs, *out))
         best = max((e.get("val_acc") or 0.0 for e in epochs), default=None)
         text = f"Run {Path(run_dir).name}: {len(epochs)} epoch(s)"
+        line = f"Opened — {len(epochs)} epoch(s)"
         if best is not None and epochs:
             text += f", best validation accuracy {100 * best:.1f} %"
+            line += f", best {100 * best:.1f} %"
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if epochs else 0)
         self.progress.setFormat(text)
         self._trained = bool(epochs)
-        self._set_state(RunState.FINISHED if epochs else RunState.IDLE, text)
+        self._set_state(RunState.FINISHED if epochs else RunState.IDLE, text, line)
 
     def _history_loaded(self, request: int, run_dir: str, epochs: list[dict], steps: list[dict],
                         lines: list[str]) -> None:
@@ -343,7 +346,9 @@ class TrainPage(QWidget):
         self._pending_batch = None
         self._set_state(RunState.STARTING, text)
 
-    def _set_state(self, state: RunState, text: str) -> None:
+    def _set_state(self, state: RunState, text: str, step_line: str = "") -> None:
+        """Move to ``state`` showing ``text``; ``step_line``: a shorter line for the step bar (else ``text``)."""
+        self._step_line = step_line
         self.life.move(state)
         self._status_text = text
         self._show_state()
@@ -457,6 +462,7 @@ class TrainPage(QWidget):
             summary += f", best validation accuracy {100 * acc:.1f} %"
             if best_epoch is not None:
                 summary += f" at epoch {best_epoch + 1}"
+        short = f"{getattr(result, 'epochs_done', '?')} epoch(s)" + ("" if acc is None else f", best {100 * acc:.1f} %")
         if getattr(result, "run_dir", None):
             self.run_dir = str(result.run_dir)
         self.charts.refresh()
@@ -466,16 +472,17 @@ class TrainPage(QWidget):
         if status == "stopped" and not self._trained:
             self.log(f"{NOT_TRAINED} Resume starts again at epoch 1.")
             self._set_state(RunState.STOPPED, "Stopped before the first epoch — nothing trained yet; "
-                                              "Resume starts again at epoch 1")
+                                              "Resume starts again at epoch 1",
+                            "Stopped before the first epoch: nothing trained")
             self.progress.setFormat(f"Stopped before the first epoch{where}")
         elif status == "stopped":
             self.log(f"Stopped: {summary}. Resume it from the Runs page; it continues at epoch {int(done) + 1}.")
-            self._set_state(RunState.STOPPED, f"Stopped — {summary}")
+            self._set_state(RunState.STOPPED, f"Stopped — {summary}", f"Stopped — {short}")
             self.progress.setFormat(f"Stopped{where}")
         else:
             self.progress.setValue(self.progress.maximum())
             self.log(f"Finished: {summary}")
-            self._set_state(RunState.FINISHED, f"Finished — {summary}")
+            self._set_state(RunState.FINISHED, f"Finished — {summary}", f"Finished — {short}")
             self.progress.setFormat(f"Finished · {summary}")
         self.run_finished.emit(result)
 
