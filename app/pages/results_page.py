@@ -68,9 +68,9 @@ class ResultsPage(QWidget):
         header = self.per_class.horizontalHeader()
         header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)  # class order until the user sorts
         self.per_class.setSortingEnabled(True)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for col in range(1, 5):
-            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        # Every column as wide as its text ("Class" was cut to "las" on a small window); the last takes the rest.
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
         table_box = QGroupBox("Per class")
         QVBoxLayout(table_box).addWidget(self.per_class)
 

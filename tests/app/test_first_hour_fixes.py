@@ -449,3 +449,24 @@ def test_chart_keys_stay_off_the_plots_and_name_only_what_is_drawn(qtbot, themed
     assert "full fine-tuning" not in charts.memory.title_text()       # a CPU run does not draw it
     charts.set_memory_kind("cuda")
     assert "full fine-tuning" in charts.memory.title_text()
+
+
+def test_the_per_class_table_keeps_its_headers_whole_on_a_small_window(qtbot, themed):
+    from app.pages.results_page import ResultsPage
+    from dtl_engine.evaluate import Evaluation
+
+    page = ResultsPage()
+    qtbot.addWidget(page)
+    page.resize(720, 560)                           # the Results page of a 1000x680 window
+    page.show()
+    classes = [str(i) for i in range(10)]
+    confusion = [[10 if i == j else 1 for j in range(10)] for i in range(10)]
+    per_class = [{"name": c, "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 19} for c in classes]
+    page.show_evaluation(Evaluation(accuracy=0.5, classes=classes, confusion=confusion, per_class=per_class,
+                                    mistakes=[], num_images=190, total_images=190))
+    qtbot.wait(50)
+    table, fm = page.per_class, page.per_class.horizontalHeader().fontMetrics()
+    assert table.verticalScrollBar().isVisible()    # as on a small window: the rows scroll
+    for col in range(table.columnCount()):
+        title = table.horizontalHeaderItem(col).text()
+        assert table.columnWidth(col) >= fm.horizontalAdvance(title) + 8, f"the header {title!r} is cut short"
