@@ -24,7 +24,8 @@ class BackboneInfo:
 
 CURATED: tuple[BackboneInfo, ...] = (
     BackboneInfo("vit_tiny_patch16_224.augreg_in21k_ft_in1k", "ViT-Ti/16 · ImageNet-21k → 1k (AugReg)", 5_524_416,
-                 224, 12, "vit", "Smallest ViT: fast enough to train on a laptop CPU."),
+                 224, 12, "vit", "Smallest ViT and the quickest to train; on a CPU still only a few images per "
+                 "second at 224 px (a smaller image size or a GPU is much faster)."),
     BackboneInfo("vit_small_patch16_224.augreg_in21k_ft_in1k", "ViT-S/16 · ImageNet-21k → 1k (AugReg)", 21_665_664,
                  224, 12, "vit", "A good balance of speed and accuracy."),
     BackboneInfo("vit_base_patch16_224.orig_in21k", "ViT-B/16 · ImageNet-21k, original (the paper's)", 85_798_656,

@@ -10,7 +10,6 @@ from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QHBoxLayout, QMainWindow, QMessageBox, QStackedWidget, QWidget
 
 from app import jobs
-from app.jobs import ensure_heavy_imports
 from app.pages import StepPage
 from app.pages.data_page import DataPage
 from app.pages.export_page import ExportPage
@@ -22,12 +21,14 @@ from app.run_life import RunState
 from app.settings import Settings
 from app.theme import app_icon
 from app.widgets.step_bar import StepBar
+from app.widgets.wheel_guard import install_wheel_guard
 from dtl_engine.errors import DataError
 
 STEPS = ("Data", "Model", "Train", "Results", "Export")
 EXTRA = ("Runs",)
 DATA, MODEL, TRAIN, RESULTS, EXPORT, RUNS = range(6)
 CLOSE_TIMEOUT_S = 60.0
+MIN_WIDTH, MIN_HEIGHT = 860, 600        # a small laptop screen with a panel still fits the window
 
 
 class MainWindow(QMainWindow):
@@ -36,10 +37,11 @@ class MainWindow(QMainWindow):
     def __init__(self, settings: Settings | None = None, *, train_fn: Callable[..., Any] | None = None,
                  resume_fn: Callable[..., Any] | None = None) -> None:
         super().__init__()
+        install_wheel_guard()           # the wheel scrolls pages; it changes a box only after a click
         self.settings = settings or Settings()
         self.setWindowTitle("DTL Studio")
         self.setWindowIcon(app_icon())
-        self.setMinimumSize(980, 660)
+        self.setMinimumSize(MIN_WIDTH, MIN_HEIGHT)
         self._closing_since: float | None = None
         self._close_timer = QTimer(self)
         self._close_timer.setInterval(100)
@@ -78,6 +80,7 @@ class MainWindow(QMainWindow):
         if geometry is None or not self.restoreGeometry(geometry):
             self.resize(1240, 820)
         self.statusBar().showMessage("Drop an image folder on the Data step, or press Ctrl+O.", 8000)
+        self.runs_page.refresh_in_background()  # past runs: the sidebar, Results and Export know them
 
     def config_for_run(self):
         """The TrainConfig of the next run: the model page's settings on the data page's folder."""
@@ -90,6 +93,8 @@ class MainWindow(QMainWindow):
     def _wire(self) -> None:
         self.data_page.scan_ready.connect(self.model_page.set_scan)
         self.model_page.config_changed.connect(self._config_changed)
+        self.data_page.scan_ready.connect(lambda *_: self.train_page.inputs_changed())
+        self.model_page.config_changed.connect(lambda *_: self.train_page.inputs_changed())
         self.model_page.estimate_ready.connect(self._estimate_ready)
         self._config_changed()
         self.train_page.run_finished.connect(self._run_finished)
@@ -111,9 +116,12 @@ class MainWindow(QMainWindow):
         run_dir = str(getattr(result, "run_dir", "") or "")
         if not run_dir or self._closing_since is not None:
             return                          # closing: start no new work
+        if int(getattr(result, "epochs_done", 1) or 0) == 0:
+            self.runs_page.refresh_in_background()        # stopped inside epoch 1: nothing to evaluate or export
+            return
         self.results_page.show_run(run_dir)
         self.export_page.set_run(run_dir)
-        self.runs_page.refresh()
+        self.runs_page.refresh_in_background()
         if getattr(result, "status", "finished") == "finished":
             self.show_step(RESULTS)
 
@@ -133,8 +141,7 @@ class MainWindow(QMainWindow):
     def show_step(self, index: int) -> None:
         """Show page ``index`` (0 = Data … 5 = Runs)."""
         if index == RUNS:
-            ensure_heavy_imports("dtl_engine.runs")   # loads torch: never race a background import
-            self.runs_page.refresh()
+            self.runs_page.refresh_in_background()
         self.stack.setCurrentIndex(index)
         self.step_bar.set_current(index)
 
@@ -155,7 +162,7 @@ class MainWindow(QMainWindow):
         if not running and not train_ok:
             if not data_ok:
                 states[TRAIN] = (False, "Waiting for an image folder")
-            elif not model_ok:
+            elif not model_ok and self.model_page.needs_settings():
                 states[TRAIN] = (False, "Waiting for the model settings")
         for step, need in ((RESULTS, "Waiting for a finished run"), (EXPORT, "Waiting for a trained model")):
             if not states[step][0] and not train_ok and not running and not self._has_run(step):
@@ -218,7 +225,14 @@ class MainWindow(QMainWindow):
                                                   f"Ctrl+{i + 1}"))
 
         help_menu = bar.addMenu("&Help")
-        self._action(help_menu, "&About DTL Studio", self._about)
+        self.help_actions = [
+            self._action(help_menu, "&Getting started", self._getting_started, QKeySequence.StandardKey.HelpContents),
+            self._action(help_menu, "&Keyboard shortcuts", self._shortcuts),
+            self._action(help_menu, "Open the &runs folder", self._open_runs_folder,
+                         tip="Where every run keeps its weights, curves and log"),
+        ]
+        help_menu.addSeparator()
+        self.help_actions.append(self._action(help_menu, "&About DTL Studio", self._about))
 
     def _run_state_changed(self, state: RunState) -> None:
         # The Run menu offers what the run's state allows, like the Train step's buttons.
@@ -257,11 +271,43 @@ class MainWindow(QMainWindow):
         self.settings.clear_recent_folders()
         self.data_page.refresh_recent()
 
+    def _getting_started(self) -> None:
+        QMessageBox.information(
+            self, "Getting started",
+            "<ol><li><b>Data</b>: drop a folder with one sub-folder of images per class, or use the sample "
+            "data.</li><li><b>Model</b>: the defaults are a good start; pretrained weights download once.</li>"
+            "<li><b>Train</b>: press Start (Ctrl+R). Pause, Stop and Resume keep every completed epoch.</li>"
+            "<li><b>Results</b>: accuracy, confusion matrix and the images the model got wrong.</li>"
+            "<li><b>Export</b>: save a file that runs anywhere PyTorch runs, and try it on new images.</li></ol>"
+            "Every run is kept on the <b>Runs</b> step: open it again, or resume a stopped one.")
+
+    def _shortcuts(self) -> None:
+        rows = [("Ctrl+O", "Open an image folder"), ("Ctrl+R", "Start training"), ("Ctrl+E", "Export"),
+                ("Ctrl+1 … Ctrl+6", "Go to a step"), ("Ctrl+Q", "Quit")]
+        QMessageBox.information(self, "Keyboard shortcuts", "<table>" + "".join(
+            f"<tr><td><b>{k}</b>&nbsp;&nbsp;</td><td>{v}</td></tr>" for k, v in rows) + "</table>")
+
+    def _open_runs_folder(self) -> None:
+        from PySide6.QtCore import QUrl
+        from PySide6.QtGui import QDesktopServices
+
+        from dtl_engine.paths import runs_dir
+
+        folder = runs_dir()
+        if not folder.is_dir():
+            self.statusBar().showMessage("No runs yet: the runs folder appears with the first run.", 6000)
+            return
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+
     def _about(self) -> None:
         QMessageBox.about(self, "About DTL Studio",
                           "<b>DTL Studio</b><br>No-code transfer learning of image classifiers with "
                           "Disentangled Transfer Learning (Fu, Zhu, Wu, AAAI 2024): a frozen pretrained "
                           "backbone plus a tiny side network of low-rank maps.")
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self.step_bar.fit_to_window(self.width())
 
     # --- closing --------------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name

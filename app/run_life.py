@@ -55,7 +55,8 @@ _NEXT: dict[RunState, tuple[RunState, ...]] = {
     RunState.STARTING: (RunState.RUNNING, RunState.PAUSED, RunState.STOPPING, RunState.FINISHED, RunState.STOPPED,
                         RunState.FAILED),
     RunState.RUNNING: (RunState.PAUSED, RunState.STOPPING, RunState.FINISHED, RunState.STOPPED, RunState.FAILED),
-    RunState.PAUSED: (RunState.RUNNING, RunState.STOPPING, RunState.STOPPED, RunState.FAILED),
+    # Pause pressed during the last step: the run ends finished while the window shows it paused.
+    RunState.PAUSED: (RunState.RUNNING, RunState.STOPPING, RunState.STOPPED, RunState.FINISHED, RunState.FAILED),
     RunState.STOPPING: (RunState.STOPPED, RunState.FINISHED, RunState.FAILED),
 }
 for _ended in (RunState.STOPPED, RunState.FINISHED, RunState.FAILED, RunState.INTERRUPTED):
@@ -85,3 +86,27 @@ class RunLife(QObject):
     def busy(self) -> bool:
         """True while the run holds the training thread."""
         return self.state.busy
+
+
+NOT_TRAINED = "Stopped before the first epoch ended: nothing was trained yet."
+
+
+def epochs_done(run_dir: str | None) -> int | None:
+    """How many epochs the run folder says were completed (None when it cannot tell).
+
+    A run stopped inside its first epoch has no validated weights: it has no accuracy,
+    nothing to export, and resuming it starts again at epoch 1. Reads only the run's
+    status file (no torch), so the GUI thread may call it.
+    """
+    if not run_dir:
+        return None
+    from dtl_engine.errors import RunError
+    from dtl_engine.run_folder import RunFolder
+
+    folder = RunFolder(run_dir)
+    if not folder.has_run_file():
+        return None
+    try:
+        return int(folder.read_run().get("epochs_done", 0) or 0)
+    except (RunError, TypeError, ValueError):
+        return None

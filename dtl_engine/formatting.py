@@ -23,6 +23,16 @@ def format_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def format_span(seconds: float) -> str:
+    """A duration in words: 42 -> '42 s', 191 -> '3 min 11 s', 3725 -> '1 h 02 min'."""
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h} h {m:02d} min"
+    return f"{m} min {s:02d} s" if m else f"{s} s"
+
+
 def format_count(n: int | None) -> str:
     """12345 -> '12.3 K', 86_000_000 -> '86.0 M', None -> '—'."""
     if n is None:

@@ -428,12 +428,21 @@ def _break_stale(path: Path, holder: dict[str, Any]) -> None:
 
 # --- new folders and caches -------------------------------------------------------------------------
 
-def new_run_dir(backbone: str, method: str, root: str | os.PathLike[str] | None = None) -> Path:
-    """Create a fresh, uniquely named run folder: ``<UTC timestamp>_<backbone>_<method>``."""
+def new_run_dir(backbone: str, method: str, root: str | os.PathLike[str] | None = None,
+                image_size: int | None = None) -> Path:
+    """Create a fresh, uniquely named run folder: ``<UTC timestamp>_<backbone>_<method>``.
+
+    With ``image_size``, the name says the size the run trains at: ``vit_tiny_patch16_224`` at
+    96 px is named ``vit_tiny_patch16_96`` (a name without a size gets ``_96px``).
+    """
     from .paths import runs_dir
 
     root = Path(root) if root is not None else runs_dir()
-    short = re.sub(r"[^A-Za-z0-9_.-]+", "-", backbone.split("/")[-1].split(".")[0])[:40]
+    short = re.sub(r"[^A-Za-z0-9_.-]+", "-", backbone.split("/")[-1].split(".")[0])
+    if image_size:
+        sized = re.sub(r"_\d+$", f"_{int(image_size)}", short)
+        short = sized if sized != short or short.endswith(f"_{int(image_size)}") else f"{short}_{int(image_size)}px"
+    short = short[:40]
     stem = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}_{short}_{method.replace('+', 'plus')}"
     for n in range(1000):
         path = root / (stem if n == 0 else f"{stem}-{n}")
@@ -509,14 +518,14 @@ class Claim:
 
 
 def claim_new(run_dir: str | os.PathLike[str] | None, data_dir: str | os.PathLike[str] | None,
-              backbone: str, method: str, overwrite: bool = False) -> Claim:
+              backbone: str, method: str, overwrite: bool = False, image_size: int | None = None) -> Claim:
     """Claim a folder for a new run: a fresh unique one, or ``run_dir`` when it is empty (or ``overwrite``).
 
     Refuses (with :class:`RunError`) a folder inside, equal to or containing the image folder, a
     non-empty folder without ``overwrite``, and a folder another process is writing.
     """
     if run_dir is None:
-        path = new_run_dir(backbone, method)
+        path = new_run_dir(backbone, method, image_size=image_size)
         folder = RunFolder(path)
         return Claim(folder, folder.lock(), created=True)
     path = Path(run_dir).expanduser()

@@ -34,6 +34,8 @@ class RunInfo:
     epochs_done: int
     epochs: int
     problem: str = ""               # why a damaged run cannot be read
+    weights: str = ""               # "hub" (pretrained), "random", or a local weights file
+    image_size: int | None = None   # the input side it trains at (None: the backbone's own)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,7 +60,8 @@ def run_info(run_dir: str | Path) -> RunInfo:
         run_dir=str(folder.path), name=folder.name, created=str(run.get("created", "")),
         status=effective_status(run), backbone=str(config.get("backbone", "")), method=str(config.get("method", "")),
         best_val_acc=run.get("best_val_acc"), epochs_done=int(run.get("epochs_done", 0) or 0),
-        epochs=int(config.get("epochs", 0) or 0),
+        epochs=int(config.get("epochs", 0) or 0), weights=str(config.get("weights", "") or ""),
+        image_size=config.get("image_size"),
     )
 
 

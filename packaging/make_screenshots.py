@@ -9,6 +9,9 @@ tries it on three sample images, and saves one picture per step:
     data.png  model.png  train.png  results.png  export.png  runs.png              (light)
     data-dark.png  model-dark.png  …                                             (dark)
 
+``--sizes 1000x680 1600x1000`` also grabs every step at those window sizes
+(``data-1000x680.png``, ``data-dark-1600x1000.png``, …) to check that nothing is cut off.
+
 Everything the app writes goes into a throw-away demo home folder (``--home``), so the
 pictures show ordinary user paths; that folder is deleted at the end.
 
@@ -42,6 +45,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--width", type=int, default=1100, help="width of the saved pictures in pixels (0 = as grabbed)")
     p.add_argument("--keep-home", action="store_true", help="keep the demo home folder afterwards")
     p.add_argument("--epochs", type=int, default=QUICK_CONFIG["epochs"], help="epochs of the demo run")
+    p.add_argument("--sizes", nargs="*", default=[], metavar="WxH",
+                   help="more window sizes to grab every step at (besides 1280x820)")
     p.add_argument("--scheme", choices=("light", "dark", "both"), default="both",
                    help="palette of the pictures (both: one whole session in each, in its own process)")
     return p.parse_args()
@@ -84,7 +89,19 @@ def _settle(seconds: float = 0.6) -> None:
         time.sleep(0.02)
 
 
+EXTRA_SIZES: list[tuple[int, int]] = []     # from --sizes
+
+
 def _save(window, step: int, name: str, out: Path, width: int) -> Path:
+    """Grab ``step`` at the main window size (and at every extra size); returns the main picture."""
+    for size in EXTRA_SIZES:
+        window.resize(*size)
+        _grab(window, step, f"{name}-{size[0]}x{size[1]}", out, 0)
+    window.resize(*WINDOW_SIZE)
+    return _grab(window, step, name, out, width)
+
+
+def _grab(window, step: int, name: str, out: Path, width: int) -> Path:
     """Show ``step``, grab the whole window, scale it smoothly and save an optimised PNG."""
     from PIL import Image
     from PySide6.QtCore import QBuffer, QIODevice, Qt
@@ -111,10 +128,12 @@ def main() -> int:
 
         for scheme in ("dark", "light"):
             cmd = [sys.executable, __file__, "--out", args.out, "--home", args.home, "--width", str(args.width),
-                   "--epochs", str(args.epochs), "--scheme", scheme] + (["--keep-home"] if args.keep_home else [])
+                   "--epochs", str(args.epochs), "--scheme", scheme, "--sizes", *args.sizes]
+            cmd += ["--keep-home"] if args.keep_home else []
             if subprocess.call(cmd) != 0:
                 return 1
         return 0
+    EXTRA_SIZES.extend(tuple(int(v) for v in size.lower().split("x")) for size in args.sizes)
     out = Path(args.out).resolve()
     home = Path(args.home)
     _prepare_home(home)
@@ -194,8 +213,8 @@ def _shoot(out: Path, width: int, dark: bool, epochs: int) -> int:
         raise SystemExit(f"The prediction failed: {page.try_hint.text()}")
     _save(window, EXPORT, "export" + suffix, out, width)
 
-    window.show_step(RUNS)
-    window.runs_page.select_run(str(result.run_dir))
+    window.show_step(RUNS)                  # lists the runs in the background
+    _wait("the run list", lambda: window.runs_page.select_run(str(result.run_dir)), 120)
     _save(window, RUNS, "runs" + suffix, out, width)
 
     names = ("data", "model", "train", "results", "export", "runs")

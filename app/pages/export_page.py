@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from PySide6.QtCore import QStandardPaths, Qt, Signal
@@ -18,6 +19,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QFileDialog, QFo
                                QWidget)
 
 from app import jobs
+from app.run_life import NOT_TRAINED, epochs_done
 from app.theme import state_color
 from app.widgets.error_dialog import show_error
 from app.widgets.thumbnails import read_thumbnail
@@ -32,9 +34,23 @@ def onnx_available() -> bool:
 
 
 def documents_folder() -> Path:
-    """The user's Documents folder (falls back to home when the platform has none)."""
+    """The user's Documents folder when it exists, else the home folder (never a folder made for us)."""
     docs = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
-    return Path(docs) if docs else Path.home()
+    return Path(docs) if docs and Path(docs).is_dir() else Path.home()
+
+
+def run_data_folder(run_dir: str | None) -> Path | None:
+    """The image folder the run was trained on, when it still exists (where "Try it" starts looking)."""
+    if not run_dir:
+        return None
+    from dtl_engine.errors import RunError
+    from dtl_engine.run_folder import RunFolder
+
+    try:
+        folder = Path(str(RunFolder(run_dir).read_config().get("data_dir") or ""))
+    except RunError:
+        return None
+    return folder if str(folder) not in ("", ".") and folder.is_dir() else None
 
 
 def run_export(run_dir: str, out_path: str, fmt: str, overwrite: bool):
@@ -111,6 +127,7 @@ class ExportPage(QWidget):
         self.last_result: Any = None
         self.predictions: list = []
         self._busy = False
+        self._trained = False
         self._status = (False, "Train a model or open a past run to export it.")
 
         self.title = QLabel("Export")
@@ -214,7 +231,20 @@ class ExportPage(QWidget):
         self.path_edit.setText(str(documents_folder() / f"{name}{SUFFIX[self.format()]}"))
         self.result_label.setText("")
         self.message_label.setText("")
-        self._set_status(False, f"Ready to export {name}")
+        self._trained = epochs_done(run_dir) != 0
+        self.last_result = None
+        previous = Path(self.path_edit.text())
+        if self._trained and previous.is_file():
+            # Exported before: "Try it" works with that file straight away.
+            self.last_result = SimpleNamespace(path=str(previous), verified=None)
+            self.try_hint.setText(f"Drop images here or press “Add images…” to try {previous.name}, "
+                                  "exported earlier.")
+        if not self._trained:
+            self.message_label.setText(f"{NOT_TRAINED} Resume the run on the Runs step, or start a new one, "
+                                       "then export it.")
+            self._set_status(False, "Stopped before the first epoch: nothing to export")
+        else:
+            self._set_status(False, "Ready to export")    # the run's name is the page's title
         self._update_buttons()
 
     def format(self) -> str:
@@ -272,7 +302,7 @@ class ExportPage(QWidget):
             verdict = f"<span style='color:{warn}; font-weight:600'>Not verified</span>"
         self.result_label.setText(verdict)
         self.message_label.setText(result.message)
-        self._set_status(True, f"Exported to {Path(result.path).name}" + (" (verified)" if result.verified else ""))
+        self._set_status(True, "Exported and verified" if result.verified else "Exported, not verified")
         self._update_buttons()
         self.exported.emit(result)
 
@@ -286,7 +316,7 @@ class ExportPage(QWidget):
 
     # --- try it ---------------------------------------------------------------
     def choose_images(self) -> None:
-        start = str(Path(self.export_path() or documents_folder()).parent)
+        start = str(run_data_folder(self.run_dir) or Path(self.export_path() or documents_folder()).parent)
         paths, _ = QFileDialog.getOpenFileNames(
             self, "Images to try", start, "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ")")
         if paths:
@@ -351,7 +381,7 @@ class ExportPage(QWidget):
         self._update_buttons()
 
     def _update_buttons(self, *_: Any) -> None:
-        can_export = bool(self.run_dir) and bool(self.path_edit.text().strip()) and not self._busy
+        can_export = bool(self.run_dir) and self._trained and bool(self.path_edit.text().strip()) and not self._busy
         self.export_button.setEnabled(can_export)
         has_export = self.export_path() is not None
         self.add_button.setEnabled(has_export)

@@ -91,6 +91,7 @@ class ModelPage(QWidget):
         left.addWidget(_section("Backbone"))
         self.picker = BackbonePicker()
         self.picker.backbone_changed.connect(self._backbone_changed)
+        self.picker.cache_known.connect(self.status_changed)
         left.addWidget(self.picker, 1)
         left.addSpacing(4)
         left.addWidget(_section("Weights"))
@@ -457,7 +458,15 @@ class ModelPage(QWidget):
             r = self.rank.value() or (family_spec(name) or FAMILIES["vit"]).rank
             rank = f" · rank {r}"
         random = " · random weights" if self.w_random.isChecked() else ""
+        if self.w_hub.isChecked() and self.picker.cached(name) is False:
+            # Not a green check: training needs the internet once (offline it fails with a sentence).
+            return False, f"{short} · {method}{rank} · pretrained weights download when training starts"
         return True, f"{short} · {method}{rank}{random}"
+
+    def needs_settings(self) -> bool:
+        """True when the settings themselves are incomplete (not merely weights still to download)."""
+        ready, line = self.status()
+        return not ready and not line.endswith("download when training starts")
 
     # --- memory estimate --------------------------------------------------------------------------
     def memory_text(self) -> str:

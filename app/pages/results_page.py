@@ -20,6 +20,7 @@ from app.widgets.error_dialog import show_error
 from app.widgets.mistakes_gallery import MistakesGallery
 from app.widgets.search_view import SearchView
 from app import jobs
+from app.run_life import epochs_done
 
 
 def load_evaluation(run_dir: str | Path):
@@ -53,6 +54,7 @@ class ResultsPage(QWidget):
         mlay = QVBoxLayout(matrix_box)
         hint = QLabel("Rows: true class · columns: predicted class · colour: share of the row")
         hint.setStyleSheet("color: palette(placeholder-text);")
+        hint.setWordWrap(True)          # never cut off when the matrix gets little room
         mlay.addWidget(hint)
         mlay.addWidget(self.matrix)
         mlay.addStretch(1)
@@ -66,9 +68,9 @@ class ResultsPage(QWidget):
         header = self.per_class.horizontalHeader()
         header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)  # class order until the user sorts
         self.per_class.setSortingEnabled(True)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for col in range(1, 5):
-            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        # Every column as wide as its text ("Class" was cut to "las" on a small window); the last takes the rest.
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
         table_box = QGroupBox("Per class")
         QVBoxLayout(table_box).addWidget(self.per_class)
 
@@ -77,11 +79,11 @@ class ResultsPage(QWidget):
         self.gallery_box = gallery_box
         QVBoxLayout(gallery_box).addWidget(self.gallery)
 
-        # The matrix takes the room its cells need; the table gets the rest.
+        # The matrix and the table share the width; each scrolls when it needs more.
         top = QWidget()
         top_row = QHBoxLayout(top)
         top_row.setContentsMargins(0, 0, 0, 0)
-        top_row.addWidget(matrix_box, 0)
+        top_row.addWidget(matrix_box, 1)    # on a small window both share the width (each scrolls)
         top_row.addWidget(table_box, 1)
         main = QSplitter(Qt.Orientation.Vertical)
         main.addWidget(top)
@@ -106,6 +108,17 @@ class ResultsPage(QWidget):
         self.run_dir = str(run_dir)
         self._request += 1
         request = self._request
+        if epochs_done(run_dir) == 0:       # stopped inside epoch 1: no validated weights, no accuracy
+            self.evaluation = None
+            self.headline.setText("No results: the run stopped before its first epoch ended")
+            self.subline.setText(f"Run {Path(run_dir).name} · nothing was trained yet. Resume it from the Runs "
+                                 "step (it starts again at epoch 1), or start a new run.")
+            self.matrix.set_matrix([], [])
+            self._fill_table([])
+            self.gallery_box.setTitle("Misclassified images")
+            self.gallery.set_mistakes([])
+            self._set_status(False, "Stopped before the first epoch: no results")
+            return
         self.headline.setText("Loading results…")
         self.subline.setText(f"Run {Path(run_dir).name}")
         self._set_status(False, f"Loading the results of {Path(run_dir).name}…")
@@ -142,9 +155,13 @@ class ResultsPage(QWidget):
         self.matrix.set_matrix(evaluation.classes, evaluation.confusion)
         self._fill_table(evaluation.per_class)
         mistakes = list(evaluation.mistakes)
-        self.gallery_box.setTitle(f"Misclassified images: {len(mistakes)} (most confident first)")
+        # The count comes from the matrix: the engine keeps only the most confident mistakes' images.
+        wrong = sum(map(sum, evaluation.confusion)) - sum(row[i] for i, row in enumerate(evaluation.confusion))
+        shown = (f"the {len(mistakes)} most confident shown" if len(mistakes) < wrong
+                 else "most confident first")
+        self.gallery_box.setTitle(f"Misclassified images: {wrong} ({shown})")
         self.gallery.set_mistakes(mistakes)
-        self._set_status(True, f"{name}: accuracy {100 * evaluation.accuracy:.1f} % on {count}")
+        self._set_status(True, f"accuracy {100 * evaluation.accuracy:.1f} % on {count}")   # the name is on the page
         self.evaluation_shown.emit(evaluation)
 
     # --- helpers --------------------------------------------------------------

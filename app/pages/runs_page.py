@@ -10,13 +10,28 @@ from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
+from app import jobs
 from app.run_life import RunState
 from app.theme import state_color
 from app.widgets.cache_line import CacheLine
 from app.widgets.error_dialog import show_error
 from app.worker import describe_error
 
-COLUMNS = ["Name", "Date", "Backbone", "Method", "Status", "Epochs", "Best val. acc."]
+COLUMNS = ["Name", "Date", "Backbone", "Weights", "Method", "Status", "Epochs", "Best val. acc."]
+STATUS_COL = COLUMNS.index("Status")
+NUMBER_COLS = (COLUMNS.index("Epochs"), COLUMNS.index("Best val. acc."))
+
+
+def weights_text(weights: str) -> str:
+    """What the run started from: 'pretrained', 'random' or the local file's name."""
+    if weights in ("hub", ""):
+        return "pretrained" if weights else ""
+    return "random" if weights == "random" else Path(weights).name
+
+
+def backbone_text(backbone: str, weights: str) -> str:
+    """The backbone's name; its pretrained tag ('.augreg_in21k_ft_in1k') only when those weights were used."""
+    return backbone if weights in ("hub", "") else backbone.split(".")[0]
 
 
 def list_runs() -> list[Any]:
@@ -59,8 +74,10 @@ class RunsPage(QWidget):
         self.table.setAlternatingRowColors(True)
         self.table.verticalHeader().setVisible(False)
         header = self.table.horizontalHeader()
+        # Every column as wide as its text (a run's name is never cut short); the table scrolls sideways
+        # when the window is narrow, and the last column takes what is left.
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setStretchLastSection(True)
         self.table.itemSelectionChanged.connect(self._update_buttons)
         self.table.cellDoubleClicked.connect(lambda *_: self._open())
 
@@ -97,19 +114,37 @@ class RunsPage(QWidget):
         return self._status
 
     def refresh(self) -> None:
-        """Re-read the run folders (cheap: JSON files only); measure the caches in the background."""
-        self.cache_line.refresh()
-        selected = self.selected_run()
+        """Re-read the run folders now (JSON files only, once the engine's modules are loaded)."""
+        self.cache_line.refresh()           # the caches' size is measured in the background
         try:
-            self.runs = list_runs()
+            runs = list_runs()
         except Exception as exc:  # a damaged runs folder must not break the page
             message, details = describe_error(exc, "Listing the runs")
-            self.runs = []
-            self.error_dialog = show_error(self, "Runs could not be listed", message, details)
+            self._list_failed(message, details)
+            return
+        self._fill(runs)
+
+    def refresh_in_background(self) -> None:
+        """Re-read the run folders off the GUI thread (the first listing loads torch)."""
+        self.cache_line.refresh()
+        self._status = (self._status[0], "Listing past runs…") if not self.runs else self._status
+        jobs.submit(lambda _job: list_runs(), kind="list-runs", what="Listing the runs", context=self,
+                    lane="list-runs", imports=("dtl_engine.runs",), on_done=self._fill,
+                    on_error=self._list_failed)
+
+    def _list_failed(self, message: str, details: str) -> None:
+        self._fill([])
+        self.error_dialog = show_error(self, "Runs could not be listed", message, details)
+
+    def _fill(self, runs: list[Any]) -> None:
+        selected = self.selected_run()
+        self.runs = list(runs)
         self.table.setRowCount(len(self.runs))
         for row, run in enumerate(self.runs):
             acc = run.best_val_acc
-            cells = [run.name, _date_text(run.created), run.backbone, run.method, run.status,
+            weights = str(getattr(run, "weights", "") or "")
+            cells = [run.name, _date_text(run.created), backbone_text(run.backbone, weights), weights_text(weights),
+                     run.method, run.status,
                      "—" if run.status == "damaged" else f"{run.epochs_done} / {run.epochs}",
                      "—" if acc is None else f"{100 * acc:.1f} %"]
             for col, text in enumerate(cells):
@@ -117,9 +152,9 @@ class RunsPage(QWidget):
                 if col == 0:
                     item.setData(Qt.ItemDataRole.UserRole, str(run.run_dir))
                     item.setToolTip(str(run.run_dir))
-                if col == 4 and getattr(run, "problem", ""):
+                if col == STATUS_COL and getattr(run, "problem", ""):
                     item.setToolTip(run.problem)        # why a damaged run cannot be opened
-                if col in (5, 6):
+                if col in NUMBER_COLS:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)
             if selected and str(run.run_dir) == selected:
@@ -136,7 +171,7 @@ class RunsPage(QWidget):
 
     def _paint_statuses(self) -> None:
         for row in range(self.table.rowCount()):
-            item = self.table.item(row, 4)
+            item = self.table.item(row, STATUS_COL)
             if item is not None:
                 item.setForeground(QColor(state_color(item.text())))
 

@@ -15,19 +15,78 @@ from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton,
                                QSplitter, QVBoxLayout, QWidget)
 
-from app.run_life import RunLife, RunState
+from app import jobs
+from app.run_life import NOT_TRAINED, RunLife, RunState, epochs_done
 from app.theme import state_color
 from app.widgets.charts import TrainingCharts
 from app.widgets.error_dialog import show_error
 from app.worker import RunController, describe_error
-from dtl_engine.formatting import format_bytes, format_count, format_duration
+from dtl_engine.formatting import format_bytes, format_count, format_duration, format_span
 
 
 def read_metrics(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
-    """(per-epoch records, per-step records) of a run (the engine records epochs only)."""
+    """(per-epoch records, per-step records) of a run; the steps come from :func:`read_event_history`."""
     from dtl_engine.run_folder import RunFolder
 
     return RunFolder(run_dir).read_metrics(), []
+
+
+def read_event_history(run_dir: str | Path) -> tuple[list[dict], list[str]]:
+    """(per-step records, log lines) from the run's event log (a background job: the log can be long).
+
+    A resumed run logs the steps it trained again after the resume point; the later ones count.
+    """
+    from dtl_engine.event_log import read_events
+    from dtl_engine.run_folder import EVENT_LOG
+
+    events, _ = read_events(Path(run_dir) / EVENT_LOG)
+    steps: dict[int, dict] = {}
+    lines: list[str] = []
+    for event in events:
+        kind = event.get("event")
+        if kind == "batch":
+            per_epoch = max(1, int(event.get("steps_per_epoch") or 1))
+            x = int(event.get("epoch", 0)) + (int(event.get("step", 0)) + 1) / per_epoch
+            steps[int(event.get("global_step", len(steps)))] = {
+                "x": x, "loss": event.get("loss"), "images_per_sec": event.get("images_per_sec"),
+                "memory_bytes": event.get("memory_bytes"), "peak_memory_bytes": event.get("peak_memory_bytes")}
+            continue
+        line = _event_line(event)
+        if line:
+            stamp = time.strftime("%H:%M:%S", time.localtime(float(event.get("time") or 0)))
+            lines.append(f"{stamp}  {line}")
+    return [steps[k] for k in sorted(steps) if steps[k]["loss"] is not None], lines
+
+
+def _event_line(event: dict) -> str:
+    """The log line the Train step showed live for one event ('' for events it does not log)."""
+    kind = event.get("event")
+    if kind == "run_started":
+        start = int(event.get("start_epoch") or 0)
+        again = f", continuing at epoch {start + 1}" if start else ""
+        return (f"Run folder {Path(str(event.get('run_dir', ''))).name} on {event.get('device_name', '?')}, "
+                f"{event.get('precision', '?')}, {format_count(event.get('trainable_params'))} trainable "
+                f"parameters{again}")
+    if kind == "epoch":
+        val_loss = event.get("val_loss")
+        val_loss_text = "—" if val_loss is None else f"{val_loss:.4f}"
+        best = " (best so far)" if event.get("is_best") else ""
+        return (f"Epoch {int(event['epoch']) + 1}/{event.get('epochs', '?')}: train loss "
+                f"{event.get('train_loss', float('nan')):.4f}, val loss {val_loss_text}, val accuracy "
+                f"{100 * float(event.get('val_acc') or 0):.1f} %{best} [{format_duration(event.get('seconds') or 0)}]")
+    if kind == "checkpoint":
+        return f"Checkpoint saved after epoch {int(event.get('epoch', 0)) + 1}"
+    if kind == "warning":
+        return f"⚠ {event.get('message', '')}"
+    if kind == "failed":
+        return f"✗ {event.get('message', '')}"
+    if kind == "finished":
+        done = int(event.get("epochs_done") or 0)
+        if event.get("status") == "stopped":
+            return "Stopped before the first epoch ended" if done == 0 else f"Stopped after {done} epoch(s)"
+        acc = event.get("best_val_acc")
+        return f"Finished: {done} epoch(s)" + ("" if acc is None else f", best validation accuracy {100 * acc:.1f} %")
+    return ""
 
 
 class TrainPage(QWidget):
@@ -52,10 +111,15 @@ class TrainPage(QWidget):
         self._epochs = 0
         self.life = RunLife(self)       # the one owner of this run's state; the window and steps read it
         self._status_text = "Not started. Press Start (Ctrl+R) to train."
+        self._step_line = ""
         self._last_progress = ""
         self._best_val: float | None = None
         self._pending_batch: Any = None
         self._memory_samples = False
+        self._trained = False           # the run on screen completed at least one epoch
+        self._history_request = 0       # the latest past run asked for (older answers are dropped)
+        self._setup_error = False       # the last failure was the settings', before any run started
+        self._last_stats: Any = None
 
         self._build_ui()
         self._progress_timer = QTimer(self)
@@ -87,6 +151,8 @@ class TrainPage(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.state_label = QLabel()
         self.state_label.setTextFormat(Qt.TextFormat.RichText)
+        self.state_label.setWordWrap(True)          # a long status wraps; it is never cut at the right
+        self.state_label.setMinimumWidth(120)
         buttons = QHBoxLayout()
         for b in (self.start_button, self.pause_button, self.resume_button, self.stop_button):
             b.setMinimumWidth(84)
@@ -129,7 +195,8 @@ class TrainPage(QWidget):
     def status(self) -> tuple[bool, str]:
         """(a finished run is available?, one line about the run)."""
         state = self.life.state
-        return state in (RunState.FINISHED, RunState.STOPPED) and self.run_dir is not None, self._status_text
+        ready = state in (RunState.FINISHED, RunState.STOPPED) and self.run_dir is not None and self._trained
+        return ready, self._step_line or self._status_text
 
     def is_running(self) -> bool:
         return self.controller.is_running()
@@ -143,9 +210,11 @@ class TrainPage(QWidget):
         except Exception as exc:  # e.g. no data folder chosen yet
             message, details = describe_error(exc, "Preparing the run")
             self._fail_now(message, details)
+            self._setup_error = True
             return
         if config is None:
             self._fail_now("Choose an image folder and a model before training.", "")
+            self._setup_error = True
             return
         self._begin("Starting…")
         self.log(f"Starting a run: {getattr(config, 'backbone', '?')}, method {getattr(config, 'method', '?')}, "
@@ -154,6 +223,15 @@ class TrainPage(QWidget):
         same_folder = scan is not None and str(scan.root) == str(getattr(config, "data_dir", ""))
         self.controller.start_training(config, scan if same_folder else None)
 
+    def inputs_changed(self) -> None:
+        """The data or the model settings changed: an error about the old settings no longer holds."""
+        if self.life.state is RunState.FAILED and self._setup_error:
+            self._setup_error = False
+            self._set_state(RunState.IDLE, "Not started. Press Start (Ctrl+R) to train.")
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+            self.progress.setFormat("Waiting to start")
+
     def resume_run(self, run_dir: str) -> None:
         """Continue a stopped or interrupted run from its last checkpoint."""
         if self.is_running():
@@ -161,7 +239,15 @@ class TrainPage(QWidget):
         self._begin("Resuming…")
         self.run_dir = str(run_dir)
         self.load_history(run_dir, quiet=True)
-        self.log(f"Resuming the run in {Path(run_dir).name}")
+        done = epochs_done(run_dir)
+        if done == 0:
+            self.log(f"Resuming the run in {Path(run_dir).name}: it stopped before its first epoch ended, "
+                     "so training starts again at epoch 1")
+        elif done:
+            self.log(f"Resuming the run in {Path(run_dir).name} at epoch {done + 1} "
+                     f"(the {done} completed epoch(s) are kept)")
+        else:
+            self.log(f"Resuming the run in {Path(run_dir).name}")
         self.controller.start_resume(str(run_dir))
 
     def pause(self) -> None:
@@ -180,7 +266,7 @@ class TrainPage(QWidget):
         if self.life.state in (RunState.STARTING, RunState.RUNNING, RunState.PAUSED):
             self.controller.stop()
             self._set_state(RunState.STOPPING, "Stopping after the current batch…")
-            self.log("Stop requested; saving a checkpoint")
+            self.log("Stop requested; the run keeps its last completed epoch")
 
     def stop_and_wait(self, timeout_ms: int) -> bool:
         """Stop a run and wait for its thread (the window is closing)."""
@@ -215,24 +301,48 @@ class TrainPage(QWidget):
         if quiet:
             return
         self.run_dir = str(run_dir)
+        self._history_request += 1
+        request = self._history_request
+        # The per-step curves and the log come from the event log, read off the GUI thread.
+        jobs.submit(lambda _job: read_event_history(run_dir), kind="history", what="Reading the run's log",
+                    context=self, lane="history",
+                    on_done=lambda out: self._history_loaded(request, run_dir, epochs, *out))
         best = max((e.get("val_acc") or 0.0 for e in epochs), default=None)
         text = f"Run {Path(run_dir).name}: {len(epochs)} epoch(s)"
+        line = f"Opened — {len(epochs)} epoch(s)"
         if best is not None and epochs:
             text += f", best validation accuracy {100 * best:.1f} %"
+            line += f", best {100 * best:.1f} %"
         self.progress.setRange(0, 1)
         self.progress.setValue(1 if epochs else 0)
         self.progress.setFormat(text)
-        self._set_state(RunState.FINISHED if epochs else RunState.IDLE, text)
+        self._trained = bool(epochs)
+        self._set_state(RunState.FINISHED if epochs else RunState.IDLE, text, line)
+
+    def _history_loaded(self, request: int, run_dir: str, epochs: list[dict], steps: list[dict],
+                        lines: list[str]) -> None:
+        if request != self._history_request or self.life.busy or self.run_dir != str(run_dir):
+            return                          # another run is shown (or training) now
+        if steps:
+            self.charts.set_history(epochs, steps)
+        if lines:
+            self.log_view.clear()
+            self.log_view.appendPlainText(f"The log of {Path(run_dir).name}:\n" + "\n".join(lines))
 
     # --- helpers -------------------------------------------------------------------
     def log(self, message: str) -> None:
         self.log_view.appendPlainText(f"{time.strftime('%H:%M:%S')}  {message}")
 
     def _begin(self, text: str) -> None:
+        self._history_request += 1          # a past run's log still being read is not shown now
         self.charts.clear()
         self.last_result = None
         self.last_error = None
         self._best_val = None
+        self._trained = False
+        self._setup_error = False
+        self._last_stats = None
+        self._last_progress = ""
         self.progress.setRange(0, 0)  # busy until the engine reports its step count
         self.progress.setFormat(text)
         self.memory_label.setText("")
@@ -240,7 +350,9 @@ class TrainPage(QWidget):
         self._pending_batch = None
         self._set_state(RunState.STARTING, text)
 
-    def _set_state(self, state: RunState, text: str) -> None:
+    def _set_state(self, state: RunState, text: str, step_line: str = "") -> None:
+        """Move to ``state`` showing ``text``; ``step_line``: a shorter line for the step bar (else ``text``)."""
+        self._step_line = step_line
         self.life.move(state)
         self._status_text = text
         self._show_state()
@@ -262,6 +374,13 @@ class TrainPage(QWidget):
         self.pause_button.setEnabled(s in (RunState.STARTING, RunState.RUNNING))
         self.resume_button.setEnabled(s is RunState.PAUSED)
         self.stop_button.setEnabled(s in (RunState.STARTING, RunState.RUNNING, RunState.PAUSED))
+
+    def _where_stopped(self) -> str:
+        """' at epoch 1, step 3/9' from the last step shown (no speed, no time left: the run is over)."""
+        stats = self._last_stats
+        if stats is None:
+            return ""
+        return f" at epoch {stats.epoch + 1}, step {stats.step + 1}/{stats.steps_per_epoch}"
 
     def _fail_now(self, message: str, details: str) -> None:
         self.last_error = (message, details)
@@ -307,8 +426,10 @@ class TrainPage(QWidget):
         if self.progress.maximum() != total:
             self.progress.setRange(0, total)
         self.progress.setValue(min(total, stats.global_step + 1))
+        self._last_stats = stats
+        # images/s: the smoothed figure the throughput chart draws, not one batch's jumpy rate
         text = (f"Epoch {stats.epoch + 1}/{self._epochs or '?'} · step {stats.step + 1}/{stats.steps_per_epoch}"
-                f" · {stats.images_per_sec:.0f} images/s · ETA {format_duration(stats.eta_seconds)}")
+                f" · {self.charts.speed:.0f} images/s · {format_span(stats.eta_seconds)} left")
         self.progress.setFormat(text)
         self._last_progress = text
         if stats.memory_bytes and not self._memory_samples:
@@ -345,17 +466,27 @@ class TrainPage(QWidget):
             summary += f", best validation accuracy {100 * acc:.1f} %"
             if best_epoch is not None:
                 summary += f" at epoch {best_epoch + 1}"
+        short = f"{getattr(result, 'epochs_done', '?')} epoch(s)" + ("" if acc is None else f", best {100 * acc:.1f} %")
         if getattr(result, "run_dir", None):
             self.run_dir = str(result.run_dir)
         self.charts.refresh()
-        if status == "stopped":
-            self.log(f"Stopped: {summary}. Resume it from the Runs page.")
-            self._set_state(RunState.STOPPED, f"Stopped — {summary}")
-            self.progress.setFormat(f"Stopped · {self._last_progress}" if self._last_progress else "Stopped")
+        done = getattr(result, "epochs_done", None)
+        self._trained = done is None or int(done) > 0
+        where = self._where_stopped()
+        if status == "stopped" and not self._trained:
+            self.log(f"{NOT_TRAINED} Resume starts again at epoch 1.")
+            self._set_state(RunState.STOPPED, "Stopped before the first epoch — nothing trained yet; "
+                                              "Resume starts again at epoch 1",
+                            "Stopped before the first epoch: nothing trained")
+            self.progress.setFormat(f"Stopped before the first epoch{where}")
+        elif status == "stopped":
+            self.log(f"Stopped: {summary}. Resume it from the Runs page; it continues at epoch {int(done) + 1}.")
+            self._set_state(RunState.STOPPED, f"Stopped — {summary}", f"Stopped — {short}")
+            self.progress.setFormat(f"Stopped{where}")
         else:
             self.progress.setValue(self.progress.maximum())
             self.log(f"Finished: {summary}")
-            self._set_state(RunState.FINISHED, f"Finished — {summary}")
+            self._set_state(RunState.FINISHED, f"Finished — {summary}", f"Finished — {short}")
             self.progress.setFormat(f"Finished · {summary}")
         self.run_finished.emit(result)
 

@@ -32,6 +32,7 @@ class BackbonePicker(QWidget):
     """Emits ``backbone_changed(name)`` when the selection changes."""
 
     backbone_changed = Signal(str)
+    cache_known = Signal()              # whether some backbones' weights are downloaded is now known
     COLUMNS = ("Backbone", "Parameters", "Input", "Weights")
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -76,6 +77,10 @@ class BackbonePicker(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setShowGrid(False)
         self.table.setAlternatingRowColors(True)
+        # A long name wraps onto a second line rather than being cut short (wide fonts, narrow windows).
+        self.table.setWordWrap(True)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideNone)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header = self.table.horizontalHeader()
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
@@ -138,6 +143,7 @@ class BackbonePicker(QWidget):
                             "Downloaded once when training starts (needs internet), then cached")
             self.table.setItem(row, 3, item)
         self._update_detail()
+        self.cache_known.emit()
 
     def _names_loaded(self, names: list) -> None:
         self._known_names = list(names)

@@ -68,6 +68,10 @@ class LiveChart(pg.PlotWidget):
         super().__init__(parent=parent, background=base)
         item = self.getPlotItem()
         self.text_color = text
+        self.title = title
+        self._muted = muted
+        self._colors: dict[str, tuple[str, bool]] = {}     # series -> (colour, dashed), for the key
+        self.hidden: set[str] = set()                       # series left out of the key (not drawn)
         item.setTitle(title, color=text, size="11pt")
         for side in ("left", "bottom"):
             axis = item.getAxis(side)
@@ -84,6 +88,9 @@ class LiveChart(pg.PlotWidget):
         legend_bg.setAlpha(220)
         self.legend = item.addLegend(offset=legend_at, labelTextColor=text, colCount=legend_columns,
                                      brush=pg.mkBrush(legend_bg), pen=pg.mkPen(muted))
+        # The key is a line under the title, outside the plot: a legend inside it covers the last
+        # points (or the memory line) on a small window.
+        self.legend.hide()
         self.setMinimumHeight(170)
         self._series: dict[str, tuple[SeriesBuffer, pg.PlotDataItem]] = {}
         self._dirty: set[str] = set()
@@ -103,6 +110,20 @@ class LiveChart(pg.PlotWidget):
             kw = dict(symbol=symbol, symbolSize=7, symbolBrush=color, symbolPen=pg.mkPen(color))
         curve = self.getPlotItem().plot(name=name, pen=pen, **kw)
         self._series[name] = (SeriesBuffer(), curve)
+        self._colors[name] = (color, dashed)
+        self.set_title(self.title)
+
+    def set_title(self, title: str) -> None:
+        """The chart's title, with the key of its series (those not hidden) on a line below it."""
+        self.title = title
+        keys = [f"<span style='color:{color}'>{'┅' if dashed else '━'}</span> {name}"
+                for name, (color, dashed) in self._colors.items() if name not in self.hidden]
+        key = ("<br><span style='font-size:9pt'>" + " &nbsp; ".join(keys) + "</span>") if len(keys) > 1 else ""
+        self.getPlotItem().setTitle(f"{title}{key}", color=self.text_color, size="11pt")
+
+    def title_text(self) -> str:
+        """The title and key as shown (HTML)."""
+        return self.getPlotItem().titleLabel.text
 
     def append(self, name: str, x: float, y: float) -> None:
         if y is None or not np.isfinite(y):
@@ -199,11 +220,11 @@ class TrainingCharts(QWidget):
         self.memory.add_series("now", GREEN, width=3)
         self.memory.add_series("peak", PURPLE, width=1.5, dashed=True)  # visible even on top of "now"
         self.memory.add_series("full fine-tuning (est.)", GREY, width=1.5, dashed=True)
+        self.memory.hidden.add("full fine-tuning (est.)")     # keyed once a run on a GPU draws it
+        self.memory.set_title(self.memory.title)
         self.throughput = LiveChart("Throughput (smoothed)", "Images / s")
         self.throughput.add_series("images/s (smoothed)", BLUE, width=2)
-        self.throughput.legend.hide()  # one series: the title says it all
         self.memory.y_from_zero = True
-        self.memory.y_headroom = 0.35  # room for the one-row legend above the curves
         self.throughput.y_from_zero = True
 
         grid = QGridLayout(self)
@@ -218,6 +239,7 @@ class TrainingCharts(QWidget):
         self._loss_ema = _Ema()
         self._speed_ema = _Ema()
         self._last_x = 0.0
+        self.speed = 0.0                       # the smoothed images/s the throughput chart shows last
         self._reference_bytes: int | None = None
         self._memory_kind: str | None = None   # "cuda", "mps" or "cpu" once a run says
         self._x_span = 0.0
@@ -240,6 +262,7 @@ class TrainingCharts(QWidget):
         self._loss_ema = _Ema()
         self._speed_ema = _Ema()
         self._last_x = 0.0
+        self.speed = 0.0
         self.refresh()
 
     # --- live points --------------------------------------------------------
@@ -252,7 +275,8 @@ class TrainingCharts(QWidget):
         if np.isfinite(loss):
             self.loss.append("train (smoothed)", x, self._loss_ema.update(loss))
         if stats.images_per_sec > 0:
-            self.throughput.append("images/s (smoothed)", x, self._speed_ema.update(stats.images_per_sec))
+            self.speed = self._speed_ema.update(stats.images_per_sec)
+            self.throughput.append("images/s (smoothed)", x, self.speed)
         if stats.memory_bytes > 0:
             self.memory.append("now", x, stats.memory_bytes)
             self.memory.append("peak", x, max(stats.peak_memory_bytes, stats.memory_bytes))
@@ -275,6 +299,15 @@ class TrainingCharts(QWidget):
         if steps:
             xs, ys = self.loss.series("train (step)")
             self.loss.set_series("train (smoothed)", xs, ema(ys))
+            speed = [(float(r["x"]), float(r["images_per_sec"])) for r in steps if r.get("images_per_sec")]
+            if speed:
+                self.throughput.set_series("images/s (smoothed)", [x for x, _ in speed],
+                                           ema(np.array([v for _, v in speed])))
+            for rec in steps:
+                if rec.get("memory_bytes"):
+                    x, now = float(rec["x"]), float(rec["memory_bytes"])
+                    self.memory.append("now", x, now)
+                    self.memory.append("peak", x, max(now, float(rec.get("peak_memory_bytes") or 0)))
         for rec in epochs:
             x = float(rec.get("epoch", 0)) + 1
             self._last_x = max(self._last_x, x)
@@ -285,6 +318,8 @@ class TrainingCharts(QWidget):
                                             ("val_acc", self.accuracy, "validation", 100.0)):
                 if rec.get(key) is not None:
                     chart.append(name, x, scale * float(rec[key]))
+            if steps:
+                continue                    # the steps drew speed and memory in full
             if rec.get("images_per_sec"):
                 self.throughput.append("images/s (smoothed)", x, float(rec["images_per_sec"]))
             if rec.get("peak_memory_bytes"):
@@ -295,7 +330,7 @@ class TrainingCharts(QWidget):
     def set_memory_kind(self, kind: str) -> None:
         """Say what the memory curve measures: GPU memory or the whole process (CPU runs)."""
         title = {"cuda": "GPU memory", "mps": "GPU memory (Apple)"}.get(kind, "Memory (whole process)")
-        self.memory.getPlotItem().setTitle(title, color=self.memory.text_color, size="11pt")
+        self.memory.set_title(title)
         self._memory_kind = kind
         self._update_reference()
 
@@ -324,11 +359,21 @@ class TrainingCharts(QWidget):
         # process (interpreter, libraries, data), so a line beside it would mislead.
         if not self._reference_bytes or self._memory_kind == "cpu":
             self.memory.set_series(name, [], [])
+            self._key_reference(False)
             return
+        self._key_reference(True)
         right = max(1.0, self._x_span, self._last_x)  # the whole axis: redrawn only when it grows
         xs, _ = self.memory.series(name)
         if xs.size != 2 or xs[1] != right:
             self.memory.set_series(name, [0.0, right], [self._reference_bytes] * 2)
+
+    def _key_reference(self, drawn: bool) -> None:
+        # The key names the full fine-tuning estimate only while its line is drawn.
+        name = "full fine-tuning (est.)"
+        if drawn == (name not in self.memory.hidden):
+            return
+        (self.memory.hidden.discard if drawn else self.memory.hidden.add)(name)
+        self.memory.set_title(self.memory.title)
 
     def refresh(self) -> None:
         """Redraw every chart with pending points now (end of a run, history)."""

@@ -11,9 +11,12 @@ from PySide6.QtWidgets import QAbstractButton, QButtonGroup, QFrame, QLabel, QVB
 
 from app.theme import colors
 
+MIN_WIDTH, MAX_WIDTH = 262, 360
+STATUS_LINES = 2        # a step's status wraps onto a second line before it is cut short
+
 
 class StepButton(QAbstractButton):
-    """One step: a round marker, a bold title and an elided status line."""
+    """One step: a round marker, a bold title and a status of up to two lines."""
 
     def __init__(self, number: int, title: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -36,7 +39,31 @@ class StepButton(QAbstractButton):
 
     def sizeHint(self) -> QSize:  # noqa: N802
         fm = QFontMetrics(self.font())
-        return QSize(220, max(54, fm.height() * 2 + 22))
+        return QSize(220, max(54, fm.height() * (1 + STATUS_LINES) + 22))
+
+    def status_lines(self, width: int | None = None) -> list[str]:
+        """The status as drawn: wrapped at word boundaries into at most two lines, the last one elided."""
+        fm = QFontMetrics(self.font())
+        width = int(width if width is not None else self._text_width())
+        words, lines, line = self.status.split(), [], ""
+        for word in words:
+            candidate = f"{line} {word}".strip()
+            if line and fm.horizontalAdvance(candidate) > width:
+                lines.append(line)
+                line = word
+            else:
+                line = candidate
+        if line:
+            lines.append(line)
+        if len(lines) > STATUS_LINES:
+            lines = lines[:STATUS_LINES - 1] + [" ".join(lines[STATUS_LINES - 1:])]
+        if lines and fm.horizontalAdvance(lines[-1]) > width:     # (elidedText may cut a line that fits)
+            lines[-1] = fm.elidedText(lines[-1], Qt.TextElideMode.ElideRight, width)
+        return lines
+
+    def _text_width(self) -> float:
+        # Must match paintEvent: row inset 6, marker at 12 (24 wide), 12 before the text, 8 after it.
+        return self.width() - 12 - 12 - 24 - 12 - 8
 
     def paintEvent(self, event) -> None:  # noqa: N802
         c = colors()
@@ -89,7 +116,8 @@ class StepButton(QAbstractButton):
         title_font.setPointSizeF(self.font().pointSizeF() * 1.08)
         fm_title = QFontMetrics(title_font)
         fm = QFontMetrics(self.font())
-        block = fm_title.height() + fm.height() + 2
+        lines = self.status_lines(int(tw))
+        block = fm_title.height() + fm.height() * max(1, len(lines)) + 2
         ty = r.center().y() - block / 2
         p.setFont(title_font)
         p.setPen(QColor(c["text"]))
@@ -97,9 +125,9 @@ class StepButton(QAbstractButton):
                    self.title)
         p.setFont(self.font())
         p.setPen(QColor(c["ok"] if self.ready else c["muted"]))
-        status = fm.elidedText(self.status, Qt.TextElideMode.ElideRight, int(tw))
-        p.drawText(QRectF(tx, ty + fm_title.height() + 2, tw, fm.height()),
-                   Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, status)
+        for i, line in enumerate(lines):
+            p.drawText(QRectF(tx, ty + fm_title.height() + 2 + i * fm.height(), tw, fm.height()),
+                       Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, line)
 
     def enterEvent(self, event) -> None:  # noqa: N802
         self.update()
@@ -118,8 +146,8 @@ class StepBar(QFrame):
     def __init__(self, titles: list[str], extra: list[str] | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("sidebar")
-        self.setMinimumWidth(262)
-        self.setMaximumWidth(300)
+        self.setMinimumWidth(MIN_WIDTH)
+        self.setMaximumWidth(MAX_WIDTH)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 14, 4, 12)
         layout.setSpacing(2)
@@ -150,6 +178,10 @@ class StepBar(QFrame):
         self.group.addButton(button, index)
         self.buttons.append(button)
         layout.addWidget(button)
+
+    def fit_to_window(self, window_width: int) -> None:
+        """A fifth of the window, within bounds: a wide window shows the statuses whole."""
+        self.setFixedWidth(max(MIN_WIDTH, min(MAX_WIDTH, window_width // 5)))
 
     def set_current(self, index: int) -> None:
         """Highlight step ``index`` (no signal)."""

@@ -36,9 +36,11 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_s
     ``prefix`` True: the cosine starts after the warm-up. False (the official DTL code): the cosine
     spans the whole run and the warm-up replaces its first updates.
     """
+    # At least 2: a one-update cosine makes timm log "will have no effect" to stderr. Every update that
+    # happens (t < t_initial) gets the same learning rate either way: the cosine starts at its peak.
     return CosineLRScheduler(
         optimizer,
-        t_initial=max(1, total_steps - warmup_steps) if prefix else max(1, total_steps),
+        t_initial=max(2, total_steps - warmup_steps) if prefix else max(2, total_steps),
         lr_min=LR_MIN,
         warmup_t=warmup_steps,
         warmup_lr_init=WARMUP_LR_INIT,

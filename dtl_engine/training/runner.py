@@ -95,7 +95,8 @@ def train(config: TrainConfig, listener: RunListener | None = None, token: StopT
     claims: list[run_folder.Claim] = []
 
     def claim() -> Path:                         # rank 0 claims (and names) the folder; the others follow
-        claims.append(run_folder.claim_new(run_dir, config.data_dir, config.backbone, config.method, overwrite))
+        claims.append(run_folder.claim_new(run_dir, config.data_dir, config.backbone, config.method, overwrite,
+                                             image_size=config.image_size))
         return claims[0].folder.path
 
     try:

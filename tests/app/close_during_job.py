@@ -97,6 +97,7 @@ def main() -> int:
 
     import app.pages.export_page as export_page
     import app.pages.results_page as results_page
+    import app.pages.runs_page as runs_page
     import app.widgets.class_table as class_table
     from app.main import run_event_loop
     from app.main_window import MainWindow
@@ -121,6 +122,8 @@ def main() -> int:
         export_page.run_predict = slow_write
     elif KIND == "thumbnails":
         class_table.read_thumbnail = slow_thumbnail
+    elif KIND == "list-runs":             # the window lists the past runs as it opens
+        runs_page.list_runs = lambda: slow_write() and []
     window = MainWindow(settings, train_fn=slow_train if KIND == "train" else None)
     window.confirm_quit = lambda losing: log("asked: " + ",".join(j.kind for j in losing)) or True
     window.show()

@@ -37,7 +37,7 @@ def test_export_verify_and_try_it(qtbot, finished_run, tmp_path, themed):
     name = Path(finished_run.run_dir).name
     # Proposed: the user's Documents folder, a file named after the run.
     assert page.path_edit.text() == str(export_module.documents_folder() / f"{name}.pt")
-    assert page.status() == (False, f"Ready to export {name}")
+    assert page.status() == (False, "Ready to export") and page.title.text() == f"Export {name}"
     assert not page.add_button.isEnabled()  # nothing to try before an export exists
 
     out = tmp_path / "exports" / "classifier.pt"

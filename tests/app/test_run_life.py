@@ -46,3 +46,11 @@ def test_the_run_menu_offers_what_the_run_state_allows(qtbot, settings, themed):
                             (RunState.STOPPED, [True, False, False, False])):
         life.move(state)
         assert [a.isEnabled() for a in actions] == expected, state
+
+
+def test_a_run_paused_during_its_last_step_can_finish():
+    # Pause pressed while the last batch runs: the engine returns "finished", the window shows it.
+    life = RunLife()
+    for state in (RunState.STARTING, RunState.RUNNING, RunState.PAUSED, RunState.FINISHED):
+        life.move(state)
+    assert life.state is RunState.FINISHED

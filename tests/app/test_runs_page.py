@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from app.pages.runs_page import RunsPage
+from app.pages.runs_page import COLUMNS, RunsPage
 from app.pages.train_page import TrainPage
 from run_fixtures import stopped_run, tiny_dataset, tiny_train, train_now  # noqa: F401
 
@@ -106,7 +106,7 @@ def test_a_damaged_run_is_listed_as_damaged_and_cannot_be_opened(qtbot, tiny_dat
         page.refresh()
     assert page.table.rowCount() == 2
     row = _row_of(page, str(damaged))
-    status = page.table.item(row, 4)
+    status = page.table.item(row, COLUMNS.index("Status"))
     assert status.text() == "damaged" and "config.json" in status.toolTip()
     assert not page.open_button.isEnabled() and not page.resume_button.isEnabled()
     assert page.grab().save(str(Path(SCREENS or damaged.parent) / "runs_page_damaged.png"))

@@ -151,7 +151,8 @@ def test_load_history_draws_a_finished_run(qtbot, tiny_dataset, tmp_path):
     assert page.charts.accuracy.drawn_points("validation") == 2
     assert page.charts.loss.drawn_points("validation") == 2
     ready, text = page.status()
-    assert ready and Path(result.run_dir).name in text
+    assert ready and text.startswith("Opened — 2 epoch(s), best ")
+    assert Path(result.run_dir).name in page.state_label.text()       # the page names the run
 
 
 def test_format_duration():

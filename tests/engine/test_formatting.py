@@ -1,7 +1,7 @@
 """The one set of number formatters."""
 from __future__ import annotations
 
-from dtl_engine.formatting import format_bytes, format_count, format_duration
+from dtl_engine.formatting import format_bytes, format_count, format_duration, format_span
 
 
 def test_bytes_use_binary_units_and_say_unknown():
@@ -16,6 +16,11 @@ def test_durations_and_counts():
     assert (format_duration(42), format_duration(3725), format_duration(-3)) == ("0:42", "1:02:05", "0:00")
     assert (format_count(None), format_count(9_999), format_count(12_345)) == ("—", "9,999", "12.3 K")
     assert format_count(86_000_000) == "86.0 M"
+
+
+def test_a_span_says_it_is_a_duration():
+    assert (format_span(42), format_span(191), format_span(3725), format_span(-1)) == (
+        "42 s", "3 min 11 s", "1 h 02 min", "0 s")
 
 
 def test_the_memory_probe_reexports_the_same_formatter():

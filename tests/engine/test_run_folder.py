@@ -162,3 +162,14 @@ def test_cache_folders_are_marked_and_only_the_own_ones_removed(tmp_path):
     assert not run_folder.remove_cache_dir(users) and (users / "keep.txt").exists()
     assert not run_folder.remove_cache_dir(tmp_path) and made.exists()
     assert run_folder.remove_cache_dir(made) and not made.exists()
+
+
+def test_a_run_name_says_the_size_it_trains_at(tmp_path):
+    from dtl_engine.run_folder import new_run_dir
+
+    assert new_run_dir("vit_tiny_patch16_224.augreg_in21k_ft_in1k", "dtl", tmp_path, image_size=96).name.endswith(
+        "_vit_tiny_patch16_96_dtl")
+    assert new_run_dir("vit_tiny_patch16_224", "dtl+", tmp_path, image_size=224).name.endswith(
+        "_vit_tiny_patch16_224_dtlplus")
+    assert new_run_dir("test_vit", "dtl", tmp_path, image_size=32).name.endswith("_test_vit_32px_dtl")
+    assert new_run_dir("vit_tiny_patch16_224", "dtl", tmp_path).name.endswith("_vit_tiny_patch16_224_dtl")

@@ -70,6 +70,18 @@ def test_cosine_schedule_with_warmup_per_update():
     assert lrs[55] == pytest.approx(LR_MIN + 0.5 * (1e-2 - LR_MIN), rel=1e-3)   # half-way down the cosine
 
 
+@pytest.mark.parametrize("prefix", [True, False])
+def test_a_one_update_schedule_keeps_timm_quiet_and_trains_at_the_peak(prefix, caplog):
+    # A run of one update after the warm-up: timm used to log "Cosine annealing scheduler will
+    # have no effect" to stderr; the one update still gets the full learning rate.
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=1e-2)
+    with caplog.at_level("WARNING"):
+        sched = build_scheduler(opt, total_steps=1, warmup_steps=0, prefix=prefix)
+    assert not [r for r in caplog.records if "no effect" in r.getMessage()]
+    sched.step_update(0)
+    assert current_lr(opt) == pytest.approx(1e-2)
+
+
 def test_atomic_write_keeps_the_old_file_when_the_rename_fails(tmp_path, monkeypatch):
     target = tmp_path / "state.bin"
     atomic_write_bytes(target, b"old")
