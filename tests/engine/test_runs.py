@@ -26,7 +26,7 @@ def test_list_runs_newest_first_and_reopen(tmp_path):
     newest = infos[0]
     assert (newest.status, newest.method, newest.epochs_done, newest.epochs) == ("finished", "linear", 2, 2)
     assert newest.best_val_acc == second.best_val_acc and newest.backbone == "test_vit"
-    assert newest.name.endswith("_test_vit_linear")
+    assert newest.name.endswith("_test_vit_32px_linear")      # the name says the size it trains at
 
     model, classes = load_run_model(second.run_dir)
     assert model.side_network is None and len(classes) == 3
