@@ -15,9 +15,11 @@
 from __future__ import annotations
 
 import copy
+import multiprocessing
 import os
 import random
 import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -86,6 +88,18 @@ def _ignore_interrupts(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _worker_context(num_workers: int) -> Any:
+    """How worker processes start: the platform's default, except off the main thread.
+
+    Forking a process while other threads hold locks can leave the child stuck or dead (the app
+    trains on a background thread beside Qt's); spawned workers start clean, at the cost of
+    importing torch once per loader (the loaders persist across epochs).
+    """
+    if num_workers > 0 and threading.current_thread() is not threading.main_thread():
+        return multiprocessing.get_context("spawn")
+    return None
+
+
 def sample_seed(seed: int, index: int) -> int:
     """The random seed of one sample's augmentation in the epoch whose seed is ``seed``."""
     return (seed * 6_364_136_223_846_793_005 + index * 1_442_695_040_888_963_407 + 1) % (2**63 - 1)
@@ -112,6 +126,7 @@ class BatchLoader:
         self._sampler = _EpochBatches()
         self._loader = DataLoader(_Reporting(dataset), batch_sampler=self._sampler, num_workers=num_workers,
                                   collate_fn=_collate, pin_memory=pin_memory,
+                                  multiprocessing_context=_worker_context(num_workers),
                                   persistent_workers=num_workers > 0,
                                   worker_init_fn=_ignore_interrupts if num_workers > 0 else None,
                                   prefetch_factor=2 if num_workers > 0 else None)   # batches per worker ahead

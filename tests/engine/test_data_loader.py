@@ -130,3 +130,23 @@ def test_what_a_spawned_worker_receives_pickles_without_the_runs_listener(tmp_pa
     a, b, c = copy[(1, 7)][0][0], copy[(1, 7)][0][0], copy[(1, 8)][0][0]   # (image, label, index), failures
     assert a.shape == (3, 32, 32) and torch.equal(a, b)     # augmentation is a function of the sample seed
     assert not torch.equal(a, c)
+
+
+def test_a_loader_made_off_the_main_thread_spawns_its_workers(tmp_path):
+    # The app trains on a background thread beside Qt's threads: forking there is unsafe.
+    import threading
+
+    samples = _jpegs(tmp_path / "w", 2)
+    methods: dict[str, object] = {}
+
+    def make(name: str) -> None:
+        loader = BatchLoader(image_dataset(samples, CONFIG, cache=None), 1)
+        context = loader._loader.multiprocessing_context
+        methods[name] = context.get_start_method() if context is not None else None
+        loader.close()
+
+    thread = threading.Thread(target=make, args=("thread",))
+    thread.start()
+    thread.join(timeout=60)
+    make("main")
+    assert methods == {"thread": "spawn", "main": None}     # main thread: the platform's default
