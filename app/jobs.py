@@ -36,6 +36,7 @@ from dtl_engine.errors import DTLError
 
 MAX_THREADS = 6                     # a scan + a few short jobs; lanes keep each kind to one thread
 MAX_LOW_PRIORITY_THREADS = 2        # training (one run at a time) and room for one more
+ENDED_KEPT = 64                     # ended jobs kept referenced (each is small) before they may be freed
 _IMPORT_LOCK = threading.Lock()
 
 
@@ -95,6 +96,7 @@ class Job(QObject):
         super().__init__()
         self.kind, self.what, self.loses_work = kind, what, loses_work
         self.keep: Any = None                   # an object that must live as long as the job (e.g. its signals)
+        self.runnable: Any = None               # its QRunnable, owned here (see _Runnable)
         self._on_cancel = on_cancel
         self._cancel = threading.Event()
         self._done = threading.Event()
@@ -126,7 +128,9 @@ class Job(QObject):
 class _Runnable(QRunnable):
     def __init__(self, job: Job, fn: Callable[[Job], Any], imports: tuple[str, ...], low_priority: bool) -> None:
         super().__init__()
-        self.setAutoDelete(True)
+        # Python owns the runnable and frees it only long after run() returned (see _Jobs.ended):
+        # a wrapper collected while its thread still ran it crashed the interpreter in the GC.
+        self.setAutoDelete(False)
         self._job, self._fn, self._imports, self.low_priority = job, fn, imports, low_priority
 
     def run(self) -> None:
@@ -167,8 +171,12 @@ class _Jobs:
         self.live: list[Job] = []
         self.lanes: dict[str, deque[tuple[Job, _Runnable]]] = {}
         self.lane_busy: dict[str, Job] = {}
+        # Ended jobs (with their runnables and callbacks) stay referenced a while, so that none is
+        # freed, by reference count or by the GC, while its worker thread may still be returning.
+        self.ended: deque[Job] = deque(maxlen=ENDED_KEPT)
 
     def start(self, job: Job, runnable: _Runnable, lane: str | None) -> None:
+        job.runnable = runnable                 # lives as long as the job
         self.live.append(job)
         job.ended.connect(lambda: self._ended(job, lane))
         if lane is None:
@@ -185,6 +193,7 @@ class _Jobs:
     def _ended(self, job: Job, lane: str | None) -> None:
         if job in self.live:
             self.live.remove(job)
+            self.ended.append(job)
         if lane is not None and self.lane_busy.get(lane) is job:
             del self.lane_busy[lane]
             waiting = self.lanes.get(lane)
