@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import copy
-import multiprocessing
 import os
 import random
 import signal
@@ -88,16 +87,15 @@ def _ignore_interrupts(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _worker_context(num_workers: int) -> Any:
-    """How worker processes start: the platform's default, except off the main thread.
+def workers_here(num_workers: int) -> int:
+    """The worker processes a loader made on this thread may use: none off the main thread.
 
-    Forking a process while other threads hold locks can leave the child stuck or dead (the app
-    trains on a background thread beside Qt's); spawned workers start clean, at the cost of
-    importing torch once per loader (the loaders persist across epochs).
+    Forking beside other threads that hold locks left a worker dead (the app trains on a
+    background thread beside Qt's), and spawned workers hung once in the same place; so a
+    loader made off the main thread decodes in its own thread (draft decoding and the
+    decoded-image cache still apply).
     """
-    if num_workers > 0 and threading.current_thread() is not threading.main_thread():
-        return multiprocessing.get_context("spawn")
-    return None
+    return num_workers if threading.current_thread() is threading.main_thread() else 0
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -121,12 +119,12 @@ class BatchLoader:
                  on_failure: Callable[[str, str], None] | None = None) -> None:
         self.dataset = dataset
         self.on_failure = on_failure if on_failure is not None else getattr(dataset, "on_failure", None)
+        num_workers = workers_here(num_workers)
         self.num_workers = num_workers
         self._reported: set[str] = set()
         self._sampler = _EpochBatches()
         self._loader = DataLoader(_Reporting(dataset), batch_sampler=self._sampler, num_workers=num_workers,
                                   collate_fn=_collate, pin_memory=pin_memory,
-                                  multiprocessing_context=_worker_context(num_workers),
                                   persistent_workers=num_workers > 0,
                                   worker_init_fn=_ignore_interrupts if num_workers > 0 else None,
                                   prefetch_factor=2 if num_workers > 0 else None)   # batches per worker ahead
