@@ -214,5 +214,8 @@ class RunController(QObject):
         self.failed.emit(message, details)
 
     def _on_job_ended(self) -> None:
+        # The final signal arrives while the thread is still returning, so is_running() stays
+        # True until here: say so again now that a new run may start.
         self._job = None
-        self._end()  # in case the final signal was lost (it never should be)
+        self._active = False
+        self.running_changed.emit(False)

@@ -135,6 +135,7 @@ class TrainPage(QWidget):
         c.warning.connect(lambda msg: self.log(f"⚠ {msg}"))
         c.finished.connect(self._on_finished)
         c.failed.connect(self._on_failed)
+        c.running_changed.connect(self._on_running_changed)
         self._update_buttons()
 
     # --- layout ------------------------------------------------------------------
@@ -374,6 +375,10 @@ class TrainPage(QWidget):
         self.pause_button.setEnabled(s in (RunState.STARTING, RunState.RUNNING))
         self.resume_button.setEnabled(s is RunState.PAUSED)
         self.stop_button.setEnabled(s in (RunState.STARTING, RunState.RUNNING, RunState.PAUSED))
+
+    def _on_running_changed(self, running: bool) -> None:
+        if not running:
+            self.status_changed.emit()   # the run's thread has returned: later steps may update
 
     def _where_stopped(self) -> str:
         """' at epoch 1, step 3/9' from the last step shown (no speed, no time left: the run is over)."""

@@ -79,6 +79,7 @@ def test_the_first_hour(qtbot, tmp_path, monkeypatch, themed, wait_scan):
         click(qtbot, page.stop_button)
     first = finished.args[0]
     assert first.status == "stopped" and first.epochs_done == 0
+    qtbot.waitUntil(lambda: not page.is_running(), timeout=30_000)   # the steps update when the thread returns
     assert window.current_step() == TRAIN
     ready, line = states()[TRAIN]
     assert not ready and "before the first epoch" in line

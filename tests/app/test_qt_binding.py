@@ -2,7 +2,8 @@
 
 PySide6 6.12.0 drops one reference to ``True`` on every ``emit()``; after a few
 thousand emits (a training run sends one per batch) Python aborts with
-"Fatal Python error: bool_dealloc". pyproject.toml keeps PySide6 below 6.11 (6.11.3 also crashed in the GC beside a job thread).
+"Fatal Python error: bool_dealloc". pyproject.toml keeps PySide6 below 6.11
+(6.11.3 also crashed in the GC beside a job thread).
 """
 from __future__ import annotations
 
