@@ -212,6 +212,39 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(data_dir=str(Path(args.folder).expanduser()), **values)
 
 
+def train_arguments(config: TrainConfig) -> list[str]:
+    """The ``train`` command's arguments (``DIR`` and options) that rebuild ``config`` exactly.
+
+    The app launches ``torchrun … -m dtl_engine train`` with these. Only settings that differ from
+    what the command line would fill in are given. A setting the command line has no option for
+    (and that differs) raises :class:`RunError` with a sentence, so a launched run never trains
+    other settings than the ones shown.
+    """
+    # What the command line fills in: the defaults, with the recipe's values for this backbone.
+    defaults = TrainConfig()
+    baseline = TrainConfig(recipe=config.recipe, backbone=config.backbone)
+    argv = [str(config.data_dir)]
+    for name, spec in TRAIN_OPTIONS.items():
+        value = getattr(config, name)
+        fill = getattr(defaults if name in ("recipe", "backbone") else baseline, name)
+        if value is None or value == fill:
+            continue
+        flag = _flag(name, spec)
+        if spec.get("action") == "store_true":
+            argv.append(flag)               # only ever set to True (the default is False)
+        elif spec.get("action") is argparse.BooleanOptionalAction:
+            argv.append(flag if value else "--no-" + flag[2:])
+        else:
+            argv += [flag, str(value)]
+    args = build_parser().parse_args(["train", *argv])
+    rebuilt, wanted = _train_config(args).to_dict(), config.to_dict()
+    missing = [name for name in wanted if rebuilt.get(name) != wanted[name]]
+    if missing:
+        raise RunError(f"The setting(s) {', '.join(missing)} cannot be given to a command-line run; "
+                       "reset them to their defaults to train on several GPUs.")
+    return argv
+
+
 def _model_kwargs(text: str | None) -> dict[str, Any] | None:
     if not text:
         return None
