@@ -84,7 +84,11 @@ class _Reporting(Dataset):
 def _ignore_interrupts(_worker_id: int) -> None:
     # Ctrl+C reaches every process of the terminal; the main process turns the first one into
     # "stop after this batch" and then ends the workers itself, so they must not die on it first.
+    # SIGTERM is the same stop request under torchrun (which sends it to each process's whole group)
+    # and Slurm: a worker killed by it failed the run instead of stopping it. A worker still ends
+    # with its main process (torch's watchdog), and SIGKILL still ends it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def workers_here(num_workers: int) -> int:
