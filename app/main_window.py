@@ -17,6 +17,7 @@ from app.pages.model_page import ModelPage
 from app.pages.results_page import ResultsPage
 from app.pages.runs_page import RunsPage
 from app.pages.train_page import TrainPage
+from app.run_follower import is_live
 from app.run_life import RunState
 from app.settings import Settings
 from app.theme import app_icon
@@ -126,7 +127,15 @@ class MainWindow(QMainWindow):
             self.show_step(RESULTS)
 
     def open_run(self, run_dir: str) -> None:
-        """Show a past run everywhere: results, export and its training curves."""
+        """Show a past run everywhere: results, export and its training curves.
+
+        A run another program is still training (command line, torchrun, a cluster job) is
+        followed live on the Train step; Results and Export take it up once it has ended.
+        """
+        if is_live(run_dir):
+            self.train_page.follow_run(run_dir)
+            self.show_step(TRAIN)
+            return
         self.results_page.show_run(run_dir)
         self.export_page.set_run(run_dir)
         self.train_page.load_history(run_dir)
@@ -213,7 +222,8 @@ class MainWindow(QMainWindow):
         self.resume_action = self._action(run_menu, "Res&ume", self.train_page.resume)
         self.stop_action = self._action(run_menu, "&Stop", self.train_page.stop)
         self.train_page.life.changed.connect(self._run_state_changed)
-        self._run_state_changed(self.train_page.life.state)
+        self.train_page.status_changed.connect(self._run_state_changed)
+        self._run_state_changed()
         run_menu.addSeparator()
         self.export_action = self._action(run_menu, "&Export…", lambda: self.show_step(EXPORT), "Ctrl+E",
                                           "Export the trained classifier")
@@ -234,12 +244,14 @@ class MainWindow(QMainWindow):
         help_menu.addSeparator()
         self.help_actions.append(self._action(help_menu, "&About DTL Studio", self._about))
 
-    def _run_state_changed(self, state: RunState) -> None:
-        # The Run menu offers what the run's state allows, like the Train step's buttons.
-        self.train_action.setEnabled(not state.busy)
-        self.pause_action.setEnabled(state in (RunState.STARTING, RunState.RUNNING))
-        self.resume_action.setEnabled(state is RunState.PAUSED)
-        self.stop_action.setEnabled(state in (RunState.STARTING, RunState.RUNNING, RunState.PAUSED))
+    def _run_state_changed(self, *_args: Any) -> None:
+        # The Run menu offers what the Train step's buttons offer (a run followed from another program
+        # can be left to itself by starting a new one; it cannot be paused or stopped from here).
+        page = self.train_page
+        self.train_action.setEnabled(page.can_start())
+        self.pause_action.setEnabled(page.can_pause())
+        self.resume_action.setEnabled(page.life.state is RunState.PAUSED)
+        self.stop_action.setEnabled(page.can_stop())
 
     def open_folder_dialog(self) -> None:
         """Ctrl+O: go to the Data step and ask for a folder."""

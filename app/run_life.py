@@ -50,14 +50,17 @@ class RunState(str, Enum):
 
 
 # Which state may follow which; anything else is a bug in the caller.
+# A run followed from another process (app.run_follower) may end interrupted (its process died),
+# and one the page no longer shows goes on by itself (idle here).
 _NEXT: dict[RunState, tuple[RunState, ...]] = {
     RunState.IDLE: (RunState.STARTING, RunState.FINISHED, RunState.STOPPED, RunState.FAILED),
     RunState.STARTING: (RunState.RUNNING, RunState.PAUSED, RunState.STOPPING, RunState.FINISHED, RunState.STOPPED,
-                        RunState.FAILED),
-    RunState.RUNNING: (RunState.PAUSED, RunState.STOPPING, RunState.FINISHED, RunState.STOPPED, RunState.FAILED),
+                        RunState.FAILED, RunState.INTERRUPTED, RunState.IDLE),
+    RunState.RUNNING: (RunState.PAUSED, RunState.STOPPING, RunState.FINISHED, RunState.STOPPED, RunState.FAILED,
+                       RunState.INTERRUPTED, RunState.IDLE),
     # Pause pressed during the last step: the run ends finished while the window shows it paused.
     RunState.PAUSED: (RunState.RUNNING, RunState.STOPPING, RunState.STOPPED, RunState.FINISHED, RunState.FAILED),
-    RunState.STOPPING: (RunState.STOPPED, RunState.FINISHED, RunState.FAILED),
+    RunState.STOPPING: (RunState.STOPPED, RunState.FINISHED, RunState.FAILED, RunState.INTERRUPTED),
 }
 for _ended in (RunState.STOPPED, RunState.FINISHED, RunState.FAILED, RunState.INTERRUPTED):
     # An ended run can start again (a new run or a resume) or be replaced by a past run shown.

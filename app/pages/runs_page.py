@@ -7,8 +7,8 @@ from typing import Any
 
 from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtGui import QColor
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from app import jobs
 from app.run_life import RunState
@@ -86,6 +86,10 @@ class RunsPage(QWidget):
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("Continue a stopped or interrupted run from its last checkpoint")
         self.refresh_button = QPushButton("Refresh")
+        self.open_folder_button = QPushButton("Open run folder…")
+        self.open_folder_button.setToolTip("Open a run from anywhere, e.g. one the command line or a cluster job "
+                                           "is training: it is followed live as it trains")
+        self.open_folder_button.clicked.connect(self._browse_run_folder)
         self.open_button.clicked.connect(self._open)
         self.resume_button.clicked.connect(self._resume)
         self.refresh_button.clicked.connect(self.refresh)
@@ -93,6 +97,7 @@ class RunsPage(QWidget):
         buttons.addWidget(self.open_button)
         buttons.addWidget(self.resume_button)
         buttons.addStretch(1)
+        buttons.addWidget(self.open_folder_button)
         buttons.addWidget(self.refresh_button)
 
         self.empty_label = QLabel("No runs yet. Runs appear here once you press Start on the Train page.")
@@ -207,6 +212,25 @@ class RunsPage(QWidget):
         run_dir = self.selected_run()
         if run_dir:
             self.open_run.emit(run_dir)
+
+    def _browse_run_folder(self) -> None:
+        from dtl_engine.paths import runs_dir
+
+        folder = QFileDialog.getExistingDirectory(self, "Open a run folder", str(runs_dir()))
+        if folder:
+            self.open_run_folder(folder)
+
+    def open_run_folder(self, folder: str) -> bool:
+        """Open the run in ``folder`` (any place, e.g. a cluster's shared disk); False with a message if none."""
+        from dtl_engine.run_folder import EVENT_LOG, RunFolder
+
+        if RunFolder(folder).has_run_file() or (Path(folder) / EVENT_LOG).is_file():
+            self.open_run.emit(str(folder))
+            return True
+        self.error_dialog = show_error(self, "Not a run folder",
+                                       f"'{Path(folder).name}' holds no run: a run folder has a run.json and "
+                                       "an events.jsonl, written by the app or by `python -m dtl_engine train`.")
+        return False
 
     def _resume(self) -> None:
         info = self._run_info(self.selected_run())

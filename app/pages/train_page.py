@@ -1,14 +1,17 @@
 """Train page: start / pause / resume / stop a run and watch it live.
 
 The run happens on a QThread (:class:`app.worker.RunController`); this page
-only reacts to its signals. Curves are redrawn by a 10 Hz timer in
-:class:`app.widgets.charts.TrainingCharts`, not once per batch.
+only reacts to its signals. A run another process writes (the command line,
+``torchrun``, a cluster job, or this page's "Use all N GPUs") sends the same
+signals through :class:`app.run_follower.RunFollower`, read from its event log.
+Curves are redrawn by a 10 Hz timer in :class:`app.widgets.charts.TrainingCharts`,
+not once per batch.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtGui import QFontDatabase
@@ -16,7 +19,9 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar
                                QSplitter, QVBoxLayout, QWidget)
 
 from app import jobs
+from app.run_follower import RunFollower
 from app.run_life import NOT_TRAINED, RunLife, RunState, epochs_done
+from app.subprocess_run import SubprocessRun, cuda_device_count, remove_if_empty, torchrun_command
 from app.theme import state_color
 from app.widgets.charts import TrainingCharts
 from app.widgets.error_dialog import show_error
@@ -40,6 +45,11 @@ def read_event_history(run_dir: str | Path) -> tuple[list[dict], list[str]]:
     from dtl_engine.run_folder import EVENT_LOG
 
     events, _ = read_events(Path(run_dir) / EVENT_LOG)
+    return event_history(events)
+
+
+def event_history(events: list[dict]) -> tuple[list[dict], list[str]]:
+    """(per-step records, log lines) of events read from a run's log (a run followed live starts from these)."""
     steps: dict[int, dict] = {}
     lines: list[str] = []
     for event in events:
@@ -100,7 +110,10 @@ class TrainPage(QWidget):
     def __init__(self, config_provider: Callable[[], Any], parent: QWidget | None = None, *,
                  train_fn: Callable[..., Any] | None = None,
                  resume_fn: Callable[..., Any] | None = None,
-                 scan_provider: Callable[[], Any] | None = None) -> None:
+                 scan_provider: Callable[[], Any] | None = None,
+                 gpu_count: Callable[[], int] | None = None, launch_args: Sequence[str] = ()) -> None:
+        """``gpu_count``: how many CUDA GPUs there are (default: asked of torch in the background);
+        ``launch_args``: further ``train`` options of a several-GPU run (tests: a tiny backbone)."""
         super().__init__(parent)
         self._config_provider = config_provider
         self._scan_provider = scan_provider or (lambda: None)     # the Data step's scan: no second scan
@@ -120,6 +133,10 @@ class TrainPage(QWidget):
         self._history_request = 0       # the latest past run asked for (older answers are dropped)
         self._setup_error = False       # the last failure was the settings', before any run started
         self._last_stats: Any = None
+        self._follower: RunFollower | None = None     # a run read from its event log
+        self._launch: SubprocessRun | None = None     # this page's torchrun, while it runs
+        self._launch_args = list(launch_args)
+        self._gpus = 0
 
         self._build_ui()
         self._progress_timer = QTimer(self)
@@ -137,6 +154,11 @@ class TrainPage(QWidget):
         c.failed.connect(self._on_failed)
         c.running_changed.connect(self._on_running_changed)
         self._update_buttons()
+        if gpu_count is not None:
+            self.set_gpu_count(gpu_count())
+        else:
+            jobs.submit(lambda _job: cuda_device_count(), kind="gpu-count", what="Counting the GPUs", context=self,
+                        imports=("torch",), on_done=self.set_gpu_count)
 
     # --- layout ------------------------------------------------------------------
     def _build_ui(self) -> None:
@@ -150,12 +172,17 @@ class TrainPage(QWidget):
         self.pause_button.clicked.connect(self.pause)
         self.resume_button.clicked.connect(self.resume)
         self.stop_button.clicked.connect(self.stop)
+        self.gpus_button = QPushButton("Use all GPUs")
+        self.gpus_button.setToolTip("Train one run on every GPU of this machine (one process per GPU, "
+                                    "torchrun); the run is followed here like any other")
+        self.gpus_button.clicked.connect(self.start_on_all_gpus)
+        self.gpus_button.setVisible(False)      # shown once more than one CUDA GPU is found
         self.state_label = QLabel()
         self.state_label.setTextFormat(Qt.TextFormat.RichText)
         self.state_label.setWordWrap(True)          # a long status wraps; it is never cut at the right
         self.state_label.setMinimumWidth(120)
         buttons = QHBoxLayout()
-        for b in (self.start_button, self.pause_button, self.resume_button, self.stop_button):
+        for b in (self.start_button, self.gpus_button, self.pause_button, self.resume_button, self.stop_button):
             b.setMinimumWidth(84)
             buttons.addWidget(b)
         buttons.addSpacing(12)
@@ -200,22 +227,43 @@ class TrainPage(QWidget):
         return ready, self._step_line or self._status_text
 
     def is_running(self) -> bool:
-        return self.controller.is_running()
+        """True while a run of this app trains: in its thread, or its torchrun until the launcher exits."""
+        return self.controller.is_running() or (self._launch is not None and self._launch.is_running())
 
-    def start(self) -> None:
-        """Start a new run from the current configuration (Ctrl+R)."""
-        if self.is_running():
-            return
+    def following_elsewhere(self) -> bool:
+        """True while the page follows a run another program writes (Start leaves it running there)."""
+        return self._follower is not None and self._follower.following and self._launch is None
+
+    def can_start(self) -> bool:
+        return not self.is_running() and (not self.life.busy or self.following_elsewhere())
+
+    def can_pause(self) -> bool:
+        return self.life.state in (RunState.STARTING, RunState.RUNNING) and self._follower is None
+
+    def can_stop(self) -> bool:
+        return self.life.state in (RunState.STARTING, RunState.RUNNING, RunState.PAUSED) and \
+            not self.following_elsewhere()
+
+    def _config_or_fail(self) -> Any:
         try:
             config = self._config_provider()
         except Exception as exc:  # e.g. no data folder chosen yet
             message, details = describe_error(exc, "Preparing the run")
             self._fail_now(message, details)
             self._setup_error = True
-            return
+            return None
         if config is None:
             self._fail_now("Choose an image folder and a model before training.", "")
             self._setup_error = True
+        return config
+
+    def start(self) -> None:
+        """Start a new run from the current configuration (Ctrl+R)."""
+        if not self.can_start():
+            return
+        self._leave_followed()
+        config = self._config_or_fail()
+        if config is None:
             return
         self._begin("Starting…")
         self.log(f"Starting a run: {getattr(config, 'backbone', '?')}, method {getattr(config, 'method', '?')}, "
@@ -235,8 +283,9 @@ class TrainPage(QWidget):
 
     def resume_run(self, run_dir: str) -> None:
         """Continue a stopped or interrupted run from its last checkpoint."""
-        if self.is_running():
+        if not self.can_start():
             return
+        self._leave_followed()
         self._begin("Resuming…")
         self.run_dir = str(run_dir)
         self.load_history(run_dir, quiet=True)
@@ -252,7 +301,7 @@ class TrainPage(QWidget):
         self.controller.start_resume(str(run_dir))
 
     def pause(self) -> None:
-        if self.life.state in (RunState.STARTING, RunState.RUNNING):
+        if self.can_pause():
             self.controller.pause()
             self._set_state(RunState.PAUSED, "Paused. Press Resume to continue.")
             self.log("Paused")
@@ -264,17 +313,125 @@ class TrainPage(QWidget):
             self.log("Resumed")
 
     def stop(self) -> None:
-        if self.life.state in (RunState.STARTING, RunState.RUNNING, RunState.PAUSED):
-            self.controller.stop()
+        if self.can_stop():
+            if self._launch is not None:
+                self._launch.stop()         # every process stops after its batch (SIGTERM to the group)
+            else:
+                self.controller.stop()
             self._set_state(RunState.STOPPING, "Stopping after the current batch…")
             self.log("Stop requested; the run keeps its last completed epoch")
 
     def stop_and_wait(self, timeout_ms: int) -> bool:
-        """Stop a run and wait for its thread (the window is closing)."""
+        """Stop a run and wait for its thread or its processes (the window is closing)."""
         if not self.is_running():
             return True
         self.stop()
+        if self._launch is not None:
+            return self._launch.wait(timeout_ms)
         return self.controller.stop_and_wait(timeout_ms)
+
+    # --- runs in other processes ---------------------------------------------------
+    def set_gpu_count(self, count: int) -> None:
+        """How many CUDA GPUs this machine has: "Use all N GPUs" is offered from two on."""
+        self._gpus = int(count or 0)
+        self.gpus_button.setText(f"Use all {self._gpus} GPUs")
+        self.gpus_button.setVisible(self._gpus > 1)
+
+    def start_on_all_gpus(self) -> None:
+        """Train the current configuration on every GPU: ``torchrun`` in a new run folder, followed here."""
+        if not self.can_start() or self._gpus < 2:
+            return
+        self._leave_followed()
+        config = self._config_or_fail()
+        if config is None:
+            return
+        from dtl_engine.errors import DTLError
+        from dtl_engine.run_folder import new_run_dir
+
+        try:
+            run_dir = new_run_dir(config.backbone, config.method, image_size=config.image_size)
+            try:
+                command = torchrun_command(config, run_dir, self._gpus, self._launch_args)
+            except BaseException:
+                remove_if_empty(run_dir)
+                raise
+        except (DTLError, OSError) as exc:
+            self._fail_now(*describe_error(exc, "Preparing the run"))
+            self._setup_error = True
+            return
+        launch = SubprocessRun(command, parent=self)
+        launch.ended.connect(lambda code, message: self._launch_ended(launch, str(run_dir), code, message))
+        self._launch = launch
+        follower = self._follow(str(run_dir))      # set before the state moves: the buttons read both
+        self._begin(f"Starting on {self._gpus} GPUs…")
+        self.run_dir = str(run_dir)
+        self.log(f"Starting a run on {self._gpus} GPUs (one process each): {config.backbone}, method "
+                 f"{config.method}, {config.epochs} epochs, in {Path(run_dir).name}")
+        launch.start()
+        follower.start()
+
+    def _launch_ended(self, launch: SubprocessRun, run_dir: str, code: int, message: str) -> None:
+        if self._follower is not None and self._follower.run_dir == run_dir:
+            self._follower.writer_ended(message)
+        remove_if_empty(run_dir)
+        if self._launch is launch:
+            self._launch = None
+        self._update_buttons()
+        self.status_changed.emit()      # the processes have exited: later steps may update
+
+    def follow_run(self, run_dir: str) -> None:
+        """Show a run that another program is training (command line, torchrun, a cluster) as it goes."""
+        if not self.can_start():
+            self.log(f"A run is training: {Path(run_dir).name} can be shown once it has ended")
+            return
+        self._leave_followed()
+        follower = self._follow(str(run_dir))
+        self._begin("Following…")
+        self.run_dir = str(run_dir)
+        self.log(f"Following the run in {Path(run_dir).name} from its event log")
+        follower.start()
+
+    def _follow(self, run_dir: str) -> RunFollower:
+        follower = RunFollower(run_dir, self)
+        follower.caught_up.connect(self._on_caught_up)
+        follower.started.connect(self._on_started)
+        follower.batch.connect(self._on_batch)
+        follower.epoch.connect(self._on_epoch)
+        follower.memory.connect(self._on_memory)
+        follower.checkpoint.connect(self._on_checkpoint)
+        follower.warning.connect(lambda msg: self.log(f"⚠ {msg}"))
+        follower.finished.connect(self._on_finished)
+        follower.failed.connect(self._on_failed)
+        self._follower = follower
+        return follower
+
+    def _leave_followed(self) -> None:
+        """Stop following a run another program writes (it goes on there); the page shows something else."""
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            follower.stop()
+            follower.deleteLater()
+            if self.life.busy and self._launch is None:
+                self.log(f"No longer following {Path(follower.run_dir).name}; it goes on training")
+                self._set_state(RunState.IDLE, "Not started. Press Start (Ctrl+R) to train.")
+
+    def _on_caught_up(self, digest: Any) -> None:
+        """What the followed run's log held so far: its curves, its log, where it stands."""
+        if digest.steps or digest.epochs:
+            self.charts.set_history(digest.epochs, digest.steps)
+        if digest.started is not None:
+            self._on_started(digest.started)
+        if digest.lines:
+            self.log_view.clear()
+            self.log_view.appendPlainText("\n".join(digest.lines))
+            self.log(f"Following the run in {Path(self.run_dir or '').name} from its event log")
+        accs = [float(e["val_acc"]) for e in digest.epochs if e.get("val_acc") is not None]
+        self._best_val = max(accs) if accs else None
+        if digest.last_batch is not None:       # its point is drawn already: only the progress line
+            self._pending_batch = digest.last_batch
+            self._show_progress()
+        if digest.memory is not None:
+            self._on_memory(digest.memory)
 
     def set_reference_memory(self, full_ft_bytes: int) -> None:
         """Estimate of full fine-tuning memory, drawn as a dashed line."""
@@ -285,9 +442,11 @@ class TrainPage(QWidget):
         from dtl_engine.errors import RunError
         from dtl_engine.run_folder import RunFolder
 
-        if not quiet and self.life.busy:
+        if not quiet and not self.can_start():
             self.log(f"A run is training: {Path(run_dir).name} can be shown once it has ended")
             return
+        if not quiet:
+            self._leave_followed()
         if not RunFolder(run_dir).has_metrics():
             self.charts.clear()
             if not quiet:
@@ -370,11 +529,11 @@ class TrainPage(QWidget):
             self._show_state()          # the state colour follows a light/dark switch
 
     def _update_buttons(self) -> None:
-        s = self.life.state
-        self.start_button.setEnabled(not s.busy)
-        self.pause_button.setEnabled(s in (RunState.STARTING, RunState.RUNNING))
-        self.resume_button.setEnabled(s is RunState.PAUSED)
-        self.stop_button.setEnabled(s in (RunState.STARTING, RunState.RUNNING, RunState.PAUSED))
+        self.start_button.setEnabled(self.can_start())
+        self.gpus_button.setEnabled(self.can_start())
+        self.pause_button.setEnabled(self.can_pause())
+        self.resume_button.setEnabled(self.life.state is RunState.PAUSED)
+        self.stop_button.setEnabled(self.can_stop())
 
     def _on_running_changed(self, running: bool) -> None:
         if not running:
@@ -399,8 +558,10 @@ class TrainPage(QWidget):
         self.run_dir = str(info.run_dir)
         self._epochs = int(info.epochs)
         share = 100.0 * info.trainable_params / max(1, info.total_params)
+        processes = int((info.config or {}).get("world_size") or 1)
+        device = info.device_name + (f" × {processes} processes" if processes > 1 else "")
         self.info_label.setText(
-            f"<b>Device:</b> {info.device_name} &nbsp; <b>Precision:</b> {info.precision} &nbsp; "
+            f"<b>Device:</b> {device} &nbsp; <b>Precision:</b> {info.precision} &nbsp; "
             f"<b>Trainable:</b> {format_count(info.trainable_params)} of {format_count(info.total_params)} "
             f"parameters ({share:.2f} %) &nbsp; <b>Images:</b> {info.num_train} train / {info.num_val} validation, "
             f"{len(info.classes)} classes")
@@ -488,6 +649,11 @@ class TrainPage(QWidget):
             self.log(f"Stopped: {summary}. Resume it from the Runs page; it continues at epoch {int(done) + 1}.")
             self._set_state(RunState.STOPPED, f"Stopped — {summary}", f"Stopped — {short}")
             self.progress.setFormat(f"Stopped{where}")
+        elif status == "interrupted":         # a followed run whose process ended without a last word
+            self.log(f"Interrupted: its process ended after {summary}. Resume it from the Runs page.")
+            self._set_state(RunState.INTERRUPTED, f"Interrupted — {summary}; resume it from the Runs page",
+                            f"Interrupted — {short}")
+            self.progress.setFormat(f"Interrupted{where}")
         else:
             self.progress.setValue(self.progress.maximum())
             self.log(f"Finished: {summary}")
