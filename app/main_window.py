@@ -167,7 +167,7 @@ class MainWindow(QMainWindow):
         states = [self._page_status(p) for p in self.pages]
         data_ok, model_ok = states[DATA][0], states[MODEL][0]
         train_ok = states[TRAIN][0]
-        running = self.train_page.is_running()
+        running = self.train_page.is_running() or self.train_page.life.busy   # busy: also a run followed live
         if not running and not train_ok:
             if not data_ok:
                 states[TRAIN] = (False, "Waiting for an image folder")

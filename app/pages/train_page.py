@@ -576,7 +576,9 @@ class TrainPage(QWidget):
         if info.start_epoch:
             self.log(f"Continuing at epoch {info.start_epoch + 1}")
         if self.life.state in (RunState.STARTING, RunState.RUNNING):
-            self._set_state(RunState.RUNNING, "Training…")
+            elsewhere = self.following_elsewhere()
+            self._set_state(RunState.RUNNING, "Training in another program — followed live" if elsewhere
+                            else "Training…", "Training elsewhere, followed live" if elsewhere else "")
         self.run_started.emit(self.run_dir)
 
     def _on_batch(self, stats) -> None:

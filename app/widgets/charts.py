@@ -338,6 +338,11 @@ class TrainingCharts(QWidget):
         """Smooth the step loss over about half an epoch (at most 20 steps)."""
         window = min(20.0, max(2.0, steps / 2))
         self._loss_ema = _Ema(2.0 / (window + 1))
+        # A run followed from its log drew its steps so far as history: the smoothing goes on from them.
+        _, losses = self.loss.series("train (step)")
+        for value in losses[-200:]:
+            if np.isfinite(value):
+                self._loss_ema.update(float(value))
 
     def set_epochs(self, epochs: int) -> None:
         """Fix the x axis of every chart to 0..epochs so curves grow into a stable frame."""

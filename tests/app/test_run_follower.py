@@ -62,6 +62,8 @@ def test_open_run_folder_follows_a_run_written_by_another_process(qtbot, window,
     # part 1: the two whole batch lines are drawn; the half-written third waits
     qtbot.waitUntil(lambda: page.life.state is RunState.RUNNING and _steps(page) == 2, timeout=WAIT_MS)
     assert "CPU (2 threads) × 2 processes" in page.info_label.text()
+    assert "another program" in page.state_label.text()
+    assert window.step_states()[2][1] == "Training elsewhere, followed live"   # not "Waiting for an image folder"
     assert not page.stop_button.isEnabled() and not page.pause_button.isEnabled()   # not ours to stop
     assert page.start_button.isEnabled() and window.train_action.isEnabled()
     qtbot.wait(800)                                     # a few polls: the half line is still not taken
