@@ -40,6 +40,11 @@ def cuda_device_count() -> int:
     return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
 
 
+def can_launch() -> bool:
+    """False in a frozen bundle: its executable is the app, which cannot run ``-m torch.distributed.run``."""
+    return not getattr(sys, "frozen", False)
+
+
 def torchrun_command(config: Any, run_dir: str | Path, processes: int, extra_args: Sequence[str] = ()) -> list[str]:
     """The command that trains ``config`` (a TrainConfig) in ``run_dir`` on ``processes`` processes.
 
@@ -121,6 +126,11 @@ class SubprocessRun(QObject):
         """The launcher's process id once it started."""
         with self._lock:
             return None if self._proc is None else self._proc.pid
+
+    @property
+    def stop_requested(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stop_since is not None
 
     def start(self) -> None:
         """Start the launcher in a job that waits for it (the window awaits that job before it closes)."""

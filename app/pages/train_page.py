@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar
 from app import jobs
 from app.run_follower import RunFollower
 from app.run_life import NOT_TRAINED, RunLife, RunState, epochs_done
-from app.subprocess_run import SubprocessRun, cuda_device_count, remove_if_empty, torchrun_command
+from app.subprocess_run import SubprocessRun, can_launch, cuda_device_count, remove_if_empty, torchrun_command
 from app.theme import state_color
 from app.widgets.charts import TrainingCharts
 from app.widgets.error_dialog import show_error
@@ -335,7 +335,7 @@ class TrainPage(QWidget):
         """How many CUDA GPUs this machine has: "Use all N GPUs" is offered from two on."""
         self._gpus = int(count or 0)
         self.gpus_button.setText(f"Use all {self._gpus} GPUs")
-        self.gpus_button.setVisible(self._gpus > 1)
+        self.gpus_button.setVisible(self._gpus > 1 and can_launch())
 
     def start_on_all_gpus(self) -> None:
         """Train the current configuration on every GPU: ``torchrun`` in a new run folder, followed here."""
@@ -371,8 +371,19 @@ class TrainPage(QWidget):
         follower.start()
 
     def _launch_ended(self, launch: SubprocessRun, run_dir: str, code: int, message: str) -> None:
-        if self._follower is not None and self._follower.run_dir == run_dir:
-            self._follower.writer_ended(message)
+        from dtl_engine.run_folder import RunFolder
+
+        follower = self._follower if self._follower is not None and self._follower.run_dir == run_dir else None
+        if follower is not None and launch.stop_requested and not RunFolder(run_dir).has_run_file():
+            follower.stop()                 # stopped while the processes started: no run was made
+            self._trained = False
+            self.log("Stopped before the run started: nothing was trained")
+            self.progress.setRange(0, 1)
+            self.progress.setFormat("Stopped before the run started")
+            self._set_state(RunState.STOPPED, "Stopped before the run started — nothing was trained",
+                            "Stopped before it started")
+        elif follower is not None:
+            follower.writer_ended(message)
         remove_if_empty(run_dir)
         if self._launch is launch:
             self._launch = None

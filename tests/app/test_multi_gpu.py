@@ -122,9 +122,10 @@ def test_a_launcher_that_ignores_stop_is_killed_after_the_bounded_wait(qtbot, ti
     page.stop()
     qtbot.waitUntil(lambda: not page.is_running(), timeout=WAIT_MS)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    # no run folder was ever written: the run never started
-    qtbot.waitUntil(lambda: page.life.state is RunState.FAILED, timeout=WAIT_MS)
-    page.error_dialog.close()
+    # the launcher never started a run: stopped before it started, and its empty folder is gone
+    qtbot.waitUntil(lambda: page.life.state is RunState.STOPPED, timeout=WAIT_MS)
+    assert "before the run started" in page.state_label.text() and not Path(page.run_dir).exists()
+    assert page.start_button.isEnabled() and not page.status()[0]
 
 
 def test_closing_the_window_asks_then_stops_and_awaits_the_processes(qtbot, settings, tiny_dataset, wait_scan,
