@@ -187,7 +187,7 @@ class RunFollower(QObject):
             return (digest_events(events) if first else events), new_offset, run
 
         jobs.submit(read, kind="follow", what="Reading the run's log", context=self, lane=f"follow:{run_dir}",
-                    on_done=lambda out: self._polled(*out, final=final),
+                    on_done=lambda out: self._polled(out[0], out[1], out[2], final),
                     on_error=lambda message, _details: self._poll_failed(message))
 
     def _poll_failed(self, message: str) -> None:
