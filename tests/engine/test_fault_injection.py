@@ -338,6 +338,10 @@ def test_6_every_user_path_read_refuses_a_fifo(finished, tmp_path, capsys):
     (["--num-workers", "-1"], "workers"),
     (["--max-steps", "0"], "step limit"),
     (["--model-kwargs", '{"patch_size": 4, "img_size": 32, "depth": -1}'], "cannot be built"),
+    (["--label-smoothing", "2"], "label smoothing"),
+    (["--weight-decay", "-1"], "weight decay"),
+    (["--lr", "inf"], "learning rate"),
+    (["--early-stopping", "-1"], "early stopping"),
 ])
 def test_7_bad_numbers_are_sentences_and_leave_no_run(tmp_path, capsys, flags, words):
     from dtl_engine.runs import list_runs
