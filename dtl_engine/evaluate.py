@@ -219,8 +219,7 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> Evaluation:
     model, classes = load_run_model(folder.path, which="best", device=dev)
     split_name, samples = evaluation_split(Split.from_dict(folder.read_split()))
     samples, gone = check_split_files(samples, folder.read_file_stamps())
-    metrics = folder.read_metrics()
-    best = max(metrics, key=lambda m: m["val_acc"])["epoch"] if metrics else None
+    best = _weights_epoch(folder)
     from .data.loader import auto_num_workers
 
     evaluation = evaluate_model(model, samples, classes, dev, model.data_config, best_epoch=best, split=split_name,
@@ -228,6 +227,24 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> Evaluation:
     if evaluation.complete:
         folder.write_report(evaluation.to_dict())
     return evaluation
+
+
+def _weights_epoch(folder: Any) -> int | None:
+    """The epoch whose weights are the run's best ones, as the run recorded it.
+
+    Under the 'last epoch' rule (the paper recipe) that is not the epoch of the highest
+    validation accuracy, so the metrics are only a fallback for runs without the record.
+    """
+    from .errors import RunError
+
+    try:
+        recorded = folder.read_run().get("best_epoch") if folder.has_run_file() else None
+    except RunError:
+        recorded = None
+    if isinstance(recorded, int):
+        return recorded
+    metrics = folder.read_metrics()
+    return max(metrics, key=lambda m: m["val_acc"])["epoch"] if metrics else None
 
 
 def current_evaluation(run_dir: str | Path, device: str = "auto") -> Evaluation:

@@ -60,3 +60,18 @@ def test_evaluate_run_uses_the_test_split_when_present(tmp_path):
     again = evaluate_run(result.run_dir)
     assert again == result.report                       # same best weights, same images -> same report
     assert json.loads(report_file.read_text())["split"] == "test"
+
+
+def test_re_evaluation_names_the_epoch_whose_weights_it_used(tmp_path):
+    """With the paper's 'last epoch' rule the weights are the last epoch's, whatever the best validation was."""
+    from image_factory import make_image_folder
+
+    data = make_image_folder(tmp_path / "images", {"a": 6, "b": 6}, size=(24, 24))
+    result = train(tiny_config(data, epochs=2, keep="last"), model_kwargs=MODEL_KWARGS)
+    assert result.report.best_epoch == 1                # the last epoch is the result
+    metrics_file = tmp_path / result.run_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics[0]["val_acc"], metrics[1]["val_acc"] = 0.9, 0.5     # a curve that peaked before the end
+    metrics_file.write_text(json.dumps(metrics))
+    again = evaluate_run(result.run_dir)
+    assert again.best_epoch == 1 and again.accuracy == result.report.accuracy
