@@ -198,11 +198,9 @@ def _classify_one(path: Path, exported: Any, k: int, min_confidence: float, sort
 
 def _publish(part: Path, final: Path) -> None:
     """Move the finished CSV to its name, refusing if a file appeared there meanwhile."""
+    from .fileio import publish_new
+
     try:
-        os.link(part, final)            # fails if ``final`` exists: no silent overwrite
+        publish_new(part, final)
     except FileExistsError:
         raise DataError(f"'{final}' appeared while classifying; the results were not written over it.") from None
-    except OSError:
-        if final.exists():
-            raise DataError(f"'{final}' appeared while classifying; the results were not written over it.") from None
-        os.replace(part, final)         # file systems without hard links
