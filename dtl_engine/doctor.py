@@ -164,6 +164,7 @@ def _image_pass(model: Any, samples: list[tuple[str, int, str]], device: torch.d
                 ) -> tuple[list[int], list[str], np.ndarray, np.ndarray, list[Finding]]:
     """Read every image once: file hash, difference hash, frozen features. Returns the readable ones."""
     from .data import build_transform, load_image
+    from .fileio import read_bytes
 
     transform = build_transform(model.data_config, "none", train=False)
     kept: list[int] = []
@@ -182,8 +183,7 @@ def _image_pass(model: Any, samples: list[tuple[str, int, str]], device: torch.d
         if should_stop is not None and should_stop():
             raise RunError("The data check was cancelled.")
         try:
-            with open(path, "rb") as fh:
-                digest = hashlib.sha256(fh.read()).hexdigest()
+            digest = hashlib.sha256(read_bytes(path)).hexdigest()    # a FIFO is refused, never waited for
             image = load_image(path)
         except (OSError, DataError) as exc:
             unreadable.append(Finding("unreadable", path, split, detail=str(exc)))

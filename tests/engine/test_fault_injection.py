@@ -522,3 +522,19 @@ def test_6_a_weights_file_that_is_a_fifo_is_refused(tmp_path, capsys):
     argv = ["train", str(data), *[a if a != "random" else str(fifo) for a in TINY], "--epochs", "1"]
     code = _with_deadline(lambda: cli.main(argv), 60, [fifo])
     _one_line_refusal(code, capsys.readouterr().err, "not a regular file")
+
+
+def test_6_the_data_check_reports_a_fifo_among_the_images(tmp_path):
+    """An image replaced by a FIFO after training: the doctor names it instead of waiting for it for ever."""
+    from tiny_models import tiny_vit
+
+    from dtl_engine.doctor import diagnose_samples
+
+    data = make_image_folder(tmp_path / "data", {"a": 3, "b": 3}, size=(24, 24))
+    fifo = data / "a" / "img_0.png"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    samples = [(str(p), ["a", "b"].index(p.parent.name), "train") for p in sorted(data.rglob("*.png"))]
+    report = _with_deadline(lambda: diagnose_samples(tiny_vit(num_classes=2), ["a", "b"], samples), 30, [fifo])
+    assert [f.path for f in report.of("unreadable")] == [str(fifo)]
+    assert "not a regular file" in report.of("unreadable")[0].detail
