@@ -242,6 +242,8 @@ class _Run:
         if state is not None:
             start_epoch = self._restore(state)
         self.started = True
+        if self.claim is not None:
+            self.claim.keep_replacement()       # a run this one replaces is gone for good from here on
         listener.run_started(self._started_info(start_epoch))
         status, t_session, steps_session = "finished", time.perf_counter(), 0
         epochs_done = start_epoch

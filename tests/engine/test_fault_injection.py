@@ -117,6 +117,18 @@ def test_2_overwrite_replaces_the_old_run_entirely(finished, tmp_path, capsys):
     folder = RunFolder(old)
     assert folder.read_config()["epochs"] == 1 and len(folder.read_metrics()) == 1
     assert not (old / run_folder.LOCK).exists()
+    assert sorted(p.name for p in old.iterdir() if p.name.startswith(".")) == []   # nothing set aside is left
+
+
+def test_2_a_refused_replacement_keeps_the_run_it_would_have_replaced(finished, tmp_path, capsys):
+    """--overwrite replaces a run by a new one; input refused before the first step leaves the old run whole."""
+    old = _copy(finished, tmp_path)
+    before = _files(old)
+    one = make_image_folder(tmp_path / "one", {"only": 3}, size=(24, 24))
+    code, _, err = _cli(["train", str(one), *TINY, "--epochs", "1", "--out", str(old), "--overwrite"], capsys)
+    _one_line_refusal(code, err, "one class")
+    assert _files(old) == before
+    assert sorted(p.name for p in old.iterdir()) == sorted(before)
 
 
 def test_2_two_concurrent_writers_the_second_fails_at_once(tmp_path):
