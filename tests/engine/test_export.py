@@ -120,6 +120,16 @@ def test_a_file_that_appears_during_the_export_is_not_overwritten(exported, tmp_
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]     # no temporary file left behind
 
 
+def test_a_model_that_answers_nan_is_not_verified(tmp_path):
+    """NaN probabilities equal nothing, so no difference was found: the check called such a file verified."""
+    model = trained_looking_model()
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))
+    with pytest.raises(ExportError, match="not numbers"):
+        export_model(model, CLASSES, tmp_path / "model.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_never_writes_into_the_image_folder(exported, tmp_path):
     model, _ = exported
     data = make_image_folder(tmp_path / "photos")
