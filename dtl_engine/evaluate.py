@@ -230,13 +230,17 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> Evaluation:
 
 
 def _weights_epoch(folder: Any) -> int | None:
-    """The epoch whose weights are the run's best ones, as the run recorded it.
+    """The epoch of the run's best weights: what their file says, else what the run recorded.
 
     Under the 'last epoch' rule (the paper recipe) that is not the epoch of the highest
-    validation accuracy, so the metrics are only a fallback for runs without the record.
+    validation accuracy, so the metrics are only the last fallback (runs without either record).
     """
     from .errors import RunError
+    from .training.checkpoint import weights_metadata
 
+    stamped = weights_metadata(folder.weights("best")).get("epoch", "")
+    if stamped.isdigit():
+        return int(stamped)
     try:
         recorded = folder.read_run().get("best_epoch") if folder.has_run_file() else None
     except RunError:

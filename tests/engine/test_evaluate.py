@@ -75,3 +75,7 @@ def test_re_evaluation_names_the_epoch_whose_weights_it_used(tmp_path):
     metrics_file.write_text(json.dumps(metrics))
     again = evaluate_run(result.run_dir)
     assert again.best_epoch == 1 and again.accuracy == result.report.accuracy
+    # killed between writing the weights and recording the epoch: the weights file itself says which it is
+    run_file = tmp_path / result.run_dir / "run.json"
+    run_file.write_text(json.dumps({**json.loads(run_file.read_text()), "best_epoch": 0}))
+    assert evaluate_run(result.run_dir).best_epoch == 1
