@@ -252,7 +252,7 @@ def _weights_epoch(folder: Any) -> int | None:
 
 
 def current_evaluation(run_dir: str | Path, device: str = "auto") -> Evaluation:
-    """The run's saved report while its images are unchanged on disk, else a fresh, honest evaluation.
+    """The run's saved report while its weights and images are unchanged, else a fresh, honest evaluation.
 
     What the Results view shows: a saved report whose images were since deleted or changed
     would list files that are no longer there, so the images are checked first.
@@ -262,7 +262,8 @@ def current_evaluation(run_dir: str | Path, device: str = "auto") -> Evaluation:
 
     folder = RunFolder(run_dir)
     saved = folder.read_report()
-    if saved is not None:
+    # A report of other weights is stale too: a stopped run evaluated, then resumed, has new best weights.
+    if saved is not None and saved.get("best_epoch") == _weights_epoch(folder):
         _, samples = evaluation_split(Split.from_dict(folder.read_split()))
         _, gone = check_split_files(samples, folder.read_file_stamps())
         if not gone:
