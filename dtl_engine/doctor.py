@@ -125,15 +125,22 @@ def check_csv_destination(path: str | os.PathLike[str], overwrite: bool = False,
 
 def _write_rows(path: str | os.PathLike[str], columns: Sequence[str], rows: list[list[Any]], overwrite: bool,
                 data_dir: str | os.PathLike[str] | None) -> Path:
+    from .fileio import publish_new, reserve_beside
+
     out = check_csv_destination(path, overwrite, data_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(f".{out.name}.part")
+    part = reserve_beside(out)              # a name of its own: two checks never write into one file
     try:
         with open(part, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(columns)
             writer.writerows(rows)
-        os.replace(part, out)
+        if overwrite:
+            os.replace(part, out)
+        else:
+            publish_new(part, out)          # a file made there meanwhile is never replaced
+    except FileExistsError:
+        raise DataError(f"'{out}' already exists; choose another name or allow overwriting it.") from None
     finally:
         part.unlink(missing_ok=True)
     return out
