@@ -210,6 +210,7 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> Evaluation:
     evaluation (files missing or changed) is returned, never stored over the run's own.
     """
     from .data.split import Split
+    from .errors import RunError
     from .run_folder import RunFolder
     from .runs import load_run_model
     from .training.devices import select_device
@@ -224,6 +225,10 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> Evaluation:
 
     evaluation = evaluate_model(model, samples, classes, dev, model.data_config, best_epoch=best, split=split_name,
                                 num_workers=auto_num_workers(), left_out=gone)
+    if evaluation.num_images == 0 and evaluation.left_out:     # "0 % of 0 images" would be no measurement
+        first = evaluation.left_out[0]
+        raise RunError(f"None of the run's {evaluation.total_images} {split_name} images can be evaluated "
+                       f"({first['reason']}: {first['path']}); was the image folder moved or changed?")
     if evaluation.complete:
         folder.write_report(evaluation.to_dict())
     return evaluation

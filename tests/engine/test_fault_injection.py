@@ -220,6 +220,19 @@ def test_4_evaluation_covers_n_of_m_when_files_are_gone(tmp_path, capsys):
     assert load_exported(model).metadata["val_acc"] == RunFolder(run).read_run()["best_val_acc"]
 
 
+def test_4_no_image_left_is_a_refusal_not_an_accuracy_of_zero(tmp_path, capsys):
+    """The image folder moved away: '0.0 % on 0 of 6 images' is no measurement; it says why instead."""
+    from dtl_engine.training import train
+
+    data = image_folder(tmp_path, per_class=4)
+    result = train(tiny_config(data, epochs=1), run_dir=tmp_path / "run", model_kwargs=MODEL_KWARGS)
+    report_before = (tmp_path / "run" / run_folder.REPORT).read_bytes()
+    data.rename(tmp_path / "moved")
+    code, _, err = _cli(["evaluate", result.run_dir], capsys)
+    _one_line_refusal(code, err, "None of", "no longer exists")
+    assert (tmp_path / "run" / run_folder.REPORT).read_bytes() == report_before
+
+
 def test_4_predictions_are_matched_by_index(tmp_path):
     """A file that fails to load is left out; the other rows keep their own labels and paths."""
     import torch
