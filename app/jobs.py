@@ -36,7 +36,7 @@ from collections import deque
 from typing import Any, Callable
 
 import shiboken6
-from PySide6.QtCore import QObject, QThread, QThreadPool, Signal
+from PySide6.QtCore import QObject, Qt, QThread, QThreadPool, Signal
 
 from dtl_engine.errors import DTLError
 
@@ -196,7 +196,9 @@ class _Jobs:
         # Ended jobs whose worker may still hold them: let go of on the GUI thread once it does not.
         self.ending: list[Job] = []
         self.notifier = _Notifier()
-        self.notifier.released.connect(self.let_go)
+        # Always queued, also when sent from this thread: a job is let go from the event loop, never
+        # from inside one of its own signals (which let_go disconnects).
+        self.notifier.released.connect(self.let_go, Qt.ConnectionType.QueuedConnection)
 
     def start(self, job: Job, lane: str | None) -> None:
         self.live.append(job)
@@ -233,13 +235,13 @@ class _Jobs:
                 self.lane_busy[lane] = nxt
                 self._run(nxt)
                 break
-        self.let_go()
 
     def _drop(self, job: Job) -> None:
         job._done.set()
         job._released.set()                 # no worker ever held it
         job.cancelled.emit()
         job.ended.emit()
+        self.notifier.released.emit()
 
     def let_go(self) -> None:
         """Let go of every ended job its worker is done with: callbacks, function and kept objects go now."""
