@@ -11,32 +11,37 @@ Long jobs that may run for minutes (training) ask for ``low_priority``: they run
 on threads below the GUI's priority, kept apart from the others' threads because
 an operating system does not let a thread raise its priority again.
 
-The pool keeps every job (and the Qt object its signals live on) referenced
-until its thread has finished, so no widget going away can delete a signal
-source under a running thread. Jobs in the same *lane* run one after another
+The pool keeps every job (a Qt object: its signals) referenced until its worker
+thread is done with it, so no widget going away can delete a signal source under
+a running thread. Then, on the GUI thread, it lets go of the job's function, its
+callbacks and what it keeps, so that they and the job are freed there, by
+reference count: the worker holds only a weak reference, and nothing of a job is
+left to the cyclic garbage collector, which runs in whichever thread allocates
+(a worker's too) and would destroy Qt objects there. Jobs in the same *lane* run one after another
 (the estimate and the backbone facts each keep to one core). The main window
 asks before closing about jobs that lose work (training), cancels the rest and
 waits for all of them (:func:`active_jobs`, :func:`cancel_all`, :func:`wait_all`).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
 import threading
 import time
 import traceback
+import weakref
 from collections import deque
 from typing import Any, Callable
 
 import shiboken6
-from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal
+from PySide6.QtCore import QObject, Qt, QThread, QThreadPool, Signal
 
 from dtl_engine.errors import DTLError
 
 MAX_THREADS = 6                     # a scan + a few short jobs; lanes keep each kind to one thread
 MAX_LOW_PRIORITY_THREADS = 2        # training (one run at a time) and room for one more
-ENDED_KEPT = 64                     # ended jobs kept referenced (each is small) before they may be freed
 _IMPORT_LOCK = threading.Lock()
 
 
@@ -96,10 +101,14 @@ class Job(QObject):
         super().__init__()
         self.kind, self.what, self.loses_work = kind, what, loses_work
         self.keep: Any = None                   # an object that must live as long as the job (e.g. its signals)
-        self.runnable: Any = None               # its QRunnable, owned here (see _Runnable)
+        self.fn: Callable[[Job], Any] | None = None
+        self.imports: tuple[str, ...] = ()
+        self.low_priority = False
         self._on_cancel = on_cancel
         self._cancel = threading.Event()
         self._done = threading.Event()
+        self._released = threading.Event()     # the worker holds no reference to the job any more
+        self._connected: set[str] = set()       # names of its signals with callbacks, disconnected when let go
 
     @property
     def is_cancelled(self) -> bool:
@@ -125,39 +134,52 @@ class Job(QObject):
         return self._done.wait(max(0, timeout_ms) / 1000.0)
 
 
-class _Runnable(QRunnable):
-    def __init__(self, job: Job, fn: Callable[[Job], Any], imports: tuple[str, ...], low_priority: bool) -> None:
-        super().__init__()
-        # Python owns the runnable and frees it only long after run() returned (see _Jobs.ended):
-        # a wrapper collected while its thread still ran it crashed the interpreter in the GC.
-        self.setAutoDelete(False)
-        self._job, self._fn, self._imports, self.low_priority = job, fn, imports, low_priority
-
-    def run(self) -> None:
-        job = self._job
-        if self.low_priority:
-            lower_thread_priority()     # this pool's threads only ever run low-priority jobs
+def _run(job_ref: "weakref.ReferenceType[Job]") -> None:
+    """The job's work in its worker thread; every reference to the job ends with this frame."""
+    job = job_ref()
+    if job is None:
+        return
+    if job.low_priority:
+        lower_thread_priority()     # this pool's threads only ever run low-priority jobs
+    try:
+        if job.is_cancelled:
+            job.cancelled.emit()
+            return
         try:
+            if job.imports:
+                ensure_heavy_imports(*job.imports)
+            assert job.fn is not None
+            result = job.fn(job)
+        except BaseException as exc:  # every failure must reach the user as a sentence
             if job.is_cancelled:
                 job.cancelled.emit()
-                return
-            try:
-                if self._imports:
-                    ensure_heavy_imports(*self._imports)
-                result = self._fn(job)
-            except BaseException as exc:  # every failure must reach the user as a sentence
-                if job.is_cancelled:
-                    job.cancelled.emit()
-                else:
-                    job.failed.emit(*describe_error(exc, job.what))
             else:
-                if job.is_cancelled:
-                    job.cancelled.emit()
-                else:
-                    job.succeeded.emit(result)
-        finally:
-            job._done.set()
-            job.ended.emit()        # the last thing this thread does with the job
+                job.failed.emit(*describe_error(exc, job.what))
+            traceback.clear_frames(exc.__traceback__)   # its frames' locals (the job among them) go now, here
+        else:
+            if job.is_cancelled:
+                job.cancelled.emit()
+            else:
+                job.succeeded.emit(result)
+    finally:
+        job._done.set()
+        job.ended.emit()            # the last signal of the job
+
+
+def _work(job_ref: "weakref.ReferenceType[Job]", released: threading.Event, notifier: "_Notifier") -> None:
+    try:
+        _run(job_ref)
+    except BaseException:           # never left set in the thread for Qt's caller to trip over
+        traceback.print_exc()
+    finally:
+        released.set()
+        notifier.released.emit()    # the GUI thread may now let go of the job (see _Jobs.let_go)
+
+
+class _Notifier(QObject):
+    """Lives as long as the process: workers tell the GUI thread through it that they let go of a job."""
+
+    released = Signal()
 
 
 class _Jobs:
@@ -169,47 +191,67 @@ class _Jobs:
         self.low_priority_pool = QThreadPool()
         self.low_priority_pool.setMaxThreadCount(MAX_LOW_PRIORITY_THREADS)
         self.live: list[Job] = []
-        self.lanes: dict[str, deque[tuple[Job, _Runnable]]] = {}
+        self.lanes: dict[str, deque[Job]] = {}
         self.lane_busy: dict[str, Job] = {}
-        # Ended jobs (with their runnables and callbacks) stay referenced a while, so that none is
-        # freed, by reference count or by the GC, while its worker thread may still be returning.
-        self.ended: deque[Job] = deque(maxlen=ENDED_KEPT)
+        # Ended jobs whose worker may still hold them: let go of on the GUI thread once it does not.
+        self.ending: list[Job] = []
+        self.notifier = _Notifier()
+        # Always queued, also when sent from this thread: a job is let go from the event loop, never
+        # from inside one of its own signals (which let_go disconnects).
+        self.notifier.released.connect(self.let_go, Qt.ConnectionType.QueuedConnection)
 
-    def start(self, job: Job, runnable: _Runnable, lane: str | None) -> None:
-        job.runnable = runnable                 # lives as long as the job
+    def start(self, job: Job, lane: str | None) -> None:
         self.live.append(job)
-        job.ended.connect(lambda: self._ended(job, lane))
+        job.ended.connect(functools.partial(self._ended, weakref.ref(job), lane))   # no cycle through the job
+        job._connected.add("ended")
         if lane is None:
-            self._run(runnable)
+            self._run(job)
         elif lane in self.lane_busy:
-            self.lanes.setdefault(lane, deque()).append((job, runnable))
+            self.lanes.setdefault(lane, deque()).append(job)
         else:
             self.lane_busy[lane] = job
-            self._run(runnable)
+            self._run(job)
 
-    def _run(self, runnable: _Runnable) -> None:
-        (self.low_priority_pool if runnable.low_priority else self.pool).start(runnable)
+    def _run(self, job: Job) -> None:
+        # A plain callable: Qt owns the runnable it wraps it in; the callable holds the job weakly only.
+        work = functools.partial(_work, weakref.ref(job), job._released, self.notifier)
+        (self.low_priority_pool if job.low_priority else self.pool).start(work)
 
-    def _ended(self, job: Job, lane: str | None) -> None:
+    def _ended(self, job_ref: "weakref.ReferenceType[Job]", lane: str | None) -> None:
+        job = job_ref()
+        if job is None:
+            return
         if job in self.live:
             self.live.remove(job)
-            self.ended.append(job)
+            self.ending.append(job)
         if lane is not None and self.lane_busy.get(lane) is job:
             del self.lane_busy[lane]
             waiting = self.lanes.get(lane)
             while waiting:
-                nxt, runnable = waiting.popleft()
+                nxt = waiting.popleft()
                 if nxt.is_cancelled:        # never started: drop it, but still end it once
                     self._drop(nxt)
                     continue
                 self.lane_busy[lane] = nxt
-                self._run(runnable)
+                self._run(nxt)
                 break
 
     def _drop(self, job: Job) -> None:
         job._done.set()
+        job._released.set()                 # no worker ever held it
         job.cancelled.emit()
         job.ended.emit()
+        self.notifier.released.emit()
+
+    def let_go(self) -> None:
+        """Let go of every ended job its worker is done with: callbacks, function and kept objects go now."""
+        for job in [j for j in self.ending if j._released.is_set()]:
+            self.ending.remove(job)
+            # Every queued signal of the job was delivered before this (the worker sent them first).
+            for name in job._connected:
+                getattr(job, name).disconnect()
+            job._connected.clear()
+            job.fn = job.keep = None
 
 
 _JOBS: _Jobs | None = None
@@ -253,12 +295,14 @@ def submit(fn: Callable[[Job], Any], *, kind: str, what: str = "The task",
         return call
 
     # Every callback is connected before the job starts: a job that reports or ends at once loses nothing.
-    for signal, callback in ((job.succeeded, on_done), (job.failed, on_error),
-                             (job.progress, on_progress), (job.cancelled, on_cancelled), (job.ended, on_ended)):
+    for name, callback in (("succeeded", on_done), ("failed", on_error), ("progress", on_progress),
+                           ("cancelled", on_cancelled), ("ended", on_ended)):
         slot = guarded(callback)
         if slot is not None:
-            signal.connect(slot)
-    _jobs().start(job, _Runnable(job, fn, tuple(imports), low_priority), lane)
+            getattr(job, name).connect(slot)
+            job._connected.add(name)
+    job.fn, job.imports, job.low_priority = fn, tuple(imports), low_priority
+    _jobs().start(job, lane)
     return job
 
 

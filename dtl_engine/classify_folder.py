@@ -130,6 +130,7 @@ def classify_folder(model_path: str | os.PathLike[str], folder: str | os.PathLik
     """
     from .data.images import load_image
     from .export.common import image_to_uint8
+    from .fileio import reserve_beside
     from .predict import load_exported
 
     folder_p = Path(folder).expanduser().resolve()
@@ -145,7 +146,8 @@ def classify_folder(model_path: str | os.PathLike[str], folder: str | os.PathLik
     files = list_images(folder_p)
     result = FolderResult(str(csv_p), len(files))
     csv_p.parent.mkdir(parents=True, exist_ok=True)
-    part = csv_p.with_name(f".{csv_p.name}.part")
+    # A name of its own: a second classification into the same CSV must not share (and truncate) this file.
+    part = reserve_beside(csv_p)
     try:
         with open(part, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
@@ -196,11 +198,9 @@ def _classify_one(path: Path, exported: Any, k: int, min_confidence: float, sort
 
 def _publish(part: Path, final: Path) -> None:
     """Move the finished CSV to its name, refusing if a file appeared there meanwhile."""
+    from .fileio import publish_new
+
     try:
-        os.link(part, final)            # fails if ``final`` exists: no silent overwrite
+        publish_new(part, final)
     except FileExistsError:
         raise DataError(f"'{final}' appeared while classifying; the results were not written over it.") from None
-    except OSError:
-        if final.exists():
-            raise DataError(f"'{final}' appeared while classifying; the results were not written over it.") from None
-        os.replace(part, final)         # file systems without hard links

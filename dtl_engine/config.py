@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -110,8 +111,12 @@ class TrainConfig:
             (self.num_workers is None or self.num_workers >= 0, "The number of loader workers cannot be negative."),
             (self.epochs >= 1, "Train for at least one epoch."),
             (self.batch_size >= 1, "The batch size must be at least 1."),
-            (self.lr == "auto" or (isinstance(self.lr, (int, float)) and self.lr > 0),
+            (self.lr == "auto" or (isinstance(self.lr, (int, float)) and 0 < self.lr < math.inf),
              "The learning rate must be a positive number or 'auto'."),
+            (0.0 <= self.weight_decay < math.inf, "The weight decay cannot be negative."),
+            (0.0 <= self.label_smoothing < 1.0, "The label smoothing must be between 0 and 1."),
+            (self.early_stopping is None or self.early_stopping >= 0,
+             "The early stopping patience cannot be negative (0 or none = never)."),
             (self.warmup_epochs >= 0, "The warm-up cannot be negative."),
             (0.0 <= self.drop_path < 1.0, "The drop-path rate must be between 0 and 1."),
             (0.0 < self.val_fraction < 1.0, "The validation share must be between 0 and 1."),

@@ -125,15 +125,22 @@ def check_csv_destination(path: str | os.PathLike[str], overwrite: bool = False,
 
 def _write_rows(path: str | os.PathLike[str], columns: Sequence[str], rows: list[list[Any]], overwrite: bool,
                 data_dir: str | os.PathLike[str] | None) -> Path:
+    from .fileio import publish_new, reserve_beside
+
     out = check_csv_destination(path, overwrite, data_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    part = out.with_name(f".{out.name}.part")
+    part = reserve_beside(out)              # a name of its own: two checks never write into one file
     try:
         with open(part, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(columns)
             writer.writerows(rows)
-        os.replace(part, out)
+        if overwrite:
+            os.replace(part, out)
+        else:
+            publish_new(part, out)          # a file made there meanwhile is never replaced
+    except FileExistsError:
+        raise DataError(f"'{out}' already exists; choose another name or allow overwriting it.") from None
     finally:
         part.unlink(missing_ok=True)
     return out
@@ -164,6 +171,7 @@ def _image_pass(model: Any, samples: list[tuple[str, int, str]], device: torch.d
                 ) -> tuple[list[int], list[str], np.ndarray, np.ndarray, list[Finding]]:
     """Read every image once: file hash, difference hash, frozen features. Returns the readable ones."""
     from .data import build_transform, load_image
+    from .fileio import read_bytes
 
     transform = build_transform(model.data_config, "none", train=False)
     kept: list[int] = []
@@ -182,8 +190,7 @@ def _image_pass(model: Any, samples: list[tuple[str, int, str]], device: torch.d
         if should_stop is not None and should_stop():
             raise RunError("The data check was cancelled.")
         try:
-            with open(path, "rb") as fh:
-                digest = hashlib.sha256(fh.read()).hexdigest()
+            digest = hashlib.sha256(read_bytes(path)).hexdigest()    # a FIFO is refused, never waited for
             image = load_image(path)
         except (OSError, DataError) as exc:
             unreadable.append(Finding("unreadable", path, split, detail=str(exc)))

@@ -210,6 +210,7 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> Evaluation:
     evaluation (files missing or changed) is returned, never stored over the run's own.
     """
     from .data.split import Split
+    from .errors import RunError
     from .run_folder import RunFolder
     from .runs import load_run_model
     from .training.devices import select_device
@@ -219,19 +220,44 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> Evaluation:
     model, classes = load_run_model(folder.path, which="best", device=dev)
     split_name, samples = evaluation_split(Split.from_dict(folder.read_split()))
     samples, gone = check_split_files(samples, folder.read_file_stamps())
-    metrics = folder.read_metrics()
-    best = max(metrics, key=lambda m: m["val_acc"])["epoch"] if metrics else None
+    best = _weights_epoch(folder)
     from .data.loader import auto_num_workers
 
     evaluation = evaluate_model(model, samples, classes, dev, model.data_config, best_epoch=best, split=split_name,
                                 num_workers=auto_num_workers(), left_out=gone)
+    if evaluation.num_images == 0 and evaluation.left_out:     # "0 % of 0 images" would be no measurement
+        first = evaluation.left_out[0]
+        raise RunError(f"None of the run's {evaluation.total_images} {split_name} images can be evaluated "
+                       f"({first['reason']}: {first['path']}); was the image folder moved or changed?")
     if evaluation.complete:
         folder.write_report(evaluation.to_dict())
     return evaluation
 
 
+def _weights_epoch(folder: Any) -> int | None:
+    """The epoch of the run's best weights: what their file says, else what the run recorded.
+
+    Under the 'last epoch' rule (the paper recipe) that is not the epoch of the highest
+    validation accuracy, so the metrics are only the last fallback (runs without either record).
+    """
+    from .errors import RunError
+    from .training.checkpoint import weights_metadata
+
+    stamped = weights_metadata(folder.weights("best")).get("epoch", "")
+    if stamped.isdigit():
+        return int(stamped)
+    try:
+        recorded = folder.read_run().get("best_epoch") if folder.has_run_file() else None
+    except RunError:
+        recorded = None
+    if isinstance(recorded, int):
+        return recorded
+    metrics = folder.read_metrics()
+    return max(metrics, key=lambda m: m["val_acc"])["epoch"] if metrics else None
+
+
 def current_evaluation(run_dir: str | Path, device: str = "auto") -> Evaluation:
-    """The run's saved report while its images are unchanged on disk, else a fresh, honest evaluation.
+    """The run's saved report while its weights and images are unchanged, else a fresh, honest evaluation.
 
     What the Results view shows: a saved report whose images were since deleted or changed
     would list files that are no longer there, so the images are checked first.
@@ -241,7 +267,8 @@ def current_evaluation(run_dir: str | Path, device: str = "auto") -> Evaluation:
 
     folder = RunFolder(run_dir)
     saved = folder.read_report()
-    if saved is not None:
+    # A report of other weights is stale too: a stopped run evaluated, then resumed, has new best weights.
+    if saved is not None and saved.get("best_epoch") == _weights_epoch(folder):
         _, samples = evaluation_split(Split.from_dict(folder.read_split()))
         _, gone = check_split_files(samples, folder.read_file_stamps())
         if not gone:

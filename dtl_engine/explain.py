@@ -213,6 +213,7 @@ def explain_run(run_dir: str | os.PathLike[str], image_path: str | os.PathLike[s
         RunError: ``out_path`` exists (and ``overwrite`` is off), is a folder, or lies in the run's image folder.
         DataError: the image cannot be read.
     """
+    from .fileio import publish_new, reserve_beside
     from .run_folder import RunFolder
     from .runs import load_run_model
     from .training.devices import select_device
@@ -230,10 +231,15 @@ def explain_run(run_dir: str | os.PathLike[str], image_path: str | os.PathLike[s
     result = explain_image(model, classes, image_path, class_name)
     picture = overlay(image_path, result.heatmap)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.part")
-    picture.save(tmp, format="PNG")
-    if out.exists() and not overwrite:      # appeared meanwhile: never replace it silently
-        tmp.unlink()
-        raise RunError(f"'{out}' already exists; choose another name or pass --overwrite.")
-    os.replace(tmp, out)
+    tmp = reserve_beside(out)               # a name of its own; removed on every failure (a full disk too)
+    try:
+        picture.save(tmp, format="PNG")
+        if overwrite:
+            os.replace(tmp, out)
+        else:
+            publish_new(tmp, out)           # a file made there meanwhile is never replaced
+    except FileExistsError:
+        raise RunError(f"'{out}' already exists; choose another name or pass --overwrite.") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     return result

@@ -129,6 +129,24 @@ def reserve_beside(path: str | os.PathLike[str], suffix: str = PART_SUFFIX, mode
     return Path(name)
 
 
+def publish_new(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -> None:
+    """Move the finished file ``tmp`` to ``final`` only if ``final`` does not exist; never overwrites.
+
+    For writers that checked ``final`` was free before a long piece of work: a file made there
+    meanwhile (another process, the user) raises ``FileExistsError`` and stays as it is.
+    """
+    try:
+        os.link(tmp, final)             # fails if ``final`` exists
+    except FileExistsError:
+        raise
+    except OSError:                     # a file system without hard links: check, then move
+        if os.path.lexists(final):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(final)) from None
+        os.replace(tmp, final)
+        return
+    os.unlink(tmp)
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     atomic_write_bytes(path, json.dumps(obj, indent=2).encode("utf-8"))

@@ -17,6 +17,7 @@ A run folder holds::
     doctor.csv               the findings of a data check, when one was made
     .lock                    held while a process writes the run: pid, start time and host
     .cache-XXXX/             the engine's own feature-cache spill folder, marked by .dtl-cache
+    .replaced-XXXX/          the run being replaced (--overwrite), kept until the new run trains, marked the same
 
 Every write is atomic (:mod:`dtl_engine.fileio`). Every read turns a missing, damaged or
 non-regular file into a :class:`RunError` that names the file and the run.
@@ -61,6 +62,7 @@ SEARCH = "autotune.json"            # the automatic learning-rate / augmentation
 LOCK = ".lock"
 CACHE_PREFIX = ".cache-"
 CACHE_MARK = ".dtl-cache"
+REPLACED_PREFIX = ".replaced-"
 
 # Everything a run writes, in the order a new run writes it (used to replace or discard a run).
 RUN_FILES = (RUN_FILE, CONFIG, CLASSES, SPLIT, SPEC, LAST_WEIGHTS, BEST_WEIGHTS, METRICS, STATE, REPORT, EVENT_LOG)
@@ -70,6 +72,7 @@ CHECK_FILES = (SEARCH, DOCTOR_CSV)
 STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
 
 _CREATED_CACHES: set[str] = set()       # cache folders this process made (the only ones close() may delete)
+_SET_ASIDE: set[str] = set()            # replaced runs this process set aside and may still put back
 
 
 def now_iso() -> str:
@@ -318,10 +321,11 @@ class RunFolder:
         """Remove temporary files and cache folders a killed writer left (call while holding the lock)."""
         # Older than the newest committed file, or older than a minute: no live writer is behind them.
         removed = fileio.remove_leftovers(self.path, older_than=max(self.commit_time(), time.time() - 60))
-        for entry in self.path.glob(CACHE_PREFIX + "*"):
-            if entry.is_dir() and (entry / CACHE_MARK).is_file() and str(entry) not in _CREATED_CACHES:
-                shutil.rmtree(entry, ignore_errors=True)
-                removed.append(entry)
+        for prefix, mine in ((CACHE_PREFIX, _CREATED_CACHES), (REPLACED_PREFIX, _SET_ASIDE)):
+            for entry in self.path.glob(prefix + "*"):
+                if entry.is_dir() and (entry / CACHE_MARK).is_file() and str(entry) not in mine:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry)
         return removed
 
     def remove_run_files(self) -> None:
@@ -336,6 +340,31 @@ class RunFolder:
     def new_cache_dir(self) -> Path:
         """A fresh, uniquely named, marked cache folder inside the run (see :func:`new_cache_dir`)."""
         return new_cache_dir(self.path)
+
+    def set_aside_run_files(self) -> Path | None:
+        """Move the run's own files into a new hidden, marked folder in it (None when there were none).
+
+        A run being replaced is kept there until its successor trains (:meth:`Claim.keep_replacement`),
+        so that input refused before that puts it back whole (:meth:`Claim.discard`).
+        """
+        names = [n for n in (*RUN_FILES, *CHECK_FILES) if os.path.lexists(self.path / n)]
+        aside = None
+        if names:
+            aside = Path(tempfile.mkdtemp(prefix=REPLACED_PREFIX, dir=self.path))
+            (aside / CACHE_MARK).write_text(json.dumps({"pid": os.getpid()}), encoding="utf-8")
+            _SET_ASIDE.add(str(aside))
+            for name in names:
+                os.replace(self.path / name, aside / name)
+        self.remove_leftovers()
+        return aside
+
+    def put_back(self, aside: Path) -> None:
+        """Return the files :meth:`set_aside_run_files` moved to ``aside`` (the run's own are removed first)."""
+        self.remove_run_files()
+        for entry in os.scandir(aside):
+            if entry.name != CACHE_MARK:
+                os.replace(entry.path, self.path / entry.name)
+        drop_set_aside(aside)
 
 
 def effective_status(run: dict[str, Any]) -> str:
@@ -464,6 +493,13 @@ def new_cache_dir(parent: str | os.PathLike[str]) -> Path:
     return path
 
 
+def drop_set_aside(aside: str | os.PathLike[str]) -> None:
+    """Delete a replaced run set aside by this process (its successor trains: the replacement stands)."""
+    if str(aside) in _SET_ASIDE:
+        shutil.rmtree(aside, ignore_errors=True)
+        _SET_ASIDE.discard(str(aside))
+
+
 def remove_cache_dir(path: str | os.PathLike[str]) -> bool:
     """Delete a cache folder made by :func:`new_cache_dir` in this process; anything else is left alone."""
     path = Path(path)
@@ -496,9 +532,17 @@ class Claim:
     folder: RunFolder
     lock: RunLock
     created: bool               # this process made the folder itself
+    replaced: Path | None = None        # the run this one replaces, set aside until this one trains
+
+    def keep_replacement(self) -> None:
+        """The new run trains: the run it replaces is deleted for good."""
+        if self.replaced is not None:
+            drop_set_aside(self.replaced)
+            self.replaced = None
 
     def release(self) -> None:
         """Give the folder back; temporary files older than this run's last commit (a killed writer's) go first."""
+        self.keep_replacement()
         if not self.lock.released:
             try:
                 self.folder.remove_leftovers()
@@ -507,8 +551,15 @@ class Claim:
         self.lock.release()
 
     def discard(self) -> None:
-        """Remove what this run wrote (a refused input leaves no run behind), then the folder if it made it."""
-        self.folder.remove_run_files()
+        """Remove what this run wrote (a refused input leaves no run behind), then the folder if it made it.
+
+        A run it was to replace is put back as it was.
+        """
+        if self.replaced is not None:
+            self.folder.put_back(self.replaced)
+            self.replaced = None
+        else:
+            self.folder.remove_run_files()
         self.lock.release()
         if self.created:
             try:
@@ -545,6 +596,7 @@ def claim_new(run_dir: str | os.PathLike[str] | None, data_dir: str | os.PathLik
     except OSError as exc:
         raise RunError(f"Cannot create the run folder '{path}': {exc.strerror or exc}.") from exc
     lock = folder.lock()
+    replaced = None
     try:
         if not folder.is_empty():
             if not overwrite:       # another run got here between the check and the lock
@@ -552,11 +604,11 @@ def claim_new(run_dir: str | os.PathLike[str] | None, data_dir: str | os.PathLik
                                "or allow replacing the run in it (--overwrite).")
             if folder.has_run_file() and _running_elsewhere(folder):
                 raise RunError(f"The run in '{path.name}' is still training; stop it before replacing it.")
-            folder.remove_run_files()
+            replaced = folder.set_aside_run_files()     # deleted once the new run trains, else put back
     except BaseException:
         lock.release()
         raise
-    return Claim(folder, lock, created)
+    return Claim(folder, lock, created, replaced)
 
 
 def claim_existing(run_dir: str | os.PathLike[str]) -> Claim:

@@ -76,6 +76,9 @@ class ScanResult:
     # (size, mtime in ns) of every usable image when it was scanned: a job given this scan
     # checks them instead of scanning again (see scan_check.scan_or_reuse).
     stamps: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # modification time (ns) of every folder listed, taken just before listing it: a folder whose
+    # time differs later gained or lost an entry (an image or a class added, one removed)
+    folder_stamps: dict[str, int] = field(default_factory=dict)
 
     @property
     def num_images(self) -> int:
@@ -96,7 +99,7 @@ class ScanResult:
             "counts": dict(self.counts), "skipped": [s.to_dict() for s in self.skipped],
             "warnings": list(self.warnings), "ignored": self.ignored,
             "split_counts": {k: dict(v) for k, v in self.split_counts.items()},
-            "stamps": {p: list(v) for p, v in self.stamps.items()},
+            "stamps": {p: list(v) for p, v in self.stamps.items()}, "folder_stamps": dict(self.folder_stamps),
         }
 
     @classmethod
@@ -109,6 +112,7 @@ class ScanResult:
             warnings=list(d.get("warnings", [])), ignored=int(d.get("ignored", 0)),
             split_counts={k: {c: int(n) for c, n in v.items()} for k, v in d.get("split_counts", {}).items()},
             stamps={str(p): (int(v[0]), int(v[1])) for p, v in d.get("stamps", {}).items()},
+            folder_stamps={str(p): int(t) for p, t in d.get("folder_stamps", {}).items()},
         )
 
 
@@ -145,6 +149,7 @@ class _Walker:
         self.found = 0
         self.skipped: list[SkippedFile] = []
         self.hidden_dirs: list[str] = []  # hidden folders passed over (class-level ones are named in a warning)
+        self.folder_stamps: dict[str, int] = {}     # see ScanResult.folder_stamps
         self._last = 0.0
 
     def stop_check(self) -> None:
@@ -160,6 +165,7 @@ class _Walker:
     def entries(self, folder: Path) -> list[os.DirEntry[str]]:
         """Non-junk entries of ``folder`` in natural order; unreadable folders are reported."""
         try:
+            self.folder_stamps.setdefault(str(folder), os.stat(folder).st_mtime_ns)   # before the listing
             with os.scandir(folder) as it:
                 entries = list(it)
         except OSError as exc:
@@ -331,7 +337,7 @@ def scan_folder(root: str | os.PathLike[str], progress: ProgressFn | None = None
 
     del candidates
     result = _assemble(root_path, layout, class_dirs, good, walker, extra_warnings)
-    result.stamps = stamps
+    result.stamps, result.folder_stamps = stamps, walker.folder_stamps
     return result
 
 

@@ -1,8 +1,9 @@
 """No second scan: a run reuses the scan the app has just made when the folder has not changed.
 
-The scan records every usable image's size and modification time; the check
-costs one ``stat`` per image instead of opening every file again. Anything
-different (a file changed, gone, or a scan of another folder) means a fresh scan.
+The scan records every usable image's size and modification time, and the time
+of every folder it listed; the check costs one ``stat`` per image and folder instead
+of opening every file again. Anything different (a file changed, gone or added, a folder added, or
+a scan of another folder) means a fresh scan.
 """
 from __future__ import annotations
 
@@ -28,6 +29,23 @@ def scan_still_valid(scan: ScanResult, root: str | os.PathLike[str]) -> bool:
         except OSError:
             return False
         if st.st_size != size or st.st_mtime_ns != mtime:
+            return False
+    return _folders_unchanged(scan)
+
+
+def _folders_unchanged(scan: ScanResult) -> bool:
+    """True when no folder the scan listed gained or lost an entry since (images or classes added).
+
+    The scanned files' own stamps cannot tell: adding or removing a file or a folder changes
+    the modification time of the folder that holds it.
+    """
+    if not scan.folder_stamps:
+        return False                       # a scan from before folder times were recorded
+    for folder, mtime in scan.folder_stamps.items():
+        try:
+            if os.stat(folder).st_mtime_ns != mtime:
+                return False
+        except OSError:
             return False
     return True
 

@@ -9,7 +9,7 @@ from typing import Any, cast
 import torch
 
 from ..errors import ExportError
-from ..fileio import PART_SUFFIX, remove_leftovers
+from ..fileio import PART_SUFFIX, publish_new, remove_leftovers
 from ..preprocess import preprocess_settings
 from .common import TOLERANCE, ExportResult, build_metadata, check_destination, synthetic_batch, temp_path_beside
 from .verify import check_in_fresh_process, compare, measure_options
@@ -82,7 +82,14 @@ def export_model(model: torch.nn.Module, classes: list[str], out_path: str | os.
             if worst > TOLERANCE:
                 raise ExportError(f"The exported file disagrees with the engine by up to {worst:.2e} in probability "
                                   f"(allowed {TOLERANCE:.0e}); it was not saved.")
-        os.replace(tmp, out)
+        if overwrite:
+            os.replace(tmp, out)
+        else:
+            try:
+                publish_new(tmp, out)       # a file made there during the export stays
+            except FileExistsError:
+                raise ExportError(f"'{out}' already exists (it appeared during the export); choose another "
+                                  "name or allow overwriting it.") from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -205,5 +205,9 @@ def compare(reference: list[torch.Tensor], produced: list[torch.Tensor]) -> floa
     for ref, got in zip(reference, produced):
         if tuple(ref.shape) != tuple(got.shape):
             raise ExportError(f"The exported file returned shape {tuple(got.shape)} instead of {tuple(ref.shape)}.")
+        if not (bool(torch.isfinite(ref).all()) and bool(torch.isfinite(got).all())):
+            # NaN differs from nothing by a number: without this the check would pass a broken model
+            raise ExportError("The model's probabilities are not numbers (NaN): its weights are damaged, e.g. "
+                              "by a training that diverged; it was not saved.")
         worst = max(worst, float((ref.float() - got.float()).abs().max()))
     return worst

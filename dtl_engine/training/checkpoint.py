@@ -26,8 +26,8 @@ from ..errors import RunError
 from ..fileio import NOT_REGULAR, NotRegularFileError, atomic_write_bytes, atomic_write_json, read_bytes
 from ..run_folder import RunFolder
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "save_weights", "load_weights", "save_state", "load_state",
-           "rng_state", "set_rng_state"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "save_weights", "load_weights", "weights_metadata",
+           "save_state", "load_state", "rng_state", "set_rng_state"]
 
 
 def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
@@ -47,6 +47,24 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise RunError(f"The weights file {path} is {NOT_REGULAR}.") from None
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise RunError(f"The weights file {path} is damaged and cannot be read ({exc}).") from exc
+
+
+def weights_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata :func:`save_weights` stored in a weights file ({} when it has none or cannot be read)."""
+    import json
+
+    from ..fileio import open_regular
+
+    try:
+        with open_regular(path) as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            if not 0 < size <= 100_000_000:
+                return {}
+            header = json.loads(fh.read(size).decode("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 
 def save_state(run_dir: str | Path, state: dict[str, Any]) -> None:

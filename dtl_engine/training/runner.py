@@ -242,6 +242,8 @@ class _Run:
         if state is not None:
             start_epoch = self._restore(state)
         self.started = True
+        if self.claim is not None:
+            self.claim.keep_replacement()       # a run this one replaces is gone for good from here on
         listener.run_started(self._started_info(start_epoch))
         status, t_session, steps_session = "finished", time.perf_counter(), 0
         epochs_done = start_epoch
@@ -287,6 +289,7 @@ class _Run:
                     ckpt.save_weights(self.folder.last_weights, model.trainable_state_dict(),
                                       {"epoch": str(epoch - 1), "partial": "true"})
                 break
+            self._check_not_diverged(epoch)
             # evaluate (training accuracy stands in when there are no validation images)
             loss_sum, correct, seen = self.ddp.sum([loss_sum, correct, seen])     # over all ranks' images
             if seen == 0:
@@ -709,6 +712,14 @@ class _Run:
         if self.writes:
             self.folder.write_report(report.to_dict())
         return report
+
+    def _check_not_diverged(self, epoch: int) -> None:
+        """Refuse to keep an epoch whose weights are no longer numbers (they would classify every image alike)."""
+        if all(bool(torch.isfinite(p).all()) for p in self._trainable):
+            return
+        raise RunError(f"The training diverged in epoch {epoch + 1}: the model's weights are no longer numbers "
+                       "(NaN). Train again with a smaller learning rate ('auto' finds one); the checkpoints of "
+                       "the earlier epochs are kept.")
 
     def _fail(self, exc: BaseException) -> None:
         details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

@@ -221,6 +221,40 @@ def test_a_job_callback_is_skipped_once_its_widget_is_gone(qtbot):
     assert got == []
 
 
+def test_an_ended_job_and_what_it_holds_are_freed_on_the_gui_thread(qtbot):
+    """Once a job ended, it, its function and its callbacks are let go on the GUI thread, by reference count.
+
+    Kept for ever, every job pinned its callbacks' widgets and the data its function captured. Left to
+    the cyclic garbage collector, a job (a Qt object) died in whichever thread the collector happened
+    to run in, a running job's worker thread included.
+    """
+    import gc
+    import weakref
+
+    class Payload:
+        pass
+
+    freed: list[tuple[str, bool]] = []
+
+    def note(what: str) -> None:
+        freed.append((what, threading.current_thread() is threading.main_thread()))
+
+    gc.disable()            # only reference counts may free them: nothing may wait for the collector
+    try:
+        for i in range(3):
+            payload = Payload()
+            weakref.finalize(payload, note, "payload")
+            job = jobs.submit(lambda _job, p=payload: i, kind="test", lane="t" if i else None,
+                              on_done=lambda _result, p=payload: None)
+            weakref.finalize(job, note, "job")
+            del job, payload
+        qtbot.waitUntil(lambda: len(freed) == 6, timeout=5000)
+    finally:
+        gc.enable()
+    assert sorted(what for what, _ in freed) == ["job"] * 3 + ["payload"] * 3
+    assert all(on_main for _, on_main in freed), freed
+
+
 def test_describe_error_keeps_engine_sentences():
     assert describe_error(DataError("No images in that folder."))[0] == "No images in that folder."
     msg, details = describe_error(KeyError("x"), "The export")

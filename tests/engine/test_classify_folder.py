@@ -141,3 +141,21 @@ def test_cli_predict_folder(model_file, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert cli.main(["predict", str(model_file), "--folder", str(folder)]) == 2
     assert cli.main(["predict", str(model_file)]) == 2
+
+
+def test_two_classifications_into_one_csv_never_write_into_each_other(model_file, tmp_path):
+    """A second classification to the same CSV, run while the first is under way, keeps its file intact."""
+    folder = class_tree(tmp_path)
+    out_csv = tmp_path / "results.csv"
+    second: list = []
+
+    def meanwhile(done: int, total: int) -> None:
+        if done == 1 and not second:        # another window / terminal classifies into the same file
+            second.append(classify_folder(model_file, folder, out_csv, top_k=1))
+
+    with pytest.raises(DataError, match="appeared while classifying"):
+        classify_folder(model_file, folder, out_csv, top_k=3, progress=meanwhile)
+    rows = read_rows(out_csv)
+    assert len(rows) == second[0].total                 # the second one's rows, each once, nothing appended
+    assert all(";" not in r["top_k"] for r in rows)      # its own top-1 rows, not the first one's top-3
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")]

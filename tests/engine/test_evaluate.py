@@ -60,3 +60,44 @@ def test_evaluate_run_uses_the_test_split_when_present(tmp_path):
     again = evaluate_run(result.run_dir)
     assert again == result.report                       # same best weights, same images -> same report
     assert json.loads(report_file.read_text())["split"] == "test"
+
+
+def test_re_evaluation_names_the_epoch_whose_weights_it_used(tmp_path):
+    """With the paper's 'last epoch' rule the weights are the last epoch's, whatever the best validation was."""
+    from image_factory import make_image_folder
+
+    data = make_image_folder(tmp_path / "images", {"a": 6, "b": 6}, size=(24, 24))
+    result = train(tiny_config(data, epochs=2, keep="last"), model_kwargs=MODEL_KWARGS)
+    assert result.report.best_epoch == 1                # the last epoch is the result
+    metrics_file = tmp_path / result.run_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics[0]["val_acc"], metrics[1]["val_acc"] = 0.9, 0.5     # a curve that peaked before the end
+    metrics_file.write_text(json.dumps(metrics))
+    again = evaluate_run(result.run_dir)
+    assert again.best_epoch == 1 and again.accuracy == result.report.accuracy
+    # killed between writing the weights and recording the epoch: the weights file itself says which it is
+    run_file = tmp_path / result.run_dir / "run.json"
+    run_file.write_text(json.dumps({**json.loads(run_file.read_text()), "best_epoch": 0}))
+    assert evaluate_run(result.run_dir).best_epoch == 1
+
+
+def test_a_saved_report_of_older_weights_is_not_shown_as_current(tmp_path):
+    """Evaluate a stopped run, resume it, stop again: its best weights changed, so the old report is stale."""
+    from image_factory import make_image_folder
+
+    from dtl_engine.evaluate import current_evaluation
+    from dtl_engine.listener import StopToken
+    from dtl_engine.training import resume
+    from test_training_helpers import Recorder
+
+    def stop_after(epoch: int) -> tuple[Recorder, StopToken]:
+        token = StopToken()
+        return Recorder(checkpoint_saved=lambda _path, done: token.stop() if done == epoch else None), token
+
+    data = make_image_folder(tmp_path / "images", {"a": 6, "b": 6}, size=(24, 24))
+    listener, token = stop_after(0)
+    first = train(tiny_config(data, epochs=3, keep="last"), listener, token, model_kwargs=MODEL_KWARGS)
+    assert first.status == "stopped" and evaluate_run(first.run_dir).best_epoch == 0     # saved as the report
+    listener, token = stop_after(1)
+    assert resume(first.run_dir, listener, token).status == "stopped"
+    assert current_evaluation(first.run_dir).best_epoch == 1

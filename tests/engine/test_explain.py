@@ -106,3 +106,28 @@ def test_explain_refuses_to_write_into_the_image_folder(square_run):
     image = f"{config_dir}/red/sq_0.png"
     with pytest.raises(Exception, match="image folder"):
         explain_run(square_run.run_dir, image, f"{config_dir}/heat.png")
+
+
+def test_a_full_disk_while_writing_the_heatmap_is_a_sentence_and_leaves_nothing(square_run, tmp_path, monkeypatch,
+                                                                                capsys):
+    import errno
+
+    image = tmp_path / "photos" / "red.png"
+    image.parent.mkdir()
+    square_image(COLOURS["red"], np.random.default_rng(1))[0].save(image)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    real_save = Image.Image.save
+
+    def save_until_the_disk_is_full(self, fp, *args, **kwargs):
+        if str(fp).startswith(str(out_dir)):
+            with open(fp, "wb") as fh:
+                fh.write(b"\x89PNG half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save_until_the_disk_is_full)
+    assert cli.main(["explain", square_run.run_dir, str(image), "--out", str(out_dir / "heat.png")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "No space left" in err[0]
+    assert list(out_dir.iterdir()) == []

@@ -101,6 +101,35 @@ def test_existing_file_is_never_overwritten_without_permission(exported, tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == ["taken.pt"]     # no temporary file left behind
 
 
+def test_a_file_that_appears_during_the_export_is_not_overwritten(exported, tmp_path, monkeypatch):
+    """The destination is checked before a long conversion and check; a file made meanwhile stays."""
+    from dtl_engine.export import core
+
+    model, _ = exported
+    target = tmp_path / "model.pt"
+    real = core._writer("torchscript")
+
+    def writer_while_another_export_finishes(*args):
+        real(*args)
+        target.write_bytes(b"the other export")
+
+    monkeypatch.setattr(core, "_writer", lambda _format: writer_while_another_export_finishes)
+    with pytest.raises(ExportError, match="already exists"):
+        export_model(model, CLASSES, target, verify=False)
+    assert target.read_bytes() == b"the other export"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]     # no temporary file left behind
+
+
+def test_a_model_that_answers_nan_is_not_verified(tmp_path):
+    """NaN probabilities equal nothing, so no difference was found: the check called such a file verified."""
+    model = trained_looking_model()
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))
+    with pytest.raises(ExportError, match="not numbers"):
+        export_model(model, CLASSES, tmp_path / "model.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_never_writes_into_the_image_folder(exported, tmp_path):
     model, _ = exported
     data = make_image_folder(tmp_path / "photos")

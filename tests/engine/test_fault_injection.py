@@ -117,6 +117,18 @@ def test_2_overwrite_replaces_the_old_run_entirely(finished, tmp_path, capsys):
     folder = RunFolder(old)
     assert folder.read_config()["epochs"] == 1 and len(folder.read_metrics()) == 1
     assert not (old / run_folder.LOCK).exists()
+    assert sorted(p.name for p in old.iterdir() if p.name.startswith(".")) == []   # nothing set aside is left
+
+
+def test_2_a_refused_replacement_keeps_the_run_it_would_have_replaced(finished, tmp_path, capsys):
+    """--overwrite replaces a run by a new one; input refused before the first step leaves the old run whole."""
+    old = _copy(finished, tmp_path)
+    before = _files(old)
+    one = make_image_folder(tmp_path / "one", {"only": 3}, size=(24, 24))
+    code, _, err = _cli(["train", str(one), *TINY, "--epochs", "1", "--out", str(old), "--overwrite"], capsys)
+    _one_line_refusal(code, err, "one class")
+    assert _files(old) == before
+    assert sorted(p.name for p in old.iterdir()) == sorted(before)
 
 
 def test_2_two_concurrent_writers_the_second_fails_at_once(tmp_path):
@@ -206,6 +218,19 @@ def test_4_evaluation_covers_n_of_m_when_files_are_gone(tmp_path, capsys):
     assert _cli(["export", str(run), "--out", str(model), "--no-verify"], capsys)[0] == 0
     from dtl_engine.predict import load_exported
     assert load_exported(model).metadata["val_acc"] == RunFolder(run).read_run()["best_val_acc"]
+
+
+def test_4_no_image_left_is_a_refusal_not_an_accuracy_of_zero(tmp_path, capsys):
+    """The image folder moved away: '0.0 % on 0 of 6 images' is no measurement; it says why instead."""
+    from dtl_engine.training import train
+
+    data = image_folder(tmp_path, per_class=4)
+    result = train(tiny_config(data, epochs=1), run_dir=tmp_path / "run", model_kwargs=MODEL_KWARGS)
+    report_before = (tmp_path / "run" / run_folder.REPORT).read_bytes()
+    data.rename(tmp_path / "moved")
+    code, _, err = _cli(["evaluate", result.run_dir], capsys)
+    _one_line_refusal(code, err, "None of", "no longer exists")
+    assert (tmp_path / "run" / run_folder.REPORT).read_bytes() == report_before
 
 
 def test_4_predictions_are_matched_by_index(tmp_path):
@@ -338,6 +363,10 @@ def test_6_every_user_path_read_refuses_a_fifo(finished, tmp_path, capsys):
     (["--num-workers", "-1"], "workers"),
     (["--max-steps", "0"], "step limit"),
     (["--model-kwargs", '{"patch_size": 4, "img_size": 32, "depth": -1}'], "cannot be built"),
+    (["--label-smoothing", "2"], "label smoothing"),
+    (["--weight-decay", "-1"], "weight decay"),
+    (["--lr", "inf"], "learning rate"),
+    (["--early-stopping", "-1"], "early stopping"),
 ])
 def test_7_bad_numbers_are_sentences_and_leave_no_run(tmp_path, capsys, flags, words):
     from dtl_engine.runs import list_runs
@@ -518,3 +547,19 @@ def test_6_a_weights_file_that_is_a_fifo_is_refused(tmp_path, capsys):
     argv = ["train", str(data), *[a if a != "random" else str(fifo) for a in TINY], "--epochs", "1"]
     code = _with_deadline(lambda: cli.main(argv), 60, [fifo])
     _one_line_refusal(code, capsys.readouterr().err, "not a regular file")
+
+
+def test_6_the_data_check_reports_a_fifo_among_the_images(tmp_path):
+    """An image replaced by a FIFO after training: the doctor names it instead of waiting for it for ever."""
+    from tiny_models import tiny_vit
+
+    from dtl_engine.doctor import diagnose_samples
+
+    data = make_image_folder(tmp_path / "data", {"a": 3, "b": 3}, size=(24, 24))
+    fifo = data / "a" / "img_0.png"
+    fifo.unlink()
+    os.mkfifo(fifo)
+    samples = [(str(p), ["a", "b"].index(p.parent.name), "train") for p in sorted(data.rglob("*.png"))]
+    report = _with_deadline(lambda: diagnose_samples(tiny_vit(num_classes=2), ["a", "b"], samples), 30, [fifo])
+    assert [f.path for f in report.of("unreadable")] == [str(fifo)]
+    assert "not a regular file" in report.of("unreadable")[0].detail

@@ -70,3 +70,18 @@ def test_nothing_is_written_into_the_data_folder(tmp_path):
     assert result.status == "finished"
     assert ImageCache().info().entries >= 16                   # the decoded photos went to the user cache
     assert _checksums(data) == before
+
+
+def test_images_added_after_the_scan_mean_a_new_scan(tmp_path):
+    """Sizes and times of the scanned files say nothing of files added since: a new image or class is seen."""
+    from image_factory import make_image
+
+    data = image_folder(tmp_path, per_class=4, classes=2)
+    scan = scan_folder(data)
+    travelled = ScanResult.from_dict(scan.to_dict())
+    make_image(data / "class_0" / "late.png", 0, (24, 24))
+    assert not scan_still_valid(travelled, data)
+    assert scan_or_reuse(data, travelled).num_images == 9
+    scan = scan_folder(data)
+    make_image(data / "class_new" / "first.png", 1, (24, 24))
+    assert scan_or_reuse(data, scan).classes == ["class_0", "class_1", "class_new"]

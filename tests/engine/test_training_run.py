@@ -167,3 +167,16 @@ def test_bf16_autocast_on_cpu_when_asked(tmp_path):
                                cache_features="on"), rec, model_kwargs=MODEL_KWARGS)
     assert rec.of("run_started")[0].precision == "bf16" and result.status == "finished"
     assert all(v.dtype == torch.float32 for v in run_weights(result.run_dir).values())   # master weights fp32
+
+
+def test_a_diverged_training_fails_with_a_sentence_instead_of_finishing(tmp_path):
+    """Weights that became NaN classify every image alike: such a run is not 'finished' with an accuracy."""
+    from dtl_engine.run_folder import RunFolder
+
+    data = image_folder(tmp_path, per_class=4)
+    recorder = Recorder()
+    with pytest.raises(RunError, match="diverged"):
+        train(tiny_config(data, epochs=2, lr=1e30), recorder, run_dir=tmp_path / "run", model_kwargs=MODEL_KWARGS)
+    folder = RunFolder(tmp_path / "run")
+    assert folder.status() == "failed" and not folder.has_report()
+    assert [name for name, _ in recorder.events if name == "run_finished"] == []
