@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QFileDialog, QFo
 from app import jobs
 from app.run_life import NOT_TRAINED, epochs_done
 from app.theme import state_color
+from app.widgets.classify_folder_dialog import ClassifyFolderDialog
 from app.widgets.error_dialog import show_error
 from app.widgets.thumbnails import read_thumbnail
 
@@ -199,6 +200,11 @@ class ExportPage(QWidget):
         self.add_button.clicked.connect(self.choose_images)
         self.clear_button = QPushButton("Clear")
         self.clear_button.clicked.connect(self._clear_predictions)
+        self.classify_button = QPushButton("Classify a folder…")
+        self.classify_button.setToolTip("Sort a whole folder of new images with the exported model: a CSV row per "
+                                        "image, and copies sorted into one folder per class if you like")
+        self.classify_button.clicked.connect(self.open_classify_folder)
+        self.classify_dialog: ClassifyFolderDialog | None = None
         self.try_hint = QLabel("Drop images here or press “Add images…” to see what the exported model predicts.")
         self.try_hint.setStyleSheet("color: palette(placeholder-text);")
         self.try_hint.setWordWrap(True)
@@ -206,6 +212,7 @@ class ExportPage(QWidget):
         try_row.addWidget(self.add_button)
         try_row.addWidget(self.clear_button)
         try_row.addWidget(self.try_hint, 1)
+        try_row.addWidget(self.classify_button)
         try_box = QGroupBox("Try it")
         tlay = QVBoxLayout(try_box)
         tlay.addLayout(try_row)
@@ -362,6 +369,16 @@ class ExportPage(QWidget):
         self.try_hint.setText(message)
         self.error_dialog = show_error(self, "Prediction failed", message, details)
 
+    def open_classify_folder(self) -> ClassifyFolderDialog:
+        """The "Classify a folder…" dialog, with the exported file as its model (one dialog, kept)."""
+        if self.classify_dialog is None:
+            self.classify_dialog = ClassifyFolderDialog(self.export_path(), [documents_folder()], self)
+        else:
+            self.classify_dialog.set_model(self.export_path())
+        self.classify_dialog.show()
+        self.classify_dialog.raise_()
+        return self.classify_dialog
+
     def _clear_predictions(self) -> None:
         self.try_table.setRowCount(0)
         self.predictions = []
@@ -385,6 +402,7 @@ class ExportPage(QWidget):
         self.export_button.setEnabled(can_export)
         has_export = self.export_path() is not None
         self.add_button.setEnabled(has_export)
+        self.classify_button.setEnabled(has_export)
         self.try_table.setAcceptDrops(has_export)
 
     def _set_status(self, ready: bool, text: str) -> None:
