@@ -105,6 +105,7 @@ class ClassifyFolderDialog(QDialog):
         self.confidence_spin.setRange(0, 99)
         self.confidence_spin.setSuffix(" %")
         self.confidence_spin.setSpecialValueText("off")
+        self.confidence_spin.setMaximumWidth(90)
         self.confidence_spin.setToolTip("Images whose best class is less likely than this count as unsure; "
                                         "their copies go to _unsure/")
         for edit in (self.folder_edit, self.model_edit, self.csv_edit, self.sort_edit):
@@ -130,12 +131,16 @@ class ClassifyFolderDialog(QDialog):
         action_row.addWidget(self.start_button)
         action_row.addWidget(self.stop_button)
         action_row.addWidget(self.progress, 1)
+        action_row.addStretch(0)
+        for button in (self.start_button, self.stop_button):
+            button.setMinimumWidth(110)
 
         self.message_label = QLabel("")         # progress, the engine's refusal, or the summary's headline
         self.message_label.setWordWrap(True)
         self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.summary_label = QLabel("")
         self.summary_label.setTextFormat(Qt.TextFormat.RichText)
+        self.summary_label.setWordWrap(True)
         self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.unreadable_view = QPlainTextEdit()
         self.unreadable_view.setReadOnly(True)
@@ -315,7 +320,7 @@ class ClassifyFolderDialog(QDialog):
             extra += (f"<tr><td>unsure, below {unsure} %{where}</td>"
                       f"<td align='right'>&nbsp;&nbsp;{r.unsure}</td></tr>")
         extra += f"<tr><td>could not be read</td><td align='right'>&nbsp;&nbsp;{len(r.unreadable)}</td></tr>"
-        copies = f"<br><span style='color:{muted}'>{r.copied} copies made in {_escape(self._sort_into)}</span>" \
+        copies = f"<p style='color:{muted}'>{r.copied} copies made in {_escape(self._sort_into)}</p>" \
             if self._sort_into else ""
         self.summary_label.setText(f"<b>Images per predicted class</b><table>{cells}"
                                    f"<tr><td colspan=2></td></tr>{extra}</table>{copies}")
@@ -324,6 +329,7 @@ class ClassifyFolderDialog(QDialog):
             self.unreadable_view.show()
         self.show_button.setToolTip(str(self.result_folder()))
         self.show_button.show()
+        self.adjustSize()                       # room for the summary (the dialog does not grow by itself)
 
     def result_folder(self) -> Path | None:
         """Where "Show in folder" goes: the sorted copies, else the CSV's folder."""
