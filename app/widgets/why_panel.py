@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QFrame, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from app import jobs
 
-SIDE = 260          # the heatmap's longest side on screen, in pixels
+SIDE = 220          # the heatmap's longest side on screen, in pixels (leaves the table room at 1000x680)
 
 
 def pil_to_qimage(picture: Any) -> QImage:

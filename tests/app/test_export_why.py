@@ -66,6 +66,9 @@ def test_why_shows_the_heatmap_of_the_tried_image_on_demand(qtbot, exported, tmp
     assert np.abs(overlaid.astype(int) - photo.astype(int)).mean() > 5
     qtbot.wait(100)                     # the panel's layout settles around the new picture
     assert page.grab().save(str(screens_dir / "export_why.png"))
+    page.resize(770, 600)               # the page's share of a 1000x680 window
+    qtbot.wait(100)
+    assert page.grab().save(str(screens_dir / "export_why_small.png"))
 
     # Another image's "Why?" replaces it (one at a time); pressing it again hides the panel.
     with qtbot.waitSignal(page.why_panel.explained, timeout=120_000):
