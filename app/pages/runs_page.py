@@ -207,8 +207,9 @@ class RunsPage(QWidget):
         runs = self._comparable()
         if not runs:
             return None
-        if self.compare_dialog is not None:
+        if self.compare_dialog is not None:      # one comparison open at a time
             self.compare_dialog.close()
+            self.compare_dialog.deleteLater()
         self.compare_dialog = RunCompareDialog(runs, self)
         self.compare_dialog.show()
         return self.compare_dialog

@@ -62,7 +62,11 @@ def classify_in_background(job: Any, model: str, folder: str, csv_path: str, sor
     result = classify_folder(model, folder, written, sort_into=sort_into, min_confidence=min_confidence,
                              progress=lambda done, total: job.report((done, total)), should_stop=stop.is_set)
     if replace:
-        os.replace(written, target)
+        try:
+            os.replace(written, target)
+        except OSError:
+            Path(written).unlink(missing_ok=True)       # ours: no stray results file beside the old one
+            raise
         result.csv_path = str(target.resolve())
     return result
 

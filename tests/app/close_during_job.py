@@ -122,6 +122,8 @@ def main() -> int:
     import app.pages.results_page as results_page
     import app.pages.runs_page as runs_page
     import app.widgets.class_table as class_table
+    import app.widgets.run_compare as run_compare
+    import app.widgets.why_panel as why_panel
     from app.main import run_event_loop
     from app.main_window import MainWindow
     from app.settings import Settings
@@ -147,6 +149,10 @@ def main() -> int:
         class_table.read_thumbnail = slow_thumbnail
     elif KIND == "classify-folder":
         dtl_engine.classify_folder.classify_folder = slow_classify
+    elif KIND == "explain":
+        why_panel.explain_in_background = slow_write
+    elif KIND == "compare-runs":
+        run_compare._compare = slow_write
     elif KIND == "list-runs":             # the window lists the past runs as it opens
         runs_page.list_runs = lambda: slow_write() and []
     window = MainWindow(settings, train_fn=slow_train if KIND == "train" else None)
@@ -180,6 +186,10 @@ def main() -> int:
         dialog.model_edit.setText(str(WORK / "model.pt"))
         dialog.csv_edit.setText(str(WORK / "out.csv"))
         dialog.start()
+    elif KIND == "explain":
+        window.export_page.why_panel.explain(str(WORK), str(WORK / "a.png"))
+    elif KIND == "compare-runs":
+        run_compare.RunCompareDialog([str(WORK), str(WORK)], window.runs_page).show()
     elif KIND == "thumbnails":
         rows = [{"name": f"c{i}", "count": 1, "train": 1, "val": 0, "first": str(WORK / f"{i}.png")}
                 for i in range(100)]
