@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QItemSelectionModel
+from PySide6.QtCore import QItemSelectionModel, Qt
 
 from app.pages.runs_page import RunsPage
 from run_fixtures import tiny_dataset, train_now  # noqa: F401
@@ -15,7 +15,7 @@ def _select(page, *run_dirs):
     page.table.clearSelection()
     model = page.table.selectionModel()
     for run_dir in run_dirs:
-        row = next(r for r in range(page.table.rowCount()) if page.table.item(r, 0).data(256) == str(run_dir))
+        row = next(r for r in range(page.table.rowCount()) if page.table.item(r, 0).data(Qt.ItemDataRole.UserRole) == str(run_dir))
         model.select(page.table.model().index(row, 0),
                      QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows)
 
