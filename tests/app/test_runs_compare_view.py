@@ -15,7 +15,8 @@ def _select(page, *run_dirs):
     page.table.clearSelection()
     model = page.table.selectionModel()
     for run_dir in run_dirs:
-        row = next(r for r in range(page.table.rowCount()) if page.table.item(r, 0).data(Qt.ItemDataRole.UserRole) == str(run_dir))
+        row = next(r for r in range(page.table.rowCount())
+                   if page.table.item(r, 0).data(Qt.ItemDataRole.UserRole) == str(run_dir))
         model.select(page.table.model().index(row, 0),
                      QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows)
 
