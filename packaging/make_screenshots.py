@@ -9,6 +9,9 @@ tries it on three sample images, and saves one picture per step:
     data.png  model.png  train.png  results.png  export.png  runs.png              (light)
     data-dark.png  model-dark.png  …                                             (dark)
 
+plus two windows the steps open: ``export-classify.png`` (Classify a folder…, after sorting a
+few digits) and ``runs-compare.png`` (Compare, with a second, shorter run at another learning rate).
+
 ``--sizes 1000x680 1600x1000`` also grabs every step at those window sizes
 (``data-1000x680.png``, ``data-dark-1600x1000.png``, …) to check that nothing is cut off.
 
@@ -121,6 +124,25 @@ def _grab(window, step: int, name: str, out: Path, width: int) -> Path:
     return path
 
 
+def _grab_widget(widget, name: str, out: Path, width: int) -> Path:
+    """Grab a window of its own (a dialog) at its size and save it like the steps."""
+    from PIL import Image
+    from PySide6.QtCore import QBuffer, QIODevice, Qt
+
+    _settle()
+    pixmap = widget.grab()
+    if width and pixmap.width() > width:
+        pixmap = pixmap.scaledToWidth(width, Qt.TransformationMode.SmoothTransformation)
+    buffer = QBuffer()
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    pixmap.save(buffer, "PNG")
+    img = Image.open(BytesIO(bytes(buffer.data()))).convert("RGB")
+    path = out / f"{name}.png"
+    img.save(path, "PNG", optimize=True)
+    print(f"{path.name}: {img.width}x{img.height}, {path.stat().st_size // 1024} KiB")
+    return path
+
+
 def main() -> int:
     args = _parse()
     if args.scheme == "both":
@@ -211,11 +233,57 @@ def _shoot(out: Path, width: int, dark: bool, epochs: int) -> int:
     _wait("the predictions", lambda: bool(predictions) or getattr(page, "error_dialog", None) is not None, 300)
     if not predictions:
         raise SystemExit(f"The prediction failed: {page.try_hint.text()}")
+    explained: list = []                    # "Why?" on the first tried digit: its heatmap beside the table
+    page.why_panel.explained.connect(explained.append)
+    page.why_buttons[0].click()
+    _wait("the heatmap", lambda: bool(explained) or "Why?" not in page.why_panel.title.text(), 300)
     _save(window, EXPORT, "export" + suffix, out, width)
+
+    # Classify a folder…: a few new digits sorted into copies in Documents.
+    new = Path.home() / "Pictures" / "new digits"
+    new.mkdir(parents=True, exist_ok=True)
+    for d in "0123456789":
+        for image in sorted((digits / d).glob("*.png"))[10:13]:
+            shutil.copy2(image, new / f"{d}_{image.name}")
+    dialog = page.open_classify_folder()
+    dialog.resize(720, 560)
+    dialog.set_folder(str(new))
+    dialog.sort_check.setChecked(True)
+    dialog.confidence_spin.setValue(20)
+    dialog.start()
+    _wait("the folder's classification", lambda: not dialog.is_running(), 300)
+    if dialog.result is None:
+        raise SystemExit(f"Classifying the folder failed: {dialog.message_label.text()}")
+    _grab_widget(dialog, "export-classify" + suffix, out, 0)
+    dialog.close()
 
     window.show_step(RUNS)                  # lists the runs in the background
     _wait("the run list", lambda: window.runs_page.select_run(str(result.run_dir)), 120)
     _save(window, RUNS, "runs" + suffix, out, width)
+
+    # Compare: a second, shorter run at a lower learning rate, beside the first.
+    from dtl_engine.config import TrainConfig
+
+    second = train(TrainConfig(**dict(config, data_dir=str(digits), lr=1e-3, epochs=max(2, epochs // 2))),
+                   model_kwargs=TINY_MODEL_KWARGS)
+    runs = window.runs_page
+    runs.refresh()
+    runs.select_run(str(result.run_dir))
+    runs.table.selectRow(next(r for r in range(runs.table.rowCount())
+                              if runs.table.item(r, 0).toolTip() == str(second.run_dir)))
+    if len(runs.selected_runs()) != 2:      # selectRow replaced the selection: add the first run back
+        from PySide6.QtCore import QItemSelectionModel
+
+        row = next(r for r in range(runs.table.rowCount()) if runs.table.item(r, 0).toolTip() == str(result.run_dir))
+        runs.table.selectionModel().select(runs.table.model().index(row, 0),
+                                           QItemSelectionModel.SelectionFlag.Select
+                                           | QItemSelectionModel.SelectionFlag.Rows)
+    compare = runs.compare_selected()
+    if compare is None:
+        raise SystemExit("Compare did not open for the two runs.")
+    _wait("the comparison", lambda: compare.comparison is not None or "Reading" not in compare.heading.text(), 120)
+    _grab_widget(compare, "runs-compare" + suffix, out, 0)
+    compare.close()
 
     names = ("data", "model", "train", "results", "export", "runs")
     total = sum((out / f"{n}{suffix}.png").stat().st_size for n in names)

@@ -21,8 +21,10 @@ from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QFileDialog, QFo
 from app import jobs
 from app.run_life import NOT_TRAINED, epochs_done
 from app.theme import state_color
+from app.widgets.classify_folder_dialog import ClassifyFolderDialog
 from app.widgets.error_dialog import show_error
 from app.widgets.thumbnails import read_thumbnail
+from app.widgets.why_panel import WhyPanel
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
@@ -78,8 +80,8 @@ class ImageDropTable(QTableWidget):
     files_dropped = Signal(list)
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(0, 3, parent)
-        self.setHorizontalHeaderLabels(["Image", "File", "Top-3 predictions"])
+        super().__init__(0, 4, parent)
+        self.setHorizontalHeaderLabels(["Image", "File", "Top-3 predictions", ""])
         self.setAcceptDrops(True)
         self.setDragDropMode(QAbstractItemView.DragDropMode.DropOnly)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -91,6 +93,7 @@ class ImageDropTable(QTableWidget):
         self.setColumnWidth(0, 72)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(3, QHeaderView.ResizeMode.ResizeToContents)     # the "Why?" buttons
 
     @staticmethod
     def _image_paths(mime) -> list[str]:
@@ -191,6 +194,13 @@ class ExportPage(QWidget):
         box_layout.addLayout(form)
         box_layout.addWidget(self.result_label)
         box_layout.addWidget(self.message_label)
+        # Measured on the written file in the fresh process: its size, latency, and its validation
+        # accuracy beside the run's own (the engine's ExportResult.details()).
+        self.details_label = QLabel("")
+        self.details_label.setWordWrap(True)
+        self.details_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        box_layout.addWidget(self.details_label)
+        self.details_label.hide()               # shown once an export was verified and measured
 
         # --- try it ---
         self.try_table = ImageDropTable()
@@ -199,6 +209,11 @@ class ExportPage(QWidget):
         self.add_button.clicked.connect(self.choose_images)
         self.clear_button = QPushButton("Clear")
         self.clear_button.clicked.connect(self._clear_predictions)
+        self.classify_button = QPushButton("Classify a folder…")
+        self.classify_button.setToolTip("Sort a whole folder of new images with the exported model: a CSV row per "
+                                        "image, and copies sorted into one folder per class if you like")
+        self.classify_button.clicked.connect(self.open_classify_folder)
+        self.classify_dialog: ClassifyFolderDialog | None = None
         self.try_hint = QLabel("Drop images here or press “Add images…” to see what the exported model predicts.")
         self.try_hint.setStyleSheet("color: palette(placeholder-text);")
         self.try_hint.setWordWrap(True)
@@ -206,10 +221,17 @@ class ExportPage(QWidget):
         try_row.addWidget(self.add_button)
         try_row.addWidget(self.clear_button)
         try_row.addWidget(self.try_hint, 1)
+        try_row.addWidget(self.classify_button)
         try_box = QGroupBox("Try it")
         tlay = QVBoxLayout(try_box)
         tlay.addLayout(try_row)
-        tlay.addWidget(self.try_table, 1)
+        self.why_panel = WhyPanel()             # the heatmap of the image whose "Why?" is pressed
+        self.why_panel.hide()
+        self.why_buttons: list[QPushButton] = []
+        table_row = QHBoxLayout()
+        table_row.addWidget(self.try_table, 1)
+        table_row.addWidget(self.why_panel)
+        tlay.addLayout(table_row, 1)
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.title)
@@ -231,6 +253,11 @@ class ExportPage(QWidget):
         self.path_edit.setText(str(documents_folder() / f"{name}{SUFFIX[self.format()]}"))
         self.result_label.setText("")
         self.message_label.setText("")
+        self.details_label.setText("")
+        self.details_label.hide()
+        for button in self.why_buttons:     # the heatmaps of another run's model are not shown for this one
+            button.setChecked(False)
+        self.why_panel.close_image()
         self._trained = epochs_done(run_dir) != 0
         self.last_result = None
         previous = Path(self.path_edit.text())
@@ -302,6 +329,9 @@ class ExportPage(QWidget):
             verdict = f"<span style='color:{warn}; font-weight:600'>Not verified</span>"
         self.result_label.setText(verdict)
         self.message_label.setText(result.message)
+        details = result.details() if result.verified else []
+        self.details_label.setText("\n".join(f"• {line[:1].upper()}{line[1:]}" for line in details))
+        self.details_label.setVisible(bool(details))
         self._set_status(True, "Exported and verified" if result.verified else "Exported, not verified")
         self._update_buttons()
         self.exported.emit(result)
@@ -354,6 +384,7 @@ class ExportPage(QWidget):
                 continue
             self.try_table.setItem(row, 2, QTableWidgetItem())  # the label below shows it
             self.try_table.setCellWidget(row, 2, _prediction_label(top))
+            self.try_table.setCellWidget(row, 3, self._why_button(path))
         self.predictions.extend(predictions)
         self.try_hint.setText(f"{len(self.predictions)} image(s) tried with {Path(self.export_path()).name}.")
         self.predicted.emit(predictions)
@@ -362,9 +393,47 @@ class ExportPage(QWidget):
         self.try_hint.setText(message)
         self.error_dialog = show_error(self, "Prediction failed", message, details)
 
+    def open_classify_folder(self) -> ClassifyFolderDialog:
+        """The "Classify a folder…" dialog, with the exported file as its model (one dialog, kept)."""
+        if self.classify_dialog is None:
+            self.classify_dialog = ClassifyFolderDialog(self.export_path(), [documents_folder()], self)
+        else:
+            self.classify_dialog.set_model(self.export_path())
+        self.classify_dialog.show()
+        self.classify_dialog.raise_()
+        return self.classify_dialog
+
     def _clear_predictions(self) -> None:
         self.try_table.setRowCount(0)
         self.predictions = []
+        self.why_buttons = []
+        self.why_panel.close_image()
+
+    def _why_button(self, path: str) -> QWidget:
+        """A "Why?" toggle for one tried image: on, the panel beside the table shows its heatmap."""
+        button = QPushButton("Why?")
+        button.setCheckable(True)
+        button.setToolTip("Show where the model looked to decide (a heatmap over the image)")
+        button.toggled.connect(lambda on: self._why_toggled(button, path, on))
+        self.why_buttons.append(button)
+        holder = QWidget()                  # keeps the button its natural size, centred in the cell
+        lay = QHBoxLayout(holder)
+        lay.setContentsMargins(6, 0, 6, 0)
+        lay.addWidget(button)
+        return holder
+
+    def _why_toggled(self, button: QPushButton, path: str, on: bool) -> None:
+        if not on:
+            if not any(b.isChecked() for b in self.why_buttons):
+                self.why_panel.close_image()
+            return
+        for other in self.why_buttons:      # one heatmap at a time
+            if other is not button and other.isChecked():
+                other.blockSignals(True)
+                other.setChecked(False)
+                other.blockSignals(False)
+        if self.run_dir:
+            self.why_panel.explain(self.run_dir, path)
 
     # --- helpers ----------------------------------------------------------------
     def _format_changed(self, *_: Any) -> None:
@@ -378,6 +447,8 @@ class ExportPage(QWidget):
         if busy:
             self.result_label.setText(_escape(text))
             self.message_label.setText("")
+            self.details_label.setText("")
+            self.details_label.hide()
         self._update_buttons()
 
     def _update_buttons(self, *_: Any) -> None:
@@ -385,6 +456,7 @@ class ExportPage(QWidget):
         self.export_button.setEnabled(can_export)
         has_export = self.export_path() is not None
         self.add_button.setEnabled(has_export)
+        self.classify_button.setEnabled(has_export)
         self.try_table.setAcceptDrops(has_export)
 
     def _set_status(self, ready: bool, text: str) -> None:

@@ -5,7 +5,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, Qt, Signal
+from PySide6.QtCore import QEvent, QItemSelectionModel, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
@@ -15,6 +15,7 @@ from app.run_life import RunState
 from app.theme import state_color
 from app.widgets.cache_line import CacheLine
 from app.widgets.error_dialog import show_error
+from app.widgets.run_compare import MAX_RUNS, RunCompareDialog
 from app.worker import describe_error
 
 COLUMNS = ["Name", "Date", "Backbone", "Weights", "Method", "Status", "Epochs", "Best val. acc."]
@@ -70,7 +71,8 @@ class RunsPage(QWidget):
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        # Several rows can be chosen (Ctrl/Shift-click) to compare them; Open and Resume act on one.
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.setAlternatingRowColors(True)
         self.table.verticalHeader().setVisible(False)
         header = self.table.horizontalHeader()
@@ -90,12 +92,18 @@ class RunsPage(QWidget):
         self.open_folder_button.setToolTip("Open a run from anywhere, e.g. one the command line or a cluster job "
                                            "is training: it is followed live as it trains")
         self.open_folder_button.clicked.connect(self._browse_run_folder)
+        self.compare_button = QPushButton("Compare")
+        self.compare_button.setToolTip(f"Select 2 to {MAX_RUNS} runs (Ctrl-click) to see their curves, settings "
+                                       "and results side by side")
+        self.compare_button.clicked.connect(self.compare_selected)
+        self.compare_dialog: RunCompareDialog | None = None
         self.open_button.clicked.connect(self._open)
         self.resume_button.clicked.connect(self._resume)
         self.refresh_button.clicked.connect(self.refresh)
         buttons = QHBoxLayout()
         buttons.addWidget(self.open_button)
         buttons.addWidget(self.resume_button)
+        buttons.addWidget(self.compare_button)
         buttons.addStretch(1)
         buttons.addWidget(self.open_folder_button)
         buttons.addWidget(self.refresh_button)
@@ -142,7 +150,8 @@ class RunsPage(QWidget):
         self.error_dialog = show_error(self, "Runs could not be listed", message, details)
 
     def _fill(self, runs: list[Any]) -> None:
-        selected = self.selected_run()
+        selected = set(self.selected_runs())     # kept across the refresh, one row or several
+        self.table.clearSelection()
         self.runs = list(runs)
         self.table.setRowCount(len(self.runs))
         for row, run in enumerate(self.runs):
@@ -162,8 +171,10 @@ class RunsPage(QWidget):
                 if col in NUMBER_COLS:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)
-            if selected and str(run.run_dir) == selected:
-                self.table.selectRow(row)
+            if str(run.run_dir) in selected:
+                self.table.selectionModel().select(
+                    self.table.model().index(row, 0),
+                    QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows)
         self._paint_statuses()
         n = len(self.runs)
         resumable = sum(RunState.of(r.status).resumable for r in self.runs)
@@ -186,11 +197,33 @@ class RunsPage(QWidget):
             self._paint_statuses()      # the status colours follow a light/dark switch
 
     def selected_run(self) -> str | None:
+        """The run folder of the one selected row (None when none, or several, are selected)."""
+        runs = self.selected_runs()
+        return runs[0] if len(runs) == 1 else None
+
+    def selected_runs(self) -> list[str]:
+        """The run folders of the selected rows, top to bottom."""
         rows = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
-        if not rows:
+        items = [self.table.item(index.row(), 0) for index in sorted(rows, key=lambda i: i.row())]
+        return [item.data(Qt.ItemDataRole.UserRole) for item in items if item is not None]
+
+    def compare_selected(self) -> RunCompareDialog | None:
+        """Open the comparison of the 2–4 selected runs (read in the background)."""
+        runs = self._comparable()
+        if not runs:
             return None
-        item = self.table.item(rows[0].row(), 0)
-        return item.data(Qt.ItemDataRole.UserRole) if item else None
+        if self.compare_dialog is not None:      # one comparison open at a time
+            self.compare_dialog.close()
+            self.compare_dialog.deleteLater()
+        self.compare_dialog = RunCompareDialog(runs, self)
+        self.compare_dialog.show()
+        return self.compare_dialog
+
+    def _comparable(self) -> list[str]:
+        runs = self.selected_runs()
+        infos = [self._run_info(r) for r in runs]
+        ok = 2 <= len(runs) <= MAX_RUNS and all(i is not None and i.status != "damaged" for i in infos)
+        return runs if ok else []
 
     def select_run(self, run_dir: str) -> bool:
         """Select the row of ``run_dir``; False when it is not listed."""
@@ -207,6 +240,7 @@ class RunsPage(QWidget):
         info = self._run_info(self.selected_run())
         self.open_button.setEnabled(info is not None and info.status != "damaged")
         self.resume_button.setEnabled(info is not None and RunState.of(info.status).resumable)
+        self.compare_button.setEnabled(bool(self._comparable()))
 
     def _open(self) -> None:
         run_dir = self.selected_run()

@@ -77,6 +77,28 @@ def slow_train(config, listener=None, token=None, run_dir=None, scan=None):
                            best_val_acc=None, report=None)
 
 
+def slow_classify(model, folder, csv_path, *, sort_into=None, min_confidence=0.0, progress=None,
+                  should_stop=None, **_kwargs):
+    """Classifying a folder: a row per image until it is asked to stop (the rows done are kept)."""
+    entered.set()
+    log("entered")
+    rows = 0
+    with open(csv_path, "w", encoding="utf-8") as f:
+        for i in range(400):
+            if should_stop is not None and should_stop():
+                log("stopped")
+                break
+            f.write(f"image {i}\n")
+            f.flush()
+            rows += 1
+            if progress is not None:
+                progress(rows, 400)
+            time.sleep(0.05)
+    log(f"wrote {rows} rows")
+    return SimpleNamespace(csv_path=str(csv_path), total=400, classified=rows, counts={}, unsure=0, copied=0,
+                           unreadable=[], cancelled=rows < 400)
+
+
 def image_folder() -> Path:
     from PIL import Image
 
@@ -89,6 +111,7 @@ def image_folder() -> Path:
 
 
 def main() -> int:
+    import dtl_engine.classify_folder
     import dtl_engine.data
     import dtl_engine.data.sample
     import dtl_engine.memory_probe
@@ -99,6 +122,8 @@ def main() -> int:
     import app.pages.results_page as results_page
     import app.pages.runs_page as runs_page
     import app.widgets.class_table as class_table
+    import app.widgets.run_compare as run_compare
+    import app.widgets.why_panel as why_panel
     from app.main import run_event_loop
     from app.main_window import MainWindow
     from app.settings import Settings
@@ -122,6 +147,12 @@ def main() -> int:
         export_page.run_predict = slow_write
     elif KIND == "thumbnails":
         class_table.read_thumbnail = slow_thumbnail
+    elif KIND == "classify-folder":
+        dtl_engine.classify_folder.classify_folder = slow_classify
+    elif KIND == "explain":
+        why_panel.explain_in_background = slow_write
+    elif KIND == "compare-runs":
+        run_compare._compare = slow_write
     elif KIND == "list-runs":             # the window lists the past runs as it opens
         runs_page.list_runs = lambda: slow_write() and []
     window = MainWindow(settings, train_fn=slow_train if KIND == "train" else None)
@@ -149,6 +180,16 @@ def main() -> int:
     elif KIND == "predict":
         window.export_page.last_result = SimpleNamespace(path=str(WORK / "model.pt"))
         window.export_page.try_images([str(WORK / "a.png")])
+    elif KIND == "classify-folder":
+        dialog = window.export_page.open_classify_folder()
+        dialog.folder_edit.setText(str(image_folder()))
+        dialog.model_edit.setText(str(WORK / "model.pt"))
+        dialog.csv_edit.setText(str(WORK / "out.csv"))
+        dialog.start()
+    elif KIND == "explain":
+        window.export_page.why_panel.explain(str(WORK), str(WORK / "a.png"))
+    elif KIND == "compare-runs":
+        run_compare.RunCompareDialog([str(WORK), str(WORK)], window.runs_page).show()
     elif KIND == "thumbnails":
         rows = [{"name": f"c{i}", "count": 1, "train": 1, "val": 0, "first": str(WORK / f"{i}.png")}
                 for i in range(100)]

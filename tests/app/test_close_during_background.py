@@ -39,7 +39,8 @@ def _assert_clean_exit(proc: subprocess.CompletedProcess, log: list[str]) -> Non
     assert "closing" in log and "exit 0" in log, log
 
 
-@pytest.mark.parametrize("kind", ["sample", "estimate", "evaluate", "export", "predict", "list-runs"])
+@pytest.mark.parametrize("kind", ["sample", "estimate", "evaluate", "export", "predict", "list-runs", "explain",
+                                  "compare-runs"])
 def test_closing_waits_for_a_job_that_writes(kind, tmp_path):
     """The window closes only after the job ended: its file is whole, never cut short."""
     proc, log = _close_during(kind, tmp_path)
@@ -67,3 +68,12 @@ def test_closing_during_training_asks_then_stops_and_keeps_the_checkpoint(tmp_pa
     _assert_clean_exit(proc, log)
     assert "asked: train" in log and "stop requested" in log and "wrote" in log, log
     assert (tmp_path / "work" / "out.bin").stat().st_size == 30 * 1000
+
+
+def test_closing_stops_classifying_a_folder_and_keeps_the_rows_done(tmp_path):
+    proc, log = _close_during("classify-folder", tmp_path)
+    _assert_clean_exit(proc, log)
+    assert "stopped" in log and not any(line.startswith("asked") for line in log), log
+    rows = (tmp_path / "work" / "out.csv").read_text(encoding="utf-8").splitlines()
+    assert 0 < len(rows) < 400 and f"wrote {len(rows)} rows" in log
+    assert log.index(f"wrote {len(rows)} rows") < log.index("exit 0")      # the window waited for it

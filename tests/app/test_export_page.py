@@ -49,6 +49,12 @@ def test_export_verify_and_try_it(qtbot, finished_run, tmp_path, themed):
     assert "Verified ✓" in text and str(result.images_checked) in text
     assert page.message_label.text() == result.message
     assert page.status()[0] is True
+    # The export details measured on the written file: size, latency, and its accuracy beside the run's.
+    details = page.details_label.text().splitlines()
+    assert len(details) == len(result.details()) >= 3
+    assert details[0] == f"• File size: {result.size_bytes / 1e6:.1f} MB ({result.size_bytes:,} bytes)"
+    assert any(line.startswith("• Latency on ") and " ms per image" in line for line in details)
+    assert f"{result.eval_accuracy:.2%}" in details[-1] and f"(run: {result.reference_accuracy:.2%}" in details[-1]
 
     # The file loads without the engine's model code and carries the run's classes.
     from dtl_engine.predict import load_exported
