@@ -30,7 +30,7 @@ from app import jobs
 from dtl_engine.listener import BatchStats, EpochStats, MemorySample, RunStarted
 
 POLL_MS = 300               # how often the log is read (the charts redraw at 10 Hz anyway)
-END_GRACE_S = 10.0          # a run.json that says "ended" before the log's last event: wait this long for it
+END_GRACE_S = 10.0          # a run status that says "ended" before the log's last event: wait this long for it
 ENDED = ("finished", "stopped", "failed", "interrupted")
 
 
@@ -95,7 +95,7 @@ def digest_events(events: list[dict]) -> LogDigest:
 
 
 def read_new(run_dir: str, offset: int) -> tuple[list[dict], int, dict | None]:
-    """(events after ``offset``, the offset to go on from, run.json with its effective status or None)."""
+    """(events after ``offset``, the offset to go on from, the run record with its effective status or None)."""
     from dtl_engine.errors import RunError
     from dtl_engine.event_log import read_events
     from dtl_engine.run_folder import EVENT_LOG, RunFolder, effective_status
@@ -113,7 +113,7 @@ def read_new(run_dir: str, offset: int) -> tuple[list[dict], int, dict | None]:
 
 
 def is_live(run_dir: str | Path) -> bool:
-    """True when another process is training the run now (its run.json says running and its writer lives).
+    """True when another process is training the run now (its status says running and its writer lives).
 
     A writer on another machine cannot be checked from here and counts as live until the run's log
     or status says it ended. Reads one small file (the GUI thread may call it).
@@ -148,7 +148,7 @@ class RunFollower(QObject):
         self._offset = 0
         self._first = True
         self._end_event: dict | None = None
-        self._ended_since: float | None = None     # run.json said "ended" while the log had no last event yet
+        self._ended_since: float | None = None     # the status said "ended" while the log had no last event yet
         self._writer_gone = False
         self._writer_message = ""
         self._timer = QTimer(self)

@@ -256,14 +256,14 @@ class RunsPage(QWidget):
 
     def open_run_folder(self, folder: str) -> bool:
         """Open the run in ``folder`` (any place, e.g. a cluster's shared disk); False with a message if none."""
-        from dtl_engine.run_folder import EVENT_LOG, RunFolder
+        from dtl_engine.run_folder import EVENT_LOG, RUN_FILE, RunFolder
 
         if RunFolder(folder).has_run_file() or (Path(folder) / EVENT_LOG).is_file():
             self.open_run.emit(str(folder))
             return True
         self.error_dialog = show_error(self, "Not a run folder",
-                                       f"'{Path(folder).name}' holds no run: a run folder has a run.json and "
-                                       "an events.jsonl, written by the app or by `python -m dtl_engine train`.")
+                                       f"'{Path(folder).name}' holds no run: a run folder has a {RUN_FILE} and "
+                                       f"an {EVENT_LOG}, written by the app or by `python -m dtl_engine train`.")
         return False
 
     def _resume(self) -> None:
