@@ -3,8 +3,9 @@
 Headline (accuracy, best epoch), confusion matrix, per-class precision /
 recall / F1, and a gallery of misclassified images. Reads the run's saved
 report; when a run has none yet, or its images changed on disk, it is evaluated
-in the background. When some
-images of the split are missing or changed, the figures say how many they cover.
+in the background, with a progress bar ("Evaluating 120 / 359 images…") on the page
+and in the step's status line. When some images of the split are missing or changed,
+the figures say how many they cover.
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QSplitter,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QProgressBar,
+                               QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from app.widgets.confusion_matrix import ConfusionMatrixView
 from app.widgets.error_dialog import show_error
@@ -23,11 +24,18 @@ from app import jobs
 from app.run_life import epochs_done
 
 
-def load_evaluation(run_dir: str | Path):
-    """The run's saved evaluation while its images are unchanged, else a fresh one that says what it covers."""
+def load_evaluation(run_dir: str | Path, job: jobs.Job | None = None):
+    """The run's saved evaluation while its images are unchanged, else a fresh one that says what it covers.
+
+    With ``job``, a fresh evaluation reports ``(done, total)`` images as the job's progress and
+    stops when the job is cancelled.
+    """
     from dtl_engine.evaluate import current_evaluation
 
-    return current_evaluation(run_dir)
+    if job is None:
+        return current_evaluation(run_dir)
+    return current_evaluation(run_dir, progress=lambda done, total: job.report((done, total)),
+                              should_stop=lambda: job.is_cancelled)
 
 
 class ResultsPage(QWidget):
@@ -42,12 +50,16 @@ class ResultsPage(QWidget):
         self.evaluation: Any = None
         self._status = (False, "No results yet: train a model or open a past run.")
         self._request = 0
+        self._eval_job: jobs.Job | None = None
 
         self.headline = QLabel("No results yet")
         self.headline.setStyleSheet("font-size: 16pt; font-weight: 600;")
         self.subline = QLabel("Train a model on the Train page, or open a past run on the Runs page.")
         self.subline.setStyleSheet("color: palette(placeholder-text);")
         self.subline.setWordWrap(True)
+        # A fresh evaluation takes a while on a CPU: the count of images scored, not a blank page.
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
 
         self.matrix = ConfusionMatrixView()
         matrix_box = QGroupBox("Confusion matrix")
@@ -91,10 +103,12 @@ class ResultsPage(QWidget):
         main.setStretchFactor(0, 3)
         main.setStretchFactor(1, 2)
         main.setChildrenCollapsible(False)
+        self.body = main
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.headline)
         layout.addWidget(self.subline)
+        layout.addWidget(self.progress)
         self.search_view = SearchView()     # the automatic learning rate / augmentation, when searched
         layout.addWidget(self.search_view)
         layout.addWidget(main, 1)
@@ -113,19 +127,30 @@ class ResultsPage(QWidget):
             self.headline.setText("No results: the run stopped before its first epoch ended")
             self.subline.setText(f"Run {Path(run_dir).name} · nothing was trained yet. Resume it from the Runs "
                                  "step (it starts again at epoch 1), or start a new run.")
+            self.progress.setVisible(False)
+            self.body.setVisible(True)
             self.matrix.set_matrix([], [])
             self._fill_table([])
             self.gallery_box.setTitle("Misclassified images")
             self.gallery.set_mistakes([])
             self._set_status(False, "Stopped before the first epoch: no results")
             return
-        self.headline.setText("Loading results…")
-        self.subline.setText(f"Run {Path(run_dir).name}")
+        self.headline.setText("Evaluating the run…")
+        self.subline.setText(f"Run {Path(run_dir).name} · the saved report is checked against the images; "
+                             "when it is missing or out of date, the model scores the images again.")
+        self.body.setVisible(False)             # the panels of another run must not stand there meanwhile
+        self.progress.setRange(0, 0)            # busy until the first count arrives
+        self.progress.setFormat("Checking the run's images…")
+        self.progress.setVisible(True)
         self._set_status(False, f"Loading the results of {Path(run_dir).name}…")
-        jobs.submit(lambda _job: load_evaluation(run_dir), kind="evaluate", what="Evaluating the run", context=self,
-                    imports=("timm", "dtl_engine.training"), lane="evaluate",
-                    on_done=lambda ev: self._loaded(request, ev),
-                    on_error=lambda m, d: self._failed(request, m, d))
+        if self._eval_job is not None:
+            self._eval_job.cancel()             # an older request: its answer would be dropped anyway
+        self._eval_job = jobs.submit(lambda job: load_evaluation(run_dir, job), kind="evaluate",
+                                     what="Evaluating the run", context=self,
+                                     imports=("timm", "dtl_engine.training"), lane="evaluate",
+                                     on_progress=lambda value: self._progressed(request, value),
+                                     on_done=lambda ev: self._loaded(request, ev),
+                                     on_error=lambda m, d: self._failed(request, m, d))
 
     def show_result(self, result: Any) -> None:
         """Show a RunResult straight away when it carries its evaluation."""
@@ -135,11 +160,15 @@ class ResultsPage(QWidget):
             return
         self.run_dir = str(result.run_dir)
         self._request += 1
+        if self._eval_job is not None:
+            self._eval_job.cancel()
         self.show_evaluation(report)
 
     def show_evaluation(self, evaluation: Any) -> None:
         """Fill every part of the page from an Evaluation."""
         self.evaluation = evaluation
+        self.progress.setVisible(False)
+        self.body.setVisible(True)
         name = Path(self.run_dir).name if self.run_dir else "this run"
         split = "test" if getattr(evaluation, "split", "val") == "test" else "validation"
         n = getattr(evaluation, "num_images", 0) or sum(map(sum, evaluation.confusion))
@@ -176,6 +205,16 @@ class ResultsPage(QWidget):
             self.per_class.setItem(r, 4, _NumberItem(str(int(row["support"])), float(row["support"])))
         self.per_class.setSortingEnabled(True)
 
+    def _progressed(self, request: int, value: Any) -> None:
+        if request != self._request:
+            return
+        done, total = value
+        self.progress.setRange(0, max(1, total))
+        self.progress.setValue(done)
+        text = f"Evaluating {done} / {total} images…"
+        self.progress.setFormat(text)
+        self._set_status(False, text)
+
     def _loaded(self, request: int, evaluation: Any) -> None:
         if request == self._request:
             self.show_evaluation(evaluation)
@@ -185,6 +224,7 @@ class ResultsPage(QWidget):
             return
         self.headline.setText("No results for this run")
         self.subline.setText(message)
+        self.progress.setVisible(False)
         self._set_status(False, message)
         self.error_dialog = show_error(self, "Results could not be shown", message, details)
 

@@ -80,6 +80,27 @@ def test_a_run_without_report_is_evaluated_in_the_background(qtbot, finished_run
     assert shown.args[0].accuracy == pytest.approx(finished_run.report.accuracy)
 
 
+def test_a_fresh_evaluation_shows_its_progress_not_blank_panels(qtbot, finished_run, tmp_path):
+    import shutil
+
+    copy = Path(shutil.copytree(finished_run.run_dir, tmp_path / "copy"))
+    (copy / "report.json").unlink()
+    total = finished_run.report.num_images
+    page = _page(qtbot)
+    statuses: list[str] = []
+    bars: list[tuple[str, bool]] = []
+    page.status_changed.connect(lambda: statuses.append(page.status()[1]))
+    page.status_changed.connect(lambda: bars.append((page.progress.text(), page.body.isVisible())))
+    page.show_run(str(copy))
+    assert page.progress.isVisible() and not page.body.isVisible()     # no empty panels meanwhile
+    with qtbot.waitSignal(page.evaluation_shown, timeout=60000):
+        pass
+    assert f"Evaluating {total} / {total} images…" in statuses           # the step's status line counts
+    assert (f"Evaluating {total} / {total} images…", False) in bars      # and so does the bar on the page
+    assert not page.progress.isVisible() and page.body.isVisible()
+    assert page.status()[0] and "accuracy" in page.status()[1]
+
+
 def test_images_changed_since_training_are_left_out_and_the_figure_says_so(qtbot, finished_run, tmp_path, themed):
     import shutil
 

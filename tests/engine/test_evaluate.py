@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -60,3 +61,41 @@ def test_evaluate_run_uses_the_test_split_when_present(tmp_path):
     again = evaluate_run(result.run_dir)
     assert again == result.report                       # same best weights, same images -> same report
     assert json.loads(report_file.read_text())["split"] == "test"
+
+
+def _flat_model_and_samples(tmp_path, n: int, broken: int = 0):
+    from image_factory import make_image
+
+    samples = [(str(make_image(tmp_path / f"{i}.png", i % 2, size=(8, 8), seed=i)), i % 2) for i in range(n)]
+    for i in range(broken):
+        (tmp_path / f"bad{i}.jpg").write_bytes(b"not an image")
+        samples.append((str(tmp_path / f"bad{i}.jpg"), 0))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+
+    def transform(image):
+        pixels = np.asarray(image.convert("RGB").resize((8, 8)), dtype=np.float32)
+        return torch.from_numpy(pixels).permute(2, 0, 1) / 255
+    return model, samples, transform
+
+
+def test_predict_probs_reports_progress_per_batch_up_to_every_image(tmp_path):
+    from dtl_engine.evaluate import predict_probs
+
+    model, samples, transform = _flat_model_and_samples(tmp_path, 10, broken=1)
+    seen: list[tuple[int, int]] = []
+    probs, indices, failed = predict_probs(model, samples, transform, torch.device("cpu"), batch_size=4,
+                                           progress=lambda done, total: seen.append((done, total)))
+    assert len(indices) == 10 and len(failed) == 1
+    assert seen == [(0, 11), (4, 11), (8, 11), (11, 11)]     # a failed image counts as done, too
+
+
+def test_predict_probs_stops_when_asked(tmp_path):
+    from dtl_engine.errors import RunError
+    from dtl_engine.evaluate import predict_probs
+
+    model, samples, transform = _flat_model_and_samples(tmp_path, 12)
+    seen: list[int] = []
+    with pytest.raises(RunError, match="cancelled"):
+        predict_probs(model, samples, transform, torch.device("cpu"), batch_size=4,
+                      progress=lambda done, _total: seen.append(done), should_stop=lambda: len(seen) >= 2)
+    assert seen == [0, 4]            # stopped before the second batch was scored
