@@ -41,6 +41,9 @@ class Evaluation:
     num_images: int = 0                                 # images evaluated (N)
     total_images: int = 0                               # images of the split (M); N < M when some were left out
     left_out: list[dict[str, Any]] = field(default_factory=list)   # {path, reason} of the images not evaluated
+    # Every evaluated image {path, true, predicted, confidence}, in split order: what a confusion
+    # matrix cell holds. Empty in reports saved by older versions (see current_evaluation).
+    predictions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -55,6 +58,10 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def cell(self, true_class: str, predicted_class: str) -> list[dict[str, Any]]:
+        """The images of one confusion-matrix cell (true ``true_class``, predicted ``predicted_class``)."""
+        return [p for p in self.predictions if p["true"] == true_class and p["predicted"] == predicted_class]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Evaluation":
@@ -94,13 +101,14 @@ def build_evaluation(probs: torch.Tensor, labels: Sequence[int], paths: Sequence
     correct = int((predicted == labels_t).sum())
     wrong = (predicted != labels_t).nonzero().flatten().tolist()
     wrong.sort(key=lambda i: -float(confidence[i]))       # confident mistakes are the interesting ones
-    mistakes = [{"path": str(paths[i]), "true": classes[int(labels_t[i])], "predicted": classes[int(predicted[i])],
-                 "confidence": float(confidence[i])} for i in wrong[:MAX_MISTAKES]]
+    predictions = [{"path": str(paths[i]), "true": classes[int(labels_t[i])], "predicted": classes[int(predicted[i])],
+                    "confidence": float(confidence[i])} for i in range(len(labels_t))]
+    mistakes = [predictions[i] for i in wrong[:MAX_MISTAKES]]
     return Evaluation(
         accuracy=correct / len(labels_t) if len(labels_t) else 0.0,
         classes=list(classes), confusion=confusion, per_class=per_class_scores(confusion, classes),
         mistakes=mistakes, best_epoch=best_epoch, split=split, num_images=len(labels_t),
-        total_images=len(labels_t),
+        total_images=len(labels_t), predictions=predictions,
     )
 
 
@@ -254,7 +262,8 @@ def current_evaluation(run_dir: str | Path, device: str = "auto", *, progress: P
     """The run's saved report while its images are unchanged on disk, else a fresh, honest evaluation.
 
     What the Results view shows: a saved report whose images were since deleted or changed
-    would list files that are no longer there, so the images are checked first.
+    would list files that are no longer there, so the images are checked first. A report saved
+    before per-image predictions were kept is evaluated again (its matrix cells could not be opened).
     ``progress`` and ``should_stop`` follow a fresh evaluation (see :func:`predict_probs`).
     """
     from .data.split import Split
@@ -262,7 +271,7 @@ def current_evaluation(run_dir: str | Path, device: str = "auto", *, progress: P
 
     folder = RunFolder(run_dir)
     saved = folder.read_report()
-    if saved is not None:
+    if saved is not None and "predictions" in saved:    # older reports list no per-image predictions
         _, samples = evaluation_split(Split.from_dict(folder.read_split()))
         _, gone = check_split_files(samples, folder.read_file_stamps())
         if not gone:

@@ -1,7 +1,9 @@
 """Results page: how good the trained model is.
 
 Headline (accuracy, best epoch), confusion matrix, per-class precision /
-recall / F1, and a gallery of misclassified images. Reads the run's saved
+recall / F1, and a gallery of misclassified images. A click on a matrix cell (or
+Enter on it) fills the gallery with exactly that cell's images; the diagonal holds
+the correct ones; "Show all mistakes" goes back. Reads the run's saved
 report; when a run has none yet, or its images changed on disk, it is evaluated
 in the background, with a progress bar ("Evaluating 120 / 359 images…") on the page
 and in the step's status line. When some images of the split are missing or changed,
@@ -14,11 +16,11 @@ from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QProgressBar,
-                               QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                               QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from app.widgets.confusion_matrix import ConfusionMatrixView
 from app.widgets.error_dialog import show_error
-from app.widgets.mistakes_gallery import MistakesGallery
+from app.widgets.mistakes_gallery import MAX_SHOWN, MistakesGallery, show_in_folder
 from app.widgets.search_view import SearchView
 from app import jobs
 from app.run_life import epochs_done
@@ -62,9 +64,12 @@ class ResultsPage(QWidget):
         self.progress.setVisible(False)
 
         self.matrix = ConfusionMatrixView()
+        self.matrix.cell_opened.connect(self.open_cell)
+        self.cell: tuple[int, int] | None = None        # the matrix cell the gallery shows, or None: all mistakes
         matrix_box = QGroupBox("Confusion matrix")
         mlay = QVBoxLayout(matrix_box)
-        hint = QLabel("Rows: true class · columns: predicted class · colour: share of the row")
+        hint = QLabel("Rows: true class · columns: predicted class · colour: share of the row · "
+                      "click a cell (or press Enter on it) to see its images")
         hint.setStyleSheet("color: palette(placeholder-text);")
         hint.setWordWrap(True)          # never cut off when the matrix gets little room
         mlay.addWidget(hint)
@@ -87,9 +92,24 @@ class ResultsPage(QWidget):
         QVBoxLayout(table_box).addWidget(self.per_class)
 
         self.gallery = MistakesGallery()
+        self.gallery.itemSelectionChanged.connect(self._update_buttons)
         gallery_box = QGroupBox("Misclassified images (most confident first)")
         self.gallery_box = gallery_box
-        QVBoxLayout(gallery_box).addWidget(self.gallery)
+        self.all_mistakes_button = QPushButton("← Show all mistakes")
+        self.all_mistakes_button.setToolTip("Back from one cell of the matrix to every misclassified image")
+        self.all_mistakes_button.clicked.connect(self.show_all_mistakes)
+        self.all_mistakes_button.setVisible(False)
+        self.folder_button = QPushButton("Show in folder")
+        self.folder_button.setToolTip("Open the folder that holds the chosen image")
+        self.folder_button.clicked.connect(self._show_selected_in_folder)
+        gallery_buttons = QHBoxLayout()
+        gallery_buttons.addWidget(self.all_mistakes_button)
+        gallery_buttons.addStretch(1)
+        gallery_buttons.addWidget(self.folder_button)
+        glay = QVBoxLayout(gallery_box)
+        glay.addLayout(gallery_buttons)
+        glay.addWidget(self.gallery, 1)
+        self._update_buttons()
 
         # The matrix and the table share the width; each scrolls when it needs more.
         top = QWidget()
@@ -131,6 +151,8 @@ class ResultsPage(QWidget):
             self.body.setVisible(True)
             self.matrix.set_matrix([], [])
             self._fill_table([])
+            self.cell = None
+            self.all_mistakes_button.setVisible(False)
             self.gallery_box.setTitle("Misclassified images")
             self.gallery.set_mistakes([])
             self._set_status(False, "Stopped before the first epoch: no results")
@@ -183,15 +205,67 @@ class ResultsPage(QWidget):
         self.search_view.show_run(self.run_dir)
         self.matrix.set_matrix(evaluation.classes, evaluation.confusion)
         self._fill_table(evaluation.per_class)
+        self.show_all_mistakes()
+        self._set_status(True, f"accuracy {100 * evaluation.accuracy:.1f} % on {count}")   # the name is on the page
+        self.evaluation_shown.emit(evaluation)
+
+    # --- the gallery: all mistakes, or one cell of the matrix -----------------
+    def show_all_mistakes(self) -> None:
+        """The gallery shows the misclassified images, most confident first."""
+        evaluation = self.evaluation
+        self.cell = None
+        self.all_mistakes_button.setVisible(False)
+        self.matrix.clearSelection()
+        if evaluation is None:
+            return
         mistakes = list(evaluation.mistakes)
         # The count comes from the matrix: the engine keeps only the most confident mistakes' images.
         wrong = sum(map(sum, evaluation.confusion)) - sum(row[i] for i, row in enumerate(evaluation.confusion))
-        shown = (f"the {len(mistakes)} most confident shown" if len(mistakes) < wrong
-                 else "most confident first")
-        self.gallery_box.setTitle(f"Misclassified images: {wrong} ({shown})")
+        shown = min(len(mistakes), MAX_SHOWN)
+        order = f"the {shown} most confident shown" if shown < wrong else "most confident first"
+        self.gallery_box.setTitle(f"Misclassified images: {wrong} ({order})")
         self.gallery.set_mistakes(mistakes)
-        self._set_status(True, f"accuracy {100 * evaluation.accuracy:.1f} % on {count}")   # the name is on the page
-        self.evaluation_shown.emit(evaluation)
+        self._update_buttons()
+
+    def open_cell(self, true_index: int, predicted_index: int) -> None:
+        """The gallery shows exactly the images of one matrix cell (true class, predicted class)."""
+        evaluation = self.evaluation
+        if evaluation is None or not (0 <= true_index < len(evaluation.classes)
+                                      and 0 <= predicted_index < len(evaluation.classes)):
+            return
+        true, predicted = evaluation.classes[true_index], evaluation.classes[predicted_index]
+        count = int(evaluation.confusion[true_index][predicted_index])
+        correct = true_index == predicted_index
+        listed = list(getattr(evaluation, "predictions", None) or [])
+        if listed:
+            images = [p for p in listed if p["true"] == true and p["predicted"] == predicted]
+        else:       # an evaluation without per-image predictions: only its most confident mistakes are known
+            images = [] if correct else [m for m in evaluation.mistakes
+                                         if m["true"] == true and m["predicted"] == predicted]
+        # Mistakes: the most confident first (the surprising ones); correct: the least sure first (borderline).
+        images.sort(key=lambda m: float(m.get("confidence", 0.0)), reverse=not correct)
+        what = f"Correct {true}" if correct else f"True {true}, predicted {predicted}"
+        order = "least sure first" if correct else "most confident first"
+        shown = min(len(images), MAX_SHOWN)
+        if shown < count:
+            order = f"the {shown} {'least sure' if correct else 'most confident'} shown"
+        self.gallery_box.setTitle(f"{what}: {count} image{'s' if count != 1 else ''} ({order})")
+        empty = ("No image in this cell." if count == 0 else
+                 "This run's report does not list these images; open the run again to evaluate it anew.")
+        self.cell = (true_index, predicted_index)
+        self.matrix.choose(true_index, predicted_index)
+        self.gallery.set_mistakes(images, empty_text=empty)
+        self.all_mistakes_button.setVisible(True)
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        self.folder_button.setEnabled(self.gallery.selected_record() is not None)
+
+    def _show_selected_in_folder(self) -> None:
+        record = self.gallery.selected_record()
+        if record is not None and not show_in_folder(str(record.get("path", ""))):
+            self._set_status(self._status[0], f"The folder of {Path(str(record.get('path', ''))).name} "
+                             "no longer exists.")
 
     # --- helpers --------------------------------------------------------------
     def _fill_table(self, rows: list[dict]) -> None:

@@ -43,6 +43,37 @@ def test_scores_match_a_hand_computed_confusion_matrix():
     assert Evaluation.from_dict(json.loads(json.dumps(ev.to_dict()))) == ev
 
 
+def test_every_image_is_kept_so_each_matrix_cell_lists_exactly_its_images():
+    classes = ["cat", "dog"]
+    labels = [0, 0, 0, 1, 1]
+    predicted = [0, 1, 0, 1, 0]
+    probs = torch.tensor([[0.9, 0.1] if p == 0 else [0.3, 0.7] for p in predicted])
+    ev = build_evaluation(probs, labels, [f"img{i}.png" for i in range(5)], classes)
+    for t, true in enumerate(classes):
+        for q, guess in enumerate(classes):
+            cell = ev.cell(true, guess)
+            assert len(cell) == ev.confusion[t][q]
+            assert all((m["true"], m["predicted"]) == (true, guess) for m in cell)
+    assert [m["path"] for m in ev.cell("cat", "cat")] == ["img0.png", "img2.png"]
+    assert ev.cell("dog", "cat") == [{"path": "img4.png", "true": "dog", "predicted": "cat",
+                                      "confidence": pytest.approx(0.9)}]
+
+
+def test_a_report_saved_without_predictions_is_evaluated_again(tmp_path):
+    from dtl_engine.evaluate import current_evaluation
+    from image_factory import make_split_folder
+
+    data = make_split_folder(tmp_path / "images", train={"a": 6, "b": 6}, val={"a": 2, "b": 2}, size=(24, 24))
+    result = train(tiny_config(data, epochs=1), model_kwargs=MODEL_KWARGS)
+    report_file = tmp_path / result.run_dir / "report.json"
+    old = json.loads(report_file.read_text())
+    assert len(old.pop("predictions")) == 4
+    report_file.write_text(json.dumps(old))                 # as an older version saved it
+    again = current_evaluation(result.run_dir)
+    assert len(again.predictions) == 4
+    assert len(json.loads(report_file.read_text())["predictions"]) == 4
+
+
 def test_undefined_scores_are_zero_not_errors():
     ev = build_evaluation(torch.tensor([[0.9, 0.1], [0.8, 0.2]]), [0, 0], ["a", "b"], ["x", "y"])
     assert ev.per_class[1] == {"name": "y", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
