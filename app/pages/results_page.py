@@ -3,7 +3,8 @@
 Headline (accuracy, best epoch), confusion matrix, per-class precision /
 recall / F1, and a gallery of misclassified images. A click on a matrix cell (or
 Enter on it) fills the gallery with exactly that cell's images; the diagonal holds
-the correct ones; "Show all mistakes" goes back. Reads the run's saved
+the correct ones; "Show all mistakes" goes back. "Why?" on a chosen image computes
+its heatmap in a background job and shows it beside the gallery. Reads the run's saved
 report; when a run has none yet, or its images changed on disk, it is evaluated
 in the background, with a progress bar ("Evaluating 120 / 359 images…") on the page
 and in the step's status line. When some images of the split are missing or changed,
@@ -22,6 +23,7 @@ from app.widgets.confusion_matrix import ConfusionMatrixView
 from app.widgets.error_dialog import show_error
 from app.widgets.mistakes_gallery import MAX_SHOWN, MistakesGallery, show_in_folder
 from app.widgets.search_view import SearchView
+from app.widgets.why_view import WhyView, compute_heatmap
 from app import jobs
 from app.run_life import epochs_done
 
@@ -93,6 +95,14 @@ class ResultsPage(QWidget):
 
         self.gallery = MistakesGallery()
         self.gallery.itemSelectionChanged.connect(self._update_buttons)
+        self.gallery.why_requested.connect(self.explain)
+        self.why_view = WhyView()
+        self._why_job: jobs.Job | None = None
+        self._why_request = 0
+        self._why_cache: dict[str, Any] = {}        # the model of one run, used by the "explain" lane only
+        self.why_button = QPushButton("Why?")
+        self.why_button.setToolTip("Show where the model looked in the chosen image (a heatmap over it)")
+        self.why_button.clicked.connect(lambda: self.explain())
         gallery_box = QGroupBox("Misclassified images (most confident first)")
         self.gallery_box = gallery_box
         self.all_mistakes_button = QPushButton("← Show all mistakes")
@@ -105,10 +115,14 @@ class ResultsPage(QWidget):
         gallery_buttons = QHBoxLayout()
         gallery_buttons.addWidget(self.all_mistakes_button)
         gallery_buttons.addStretch(1)
+        gallery_buttons.addWidget(self.why_button)
         gallery_buttons.addWidget(self.folder_button)
         glay = QVBoxLayout(gallery_box)
         glay.addLayout(gallery_buttons)
-        glay.addWidget(self.gallery, 1)
+        gallery_row = QHBoxLayout()
+        gallery_row.addWidget(self.gallery, 1)
+        gallery_row.addWidget(self.why_view)
+        glay.addLayout(gallery_row, 1)
         self._update_buttons()
 
         # The matrix and the table share the width; each scrolls when it needs more.
@@ -216,6 +230,7 @@ class ResultsPage(QWidget):
         self.cell = None
         self.all_mistakes_button.setVisible(False)
         self.matrix.clearSelection()
+        self._forget_why()
         if evaluation is None:
             return
         mistakes = list(evaluation.mistakes)
@@ -254,18 +269,60 @@ class ResultsPage(QWidget):
                  "This run's report does not list these images; open the run again to evaluate it anew.")
         self.cell = (true_index, predicted_index)
         self.matrix.choose(true_index, predicted_index)
+        self._forget_why()
         self.gallery.set_mistakes(images, empty_text=empty)
         self.all_mistakes_button.setVisible(True)
         self._update_buttons()
 
     def _update_buttons(self) -> None:
-        self.folder_button.setEnabled(self.gallery.selected_record() is not None)
+        chosen = self.gallery.selected_record() is not None
+        self.folder_button.setEnabled(chosen)
+        self.why_button.setEnabled(chosen and self.run_dir is not None)
+
+    # --- why-heatmaps ----------------------------------------------------------
+    def explain(self, record: dict | None = None) -> None:
+        """Compute the heatmap of ``record``'s image (default: the chosen tile) in the background."""
+        record = record or self.gallery.selected_record()
+        if not record or self.run_dir is None:
+            return
+        if self._why_job is not None:
+            self._why_job.cancel()          # only the latest question is answered
+        run_dir, path, cache = self.run_dir, str(record.get("path", "")), self._why_cache
+        self._why_request += 1
+        request = self._why_request
+        self.why_view.waiting(record)
+        self._why_job = jobs.submit(lambda job: compute_heatmap(job, run_dir, path, cache), kind="explain",
+                                    what="The heatmap", context=self, imports=("timm", "dtl_engine.training"),
+                                    lane="explain", on_done=lambda answer: self._why_done(request, record, answer),
+                                    on_error=lambda message, _details: self._why_failed(request, message))
 
     def _show_selected_in_folder(self) -> None:
         record = self.gallery.selected_record()
         if record is not None and not show_in_folder(str(record.get("path", ""))):
             self._set_status(self._status[0], f"The folder of {Path(str(record.get('path', ''))).name} "
                              "no longer exists.")
+
+    def _forget_why(self) -> None:
+        """The gallery shows other images: an old heatmap (or its job) must not stay."""
+        self._why_request += 1
+        if self._why_job is not None:
+            self._why_job.cancel()
+        self.why_view.setVisible(False)
+
+    def is_explaining(self) -> bool:
+        """True while a heatmap is being computed."""
+        return self._why_job is not None and not self._why_job.is_done()
+
+    def _why_done(self, request: int, record: dict, answer: tuple[Any, Any]) -> None:
+        if request != self._why_request:
+            return
+        result, image = answer
+        if result is not None:
+            self.why_view.show_heatmap(record, result, image)
+
+    def _why_failed(self, request: int, message: str) -> None:
+        if request == self._why_request:
+            self.why_view.failed(message)
 
     # --- helpers --------------------------------------------------------------
     def _fill_table(self, rows: list[dict]) -> None:

@@ -258,3 +258,66 @@ def test_show_in_folder_opens_the_folder_of_the_chosen_image(qtbot, finished_run
     assert page.folder_button.isEnabled()
     page.folder_button.click()
     assert opened == [str(Path(page.gallery.mistake(0)["path"]).parent)]
+
+
+# --- why-heatmaps ----------------------------------------------------------------------------------------
+def test_why_shows_the_heatmap_of_the_chosen_image_computed_in_the_background(qtbot, finished_run, themed, tmp_path):
+    import numpy as np
+    from PySide6.QtGui import QImage
+
+    from app import jobs
+    from dtl_engine.explain import explain_image, overlay
+    from dtl_engine.runs import load_run_model
+
+    page = _page(qtbot)
+    page.show_result(finished_run)
+    qtbot.waitUntil(lambda: page.matrix.size() == page.matrix.sizeHint())
+    diagonal = [finished_run.report.confusion[i][i] for i in range(len(finished_run.report.classes))]
+    best = diagonal.index(max(diagonal))
+    page.open_cell(best, best)
+    assert not page.why_button.isEnabled() and not page.why_view.isVisible()
+    page.gallery.setCurrentRow(0)
+    record = page.gallery.selected_record()
+    page.why_button.click()
+    # The click returns at once: the heatmap is a background job, and the panel says it is coming.
+    assert page.why_view.isVisible() and page.why_view.image is None
+    assert "Finding where the model looked" in page.why_view.caption.text()
+    assert any(job.kind == "explain" for job in jobs.active_jobs())
+    qtbot.waitUntil(lambda: page.why_view.image is not None, timeout=60_000)
+    assert not page.is_explaining()
+
+    model, classes = load_run_model(finished_run.run_dir, which="best", device="cpu")
+    expected = explain_image(model, classes, record["path"])
+    picture = np.asarray(overlay(record["path"], expected.heatmap))
+    shown = page.why_view.image.convertToFormat(QImage.Format.Format_RGB888)
+    assert (shown.width(), shown.height()) == (picture.shape[1], picture.shape[0])
+    pixels = np.frombuffer(bytes(shown.constBits()), np.uint8).reshape(shown.height(), shown.bytesPerLine())
+    pixels = pixels[:, :3 * shown.width()].reshape(shown.height(), shown.width(), 3)
+    assert np.abs(pixels.astype(int) - picture.astype(int)).max() <= 2      # that image's heatmap, overlaid
+    assert f"“{expected.class_name}”" in page.why_view.caption.text()
+    assert page.grab().save(str(Path(SCREENS or tmp_path) / "results_page_why.png"))
+
+    page.show_all_mistakes()                  # other images: the old heatmap goes away
+    assert not page.why_view.isVisible()
+
+
+def test_why_from_the_context_menu_and_closing_while_it_runs(qtbot, finished_run):
+    from app import jobs
+
+    page = ResultsPage()                        # not handed to qtbot: this test deletes it itself
+    page.show()
+    page.show_result(finished_run)
+    page.open_cell(0, 0)
+    page.gallery.setCurrentRow(0)
+    record = page.gallery.selected_record()
+    if record is None:                          # an empty cell: take any mistake instead
+        page.show_all_mistakes()
+        page.gallery.setCurrentRow(0)
+        record = page.gallery.selected_record()
+    page.gallery.why_requested.emit(record)     # what the tile's context action sends
+    assert page.is_explaining()
+    page.close()
+    page.deleteLater()
+    jobs.cancel_all()
+    assert jobs.wait_all(60_000)               # the job ends; no callback reaches the deleted page
+    qtbot.wait(50)
