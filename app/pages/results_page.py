@@ -4,7 +4,9 @@ Headline (accuracy, best epoch), confusion matrix, per-class precision /
 recall / F1, and a gallery of misclassified images. A click on a matrix cell (or
 Enter on it) fills the gallery with exactly that cell's images; the diagonal holds
 the correct ones; "Show all mistakes" goes back. "Why?" on a chosen image computes
-its heatmap in a background job and shows it beside the gallery. Reads the run's saved
+its heatmap in a background job and shows it beside the gallery. The "Data doctor"
+tab checks the run's images (duplicates and leakage, likely mislabeled, imbalance,
+outliers) on request. Reads the run's saved
 report; when a run has none yet, or its images changed on disk, it is evaluated
 in the background, with a progress bar ("Evaluating 120 / 359 images…") on the page
 and in the step's status line. When some images of the split are missing or changed,
@@ -17,9 +19,11 @@ from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QProgressBar,
-                               QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                               QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout,
+                               QWidget)
 
 from app.widgets.confusion_matrix import ConfusionMatrixView
+from app.widgets.doctor_panel import DoctorPanel
 from app.widgets.error_dialog import show_error
 from app.widgets.mistakes_gallery import MAX_SHOWN, MistakesGallery, show_in_folder
 from app.widgets.search_view import SearchView
@@ -131,9 +135,16 @@ class ResultsPage(QWidget):
         top_row.setContentsMargins(0, 0, 0, 0)
         top_row.addWidget(matrix_box, 1)    # on a small window both share the width (each scrolls)
         top_row.addWidget(table_box, 1)
+        self.doctor = DoctorPanel()
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(gallery_box, "Images")
+        self.tabs.addTab(self.doctor, "Data doctor")
+        self.tabs.setTabToolTip(1, "Check the run's images: duplicates and leakage between the splits, likely "
+                                   "mislabeled images, class imbalance, images far from their class")
         main = QSplitter(Qt.Orientation.Vertical)
         main.addWidget(top)
-        main.addWidget(gallery_box)
+        main.addWidget(self.tabs)
         main.setStretchFactor(0, 3)
         main.setStretchFactor(1, 2)
         main.setChildrenCollapsible(False)
@@ -158,6 +169,7 @@ class ResultsPage(QWidget):
         request = self._request
         if epochs_done(run_dir) == 0:       # stopped inside epoch 1: no validated weights, no accuracy
             self.evaluation = None
+            self.doctor.set_run(None)
             self.headline.setText("No results: the run stopped before its first epoch ended")
             self.subline.setText(f"Run {Path(run_dir).name} · nothing was trained yet. Resume it from the Runs "
                                  "step (it starts again at epoch 1), or start a new run.")
@@ -205,6 +217,7 @@ class ResultsPage(QWidget):
         self.evaluation = evaluation
         self.progress.setVisible(False)
         self.body.setVisible(True)
+        self.doctor.set_run(self.run_dir)
         name = Path(self.run_dir).name if self.run_dir else "this run"
         split = "test" if getattr(evaluation, "split", "val") == "test" else "validation"
         n = getattr(evaluation, "num_images", 0) or sum(map(sum, evaluation.confusion))

@@ -118,6 +118,7 @@ class ConfusionMatrixView(QTableWidget):
         rows = self.verticalHeader()
         rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         rows.setDefaultSectionSize(side)
+        self.setCurrentCell(-1, -1)     # no cell looks chosen until one is; the arrow keys start at the first
         self.updateGeometry()  # AdjustToContents: the view asks for exactly its cells
 
     def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt's name
