@@ -182,6 +182,7 @@ class ResultsPage(QWidget):
             self._fill_table([])
             self.cell = None
             self.all_mistakes_button.setVisible(False)
+            self._forget_why()
             self.gallery_box.setTitle("Misclassified images")
             self.gallery.set_mistakes([])
             self._set_status(False, "Stopped before the first epoch: no results")
