@@ -99,6 +99,7 @@ def main() -> int:
     import app.pages.results_page as results_page
     import app.pages.runs_page as runs_page
     import app.widgets.class_table as class_table
+    import app.widgets.doctor_panel as doctor_panel
     from app.main import run_event_loop
     from app.main_window import MainWindow
     from app.settings import Settings
@@ -116,6 +117,10 @@ def main() -> int:
         dtl_engine.memory_probe.estimate_memory = slow_write
     elif KIND == "evaluate":
         results_page.load_evaluation = slow_write
+    elif KIND == "explain":
+        results_page.compute_heatmap = slow_write
+    elif KIND == "doctor":
+        doctor_panel.run_doctor = slow_write
     elif KIND == "export":
         export_page.run_export = slow_write
     elif KIND == "predict":
@@ -142,6 +147,12 @@ def main() -> int:
         window.start_training()
     elif KIND == "evaluate":
         window.results_page.show_run(str(WORK))
+    elif KIND == "explain":                 # "Why?" on one image of the Results gallery
+        window.results_page.run_dir = str(WORK)
+        window.results_page.explain({"path": str(WORK / "a.png"), "true": "a", "predicted": "b", "confidence": 0.5})
+    elif KIND == "doctor":                  # the Results page's data check
+        window.results_page.doctor.set_run(str(WORK))
+        window.results_page.doctor.start()
     elif KIND == "export":
         window.export_page.set_run(str(WORK))
         window.export_page.path_edit.setText(str(WORK / "model.pt"))
