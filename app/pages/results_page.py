@@ -103,6 +103,7 @@ class ResultsPage(QWidget):
         self.why_view = WhyView()
         self._why_job: jobs.Job | None = None
         self._why_request = 0
+        self._why_waiting = False                   # the latest question has no answer yet
         self._why_cache: dict[str, Any] = {}        # the model of one run, used by the "explain" lane only
         self.why_button = QPushButton("Why?")
         self.why_button.setToolTip("Show where the model looked in the chosen image (a heatmap over it)")
@@ -307,6 +308,7 @@ class ResultsPage(QWidget):
         run_dir, path, cache = self.run_dir, str(record.get("path", "")), self._why_cache
         self._why_request += 1
         request = self._why_request
+        self._why_waiting = True
         self.why_view.waiting(record)
         self._why_job = jobs.submit(lambda job: compute_heatmap(job, run_dir, path, cache), kind="explain",
                                     what="The heatmap", context=self, imports=("timm", "dtl_engine.training"),
@@ -322,23 +324,26 @@ class ResultsPage(QWidget):
     def _forget_why(self) -> None:
         """The gallery shows other images: an old heatmap (or its job) must not stay."""
         self._why_request += 1
+        self._why_waiting = False
         if self._why_job is not None:
             self._why_job.cancel()
         self.why_view.setVisible(False)
 
     def is_explaining(self) -> bool:
-        """True while a heatmap is being computed."""
-        return self._why_job is not None and not self._why_job.is_done()
+        """True while the latest heatmap asked for has not arrived (nor failed)."""
+        return self._why_waiting
 
     def _why_done(self, request: int, record: dict, answer: tuple[Any, Any]) -> None:
         if request != self._why_request:
             return
+        self._why_waiting = False
         result, image = answer
         if result is not None:
             self.why_view.show_heatmap(record, result, image)
 
     def _why_failed(self, request: int, message: str) -> None:
         if request == self._why_request:
+            self._why_waiting = False
             self.why_view.failed(message)
 
     # --- helpers --------------------------------------------------------------
