@@ -15,11 +15,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
+from .errors import RunError
+
 MAX_MISTAKES = 200          # a report lists at most this many misclassified images (most confident first)
+
+ProgressFn = Callable[[int, int], None]     # (images done, images in all)
+StopFn = Callable[[], bool]                 # True: stop now (a RunError)
 
 
 @dataclass
@@ -36,6 +41,9 @@ class Evaluation:
     num_images: int = 0                                 # images evaluated (N)
     total_images: int = 0                               # images of the split (M); N < M when some were left out
     left_out: list[dict[str, Any]] = field(default_factory=list)   # {path, reason} of the images not evaluated
+    # Every evaluated image {path, true, predicted, confidence}, in split order: what a confusion
+    # matrix cell holds. Empty in reports saved by older versions (see current_evaluation).
+    predictions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -50,6 +58,10 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def cell(self, true_class: str, predicted_class: str) -> list[dict[str, Any]]:
+        """The images of one confusion-matrix cell (true ``true_class``, predicted ``predicted_class``)."""
+        return [p for p in self.predictions if p["true"] == true_class and p["predicted"] == predicted_class]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Evaluation":
@@ -89,26 +101,30 @@ def build_evaluation(probs: torch.Tensor, labels: Sequence[int], paths: Sequence
     correct = int((predicted == labels_t).sum())
     wrong = (predicted != labels_t).nonzero().flatten().tolist()
     wrong.sort(key=lambda i: -float(confidence[i]))       # confident mistakes are the interesting ones
-    mistakes = [{"path": str(paths[i]), "true": classes[int(labels_t[i])], "predicted": classes[int(predicted[i])],
-                 "confidence": float(confidence[i])} for i in wrong[:MAX_MISTAKES]]
+    predictions = [{"path": str(paths[i]), "true": classes[int(labels_t[i])], "predicted": classes[int(predicted[i])],
+                    "confidence": float(confidence[i])} for i in range(len(labels_t))]
+    mistakes = [predictions[i] for i in wrong[:MAX_MISTAKES]]
     return Evaluation(
         accuracy=correct / len(labels_t) if len(labels_t) else 0.0,
         classes=list(classes), confusion=confusion, per_class=per_class_scores(confusion, classes),
         mistakes=mistakes, best_epoch=best_epoch, split=split, num_images=len(labels_t),
-        total_images=len(labels_t),
+        total_images=len(labels_t), predictions=predictions,
     )
 
 
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, samples: Sequence[tuple[str, int]], transform: Any,
                   device: torch.device, batch_size: int = 64, autocast_dtype: torch.dtype | None = None,
-                  num_workers: int = 0, *, dataset: Any = None
+                  num_workers: int = 0, *, dataset: Any = None, progress: ProgressFn | None = None,
+                  should_stop: StopFn | None = None
                   ) -> tuple[torch.Tensor, list[int], list[dict[str, Any]]]:
     """Softmax probabilities of ``model`` on the images ``samples`` (path, label).
 
     Returns ``(probs, indices, failed)``: row ``k`` of ``probs`` belongs to ``samples[indices[k]]``;
     ``failed`` lists ``{path, reason}`` of the images that could not be loaded (left out).
     ``dataset``: an ImageDataset over ``samples`` to read from instead of one built with ``transform``.
+    ``progress(done, total)`` is called after each batch; ``should_stop()`` returning True
+    ends the pass with a :class:`RunError` (a cancelled evaluation has no partial result).
     """
     from .data import ImageDataset
     from .data.loader import BatchLoader
@@ -120,13 +136,21 @@ def predict_probs(model: torch.nn.Module, samples: Sequence[tuple[str, int]], tr
     out: list[torch.Tensor] = []
     indices: list[int] = []
     failed: list[dict[str, Any]] = []
+    done = 0
+    if progress is not None:
+        progress(0, n)
     try:
         for batch in loader([list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]):
+            if should_stop is not None and should_stop():
+                raise RunError("The evaluation was cancelled.")
             failed.extend({"path": f.path, "reason": f.reason} for f in batch.failed)
-            if batch.images is None:
-                continue
-            out.append(_softmax(model, batch.images, device, autocast_dtype))
-            indices.extend(int(i) for i in batch.indices)
+            done += len(batch.failed)
+            if batch.images is not None:
+                out.append(_softmax(model, batch.images, device, autocast_dtype))
+                indices.extend(int(i) for i in batch.indices)
+                done += len(batch.indices)
+            if progress is not None:
+                progress(min(done, n), n)
     finally:
         loader.close()
     return (torch.cat(out) if out else torch.zeros(0, 0)), indices, failed
@@ -142,7 +166,8 @@ def _softmax(model: torch.nn.Module, images: torch.Tensor, device: torch.device,
 def evaluate_model(model: torch.nn.Module, samples: Sequence[tuple[str, int]], classes: Sequence[str],
                    device: torch.device, augment_config: dict[str, Any], best_epoch: int | None = None,
                    split: str = "val", batch_size: int = 64, autocast_dtype: torch.dtype | None = None,
-                   num_workers: int = 0, left_out: Sequence[dict[str, Any]] = ()) -> Evaluation:
+                   num_workers: int = 0, left_out: Sequence[dict[str, Any]] = (),
+                   progress: ProgressFn | None = None, should_stop: StopFn | None = None) -> Evaluation:
     """Run ``model`` over ``samples`` with the evaluation transform and score it.
 
     ``left_out`` are images of the split already known to be unusable (``{path, reason}``);
@@ -154,7 +179,7 @@ def evaluate_model(model: torch.nn.Module, samples: Sequence[tuple[str, int]], c
     samples = list(samples)
     dataset = image_dataset(samples, augment_config, "none", train=False)
     probs, indices, failed = predict_probs(model, samples, None, device, batch_size, autocast_dtype, num_workers,
-                                           dataset=dataset)
+                                           dataset=dataset, progress=progress, should_stop=should_stop)
     evaluation = build_evaluation(probs, [samples[i][1] for i in indices], [samples[i][0] for i in indices], classes,
                                   best_epoch=best_epoch, split=split)
     evaluation.left_out = [*left_out, *failed]
@@ -203,7 +228,8 @@ def evaluation_split(split: Any) -> tuple[str, list[tuple[str, int]]]:
     return "val", list(split.val)
 
 
-def evaluate_run(run_dir: str | Path, device: str = "auto") -> Evaluation:
+def evaluate_run(run_dir: str | Path, device: str = "auto", *, progress: ProgressFn | None = None,
+                 should_stop: StopFn | None = None) -> Evaluation:
     """Evaluate a saved run's best weights on the images of its split that are still as they were.
 
     The result is saved as the run's report only when it covers every image; a partial
@@ -224,7 +250,8 @@ def evaluate_run(run_dir: str | Path, device: str = "auto") -> Evaluation:
     from .data.loader import auto_num_workers
 
     evaluation = evaluate_model(model, samples, classes, dev, model.data_config, best_epoch=best, split=split_name,
-                                num_workers=auto_num_workers(), left_out=gone)
+                                num_workers=auto_num_workers(), left_out=gone, progress=progress,
+                                should_stop=should_stop)
     if evaluation.num_images == 0 and evaluation.left_out:     # "0 % of 0 images" would be no measurement
         first = evaluation.left_out[0]
         raise RunError(f"None of the run's {evaluation.total_images} {split_name} images can be evaluated "
@@ -256,21 +283,25 @@ def _weights_epoch(folder: Any) -> int | None:
     return max(metrics, key=lambda m: m["val_acc"])["epoch"] if metrics else None
 
 
-def current_evaluation(run_dir: str | Path, device: str = "auto") -> Evaluation:
+def current_evaluation(run_dir: str | Path, device: str = "auto", *, progress: ProgressFn | None = None,
+                       should_stop: StopFn | None = None) -> Evaluation:
     """The run's saved report while its weights and images are unchanged, else a fresh, honest evaluation.
 
     What the Results view shows: a saved report whose images were since deleted or changed
-    would list files that are no longer there, so the images are checked first.
+    would list files that are no longer there, so the images are checked first. A report saved
+    before per-image predictions were kept is evaluated again (its matrix cells could not be opened).
+    ``progress`` and ``should_stop`` follow a fresh evaluation (see :func:`predict_probs`).
     """
     from .data.split import Split
     from .run_folder import RunFolder
 
     folder = RunFolder(run_dir)
     saved = folder.read_report()
-    # A report of other weights is stale too: a stopped run evaluated, then resumed, has new best weights.
-    if saved is not None and saved.get("best_epoch") == _weights_epoch(folder):
+    # A report of other weights is stale too: a stopped run evaluated, then resumed, has new best weights;
+    # older reports list no per-image predictions.
+    if saved is not None and saved.get("best_epoch") == _weights_epoch(folder) and "predictions" in saved:
         _, samples = evaluation_split(Split.from_dict(folder.read_split()))
         _, gone = check_split_files(samples, folder.read_file_stamps())
         if not gone:
             return Evaluation.from_dict(saved)
-    return evaluate_run(folder.path, device=device)
+    return evaluate_run(folder.path, device=device, progress=progress, should_stop=should_stop)

@@ -10,7 +10,10 @@ tries it on three sample images, and saves one picture per step:
     data-dark.png  model-dark.png  …                                             (dark)
 
 plus two windows the steps open: ``export-classify.png`` (Classify a folder…, after sorting a
-few digits) and ``runs-compare.png`` (Compare, with a second, shorter run at another learning rate).
+few digits) and ``runs-compare.png`` (Compare, with a second, shorter run at another learning rate),
+and two more of the Results step: ``results-cell.png`` (a confusion-matrix cell opened,
+with the "Why?" heatmap of one of its images) and ``results-doctor.png`` (the data doctor's
+findings), and their ``-dark`` twins.
 
 ``--sizes 1000x680 1600x1000`` also grabs every step at those window sizes
 (``data-1000x680.png``, ``data-dark-1600x1000.png``, …) to check that nothing is cut off.
@@ -143,6 +146,29 @@ def _grab_widget(widget, name: str, out: Path, width: int) -> Path:
     return path
 
 
+def _results_details(window, suffix: str, out: Path, width: int) -> None:
+    """Results with a mistake cell opened and one image's heatmap, then the data doctor's findings."""
+    from app.main_window import RESULTS
+
+    page = window.results_page
+    ev = page.evaluation
+    cells = [(ev.confusion[r][c], r, c) for r in range(len(ev.classes)) for c in range(len(ev.classes)) if r != c]
+    _, r, c = max(cells)                    # the most frequent confusion
+    window.show_step(RESULTS)
+    page.open_cell(r, c)
+    page.gallery.setCurrentRow(0)
+    page.explain()
+    _wait("the heatmap", lambda: page.why_view.image is not None or not page.is_explaining(), 120)
+    _wait("the thumbnails", lambda: page.gallery.thumbnails_loaded > 0, 60)
+    _save(window, RESULTS, "results-cell" + suffix, out, width)
+    page.tabs.setCurrentWidget(page.doctor)
+    page.doctor.start()
+    _wait("the data doctor", lambda: page.doctor.report is not None and page.doctor.thumbnails_loaded > 0, 600)
+    _save(window, RESULTS, "results-doctor" + suffix, out, width)
+    page.show_all_mistakes()
+    page.tabs.setCurrentIndex(0)
+
+
 def main() -> int:
     args = _parse()
     if args.scheme == "both":
@@ -217,6 +243,7 @@ def _shoot(out: Path, width: int, dark: bool, epochs: int) -> int:
     _wait("the results", lambda: window.results_page.status()[0], 300)
     _save(window, TRAIN, "train" + suffix, out, width)
     _save(window, RESULTS, "results" + suffix, out, width)
+    _results_details(window, suffix, out, width)
 
     # Export (verified in a fresh process), then "Try it" on three sample digits.
     window.show_step(EXPORT)

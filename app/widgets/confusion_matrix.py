@@ -3,13 +3,16 @@
 A table (not an image) keeps class names and counts crisp and readable from 2
 to 20 classes; colour strength is the share of the row (the true class), so a
 small class is as readable as a big one. The diagonal is blue, mistakes orange.
+
+A cell opens (``cell_opened``) on a click or with Enter; the arrow keys move
+between cells, so the matrix is usable without a mouse.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QBrush, QColor, QFont, QPalette
-from PySide6.QtWidgets import (QAbstractItemView, QAbstractScrollArea, QHeaderView, QSizePolicy, QTableWidget,
-                               QTableWidgetItem, QWidget)
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QFont, QKeyEvent, QPainter, QPalette, QPen
+from PySide6.QtWidgets import (QAbstractItemView, QAbstractScrollArea, QHeaderView, QSizePolicy, QStyle,
+                               QStyledItemDelegate, QStyleOptionViewItem, QTableWidget, QTableWidgetItem, QWidget)
 
 _DIAGONAL = QColor("#0072B2")
 _MISTAKE = QColor("#D55E00")
@@ -23,18 +26,47 @@ def _blend(color: QColor, share: float, base: QColor) -> QColor:
                   round(base.blue() + (color.blue() - base.blue()) * share))
 
 
+class _FramedCell(QStyledItemDelegate):
+    """Paints the chosen (or keyboard-current) cell with a frame, keeping its colour: the colour is the information."""
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem,
+              index: QModelIndex | QPersistentModelIndex) -> None:
+        chosen = bool(option.state & (QStyle.StateFlag.State_Selected | QStyle.StateFlag.State_HasFocus))
+        plain = QStyleOptionViewItem(option)
+        plain.state &= ~(QStyle.StateFlag.State_Selected | QStyle.StateFlag.State_HasFocus)
+        super().paint(painter, plain, index)
+        if chosen:
+            palette = option.palette
+            painter.save()
+            painter.setPen(QPen(palette.color(QPalette.ColorRole.Text), 3))
+            painter.drawRect(option.rect.adjusted(1, 1, -2, -2))
+            painter.setPen(QPen(palette.color(QPalette.ColorRole.Base), 1))
+            painter.drawRect(option.rect.adjusted(3, 3, -4, -4))
+            painter.restore()
+
+
 class ConfusionMatrixView(QTableWidget):
-    """Counts with class labels on both axes; hover shows the row percentage."""
+    """Counts with class labels on both axes; hover shows the row percentage; a cell opens its images."""
+
+    cell_opened = Signal(int, int)      # (true class index, predicted class index)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
-        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectItems)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)      # Tab reaches it; arrows move, Enter opens
+        self.setTabKeyNavigation(False)                      # Tab leaves the matrix instead of walking its cells
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.setAccessibleName("Confusion matrix: rows are the true class, columns the predicted class; "
+                               "press Enter on a cell to show its images")
+        self.cellClicked.connect(self.cell_opened)
         self.setShowGrid(True)
         self.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
         self.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Maximum)
         self.setStyleSheet("QTableWidget { gridline-color: palette(mid); }")
+        self._delegate = _FramedCell(self)
+        self.setItemDelegate(self._delegate)
         self.horizontalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignCenter)
         self.verticalHeader().setDefaultAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.classes: list[str] = []
@@ -86,7 +118,18 @@ class ConfusionMatrixView(QTableWidget):
         rows = self.verticalHeader()
         rows.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         rows.setDefaultSectionSize(side)
+        self.setCurrentCell(-1, -1)     # no cell looks chosen until one is; the arrow keys start at the first
         self.updateGeometry()  # AdjustToContents: the view asks for exactly its cells
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt's name
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Space) and self.currentRow() >= 0:
+            self.cell_opened.emit(self.currentRow(), self.currentColumn())
+            return
+        super().keyPressEvent(event)
+
+    def choose(self, true_index: int, predicted_index: int) -> None:
+        """Mark one cell as the chosen one (without opening it)."""
+        self.setCurrentCell(true_index, predicted_index)
 
     def count(self, true_index: int, predicted_index: int) -> int:
         """The number shown in one cell (for tests and tooltips)."""

@@ -124,6 +124,7 @@ def main() -> int:
     import app.widgets.class_table as class_table
     import app.widgets.run_compare as run_compare
     import app.widgets.why_panel as why_panel
+    import app.widgets.doctor_panel as doctor_panel
     from app.main import run_event_loop
     from app.main_window import MainWindow
     from app.settings import Settings
@@ -141,6 +142,10 @@ def main() -> int:
         dtl_engine.memory_probe.estimate_memory = slow_write
     elif KIND == "evaluate":
         results_page.load_evaluation = slow_write
+    elif KIND == "explain":
+        results_page.compute_heatmap = slow_write
+    elif KIND == "doctor":
+        doctor_panel.run_doctor = slow_write
     elif KIND == "export":
         export_page.run_export = slow_write
     elif KIND == "predict":
@@ -149,7 +154,7 @@ def main() -> int:
         class_table.read_thumbnail = slow_thumbnail
     elif KIND == "classify-folder":
         dtl_engine.classify_folder.classify_folder = slow_classify
-    elif KIND == "explain":
+    elif KIND == "explain-try":
         why_panel.explain_in_background = slow_write
     elif KIND == "compare-runs":
         run_compare._compare = slow_write
@@ -173,6 +178,12 @@ def main() -> int:
         window.start_training()
     elif KIND == "evaluate":
         window.results_page.show_run(str(WORK))
+    elif KIND == "explain":                 # "Why?" on one image of the Results gallery
+        window.results_page.run_dir = str(WORK)
+        window.results_page.explain({"path": str(WORK / "a.png"), "true": "a", "predicted": "b", "confidence": 0.5})
+    elif KIND == "doctor":                  # the Results page's data check
+        window.results_page.doctor.set_run(str(WORK))
+        window.results_page.doctor.start()
     elif KIND == "export":
         window.export_page.set_run(str(WORK))
         window.export_page.path_edit.setText(str(WORK / "model.pt"))
@@ -186,7 +197,7 @@ def main() -> int:
         dialog.model_edit.setText(str(WORK / "model.pt"))
         dialog.csv_edit.setText(str(WORK / "out.csv"))
         dialog.start()
-    elif KIND == "explain":
+    elif KIND == "explain-try":             # "Why?" on an image tried on the Export step
         window.export_page.why_panel.explain(str(WORK), str(WORK / "a.png"))
     elif KIND == "compare-runs":
         run_compare.RunCompareDialog([str(WORK), str(WORK)], window.runs_page).show()

@@ -39,8 +39,8 @@ def _assert_clean_exit(proc: subprocess.CompletedProcess, log: list[str]) -> Non
     assert "closing" in log and "exit 0" in log, log
 
 
-@pytest.mark.parametrize("kind", ["sample", "estimate", "evaluate", "export", "predict", "list-runs", "explain",
-                                  "compare-runs"])
+@pytest.mark.parametrize("kind", ["sample", "estimate", "evaluate", "explain", "explain-try", "doctor", "export",
+                                  "predict", "list-runs", "compare-runs"])
 def test_closing_waits_for_a_job_that_writes(kind, tmp_path):
     """The window closes only after the job ended: its file is whole, never cut short."""
     proc, log = _close_during(kind, tmp_path)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,6 +41,37 @@ def test_scores_match_a_hand_computed_confusion_matrix():
     assert ev.mistakes[0]["confidence"] == pytest.approx(0.95)
     assert (ev.best_epoch, ev.split, ev.num_images) == (4, "test", 9)
     assert Evaluation.from_dict(json.loads(json.dumps(ev.to_dict()))) == ev
+
+
+def test_every_image_is_kept_so_each_matrix_cell_lists_exactly_its_images():
+    classes = ["cat", "dog"]
+    labels = [0, 0, 0, 1, 1]
+    predicted = [0, 1, 0, 1, 0]
+    probs = torch.tensor([[0.9, 0.1] if p == 0 else [0.3, 0.7] for p in predicted])
+    ev = build_evaluation(probs, labels, [f"img{i}.png" for i in range(5)], classes)
+    for t, true in enumerate(classes):
+        for q, guess in enumerate(classes):
+            cell = ev.cell(true, guess)
+            assert len(cell) == ev.confusion[t][q]
+            assert all((m["true"], m["predicted"]) == (true, guess) for m in cell)
+    assert [m["path"] for m in ev.cell("cat", "cat")] == ["img0.png", "img2.png"]
+    assert ev.cell("dog", "cat") == [{"path": "img4.png", "true": "dog", "predicted": "cat",
+                                      "confidence": pytest.approx(0.9)}]
+
+
+def test_a_report_saved_without_predictions_is_evaluated_again(tmp_path):
+    from dtl_engine.evaluate import current_evaluation
+    from image_factory import make_split_folder
+
+    data = make_split_folder(tmp_path / "images", train={"a": 6, "b": 6}, val={"a": 2, "b": 2}, size=(24, 24))
+    result = train(tiny_config(data, epochs=1), model_kwargs=MODEL_KWARGS)
+    report_file = tmp_path / result.run_dir / "report.json"
+    old = json.loads(report_file.read_text())
+    assert len(old.pop("predictions")) == 4
+    report_file.write_text(json.dumps(old))                 # as an older version saved it
+    again = current_evaluation(result.run_dir)
+    assert len(again.predictions) == 4
+    assert len(json.loads(report_file.read_text())["predictions"]) == 4
 
 
 def test_undefined_scores_are_zero_not_errors():
@@ -101,3 +133,41 @@ def test_a_saved_report_of_older_weights_is_not_shown_as_current(tmp_path):
     listener, token = stop_after(1)
     assert resume(first.run_dir, listener, token).status == "stopped"
     assert current_evaluation(first.run_dir).best_epoch == 1
+
+
+def _flat_model_and_samples(tmp_path, n: int, broken: int = 0):
+    from image_factory import make_image
+
+    samples = [(str(make_image(tmp_path / f"{i}.png", i % 2, size=(8, 8), seed=i)), i % 2) for i in range(n)]
+    for i in range(broken):
+        (tmp_path / f"bad{i}.jpg").write_bytes(b"not an image")
+        samples.append((str(tmp_path / f"bad{i}.jpg"), 0))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+
+    def transform(image):
+        pixels = np.asarray(image.convert("RGB").resize((8, 8)), dtype=np.float32)
+        return torch.from_numpy(pixels).permute(2, 0, 1) / 255
+    return model, samples, transform
+
+
+def test_predict_probs_reports_progress_per_batch_up_to_every_image(tmp_path):
+    from dtl_engine.evaluate import predict_probs
+
+    model, samples, transform = _flat_model_and_samples(tmp_path, 10, broken=1)
+    seen: list[tuple[int, int]] = []
+    probs, indices, failed = predict_probs(model, samples, transform, torch.device("cpu"), batch_size=4,
+                                           progress=lambda done, total: seen.append((done, total)))
+    assert len(indices) == 10 and len(failed) == 1
+    assert seen == [(0, 11), (4, 11), (8, 11), (11, 11)]     # a failed image counts as done, too
+
+
+def test_predict_probs_stops_when_asked(tmp_path):
+    from dtl_engine.errors import RunError
+    from dtl_engine.evaluate import predict_probs
+
+    model, samples, transform = _flat_model_and_samples(tmp_path, 12)
+    seen: list[int] = []
+    with pytest.raises(RunError, match="cancelled"):
+        predict_probs(model, samples, transform, torch.device("cpu"), batch_size=4,
+                      progress=lambda done, _total: seen.append(done), should_stop=lambda: len(seen) >= 2)
+    assert seen == [0, 4]            # stopped before the second batch was scored
