@@ -80,8 +80,6 @@ def slow_train(config, listener=None, token=None, run_dir=None, scan=None):
 def slow_classify(model, folder, csv_path, *, sort_into=None, min_confidence=0.0, progress=None,
                   should_stop=None, **_kwargs):
     """Classifying a folder: a row per image until it is asked to stop (the rows done are kept)."""
-    entered.set()
-    log("entered")
     rows = 0
     with open(csv_path, "w", encoding="utf-8") as f:
         for i in range(400):
@@ -91,6 +89,9 @@ def slow_classify(model, folder, csv_path, *, sort_into=None, min_confidence=0.0
             f.write(f"image {i}\n")
             f.flush()
             rows += 1
+            if rows == 1:                   # the window closes once a row is done: there are rows to keep
+                entered.set()
+                log("entered")
             if progress is not None:
                 progress(rows, 400)
             time.sleep(0.05)
