@@ -2,8 +2,9 @@
 
 * ``auto_num_workers``: the default number of worker processes (cores - 1, at most 8).
 * :class:`BatchLoader`: one persistent ``DataLoader`` per dataset whose batches are set
-  per epoch. Decoding runs in the workers (``spawn`` on macOS and Windows, as the
-  platform defaults; the app and the bundle call ``multiprocessing.freeze_support()``).
+  per epoch. Decoding runs in the workers, started by :func:`worker_context` on any
+  thread (the app trains on a thread beside Qt's): forked from a fork server on Linux,
+  spawned on macOS and Windows (the app and the bundle call ``multiprocessing.freeze_support()``).
 * A file that fails in a worker is reported to ``on_failure`` in the main process,
   once per file, exactly as when loading in-process: each item carries the
   failures met while producing it.
@@ -15,10 +16,11 @@
 from __future__ import annotations
 
 import copy
+import multiprocessing
 import os
 import random
 import signal
-import threading
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -27,6 +29,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 MAX_AUTO_WORKERS = 8
+#: What the fork server imports once, so that each worker forked from it starts with torch and
+#: the dataset code already loaded (never ``__main__``: the app's or the bundle's entry point).
+WORKER_PRELOAD = ["dtl_engine.data.dataset", "dtl_engine.data.image_cache", "dtl_engine.data.transforms",
+                  "dtl_engine.data.loader"]
 
 
 def available_cores() -> int:
@@ -87,15 +93,22 @@ def _ignore_interrupts(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def workers_here(num_workers: int) -> int:
-    """The worker processes a loader made on this thread may use: none off the main thread.
+def worker_context() -> multiprocessing.context.BaseContext:
+    """How loader workers start: forked from the fork server on Linux, spawned on macOS and Windows.
 
-    Forking beside other threads that hold locks left a worker dead (the app trains on a
-    background thread beside Qt's), and spawned workers hung once in the same place; so a
-    loader made off the main thread decodes in its own thread (draft decoding and the
-    decoded-image cache still apply).
+    Forking the training process itself is unsafe once other threads run: the app trains on a
+    thread beside Qt's, whose locks a forked child would inherit held (a worker died so). The
+    fork server is a fresh, one-thread interpreter started once per process; it imports
+    :data:`WORKER_PRELOAD` once and every worker is forked from it, so workers start in a
+    fraction of a second whichever thread asks, and they are its children, not this process's. A worker gets the dataset pickled (small: the
+    paths, the transform and the cache's folder) and the fork server's environment and working
+    directory as they were when it started. macOS and Windows spawn (their default).
     """
-    return num_workers if threading.current_thread() is threading.main_thread() else 0
+    if sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(WORKER_PRELOAD)      # read once, when the server starts
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -119,12 +132,12 @@ class BatchLoader:
                  on_failure: Callable[[str, str], None] | None = None) -> None:
         self.dataset = dataset
         self.on_failure = on_failure if on_failure is not None else getattr(dataset, "on_failure", None)
-        num_workers = workers_here(num_workers)
         self.num_workers = num_workers
         self._reported: set[str] = set()
         self._sampler = _EpochBatches()
         self._loader = DataLoader(_Reporting(dataset), batch_sampler=self._sampler, num_workers=num_workers,
                                   collate_fn=_collate, pin_memory=pin_memory,
+                                  multiprocessing_context=worker_context() if num_workers > 0 else None,
                                   persistent_workers=num_workers > 0,
                                   worker_init_fn=_ignore_interrupts if num_workers > 0 else None,
                                   prefetch_factor=2 if num_workers > 0 else None)   # batches per worker ahead
