@@ -99,10 +99,11 @@ def worker_context() -> multiprocessing.context.BaseContext:
     Forking the training process itself is unsafe once other threads run: the app trains on a
     thread beside Qt's, whose locks a forked child would inherit held (a worker died so). The
     fork server is a fresh, one-thread interpreter started once per process; it imports
-    :data:`WORKER_PRELOAD` once and every worker is forked from it, so workers start in a
-    fraction of a second whichever thread asks, and they are its children, not this process's. A worker gets the dataset pickled (small: the
-    paths, the transform and the cache's folder) and the fork server's environment and working
-    directory as they were when it started. macOS and Windows spawn (their default).
+    :data:`WORKER_PRELOAD` once and every worker is forked from it, so a worker starts in a
+    fraction of a second whichever thread asks (a spawned one imports torch and timm itself),
+    and it is the fork server's child, not this process's. A worker gets the dataset pickled
+    (small: the paths, the transform and the cache's folder) and the fork server's environment
+    and working directory as they were when it started. macOS and Windows spawn (their default).
     """
     if sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
