@@ -67,3 +67,24 @@ def test_closing_during_training_asks_then_stops_and_keeps_the_checkpoint(tmp_pa
     _assert_clean_exit(proc, log)
     assert "asked: train" in log and "stop requested" in log and "wrote" in log, log
     assert (tmp_path / "work" / "out.bin").stat().st_size == 30 * 1000
+
+
+def test_closing_during_a_real_run_with_loader_workers_ends_them_and_keeps_the_checkpoint(tmp_path):
+    """The real engine with two loader workers: the window asks, the run stops, no worker outlives it."""
+    import psutil
+
+    from dtl_engine.training import checkpoint as ckpt
+
+    proc, log = _close_during("train-workers", tmp_path)
+    _assert_clean_exit(proc, log)
+    assert "asked: train" in log and "run ended stopped" in log, log
+    workers = [int(pid) for line in log if line.startswith("workers ") for pid in line.split()[1:]]
+    assert len(workers) == 2, log                    # the run decoded in two worker processes
+    def running(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+    assert [pid for pid in workers if running(pid)] == []
+    saved = [line.split(" ", 1)[1] for line in log if line.startswith("checkpoint ")]
+    assert saved and ckpt.load_weights(saved[-1])     # the last checkpoint is whole
