@@ -138,3 +138,31 @@ def test_stop_during_a_run_with_workers_ends_promptly_and_keeps_the_checkpoint(q
     assert result.status == "stopped" and 1 <= result.epochs_done < 200
     assert ckpt.load_weights(saved.args[0])                       # the last checkpoint loads
     qtbot.waitUntil(no_workers_left, timeout=30_000)
+
+
+def test_a_worker_killed_mid_run_fails_the_run_with_a_sentence_and_leaves_the_gui_thread_alone(
+        qtbot, tiny_dataset, three_cores):
+    # torch's SIGCHLD handler, once installed by a loader on the main thread (the command line
+    # does so), checks the workers on every child's exit and raises in whatever the main thread
+    # runs: with forked workers that was a chart's paint. Workers from the fork server are not
+    # this process's children, so their end reaches the run's own thread only.
+    import signal
+
+    import torch.utils.data._utils.signal_handling as torch_signals
+
+    torch_signals._set_SIGCHLD_handler()
+    assert callable(signal.getsignal(signal.SIGCHLD))
+    controller = RunController(train_fn=pausing_at("batch_finished", tiny_train()))
+    ended: list[tuple] = []
+    controller.failed.connect(lambda *args: ended.append(("failed", *args)))
+    controller.finished.connect(lambda result: ended.append(("finished", result.status)))
+    # light augmentation: every epoch decodes again (no feature cache), so epoch 2 needs every worker
+    controller.start_training(tiny_config(tiny_dataset, epochs=3, augment="light"))
+    workers = _workers_while_paused(qtbot, controller)
+    os.kill(workers[0].pid, signal.SIGKILL)
+    controller.resume()
+    qtbot.waitUntil(lambda: bool(ended), timeout=WAIT_MS)
+    assert ended[0][0] == "failed", ended
+    message = ended[0][1]
+    assert message.startswith("Training failed") and "exited unexpectedly" in message, message
+    qtbot.waitUntil(no_workers_left, timeout=30_000)
