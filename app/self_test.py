@@ -114,7 +114,8 @@ def _run_checks(state: dict[str, Any], checks: _Checks, work: Path) -> None:
         config = TrainConfig(
             data_dir=str(state["sample_dir"]), backbone=BACKBONE, weights="random", method="dtl",
             epochs=1, warmup_epochs=0.0, batch_size=16, image_size=IMAGE_SIZE, augment="none",
-            # one loader worker: proves worker processes start in the bundle (freeze support, spawn)
+            # one loader worker: proves worker processes start in the bundle (freeze support; the fork
+            # server on Linux, spawn on macOS and Windows)
             device="cpu", precision="fp32", max_steps=MAX_STEPS, num_workers=1, cache_features="off",
         )
         result = train(config)

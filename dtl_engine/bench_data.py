@@ -4,6 +4,8 @@
                                                      # 12 MP photos)
     python -m dtl_engine bench-data --train          # also the same 5-epoch training run, old data path vs new
     python -m dtl_engine bench-data --scan           # scan a generated tree of 100,000 small files
+    python -m dtl_engine bench-data --app-thread     # also the new path on a background thread, as the app
+                                                     # trains: without workers vs with the automatic count
 
 Loading rows (one process, same photos, the default backbone's training transform):
 
@@ -92,8 +94,11 @@ def _default_data_config() -> dict[str, Any]:
 
 
 def measure_loading(folder: str | os.PathLike[str], epochs: int = 5, workers: int | None = None,
-                    batch_size: int = 32, old_limit: int | None = None) -> dict[str, Any]:
-    """Images a second of the old path and of epochs 1 and 2+ of the new path on the photos in ``folder``."""
+                    batch_size: int = 32, old_limit: int | None = None, old: bool = True) -> dict[str, Any]:
+    """Images a second of the old path and of epochs 1 and 2+ of the new path on the photos in ``folder``.
+
+    ``old=False`` skips the old path (its rate is then nan).
+    """
     from .config import TrainConfig
     from .data import ImageDataset, build_transform, scan_folder
     from .data.image_cache import ImageCache
@@ -102,11 +107,11 @@ def measure_loading(folder: str | os.PathLike[str], epochs: int = 5, workers: in
     samples = [s for items in scan_folder(folder).items.values() for s in items]
     data_config, augment = _default_data_config(), TrainConfig().augment
     old_samples = samples[:old_limit] if old_limit else samples
-    old = ImageDataset(old_samples, build_transform(data_config, augment, train=True))
+    old_set = ImageDataset(old_samples if old else [], build_transform(data_config, augment, train=True))
     t = time.perf_counter()
-    for i in range(len(old)):
-        old[i]
-    old_rate = len(old) / (time.perf_counter() - t)
+    for i in range(len(old_set)):
+        old_set[i]
+    old_rate = len(old_set) / (time.perf_counter() - t) if old else float("nan")
 
     n_workers = auto_num_workers(workers)
     with tempfile.TemporaryDirectory(prefix="dtl-bench-cache-") as tmp:
@@ -125,9 +130,36 @@ def measure_loading(folder: str | os.PathLike[str], epochs: int = 5, workers: in
             loader.close()
         cached_mb = cache.info().bytes / 2**20
     later = statistics.median(seconds[1:]) if len(seconds) > 1 else float("nan")
-    return {"images": len(samples), "old_images": len(old), "workers": n_workers, "min_side": new.min_side,
+    return {"images": len(samples), "old_images": len(old_set), "workers": n_workers, "min_side": new.min_side,
             "old": old_rate, "epoch1": len(samples) / seconds[0], "epoch2plus": len(samples) / later,
             "cache_mb": cached_mb, "epoch_seconds": seconds}
+
+
+def measure_app_thread(folder: str | os.PathLike[str], epochs: int = 5,
+                       workers: int | None = None) -> dict[str, dict[str, Any]]:
+    """The new path measured on a background thread, as the app's runs load: with 0 workers and with ``workers``.
+
+    Until loader workers started from the fork server, the app's thread decoded by itself (0 workers).
+    """
+    import threading
+
+    from .data.loader import auto_num_workers
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, count in (("in the thread", 0), ("workers", auto_num_workers(workers))):
+        errors: list[BaseException] = []
+
+        def measure(name: str = name, count: int = count) -> None:
+            try:
+                out[name] = measure_loading(folder, epochs=epochs, workers=count, old=False)
+            except BaseException as exc:  # re-raised on the calling thread
+                errors.append(exc)
+        thread = threading.Thread(target=measure, name="bench-app-thread")
+        thread.start()
+        thread.join()
+        if errors:
+            raise errors[0]
+    return out
 
 
 # --- training side by side ------------------------------------------------------------------------
@@ -231,6 +263,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="Also time the same training run (defaults, random weights) with the old and new path.")
     parser.add_argument("--backbone", default=None, help="Backbone of --train (default: the product default).")
     parser.add_argument("--model-kwargs", default=None, help="JSON dict for timm.create_model in --train.")
+    parser.add_argument("--app-thread", action="store_true",
+                        help="Also load on a background thread, as the app does: without and with loader workers.")
     parser.add_argument("--scan", action="store_true",
                         help="Instead: scan DIR (default: a generated tree of --files small files) in a fresh process.")
     parser.add_argument("--files", type=int, default=100_000, help="Files of the generated --scan tree.")
@@ -259,6 +293,14 @@ def run(args: argparse.Namespace) -> int:
         for key, label in (("old", "old (full decode, no cache)"), ("epoch1", "new, epoch 1"),
                            ("epoch2plus", "new, epoch 2+")):
             print(f"{label:<26} {r[key]:>9.1f} {r[key] / r['old']:>6.1f}x")
+        if args.app_thread:
+            rows = measure_app_thread(folder, epochs=args.epochs, workers=args.workers)
+            base = rows["in the thread"]
+            print(f"on a background thread, as the app loads: {'path':<24} {'epoch 1':>8} {'epoch 2+':>9} (images/s)")
+            for name, row in rows.items():
+                label = f"{row['workers']} worker(s)" if name == "workers" else "decoded in the thread"
+                print(f"{'':<42} {label:<24} {row['epoch1']:>8.1f} {row['epoch2plus']:>9.1f}"
+                      f"  ({row['epoch1'] / base['epoch1']:.2f}x, {row['epoch2plus'] / base['epoch2plus']:.2f}x)")
         if args.train:
             kwargs = json.loads(args.model_kwargs) if args.model_kwargs else None
             run = measure_training(folder, args.epochs, args.backbone, kwargs)
