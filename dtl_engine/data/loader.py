@@ -112,6 +112,18 @@ def worker_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
+def start_worker_server() -> None:
+    """Start the fork server now, without waiting for it (Linux; elsewhere nothing to start).
+
+    Its imports (a few seconds of one core) then overlap whatever comes before the first
+    batch; a loader's first workers would otherwise wait for them. Once per process.
+    """
+    if worker_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 def sample_seed(seed: int, index: int) -> int:
     """The random seed of one sample's augmentation in the epoch whose seed is ``seed``."""
     return (seed * 6_364_136_223_846_793_005 + index * 1_442_695_040_888_963_407 + 1) % (2**63 - 1)
