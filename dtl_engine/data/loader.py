@@ -3,8 +3,9 @@
 * ``auto_num_workers``: the default number of worker processes (cores - 1, at most 8).
 * :class:`BatchLoader`: one persistent ``DataLoader`` per dataset whose batches are set
   per epoch. Decoding runs in the workers, started by :func:`worker_context` on any
-  thread (the app trains on a thread beside Qt's): forked from a fork server on Linux,
-  spawned on macOS and Windows (the app and the bundle call ``multiprocessing.freeze_support()``).
+  thread (the app trains on a thread beside Qt's): off the main thread on Linux they are
+  forked from the fork server, never from this process; macOS and Windows spawn them (the
+  app and the bundle call ``multiprocessing.freeze_support()``).
 * A file that fails in a worker is reported to ``on_failure`` in the main process,
   once per file, exactly as when loading in-process: each item carries the
   failures met while producing it.
@@ -21,6 +22,7 @@ import os
 import random
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -94,26 +96,28 @@ def _ignore_interrupts(_worker_id: int) -> None:
 
 
 def worker_context() -> multiprocessing.context.BaseContext:
-    """How loader workers start: forked from the fork server on Linux, spawned on macOS and Windows.
+    """How loader workers start: the platform's default, except off the main thread on Linux.
 
-    Forking the training process itself is unsafe once other threads run: the app trains on a
-    thread beside Qt's, whose locks a forked child would inherit held (a worker died so). The
-    fork server is a fresh, one-thread interpreter started once per process; it imports
-    :data:`WORKER_PRELOAD` once and every worker is forked from it, so a worker starts in a
-    fraction of a second whichever thread asks (a spawned one imports torch and timm itself),
-    and it is the fork server's child, not this process's. A worker gets the dataset pickled
-    (small: the paths, the transform and the cache's folder) and the fork server's environment
-    and working directory as they were when it started. macOS and Windows spawn (their default).
+    Forking a process while other threads run is unsafe: the app trains on a thread beside
+    Qt's, whose locks a forked child inherits held (a worker died so). Off the main thread on
+    Linux the workers are therefore forked from the fork server, a fresh one-thread interpreter
+    started once per process that imports :data:`WORKER_PRELOAD` once; a worker starts from it
+    in a fraction of a second (a spawned one imports torch and timm itself) and is its child,
+    not this process's. Such a worker gets the dataset pickled (small: the paths, the transform
+    and the cache's folder) and the fork server's environment and working directory as they
+    were when it started. On the main thread (the command line, scripts) Linux forks as it
+    always did, and a script needs no ``if __name__ == "__main__"`` guard; macOS and Windows
+    spawn (their default; the app and the bundle call ``multiprocessing.freeze_support()``).
     """
-    if sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods():
+    if sys.platform.startswith("linux") and threading.current_thread() is not threading.main_thread():
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(WORKER_PRELOAD)      # read once, when the server starts
         return context
-    return multiprocessing.get_context("spawn")
+    return multiprocessing.get_context()
 
 
 def start_worker_server() -> None:
-    """Start the fork server now, without waiting for it (Linux; elsewhere nothing to start).
+    """Start the fork server now, without waiting for it, if this thread's loaders will use it.
 
     Its imports (a few seconds of one core) then overlap whatever comes before the first
     batch; a loader's first workers would otherwise wait for them. Once per process.
