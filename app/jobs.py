@@ -125,6 +125,10 @@ class Job(QObject):
         return self._done.wait(max(0, timeout_ms) / 1000.0)
 
 
+def _released(_job: Job) -> None:
+    raise RuntimeError("this job has already run")
+
+
 class _Runnable(QRunnable):
     def __init__(self, job: Job, fn: Callable[[Job], Any], imports: tuple[str, ...], low_priority: bool) -> None:
         super().__init__()
@@ -132,6 +136,10 @@ class _Runnable(QRunnable):
         # a wrapper collected while its thread still ran it crashed the interpreter in the GC.
         self.setAutoDelete(False)
         self._job, self._fn, self._imports, self.low_priority = job, fn, imports, low_priority
+
+    def release(self) -> None:
+        """Drop the function (GUI thread, once the job has ended); the runnable itself stays referenced."""
+        self._fn = _released
 
     def run(self) -> None:
         job = self._job
@@ -194,6 +202,10 @@ class _Jobs:
         if job in self.live:
             self.live.remove(job)
             self.ended.append(job)
+        if job.runnable is not None:
+            # run() has called its function for good: what the function holds (a run's settings and
+            # the Data step's scan of every file) must not live on with the kept job.
+            job.runnable.release()
         if lane is not None and self.lane_busy.get(lane) is job:
             del self.lane_busy[lane]
             waiting = self.lanes.get(lane)

@@ -95,6 +95,18 @@ def _default_data_config() -> dict[str, Any]:
     return resolve_data_config({}, pretrained_cfg=cfg.to_dict() if cfg is not None else {})
 
 
+def _worker_server_ready() -> None:
+    """Start this thread's fork server, if it uses one, and wait until it has forked a process."""
+    from .data.loader import start_worker_server, worker_context
+
+    start_worker_server()
+    context = worker_context()
+    if context.get_start_method() == "forkserver":
+        probe = context.Process(target=time.sleep, args=(0,))
+        probe.start()
+        probe.join()
+
+
 def measure_loading(folder: str | os.PathLike[str], epochs: int = 5, workers: int | None = None,
                     batch_size: int = 32, old_limit: int | None = None, old: bool = True) -> dict[str, Any]:
     """Images a second of the old path and of epochs 1 and 2+ of the new path on the photos in ``folder``.
@@ -104,10 +116,10 @@ def measure_loading(folder: str | os.PathLike[str], epochs: int = 5, workers: in
     from .config import TrainConfig
     from .data import ImageDataset, build_transform, scan_folder
     from .data.image_cache import ImageCache
-    from .data.loader import BatchLoader, auto_num_workers, image_dataset, start_worker_server
+    from .data.loader import BatchLoader, auto_num_workers, image_dataset
 
     if auto_num_workers(workers) > 0:
-        start_worker_server()           # once per process, as a run does first: not part of an epoch
+        _worker_server_ready()          # once per process, as a run does first: not part of an epoch
     samples = [s for items in scan_folder(folder).items.values() for s in items]
     data_config, augment = _default_data_config(), TrainConfig().augment
     if augment not in ("none", "light-noflip", "light", "standard"):
