@@ -114,10 +114,11 @@ def _run_checks(state: dict[str, Any], checks: _Checks, work: Path) -> None:
         config = TrainConfig(
             data_dir=str(state["sample_dir"]), backbone=BACKBONE, weights="random", method="dtl",
             epochs=1, warmup_epochs=0.0, batch_size=16, image_size=IMAGE_SIZE, augment="none",
-            # one loader worker: proves worker processes start in the bundle (freeze support, spawn)
+            # one loader worker: proves worker processes start in the bundle (freeze support; the fork
+            # server on Linux, spawn on macOS and Windows)
             device="cpu", precision="fp32", max_steps=MAX_STEPS, num_workers=1, cache_features="off",
         )
-        result = train(config)
+        result = _on_a_thread(lambda: train(config))   # as the app trains: its workers start the same way
         if result.status != "finished":
             raise RuntimeError(f"the run ended as '{result.status}', not 'finished'")
         state["run_dir"] = Path(result.run_dir)
@@ -192,6 +193,25 @@ def _check_window() -> str:
         raise RuntimeError(f"the window grab is empty ({pixmap.width()}x{pixmap.height()})")
     platform = QApplication.platformName()
     return f"built and shown in {shown:.2f} s, grabbed {pixmap.width()}x{pixmap.height()} ({platform})"
+
+
+def _on_a_thread(fn: Callable[[], Any]) -> Any:
+    """``fn()`` run on a background thread, as the app runs its training; its result or its exception."""
+    import threading
+
+    out: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            out["result"] = fn()
+        except BaseException as exc:  # re-raised on the calling thread
+            out["error"] = exc
+    thread = threading.Thread(target=call, name="self-test-train")
+    thread.start()
+    thread.join()
+    if "error" in out:
+        raise out["error"]
+    return out["result"]
 
 
 def run(argv: Sequence[str] | None = None) -> int:

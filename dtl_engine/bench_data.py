@@ -4,6 +4,9 @@
                                                      # 12 MP photos)
     python -m dtl_engine bench-data --train          # also the same 5-epoch training run, old data path vs new
     python -m dtl_engine bench-data --scan           # scan a generated tree of 100,000 small files
+    python -m dtl_engine bench-data --app-thread     # also the new path on a background thread, as the app
+                                                     # trains: without workers vs with the automatic count
+                                                     # (with --train: that training run, not old vs new)
 
 Loading rows (one process, same photos, the default backbone's training transform):
 
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -91,22 +95,41 @@ def _default_data_config() -> dict[str, Any]:
     return resolve_data_config({}, pretrained_cfg=cfg.to_dict() if cfg is not None else {})
 
 
+def _worker_server_ready() -> None:
+    """Start this thread's fork server, if it uses one, and wait until it has forked a process."""
+    from .data.loader import start_worker_server, worker_context
+
+    start_worker_server()
+    context = worker_context()
+    if context.get_start_method() == "forkserver":
+        probe = context.Process(target=time.sleep, args=(0,))
+        probe.start()
+        probe.join()
+
+
 def measure_loading(folder: str | os.PathLike[str], epochs: int = 5, workers: int | None = None,
-                    batch_size: int = 32, old_limit: int | None = None) -> dict[str, Any]:
-    """Images a second of the old path and of epochs 1 and 2+ of the new path on the photos in ``folder``."""
+                    batch_size: int = 32, old_limit: int | None = None, old: bool = True) -> dict[str, Any]:
+    """Images a second of the old path and of epochs 1 and 2+ of the new path on the photos in ``folder``.
+
+    ``old=False`` skips the old path (its rate is then nan).
+    """
     from .config import TrainConfig
     from .data import ImageDataset, build_transform, scan_folder
     from .data.image_cache import ImageCache
     from .data.loader import BatchLoader, auto_num_workers, image_dataset
 
+    if auto_num_workers(workers) > 0:
+        _worker_server_ready()          # once per process, as a run does first: not part of an epoch
     samples = [s for items in scan_folder(folder).items.values() for s in items]
     data_config, augment = _default_data_config(), TrainConfig().augment
+    if augment not in ("none", "light-noflip", "light", "standard"):
+        augment = "light"           # 'auto' is settled by a search inside a run: measure the light crops
     old_samples = samples[:old_limit] if old_limit else samples
-    old = ImageDataset(old_samples, build_transform(data_config, augment, train=True))
+    old_set = ImageDataset(old_samples if old else [], build_transform(data_config, augment, train=True))
     t = time.perf_counter()
-    for i in range(len(old)):
-        old[i]
-    old_rate = len(old) / (time.perf_counter() - t)
+    for i in range(len(old_set)):
+        old_set[i]
+    old_rate = len(old_set) / (time.perf_counter() - t) if old else float("nan")
 
     n_workers = auto_num_workers(workers)
     with tempfile.TemporaryDirectory(prefix="dtl-bench-cache-") as tmp:
@@ -125,9 +148,24 @@ def measure_loading(folder: str | os.PathLike[str], epochs: int = 5, workers: in
             loader.close()
         cached_mb = cache.info().bytes / 2**20
     later = statistics.median(seconds[1:]) if len(seconds) > 1 else float("nan")
-    return {"images": len(samples), "old_images": len(old), "workers": n_workers, "min_side": new.min_side,
+    return {"images": len(samples), "old_images": len(old_set), "workers": n_workers, "min_side": new.min_side,
             "old": old_rate, "epoch1": len(samples) / seconds[0], "epoch2plus": len(samples) / later,
             "cache_mb": cached_mb, "epoch_seconds": seconds}
+
+
+def measure_app_thread(folder: str | os.PathLike[str], epochs: int = 5,
+                       workers: int | None = None) -> dict[str, dict[str, Any]]:
+    """The new path measured on a background thread, as the app's runs load: with 0 workers and with ``workers``.
+
+    Until loader workers started from the fork server, the app's thread decoded by itself (0 workers).
+    """
+    from .data.loader import auto_num_workers
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, count in (("in the thread", 0), ("workers", auto_num_workers(workers))):
+        _on_a_thread(lambda name=name, count=count: out.__setitem__(
+            name, measure_loading(folder, epochs=epochs, workers=count, old=False)))
+    return out
 
 
 # --- training side by side ------------------------------------------------------------------------
@@ -150,25 +188,49 @@ def _old_data_path() -> Iterator[None]:
         loader.image_dataset = saved
 
 
+def _on_a_thread(fn: Any) -> None:
+    """Run ``fn()`` on a background thread, as the app runs its training, and wait for it."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # re-raised on the calling thread
+            errors.append(exc)
+    thread = threading.Thread(target=call, name="bench-app-thread")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
 def measure_training(folder: str | os.PathLike[str], epochs: int = 5, backbone: str | None = None,
-                     model_kwargs: dict[str, Any] | None = None) -> dict[str, float]:
-    """Wall seconds of the same training run (defaults, random weights) with the old and the new data path."""
+                     model_kwargs: dict[str, Any] | None = None, app_thread: bool = False) -> dict[str, float]:
+    """Wall seconds of the same training run (defaults, random weights) with the old and the new data path.
+
+    ``app_thread``: instead, the new path on a background thread as the app trains, with no loader
+    workers (``"thread"``, what the app did before they were safe there) and with the automatic
+    count (``"workers"``); each run gets a cold cache.
+    """
     from .config import TrainConfig
     from .training import train
 
     out: dict[str, float] = {}
     home = os.environ.get("DTL_STUDIO_HOME")
     with tempfile.TemporaryDirectory(prefix="dtl-bench-runs-") as tmp:
-        os.environ["DTL_STUDIO_HOME"] = tmp          # a cold, private cache; the user's stays untouched
         try:
-            for name in ("old", "new"):
+            for name in (("thread", "workers") if app_thread else ("old", "new")):
+                os.environ["DTL_STUDIO_HOME"] = str(Path(tmp) / f"home_{name}")   # cold, private cache
                 extra: dict[str, Any] = {"backbone": backbone} if backbone else {}
                 config = TrainConfig(data_dir=str(folder), weights="random", epochs=epochs, **extra)
-                if name == "old":
-                    config.num_workers = 0               # the old default
+                if name in ("old", "thread"):
+                    config.num_workers = 0               # the old default; the app's thread until now
                 t = time.perf_counter()
                 with _old_data_path() if name == "old" else contextlib.nullcontext():
-                    train(config, run_dir=Path(tmp) / f"run_{name}", model_kwargs=model_kwargs)
+                    run = partial(train, config, run_dir=Path(tmp) / f"run_{name}", model_kwargs=model_kwargs)
+                    _on_a_thread(run) if app_thread else run()
                 out[name] = time.perf_counter() - t
         finally:
             if home is None:
@@ -231,6 +293,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="Also time the same training run (defaults, random weights) with the old and new path.")
     parser.add_argument("--backbone", default=None, help="Backbone of --train (default: the product default).")
     parser.add_argument("--model-kwargs", default=None, help="JSON dict for timm.create_model in --train.")
+    parser.add_argument("--app-thread", action="store_true",
+                        help="Also load on a background thread, as the app does: without and with loader workers.")
     parser.add_argument("--scan", action="store_true",
                         help="Instead: scan DIR (default: a generated tree of --files small files) in a fresh process.")
     parser.add_argument("--files", type=int, default=100_000, help="Files of the generated --scan tree.")
@@ -239,7 +303,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print its table."""
-    from .data.loader import available_cores
+    from .data.loader import auto_num_workers, available_cores
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{available_cores()} CPU cores, load average {load:.1f} at the start")
@@ -259,12 +323,27 @@ def run(args: argparse.Namespace) -> int:
         for key, label in (("old", "old (full decode, no cache)"), ("epoch1", "new, epoch 1"),
                            ("epoch2plus", "new, epoch 2+")):
             print(f"{label:<26} {r[key]:>9.1f} {r[key] / r['old']:>6.1f}x")
+        if args.app_thread:
+            rows = measure_app_thread(folder, epochs=args.epochs, workers=args.workers)
+            base = rows["in the thread"]
+            print(f"on a background thread, as the app loads: {'path':<24} {'epoch 1':>8} {'epoch 2+':>9} (images/s)")
+            for name, row in rows.items():
+                label = f"{row['workers']} worker(s)" if name == "workers" else "decoded in the thread"
+                print(f"{'':<42} {label:<24} {row['epoch1']:>8.1f} {row['epoch2plus']:>9.1f}"
+                      f"  ({row['epoch1'] / base['epoch1']:.2f}x, {row['epoch2plus'] / base['epoch2plus']:.2f}x)")
         if args.train:
             kwargs = json.loads(args.model_kwargs) if args.model_kwargs else None
-            run = measure_training(folder, args.epochs, args.backbone, kwargs)
-            print(f"training run, {args.epochs} epochs, defaults (random weights"
-                  f"{', ' + args.backbone if args.backbone else ''}): old {run['old']:.1f} s, new {run['new']:.1f} s, "
-                  f"new/old = {run['new'] / run['old']:.2f}")
+            what = (f"training run, {args.epochs} epochs, defaults (random weights"
+                    f"{', ' + args.backbone if args.backbone else ''})")
+            if args.app_thread:
+                run = measure_training(folder, args.epochs, args.backbone, kwargs, app_thread=True)
+                print(f"{what} on a background thread: 0 workers {run['thread']:.1f} s, "
+                      f"{auto_num_workers(args.workers)} worker(s) {run['workers']:.1f} s, "
+                      f"workers/0 = {run['workers'] / run['thread']:.2f}")
+            else:
+                run = measure_training(folder, args.epochs, args.backbone, kwargs)
+                print(f"{what}: old {run['old']:.1f} s, new {run['new']:.1f} s, "
+                      f"new/old = {run['new'] / run['old']:.2f}")
     return 0
 
 

@@ -2,8 +2,10 @@
 
 * ``auto_num_workers``: the default number of worker processes (cores - 1, at most 8).
 * :class:`BatchLoader`: one persistent ``DataLoader`` per dataset whose batches are set
-  per epoch. Decoding runs in the workers (``spawn`` on macOS and Windows, as the
-  platform defaults; the app and the bundle call ``multiprocessing.freeze_support()``).
+  per epoch. Decoding runs in the workers, started by :func:`worker_context` on any
+  thread (the app trains on a thread beside Qt's): off the main thread on Linux they are
+  forked from the fork server, never from this process; macOS and Windows spawn them (the
+  app and the bundle call ``multiprocessing.freeze_support()``).
 * A file that fails in a worker is reported to ``on_failure`` in the main process,
   once per file, exactly as when loading in-process: each item carries the
   failures met while producing it.
@@ -15,9 +17,11 @@
 from __future__ import annotations
 
 import copy
+import multiprocessing
 import os
 import random
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -27,6 +31,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 MAX_AUTO_WORKERS = 8
+#: What the fork server imports once, so that each worker forked from it starts with torch and
+#: the dataset code already loaded (never ``__main__``: the app's or the bundle's entry point).
+WORKER_PRELOAD = ["dtl_engine.data.dataset", "dtl_engine.data.image_cache", "dtl_engine.data.transforms",
+                  "dtl_engine.data.loader"]
 
 
 def available_cores() -> int:
@@ -91,15 +99,37 @@ def _ignore_interrupts(_worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def workers_here(num_workers: int) -> int:
-    """The worker processes a loader made on this thread may use: none off the main thread.
+def worker_context() -> multiprocessing.context.BaseContext:
+    """How loader workers start: the platform's default, except off the main thread on Linux.
 
-    Forking beside other threads that hold locks left a worker dead (the app trains on a
-    background thread beside Qt's), and spawned workers hung once in the same place; so a
-    loader made off the main thread decodes in its own thread (draft decoding and the
-    decoded-image cache still apply).
+    Forking a process while other threads run is unsafe: the app trains on a thread beside
+    Qt's, whose locks a forked child inherits held (a worker died so). Off the main thread on
+    Linux the workers are therefore forked from the fork server, a fresh one-thread interpreter
+    started once per process that imports :data:`WORKER_PRELOAD` once; a worker starts from it
+    in a fraction of a second (a spawned one imports torch and timm itself) and is its child,
+    not this process's. Such a worker gets the dataset pickled (small: the paths, the transform
+    and the cache's folder) and the fork server's environment and working directory as they
+    were when it started. On the main thread (the command line, scripts) Linux forks as it
+    always did, and a script needs no ``if __name__ == "__main__"`` guard; macOS and Windows
+    spawn (their default; the app and the bundle call ``multiprocessing.freeze_support()``).
     """
-    return num_workers if threading.current_thread() is threading.main_thread() else 0
+    if sys.platform.startswith("linux") and threading.current_thread() is not threading.main_thread():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(WORKER_PRELOAD)      # read once, when the server starts
+        return context
+    return multiprocessing.get_context()
+
+
+def start_worker_server() -> None:
+    """Start the fork server now, without waiting for it, if this thread's loaders will use it.
+
+    Its imports (a few seconds of one core) then overlap whatever comes before the first
+    batch; a loader's first workers would otherwise wait for them. Once per process.
+    """
+    if worker_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -123,12 +153,12 @@ class BatchLoader:
                  on_failure: Callable[[str, str], None] | None = None) -> None:
         self.dataset = dataset
         self.on_failure = on_failure if on_failure is not None else getattr(dataset, "on_failure", None)
-        num_workers = workers_here(num_workers)
         self.num_workers = num_workers
         self._reported: set[str] = set()
         self._sampler = _EpochBatches()
         self._loader = DataLoader(_Reporting(dataset), batch_sampler=self._sampler, num_workers=num_workers,
                                   collate_fn=_collate, pin_memory=pin_memory,
+                                  multiprocessing_context=worker_context() if num_workers > 0 else None,
                                   persistent_workers=num_workers > 0,
                                   worker_init_fn=_ignore_interrupts if num_workers > 0 else None,
                                   prefetch_factor=2 if num_workers > 0 else None)   # batches per worker ahead

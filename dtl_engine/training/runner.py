@@ -338,11 +338,13 @@ class _Run:
     def _prepare(self, resume: bool, model_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
         from ..data import Split, make_split
         from ..data.image_cache import default_image_cache
-        from ..data.loader import image_dataset
+        from ..data.loader import auto_num_workers, image_dataset, start_worker_server
         from ..data.scan_check import scan_or_reuse
 
         cfg, folder, ddp = self.config, self.folder, self.ddp
         self.resuming = resume
+        if auto_num_workers(cfg.num_workers) > 0:
+            start_worker_server()               # its imports overlap the scan and the model's build
         ddp.check_batch(cfg.batch_size)
         if resume:
             model_kwargs = ddp.share(lambda: folder.read_run().get("model_kwargs"))

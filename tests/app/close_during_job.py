@@ -100,6 +100,28 @@ def slow_classify(model, folder, csv_path, *, sort_into=None, min_confidence=0.0
                            unreadable=[], cancelled=rows < 400)
 
 
+def real_train_with_workers():
+    """The real engine on a tiny model with two loader workers; "entered" once epoch 1 is saved."""
+    import dtl_engine.data.loader as loader
+    from run_fixtures import tiny_train
+
+    loader.available_cores = lambda: 3          # automatic worker count: two, on any machine
+    train = tiny_train()
+
+    def run(config, listener=None, token=None, **kwargs):
+        saved = listener.checkpoint_saved
+
+        def checkpoint_saved(path, epoch):
+            saved(path, epoch)
+            log(f"checkpoint {path}")
+            entered.set()
+        listener.checkpoint_saved = checkpoint_saved
+        result = train(config, listener=listener, token=token, **kwargs)
+        log(f"run ended {result.status}")
+        return result
+    return run
+
+
 def image_folder() -> Path:
     from PIL import Image
 
@@ -161,7 +183,11 @@ def main() -> int:
         run_compare._compare = slow_write
     elif KIND == "list-runs":             # the window lists the past runs as it opens
         runs_page.list_runs = lambda: slow_write() and []
-    window = MainWindow(settings, train_fn=slow_train if KIND == "train" else None)
+    elif KIND == "train-workers":
+        settings.set_last_config({"backbone": "test_vit", "weights": "random", "epochs": 200, "batch_size": 4,
+                                  "image_size": 32, "augment": "none", "device": "cpu", "precision": "fp32"})
+    train_fn = slow_train if KIND == "train" else real_train_with_workers() if KIND == "train-workers" else None
+    window = MainWindow(settings, train_fn=train_fn)
     window.confirm_quit = lambda losing: log("asked: " + ",".join(j.kind for j in losing)) or True
     window.show()
 
@@ -169,8 +195,12 @@ def main() -> int:
         window.data_page.open_folder(str(WORK))
     elif KIND == "sample":
         window.data_page.use_sample()
-    elif KIND == "train":
-        window.data_page.open_folder(str(image_folder()))
+    elif KIND.startswith("train"):
+        if KIND == "train-workers":
+            from run_fixtures import make_image_folder
+            window.data_page.open_folder(str(make_image_folder(WORK / "images")))
+        else:
+            window.data_page.open_folder(str(image_folder()))
         ready = lambda: window.data_page.data_root() is not None and not window.data_page.is_scanning()  # noqa: E731
         deadline = time.monotonic() + 60
         while not ready() and time.monotonic() < deadline:
@@ -210,6 +240,9 @@ def main() -> int:
     def close_when_entered() -> None:
         if entered.is_set():
             log("closing")
+            if KIND == "train-workers":
+                import multiprocessing
+                log("workers " + " ".join(str(p.pid) for p in multiprocessing.active_children()))
             window.close()
         else:
             QTimer.singleShot(20, close_when_entered)

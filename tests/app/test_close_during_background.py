@@ -77,3 +77,24 @@ def test_closing_stops_classifying_a_folder_and_keeps_the_rows_done(tmp_path):
     rows = (tmp_path / "work" / "out.csv").read_text(encoding="utf-8").splitlines()
     assert 0 < len(rows) < 400 and f"wrote {len(rows)} rows" in log
     assert log.index(f"wrote {len(rows)} rows") < log.index("exit 0")      # the window waited for it
+
+
+def test_closing_during_a_real_run_with_loader_workers_ends_them_and_keeps_the_checkpoint(tmp_path):
+    """The real engine with two loader workers: the window asks, the run stops, no worker outlives it."""
+    import psutil
+
+    from dtl_engine.training import checkpoint as ckpt
+
+    proc, log = _close_during("train-workers", tmp_path)
+    _assert_clean_exit(proc, log)
+    assert "asked: train" in log and "run ended stopped" in log, log
+    workers = [int(pid) for line in log if line.startswith("workers ") for pid in line.split()[1:]]
+    assert len(workers) == 2, log                    # the run decoded in two worker processes
+    def running(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+    assert [pid for pid in workers if running(pid)] == []
+    saved = [line.split(" ", 1)[1] for line in log if line.startswith("checkpoint ")]
+    assert saved and ckpt.load_weights(saved[-1])     # the last checkpoint is whole

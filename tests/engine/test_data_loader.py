@@ -132,20 +132,29 @@ def test_what_a_spawned_worker_receives_pickles_without_the_runs_listener(tmp_pa
     assert not torch.equal(a, c)
 
 
-def test_a_loader_made_off_the_main_thread_loads_in_its_own_thread(tmp_path):
-    # The app trains on a background thread beside Qt's threads: starting processes there is unsafe.
+def test_a_loader_made_off_the_main_thread_loads_in_worker_processes(tmp_path):
+    # The app trains on a background thread beside Qt's threads: its workers come from the fork
+    # server (Linux), never forked from this process, and load there as on the main thread.
+    import sys
     import threading
 
-    samples = _jpegs(tmp_path / "w", 2)
-    methods: dict[str, object] = {}
+    samples = _jpegs(tmp_path / "w", 4)
+    seen: dict[str, object] = {}
 
     def make(name: str) -> None:
         loader = BatchLoader(image_dataset(samples, CONFIG, cache=None), 1)
-        methods[name] = loader._loader.num_workers
-        loader.close()
+        try:
+            indices = [i for batch in loader([[0, 1], [2, 3]]) for i in batch.indices.tolist()]
+            seen[name] = (loader._loader.num_workers, loader._loader.multiprocessing_context.get_start_method(),
+                          indices)
+        finally:
+            loader.close()
 
     thread = threading.Thread(target=make, args=("thread",))
     thread.start()
-    thread.join(timeout=60)
+    thread.join(timeout=120)
     make("main")
-    assert methods == {"thread": 0, "main": 1}
+    linux = sys.platform.startswith("linux")
+    assert seen == {"thread": (1, "forkserver" if linux else "spawn", [0, 1, 2, 3]),
+                    "main": (1, "fork" if linux else "spawn", [0, 1, 2, 3])}   # the platform's default
+    assert multiprocessing.active_children() == []
