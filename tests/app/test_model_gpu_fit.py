@@ -31,7 +31,7 @@ def _fit(qtbot, page: ModelPage) -> str:
     return page.gpu_fit.outcome.text()
 
 
-def test_an_8gb_card_gets_its_plan_applied_and_shown(qtbot, settings, themed, tmp_path):
+def test_an_8gb_card_gets_its_plan_applied_and_shown(qtbot, settings, themed, tmp_path, screens_dir):
     page = _page(qtbot, settings, CARD_8GB)
     assert page.gpu_fit.gpu_label.text() == "Fake RTX 4060 · 7.50 GB free of 8.00 GB"
     assert page.gpu_fit.button.isEnabled()
@@ -48,6 +48,7 @@ def test_an_8gb_card_gets_its_plan_applied_and_shown(qtbot, settings, themed, tm
     for change in ("Precision fp32 → bf16", "Batch size 4 → 32", "Recompute blocks on → off"):
         assert change in text
     assert f"~{format_bytes(plan.choice.batch_bytes)} at batch 32, of {format_bytes(plan.usable_bytes)} usable" in text
+    assert page.grab().save(str(screens_dir / "model_gpu_fit.png"))
     # pressed again, nothing is left to change
     assert _fit(qtbot, page).startswith("Your settings already fit this GPU.")
 
