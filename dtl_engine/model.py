@@ -160,11 +160,13 @@ class DTLModel(nn.Module):
         # the side state restarts at each stage start (Swin: the width changes there), so only the taps
         # from the last restart up to block M reach the first injection
         start = max(i for i in range(spec.tap_from, m + 1) if i == spec.tap_from or adapter.starts_stage(i))
-        g = side.gate_sum([(i, prefix[f"tap.{i}"]) for i in range(start, m + 1)])   # g = β·h
+        codes = [(i, side.code(i, prefix[f"tap.{i}"])) for i in range(start, m + 1)]
+        g = side.gate(codes)                                                        # g = β·h
         x = side.inject(prefix["block_out"], g, self._stages[m], adapter.on_grid, grid)
         for i in range(m + 1, len(self._blocks)):
             x = adapter.enter_block(i, x)
-            g = side.gate_add(i, x, None if adapter.starts_stage(i) else g)
+            codes = [*([] if adapter.starts_stage(i) else codes), (i, side.code(i, x))]
+            g = side.gate(codes)
             x = self._run_block(i, x)
             x = side.inject(x, g, self._stages[i], adapter.on_grid, grid)
         return self.head(adapter.pool(x))

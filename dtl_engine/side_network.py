@@ -125,32 +125,80 @@ class CompactSideNetwork(nn.Module):
     # --- the fused path the model trains with -------------------------------------------
     # The model carries g = β·h instead of h: then swish_β(h) = silu(g) / β, where silu and its backward
     # are single fused kernels (swish as h·sigmoid(β·h) takes about eight elementwise passes forward and
-    # backward), β rides along in the multiply-adds for free, and 1/β in the final add.
+    # backward), β rides along in the small up maps for free, and 1/β in the final add.
+    # Every g is one matmul of the rank-r codes since the last restart side by side with their up maps
+    # (a k·r-wide product costs no more than a rank-r one), so no full-width running sum is copied
+    # forward or accumulated backward.
+    # DTL (no fusion convs) trains with the gradient of g carried as β·∂L/∂g: the 1/β of the injection then
+    # moves from a full-width multiply in every injection's backward onto the rank-r codes' gradients.
+
+    def _scaled_grads(self) -> bool:
+        return not self.fusion and torch.is_grad_enabled()
+
+    def code(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """The rank-r code x·Aᵢᵀ of tap block ``index``, ready for :meth:`gate`."""
+        z = self._tap(index).code(x)
+        return _ScaleGrad.apply(z, 1.0 / self.beta) if self._scaled_grads() else z
+
+    def gate(self, codes: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
+        """g = β·Σᵢ zᵢ·Bᵢᵀ over ``codes`` [(block index i, :meth:`code` of its input)], as one matmul."""
+        z = codes[0][1] if len(codes) == 1 else torch.cat([c for _, c in codes], dim=-1)
+        ups = [self._tap(i).up.weight for i, _ in codes]
+        up = ups[0] if len(ups) == 1 else torch.cat(ups, dim=1)
+        return F.linear(z, _ScaleForward.apply(up, self.beta) if self._scaled_grads() else up * self.beta)
 
     def gate_sum(self, taps: list[tuple[int, torch.Tensor]]) -> torch.Tensor:
-        """g = β·Σᵢ xᵢ·Aᵢᵀ·Bᵢᵀ over ``taps`` [(block index i, xᵢ)]: the rank-r codes side by side, then one
-        matmul with all up maps, instead of one full-width product and one full-width add per tap."""
-        codes = [self._tap(i).code(x) for i, x in taps]
-        z = codes[0] if len(codes) == 1 else torch.cat(codes, dim=-1)
-        up = torch.cat([self._tap(i).up.weight for i, _ in taps], dim=1) if len(taps) > 1 \
-            else self._tap(taps[0][0]).up.weight
-        return F.linear(z, up * self.beta)
-
-    def gate_add(self, index: int, x: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
-        """g + β·x·Aᵢᵀ·Bᵢᵀ for tap block ``index`` as one multiply-add (a fresh sum when ``g`` is None)."""
-        if g is None:
-            return self.gate_sum([(index, x)])
-        tap = self._tap(index)
-        z = tap.code(x)
-        out = torch.addmm(g.reshape(-1, g.shape[-1]), z.reshape(-1, z.shape[-1]), tap.up.weight.t(), alpha=self.beta)
-        return out.view(g.shape)
+        """g = β·Σᵢ xᵢ·Aᵢᵀ·Bᵢᵀ over ``taps`` [(block index i, xᵢ)]."""
+        return self.gate([(i, self.code(i, x)) for i, x in taps])
 
     def inject(self, x: torch.Tensor, g: torch.Tensor, stage: int,
                on_grid: Callable[[Callable[[torch.Tensor], torch.Tensor], torch.Tensor, tuple[int, int]], torch.Tensor],
                grid: tuple[int, int]) -> torch.Tensor:
         """x + φ(swish_β(h)) for g = β·h, computed as x + φ(silu(g)) / β (φ is linear)."""
+        if self._scaled_grads():
+            return _Inject.apply(x, g, 1.0 / self.beta)
         s = F.silu(g)
         key = f"stage{stage}"
         if key in self.fusion:
             s = on_grid(self.fusion[key], s, grid)
         return torch.add(x, s, alpha=1.0 / self.beta)
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; the gradient times ``scale`` (on rank-r codes: a few thousand numbers per image)."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.scale, None
+
+
+class _ScaleForward(torch.autograd.Function):
+    """w·``scale`` forward, the gradient passed on unscaled: for the β-scaled gradient of g (see above)."""
+
+    @staticmethod
+    def forward(ctx, w: torch.Tensor, scale: float) -> torch.Tensor:
+        return w * scale
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+class _Inject(torch.autograd.Function):
+    """x + silu(g)·``inv_beta``; backward hands on β·∂L/∂g (the full-width 1/β is left to the codes)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, g: torch.Tensor, inv_beta: float) -> torch.Tensor:
+        ctx.save_for_backward(g)
+        return torch.add(x, F.silu(g), alpha=inv_beta)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (g,) = ctx.saved_tensors
+        grad_g = torch.ops.aten.silu_backward(grad, g) if ctx.needs_input_grad[1] else None
+        return grad, grad_g, None

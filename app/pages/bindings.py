@@ -59,6 +59,23 @@ def read_all(bindings: tuple[Binding, ...]) -> dict[str, Any]:
     return {b.field: b.read() for b in bindings}
 
 
+def show_changes(bindings: tuple[Binding, ...], values: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Show the fields of ``values`` that have a binding; {field: (before, after)} of those that changed.
+
+    ``after`` is read back from the widget, so a value a widget cannot hold is reported as it shows it.
+    Fields of ``values`` without a binding are left to the caller.
+    """
+    changed: dict[str, tuple[Any, Any]] = {}
+    for b in bindings:
+        if b.field in values:
+            before = b.read()
+            b.show(values[b.field])
+            after = b.read()
+            if after != before:
+                changed[b.field] = (before, after)
+    return changed
+
+
 def show_all(bindings: tuple[Binding, ...], values: Any) -> None:
     """Show each binding's field of ``values`` (an object with the fields as attributes)."""
     for b in bindings:
@@ -66,4 +83,4 @@ def show_all(bindings: tuple[Binding, ...], values: Any) -> None:
 
 
 __all__ = ["AUTO_NUMBER", "Binding", "Converter", "DATA_CHOICE", "FLAG", "NUMBER", "OPTIONAL_NUMBER", "PERCENT",
-           "TEXT_CHOICE", "read_all", "show_all"]
+           "TEXT_CHOICE", "read_all", "show_all", "show_changes"]

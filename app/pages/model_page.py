@@ -11,11 +11,12 @@ from PySide6.QtWidgets import (QBoxLayout, QButtonGroup, QCheckBox, QComboBox, Q
 
 from app import jobs
 from app.pages.bindings import (AUTO_NUMBER, DATA_CHOICE, FLAG, NUMBER, OPTIONAL_NUMBER, PERCENT, TEXT_CHOICE, Binding,
-                                read_all, show_all)
+                                read_all, show_all, show_changes)
 from app.settings import Settings
 from app.widgets.backbone_picker import BackbonePicker
 from app.widgets.card import card as _card
 from app.widgets.collapsible import Collapsible
+from app.widgets.gpu_fit import GpuFitRow, GpuProbe
 from dtl_engine.config import AUGMENTS, DEVICES, PRECISIONS, TrainConfig
 from dtl_engine.errors import DTLError
 from dtl_engine.formatting import format_bytes
@@ -28,6 +29,10 @@ AUGMENT_LABELS = {"auto": "Automatic", "none": "None", "light-noflip": "Light, n
                   "light": "Light (crops and flips)", "standard": "Standard"}
 ESTIMATE_DELAY_MS = 350
 WIDE_LAYOUT_PX = 960                        # a page narrower than this stacks its two columns
+# What "Fit to my GPU" may change, as the page names it.
+FIT_LABELS = {"precision": "Precision", "batch_size": "Batch size", "checkpoint_blocks": "Recompute blocks",
+              "low_precision_taps": "Side-network inputs in bf16",
+              "half_frozen_weights": "Frozen weights in half precision"}
 
 
 def _section(text: str) -> QLabel:
@@ -43,9 +48,14 @@ class ModelPage(QWidget):
     config_changed = Signal()
     estimate_ready = Signal(str)
 
-    def __init__(self, settings: Settings | None = None, parent: QWidget | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, parent: QWidget | None = None,
+                 gpu_probe: GpuProbe | None = None) -> None:
+        """``gpu_probe`` returns the GPU's facts (default: the current CUDA device); tests fake a card with it."""
         super().__init__(parent)
         self.settings = settings or Settings()
+        self._gpu_probe = gpu_probe
+        self._fit_job: jobs.Job | None = None
+        self.last_plan = None               # the FitPlan "Fit to my GPU" made last
         self.num_classes = 10
         self._loading = False
         self._extra: dict = {}              # remembered fields this page shows no control for
@@ -185,6 +195,9 @@ class ModelPage(QWidget):
         self.memory_detail.setWordWrap(True)
         mem.addWidget(self.memory_label)
         mem.addWidget(self.memory_detail)
+        self.gpu_fit = GpuFitRow(self._gpu_probe)
+        self.gpu_fit.fit_requested.connect(self.fit_to_gpu)
+        mem.addWidget(self.gpu_fit)
         rl.addWidget(memory_card)
 
         adv = QWidget()
@@ -484,7 +497,7 @@ class ModelPage(QWidget):
         kwargs = dict(backbone=d["backbone"], batch_size=d["batch_size"], image_size=d["image_size"],
                       method=d["method"], rank=d["rank"], checkpoint_blocks=d["checkpoint_blocks"],
                       low_precision_taps=d["low_precision_taps"], precision=d["precision"],
-                      num_classes=self.num_classes)
+                      half_frozen_weights=d.get("half_frozen_weights", True), num_classes=self.num_classes)
 
         def estimate(_job: jobs.Job) -> tuple:
             from dtl_engine.memory_probe import estimate_memory
@@ -524,3 +537,73 @@ class ModelPage(QWidget):
         else:
             self.memory_label.setText("No estimate for these settings.")
         self.memory_detail.setText(text)
+
+    # --- Fit to my GPU ------------------------------------------------------------------------------
+    def fit_to_gpu(self) -> None:
+        """Plan the backbone for the GPU's free memory (in the background), then apply the plan."""
+        d = self.config_dict()
+        key = (d["backbone"], d["method"], d["image_size"])
+        probe, num_classes = self.gpu_fit.probe, self.num_classes
+
+        def plan(_job: jobs.Job):
+            from dtl_engine.planner import plan_fit
+            gpu = probe()                   # the free memory now, not when the page opened
+            if gpu is None:
+                return key, None, None
+            return key, gpu, plan_fit(d["backbone"], gpu.free_bytes, method=d["method"], image_size=d["image_size"],
+                                      num_classes=num_classes, bf16=gpu.bf16, gpu=gpu)
+
+        self.gpu_fit.show_busy()
+        self._fit_job = jobs.submit(plan, kind="plan", what="Fitting to the GPU", context=self, lane="estimate",
+                                    imports=("timm", "dtl_engine.data"), on_done=self._fit_done,
+                                    on_error=lambda text, _d: self.gpu_fit.show_outcome(text, "error"))
+
+    def _fit_done(self, answer) -> None:
+        key, gpu, plan = answer
+        self.gpu_fit.gpu = gpu
+        if gpu is None:
+            self.gpu_fit.set_gpu(None)
+            self.gpu_fit.show_outcome("")
+            return
+        d = self.config_dict()
+        if key != (d["backbone"], d["method"], d["image_size"]):
+            self.gpu_fit.show_outcome("The backbone or method changed meanwhile: press Fit to my GPU again.", "warn")
+            return
+        self.last_plan = plan
+        values = plan.recommended()
+        if values is None:                  # nothing fits: the settings stay as they are
+            self.gpu_fit.show_outcome(plan.summary() + " Your settings were left as they are.", "error")
+            return
+        if d["precision"] == "auto" and values["precision"] == ("bf16" if gpu.bf16 else "fp16"):
+            values["precision"] = "auto"    # 'auto' already trains in that precision on this card
+        self._loading = True
+        try:
+            changed = show_changes(self.bindings, values)
+            before = d.get("half_frozen_weights", True)
+            if values["half_frozen_weights"] != before:
+                self._extra["half_frozen_weights"] = values["half_frozen_weights"]
+                changed["half_frozen_weights"] = (before, values["half_frozen_weights"])
+        finally:
+            self._loading = False
+        if changed:
+            self.advanced.set_expanded(True)    # the changed settings are in view
+        self._changed()
+        self.gpu_fit.show_outcome(_fit_outcome(plan, changed), "ok" if plan.choice.fits_target else "warn")
+
+
+def _fit_outcome(plan, changed: dict) -> str:
+    """What the plan changed (or that nothing needed to) and its estimate, in two or three short sentences."""
+    def shown(value) -> str:
+        return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+    c = plan.choice
+    if changed:
+        head = "Changed: " + "; ".join(f"{FIT_LABELS.get(f, f)} {shown(a)} → {shown(b)}"
+                                       for f, (a, b) in changed.items()) + "."
+    else:
+        head = "Your settings already fit this GPU."
+    text = (f"{head} Estimate: ~{format_bytes(c.batch_bytes)} at batch {c.batch_size}, "
+            f"of {format_bytes(plan.usable_bytes)} usable.")
+    if not c.fits_target and plan.smallest_card:
+        text += f" Batch {plan.target_batch} would need {plan.smallest_card}."
+    return text
