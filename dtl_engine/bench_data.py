@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 PHOTO_SIZE = (4032, 3024)       # 12 MP, a phone camera's 4:3 frame
 
@@ -102,7 +102,7 @@ def _worker_server_ready() -> None:
     start_worker_server()
     context = worker_context()
     if context.get_start_method() == "forkserver":
-        probe = context.Process(target=time.sleep, args=(0,))
+        probe = cast(Any, context).Process(target=time.sleep, args=(0,))     # a concrete context has Process
         probe.start()
         probe.join()
 

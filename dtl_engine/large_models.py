@@ -34,15 +34,15 @@ class LargeBackbone:
 
 LARGE_BACKBONES: tuple[LargeBackbone, ...] = (
     LargeBackbone("vit_large_patch16_224.augreg_in21k", "ViT-L/16 · ImageNet-21k", 303_301_632, 24, 224,
-                  1_358_728_100, 2_784_440_740, 11_057_874_852),
+                  1_364_531_876, 2_790_244_516, 11_057_874_852),
     LargeBackbone("vit_huge_patch14_224.orig_in21k", "ViT-H/14 · ImageNet-21k", 630_764_800, 32, 224,
-                  2_909_084_068, 6_076_968_868, 23_509_980_068),
+                  2_922_769_828, 6_090_654_628, 23_509_980_068),
     LargeBackbone("vit_giant_patch14_clip_224.laion2b", "ViT-g/14 · CLIP LAION-2B", 1_011_203_840, 40, 224,
-                  4_298_935_204, 8_871_610_788, 35_630_320_292),
+                  4_320_896_164, 8_893_571_748, 35_630_320_292),
     LargeBackbone("vit_large_patch14_dinov2.lvd142m", "DINOv2 ViT-L/14 · self-supervised", 304_367_616, 24, 518,
-                  1_587_051_428, 3_446_991_268, 13_567_158_180),
+                  1_594_375_844, 3_454_315_684, 13_567_158_180),
     LargeBackbone("vit_giant_patch14_dinov2.lvd142m", "DINOv2 ViT-g/14 · self-supervised", 1_136_479_232, 40, 518,
-                  4_753_143_716, 11_490_902_436, 43_376_238_500),
+                  4_775_396_516, 11_513_155_236, 43_376_238_500),
 )
 
 

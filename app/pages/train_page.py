@@ -547,8 +547,9 @@ class TrainPage(QWidget):
         self.stop_button.setEnabled(self.can_stop())
 
     def _on_running_changed(self, running: bool) -> None:
+        self._update_buttons()
         if not running:
-            self.status_changed.emit()   # the run's thread has returned: later steps may update
+            self.status_changed.emit()   # the run's thread has returned: Start and later steps may update
 
     def _where_stopped(self) -> str:
         """' at epoch 1, step 3/9' from the last step shown (no speed, no time left: the run is over)."""
