@@ -125,7 +125,7 @@ def check_csv_destination(path: str | os.PathLike[str], overwrite: bool = False,
 
 def _write_rows(path: str | os.PathLike[str], columns: Sequence[str], rows: list[list[Any]], overwrite: bool,
                 data_dir: str | os.PathLike[str] | None) -> Path:
-    from .fileio import publish_new, reserve_beside
+    from .fileio import publish, reserve_beside
 
     out = check_csv_destination(path, overwrite, data_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -135,10 +135,7 @@ def _write_rows(path: str | os.PathLike[str], columns: Sequence[str], rows: list
             writer = csv.writer(fh)
             writer.writerow(columns)
             writer.writerows(rows)
-        if overwrite:
-            os.replace(part, out)
-        else:
-            publish_new(part, out)          # a file made there meanwhile is never replaced
+        publish(part, out, overwrite)    # without overwrite, a file made there meanwhile is never replaced
     except FileExistsError:
         raise DataError(f"'{out}' already exists; choose another name or allow overwriting it.") from None
     finally:

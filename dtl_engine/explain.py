@@ -213,7 +213,7 @@ def explain_run(run_dir: str | os.PathLike[str], image_path: str | os.PathLike[s
         RunError: ``out_path`` exists (and ``overwrite`` is off), is a folder, or lies in the run's image folder.
         DataError: the image cannot be read.
     """
-    from .fileio import publish_new, reserve_beside
+    from .fileio import publish, reserve_beside
     from .run_folder import RunFolder
     from .runs import load_run_model
     from .training.devices import select_device
@@ -234,10 +234,7 @@ def explain_run(run_dir: str | os.PathLike[str], image_path: str | os.PathLike[s
     tmp = reserve_beside(out)               # a name of its own; removed on every failure (a full disk too)
     try:
         picture.save(tmp, format="PNG")
-        if overwrite:
-            os.replace(tmp, out)
-        else:
-            publish_new(tmp, out)           # a file made there meanwhile is never replaced
+        publish(tmp, out, overwrite)    # without overwrite, a file made there meanwhile is never replaced
     except FileExistsError:
         raise RunError(f"'{out}' already exists; choose another name or pass --overwrite.") from None
     finally:

@@ -147,6 +147,14 @@ def publish_new(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -> N
     os.unlink(tmp)
 
 
+def publish(tmp: str | os.PathLike[str], final: str | os.PathLike[str], overwrite: bool) -> None:
+    """Move the finished file ``tmp`` onto ``final``: replacing it only when ``overwrite``, else :func:`publish_new`."""
+    if overwrite:
+        os.replace(tmp, final)
+    else:
+        publish_new(tmp, final)
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     atomic_write_bytes(path, json.dumps(obj, indent=2).encode("utf-8"))

@@ -109,26 +109,12 @@ def _save(window, step: int, name: str, out: Path, width: int) -> Path:
 
 def _grab(window, step: int, name: str, out: Path, width: int) -> Path:
     """Show ``step``, grab the whole window, scale it smoothly and save an optimised PNG."""
-    from PIL import Image
-    from PySide6.QtCore import QBuffer, QIODevice, Qt
-
     window.show_step(step)
-    _settle()
-    pixmap = window.grab()
-    if width and pixmap.width() > width:
-        pixmap = pixmap.scaledToWidth(width, Qt.TransformationMode.SmoothTransformation)
-    buffer = QBuffer()
-    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
-    pixmap.save(buffer, "PNG")
-    img = Image.open(BytesIO(bytes(buffer.data()))).convert("RGB")
-    path = out / f"{name}.png"
-    img.save(path, "PNG", optimize=True)
-    print(f"{path.name}: {img.width}x{img.height}, {path.stat().st_size // 1024} KiB")
-    return path
+    return _grab_widget(window, name, out, width)
 
 
 def _grab_widget(widget, name: str, out: Path, width: int) -> Path:
-    """Grab a window of its own (a dialog) at its size and save it like the steps."""
+    """Grab a window (the main one, or a dialog of its own) at its size, scaled to ``width`` if wider."""
     from PIL import Image
     from PySide6.QtCore import QBuffer, QIODevice, Qt
 

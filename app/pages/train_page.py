@@ -143,16 +143,8 @@ class TrainPage(QWidget):
         self._progress_timer.setInterval(100)
         self._progress_timer.timeout.connect(self._show_progress)
         self._progress_timer.start()
-        c = self.controller
-        c.started.connect(self._on_started)
-        c.batch.connect(self._on_batch)
-        c.epoch.connect(self._on_epoch)
-        c.memory.connect(self._on_memory)
-        c.checkpoint.connect(self._on_checkpoint)
-        c.warning.connect(lambda msg: self.log(f"⚠ {msg}"))
-        c.finished.connect(self._on_finished)
-        c.failed.connect(self._on_failed)
-        c.running_changed.connect(self._on_running_changed)
+        self._listen_to(self.controller)
+        self.controller.running_changed.connect(self._on_running_changed)
         self._update_buttons()
         if gpu_count is not None:
             self.set_gpu_count(gpu_count())
@@ -405,14 +397,7 @@ class TrainPage(QWidget):
     def _follow(self, run_dir: str) -> RunFollower:
         follower = RunFollower(run_dir, self)
         follower.caught_up.connect(self._on_caught_up)
-        follower.started.connect(self._on_started)
-        follower.batch.connect(self._on_batch)
-        follower.epoch.connect(self._on_epoch)
-        follower.memory.connect(self._on_memory)
-        follower.checkpoint.connect(self._on_checkpoint)
-        follower.warning.connect(lambda msg: self.log(f"⚠ {msg}"))
-        follower.finished.connect(self._on_finished)
-        follower.failed.connect(self._on_failed)
+        self._listen_to(follower)
         self._follower = follower
         return follower
 
@@ -545,6 +530,17 @@ class TrainPage(QWidget):
         self.pause_button.setEnabled(self.can_pause())
         self.resume_button.setEnabled(self.life.state is RunState.PAUSED)
         self.stop_button.setEnabled(self.can_stop())
+
+    def _listen_to(self, source: Any) -> None:
+        """Show a run's signals: the in-app run's controller or a follower of another process's run (same set)."""
+        source.started.connect(self._on_started)
+        source.batch.connect(self._on_batch)
+        source.epoch.connect(self._on_epoch)
+        source.memory.connect(self._on_memory)
+        source.checkpoint.connect(self._on_checkpoint)
+        source.warning.connect(lambda msg: self.log(f"⚠ {msg}"))
+        source.finished.connect(self._on_finished)
+        source.failed.connect(self._on_failed)
 
     def _on_running_changed(self, running: bool) -> None:
         self._update_buttons()
