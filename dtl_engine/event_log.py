@@ -21,6 +21,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from .fileio import open_regular
 from .listener import RunListener
 from .run_folder import EVENT_LOG
 
@@ -92,7 +93,7 @@ def read_events(path: str | Path, offset: int = 0) -> tuple[list[dict[str, Any]]
     """
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:          # a FIFO in its place would block the reader for ever
             fh.seek(offset)
             data = fh.read()
     except FileNotFoundError:

@@ -21,6 +21,8 @@ def export_run(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str]
     "cuda", "mps"; None = skip): latency, and its accuracy on the whole validation split, kept
     beside the run's own validation accuracy (``ExportResult.details()`` prints them).
     """
+    if measure_device is not None and latency_repeats < 1:
+        raise ExportError("The latency is the median of at least 1 single-image call: give --latency-runs 1 or more.")
     run = Path(run_dir).expanduser()
     if not run.is_dir():
         raise ExportError(f"There is no run folder at '{run}'.")

@@ -27,6 +27,32 @@ def test_reader_keeps_a_partial_last_line_for_the_next_call(tmp_path):
     assert read_events(tmp_path / "missing.jsonl", 7) == ([], 7)
 
 
+def test_a_fifo_in_place_of_the_log_is_refused_at_once(tmp_path):
+    """Reading a named pipe would wait for a writer for ever (the app reads the log in a background job)."""
+    import os
+    import threading
+
+    import pytest
+
+    from dtl_engine.fileio import NotRegularFileError
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("named pipes are a POSIX feature")
+    os.mkfifo(tmp_path / EVENT_LOG)
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            read_events(tmp_path / EVENT_LOG)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    assert outcome and isinstance(outcome[0], NotRegularFileError)
+
+
 def test_every_run_writes_its_events(tmp_path):
     result = train(tiny_config(image_folder(tmp_path), epochs=2), run_dir=tmp_path / "run", model_kwargs=MODEL_KWARGS)
     events = EventFollower(result.run_dir).poll()

@@ -57,6 +57,13 @@ def test_cli_export_prints_size_latency_and_accuracy_onnx(run_dir, tmp_path, cap
                      out)
 
 
+def test_no_latency_runs_is_a_sentence_and_writes_nothing(run_dir, tmp_path, capsys):
+    assert cli.main(["export", run_dir, "--out", str(tmp_path / "m.pt"), "--latency-runs", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--latency-runs 1 or more" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_device_that_cannot_run_the_file_is_reported_not_fatal(run_dir, tmp_path, monkeypatch):
     from dtl_engine.export import verify
 
