@@ -14,7 +14,7 @@ from typing import Any
 from PySide6.QtCore import QStandardPaths, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QIcon, QPalette, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QFileDialog, QFormLayout, QGroupBox,
-                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox, QProgressBar,
+                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar,
                                QPushButton, QRadioButton, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout,
                                QWidget)
 
@@ -22,7 +22,7 @@ from app import jobs
 from app.run_life import NOT_TRAINED, epochs_done
 from app.theme import state_color
 from app.widgets.classify_folder_dialog import ClassifyFolderDialog
-from app.widgets.error_dialog import show_error
+from app.widgets.error_dialog import ask_to_replace, show_error
 from app.widgets.thumbnails import read_thumbnail
 from app.widgets.why_panel import WhyPanel
 
@@ -301,11 +301,7 @@ class ExportPage(QWidget):
             return
         overwrite = False
         if Path(out).expanduser().exists():
-            answer = QMessageBox.question(
-                self, "Replace the file?", f"“{Path(out).name}” already exists in {Path(out).parent}.\n"
-                "Do you want to replace it?",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
-            if answer != QMessageBox.StandardButton.Yes:
+            if not ask_to_replace(self, Path(out)):
                 return
             overwrite = True
         run_dir, fmt = self.run_dir, self.format()

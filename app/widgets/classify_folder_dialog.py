@@ -18,12 +18,12 @@ from typing import Any
 from PySide6.QtCore import Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QCheckBox, QDialog, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
-                               QMessageBox, QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QVBoxLayout,
+                               QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QVBoxLayout,
                                QWidget)
 
 from app import jobs
 from app.theme import role_color
-from app.widgets.error_dialog import show_error
+from app.widgets.error_dialog import ask_to_replace, show_error
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -246,11 +246,7 @@ class ClassifyFolderDialog(QDialog):
         target = Path(csv_path).expanduser()
         replace = False
         if target.is_file():
-            answer = QMessageBox.question(
-                self, "Replace the file?", f"“{target.name}” already exists in {target.parent}.\n"
-                "Do you want to replace it once the new results are complete?",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
-            if answer != QMessageBox.StandardButton.Yes:
+            if not ask_to_replace(self, target, "Do you want to replace it once the new results are complete?"):
                 return
             replace = True
         self._sort_into = sort_into

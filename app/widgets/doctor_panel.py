@@ -15,11 +15,12 @@ from typing import Any
 
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QMessageBox,
-                               QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QProgressBar,
+                               QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from app import jobs
 from app.theme import role_color
+from app.widgets.error_dialog import ask_to_replace
 from app.widgets.thumbnails import read_thumbnail
 
 ICON = 48
@@ -264,11 +265,7 @@ class DoctorPanel(QWidget):
         out = Path(path).expanduser()
         overwrite = False
         if out.exists() and not out.is_dir():
-            answer = QMessageBox.question(
-                self, "Replace the file?", f"“{out.name}” already exists in {out.parent}.\n"
-                "Do you want to replace it?",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
-            if answer != QMessageBox.StandardButton.Yes:
+            if not ask_to_replace(self, out):
                 return None
             overwrite = True
         data_dir = RunFolder(self.run_dir).read_config().get("data_dir") if self.run_dir else None

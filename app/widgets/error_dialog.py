@@ -1,10 +1,20 @@
 """A readable error message with a collapsible "Details" section (the traceback)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontDatabase, QGuiApplication
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QPlainTextEdit,
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QLabel, QMessageBox, QPlainTextEdit,
                                QPushButton, QStyle, QVBoxLayout, QWidget)
+
+
+def ask_to_replace(parent: QWidget | None, path: Path, question: str = "Do you want to replace it?") -> bool:
+    """Ask before replacing the existing file ``path`` (No is the default); True when the user says Yes."""
+    answer = QMessageBox.question(
+        parent, "Replace the file?", f"“{path.name}” already exists in {path.parent}.\n{question}",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+    return answer == QMessageBox.StandardButton.Yes
 
 
 class ErrorDialog(QDialog):
