@@ -27,6 +27,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from app import jobs
+from app.worker import RunSignals
 from dtl_engine.listener import BatchStats, EpochStats, MemorySample, RunStarted
 
 POLL_MS = 300               # how often the log is read (the charts redraw at 10 Hz anyway)
@@ -128,18 +129,10 @@ def is_live(run_dir: str | Path) -> bool:
         return False
 
 
-class RunFollower(QObject):
-    """Follows one run folder until the run ends; the signals match :class:`app.worker.RunController`'s."""
+class RunFollower(RunSignals):
+    """Follows one run folder until the run ends, with the same signals as a run in the app (RunSignals)."""
 
-    caught_up = Signal(object)      # LogDigest, once, before any other signal
-    started = Signal(object)        # RunStarted
-    batch = Signal(object)          # BatchStats
-    epoch = Signal(object)          # EpochStats
-    memory = Signal(object)         # MemorySample
-    checkpoint = Signal(str, int)   # path, epoch
-    warning = Signal(str)
-    finished = Signal(object)       # EndedRun (finished, stopped or interrupted)
-    failed = Signal(str, str)       # message, details
+    caught_up = Signal(object)      # LogDigest, once, before any other signal; finished carries an EndedRun
 
     def __init__(self, run_dir: str | Path, parent: QObject | None = None, *, poll_ms: int = POLL_MS) -> None:
         super().__init__(parent)

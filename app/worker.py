@@ -90,22 +90,14 @@ def _default_resume(run_dir, listener=None, token=None):
     return resume(run_dir, listener=listener, token=token)
 
 
-class RunController(QObject):
+class RunController(RunSignals):
     """Starts a run as a background job and relays its signals to the main thread.
 
     ``train_fn(config, listener=, token=)`` and ``resume_fn(run_dir, listener=,
     token=)`` default to the engine's ``train`` / ``resume``; tests pass fakes.
     """
 
-    started = Signal(object)
-    batch = Signal(object)
-    epoch = Signal(object)
-    memory = Signal(object)
-    checkpoint = Signal(str, int)
-    warning = Signal(str)
-    finished = Signal(object)
-    failed = Signal(str, str)
-    running_changed = Signal(bool)
+    running_changed = Signal(bool)  # beside the run's signals (RunSignals), forwarded from each run
 
     def __init__(self, train_fn: Callable[..., Any] | None = None,
                  resume_fn: Callable[..., Any] | None = None, parent: QObject | None = None) -> None:
