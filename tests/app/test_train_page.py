@@ -126,7 +126,8 @@ def test_engine_failure_shows_a_readable_dialog(qtbot, tmp_path):
     dialog.details_button.click()
     assert dialog.details_view.isVisible() and "Error" in dialog.details_view.toPlainText()
     assert page.status() == (False, message)
-    assert _buttons(page)[0] is True  # one can fix the input and start again
+    # one can fix the input and start again, once the run's thread has returned
+    qtbot.waitUntil(lambda: _buttons(page)[0] is True, timeout=30_000)
     dialog.close()
 
 
