@@ -2,13 +2,16 @@
 
 Every method trains real AdamW steps on the same random batch: warm-up steps first, then rounds in
 which every method takes one step, the order rotating, until at least 5 rounds are done and the time
-ratios are steady. For each method it reports the trainable parameters, the bytes autograd saved for
+ratios are steady (standard error 1.5 %, or 40 rounds). Freed memory is kept for reuse and the garbage
+collector is paused in a timed step (``step_timer``), so that two runs of the same command agree.
+For each method it reports the trainable parameters, the bytes autograd saved for
 backward (counted in the first warm-up step), the CUDA peak (``None`` on other devices), the median
 step time, and its time ratios to full fine-tuning and LoRA as medians of the per-round ratios with
 their spread. DTL rows also report ``cached_step_seconds``: the step time when the frozen prefix is
 computed once and reused, which is what training does from the second epoch on when augmentation is off.
 
-    python -m dtl_engine bench --backbone vit_base_patch16_224 --batch 32 --savers
+    python -m dtl_engine bench --device cpu     # ViT-S/16 at batch 8 on the CPU: about 7 minutes
+    python -m dtl_engine bench --savers         # ViT-B/16 at batch 32 on a GPU, with the savers' rows
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from .memory_probe import (
     input_hw,
     model_state_tensors,
 )
+from .step_timer import keep_freed_memory, time_step
 
 if TYPE_CHECKING:
     from .model import DTLModel
@@ -41,17 +45,23 @@ if TYPE_CHECKING:
 DEFAULT_METHODS = "full,linear,lora,dtl,dtl+"
 DEFAULT_WARMUP = 2       # first steps pay for allocation and kernel selection
 DEFAULT_STEPS = 5        # at least this many measured rounds: the figures are medians of them
-DEFAULT_MAX_STEPS = 15   # more rounds only while a ratio is still unsteady
+DEFAULT_MAX_STEPS = 40   # more rounds only while a ratio is still unsteady
 TARGET_ERROR = 0.015     # stop once every time ratio's standard error is 1.5 %: two runs then agree within ±5 %
 BENCH_METHODS = ("full", "linear", "lora", "dtl", "dtl+")
 DTL_METHODS = ("dtl", "dtl+")
 SAVERS_SUFFIX = " (savers)"
+# (backbone, batch) by default: the CPU default measures stably in minutes where ViT-B at 32 would take an hour
+GPU_DEFAULT = ("vit_base_patch16_224", 32)
+CPU_DEFAULT = ("vit_small_patch16_224", 8)
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``bench`` options to ``parser`` (used by the CLI's ``bench`` sub-command)."""
-    parser.add_argument("--backbone", default="vit_base_patch16_224", help="timm model name (random weights).")
-    parser.add_argument("--batch", type=int, default=32, help="Images per step.")
+    parser.add_argument("--backbone", default=None,
+                        help=f"timm model name (random weights; default: {GPU_DEFAULT[0]} on a GPU, "
+                             f"{CPU_DEFAULT[0]} on the CPU).")
+    parser.add_argument("--batch", type=int, default=None,
+                        help=f"Images per step (default: {GPU_DEFAULT[1]} on a GPU, {CPU_DEFAULT[1]} on the CPU).")
     parser.add_argument("--image-size", type=int, default=None, help="Input side in pixels (default: the model's).")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                         help="Least number of measured rounds (each method one step per round, order rotating).")
@@ -164,12 +174,9 @@ class _Contender:
         if self.prefix is not None:
             timed.append((self.cached_step, self.cached_wall, self.cached_cpu))
         for fn, wall, cpu in timed:
-            _sync(self.device)
-            start, start_cpu = time.perf_counter(), time.process_time()
-            fn()
-            _sync(self.device)
-            wall.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
+            seconds, cpu_seconds = time_step(fn, lambda: _sync(self.device))
+            wall.append(seconds)
+            cpu.append(cpu_seconds)
 
     def result(self) -> dict[str, Any]:
         row = dict(self.figures, step_seconds=statistics.median(self.wall),
@@ -204,6 +211,8 @@ def _largest_error(contenders: list[_Contender]) -> float:
         for a, b in ((c.cpu, base.cpu), (c.wall, base.wall), (c.cached_cpu, base.cpu)):
             if a:
                 errors.append(_median_error(_paired(a, b), len(a)))
+        if c.cached_wall:
+            errors.append(_median_error(_paired(c.cached_wall, base.wall), len(c.cached_wall)))
     return max(errors)
 
 
@@ -334,16 +343,21 @@ def run_bench(args: argparse.Namespace) -> int:
     try:
         if args.threads is not None and args.threads < 1:
             raise RunError("--threads must be at least 1.")
+        on_cpu = _resolve_device(args.device).type == "cpu"
+        default_backbone, default_batch = CPU_DEFAULT if on_cpu else GPU_DEFAULT
         if args.threads is not None:
             threads = args.threads
         else:
-            threads = 1 if _resolve_device(args.device).type == "cpu" else None
+            threads = 1 if on_cpu else None
         if threads is not None:
             torch.set_num_threads(threads)
+        keep_freed_memory()  # no page faults in the measured steps: their cost varies from run to run
         kwargs = json.loads(args.model_kwargs) if args.model_kwargs else None
         if kwargs is not None and not isinstance(kwargs, dict):
             raise RunError("--model-kwargs must be a JSON object, e.g. '{\"img_size\": 32}'.")
-        report = run_benchmark(args.backbone, args.batch, args.image_size, args.steps, parse_methods(args.methods),
+        batch = default_batch if args.batch is None else args.batch
+        report = run_benchmark(args.backbone or default_backbone, batch, args.image_size, args.steps,
+                               parse_methods(args.methods),
                                args.savers, args.device, args.num_classes, args.rank, args.seed, kwargs,
                                progress=lambda msg: print(msg, file=sys.stderr, flush=True), warmup=args.warmup,
                                max_steps=args.max_steps, budget_seconds=args.budget)

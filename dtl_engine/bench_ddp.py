@@ -177,15 +177,17 @@ def format_traffic(rows: list[dict[str, Any]]) -> str:
 
 def run_ddp_bench(args: argparse.Namespace) -> int:
     """``bench --ddp``: measure and print the traffic table (or JSON)."""
-    from .bench import parse_methods
+    from .bench import CPU_DEFAULT, parse_methods
 
     methods = [m for m in parse_methods(args.methods)]
     kwargs = json.loads(args.model_kwargs) if args.model_kwargs else None
-    rows = measure_traffic(methods, args.backbone, batch=args.batch, steps=args.steps, image_size=args.image_size,
+    backbone = args.backbone or CPU_DEFAULT[0]   # gloo on the CPU: the bench's CPU default
+    batch = CPU_DEFAULT[1] if args.batch is None else args.batch
+    rows = measure_traffic(methods, backbone, batch=batch, steps=args.steps, image_size=args.image_size,
                            num_classes=args.num_classes, rank=args.rank, seed=args.seed, model_kwargs=kwargs)
     if args.json:
         print(json.dumps({"world_size": WORLD_SIZE, "backend": "gloo", "rows": rows}, indent=2))
     else:
-        print(f"Bytes all-reduced per step, {WORLD_SIZE} gloo processes on the CPU, {args.backbone}:")
+        print(f"Bytes all-reduced per step, {WORLD_SIZE} gloo processes on the CPU, {backbone}:")
         print(format_traffic(rows))
     return 0

@@ -16,6 +16,14 @@ torch.set_num_threads(1)
 NAME, KW = TINY_VIT
 
 
+@pytest.fixture(autouse=True)
+def _allocator_untouched(monkeypatch):
+    """The bench's allocator setting is process-wide and permanent: not in the test process."""
+    import dtl_engine.bench as bench
+
+    monkeypatch.setattr(bench, "keep_freed_memory", lambda: False)
+
+
 def _args(*extra: str) -> argparse.Namespace:
     parser = add_bench_arguments(argparse.ArgumentParser())
     return parser.parse_args(["--backbone", NAME, "--batch", "4", "--steps", "1", "--device", "cpu",
@@ -72,3 +80,22 @@ def test_bad_methods_and_arguments_get_a_sentence(capsys):
     args.model_kwargs = "{not json"
     assert run_bench(args) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device, expected", [("cpu", ("vit_small_patch16_224", 8)),
+                                              ("cuda", ("vit_base_patch16_224", 32))])
+def test_defaults_depend_on_the_device_and_memory_is_kept_for_reuse(monkeypatch, capsys, device, expected):
+    import dtl_engine.bench as bench
+
+    calls: dict = {}
+    monkeypatch.setattr(bench, "_resolve_device", lambda pref: torch.device(device))
+    monkeypatch.setattr(bench, "keep_freed_memory", lambda: calls.setdefault("kept", True))
+    monkeypatch.setattr(bench, "run_benchmark", lambda backbone, batch, *a, **k: calls.update(run=(backbone, batch))
+                        or {"stub": True})
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.update(threads=n))
+    args = add_bench_arguments(argparse.ArgumentParser()).parse_args(["--json"])
+    assert run_bench(args) == 0
+    assert calls["run"] == expected and calls["kept"]
+    assert calls.get("threads") == (1 if device == "cpu" else None)
+    args = add_bench_arguments(argparse.ArgumentParser()).parse_args(["--json", "--backbone", NAME, "--batch", "0"])
+    assert run_bench(args) == 0 and calls["run"] == (NAME, 0)   # an explicit --batch is never replaced
