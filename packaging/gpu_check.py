@@ -8,7 +8,9 @@ Measures, with random weights and random images:
 * the photo loader: images per second through the training transform (synthetic JPEGs in a
   temporary folder), with 0 and 4 worker processes;
 * the GPU-fit planner: its estimate for its own recommended setting against the measured peak, for
-  ViT-B/16 and ViT-L/16.
+  ViT-B/16 and ViT-L/16;
+* our DTL step against the official DTL code's on the same ViT-B/16 blocks, fp32, wall-clock
+  (``benchmarks/official_dtl.py``), with the floor of the frozen blocks alone.
 
 It prints a table and writes everything to a JSON file. Without a CUDA GPU it says so and exits.
 
@@ -165,7 +167,7 @@ def run_checks(deadline: float, progress: Callable[[str], None] = print) -> dict
     """Every measurement that fits before ``deadline`` (a ``time.perf_counter`` value)."""
     report: dict[str, Any] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                               "backbone": BACKBONE, "batch": BATCH, "steps": [], "loader": [], "planner": [],
-                              "skipped": []}
+                              "official": None, "skipped": []}
     for precision in ("bf16", "fp16"):
         for label, method, half, ckpt in STEP_ROWS:
             name = f"{label}, {precision}"
@@ -186,6 +188,14 @@ def run_checks(deadline: float, progress: Callable[[str], None] = print) -> dict
             continue
         progress(f"planner on {backbone} ...")
         report["planner"].append(planner_vs_measured(backbone))
+    if time.perf_counter() < deadline:
+        from benchmarks.official_dtl import compare
+
+        progress("against the official DTL code ...")
+        report["official"] = compare(BACKBONE, BATCH, repeats=20, device="cuda")
+        torch.cuda.empty_cache()
+    else:
+        report["skipped"].append("against the official DTL code")
     return report
 
 
@@ -209,6 +219,11 @@ def format_report(report: dict[str, Any]) -> str:
         ratio = r["predicted_vs_measured"]
         lines.append(f"{r['backbone']:<36} {r['setting']:<44} {r['batch']:>5} {format_bytes(r['predicted_bytes']):>10} "
                      f"{format_bytes(r['measured_bytes']):>10} {'-' if ratio is None else f'{ratio:.3f}':>6}")
+    off = report.get("official")
+    if off:
+        lines += ["", f"DTL step against the official code (fp32, median of {off['repeats']}): ours / official "
+                      f"{off['ratio']:.3f}, floor / official {off['floor_vs_official']:.3f}, "
+                      f"saved bytes {off['saved_ratio']:.3f}"]
     if report["skipped"]:
         lines += ["", "skipped (time limit): " + ", ".join(report["skipped"])]
     return "\n".join(lines)

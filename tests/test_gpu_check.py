@@ -64,8 +64,10 @@ def test_report_table_names_every_row(gpu_check):
               "loader": [{"workers": 0, "images": 256, "images_per_second": 300.0}],
               "planner": [{"backbone": "vit_base_patch16_224", "setting": "bf16", "batch": 32,
                            "predicted_bytes": 9 * 10 ** 8, "measured_bytes": 10 ** 9, "predicted_vs_measured": 0.9}],
+              "official": {"repeats": 20, "ratio": 0.912, "floor_vs_official": 0.871, "saved_ratio": 0.917},
               "skipped": ["planner on vit_large_patch16_224"]}
     text = gpu_check.format_report(report)
     for label, *_ in gpu_check.STEP_ROWS:
         assert text.count(label) == 2
     assert "0.900" in text and "skipped (time limit): planner on vit_large" in text
+    assert "ours / official 0.912, floor / official 0.871, saved bytes 0.917" in text

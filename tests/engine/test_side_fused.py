@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.official_dtl import OfficialDTL, saved_bytes
+from benchmarks.official_dtl import FrozenBlocksOnly, OfficialDTL, compare, saved_bytes
 from dtl_engine.side_network import CompactSideNetwork, swish
 from tiny_models import TINY_SWIN, TINY_VIT, TINY_VIT_IMAGE_SIZE, tiny_vit
 
@@ -95,3 +95,22 @@ def test_model_gradients_equal_the_equations(entry, variant):
     expected = torch.autograd.grad(reference(model, images).square().sum(), params)
     for (name, _), a, b in zip([(n, p) for n, p in model.named_parameters() if p.requires_grad], ours, expected):
         assert torch.allclose(a, b, rtol=1e-7, atol=1e-10), name
+
+
+def test_the_floor_backpropagates_through_the_later_blocks_but_has_no_side_path():
+    torch.manual_seed(0)
+    ours = tiny_vit(num_classes=4)
+    floor = FrozenBlocksOnly(ours)
+    images = torch.randn(3, 3, TINY_VIT_IMAGE_SIZE, TINY_VIT_IMAGE_SIZE)
+    labels = torch.tensor([0, 1, 2])
+    assert [p.shape for p in floor.parameters()] == [floor.head.weight.shape, floor.head.bias.shape]
+    head_only = saved_bytes(ours.head, torch.randn(3, ours.head.in_features), labels)
+    # the floor keeps the later blocks' activations for backward (as DTL must), and less than DTL itself
+    assert head_only < saved_bytes(floor, images, labels) < saved_bytes(ours, images, labels)
+
+
+def test_the_comparison_reports_ours_the_official_and_the_floor():
+    r = compare("test_vit", batch=2, repeats=3)
+    assert r["same_logits"] and r["clock"] == "process CPU"
+    assert set(r["seconds"]) == {"ours", "official", "floor"} and min(r["seconds"].values()) > 0
+    assert r["saved_ratio"] <= 1.0 and r["floor_vs_official"] > 0
