@@ -273,6 +273,13 @@ def _run_training(start: Callable[[RunListener, StopToken], Any]) -> int:
     if result.status == "stopped":
         from .run_folder import RunFolder
 
+        if result.kept_previous:
+            print(f"Stopped before training began: nothing was trained, and the run in {run_dir} is kept as it was.")
+            return EXIT_INTERRUPTED
+        if not RunFolder(run_dir).last_weights.exists():
+            print("Stopped before the first step: nothing was trained yet.")
+            print(f"Start it over with: python -m dtl_engine resume {run_dir}")
+            return EXIT_INTERRUPTED
         print(f"Stopped after {result.epochs_done} complete epoch(s); the checkpoint is "
               f"{RunFolder(run_dir).last_weights}.")
         print(f"Continue with: python -m dtl_engine resume {run_dir}")

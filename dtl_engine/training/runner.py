@@ -62,6 +62,7 @@ class RunResult:
     best_epoch: int | None
     best_val_acc: float | None
     report: Evaluation | None = None
+    kept_previous: bool = False     # stopped before training: the run it was to replace (--overwrite) is back
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_dir": self.run_dir, "status": self.status, "epochs_done": self.epochs_done,
@@ -197,6 +198,7 @@ class _Run:
         self.resuming = False
         self.excluded: set[int] = set()  # samples (train, then val indices) whose file failed to load
         self.listener = ListenerGroup(listener, EventLogWriter(self.run_dir)) if self.writes else RunListener()
+        self.caller_listener = listener or RunListener()
         self.token = token or StopToken()
         self.parts = 1                  # micro-batches per batch; grows after an out-of-memory error
         self.cache: FeatureCache | None = None
@@ -229,11 +231,19 @@ class _Run:
         return result
 
     def _stopped_before_start(self) -> RunResult:
-        """Stop pressed while the folder was being scanned: nothing trained, nothing lost."""
-        if self.writes:
+        """Stop pressed while the folder was being scanned: nothing trained, nothing lost.
+
+        A run this one was to replace (--overwrite) is put back as it was, as after a refused input.
+        """
+        kept = self.writes and self.claim is not None and self.claim.replaced is not None
+        if kept:
+            assert self.claim is not None
+            self.claim.discard()                        # this run's files go, the old run comes back
+            self.listener = self.caller_listener        # and its event log is not written to
+        elif self.writes:
             self.folder.update_run(status="stopped", finished=_now(), epochs_done=0)
         return RunResult(run_dir=str(self.run_dir), status="stopped", epochs_done=0, best_epoch=None,
-                         best_val_acc=None)
+                         best_val_acc=None, kept_previous=kept)
 
     def _loop(self, state: dict[str, Any] | None) -> RunResult:
         cfg, model, listener, token = self.config, self.model, self.listener, self.token

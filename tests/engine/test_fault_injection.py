@@ -131,6 +131,36 @@ def test_2_a_refused_replacement_keeps_the_run_it_would_have_replaced(finished, 
     assert sorted(p.name for p in old.iterdir()) == sorted(before)
 
 
+class _StoppedToken(cli.StopToken):
+    """Ctrl+C pressed before the scan is done."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stop()
+
+
+def test_2_a_stop_before_training_keeps_the_run_it_would_have_replaced(finished, tmp_path, capsys, monkeypatch):
+    """Stopped during the scan, an --overwrite run has trained nothing: the old run stays whole."""
+    old = _copy(finished, tmp_path)
+    before = _files(old)
+    data = Path(RunFolder(finished).read_config()["data_dir"])
+    monkeypatch.setattr(cli, "StopToken", _StoppedToken)
+    code, out, _ = _cli(["train", str(data), *TINY, "--epochs", "1", "--out", str(old), "--overwrite"], capsys)
+    assert code == cli.EXIT_INTERRUPTED
+    assert "nothing was trained" in out and "kept as it was" in out and "resume" not in out
+    assert _files(old) == before
+    assert sorted(p.name for p in old.iterdir()) == sorted(before)      # no event log or marker added
+
+
+def test_2_a_stop_before_training_in_a_new_folder_is_not_called_a_checkpoint(tmp_path, capsys, monkeypatch):
+    data = image_folder(tmp_path)
+    monkeypatch.setattr(cli, "StopToken", _StoppedToken)
+    code, out, _ = _cli(["train", str(data), *TINY, "--epochs", "1", "--out", str(tmp_path / "new")], capsys)
+    assert code == cli.EXIT_INTERRUPTED
+    assert "nothing was trained yet" in out and "checkpoint" not in out
+    assert RunFolder(tmp_path / "new").read_run()["status"] == "stopped"
+
+
 def test_2_two_concurrent_writers_the_second_fails_at_once(tmp_path):
     from dtl_engine.training import train
 
