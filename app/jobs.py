@@ -319,7 +319,11 @@ def cancel_all(*, kinds: tuple[str, ...] | None = None) -> None:
 
 
 def wait_all(timeout_ms: int) -> bool:
-    """Block up to ``timeout_ms`` until every running job's worker has returned; True when all have."""
+    """Block up to ``timeout_ms`` until every running job's worker has returned; True when all have.
+
+    A job still queued in its lane starts only from the event loop, which this call blocks: True also
+    needs every such job to be cancelled (it will never run), else that job is not done and this is False.
+    """
     if _JOBS is None:
         return True
     deadline = time.monotonic() + max(0, timeout_ms) / 1000.0
@@ -327,4 +331,5 @@ def wait_all(timeout_ms: int) -> bool:
     for pool in (_JOBS.pool, _JOBS.low_priority_pool):
         left_ms = max(0, int((deadline - time.monotonic()) * 1000))
         done = pool.waitForDone(left_ms) and done
-    return done
+    queued = [job for lane in _JOBS.lanes.values() for job in lane]
+    return done and all(job.is_cancelled for job in queued)

@@ -208,6 +208,17 @@ def test_a_lane_runs_its_jobs_one_at_a_time_and_skips_cancelled_ones(qtbot):
     assert order == ["a", "c"] and max(overlap) == 1
 
 
+def test_wait_all_does_not_call_a_job_still_queued_in_its_lane_done(qtbot):
+    release = threading.Event()
+    first = jobs.submit(lambda _job: release.wait(5), kind="test", lane="w")
+    queued = jobs.submit(lambda _job: None, kind="test", lane="w")
+    release.set()
+    assert not jobs.wait_all(5000)      # the first returned, but the second never started
+    queued.cancel()
+    assert jobs.wait_all(5000)          # cancelled, it never will: nothing is left to wait for
+    qtbot.waitUntil(lambda: not {first, queued} & set(jobs.active_jobs()), timeout=5000)
+
+
 def test_a_job_callback_is_skipped_once_its_widget_is_gone(qtbot):
     from PySide6.QtWidgets import QWidget
 
