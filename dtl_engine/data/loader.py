@@ -30,6 +30,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..errors import RunError
+
+WORKER_DIED = ("A process that loads the images ended unexpectedly ({detail}). The run stopped; its last "
+               "checkpoint is kept and it can be resumed. If this happens again, the computer may be short of "
+               "memory: close other programs or train with a smaller batch.")
+
 MAX_AUTO_WORKERS = 8
 #: What the fork server imports once, so that each worker forked from it starts with torch and
 #: the dataset code already loaded (never ``__main__``: the app's or the bundle's entry point).
@@ -169,10 +175,17 @@ class BatchLoader:
             self._sampler.batches = [list(b) for b in batches]
         else:
             self._sampler.batches = [[(i, sample_seed(seed, i)) for i in b] for b in batches]
-        for batch, failures in self._loader:
-            for path, reason in failures:
-                self._report(path, reason)
-            yield batch
+        try:
+            for batch, failures in self._loader:
+                for path, reason in failures:
+                    self._report(path, reason)
+                yield batch
+        except RuntimeError as exc:
+            # torch's own words ("DataLoader worker (pid(s) 123) exited unexpectedly") say what, not what now
+            if "DataLoader worker" not in str(exc):
+                raise
+            detail = str(exc).strip().split("\n")[0].rstrip(". ")
+            raise RunError(WORKER_DIED.format(detail=detail)) from exc
 
     def _report(self, path: str, reason: str) -> None:
         if path in self._reported:

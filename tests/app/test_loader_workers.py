@@ -164,5 +164,5 @@ def test_a_worker_killed_mid_run_fails_the_run_with_a_sentence_and_leaves_the_gu
     qtbot.waitUntil(lambda: bool(ended), timeout=WAIT_MS)
     assert ended[0][0] == "failed", ended
     message = ended[0][1]
-    assert message.startswith("Training failed") and "exited unexpectedly" in message, message
+    assert message.startswith("A process that loads the images ended unexpectedly") and "resumed" in message, message
     qtbot.waitUntil(no_workers_left, timeout=30_000)
