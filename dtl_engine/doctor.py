@@ -259,6 +259,7 @@ def _duplicate_findings(samples: list[tuple[str, int, str]], classes: list[str],
         groups.setdefault(r, []).append(i)
     findings: list[Finding] = []
     number = 0
+    folder = os.path.commonpath([p for p, _, _ in samples]) if samples else os.sep   # the image folder
     for members in groups.values():
         if len(members) < 2:
             continue
@@ -270,7 +271,9 @@ def _duplicate_findings(samples: list[tuple[str, int, str]], classes: list[str],
             path, label, split = samples[i]
             exact = len(by_sha[sha[i]]) > 1
             others = [samples[j][0] for j in members if j != i]
-            detail = f"same as {others[0]}" + (f" and {len(others) - 1} more" if len(others) > 1 else "")
+            detail = f"same as {os.path.relpath(others[0], folder)}"
+            if len(others) > 1:
+                detail += f" and {len(others) - 1} more"
             if leak:
                 detail += f"; across {'/'.join(splits)} (leakage)"
             if len(labels) > 1:

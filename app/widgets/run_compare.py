@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont
+from PySide6.QtGui import QBrush, QColor, QFont, QIcon, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QDialog, QHBoxLayout, QHeaderView, QLabel, QSplitter, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
@@ -18,6 +18,13 @@ from app.widgets.charts import BLUE, GREEN, ORANGE, PURPLE, LiveChart
 
 RUN_COLORS = (BLUE, ORANGE, GREEN, PURPLE)      # one per run, in the order the runs were chosen
 MAX_RUNS = len(RUN_COLORS)
+
+
+def run_swatch(index: int) -> QIcon:
+    """A small square in run ``index``'s curve colour."""
+    pixmap = QPixmap(12, 12)
+    pixmap.fill(QColor(RUN_COLORS[index]))
+    return QIcon(pixmap)
 
 
 def setting_text(value: Any) -> str:
@@ -144,7 +151,8 @@ class RunCompareDialog(QDialog):
         table.setHorizontalHeaderLabels([f"Run {i + 1}" if short else f"{i + 1}. {name}"
                                          for i, name in enumerate(names)])
         for i in range(len(names)):
-            table.horizontalHeaderItem(i).setForeground(QBrush(QColor(RUN_COLORS[i])))
+            # the run's colour as a swatch beside the name: as text colour it was unreadable on a dark header
+            table.horizontalHeaderItem(i).setIcon(run_swatch(i))
             table.horizontalHeaderItem(i).setToolTip(self.comparison.runs[i].run_dir)
 
     def _fill_settings(self, comparison: Any) -> None:

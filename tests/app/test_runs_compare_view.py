@@ -74,6 +74,14 @@ def test_compare_shows_the_differing_setting_and_overlays_the_curves(qtbot, tiny
     acc_row = labels.index("Best val. accuracy")
     for col, run in enumerate(comparison.runs):
         assert dialog.results_table.item(acc_row, col).text() == f"{100 * run.best_val_acc:.1f} %"
+    # Each run's column names it in the header's own text colour, with a swatch of its curve colour.
+    from app.widgets.run_compare import RUN_COLORS
+    for table in (dialog.settings_table, dialog.results_table):
+        for col in range(2):
+            header = table.horizontalHeaderItem(col)
+            assert header.foreground().style() == Qt.BrushStyle.NoBrush
+            swatch = header.icon().pixmap(12, 12).toImage()
+            assert swatch.pixelColor(6, 6).name() == RUN_COLORS[col].lower()
     dialog.only_differences.setChecked(False)
     qtbot.wait(100)
     assert dialog.grab().save(str(screens_dir / "run_compare.png"))

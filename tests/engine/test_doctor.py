@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 from pathlib import Path
 
@@ -79,6 +80,7 @@ def test_duplicates_across_splits_are_leakage_and_imbalance_is_reported(tmp_path
 
     exact = {Path(f.path).name: f for f in report.of("exact_duplicate")}
     assert set(exact) == {"img_0.png", "copy.png"} and all("leakage" in f.detail for f in exact.values())
+    assert exact["copy.png"].detail.startswith(f"same as {os.path.join('train', 'a', 'img_0.png')};")  # short
     near_names = {Path(f.path).parent.parent.name + "/" + Path(f.path).name for f in report.of("near_duplicate")}
     assert {"train/img_1.png", "val/near.jpg"} <= near_names
     assert [f.label for f in report.of("imbalance")] == ["b"]          # 5 vs 17 images
