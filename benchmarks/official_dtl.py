@@ -30,7 +30,7 @@ from torch import nn
 
 from dtl_engine.memory_probe import SavedTensorCounter, model_state_tensors
 from dtl_engine.model import DTLModel, build_model
-from dtl_engine.step_timer import keep_freed_memory, time_step
+from dtl_engine.step_timer import keep_freed_memory, synchronize, time_step
 
 
 class OfficialDTL(nn.Module):
@@ -118,10 +118,6 @@ def saved_bytes(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) ->
     return counter.bytes
 
 
-def _sync(device: torch.device) -> Callable[[], None]:
-    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-
-
 def compare(backbone: str = "vit_small_patch16_224", batch: int = 16, repeats: int = 15, warmup: int = 2,
             seed: int = 0, device: str = "cpu") -> dict[str, Any]:
     """Interleaved steps of ours, the reference and the floor; medians of their step seconds and saved bytes.
@@ -146,7 +142,7 @@ def compare(backbone: str = "vit_small_patch16_224", batch: int = 16, repeats: i
     names = list(steps)
     for rep in range(repeats):
         for name in names[rep % 3:] + names[:rep % 3]:   # each takes each place in the order in turn
-            wall, cpu = time_step(steps[name], _sync(dev))
+            wall, cpu = time_step(steps[name], lambda: synchronize(dev))
             seconds[name].append(wall if dev.type == "cuda" else cpu)
 
     def paired(a: str, b: str) -> list[float]:

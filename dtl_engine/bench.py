@@ -37,7 +37,7 @@ from .memory_probe import (
     input_hw,
     model_state_tensors,
 )
-from .step_timer import keep_freed_memory, time_step
+from .step_timer import keep_freed_memory, synchronize, time_step
 
 if TYPE_CHECKING:
     from .model import DTLModel
@@ -103,13 +103,6 @@ def _resolve_device(pref: str) -> torch.device:
     return select_device(pref)[0]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
 class _Contender:
     """One benchmark row: a model, its optimizer and the step it times (built and warmed up on creation)."""
 
@@ -137,7 +130,7 @@ class _Contender:
         self._step(lambda: self.model(images), counter)  # first warm-up step; counts the saved activations
         for _ in range(max(0, warmup - 1)):
             self.step()
-        _sync(device)
+        synchronize(device)
         self.peak = int(torch.cuda.max_memory_allocated(device)) - before if device.type == "cuda" else None
         self.figures: dict[str, Any] = {"trainable_params": sum(p.numel() for p in trainable),
                                         "activation_bytes": counter.bytes, "peak_bytes": self.peak,
@@ -174,7 +167,7 @@ class _Contender:
         if self.prefix is not None:
             timed.append((self.cached_step, self.cached_wall, self.cached_cpu))
         for fn, wall, cpu in timed:
-            seconds, cpu_seconds = time_step(fn, lambda: _sync(self.device))
+            seconds, cpu_seconds = time_step(fn, lambda: synchronize(self.device))
             wall.append(seconds)
             cpu.append(cpu_seconds)
 

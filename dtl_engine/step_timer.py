@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Callable
 
+import torch
+
 _M_TRIM_THRESHOLD = -1   # glibc's mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
 _KEEP = 1 << 30          # blocks up to 1 GiB come from the heap, and the heap is never trimmed below 1 GiB
@@ -34,6 +36,14 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # musl and other C libraries have no mallopt
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, _KEEP)) and bool(mallopt(_M_TRIM_THRESHOLD, _KEEP))
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (CUDA, MPS); nothing to wait for on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def time_step(step: Callable[[], None], sync: Callable[[], None] = lambda: None) -> tuple[float, float]:
