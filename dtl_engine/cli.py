@@ -276,12 +276,12 @@ def _run_training(start: Callable[[RunListener, StopToken], Any]) -> int:
         if result.kept_previous:
             print(f"Stopped before training began: nothing was trained, and the run in {run_dir} is kept as it was.")
             return EXIT_INTERRUPTED
-        if not RunFolder(run_dir).last_weights.exists():
+        checkpoint = RunFolder(run_dir).last_weights
+        if not checkpoint.exists():
             print("Stopped before the first step: nothing was trained yet.")
             print(f"Start it over with: python -m dtl_engine resume {run_dir}")
             return EXIT_INTERRUPTED
-        print(f"Stopped after {result.epochs_done} complete epoch(s); the checkpoint is "
-              f"{RunFolder(run_dir).last_weights}.")
+        print(f"Stopped after {result.epochs_done} complete epoch(s); the checkpoint is {checkpoint}.")
         print(f"Continue with: python -m dtl_engine resume {run_dir}")
         return EXIT_INTERRUPTED
     best = f"{result.best_val_acc:.1%}" if result.best_val_acc is not None else "n/a"

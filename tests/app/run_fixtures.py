@@ -95,3 +95,13 @@ def finished_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DTL_STUDIO_HOME", str(root / "home"))
         return train_now(data, epochs=3)
+
+
+@pytest.fixture(scope="module")
+def exported(finished_run, tmp_path_factory):
+    """The shared run and its TorchScript file, exported once without the slow verification."""
+    from dtl_engine.export import export_torchscript
+
+    out = tmp_path_factory.mktemp("export") / "model.pt"
+    export_torchscript(finished_run.run_dir, out, verify=False)
+    return finished_run, out

@@ -15,17 +15,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from app.pages.export_page import ExportPage
 from app.widgets import classify_folder_dialog as dialog_module
-from run_fixtures import COLOURS, finished_run, make_image_folder  # noqa: F401
-
-
-@pytest.fixture(scope="module")
-def exported(finished_run, tmp_path_factory):
-    """The shared run exported once, without the slow verification (this module tests the folder work)."""
-    from dtl_engine.export import export_torchscript
-
-    out = tmp_path_factory.mktemp("export") / "model.pt"
-    export_torchscript(finished_run.run_dir, out, verify=False)
-    return finished_run, out
+from run_fixtures import COLOURS, exported, finished_run, make_image_folder  # noqa: F401
 
 
 def _hashes(folder: Path) -> dict[str, str]:

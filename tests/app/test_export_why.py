@@ -11,17 +11,7 @@ pytest.importorskip("pytestqt")
 from PIL import Image
 
 from app.pages.export_page import ExportPage
-from run_fixtures import finished_run  # noqa: F401
-
-
-@pytest.fixture(scope="module")
-def exported(finished_run, tmp_path_factory):
-    """The shared run exported once, without the slow verification (this module tests the heatmap)."""
-    from dtl_engine.export import export_torchscript
-
-    out = tmp_path_factory.mktemp("export") / "model.pt"
-    export_torchscript(finished_run.run_dir, out, verify=False)
-    return finished_run, out
+from run_fixtures import exported, finished_run  # noqa: F401
 
 
 def _qimage_array(image) -> np.ndarray:
