@@ -105,3 +105,20 @@ def exported(finished_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "model.pt"
     export_torchscript(finished_run.run_dir, out, verify=False)
     return finished_run, out
+
+
+class ReplaceAnswers:
+    """Answers the app's one "Replace the file?" question (``error_dialog.ask_to_replace``) and keeps each text."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.asked: list[str] = []
+        self._monkeypatch = monkeypatch
+
+    def answer(self, choice) -> None:
+        """From now on the question gets ``choice`` (a ``QMessageBox.StandardButton``)."""
+        from PySide6.QtWidgets import QMessageBox
+
+        def question(*args, **kwargs):
+            self.asked.append(args[2])
+            return choice
+        self._monkeypatch.setattr(QMessageBox, "question", question)

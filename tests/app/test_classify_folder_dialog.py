@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from app.pages.export_page import ExportPage
 from app.widgets import classify_folder_dialog as dialog_module
-from run_fixtures import COLOURS, exported, finished_run, make_image_folder  # noqa: F401
+from run_fixtures import COLOURS, ReplaceAnswers, exported, finished_run, make_image_folder  # noqa: F401
 
 
 def _hashes(folder: Path) -> dict[str, str]:
@@ -146,21 +146,14 @@ def test_refusals_are_the_engines_sentences_and_an_existing_csv_is_asked_about(q
     existing = places / "old.csv"
     existing.write_text("keep me", encoding="utf-8")
     dialog.csv_edit.setText(str(existing))
-    asked = []
-
-    def answer(choice):
-        def question(*args, **kwargs):
-            asked.append(args[2])
-            return choice
-        return question
-
-    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.No))
+    replace = ReplaceAnswers(monkeypatch)
+    replace.answer(QMessageBox.StandardButton.No)
     dialog.start_button.click()
     qtbot.wait(200)
-    assert len(asked) == 1 and "already exists" in asked[0]
+    assert len(replace.asked) == 1 and "already exists" in replace.asked[0]
     assert not dialog.is_running() and existing.read_text(encoding="utf-8") == "keep me"
 
-    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.Yes))
+    replace.answer(QMessageBox.StandardButton.Yes)
     with qtbot.waitSignal(dialog.classified, timeout=120_000):
         dialog.start_button.click()
     qtbot.waitUntil(lambda: not dialog.is_running(), timeout=10_000)

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from app.pages import export_page as export_module
 from app.pages.export_page import ExportPage
-from run_fixtures import finished_run  # noqa: F401
+from run_fixtures import ReplaceAnswers, finished_run  # noqa: F401
 
 SCREENS = os.environ.get("DTL_SCREENSHOT_DIR")
 
@@ -101,23 +101,16 @@ def test_existing_file_asks_before_overwriting(qtbot, finished_run, tmp_path, mo
     out.write_bytes(b"keep me")
     page = _page(qtbot, finished_run.run_dir)
     page.path_edit.setText(str(out))
-    asked = []
-
-    def answer(choice):
-        def question(*args, **kwargs):
-            asked.append(args[2])
-            return choice
-        return question
-
-    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.No))
+    replace = ReplaceAnswers(monkeypatch)
+    replace.answer(QMessageBox.StandardButton.No)
     page.export_button.click()
     qtbot.wait(200)
-    assert len(asked) == 1 and "already exists" in asked[0]
+    assert len(replace.asked) == 1 and "already exists" in replace.asked[0]
     assert out.read_bytes() == b"keep me" and page.export_button.isEnabled()
 
-    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.Yes))
+    replace.answer(QMessageBox.StandardButton.Yes)
     result = _export(qtbot, page)
-    assert len(asked) == 2 and result.verified
+    assert len(replace.asked) == 2 and result.verified
     assert out.read_bytes() != b"keep me"
 
 

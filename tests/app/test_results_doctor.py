@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("pytestqt")
 
 from app.pages.results_page import ResultsPage
-from run_fixtures import make_image_folder, train_now
+from run_fixtures import ReplaceAnswers, make_image_folder, train_now
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -118,17 +118,11 @@ def test_suggested_moves_are_saved_as_csv_and_an_existing_file_is_replaced_only_
     assert "Nothing was moved" in doctor.summary.text()
 
     out.write_text("mine", encoding="utf-8")
-    asked: list[str] = []
-
-    def answer(choice):
-        def ask(*args, **kwargs):
-            asked.append(args[2])
-            return choice
-        return ask
-    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.No))
+    replace = ReplaceAnswers(monkeypatch)
+    replace.answer(QMessageBox.StandardButton.No)
     assert doctor.save_moves(str(out)) is None
-    assert out.read_text(encoding="utf-8") == "mine" and "already exists" in asked[-1]
-    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.Yes))
+    assert out.read_text(encoding="utf-8") == "mine" and "already exists" in replace.asked[-1]
+    replace.answer(QMessageBox.StandardButton.Yes)
     assert doctor.save_moves(str(out)) == out.resolve()
     assert out.read_text(encoding="utf-8").startswith("path,from_class")
 
