@@ -48,7 +48,8 @@ CURATED: tuple[BackboneInfo, ...] = (
 )
 
 
-# Large backbones for 8–12 GB cards; figures from dtl_engine.large_models (the memory probe, batch 32, 224 px, bf16).
+# Large backbones for 8–12 GB cards; figures from dtl_engine.sizing.large_models
+# (the memory probe, batch 32, 224 px, bf16).
 CURATED += (
     BackboneInfo("vit_large_patch16_224.augreg_in21k", "ViT-L/16 · ImageNet-21k", 303_301_632, 224, 24, "vit",
                  "DTL needs ~1.3 GB at batch 32 with every saver (full fine-tuning ~10.3 GB)."),

@@ -1,8 +1,8 @@
 """Follows a run that another process writes (the command line, ``torchrun``, a cluster job) from its event log.
 
 Every poll is a short job of :mod:`app.jobs` that reads only the bytes the run's event log
-gained since the last poll (:func:`dtl_engine.event_log.read_events`: a half-written last line
-waits for the next poll) and the run's status (:meth:`dtl_engine.run_folder.RunFolder.status`,
+gained since the last poll (:func:`dtl_engine.runs.event_log.read_events`: a half-written last line
+waits for the next poll) and the run's status (:meth:`dtl_engine.runs.folder.RunFolder.status`,
 which tells a dead writer's "running" run as interrupted). A job, not the GUI thread, because a
 cluster's run folder may sit on a network file system that answers slowly. The next poll is
 asked for only when the last one has answered, so polls never pile up.
@@ -98,8 +98,8 @@ def digest_events(events: list[dict]) -> LogDigest:
 def read_new(run_dir: str, offset: int) -> tuple[list[dict], int, dict | None]:
     """(events after ``offset``, the offset to go on from, the run record with its effective status or None)."""
     from dtl_engine.errors import RunError
-    from dtl_engine.event_log import read_events
-    from dtl_engine.run_folder import EVENT_LOG, RunFolder, effective_status
+    from dtl_engine.runs.event_log import read_events
+    from dtl_engine.runs.folder import EVENT_LOG, RunFolder, effective_status
 
     events, offset = read_events(Path(run_dir) / EVENT_LOG, offset)
     folder = RunFolder(run_dir)
@@ -120,7 +120,7 @@ def is_live(run_dir: str | Path) -> bool:
     or status says it ended. Reads one small file (the GUI thread may call it).
     """
     from dtl_engine.errors import RunError
-    from dtl_engine.run_folder import RunFolder
+    from dtl_engine.runs.folder import RunFolder
 
     folder = RunFolder(run_dir)
     try:

@@ -104,7 +104,7 @@ def epochs_done(run_dir: str | None) -> int | None:
     if not run_dir:
         return None
     from dtl_engine.errors import RunError
-    from dtl_engine.run_folder import RunFolder
+    from dtl_engine.runs.folder import RunFolder
 
     folder = RunFolder(run_dir)
     if not folder.has_run_file():

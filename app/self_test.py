@@ -73,7 +73,7 @@ def _check_imports() -> str:
     import torch
     import torchvision
 
-    from dtl_engine.training.devices import select_device
+    from dtl_engine.devices import select_device
 
     _, device_name = select_device("auto")
     return (
@@ -137,7 +137,7 @@ def _run_checks(state: dict[str, Any], checks: _Checks, work: Path) -> None:
         return f"TorchScript verified, max diff {result.max_abs_diff:.2e}"
 
     def predict_one() -> str:
-        predict = _import_attr(["dtl_engine.predict"], "predict")
+        predict = _import_attr(["dtl_engine.inference.predict"], "predict")
         ranked = predict(state["export"], [state["one_image"]], top_k=3)
         if len(ranked) != 1 or not ranked[0]:
             raise RuntimeError("the reloaded export gave no prediction")

@@ -2,7 +2,7 @@
 
 The Train step's "Use all N GPUs" starts
 ``python -m torch.distributed.run --standalone --nproc_per_node N -m dtl_engine train DIR …``
-with the step's settings (:func:`dtl_engine.cli.train_arguments`) in a run folder the app names,
+with the step's settings (:func:`dtl_engine.cli.main.train_arguments`) in a run folder the app names,
 and follows that folder's event log like any other run (:mod:`app.run_follower`).
 
 The process is awaited by a job of :mod:`app.jobs` (the app's one way to run background work):
@@ -51,7 +51,7 @@ def torchrun_command(config: Any, run_dir: str | Path, processes: int, extra_arg
     Raises :class:`~dtl_engine.errors.RunError` for a setting the command line cannot take.
     ``extra_args``: further ``train`` options (tests pass ``--model-kwargs`` for a tiny backbone).
     """
-    from dtl_engine.cli import train_arguments
+    from dtl_engine.cli.main import train_arguments
 
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(processes)}",
             "-m", "dtl_engine", "train", *train_arguments(config), "--out", str(run_dir), *extra_args]

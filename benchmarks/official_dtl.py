@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dtl_engine.memory_probe import SavedTensorCounter, model_state_tensors
-from dtl_engine.model import DTLModel, build_model
-from dtl_engine.step_timer import keep_freed_memory, synchronize, time_step
+from dtl_engine.sizing.memory_probe import SavedTensorCounter, model_state_tensors
+from dtl_engine.model.dtl import DTLModel, build_model
+from dtl_engine.bench.step_timer import keep_freed_memory, synchronize, time_step
 
 
 class OfficialDTL(nn.Module):

@@ -4,9 +4,9 @@ The library behind DTL Studio. It never imports Qt; the desktop app listens to i
 """
 from __future__ import annotations
 
-from .config import TrainConfig
-from .errors import BackboneError, DataError, DTLError, ExportError, RunError, WeightsError
-from .listener import RunListener, StopToken
+from dtl_engine.config import TrainConfig
+from dtl_engine.errors import BackboneError, DataError, DTLError, ExportError, RunError, WeightsError
+from dtl_engine.listener import RunListener, StopToken
 
 __version__ = "0.1.0"
 
@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # Heavy pieces (torch, timm) load on first use so `import dtl_engine` stays instant.
     if name in ("build_model", "DTLModel"):
-        from . import model
+        from dtl_engine.model import dtl as model
         return getattr(model, name)
     raise AttributeError(f"module 'dtl_engine' has no attribute '{name}'")
 

@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import RunError
-from .recipes import RECIPES, recipe_values
-from .registry import METHOD_NAMES
+from dtl_engine.errors import RunError
+from dtl_engine.recipes import RECIPES, recipe_values
+from dtl_engine.registry import METHOD_NAMES
 
 METHODS = METHOD_NAMES                  # dtl, dtl+, linear (see dtl_engine.registry)
 AUGMENTS = ("auto", "none", "light-noflip", "light", "standard")

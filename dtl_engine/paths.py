@@ -12,7 +12,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .errors import DTLError
+from dtl_engine.errors import DTLError
 
 APP_NAME = "DTL Studio"
 HOME_ENV = "DTL_STUDIO_HOME"

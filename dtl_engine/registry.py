@@ -1,7 +1,7 @@
 """The one registry of backbone families and training methods (plain data; imports neither torch nor timm).
 
 What each family supports and its defaults live here; the engine's adapters
-(:mod:`dtl_engine.adapters`) bind a family to a built timm model, and the app's
+(:mod:`dtl_engine.model.adapters`) bind a family to a built timm model, and the app's
 backbone catalog (``app/backbones.py``) and Model step read the same entries.
 A new family is one :class:`FamilySpec` here plus one adapter class.
 """

@@ -73,8 +73,8 @@ def _timed_steps(method: str, backbone: str, precision: str, dev: torch.device, 
                  checkpoint_blocks: bool, batch: int, steps: int, warmup: int, model_kwargs: dict[str, Any] | None,
                  num_classes: int) -> list[float]:
     """Seconds of each of ``steps`` AdamW steps on random data, after ``warmup`` untimed ones."""
-    from dtl_engine.half_weights import cast_frozen_weights
-    from dtl_engine.memory_probe import autocast_context, build_method_model, input_hw
+    from dtl_engine.model.half_weights import cast_frozen_weights
+    from dtl_engine.sizing.memory_probe import autocast_context, build_method_model, input_hw
 
     cuda = dev.type == "cuda"
     with dev:  # initialise the random weights where they will live
@@ -129,7 +129,7 @@ def loader_throughput(count: int = 256, workers: tuple[int, ...] = (0, 4), batch
                       backbone: str = BACKBONE, model_kwargs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Images per second through the training transform ('light' augmentation), per worker count."""
     from dtl_engine.data import ImageDataset, build_transform
-    from dtl_engine.model import build_model
+    from dtl_engine.model.dtl import build_model
 
     with torch.device("meta"):
         config = build_model(backbone, 2, weights="random", model_kwargs=model_kwargs).data_config
@@ -150,7 +150,7 @@ def loader_throughput(count: int = 256, workers: tuple[int, ...] = (0, 4), batch
 def planner_vs_measured(backbone: str, memory_bytes: int | None = None,
                         measure: Callable[..., dict[str, Any]] = measure_step) -> dict[str, Any]:
     """The planner's estimate for its recommended setting against the measured peak of that setting."""
-    from dtl_engine.planner import plan_fit
+    from dtl_engine.sizing.planner import plan_fit
 
     plan = plan_fit(backbone, memory_bytes)
     if plan.choice is None:
@@ -201,7 +201,7 @@ def run_checks(deadline: float, progress: Callable[[str], None] = print) -> dict
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as plain-text tables."""
-    from dtl_engine.memory_probe import format_bytes
+    from dtl_engine.sizing.memory_probe import format_bytes
 
     lines = [f"{report['device']}, torch {report['torch']}; {report['backbone']}, batch {report['batch']}, 224 px",
              "", f"{'training step':<42} {'precision':>9} {'step ms':>8} {'peak':>10}"]

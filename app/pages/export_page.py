@@ -46,7 +46,7 @@ def run_data_folder(run_dir: str | None) -> Path | None:
     if not run_dir:
         return None
     from dtl_engine.errors import RunError
-    from dtl_engine.run_folder import RunFolder
+    from dtl_engine.runs.folder import RunFolder
 
     try:
         folder = Path(str(RunFolder(run_dir).read_config().get("data_dir") or ""))
@@ -68,7 +68,7 @@ def run_predict(export_path: str, images: list[str]):
 
     An unreadable image gets its reason (and no classes); the other images keep their results.
     """
-    from dtl_engine.predict import predict_each
+    from dtl_engine.inference.predict import predict_each
 
     results = predict_each(export_path, images, top_k=3)
     return [r.top for r in results], [read_thumbnail(p, 56) for p in images], [r.error for r in results]
@@ -357,7 +357,7 @@ class ExportPage(QWidget):
         paths = [str(p) for p in paths]
         self.try_hint.setText(f"Predicting {len(paths)} image(s)…")
         jobs.submit(lambda _job: run_predict(export_path, paths), kind="predict", what="The prediction",
-                    context=self, imports=("dtl_engine.predict",),
+                    context=self, imports=("dtl_engine.inference.predict",),
                     on_done=lambda out: self._show_predictions(paths, *out), on_error=self._predict_failed)
 
     def _show_predictions(self, paths: list[str], predictions: list, thumbs: list,

@@ -409,7 +409,7 @@ class ModelPage(QWidget):
         self._changed()
 
         def defaults(_job: jobs.Job) -> tuple[str, dict]:
-            from dtl_engine.model import backbone_defaults
+            from dtl_engine.model.dtl import backbone_defaults
             return name, backbone_defaults(name)
 
         # The same lane as the picker's facts: model building stays on one core, in order.
@@ -500,7 +500,7 @@ class ModelPage(QWidget):
                       half_frozen_weights=d.get("half_frozen_weights", True), num_classes=self.num_classes)
 
         def estimate(_job: jobs.Job) -> tuple:
-            from dtl_engine.memory_probe import estimate_memory
+            from dtl_engine.sizing.memory_probe import estimate_memory
             return request, kwargs, estimate_memory(**kwargs)
 
         if self._estimate_job is not None:
@@ -546,7 +546,7 @@ class ModelPage(QWidget):
         probe, num_classes = self.gpu_fit.probe, self.num_classes
 
         def plan(_job: jobs.Job):
-            from dtl_engine.planner import plan_fit
+            from dtl_engine.sizing.planner import plan_fit
             gpu = probe()                   # the free memory now, not when the page opened
             if gpu is None:
                 return key, None, None

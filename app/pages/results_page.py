@@ -38,7 +38,7 @@ def load_evaluation(run_dir: str | Path, job: jobs.Job | None = None):
     With ``job``, a fresh evaluation reports ``(done, total)`` images as the job's progress and
     stops when the job is cancelled.
     """
-    from dtl_engine.evaluate import current_evaluation
+    from dtl_engine.inference.evaluate import current_evaluation
 
     if job is None:
         return current_evaluation(run_dir)

@@ -37,7 +37,7 @@ def backbone_text(backbone: str, weights: str) -> str:
 
 def list_runs() -> list[Any]:
     """The engine's run list (newest first)."""
-    from dtl_engine.runs import list_runs as engine_list_runs
+    from dtl_engine.runs.listing import list_runs as engine_list_runs
 
     return list(engine_list_runs())
 
@@ -142,7 +142,7 @@ class RunsPage(QWidget):
         self.cache_line.refresh()
         self._status = (self._status[0], "Listing past runs…") if not self.runs else self._status
         jobs.submit(lambda _job: list_runs(), kind="list-runs", what="Listing the runs", context=self,
-                    lane="list-runs", imports=("dtl_engine.runs",), on_done=self._fill,
+                    lane="list-runs", imports=("dtl_engine.runs.listing",), on_done=self._fill,
                     on_error=self._list_failed)
 
     def _list_failed(self, message: str, details: str) -> None:
@@ -256,7 +256,7 @@ class RunsPage(QWidget):
 
     def open_run_folder(self, folder: str) -> bool:
         """Open the run in ``folder`` (any place, e.g. a cluster's shared disk); False with a message if none."""
-        from dtl_engine.run_folder import EVENT_LOG, RUN_FILE, RunFolder
+        from dtl_engine.runs.folder import EVENT_LOG, RUN_FILE, RunFolder
 
         if RunFolder(folder).has_run_file() or (Path(folder) / EVENT_LOG).is_file():
             self.open_run.emit(str(folder))

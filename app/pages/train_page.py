@@ -31,7 +31,7 @@ from dtl_engine.formatting import format_bytes, format_count, format_duration, f
 
 def read_metrics(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
     """(per-epoch records, per-step records) of a run; the steps come from :func:`read_event_history`."""
-    from dtl_engine.run_folder import RunFolder
+    from dtl_engine.runs.folder import RunFolder
 
     return RunFolder(run_dir).read_metrics(), []
 
@@ -41,8 +41,8 @@ def read_event_history(run_dir: str | Path) -> tuple[list[dict], list[str]]:
 
     A resumed run logs the steps it trained again after the resume point; the later ones count.
     """
-    from dtl_engine.event_log import read_events
-    from dtl_engine.run_folder import EVENT_LOG
+    from dtl_engine.runs.event_log import read_events
+    from dtl_engine.runs.folder import EVENT_LOG
 
     events, _ = read_events(Path(run_dir) / EVENT_LOG)
     return event_history(events)
@@ -338,7 +338,7 @@ class TrainPage(QWidget):
         if config is None:
             return
         from dtl_engine.errors import DTLError
-        from dtl_engine.run_folder import new_run_dir
+        from dtl_engine.runs.folder import new_run_dir
 
         try:
             run_dir = new_run_dir(config.backbone, config.method, image_size=config.image_size)
@@ -363,7 +363,7 @@ class TrainPage(QWidget):
         follower.start()
 
     def _launch_ended(self, launch: SubprocessRun, run_dir: str, code: int, message: str) -> None:
-        from dtl_engine.run_folder import RunFolder
+        from dtl_engine.runs.folder import RunFolder
 
         follower = self._follower if self._follower is not None and self._follower.run_dir == run_dir else None
         if follower is not None and launch.stop_requested and not RunFolder(run_dir).has_run_file():
@@ -436,7 +436,7 @@ class TrainPage(QWidget):
     def load_history(self, run_dir: str, quiet: bool = False) -> None:
         """Draw a finished (or stopped) run's curves from its recorded epochs."""
         from dtl_engine.errors import RunError
-        from dtl_engine.run_folder import RunFolder
+        from dtl_engine.runs.folder import RunFolder
 
         if not quiet and not self.can_start():
             self.log(f"A run is training: {Path(run_dir).name} can be shown once it has ended")

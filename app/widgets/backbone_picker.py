@@ -19,7 +19,7 @@ from dtl_engine.registry import family_of
 
 def _weights_cached(name: str) -> bool | None:
     try:
-        from dtl_engine.weights import weights_cached
+        from dtl_engine.model.weights import weights_cached
     except ImportError:
         return None
     try:

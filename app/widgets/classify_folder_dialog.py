@@ -1,6 +1,6 @@
 """"Classify a folder…": sort a folder of new images with an exported model, in the background.
 
-The engine (:func:`dtl_engine.classify_folder.classify_folder`) only reads the input folder,
+The engine (:func:`dtl_engine.inference.classify_folder.classify_folder`) only reads the input folder,
 writes one CSV row per file and, when asked, copies (never moves) each image into
 ``<sort folder>/<class>/`` or ``_unsure/``. This dialog picks the places (suggested outside
 the input folder), shows the engine's refusal sentences as they are, runs the work as one
@@ -53,7 +53,7 @@ def suggest_place(folder: Path, name: str, bases: list[Path]) -> Path | None:
 def classify_in_background(job: Any, model: str, folder: str, csv_path: str, sort_into: str | None,
                            min_confidence: float, replace: bool, stop: threading.Event) -> Any:
     """Run the engine on a worker thread; with ``replace``, the finished CSV then takes the old one's place."""
-    from dtl_engine.classify_folder import classify_folder
+    from dtl_engine.inference.classify_folder import classify_folder
 
     target = Path(csv_path).expanduser()
     # The engine refuses an existing CSV; a replacement is written under a fresh name beside it first,
@@ -264,7 +264,7 @@ class ClassifyFolderDialog(QDialog):
         self._job = jobs.submit(
             lambda job: classify_in_background(job, model, folder, csv_path, sort_into, min_confidence, replace,
                                                stop),
-            kind="classify-folder", what=UNEXPECTED, context=self, imports=("dtl_engine.predict",),
+            kind="classify-folder", what=UNEXPECTED, context=self, imports=("dtl_engine.inference.predict",),
             on_progress=self._progressed, on_done=self._done, on_error=self._failed, on_cancel=stop.set,
             on_ended=self._ended)
         self._update()

@@ -1,6 +1,6 @@
 """Results' "Data doctor": what may be wrong with a run's images, with thumbnails.
 
-A button runs :func:`dtl_engine.doctor.diagnose_run` in a background job (with
+A button runs :func:`dtl_engine.inference.doctor.diagnose_run` in a background job (with
 progress, stoppable); the findings (duplicates and leakage across splits, likely
 mislabeled images with the suggested label, class imbalance, images far from their
 class, unreadable files) fill a table with a thumbnail per image. The suggested
@@ -46,7 +46,7 @@ def _html(text: str) -> str:
 
 def run_doctor(job: jobs.Job, run_dir: str) -> Any:
     """The doctor's report of ``run_dir``; progress ``(done, total)`` about every 1 % of the images."""
-    from dtl_engine.doctor import diagnose_run
+    from dtl_engine.inference.doctor import diagnose_run
 
     last = [-1]
 
@@ -258,7 +258,7 @@ class DoctorPanel(QWidget):
     def save_moves(self, path: str) -> Path | None:
         """Write the suggested moves to ``path``; asks before replacing a file; None when nothing was written."""
         from dtl_engine.errors import DTLError
-        from dtl_engine.run_folder import RunFolder
+        from dtl_engine.runs.folder import RunFolder
 
         if self.report is None:
             return None

@@ -1,7 +1,7 @@
 """The Model step's "Fit to my GPU" row: which GPU this machine has, its free memory, and the button.
 
 Reading the GPU imports torch and initialises CUDA, so it runs as a background job. The GPU facts
-come from a *probe* (by default :func:`dtl_engine.planner.current_gpu`); tests hand in a fake one.
+come from a *probe* (by default :func:`dtl_engine.sizing.planner.current_gpu`); tests hand in a fake one.
 The page owns the planning and the settings; this row only shows the GPU, the button and the outcome.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWi
 
 from app import jobs
 from dtl_engine.formatting import format_bytes
-from dtl_engine.planner import GpuInfo
+from dtl_engine.sizing.planner import GpuInfo
 
 GpuProbe = Callable[[], Optional[GpuInfo]]
 NO_GPU = "No GPU found: training runs on the CPU."
@@ -23,7 +23,7 @@ FIT_TIP = ("Choose the precision, memory savers and batch size that fit this GPU
 
 def default_gpu_probe() -> GpuInfo | None:
     """The current CUDA device (imports torch: call it off the GUI thread)."""
-    from dtl_engine.planner import current_gpu
+    from dtl_engine.sizing.planner import current_gpu
 
     return current_gpu()
 

@@ -1,6 +1,6 @@
 """Compare two to four runs: their curves overlaid, the settings that differ marked, final figures side by side.
 
-The runs are read in the background by the engine (:func:`dtl_engine.run_compare.compare_runs`,
+The runs are read in the background by the engine (:func:`dtl_engine.runs.compare.compare_runs`,
 which goes through the run-folder owner); this window only lays them out.
 """
 from __future__ import annotations
@@ -104,7 +104,7 @@ class RunCompareDialog(QDialog):
 
         run_dirs = self.run_dirs
         jobs.submit(lambda _job: _compare(run_dirs), kind="compare-runs", what="Reading the runs", context=self,
-                    imports=("dtl_engine.run_compare",), on_done=self._fill, on_error=self._failed)
+                    imports=("dtl_engine.runs.compare",), on_done=self._fill, on_error=self._failed)
 
     @staticmethod
     def _table() -> QTableWidget:
@@ -226,7 +226,7 @@ class RunCompareDialog(QDialog):
 
 
 def _compare(run_dirs: list[str]) -> Any:
-    from dtl_engine.run_compare import compare_runs
+    from dtl_engine.runs.compare import compare_runs
 
     return compare_runs(run_dirs)
 

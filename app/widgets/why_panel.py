@@ -1,7 +1,7 @@
 """"Why?": where the model looked, as a heatmap over the image, computed on demand in the background.
 
-The engine's :func:`dtl_engine.explain.explain_image` takes Grad-CAM through the run's trained
-side network and classifier; :func:`dtl_engine.explain.overlay` lays it over the photo. The
+The engine's :func:`dtl_engine.inference.explain.explain_image` takes Grad-CAM through the run's trained
+side network and classifier; :func:`dtl_engine.inference.explain.overlay` lays it over the photo. The
 run's model is loaded once per run (in the job's lane, so one heatmap is worked out at a time)
 and kept for the next image.
 """
@@ -28,8 +28,8 @@ def pil_to_qimage(picture: Any) -> QImage:
 
 def explain_in_background(cache: dict[str, Any], run_dir: str, image_path: str) -> tuple[Any, QImage]:
     """The heatmap of the run's best model for one image, and the photo with it laid over (a worker thread)."""
-    from dtl_engine.explain import explain_image, overlay
-    from dtl_engine.runs import load_run_model
+    from dtl_engine.inference.explain import explain_image, overlay
+    from dtl_engine.runs.listing import load_run_model
 
     if cache.get("run_dir") != run_dir:
         model, classes = load_run_model(run_dir, which="best")

@@ -8,14 +8,14 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from .images import check_image, load_image
-from .sample import ensure_sample_dataset, sample_dataset_info
-from .scan import ScanCancelled, ScanResult, SkippedFile, scan_folder
-from .split import Split, make_split
+from dtl_engine.data.images import check_image, load_image
+from dtl_engine.data.sample import ensure_sample_dataset, sample_dataset_info
+from dtl_engine.data.scan import ScanCancelled, ScanResult, SkippedFile, scan_folder
+from dtl_engine.data.split import Split, make_split
 
 if TYPE_CHECKING:
-    from .dataset import ImageDataset, collate_samples
-    from .transforms import AUGMENT_PRESETS, build_transform
+    from dtl_engine.data.dataset import ImageDataset, collate_samples
+    from dtl_engine.data.transforms import AUGMENT_PRESETS, build_transform
 
 _LAZY = {"ImageDataset": ".dataset", "collate_samples": ".dataset",
          "build_transform": ".transforms", "AUGMENT_PRESETS": ".transforms"}

@@ -14,8 +14,8 @@ from typing import Any, NamedTuple
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from ..errors import DataError
-from .images import load_image
+from dtl_engine.errors import DataError
+from dtl_engine.data.images import load_image
 
 FailureFn = Callable[[str, str], None]
 

@@ -34,7 +34,7 @@ _STALE_SECONDS = 300                     # a lock or temporary file this old bel
 
 
 def _settings_path() -> Path:
-    from ..paths import cache_dir
+    from dtl_engine.paths import cache_dir
 
     return cache_dir() / SETTINGS_FILE
 
@@ -54,7 +54,7 @@ def set_budget_mb(mb: int) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"image_cache_mb": max(0, int(mb))}), encoding="utf-8")
     os.replace(tmp, path)
-    from .image_cache import feature_cache_dir, image_cache_dir
+    from dtl_engine.data.image_cache import feature_cache_dir, image_cache_dir
 
     for folder in (image_cache_dir(), feature_cache_dir()):
         DiskStore(folder).trim()

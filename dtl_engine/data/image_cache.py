@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .disk_store import (  # noqa: F401
+from dtl_engine.data.disk_store import (  # noqa: F401
     DEFAULT_BUDGET_MB,
     FORMAT_VERSION,
     CacheInfo,
@@ -26,7 +26,7 @@ from .disk_store import (  # noqa: F401
     budget_mb,
     set_budget_mb,
 )
-from .images import load_image
+from dtl_engine.data.images import load_image
 
 _MAGIC = b"DTLI"
 _RESAMPLE = Image.Resampling.BICUBIC
@@ -34,7 +34,7 @@ _RESAMPLE = Image.Resampling.BICUBIC
 
 def image_cache_dir() -> Path:
     """The folder of the decoded-image cache (inside the per-user cache folder)."""
-    from ..paths import cache_dir
+    from dtl_engine.paths import cache_dir
 
     return cache_dir() / "images"
 
@@ -93,7 +93,7 @@ def _decode_entry(data: bytes) -> Image.Image | None:
 
 def default_image_cache() -> ImageCache | None:
     """The per-user image cache, or None when it is turned off (budget 0) or its folder cannot be made."""
-    from ..errors import DTLError
+    from dtl_engine.errors import DTLError
 
     try:
         cache = ImageCache()
@@ -104,7 +104,7 @@ def default_image_cache() -> ImageCache | None:
 
 def feature_cache_dir() -> Path:
     """The folder of the frozen-feature store (linear probe features, same rules as the image cache)."""
-    from ..paths import cache_dir
+    from dtl_engine.paths import cache_dir
 
     return cache_dir() / "features"
 

@@ -16,8 +16,8 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import DataError
-from ..fileio import NOT_REGULAR, NotRegularFileError, open_regular
+from dtl_engine.errors import DataError
+from dtl_engine.fileio import NOT_REGULAR, NotRegularFileError, open_regular
 
 # Bytes at the end of a JPEG searched for its end-of-image marker (cheap truncation check).
 _JPEG_TAIL = 4096

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError
-from ..paths import sample_data_dir
+from dtl_engine.errors import DataError
+from dtl_engine.paths import sample_data_dir
 
 SAMPLE_VERSION = 1
 IMAGE_SIDE = 48

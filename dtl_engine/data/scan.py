@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
-from .images import check_image
+from dtl_engine.errors import DataError
+from dtl_engine.data.images import check_image
 
 ProgressFn = Callable[[int, "int | None"], None]
 StopFn = Callable[[], bool]

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .scan import ScanResult, StopFn, scan_folder
+from dtl_engine.data.scan import ScanResult, StopFn, scan_folder
 
 
 def scan_still_valid(scan: ScanResult, root: str | os.PathLike[str]) -> bool:

@@ -5,8 +5,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import DataError
-from .scan import ScanResult
+from dtl_engine.errors import DataError
+from dtl_engine.data.scan import ScanResult
 
 Sample = tuple[str, int]
 

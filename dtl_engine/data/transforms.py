@@ -19,7 +19,7 @@ from typing import Any
 
 from timm.data import create_transform, resolve_data_config
 
-from ..errors import DataError
+from dtl_engine.errors import DataError
 
 AUGMENT_PRESETS = ("none", "light-noflip", "light", "standard")
 # timm's RandAugment policy of its ImageNet recipes, with the sampled magnitude capped

@@ -5,14 +5,14 @@
 """
 from __future__ import annotations
 
-from .common import ExportResult
-from .core import FORMATS, export_model
-from .run_export import export_onnx, export_run, export_torchscript
+from dtl_engine.export.common import ExportResult
+from dtl_engine.export.core import FORMATS, export_model
+from dtl_engine.export.run_export import export_onnx, export_run, export_torchscript
 
 
 def load_exported(path):  # re-exported for the contract's import path
-    """Load an export (see :func:`dtl_engine.predict.load_exported`)."""
-    from ..predict import load_exported as _load
+    """Load an export (see :func:`dtl_engine.inference.predict.load_exported`)."""
+    from dtl_engine.inference.predict import load_exported as _load
 
     return _load(path)
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError, ExportError
+from dtl_engine.errors import DataError, ExportError
 
 MAX_CHECK_IMAGES = 32
 TOLERANCE = 1e-4        # largest allowed |p_export - p_engine| on any class probability (float32)
@@ -42,7 +42,7 @@ class ExportResult:
 
     def details(self) -> list[str]:
         """Printable lines: file size, latency, and the exported file's validation accuracy."""
-        from .verify import LATENCY_BATCH
+        from dtl_engine.export.verify import LATENCY_BATCH
 
         lines = [f"file size: {self.size_bytes / 1e6:.1f} MB ({self.size_bytes:,} bytes)"]
         if self.latency_single_ms is not None and self.latency_batch_ms is not None:
@@ -63,7 +63,7 @@ class ExportResult:
 def build_metadata(model: Any, classes: list[str], extra: dict[str, Any] | None, fmt: str,
                    settings: dict[str, Any]) -> dict[str, Any]:
     """Metadata embedded in every export: classes, run facts and the preprocessing used."""
-    from .. import __version__
+    from dtl_engine import __version__
 
     spec = model.spec.to_dict() if hasattr(model, "spec") else {}
     meta: dict[str, Any] = {
@@ -107,7 +107,7 @@ def check_destination(out_path: str | os.PathLike[str], overwrite: bool,
 
 def temp_path_beside(out: Path) -> Path:
     """A fresh temporary file next to ``out`` so the final os.replace is atomic."""
-    from ..fileio import reserve_beside
+    from dtl_engine.fileio import reserve_beside
 
     try:
         return reserve_beside(out)
@@ -123,7 +123,7 @@ def image_to_uint8(img: Any) -> torch.Tensor:
 
 def load_labelled_images(samples: list[tuple[str, int]]) -> tuple[list[torch.Tensor], list[int]]:
     """Readable images of ``samples`` as uint8 (1, 3, H, W) tensors with their labels; unreadable ones skipped."""
-    from ..data.images import load_image
+    from dtl_engine.data.images import load_image
 
     images: list[torch.Tensor] = []
     labels: list[int] = []
@@ -138,7 +138,7 @@ def load_labelled_images(samples: list[tuple[str, int]]) -> tuple[list[torch.Ten
 
 def load_check_images(paths: list[str], limit: int = MAX_CHECK_IMAGES) -> list[torch.Tensor]:
     """Up to ``limit`` readable images as uint8 (1, 3, H, W) tensors; unreadable files are skipped."""
-    from ..data.images import load_image
+    from dtl_engine.data.images import load_image
 
     out: list[torch.Tensor] = []
     for path in paths:

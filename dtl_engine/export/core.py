@@ -8,11 +8,12 @@ from typing import Any, cast
 
 import torch
 
-from ..errors import ExportError
-from ..fileio import PART_SUFFIX, publish_new, remove_leftovers
-from ..preprocess import preprocess_settings
-from .common import TOLERANCE, ExportResult, build_metadata, check_destination, synthetic_batch, temp_path_beside
-from .verify import check_in_fresh_process, compare, measure_options
+from dtl_engine.errors import ExportError
+from dtl_engine.fileio import PART_SUFFIX, publish_new, remove_leftovers
+from dtl_engine.data.preprocess import preprocess_settings
+from dtl_engine.export.common import (TOLERANCE, ExportResult, build_metadata, check_destination, synthetic_batch,
+                                      temp_path_beside)
+from dtl_engine.export.verify import check_in_fresh_process, compare, measure_options
 
 FORMATS = ("torchscript", "onnx")
 STALE_PART_SECONDS = 3600      # a partial export file this old belongs to no running export
@@ -64,7 +65,7 @@ def export_model(model: torch.nn.Module, classes: list[str], out_path: str | os.
         checked, worst = 0, None
         report: dict[str, Any] = {}
         if verify:
-            from ..predict import engine_probabilities
+            from dtl_engine.inference.predict import engine_probabilities
 
             images = list(check_images or []) + [synthetic_batch(settings["size"])]
             reference = [engine_probabilities(model, x, settings) for x in images]
@@ -124,9 +125,9 @@ def _add_measurements(result: ExportResult, report: dict[str, Any], repeats: int
 
 def _writer(format: str):
     if format == "torchscript":
-        from .torchscript import write_torchscript
+        from dtl_engine.export.torchscript import write_torchscript
         return write_torchscript
-    from .onnx_format import require_onnx, write_onnx
+    from dtl_engine.export.onnx_format import require_onnx, write_onnx
     require_onnx()
     return write_onnx
 

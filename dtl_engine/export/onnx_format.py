@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ExportError
+from dtl_engine.errors import ExportError
 
 OPSET = 18      # the first opset whose Resize can antialias
 _registered = False
@@ -63,7 +63,7 @@ def write_onnx(model: torch.nn.Module, settings: dict[str, Any], classes: list[s
     """Write the ONNX file; class names and metadata go into its metadata_props."""
     import onnx
 
-    from .torchscript import build_scripted
+    from dtl_engine.export.torchscript import build_scripted
 
     _register_symbolics()
     scripted = build_scripted(model, settings, classes, metadata)

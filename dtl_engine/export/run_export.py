@@ -5,9 +5,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExportError
-from .common import ExportResult, load_check_images, load_labelled_images
-from .core import export_model
+from dtl_engine.errors import ExportError
+from dtl_engine.export.common import ExportResult, load_check_images, load_labelled_images
+from dtl_engine.export.core import export_model
 
 
 def export_run(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str], format: str = "torchscript",
@@ -26,8 +26,8 @@ def export_run(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str]
     run = Path(run_dir).expanduser()
     if not run.is_dir():
         raise ExportError(f"There is no run folder at '{run}'.")
-    from ..run_folder import RunFolder
-    from ..runs import load_run_model
+    from dtl_engine.runs.folder import RunFolder
+    from dtl_engine.runs.listing import load_run_model
 
     folder = RunFolder(run)
     model, classes = load_run_model(run, which="best")
@@ -38,7 +38,7 @@ def export_run(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str]
     images = load_check_images([path for path, _ in _val_samples(folder)]) if verify else []
     measure: dict[str, Any] = {}
     if verify and measure_device is not None:
-        from ..training.devices import select_device
+        from dtl_engine.devices import select_device
 
         device, _ = select_device(measure_device)
         eval_images, eval_labels = load_labelled_images(_val_samples(folder, with_test=False))
@@ -62,7 +62,7 @@ def export_onnx(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str
 
 def _val_acc(folder: Any) -> float | None:
     """The best validation accuracy the run recorded while training (None when it has none)."""
-    from ..errors import RunError
+    from dtl_engine.errors import RunError
 
     try:
         value = folder.read_run().get("best_val_acc")
@@ -73,9 +73,9 @@ def _val_acc(folder: Any) -> float | None:
 
 def _val_samples(folder: Any, with_test: bool = True) -> list[tuple[str, int]]:
     """The run's validation images (else, ``with_test``, its test images) still there and unchanged."""
-    from ..data.split import Split
-    from ..errors import RunError
-    from ..evaluate import check_split_files
+    from dtl_engine.data.split import Split
+    from dtl_engine.errors import RunError
+    from dtl_engine.inference.evaluate import check_split_files
 
     try:
         split = Split.from_dict(folder.read_split())

@@ -3,7 +3,7 @@
 The model core is traced at its fixed input size (the DTL side network and the
 backbone adapter use Python control flow that scripting cannot follow); a small
 scripted wrapper around it takes uint8 images of any size, runs the shared
-:func:`dtl_engine.preprocess.preprocess` and returns softmax probabilities.
+:func:`dtl_engine.data.preprocess.preprocess` and returns softmax probabilities.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from typing import Any, List
 import torch
 from torch import nn
 
-from .. import fileio
-from ..errors import ExportError
-from ..preprocess import preprocess
+from dtl_engine import fileio
+from dtl_engine.errors import ExportError
+from dtl_engine.data.preprocess import preprocess
 
 
 class ExportedClassifier(nn.Module):

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ExportError
+from dtl_engine.errors import ExportError
 
 # Runs in the fresh process. It must not import timm or dtl_engine: the point is to prove
 # the file stands on its own. It reports which of those ended up imported anyway.

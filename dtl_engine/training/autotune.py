@@ -43,13 +43,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .feature_cache import FeatureCache
-from .optim import build_scheduler, warmup_steps_for
+from dtl_engine.training.feature_cache import FeatureCache
+from dtl_engine.training.optim import build_scheduler, warmup_steps_for
 
-from ..run_folder import SEARCH as SEARCH_FILE  # noqa: F401 - re-exported: the search record in the run folder
+from dtl_engine.runs.folder import SEARCH as SEARCH_FILE  # noqa: F401 - re-exported: the search record in the run folder
 
 if TYPE_CHECKING:
-    from ..model import DTLModel
+    from dtl_engine.model.dtl import DTLModel
 
 MAX_TRIAL_STEPS = 3000     # probe updates per trial at most (the run's own count below that)
 MAX_SEARCH_IMAGES = 2000   # images of the training split the search uses at most
@@ -136,7 +136,7 @@ def describe_choice(lr: float, augment: str, lr_searched: bool, augment_searched
 
 def read_search(run_dir: str | Path) -> SearchResult | None:
     """The search record of a run folder, or None when the run did not search."""
-    from ..run_folder import RunFolder
+    from dtl_engine.runs.folder import RunFolder
 
     record = RunFolder(run_dir).read_search()
     if record is None:
@@ -287,7 +287,7 @@ class AutoTuner:
                        captured: list[torch.Tensor], out: dict[int, torch.Tensor]) -> None:
         """Decode the samples ``todo`` (draft-decoded, through the loader workers) and add their features;
         their prefixes go into ``cache`` when one is given."""
-        from ..data.loader import BatchLoader, auto_num_workers, image_dataset
+        from dtl_engine.data.loader import BatchLoader, auto_num_workers, image_dataset
 
         model = self.model
         dataset = image_dataset([self.samples[i] for i in todo], model.data_config, augment,

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
-from ..errors import RunError
+from dtl_engine.errors import RunError
 
 T = TypeVar("T")
 
@@ -264,9 +264,9 @@ def setup(device_pref: str = "auto") -> Distributed:
 
 def evaluate_sharded(ctx: Distributed, model: torch.nn.Module, samples: Sequence[tuple[str, int]],
                      classes: Sequence[str], device: torch.device, data_config: dict[str, Any], **kwargs: Any) -> Any:
-    """:func:`~dtl_engine.evaluate.evaluate_model` over the whole ``samples``, each rank scoring its shard."""
-    from ..data.loader import image_dataset
-    from ..evaluate import build_evaluation, predict_probs
+    """:func:`~dtl_engine.inference.evaluate.evaluate_model` over the whole ``samples``, each rank scoring its shard."""
+    from dtl_engine.data.loader import image_dataset
+    from dtl_engine.inference.evaluate import build_evaluation, predict_probs
 
     best_epoch, split = kwargs.pop("best_epoch", None), kwargs.pop("split", "val")
     shard = ctx.shard(len(samples))

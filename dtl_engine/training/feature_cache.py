@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..run_folder import new_cache_dir, remove_cache_dir
+from dtl_engine.runs.folder import new_cache_dir, remove_cache_dir
 
 
 @dataclass

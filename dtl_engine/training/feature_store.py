@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.disk_store import DiskStore
-from ..data.image_cache import feature_cache_dir
+from dtl_engine.data.disk_store import DiskStore
+from dtl_engine.data.image_cache import feature_cache_dir
 
 _MAGIC = b"DTLF"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import psutil
 import torch
 
-from ..listener import MemorySample
+from dtl_engine.listener import MemorySample
 
 
 class MemoryMeter:

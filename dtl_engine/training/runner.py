@@ -13,7 +13,7 @@ exits with an error, the app's worker has already been told through the
 listener). A new run refused before its first step (bad input) leaves no run
 folder behind.
 
-The run folder is claimed (:mod:`dtl_engine.run_folder`) for the whole run: a
+The run folder is claimed (:mod:`dtl_engine.runs.folder`) for the whole run: a
 second writer is refused at once, and an existing folder is never reused
 silently.
 """
@@ -33,21 +33,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import TrainConfig
-from ..data import ScanCancelled
-from ..errors import DTLError, RunError
-from ..evaluate import Evaluation, evaluate_model, evaluation_split
-from ..event_log import EventLogWriter
-from ..listener import BatchStats, EpochStats, ListenerGroup, RunListener, RunStarted, StopToken
-from .. import run_folder
-from ..half_weights import cast_frozen_weights
-from .. import runs as run_files  # module import: runs.py itself imports training.checkpoint
-from . import checkpoint as ckpt
-from . import distributed
-from .devices import resolve_precision, select_device
-from .feature_cache import FeatureCache
-from .memory import MemoryMeter
-from .optim import build_optimizer, build_scheduler, current_lr, warmup_steps_for
+from dtl_engine.config import TrainConfig
+from dtl_engine.data import ScanCancelled
+from dtl_engine.errors import DTLError, RunError
+from dtl_engine.inference.evaluate import Evaluation, evaluate_model, evaluation_split
+from dtl_engine.runs.event_log import EventLogWriter
+from dtl_engine.listener import BatchStats, EpochStats, ListenerGroup, RunListener, RunStarted, StopToken
+from dtl_engine.runs import folder as run_folder
+from dtl_engine.model.half_weights import cast_frozen_weights
+from dtl_engine.runs import listing as run_files
+from dtl_engine.runs import checkpoint as ckpt
+from dtl_engine.training import distributed
+from dtl_engine.devices import resolve_precision, select_device
+from dtl_engine.training.feature_cache import FeatureCache
+from dtl_engine.training.memory import MemoryMeter
+from dtl_engine.training.optim import build_optimizer, build_scheduler, current_lr, warmup_steps_for
 
 MEMORY_SAMPLE_SECONDS = 0.5     # memory_sample() at most this often (plus once per epoch)
 
@@ -346,10 +346,10 @@ class _Run:
 
     # ------------------------------------------------------------------ setup
     def _prepare(self, resume: bool, model_kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
-        from ..data import Split, make_split
-        from ..data.image_cache import default_image_cache
-        from ..data.loader import auto_num_workers, image_dataset, start_worker_server
-        from ..data.scan_check import scan_or_reuse
+        from dtl_engine.data import Split, make_split
+        from dtl_engine.data.image_cache import default_image_cache
+        from dtl_engine.data.loader import auto_num_workers, image_dataset, start_worker_server
+        from dtl_engine.data.scan_check import scan_or_reuse
 
         cfg, folder, ddp = self.config, self.folder, self.ddp
         self.resuming = resume
@@ -421,8 +421,8 @@ class _Run:
 
     def _search(self) -> TrainConfig:
         """Find the learning rate and / or augmentation left on 'auto'; record it; return the resolved config."""
-        from ..recipes import lr_candidates
-        from .autotune import AutoTuner, SearchResult, SearchStopped
+        from dtl_engine.recipes import lr_candidates
+        from dtl_engine.training.autotune import AutoTuner, SearchResult, SearchStopped
 
         cfg = self.config
         tuner = AutoTuner(self.model, self.split.train, cfg, lr_candidates(cfg.recipe, cfg.method), self.total_steps,
@@ -491,7 +491,7 @@ class _Run:
 
     def _features_from_store(self, model_kwargs: dict[str, Any] | None) -> Any:
         """Fill the in-run feature cache from the cross-run store; returns what to store later, if anything."""
-        from .feature_store import FeatureStore, model_identity, store_fits
+        from dtl_engine.training.feature_store import FeatureStore, model_identity, store_fits
 
         if self.cache is None or not store_fits(self.config):
             return None
@@ -586,7 +586,7 @@ class _Run:
 
     def _loader(self, dataset: Any) -> Any:
         """The dataset's persistent loader (worker processes started on first use, kept across epochs)."""
-        from ..data.loader import BatchLoader, auto_num_workers
+        from dtl_engine.data.loader import BatchLoader, auto_num_workers
 
         name = "train" if dataset is self.train_set else "val"
         if name not in self.loaders:
@@ -708,7 +708,7 @@ class _Run:
 
     def _final_report(self) -> Evaluation | None:
         """Evaluate the best epoch's weights on the test split (else validation); save it as the run's report."""
-        from ..data.loader import auto_num_workers
+        from dtl_engine.data.loader import auto_num_workers
 
         split_name, samples = evaluation_split(self.split)
         if not samples or self.best_epoch is None:

@@ -134,10 +134,10 @@ def image_folder() -> Path:
 
 
 def main() -> int:
-    import dtl_engine.classify_folder
+    import dtl_engine.inference.classify_folder
     import dtl_engine.data
     import dtl_engine.data.sample
-    import dtl_engine.memory_probe
+    import dtl_engine.sizing.memory_probe
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -162,7 +162,7 @@ def main() -> int:
     elif KIND == "sample":
         dtl_engine.data.sample.ensure_sample_dataset = slow_write
     elif KIND == "estimate":
-        dtl_engine.memory_probe.estimate_memory = slow_write
+        dtl_engine.sizing.memory_probe.estimate_memory = slow_write
     elif KIND == "evaluate":
         results_page.load_evaluation = slow_write
     elif KIND == "explain":
@@ -176,7 +176,7 @@ def main() -> int:
     elif KIND == "thumbnails":
         class_table.read_thumbnail = slow_thumbnail
     elif KIND == "classify-folder":
-        dtl_engine.classify_folder.classify_folder = slow_classify
+        dtl_engine.inference.classify_folder.classify_folder = slow_classify
     elif KIND == "explain-try":
         why_panel.explain_in_background = slow_write
     elif KIND == "compare-runs":

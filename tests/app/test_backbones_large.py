@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from app.backbones import by_name
-from dtl_engine.large_models import LARGE_BACKBONES
+from dtl_engine.sizing.large_models import LARGE_BACKBONES
 
 
 def test_catalog_lists_every_large_backbone_with_the_engine_figures():

@@ -102,7 +102,7 @@ def test_classifies_every_file_sorts_copies_and_leaves_the_input_unchanged(qtbot
 
 
 def test_stop_keeps_the_rows_done(qtbot, exported, tmp_path, monkeypatch):
-    import dtl_engine.classify_folder as engine
+    import dtl_engine.inference.classify_folder as engine
 
     new = make_image_folder(tmp_path / "many", per_class=12)
     before = _hashes(new)

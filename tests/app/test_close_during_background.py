@@ -83,7 +83,7 @@ def test_closing_during_a_real_run_with_loader_workers_ends_them_and_keeps_the_c
     """The real engine with two loader workers: the window asks, the run stops, no worker outlives it."""
     import psutil
 
-    from dtl_engine.training import checkpoint as ckpt
+    from dtl_engine.runs import checkpoint as ckpt
 
     proc, log = _close_during("train-workers", tmp_path)
     _assert_clean_exit(proc, log)

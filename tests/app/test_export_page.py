@@ -57,7 +57,7 @@ def test_export_verify_and_try_it(qtbot, finished_run, tmp_path, themed):
     assert f"{result.eval_accuracy:.2%}" in details[-1] and f"(run: {result.reference_accuracy:.2%}" in details[-1]
 
     # The file loads without the engine's model code and carries the run's classes.
-    from dtl_engine.predict import load_exported
+    from dtl_engine.inference.predict import load_exported
     assert load_exported(str(out)).classes == finished_run.report.classes
 
     # Try it: top-3 of the exported file for images from the run's data.

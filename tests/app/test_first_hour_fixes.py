@@ -189,7 +189,7 @@ def test_past_runs_are_listed_when_the_app_starts(qtbot, settings, themed, tmp_p
 # --- 6: wrong or stale numbers --------------------------------------------------------------------------
 def test_the_gallery_counts_every_mistake_not_only_those_shown(qtbot, themed):
     from app.pages.results_page import ResultsPage
-    from dtl_engine.evaluate import Evaluation
+    from dtl_engine.inference.evaluate import Evaluation
 
     page = ResultsPage()
     qtbot.addWidget(page)
@@ -455,7 +455,7 @@ def test_chart_keys_stay_off_the_plots_and_name_only_what_is_drawn(qtbot, themed
 
 def test_the_per_class_table_keeps_its_headers_whole_on_a_small_window(qtbot, themed):
     from app.pages.results_page import ResultsPage
-    from dtl_engine.evaluate import Evaluation
+    from dtl_engine.inference.evaluate import Evaluation
 
     page = ResultsPage()
     qtbot.addWidget(page)

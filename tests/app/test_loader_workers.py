@@ -126,7 +126,7 @@ def test_a_corrupt_image_met_in_a_worker_is_reported_once_and_skipped(qtbot, tin
 
 
 def test_stop_during_a_run_with_workers_ends_promptly_and_keeps_the_checkpoint(qtbot, tiny_dataset, three_cores):
-    from dtl_engine.training import checkpoint as ckpt
+    from dtl_engine.runs import checkpoint as ckpt
 
     controller = RunController(train_fn=tiny_train())
     with qtbot.waitSignal(controller.checkpoint, timeout=WAIT_MS) as saved:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from app.pages.model_page import ModelPage
 from app.widgets.gpu_fit import NO_GPU
 from dtl_engine.formatting import format_bytes
-from dtl_engine.planner import GB, GpuInfo
+from dtl_engine.sizing.planner import GB, GpuInfo
 
 CARD_8GB = GpuInfo("Fake RTX 4060", free_bytes=int(7.5 * GB), total_bytes=8 * GB, bf16=True)
 CARD_2GB = GpuInfo("Fake GT 1030", free_bytes=2 * GB, total_bytes=2 * GB, bf16=False)

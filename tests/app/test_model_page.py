@@ -105,7 +105,7 @@ def test_memory_estimate_appears_and_follows_the_batch_size(qtbot, page, screens
     qtbot.waitUntil(lambda: page.last_estimate is not first, timeout=120_000)
     assert page.last_estimate.method.activation_bytes > first.method.activation_bytes
     # The 'Auto' labels show the engine's own defaults for this backbone once they are known.
-    from dtl_engine.model import backbone_defaults
+    from dtl_engine.model.dtl import backbone_defaults
 
     expected = backbone_defaults("test_vit")
     qtbot.waitUntil(lambda: page.inject_from.specialValueText() == f"Auto ({expected['inject_from']})",

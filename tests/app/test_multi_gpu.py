@@ -66,7 +66,7 @@ def test_the_command_is_torchrun_with_the_settings(tiny_dataset, tmp_path):
 
 @pytest.mark.slow
 def test_all_gpus_trains_under_torchrun_follows_live_and_stops(qtbot, tiny_dataset):
-    from dtl_engine.run_folder import RunFolder
+    from dtl_engine.runs.folder import RunFolder
 
     config = tiny_config(tiny_dataset, epochs=200)          # far longer than the test lets it run
     page = _page(qtbot, config)

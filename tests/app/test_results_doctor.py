@@ -94,7 +94,7 @@ def test_the_check_can_be_stopped(qtbot, run_with_duplicates):
 
 
 def _report_with_a_move(data: Path):
-    from dtl_engine.doctor import DoctorReport, Finding
+    from dtl_engine.inference.doctor import DoctorReport, Finding
 
     return DoctorReport(["blue", "red"], {"blue": 9, "red": 8}, 17, [
         Finding("mislabeled", str(data / "blue" / "looks_red.png"), "train", "blue", "red", 0.93)])

@@ -222,7 +222,7 @@ def test_the_matrix_is_keyboard_navigable(qtbot, finished_run):
 
 def test_cell_counts_come_from_the_matrix_even_beyond_what_is_shown(qtbot, themed):
     from app.widgets.mistakes_gallery import MAX_SHOWN
-    from dtl_engine.evaluate import Evaluation
+    from dtl_engine.inference.evaluate import Evaluation
 
     confusion = [[10, 150], [167, 32]]
     predictions = [{"path": f"/nowhere/{t}{p}{i}.png", "true": t, "predicted": p, "confidence": 0.5 + i / 1000}
@@ -266,8 +266,8 @@ def test_why_shows_the_heatmap_of_the_chosen_image_computed_in_the_background(qt
     from PySide6.QtGui import QImage
 
     from app import jobs
-    from dtl_engine.explain import explain_image, overlay
-    from dtl_engine.runs import load_run_model
+    from dtl_engine.inference.explain import explain_image, overlay
+    from dtl_engine.runs.listing import load_run_model
 
     page = _page(qtbot)
     page.show_result(finished_run)

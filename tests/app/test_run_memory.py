@@ -14,7 +14,7 @@ from run_fixtures import tiny_config, tiny_dataset, tiny_train  # noqa: F401
 
 
 def test_no_model_of_a_finished_run_stays_referenced(qtbot, tiny_dataset, monkeypatch):
-    import dtl_engine.runs as runs
+    import dtl_engine.runs.listing as runs
 
     models: list[weakref.ref] = []
     build = runs.build_run_model

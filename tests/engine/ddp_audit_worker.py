@@ -40,7 +40,7 @@ def main() -> int:
                     seen.append(f"{event} {p}")
 
     sys.addaudithook(hook)
-    from dtl_engine.cli import main as cli_main
+    from dtl_engine.cli.main import main as cli_main
 
     try:
         return cli_main(argv)

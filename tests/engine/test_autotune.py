@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dtl_engine import cli
+from dtl_engine.cli import main as cli
 from dtl_engine.config import TrainConfig
 from dtl_engine.data import ImageDataset
 from dtl_engine.errors import RunError

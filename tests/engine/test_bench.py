@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from dtl_engine.bench import add_bench_arguments, format_table, parse_methods, run_bench, run_benchmark
+from dtl_engine.bench.speed import add_bench_arguments, format_table, parse_methods, run_bench, run_benchmark
 from dtl_engine.errors import RunError
 from tests.engine.tiny_models import TINY_VIT
 
@@ -19,7 +19,7 @@ NAME, KW = TINY_VIT
 @pytest.fixture(autouse=True)
 def _allocator_untouched(monkeypatch):
     """The bench's allocator setting is process-wide and permanent: not in the test process."""
-    import dtl_engine.bench as bench
+    import dtl_engine.bench.speed as bench
 
     monkeypatch.setattr(bench, "keep_freed_memory", lambda: False)
 
@@ -85,7 +85,7 @@ def test_bad_methods_and_arguments_get_a_sentence(capsys):
 @pytest.mark.parametrize("device, expected", [("cpu", ("vit_small_patch16_224", 8)),
                                               ("cuda", ("vit_base_patch16_224", 32))])
 def test_defaults_depend_on_the_device_and_memory_is_kept_for_reuse(monkeypatch, capsys, device, expected):
-    import dtl_engine.bench as bench
+    import dtl_engine.bench.speed as bench
 
     calls: dict = {}
     monkeypatch.setattr(bench, "_resolve_device", lambda pref: torch.device(device))

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from dtl_engine.cli import main
+from dtl_engine.cli.main import main
 from tiny_models import TINY_VIT
 
 

@@ -11,11 +11,11 @@ import torch
 from image_factory import make_image_folder
 from test_export import CLASSES, trained_looking_model
 
-from dtl_engine import cli
-from dtl_engine.classify_folder import UNSURE, classify_folder
+from dtl_engine.cli import main as cli
+from dtl_engine.inference.classify_folder import UNSURE, classify_folder
 from dtl_engine.errors import DataError
 from dtl_engine.export import export_model
-from dtl_engine.predict import predict
+from dtl_engine.inference.predict import predict
 
 
 @pytest.fixture(scope="module")

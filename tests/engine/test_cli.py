@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dtl_engine import cli
+from dtl_engine.cli import main as cli
 from image_factory import make_image_folder
 
 COMMANDS = ["scan", "train", "resume", "evaluate", "export", "predict", "explain", "doctor", "runs", "bench",

@@ -14,12 +14,12 @@ import psutil
 import pytest
 import torch
 
-from dtl_engine.bench_ddp import free_port
-from dtl_engine.event_log import EventFollower
+from dtl_engine.bench.ddp import free_port
+from dtl_engine.runs.event_log import EventFollower
 from dtl_engine.listener import StopToken
-from dtl_engine.runs import effective_status
+from dtl_engine.runs.listing import effective_status
 from dtl_engine.training import resume, train
-from dtl_engine.training.checkpoint import load_state, load_weights
+from dtl_engine.runs.checkpoint import load_state, load_weights
 from image_factory import make_split_folder
 from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, tiny_config
 

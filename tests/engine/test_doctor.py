@@ -13,9 +13,9 @@ from image_factory import make_image_folder, make_split_folder, tree_snapshot
 from PIL import Image
 from tiny_models import TINY_VIT, TINY_VIT_IMAGE_SIZE
 
-from dtl_engine import cli
+from dtl_engine.cli import main as cli
 from dtl_engine.config import TrainConfig
-from dtl_engine.doctor import DOCTOR_CSV, diagnose_run, likely_mislabeled
+from dtl_engine.inference.doctor import DOCTOR_CSV, diagnose_run, likely_mislabeled
 from dtl_engine.errors import DataError
 from dtl_engine.training import train
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from dtl_engine.evaluate import Evaluation, build_evaluation, evaluate_run
+from dtl_engine.inference.evaluate import Evaluation, build_evaluation, evaluate_run
 from dtl_engine.training import train
 from test_training_helpers import MODEL_KWARGS, tiny_config
 
@@ -60,7 +60,7 @@ def test_every_image_is_kept_so_each_matrix_cell_lists_exactly_its_images():
 
 
 def test_a_report_saved_without_predictions_is_evaluated_again(tmp_path):
-    from dtl_engine.evaluate import current_evaluation
+    from dtl_engine.inference.evaluate import current_evaluation
     from image_factory import make_split_folder
 
     data = make_split_folder(tmp_path / "images", train={"a": 6, "b": 6}, val={"a": 2, "b": 2}, size=(24, 24))
@@ -117,7 +117,7 @@ def test_a_saved_report_of_older_weights_is_not_shown_as_current(tmp_path):
     """Evaluate a stopped run, resume it, stop again: its best weights changed, so the old report is stale."""
     from image_factory import make_image_folder
 
-    from dtl_engine.evaluate import current_evaluation
+    from dtl_engine.inference.evaluate import current_evaluation
     from dtl_engine.listener import StopToken
     from dtl_engine.training import resume
     from test_training_helpers import Recorder
@@ -151,7 +151,7 @@ def _flat_model_and_samples(tmp_path, n: int, broken: int = 0):
 
 
 def test_predict_probs_reports_progress_per_batch_up_to_every_image(tmp_path):
-    from dtl_engine.evaluate import predict_probs
+    from dtl_engine.inference.evaluate import predict_probs
 
     model, samples, transform = _flat_model_and_samples(tmp_path, 10, broken=1)
     seen: list[tuple[int, int]] = []
@@ -163,7 +163,7 @@ def test_predict_probs_reports_progress_per_batch_up_to_every_image(tmp_path):
 
 def test_predict_probs_stops_when_asked(tmp_path):
     from dtl_engine.errors import RunError
-    from dtl_engine.evaluate import predict_probs
+    from dtl_engine.inference.evaluate import predict_probs
 
     model, samples, transform = _flat_model_and_samples(tmp_path, 12)
     seen: list[int] = []

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from dtl_engine.event_log import EVENT_LOG, EventFollower, EventLogWriter, read_events
+from dtl_engine.runs.event_log import EVENT_LOG, EventFollower, EventLogWriter, read_events
 from dtl_engine.training import train
 from test_training_helpers import MODEL_KWARGS, image_folder, tiny_config
 

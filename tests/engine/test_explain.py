@@ -8,10 +8,10 @@ from PIL import Image
 from square_factory import COLOURS, SIDE, SQUARE, make_square_folder, square_image
 from tiny_models import TINY_SWIN, TINY_VIT
 
-from dtl_engine import cli
+from dtl_engine.cli import main as cli
 from dtl_engine.config import TrainConfig
-from dtl_engine.explain import explain_image, explain_run
-from dtl_engine.runs import load_run_model
+from dtl_engine.inference.explain import explain_image, explain_run
+from dtl_engine.runs.listing import load_run_model
 from dtl_engine.training import train
 
 torch.set_num_threads(1)
@@ -75,7 +75,7 @@ def test_explain_a_chosen_class_and_an_unknown_one(square_run, tmp_path):
 
 
 def test_swin_heatmap_covers_the_image_of_any_size(tmp_path):
-    from dtl_engine.model import build_model
+    from dtl_engine.model.dtl import build_model
 
     torch.manual_seed(0)
     model = build_model(TINY_SWIN[0], 2, weights="random", model_kwargs=TINY_SWIN[1])

@@ -11,7 +11,7 @@ import torch
 from dtl_engine.errors import ExportError
 from dtl_engine.export import export_model
 from dtl_engine.export.common import TOLERANCE
-from dtl_engine.predict import engine_probabilities, load_exported
+from dtl_engine.inference.predict import engine_probabilities, load_exported
 from image_factory import make_image_folder
 from tiny_models import tiny_swin, tiny_vit
 

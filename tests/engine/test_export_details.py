@@ -11,7 +11,7 @@ import torch
 from image_factory import make_image_folder
 from tiny_models import TINY_VIT, TINY_VIT_IMAGE_SIZE
 
-from dtl_engine import cli
+from dtl_engine.cli import main as cli
 from dtl_engine.config import TrainConfig
 from dtl_engine.export import export_run
 from dtl_engine.training import train

@@ -20,9 +20,11 @@ import pytest
 from image_factory import make_image, make_image_folder, tree_snapshot
 from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, run_weights, tiny_config
 
-from dtl_engine import cli, fileio, run_folder
+from dtl_engine import fileio
+from dtl_engine.cli import main as cli
+from dtl_engine.runs import folder as run_folder
 from dtl_engine.errors import DTLError, ExportError, RunError
-from dtl_engine.run_folder import RunFolder
+from dtl_engine.runs.folder import RunFolder
 
 TINY = ["--backbone", "test_vit", "--weights", "random", "--model-kwargs", json.dumps(MODEL_KWARGS),
         "--image-size", "32", "--batch-size", "8", "--augment", "none", "--device", "cpu", "--seed", "0"]
@@ -246,7 +248,7 @@ def test_4_evaluation_covers_n_of_m_when_files_are_gone(tmp_path, capsys):
 
     model = tmp_path / "model.pt"
     assert _cli(["export", str(run), "--out", str(model), "--no-verify"], capsys)[0] == 0
-    from dtl_engine.predict import load_exported
+    from dtl_engine.inference.predict import load_exported
     assert load_exported(model).metadata["val_acc"] == RunFolder(run).read_run()["best_val_acc"]
 
 
@@ -268,7 +270,7 @@ def test_4_predictions_are_matched_by_index(tmp_path):
     import torch
     from tiny_models import tiny_vit
 
-    from dtl_engine.evaluate import evaluate_model
+    from dtl_engine.inference.evaluate import evaluate_model
 
     data = make_image_folder(tmp_path / "d", {"a": 3, "b": 3}, size=(24, 24))
     samples = [(str(p), 0 if p.parent.name == "a" else 1) for p in sorted(data.rglob("*.png"))]
@@ -399,7 +401,7 @@ def test_6_every_user_path_read_refuses_a_fifo(finished, tmp_path, capsys):
     (["--early-stopping", "-1"], "early stopping"),
 ])
 def test_7_bad_numbers_are_sentences_and_leave_no_run(tmp_path, capsys, flags, words):
-    from dtl_engine.runs import list_runs
+    from dtl_engine.runs.listing import list_runs
 
     data = make_image_folder(tmp_path / "data", {"a": 3, "b": 3}, size=(24, 24))
     code, _, err = _cli(["train", str(data), *TINY, "--epochs", "1", *flags], capsys)
@@ -409,7 +411,7 @@ def test_7_bad_numbers_are_sentences_and_leave_no_run(tmp_path, capsys, flags, w
 
 @pytest.mark.parametrize("layout", ["empty", "one class"])
 def test_7_refused_input_leaves_no_run_behind(tmp_path, capsys, layout):
-    from dtl_engine.runs import list_runs
+    from dtl_engine.runs.listing import list_runs
 
     data = tmp_path / "data"
     data.mkdir()
@@ -495,9 +497,9 @@ def test_full_disk_during_training_fails_cleanly_and_resume_is_bit_identical(tmp
 @pytest.mark.parametrize("name", run_folder.RUN_FILES)
 @pytest.mark.parametrize("damage", ["missing", "truncated"])
 def test_each_run_file_missing_or_truncated_gives_a_result_or_a_sentence(finished, tmp_path, name, damage):
-    from dtl_engine.evaluate import evaluate_run
+    from dtl_engine.inference.evaluate import evaluate_run
     from dtl_engine.export import export_run
-    from dtl_engine.runs import list_runs, load_run_model
+    from dtl_engine.runs.listing import list_runs, load_run_model
     from dtl_engine.training import resume
 
     run = _copy(finished, tmp_path / "runs")
@@ -537,7 +539,7 @@ def test_kill_9_at_random_points_then_resume_is_bit_identical(tmp_path):
                  "--cache-features", "off", "--out", str(run)], ["resume", str(run)]]
     for argv in commands:
         child = subprocess.Popen([sys.executable, "-c", "import torch, sys; torch.set_num_threads(1); "
-                                  "from dtl_engine.cli import main; sys.exit(main(sys.argv[1:]))", *argv],
+                                  "from dtl_engine.cli.main import main; sys.exit(main(sys.argv[1:]))", *argv],
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path, env=env)
         for line in child.stdout:                        # wait until it trains, then kill it at a random moment
             if line.startswith("Device:"):
@@ -583,7 +585,7 @@ def test_6_the_data_check_reports_a_fifo_among_the_images(tmp_path):
     """An image replaced by a FIFO after training: the doctor names it instead of waiting for it for ever."""
     from tiny_models import tiny_vit
 
-    from dtl_engine.doctor import diagnose_samples
+    from dtl_engine.inference.doctor import diagnose_samples
 
     data = make_image_folder(tmp_path / "data", {"a": 3, "b": 3}, size=(24, 24))
     fifo = data / "a" / "img_0.png"

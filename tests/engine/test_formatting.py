@@ -24,6 +24,6 @@ def test_a_span_says_it_is_a_duration():
 
 
 def test_the_memory_probe_reexports_the_same_formatter():
-    from dtl_engine import memory_probe
+    from dtl_engine.sizing import memory_probe
 
     assert memory_probe.format_bytes is format_bytes

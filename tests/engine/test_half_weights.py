@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dtl_engine.half_weights import cast_frozen_weights, frozen_half_layers
-from dtl_engine.memory_probe import estimate_memory
+from dtl_engine.model.half_weights import cast_frozen_weights, frozen_half_layers
+from dtl_engine.sizing.memory_probe import estimate_memory
 from tiny_models import TINY_VIT, TINY_VIT_IMAGE_SIZE, tiny_vit
 
 # bf16 keeps 8 mantissa bits: logits of a random model may move by a few hundredths of their scale

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dtl_engine.cli import main
+from dtl_engine.cli.main import main
 from dtl_engine.data import image_cache as ic
 from dtl_engine.data.decode_size import decode_side
 from dtl_engine.data.image_cache import (

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dtl_engine.large_models import LARGE_BACKBONES, format_table, measure
-from dtl_engine.model import build_model
+from dtl_engine.sizing.large_models import LARGE_BACKBONES, format_table, measure
+from dtl_engine.model.dtl import build_model
 
 
 @pytest.mark.parametrize("entry", LARGE_BACKBONES, ids=lambda e: e.name)
@@ -19,7 +19,7 @@ def test_builds_as_a_dtl_model_with_the_stated_size(entry):
 
 
 def test_stored_estimates_are_the_probe_figures():
-    entry = LARGE_BACKBONES[0]  # ViT-L/16; the others are re-measured by ``python -m dtl_engine.large_models``
+    entry = LARGE_BACKBONES[0]  # ViT-L/16; the others are re-measured by ``python -m dtl_engine.sizing.large_models``
     measured = measure(entry.name)
     assert (measured.params, measured.depth, measured.native_size) == (entry.params, entry.depth, entry.native_size)
     assert (measured.dtl_savers_bytes, measured.dtl_default_bytes, measured.full_bytes) == \

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from dtl_engine.errors import BackboneError, RunError
-from dtl_engine.half_weights import cast_frozen_weights
-from dtl_engine.memory_probe import (
+from dtl_engine.model.half_weights import cast_frozen_weights
+from dtl_engine.sizing.memory_probe import (
     SavedTensorCounter,
     build_method_model,
     estimate_memory,

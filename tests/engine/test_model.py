@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dtl_engine.errors import BackboneError, DataError, RunError
-from dtl_engine.model import ModelSpec, build_model, build_model_from_spec
+from dtl_engine.model.dtl import ModelSpec, build_model, build_model_from_spec
 from tiny_models import tiny_swin, tiny_vit
 
 torch.set_num_threads(1)

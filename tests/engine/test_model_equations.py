@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dtl_engine.model import build_model
+from dtl_engine.model.dtl import build_model
 from tiny_models import TINY_SWIN, TINY_VIT, TINY_VIT_GAP, TINY_VIT_REG
 
 torch.set_num_threads(1)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dtl_engine.adapters import FAMILY_DEFAULTS, resolve_family
+from dtl_engine.model.adapters import FAMILY_DEFAULTS, resolve_family
 from dtl_engine.errors import BackboneError
-from dtl_engine.model import backbone_defaults, build_model
+from dtl_engine.model.dtl import backbone_defaults, build_model
 from test_model_equations import reference_vit_logits
 
 torch.set_num_threads(1)

@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from dtl_engine import planner
-from dtl_engine.cli import main
+from dtl_engine.sizing import planner
+from dtl_engine.cli.main import main
 from dtl_engine.errors import RunError
-from dtl_engine.memory_probe import estimate_memory
-from dtl_engine.planner import GB, GpuInfo, format_plan, parse_memory, plan_fit
+from dtl_engine.sizing.memory_probe import estimate_memory
+from dtl_engine.sizing.planner import GB, GpuInfo, format_plan, parse_memory, plan_fit
 from tiny_models import TINY_VIT
 
 NAME, KW = TINY_VIT

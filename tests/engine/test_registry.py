@@ -29,7 +29,7 @@ def test_family_of_a_name(name, family):
 
 
 def test_adapters_resolve_families_and_defaults_by_the_registry():
-    from dtl_engine.adapters import FAMILY_DEFAULTS, resolve_family
+    from dtl_engine.model.adapters import FAMILY_DEFAULTS, resolve_family
 
     for name in ("deit_small_patch16_224", "vit_tiny_patch16_224", "swin_tiny_patch4_window7_224"):
         assert resolve_family(name) == registry.family_of(name)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from dtl_engine.errors import RunError
-from dtl_engine.run_compare import compare_runs
-from dtl_engine.run_folder import RunFolder
+from dtl_engine.runs.compare import compare_runs
+from dtl_engine.runs.folder import RunFolder
 
 
 def _run(path, lr, epochs, accs, f1s, extra=None):

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 import dtl_engine
-from dtl_engine import fileio, run_folder
+from dtl_engine import fileio
+from dtl_engine.runs import folder as run_folder
 from dtl_engine.errors import RunError
-from dtl_engine.run_folder import RunFolder, claim_new
+from dtl_engine.runs.folder import RunFolder, claim_new
 
 ROOT = Path(dtl_engine.__file__).resolve().parents[1]        # the tree whose code is under test
 NAMES = [run_folder.RUN_FILE, run_folder.CONFIG, run_folder.CLASSES, run_folder.SPLIT, run_folder.SPEC,
@@ -29,7 +30,7 @@ def test_the_run_file_names_appear_in_one_module_only():
     offenders = []
     for package in ("dtl_engine", "app"):
         for path in sorted((ROOT / package).rglob("*.py")):
-            if path == ROOT / "dtl_engine" / "run_folder.py":
+            if path == ROOT / "dtl_engine" / "runs" / "folder.py":
                 continue
             for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
                 if pattern.search(line):
@@ -134,7 +135,7 @@ def test_a_second_writer_is_refused_at_once_and_a_dead_holder_is_taken_over(tmp_
     run = tmp_path / "run"
     run.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from dtl_engine.run_folder import RunFolder; "
+        [sys.executable, "-c", "import sys, time; from dtl_engine.runs.folder import RunFolder; "
          "RunFolder(sys.argv[1]).lock(); print('locked', flush=True); time.sleep(600)", str(run)],
         stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
@@ -165,7 +166,7 @@ def test_cache_folders_are_marked_and_only_the_own_ones_removed(tmp_path):
 
 
 def test_a_run_name_says_the_size_it_trains_at(tmp_path):
-    from dtl_engine.run_folder import new_run_dir
+    from dtl_engine.runs.folder import new_run_dir
 
     assert new_run_dir("vit_tiny_patch16_224.augreg_in21k_ft_in1k", "dtl", tmp_path, image_size=96).name.endswith(
         "_vit_tiny_patch16_96_dtl")

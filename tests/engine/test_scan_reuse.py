@@ -12,7 +12,7 @@ from test_training_helpers import MODEL_KWARGS, image_folder, tiny_config
 from dtl_engine.data import ScanResult, scan_check, scan_folder
 from dtl_engine.data.image_cache import ImageCache
 from dtl_engine.data.scan_check import scan_or_reuse, scan_still_valid
-from dtl_engine.evaluate import evaluate_run
+from dtl_engine.inference.evaluate import evaluate_run
 from dtl_engine.training import train
 
 

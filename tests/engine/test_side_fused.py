@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchmarks.official_dtl import FrozenBlocksOnly, OfficialDTL, compare, saved_bytes
-from dtl_engine.side_network import CompactSideNetwork, swish
+from dtl_engine.model.side_network import CompactSideNetwork, swish
 from tiny_models import TINY_SWIN, TINY_VIT, TINY_VIT_IMAGE_SIZE, tiny_vit
 
 WIDTH, RANK, BETA = 16, 2, 100.0

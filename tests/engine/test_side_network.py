@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dtl_engine.side_network import CompactSideNetwork, LowRankTap, swish
+from dtl_engine.model.side_network import CompactSideNetwork, LowRankTap, swish
 
 torch.set_num_threads(1)
 

@@ -8,12 +8,12 @@ import textwrap
 
 import pytest
 
-from dtl_engine.step_timer import time_step
+from dtl_engine.bench.step_timer import time_step
 
 # Allocates and frees a 64 MB buffer ten times and prints the page faults of the last nine.
 _FAULTS = textwrap.dedent("""
     import resource, sys
-    from dtl_engine.step_timer import keep_freed_memory
+    from dtl_engine.bench.step_timer import keep_freed_memory
     kept = keep_freed_memory() if sys.argv[1] == "keep" else None
     def touch():
         b = bytearray(64 << 20)

@@ -8,8 +8,8 @@ import torch
 
 from dtl_engine.errors import RunError
 from dtl_engine.training import select_device
-from dtl_engine.training.checkpoint import atomic_write_bytes, load_state, save_state
-from dtl_engine.training.devices import resolve_precision
+from dtl_engine.runs.checkpoint import atomic_write_bytes, load_state, save_state
+from dtl_engine.devices import resolve_precision
 from dtl_engine.training.memory import MemoryMeter
 from dtl_engine.training.optim import LR_MIN, build_optimizer, build_scheduler, current_lr, warmup_steps_for
 from tiny_models import tiny_vit

@@ -51,7 +51,7 @@ def test_resume_without_any_finished_epoch_starts_over(tmp_path, when):
 
 
 def test_resume_refuses_missing_and_live_runs(tmp_path):
-    from dtl_engine.runs import update_run_file
+    from dtl_engine.runs.listing import update_run_file
 
     live = tmp_path / "live"
     part = train(tiny_config(image_folder(tmp_path), epochs=1, max_steps=1), model_kwargs=MODEL_KWARGS)

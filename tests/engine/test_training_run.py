@@ -9,10 +9,10 @@ import torch
 
 from dtl_engine.errors import RunError
 from dtl_engine.listener import StopToken
-from dtl_engine.model import DTLModel
-from dtl_engine.runs import load_run_model
+from dtl_engine.model.dtl import DTLModel
+from dtl_engine.runs.listing import load_run_model
 from dtl_engine.training import resume, train
-from dtl_engine.training.checkpoint import load_state
+from dtl_engine.runs.checkpoint import load_state
 from image_factory import tree_snapshot
 from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, run_weights, tiny_config
 
@@ -171,7 +171,7 @@ def test_bf16_autocast_on_cpu_when_asked(tmp_path):
 
 def test_a_diverged_training_fails_with_a_sentence_instead_of_finishing(tmp_path):
     """Weights that became NaN classify every image alike: such a run is not 'finished' with an accuracy."""
-    from dtl_engine.run_folder import RunFolder
+    from dtl_engine.runs.folder import RunFolder
 
     data = image_folder(tmp_path, per_class=4)
     recorder = Recorder()

@@ -8,10 +8,10 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from dtl_engine import weights as weights_mod
+from dtl_engine.model import weights as weights_mod
 from dtl_engine.errors import WeightsError
-from dtl_engine.model import build_model
-from dtl_engine.weights import cached_weights_path, weights_cached
+from dtl_engine.model.dtl import build_model
+from dtl_engine.model.weights import cached_weights_path, weights_cached
 from tiny_models import TINY_VIT
 
 torch.set_num_threads(1)

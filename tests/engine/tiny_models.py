@@ -36,7 +36,7 @@ def tiny_swin(num_classes: int = 3, **build_kwargs: Any):
 
 
 def _build(entry: tuple[str, dict[str, Any]], num_classes: int, build_kwargs: dict[str, Any]):
-    from dtl_engine.model import build_model
+    from dtl_engine.model.dtl import build_model
 
     name, kw = entry
     kw = dict(kw)

@@ -5,11 +5,11 @@ import difflib
 
 from torch import nn
 
-from ..errors import BackboneError
-from ..registry import CONV_HINTS, FAMILIES, REFUSED, architecture
-from .base import BackboneAdapter, FamilyDefaults
-from .swin import SWIN_DEFAULTS, SwinAdapter
-from .vit import VIT_DEFAULTS, VitAdapter
+from dtl_engine.errors import BackboneError
+from dtl_engine.registry import CONV_HINTS, FAMILIES, REFUSED, architecture
+from dtl_engine.model.adapters.base import BackboneAdapter, FamilyDefaults
+from dtl_engine.model.adapters.swin import SWIN_DEFAULTS, SwinAdapter
+from dtl_engine.model.adapters.vit import VIT_DEFAULTS, VitAdapter
 
 ADAPTERS: dict[str, type[BackboneAdapter]] = {"vit": VitAdapter, "swin": SwinAdapter}
 FAMILY_DEFAULTS: dict[str, FamilyDefaults] = {"vit": VIT_DEFAULTS, "swin": SWIN_DEFAULTS}

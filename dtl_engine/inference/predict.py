@@ -1,6 +1,6 @@
 """Prediction with an exported file (TorchScript or ONNX), and the engine's own reference prediction.
 
-Both paths run the same :func:`dtl_engine.preprocess.preprocess`, so an export and the
+Both paths run the same :func:`dtl_engine.data.preprocess.preprocess`, so an export and the
 engine agree on every image.
 """
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any, Callable, cast
 
 import torch
 
-from .errors import DataError, ExportError
-from .fileio import NOT_REGULAR, NotRegularFileError, open_regular
-from .preprocess import preprocess, preprocess_settings
+from dtl_engine.errors import DataError, ExportError
+from dtl_engine.fileio import NOT_REGULAR, NotRegularFileError, open_regular
+from dtl_engine.data.preprocess import preprocess, preprocess_settings
 
 
 def engine_probabilities(model: torch.nn.Module, images: torch.Tensor,
@@ -129,8 +129,8 @@ def predict_each(export_path: str | os.PathLike[str], image_paths: list[str | os
     Raises:
         ExportError: the export cannot be loaded.
     """
-    from .data.images import load_image
-    from .export.common import image_to_uint8
+    from dtl_engine.data.images import load_image
+    from dtl_engine.export.common import image_to_uint8
 
     if top_k < 1:
         raise ExportError("top_k must be at least 1.")

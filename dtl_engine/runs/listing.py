@@ -1,6 +1,6 @@
 """The run folders: one sub-folder of ``runs_dir()`` per training run, listable and re-openable.
 
-The folder's layout belongs to :mod:`dtl_engine.run_folder`. A run's status is
+The folder's layout belongs to :mod:`dtl_engine.runs.folder`. A run's status is
 ``running``, ``finished``, ``stopped`` or ``failed``; a run still marked ``running``
 whose process is gone is listed as ``interrupted`` (its last epoch checkpoint can be
 resumed), and a folder whose run files cannot be read is listed as ``damaged``.
@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import RunError
-from .run_folder import STATUSES, RunFolder, effective_status, new_run_dir, now_iso
-from .training.checkpoint import load_weights
+from dtl_engine.errors import RunError
+from dtl_engine.runs.folder import STATUSES, RunFolder, effective_status, new_run_dir, now_iso
+from dtl_engine.runs.checkpoint import load_weights
 
 __all__ = ["RunInfo", "STATUSES", "effective_status", "list_runs", "load_run_model", "new_run_dir", "now_iso",
            "read_run_file", "run_info", "update_run_file"]
@@ -79,7 +79,7 @@ def _damaged_info(folder: RunFolder, problem: str) -> RunInfo:
 
 def list_runs(root: str | Path | None = None) -> list[RunInfo]:
     """All runs, newest first; a run whose files are damaged is listed as ``damaged`` with the reason."""
-    from .paths import runs_dir
+    from dtl_engine.paths import runs_dir
 
     root = Path(root) if root is not None else runs_dir()
     infos = []
@@ -100,10 +100,10 @@ def build_run_model(config: Any, num_classes: int, model_kwargs: dict[str, Any] 
     """Build the model a config describes; the seed makes a 'random' backbone the same every time."""
     import torch
 
-    from .model import build_model
-    from .recipes import data_overrides
+    from dtl_engine.model.dtl import build_model
+    from dtl_engine.recipes import data_overrides
 
-    from .errors import DTLError
+    from dtl_engine.errors import DTLError
 
     torch.manual_seed(config.seed)
     try:
@@ -132,7 +132,7 @@ def model_from_spec(spec: dict[str, Any], seed: int):
     """The untrained model a saved spec describes, built under ``seed`` (same 'random' backbone every time)."""
     import torch
 
-    from .model import ModelSpec, build_model_from_spec
+    from dtl_engine.model.dtl import ModelSpec, build_model_from_spec
 
     torch.manual_seed(seed)
     return build_model_from_spec(ModelSpec.from_dict(spec))

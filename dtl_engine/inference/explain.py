@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import DataError, RunError
+from dtl_engine.errors import DataError, RunError
 
 OVERLAY_ALPHA = 0.5      # heatmap opacity over the photo
 LAYERS = ("last", "inject")          # the last block, or block M (where side information is first added)
@@ -130,7 +130,7 @@ def _patch_tokens(model: Any, tokens: torch.Tensor, grad: torch.Tensor, grid: tu
 
 def _crop_box(height: int, width: int, settings: dict[str, Any]) -> tuple[float, float, float, float]:
     """Which part of the original image the model saw: (top, left, bottom, right) in original pixels."""
-    from .preprocess import _crop_start, _resized_size
+    from dtl_engine.data.preprocess import _crop_start, _resized_size
 
     rh, rw = _resized_size(height, width, settings["scale_size"], settings["squash"])
     size_h, size_w = settings["size"]
@@ -164,9 +164,9 @@ def explain_image(model: Any, classes: list[str], image_path: str | os.PathLike[
     Raises:
         DataError: the image cannot be read or the class is unknown.
     """
-    from .data.images import load_image
-    from .export.common import image_to_uint8
-    from .preprocess import preprocess, preprocess_settings
+    from dtl_engine.data.images import load_image
+    from dtl_engine.export.common import image_to_uint8
+    from dtl_engine.data.preprocess import preprocess, preprocess_settings
 
     pixels = image_to_uint8(load_image(image_path))
     settings = preprocess_settings(model.data_config)
@@ -196,7 +196,7 @@ def overlay(image_path: str | os.PathLike[str], heatmap: np.ndarray, alpha: floa
     """The photo with the coloured heatmap blended over it (a PIL image; stronger where the map is hot)."""
     from PIL import Image
 
-    from .data.images import load_image
+    from dtl_engine.data.images import load_image
 
     photo = np.asarray(load_image(image_path).convert("RGB"), dtype=np.float32)
     weight = (alpha * np.clip(heatmap, 0, 1) ** 0.5)[..., None]
@@ -213,10 +213,10 @@ def explain_run(run_dir: str | os.PathLike[str], image_path: str | os.PathLike[s
         RunError: ``out_path`` exists (and ``overwrite`` is off), is a folder, or lies in the run's image folder.
         DataError: the image cannot be read.
     """
-    from .fileio import publish, reserve_beside
-    from .run_folder import RunFolder
-    from .runs import load_run_model
-    from .training.devices import select_device
+    from dtl_engine.fileio import publish, reserve_beside
+    from dtl_engine.runs.folder import RunFolder
+    from dtl_engine.runs.listing import load_run_model
+    from dtl_engine.devices import select_device
 
     out = Path(out_path).expanduser()
     if out.is_dir():

@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import RunError
-from .run_folder import RunFolder, effective_status
+from dtl_engine.errors import RunError
+from dtl_engine.runs.folder import RunFolder, effective_status
 
 # Recorded with the settings, but facts of the machine or of the launch, not choices to compare.
 NOT_SETTINGS = ("world_size", "per_rank_batch")

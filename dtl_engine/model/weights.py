@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from torch import nn
 
-from .errors import BackboneError, WeightsError
+from dtl_engine.errors import BackboneError, WeightsError
 
 LOCAL_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".npz")
 
@@ -60,7 +60,7 @@ def create_backbone(name: str, weights: str = "hub", **timm_kwargs: Any) -> nn.M
     if not path.exists():
         raise WeightsError(f"The weights file '{path}' does not exist; choose another file or use random weights.")
     if not path.is_file():      # a FIFO or device would block the read or never end
-        from .fileio import NOT_REGULAR
+        from dtl_engine.fileio import NOT_REGULAR
 
         raise WeightsError(f"The weights file '{path}' is {NOT_REGULAR}; choose another file or use random weights.")
     return _create_from_file(name, path, timm_kwargs)

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import DTLError, RunError
-from .formatting import format_bytes  # re-exported: the CLI and benchmark import it from here
-from .half_weights import cast_frozen_weights
+from dtl_engine.errors import DTLError, RunError
+from dtl_engine.formatting import format_bytes  # re-exported: the CLI and benchmark import it from here
+from dtl_engine.model.half_weights import cast_frozen_weights
 
 METHODS = ("dtl", "dtl+", "linear", "full", "lora")
 FROZEN_BACKBONE_METHODS = ("dtl", "dtl+", "linear")  # methods whose backbone weights never train
@@ -148,7 +148,7 @@ def _timm_kwargs(backbone: str, num_classes: int, image_size: int | tuple[int, i
     kw["num_classes"] = num_classes
     if image_size is not None:
         kw["img_size"] = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    from .adapters import resolve_family
+    from dtl_engine.model.adapters import resolve_family
 
     if resolve_family(backbone) == "vit":
         # the same head as DTL: mean of the patch tokens, then the final norm, then the classifier
@@ -191,7 +191,7 @@ def build_method_model(method: str, backbone: str, num_classes: int = 10,
     if method == "lora":
         return build_lora_model(backbone, num_classes, image_size, model_kwargs,
                                 rank=LORA_RANK if rank is None else rank)
-    from .model import build_model
+    from dtl_engine.model.dtl import build_model
 
     return build_model(backbone, num_classes, weights="random", rank=rank, variant=method, image_size=image_size,
                        checkpoint_blocks=checkpoint_blocks, low_precision_taps=low_precision_taps,

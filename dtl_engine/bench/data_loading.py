@@ -89,7 +89,7 @@ def _default_data_config() -> dict[str, Any]:
     import timm
     from timm.data import resolve_data_config
 
-    from .config import TrainConfig
+    from dtl_engine.config import TrainConfig
 
     cfg = timm.models.get_pretrained_cfg(TrainConfig().backbone)
     return resolve_data_config({}, pretrained_cfg=cfg.to_dict() if cfg is not None else {})
@@ -97,7 +97,7 @@ def _default_data_config() -> dict[str, Any]:
 
 def _worker_server_ready() -> None:
     """Start this thread's fork server, if it uses one, and wait until it has forked a process."""
-    from .data.loader import start_worker_server, worker_context
+    from dtl_engine.data.loader import start_worker_server, worker_context
 
     start_worker_server()
     context = worker_context()
@@ -113,10 +113,10 @@ def measure_loading(folder: str | os.PathLike[str], epochs: int = 5, workers: in
 
     ``old=False`` skips the old path (its rate is then nan).
     """
-    from .config import TrainConfig
-    from .data import ImageDataset, build_transform, scan_folder
-    from .data.image_cache import ImageCache
-    from .data.loader import BatchLoader, auto_num_workers, image_dataset
+    from dtl_engine.config import TrainConfig
+    from dtl_engine.data import ImageDataset, build_transform, scan_folder
+    from dtl_engine.data.image_cache import ImageCache
+    from dtl_engine.data.loader import BatchLoader, auto_num_workers, image_dataset
 
     if auto_num_workers(workers) > 0:
         _worker_server_ready()          # once per process, as a run does first: not part of an epoch
@@ -159,7 +159,7 @@ def measure_app_thread(folder: str | os.PathLike[str], epochs: int = 5,
 
     Until loader workers started from the fork server, the app's thread decoded by itself (0 workers).
     """
-    from .data.loader import auto_num_workers
+    from dtl_engine.data.loader import auto_num_workers
 
     out: dict[str, dict[str, Any]] = {}
     for name, count in (("in the thread", 0), ("workers", auto_num_workers(workers))):
@@ -173,10 +173,10 @@ def measure_app_thread(folder: str | os.PathLike[str], epochs: int = 5,
 @contextlib.contextmanager
 def _old_data_path() -> Iterator[None]:
     """The engine's data path before this benchmark's changes: full decode in the training thread, no cache."""
-    from .data import loader
+    from dtl_engine.data import loader
 
     def legacy(samples, data_config, augment="none", train=False, on_failure=None, cache=None):
-        from .data import ImageDataset, build_transform
+        from dtl_engine.data import ImageDataset, build_transform
 
         return ImageDataset(samples, build_transform(data_config, augment, train=train), on_failure)
 
@@ -214,8 +214,8 @@ def measure_training(folder: str | os.PathLike[str], epochs: int = 5, backbone: 
     workers (``"thread"``, what the app did before they were safe there) and with the automatic
     count (``"workers"``); each run gets a cold cache.
     """
-    from .config import TrainConfig
-    from .training import train
+    from dtl_engine.config import TrainConfig
+    from dtl_engine.training import train
 
     out: dict[str, float] = {}
     home = os.environ.get("DTL_STUDIO_HOME")
@@ -259,7 +259,7 @@ def _scan_child(folder: str) -> None:
     """Scan ``folder`` in this (fresh) process and print seconds and peak memory as JSON."""
     import resource
 
-    from .data import scan_folder
+    from dtl_engine.data import scan_folder
 
     t = time.perf_counter()
     result = scan_folder(folder)
@@ -273,7 +273,7 @@ def _scan_child(folder: str) -> None:
 
 def measure_scan(folder: str | os.PathLike[str]) -> dict[str, float]:
     """Seconds, usable images and peak memory (MB) of a scan of ``folder`` in a fresh process."""
-    code = f"from dtl_engine.bench_data import _scan_child; _scan_child({str(folder)!r})"
+    code = f"from dtl_engine.bench.data_loading import _scan_child; _scan_child({str(folder)!r})"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(Path(__file__).parent.parent),
                                                                      os.environ.get("PYTHONPATH")])))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
@@ -303,7 +303,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark and print its table."""
-    from .data.loader import auto_num_workers, available_cores
+    from dtl_engine.data.loader import auto_num_workers, available_cores
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{available_cores()} CPU cores, load average {load:.1f} at the start")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import RunError
+from dtl_engine.errors import RunError
 
 
 def _mps_available() -> bool:

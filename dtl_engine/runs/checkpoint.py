@@ -1,6 +1,6 @@
 """Checkpoint files of a run: trainable weights (safetensors) and the resume state.
 
-Where they live in the run folder is :mod:`dtl_engine.run_folder`'s business; every
+Where they live in the run folder is :mod:`dtl_engine.runs.folder`'s business; every
 file is written atomically (:mod:`dtl_engine.fileio`), so a crash or power cut leaves
 either the previous or the new file, never half of one.
 
@@ -22,9 +22,9 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..errors import RunError
-from ..fileio import NOT_REGULAR, NotRegularFileError, atomic_write_bytes, atomic_write_json, read_bytes
-from ..run_folder import RunFolder
+from dtl_engine.errors import RunError
+from dtl_engine.fileio import NOT_REGULAR, NotRegularFileError, atomic_write_bytes, atomic_write_json, read_bytes
+from dtl_engine.runs.folder import RunFolder
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "save_weights", "load_weights", "weights_metadata",
            "save_state", "load_state", "rng_state", "set_rng_state"]
@@ -53,7 +53,7 @@ def weights_metadata(path: str | Path) -> dict[str, str]:
     """The metadata :func:`save_weights` stored in a weights file ({} when it has none or cannot be read)."""
     import json
 
-    from ..fileio import open_regular
+    from dtl_engine.fileio import open_regular
 
     try:
         with open_regular(path) as fh:

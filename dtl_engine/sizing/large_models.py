@@ -1,11 +1,11 @@
 """The large backbones (ViT-L/H/g, DINOv2 L/g) and what they need to train, as plain data.
 
 Torch-free at import, so a catalog can read it without loading anything. The byte figures are the
-memory probe's (:func:`dtl_engine.memory_probe.estimate_memory`) at batch 32 and 224×224 px under bf16:
+memory probe's (:func:`dtl_engine.sizing.memory_probe.estimate_memory`) at batch 32 and 224×224 px under bf16:
 DTL with every saver (frozen weights in bf16, checkpointed blocks), DTL with the defaults (frozen
 weights in bf16), and full fine-tuning of the same backbone. Re-measure and print the table with
 
-    python -m dtl_engine.large_models
+    python -m dtl_engine.sizing.large_models
 """
 from __future__ import annotations
 
@@ -51,8 +51,8 @@ def measure(name: str) -> LargeBackbone:
     import timm
     import torch
 
-    from .memory_probe import estimate_memory
-    from .model import backbone_defaults
+    from dtl_engine.sizing.memory_probe import estimate_memory
+    from dtl_engine.model.dtl import backbone_defaults
 
     with torch.device("meta"):
         net = timm.create_model(name, pretrained=False, num_classes=0)

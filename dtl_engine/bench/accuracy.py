@@ -75,10 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def _train(data: str, root: Path, name: str, backbone: str, weights: str, epochs: int, seed: int,
            **settings: Any) -> Row:
-    from .config import TrainConfig
-    from .run_folder import RunFolder
-    from .training import train
-    from .training.autotune import read_search
+    from dtl_engine.config import TrainConfig
+    from dtl_engine.runs.folder import RunFolder
+    from dtl_engine.training import train
+    from dtl_engine.training.autotune import read_search
 
     config = TrainConfig(data_dir=data, backbone=backbone, weights=weights, epochs=epochs, seed=seed, **settings)
     run_dir = root / f"run{len(list(root.iterdir()))}"
@@ -96,7 +96,7 @@ def _train(data: str, root: Path, name: str, backbone: str, weights: str, epochs
 
 def comparison_plan(pretrained: bool = True) -> list[tuple[str, str, str, dict[str, Any]]]:
     """(row name, backbone, weights, settings) of the comparison; pretrained rows only when cached."""
-    from .weights import weights_cached
+    from dtl_engine.model.weights import weights_cached
 
     plan = [("DTL, defaults", RANDOM_BACKBONE, "random", {"method": "dtl"}),
             ("DTL, old fixed lr 1e-3 + light aug", RANDOM_BACKBONE, "random", {"method": "dtl", **OLD_DEFAULTS}),
@@ -134,8 +134,8 @@ def run(args: argparse.Namespace) -> int:
     """Train every row of the plan and print the table."""
     import torch
 
-    from .data import ensure_sample_dataset
-    from .errors import RunError
+    from dtl_engine.data import ensure_sample_dataset
+    from dtl_engine.errors import RunError
 
     if args.threads:
         torch.set_num_threads(args.threads)

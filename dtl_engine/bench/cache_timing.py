@@ -1,6 +1,6 @@
 """Measure what the prefix feature cache saves: epoch time with and without it.
 
-    python -m dtl_engine.training.cache_timing [--per-class 60] [--epochs 3] [--threads 1]
+    python -m dtl_engine.bench.cache_timing [--per-class 60] [--epochs 3] [--threads 1]
 
 Trains the same DTL run twice on the built-in digits (a tiny random ViT,
 ``test_vit``, by default 32 px inputs in 4 px patches = 64 tokens, 6 blocks)
@@ -17,8 +17,8 @@ from statistics import mean
 
 import torch
 
-from ..config import TrainConfig
-from ..run_folder import RunFolder
+from dtl_engine.config import TrainConfig
+from dtl_engine.runs.folder import RunFolder
 
 
 def _subset(source: Path, dest: Path, per_class: int) -> Path:
@@ -32,8 +32,8 @@ def _subset(source: Path, dest: Path, per_class: int) -> Path:
 def measure(per_class: int = 60, epochs: int = 3, image_size: int = 32, patch: int = 4,
             batch_size: int = 32) -> dict[str, list[float]]:
     """Per-epoch seconds of the same run without and with the feature cache."""
-    from ..data import ensure_sample_dataset
-    from .runner import train
+    from dtl_engine.data import ensure_sample_dataset
+    from dtl_engine.training.runner import train
 
     seconds: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,9 +21,9 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from .fileio import open_regular
-from .listener import RunListener
-from .run_folder import EVENT_LOG
+from dtl_engine.fileio import open_regular
+from dtl_engine.listener import RunListener
+from dtl_engine.runs.folder import EVENT_LOG
 
 
 

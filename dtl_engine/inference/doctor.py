@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import DataError, RunError
-from .run_folder import DOCTOR_CSV as DOCTOR_CSV  # the findings file a check writes into the run
+from dtl_engine.errors import DataError, RunError
+from dtl_engine.runs.folder import DOCTOR_CSV as DOCTOR_CSV  # the findings file a check writes into the run
 
 CSV_COLUMNS = ("kind", "path", "split", "label", "suggested_label", "score", "group", "detail")
 MOVES_COLUMNS = ("path", "from_class", "to_class", "confidence")
@@ -125,7 +125,7 @@ def check_csv_destination(path: str | os.PathLike[str], overwrite: bool = False,
 
 def _write_rows(path: str | os.PathLike[str], columns: Sequence[str], rows: list[list[Any]], overwrite: bool,
                 data_dir: str | os.PathLike[str] | None) -> Path:
-    from .fileio import publish, reserve_beside
+    from dtl_engine.fileio import publish, reserve_beside
 
     out = check_csv_destination(path, overwrite, data_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -167,8 +167,8 @@ def _image_pass(model: Any, samples: list[tuple[str, int, str]], device: torch.d
                 progress: ProgressFn | None, should_stop: Callable[[], bool] | None
                 ) -> tuple[list[int], list[str], np.ndarray, np.ndarray, list[Finding]]:
     """Read every image once: file hash, difference hash, frozen features. Returns the readable ones."""
-    from .data import build_transform, load_image
-    from .fileio import read_bytes
+    from dtl_engine.data import build_transform, load_image
+    from dtl_engine.fileio import read_bytes
 
     transform = build_transform(model.data_config, "none", train=False)
     kept: list[int] = []
@@ -401,8 +401,8 @@ def _outlier_findings(samples: list[tuple[str, int, str]], classes: list[str], f
 
 def run_samples(run_dir: str | os.PathLike[str]) -> list[tuple[str, int, str]]:
     """Every image of a run as (path, label, split name), from its saved split."""
-    from .data.split import Split
-    from .run_folder import RunFolder
+    from dtl_engine.data.split import Split
+    from dtl_engine.runs.folder import RunFolder
 
     split = Split.from_dict(RunFolder(run_dir).read_split())
     return [(p, y, name) for name, part in (("train", split.train), ("val", split.val), ("test", split.test))
@@ -413,7 +413,7 @@ def diagnose_samples(model: Any, classes: list[str], samples: list[tuple[str, in
                      device: str = "cpu", batch_size: int = 64, progress: ProgressFn | None = None,
                      should_stop: Callable[[], bool] | None = None) -> DoctorReport:
     """The doctor on explicit (path, label, split) samples, using ``model``'s frozen backbone."""
-    from .training.devices import select_device
+    from dtl_engine.devices import select_device
 
     dev, _ = select_device(device)
     model = model.to(dev).eval()
@@ -439,7 +439,7 @@ def diagnose_run(run_dir: str | os.PathLike[str], *, device: str = "cpu", batch_
     ``progress(done, total)`` follows the image pass; ``should_stop()`` returning True cancels
     it (a :class:`RunError`).
     """
-    from .runs import load_run_model
+    from dtl_engine.runs.listing import load_run_model
 
     model, classes = load_run_model(run_dir, which="best", device="cpu")
     return diagnose_samples(model, classes, run_samples(run_dir), device=device, batch_size=batch_size,

@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import __version__
-from .config import AUGMENTS, DEVICES, METHODS, PRECISIONS, TrainConfig
-from .recipes import RECIPES
-from .errors import DTLError, RunError
-from .listener import RunListener, StopToken
+from dtl_engine import __version__
+from dtl_engine.config import AUGMENTS, DEVICES, METHODS, PRECISIONS, TrainConfig
+from dtl_engine.recipes import RECIPES
+from dtl_engine.errors import DTLError, RunError
+from dtl_engine.listener import RunListener, StopToken
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -167,7 +167,7 @@ class _CtrlC:
 def cmd_scan(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .data import scan_folder
+    from dtl_engine.data import scan_folder
 
     bars: list[Any] = []    # created on the first report, so a folder refused at once prints no bar
 
@@ -258,7 +258,7 @@ def _model_kwargs(text: str | None) -> dict[str, Any] | None:
 
 
 def _run_training(start: Callable[[RunListener, StopToken], Any]) -> int:
-    from .training.distributed import launched_rank, launched_world_size
+    from dtl_engine.training.distributed import launched_rank, launched_world_size
 
     main_rank = launched_rank() == 0        # under torchrun only rank 0 prints progress and results
     printer = ProgressPrinter() if main_rank else RunListener()
@@ -271,7 +271,7 @@ def _run_training(start: Callable[[RunListener, StopToken], Any]) -> int:
     printer._close_bar()
     run_dir = result.run_dir
     if result.status == "stopped":
-        from .run_folder import RunFolder
+        from dtl_engine.runs.folder import RunFolder
 
         if result.kept_previous:
             print(f"Stopped before training began: nothing was trained, and the run in {run_dir} is kept as it was.")
@@ -296,7 +296,7 @@ def _run_training(start: Callable[[RunListener, StopToken], Any]) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .training import train
+    from dtl_engine.training import train
 
     config = _train_config(args)
     kwargs = _model_kwargs(args.model_kwargs)
@@ -305,13 +305,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .training import resume
+    from dtl_engine.training import resume
 
     return _run_training(lambda listener, token: resume(args.run_dir, listener, token))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_run
+    from dtl_engine.inference.evaluate import evaluate_run
 
     report = evaluate_run(args.run_dir, device=args.device)
     if args.json:
@@ -339,7 +339,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_run
+    from dtl_engine.export import export_run
 
     fmt = args.format or ("onnx" if args.out.lower().endswith(".onnx") else "torchscript")
     result = export_run(args.run_dir, args.out, format=fmt, overwrite=args.overwrite, verify=not args.no_verify,
@@ -371,7 +371,7 @@ def _counting_bar(desc: str) -> tuple[Any, Callable[[int, int], None]]:
 
 def cmd_predict_folder(args: argparse.Namespace) -> int:
     """``predict MODEL --folder DIR --csv OUT.csv``: classify a folder, optionally sort copies."""
-    from .classify_folder import classify_folder
+    from dtl_engine.inference.classify_folder import classify_folder
 
     if not args.csv:
         raise RunError("Give the results file with --csv OUT.csv when classifying a folder.")
@@ -397,7 +397,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return cmd_predict_folder(args)
     if not args.images:
         raise RunError("Give one or more image files, or a folder with --folder DIR --csv OUT.csv.")
-    from .predict import predict_each
+    from dtl_engine.inference.predict import predict_each
 
     results = predict_each(args.model, args.images, top_k=args.top_k)
     failed = [r for r in results if r.error is not None]
@@ -416,7 +416,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from .explain import explain_run
+    from dtl_engine.inference.explain import explain_run
 
     result = explain_run(args.run_dir, args.image, args.out, class_name=args.label, overwrite=args.overwrite,
                          device=args.device)
@@ -426,8 +426,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import DOCTOR_CSV, check_csv_destination, diagnose_run
-    from .run_folder import RunFolder
+    from dtl_engine.inference.doctor import DOCTOR_CSV, check_csv_destination, diagnose_run
+    from dtl_engine.runs.folder import RunFolder
 
     data_dir = RunFolder(args.run_dir).read_config().get("data_dir")
     # the run folder's own findings file is the engine's and is replaced; a file the user names is not
@@ -460,7 +460,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from .runs import list_runs
+    from dtl_engine.runs.listing import list_runs
 
     runs = list_runs()
     if args.json:
@@ -480,8 +480,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from .data.image_cache import ImageCache, set_budget_mb
-    from .memory_probe import format_bytes
+    from dtl_engine.data.image_cache import ImageCache, set_budget_mb
+    from dtl_engine.sizing.memory_probe import format_bytes
 
     if args.action == "clear":
         print(f"Cleared {format_bytes(ImageCache().clear())} of cached images.")
@@ -498,29 +498,29 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_data(args: argparse.Namespace) -> int:
-    from .bench_data import run
+    from dtl_engine.bench.data_loading import run
 
     return run(args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if getattr(args, "ddp", False):
-        from .bench_ddp import run_ddp_bench
+        from dtl_engine.bench.ddp import run_ddp_bench
 
         return int(run_ddp_bench(args) or 0)
-    from .bench import run_bench
+    from dtl_engine.bench.speed import run_bench
 
     return int(run_bench(args) or 0)
 
 
 def cmd_bench_accuracy(args: argparse.Namespace) -> int:
-    from .bench_accuracy import run
+    from dtl_engine.bench.accuracy import run
 
     return run(args)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .planner import run_plan
+    from dtl_engine.sizing.planner import run_plan
 
     return int(run_plan(args) or 0)
 
@@ -649,7 +649,7 @@ def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser("bench-data", help="Measure photo loading: old path vs draft decoding, cache and workers.",
                        description="Images a second of the old data path and of epochs 1 and 2+ of the new one "
                                    "(or, with --scan, a scan of a large folder).")
-    from .bench_data import add_arguments
+    from dtl_engine.bench.data_loading import add_arguments
 
     add_arguments(p)
     p.set_defaults(func=cmd_bench_data)
@@ -658,15 +658,15 @@ def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
                        description="Benchmark training memory and speed of DTL against other methods "
                                    "on one random batch.")
     if with_bench_options:
-        from .bench import add_bench_arguments
+        from dtl_engine.bench.speed import add_bench_arguments
 
         add_bench_arguments(p)
-        from .bench_ddp import add_ddp_arguments
+        from dtl_engine.bench.ddp import add_ddp_arguments
 
         add_ddp_arguments(p)
     p.set_defaults(func=cmd_bench)
 
-    from .bench_accuracy import add_arguments as add_accuracy_arguments   # no heavy imports
+    from dtl_engine.bench.accuracy import add_arguments as add_accuracy_arguments   # no heavy imports
 
     p = sub.add_parser("bench-accuracy", help="Measure accuracy at the defaults: DTL vs. old settings and the "
                                               "linear probe, trained side by side.",
@@ -676,7 +676,7 @@ def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
     add_accuracy_arguments(p)
     p.set_defaults(func=cmd_bench_accuracy)
 
-    from .planner import add_plan_arguments  # torch-free at import
+    from dtl_engine.sizing.planner import add_plan_arguments  # torch-free at import
 
     p = sub.add_parser("plan", help="Which precision, memory savers and batch size fit a GPU's memory.",
                        description="Plan a backbone for a GPU: the memory each setting needs at the target batch, "

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .adapters import FAMILY_DEFAULTS, BackboneAdapter, check_adaptable, make_adapter, resolve_family
-from .errors import BackboneError, DataError, RunError
-from .side_network import CompactSideNetwork
-from .weights import create_backbone
+from dtl_engine.model.adapters import FAMILY_DEFAULTS, BackboneAdapter, check_adaptable, make_adapter, resolve_family
+from dtl_engine.errors import BackboneError, DataError, RunError
+from dtl_engine.model.side_network import CompactSideNetwork
+from dtl_engine.model.weights import create_backbone
 
 VARIANTS = ("dtl", "dtl+", "linear")
 
@@ -242,7 +242,7 @@ def build_model(backbone: str, num_classes: int, *, weights: str = "hub", rank: 
                 data_overrides: dict[str, Any] | None = None) -> DTLModel:
     """Build a DTL / DTL+ model or a linear probe on a frozen timm backbone.
 
-    ``None`` settings take the family defaults (see :data:`dtl_engine.adapters.FAMILY_DEFAULTS`).
+    ``None`` settings take the family defaults (see :data:`dtl_engine.model.adapters.FAMILY_DEFAULTS`).
     ``model_kwargs`` go to ``timm.create_model`` (tiny test configurations); ``data_overrides``
     replace entries of the backbone's data config (a recipe's squash resize or 0.5 normalisation).
 

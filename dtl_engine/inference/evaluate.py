@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .errors import RunError
+from dtl_engine.errors import RunError
 
 MAX_MISTAKES = 200          # a report lists at most this many misclassified images (most confident first)
 
@@ -126,8 +126,8 @@ def predict_probs(model: torch.nn.Module, samples: Sequence[tuple[str, int]], tr
     ``progress(done, total)`` is called after each batch; ``should_stop()`` returning True
     ends the pass with a :class:`RunError` (a cancelled evaluation has no partial result).
     """
-    from .data import ImageDataset
-    from .data.loader import BatchLoader
+    from dtl_engine.data import ImageDataset
+    from dtl_engine.data.loader import BatchLoader
 
     dataset = dataset if dataset is not None else ImageDataset(list(samples), transform)
     loader = BatchLoader(dataset, num_workers)
@@ -174,7 +174,7 @@ def evaluate_model(model: torch.nn.Module, samples: Sequence[tuple[str, int]], c
     they count in ``total_images`` but are not evaluated, like the images that fail to load.
     Photos are draft-decoded and kept in the decoded-image cache (see ``data.loader.image_dataset``).
     """
-    from .data.loader import image_dataset
+    from dtl_engine.data.loader import image_dataset
 
     samples = list(samples)
     dataset = image_dataset(samples, augment_config, "none", train=False)
@@ -197,7 +197,7 @@ def check_split_files(samples: Sequence[tuple[str, int]], stamps: dict[str, tupl
     import os
     import stat
 
-    from .fileio import NOT_REGULAR
+    from dtl_engine.fileio import NOT_REGULAR
 
     kept: list[tuple[str, int]] = []
     gone: list[dict[str, Any]] = []
@@ -235,11 +235,11 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", *, progress: Progres
     The result is saved as the run's report only when it covers every image; a partial
     evaluation (files missing or changed) is returned, never stored over the run's own.
     """
-    from .data.split import Split
-    from .errors import RunError
-    from .run_folder import RunFolder
-    from .runs import load_run_model
-    from .training.devices import select_device
+    from dtl_engine.data.split import Split
+    from dtl_engine.errors import RunError
+    from dtl_engine.runs.folder import RunFolder
+    from dtl_engine.runs.listing import load_run_model
+    from dtl_engine.devices import select_device
 
     folder = RunFolder(run_dir)
     dev, _ = select_device(device)
@@ -247,7 +247,7 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", *, progress: Progres
     split_name, samples = evaluation_split(Split.from_dict(folder.read_split()))
     samples, gone = check_split_files(samples, folder.read_file_stamps())
     best = _weights_epoch(folder)
-    from .data.loader import auto_num_workers
+    from dtl_engine.data.loader import auto_num_workers
 
     evaluation = evaluate_model(model, samples, classes, dev, model.data_config, best_epoch=best, split=split_name,
                                 num_workers=auto_num_workers(), left_out=gone, progress=progress,
@@ -267,8 +267,8 @@ def _weights_epoch(folder: Any) -> int | None:
     Under the 'last epoch' rule (the paper recipe) that is not the epoch of the highest
     validation accuracy, so the metrics are only the last fallback (runs without either record).
     """
-    from .errors import RunError
-    from .training.checkpoint import weights_metadata
+    from dtl_engine.errors import RunError
+    from dtl_engine.runs.checkpoint import weights_metadata
 
     stamped = weights_metadata(folder.weights("best")).get("epoch", "")
     if stamped.isdigit():
@@ -292,8 +292,8 @@ def current_evaluation(run_dir: str | Path, device: str = "auto", *, progress: P
     before per-image predictions were kept is evaluated again (its matrix cells could not be opened).
     ``progress`` and ``should_stop`` follow a fresh evaluation (see :func:`predict_probs`).
     """
-    from .data.split import Split
-    from .run_folder import RunFolder
+    from dtl_engine.data.split import Split
+    from dtl_engine.runs.folder import RunFolder
 
     folder = RunFolder(run_dir)
     saved = folder.read_report()

@@ -1,6 +1,6 @@
 """GPU-fit planner: which precision, memory savers and batch size let a backbone train on a given card.
 
-Every figure comes from the memory probe (:mod:`dtl_engine.memory_probe`): for each setting the probe
+Every figure comes from the memory probe (:mod:`dtl_engine.sizing.memory_probe`): for each setting the probe
 runs at two batch sizes and the planner extends the line between them (activations grow linearly with
 the batch; weights, gradients and optimizer state do not), so a plan costs six fake forwards whatever
 the batch sizes asked about. A setting fits when its estimate stays under the card's memory less a
@@ -17,7 +17,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import DTLError, RunError
+from dtl_engine.errors import DTLError, RunError
 
 GB = 1024 ** 3
 HEADROOM = 0.10          # share of the card kept free (context, workspaces, fragmentation)
@@ -130,7 +130,7 @@ class FitPlan:
 
     def summary(self) -> str:
         """One sentence: the recommendation, or why nothing fits and which card would."""
-        from .memory_probe import format_bytes
+        from dtl_engine.sizing.memory_probe import format_bytes
 
         if self.choice is None:
             card = f"; {self.smallest_card} would fit batch {self.target_batch} with every saver" \
@@ -166,7 +166,7 @@ def parse_memory(text: str | int | float) -> int:
 def _line(backbone: str, method: str, setting: Setting, image_size: Any, num_classes: int,
           model_kwargs: dict[str, Any] | None) -> tuple[int, int, tuple[int, int]]:
     """(fixed bytes, activation bytes per image, input size) of ``setting`` from two probe points."""
-    from .memory_probe import estimate_memory
+    from dtl_engine.sizing.memory_probe import estimate_memory
 
     totals = []
     hw = (0, 0)
@@ -237,7 +237,7 @@ def plan_fit(backbone: str, memory_bytes: int | None = None, method: str = "dtl"
 
 def format_plan(plan: FitPlan) -> str:
     """The plan as a plain-text table and a closing sentence."""
-    from .memory_probe import format_bytes
+    from dtl_engine.sizing.memory_probe import format_bytes
 
     where = f"{plan.gpu_name}, " if plan.gpu_name else ""
     lines = [f"{plan.backbone} ({plan.method.upper()}), {plan.image_size[0]}x{plan.image_size[1]} px, on "

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .errors import RunError
+from dtl_engine.errors import RunError
 
 WORLD_SIZE = 2
 LABELS = {"full": "full fine-tuning", "linear": "linear probe", "lora": "LoRA (peft)", "dtl": "DTL", "dtl+": "DTL+"}
@@ -85,8 +85,8 @@ def _measure(method: str, options: dict[str, Any], rank: int) -> dict[str, Any]:
     import torch.distributed as dist
     import torch.nn.functional as F
 
-    from .memory_probe import build_method_model, input_hw
-    from .training.distributed import Distributed
+    from dtl_engine.sizing.memory_probe import build_method_model, input_hw
+    from dtl_engine.training.distributed import Distributed
 
     torch.manual_seed(options["seed"])
     model = build_method_model(method, options["backbone"], options["num_classes"], options["image_size"],
@@ -157,7 +157,7 @@ def measure_traffic(methods: list[str], backbone: str, batch: int = 2, steps: in
 
 def format_traffic(rows: list[dict[str, Any]]) -> str:
     """A Markdown table: bytes all-reduced per step and the ratio to full fine-tuning."""
-    from .memory_probe import format_bytes
+    from dtl_engine.sizing.memory_probe import format_bytes
 
     full = next((r["ddp_bytes_per_step"] for r in rows if r["method"] == "full"), None)
     lines = ["| method | trainable | all-reduced per step (DDP hook) | / full | step s |", "|---|---|---|---|---|"]
@@ -177,7 +177,7 @@ def format_traffic(rows: list[dict[str, Any]]) -> str:
 
 def run_ddp_bench(args: argparse.Namespace) -> int:
     """``bench --ddp``: measure and print the traffic table (or JSON)."""
-    from .bench import CPU_DEFAULT, parse_methods
+    from dtl_engine.bench.speed import CPU_DEFAULT, parse_methods
 
     methods = [m for m in parse_methods(args.methods)]
     kwargs = json.loads(args.model_kwargs) if args.model_kwargs else None

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import DataError, ExportError
+from dtl_engine.errors import DataError, ExportError
 
 UNSURE = "_unsure"
 CSV_COLUMNS = ("path", "top1", "confidence", "top_k", "copied_to", "error")
@@ -61,7 +61,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def list_images(folder: Path) -> list[Path]:
     """Every regular file below ``folder`` (hidden files and OS clutter skipped), in a stable order."""
-    from .data.scan import is_junk, natural_key
+    from dtl_engine.data.scan import is_junk, natural_key
 
     found: list[Path] = []
     for root, dirs, files in os.walk(folder):
@@ -128,10 +128,10 @@ def classify_folder(model_path: str | os.PathLike[str], folder: str | os.PathLik
         DataError: a missing folder, an existing CSV, or an output place inside the input folder.
         ExportError: the model file cannot be loaded.
     """
-    from .data.images import load_image
-    from .export.common import image_to_uint8
-    from .fileio import reserve_beside
-    from .predict import load_exported
+    from dtl_engine.data.images import load_image
+    from dtl_engine.export.common import image_to_uint8
+    from dtl_engine.fileio import reserve_beside
+    from dtl_engine.inference.predict import load_exported
 
     folder_p = Path(folder).expanduser().resolve()
     csv_p = Path(csv_path).expanduser().resolve()
@@ -198,7 +198,7 @@ def _classify_one(path: Path, exported: Any, k: int, min_confidence: float, sort
 
 def _publish(part: Path, final: Path) -> None:
     """Move the finished CSV to its name, refusing if a file appeared there meanwhile."""
-    from .fileio import publish_new
+    from dtl_engine.fileio import publish_new
 
     try:
         publish_new(part, final)

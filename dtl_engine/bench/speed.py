@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 
 import torch
 import torch.nn.functional as F
-from .errors import DTLError, RunError
-from .half_weights import cast_frozen_weights
-from .memory_probe import (
+from dtl_engine.errors import DTLError, RunError
+from dtl_engine.model.half_weights import cast_frozen_weights
+from dtl_engine.sizing.memory_probe import (
     SavedTensorCounter,
     autocast_context,
     build_full_model,
@@ -37,10 +37,10 @@ from .memory_probe import (
     input_hw,
     model_state_tensors,
 )
-from .step_timer import keep_freed_memory, synchronize, time_step
+from dtl_engine.bench.step_timer import keep_freed_memory, synchronize, time_step
 
 if TYPE_CHECKING:
-    from .model import DTLModel
+    from dtl_engine.model.dtl import DTLModel
 
 DEFAULT_METHODS = "full,linear,lora,dtl,dtl+"
 DEFAULT_WARMUP = 2       # first steps pay for allocation and kernel selection
@@ -98,7 +98,7 @@ def parse_methods(text: str) -> list[str]:
 
 
 def _resolve_device(pref: str) -> torch.device:
-    from .training.devices import select_device
+    from dtl_engine.devices import select_device
 
     return select_device(pref)[0]
 
@@ -365,7 +365,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dtl_engine.bench`` entry point."""
+    """``python -m dtl_engine.bench.speed`` entry point."""
     parser = add_bench_arguments(argparse.ArgumentParser(prog="dtl_engine bench", description=__doc__.split("\n")[0]))
     return run_bench(parser.parse_args(argv))
 

@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from torch import nn
 
-from ..errors import BackboneError
-from ..registry import FAMILIES
-from .base import BackboneAdapter, FamilyDefaults
+from dtl_engine.errors import BackboneError
+from dtl_engine.registry import FAMILIES
+from dtl_engine.model.adapters.base import BackboneAdapter, FamilyDefaults
 
 if TYPE_CHECKING:
     from timm.models.vision_transformer import VisionTransformer
