@@ -8,7 +8,7 @@ cluster's run folder may sit on a network file system that answers slowly. The n
 asked for only when the last one has answered, so polls never pile up.
 
 The first poll reads the whole log and digests it with the Train step's history reader
-(:func:`app.pages.train_page.event_history`); later polls hand each new event on as the same
+(:func:`app.run_history.event_history`); later polls hand each new event on as the same
 signal an in-app run's :class:`app.worker.RunController` sends, so the Train step draws a
 followed run with the code that draws its own.
 
@@ -27,6 +27,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from app import jobs
+from app.run_history import event_history
 from app.worker import RunSignals
 from dtl_engine.listener import BatchStats, EpochStats, MemorySample, RunStarted
 
@@ -74,7 +75,6 @@ def as_record(cls: type, event: dict) -> Any:
 
 def digest_events(events: list[dict]) -> LogDigest:
     """Digest a whole log: the history reader's steps and lines, plus where the run stands."""
-    from app.pages.train_page import event_history
 
     digest = LogDigest()
     digest.steps, digest.lines = event_history(events)

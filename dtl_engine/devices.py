@@ -1,15 +1,23 @@
-"""Where a run computes and in which precision: CUDA, then Apple MPS, then CPU."""
+"""Where a run computes and in which precision: CUDA, then Apple MPS, then CPU.
+
+Part of the torch-free core: torch is imported inside the functions (the one deferral the
+layer contracts allow), so naming a device costs nothing until a device is chosen.
+"""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from dtl_engine.errors import RunError
 
+if TYPE_CHECKING:
+    import torch
+
 
 def _mps_available() -> bool:
+    import torch
+
     mps = getattr(torch.backends, "mps", None)
     return bool(mps is not None and mps.is_available())
 
@@ -20,6 +28,8 @@ def select_device(pref: str = "auto") -> tuple[torch.device, str]:
     ``"auto"`` takes CUDA, then Apple MPS, then the CPU. A forced device that
     this machine lacks raises :class:`RunError` with a sentence saying so.
     """
+    import torch
+
     pref = (pref or "auto").lower()
     if pref not in ("auto", "cuda", "mps", "cpu"):
         raise RunError(f"Unknown device '{pref}': use auto, cuda, mps or cpu.")
@@ -56,6 +66,8 @@ def resolve_precision(pref: str, device: torch.device) -> Precision:
     ``"auto"``: bf16 on CUDA GPUs that support it, else fp16 with a grad
     scaler; fp32 on MPS and CPU (mixed precision there only when asked).
     """
+    import torch
+
     pref = (pref or "auto").lower()
     if pref == "auto":
         if device.type == "cuda":

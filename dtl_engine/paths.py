@@ -51,3 +51,13 @@ def cache_dir() -> Path:
 def sample_data_dir() -> Path:
     """The folder where the built-in sample data set is written as images."""
     return _ensure(user_data_dir() / "sample_data")
+
+
+def image_cache_dir() -> Path:
+    """The folder of the decoded-image cache (inside the per-user cache folder)."""
+    return cache_dir() / "images"
+
+
+def feature_cache_dir() -> Path:
+    """The folder of the frozen-feature store (linear probe features, same rules as the image cache)."""
+    return cache_dir() / "features"

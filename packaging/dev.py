@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 STAMP_NAME = ".dtl-studio-install.json"
 EXTRAS = "test"
-# Run after the tests by `dev.py test` (installed by the test extra).
-STATIC_CHECKS: tuple[tuple[str, ...], ...] = (("ruff", "check", "."), ("mypy", "dtl_engine"))
+# Run after the tests by `dev.py test` (installed by the test extra): the interpreter's arguments.
+STATIC_CHECKS: tuple[tuple[str, ...], ...] = (("-m", "ruff", "check", "."), ("-m", "mypy", "dtl_engine"),
+                                              ("packaging/check_layers.py",))
 MIN_PYTHON = (3, 10)
 
 # Shared libraries Qt (PySide6 wheels) loads from the system on Linux, with the
@@ -325,9 +326,9 @@ def cmd_test(extra: Sequence[str]) -> int:
         say("pytest collected no tests; counting that as a failure.")
         code = 1
     for check in STATIC_CHECKS:
-        name = " ".join(check)
+        name = " ".join(check).removeprefix("-m ")
         say(f"Running {name} ...")
-        result = subprocess.run([str(py), "-m", *check], cwd=ROOT, env=env).returncode
+        result = subprocess.run([str(py), *check], cwd=ROOT, env=env).returncode
         if result != 0:
             say(f"`{name}` failed (exit code {result}); the messages above say where.")
             code = code or 1

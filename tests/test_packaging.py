@@ -89,7 +89,7 @@ def test_test_command_counts_no_tests_as_failure(dev, monkeypatch, tmp_path):
 
     def fake_run(cmd, cwd=None, env=None):
         seen.append((cmd, env))
-        return subprocess.CompletedProcess(cmd, fake_run.code if cmd[2] == "pytest" else 0)
+        return subprocess.CompletedProcess(cmd, fake_run.code if "pytest" in cmd else 0)
 
     monkeypatch.setattr(dev.subprocess, "run", fake_run)
     fake_run.code = 5
@@ -102,18 +102,19 @@ def test_test_command_counts_no_tests_as_failure(dev, monkeypatch, tmp_path):
     assert dev.main(["test"]) == 1
 
 
-@pytest.mark.parametrize("failing", ["ruff", "mypy"])
-def test_test_command_runs_ruff_and_mypy_after_the_tests(dev, monkeypatch, failing):
+@pytest.mark.parametrize("failing", ["ruff", "mypy", "packaging/check_layers.py"])
+def test_test_command_runs_ruff_mypy_and_the_layer_check_after_the_tests(dev, monkeypatch, failing):
     ran = []
     monkeypatch.setattr(dev, "setup", lambda need_window: Path("venv-python"))
 
     def fake_run(cmd, cwd=None, env=None):
-        ran.append(cmd[2:])
-        return subprocess.CompletedProcess(cmd, 1 if cmd[2] == failing else 0)
+        ran.append([a for a in cmd[1:] if a != "-m"])
+        return subprocess.CompletedProcess(cmd, 1 if failing in cmd else 0)
 
     monkeypatch.setattr(dev.subprocess, "run", fake_run)
     assert dev.main(["test"]) == 1
-    assert ran == [["pytest"], ["ruff", "check", "."], ["mypy", "dtl_engine"]]
+    assert ran[1:] == [["ruff", "check", "."], ["mypy", "dtl_engine"], ["packaging/check_layers.py"]]
+    assert ran[0][0] == "pytest"
 
 
 def test_setup_error_becomes_exit_code_one(dev, monkeypatch, capsys):

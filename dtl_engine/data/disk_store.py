@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
 
+from dtl_engine.paths import feature_cache_dir, image_cache_dir
+
 FORMAT_VERSION = 1
 DEFAULT_BUDGET_MB = 4096
 SETTINGS_FILE = "cache_settings.json"
@@ -54,8 +56,6 @@ def set_budget_mb(mb: int) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"image_cache_mb": max(0, int(mb))}), encoding="utf-8")
     os.replace(tmp, path)
-    from dtl_engine.data.image_cache import feature_cache_dir, image_cache_dir
-
     for folder in (image_cache_dir(), feature_cache_dir()):
         DiskStore(folder).trim()
 

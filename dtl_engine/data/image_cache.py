@@ -27,16 +27,10 @@ from dtl_engine.data.disk_store import (  # noqa: F401
     set_budget_mb,
 )
 from dtl_engine.data.images import load_image
+from dtl_engine.paths import feature_cache_dir, image_cache_dir
 
 _MAGIC = b"DTLI"
 _RESAMPLE = Image.Resampling.BICUBIC
-
-
-def image_cache_dir() -> Path:
-    """The folder of the decoded-image cache (inside the per-user cache folder)."""
-    from dtl_engine.paths import cache_dir
-
-    return cache_dir() / "images"
 
 
 def shrink_to_side(image: Image.Image, side: int) -> Image.Image:
@@ -100,13 +94,6 @@ def default_image_cache() -> ImageCache | None:
     except DTLError:
         return None                      # no cache folder: photos are simply decoded every time
     return cache if cache.budget_bytes > 0 else None
-
-
-def feature_cache_dir() -> Path:
-    """The folder of the frozen-feature store (linear probe features, same rules as the image cache)."""
-    from dtl_engine.paths import cache_dir
-
-    return cache_dir() / "features"
 
 
 def cache_size_bytes() -> int:

@@ -186,6 +186,11 @@ class BatchLoader:
                 raise
             detail = str(exc).strip().split("\n")[0].rstrip(". ")
             raise RunError(WORKER_DIED.format(detail=detail)) from exc
+        except (EOFError, ConnectionError) as exc:
+            # A worker killed while it sent a batch leaves half a message in the pipe: the same death, seen sooner
+            if self._loader.num_workers == 0:
+                raise
+            raise RunError(WORKER_DIED.format(detail="its batch was cut off mid-way")) from exc
 
     def _report(self, path: str, reason: str) -> None:
         if path in self._reported:

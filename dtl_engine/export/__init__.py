@@ -10,12 +10,4 @@ from dtl_engine.export.core import FORMATS, export_model
 from dtl_engine.export.run_export import export_onnx, export_run, export_torchscript
 
 
-def load_exported(path):  # re-exported for the contract's import path
-    """Load an export (see :func:`dtl_engine.inference.predict.load_exported`)."""
-    from dtl_engine.inference.predict import load_exported as _load
-
-    return _load(path)
-
-
-__all__ = ["ExportResult", "FORMATS", "export_model", "export_run", "export_torchscript", "export_onnx",
-           "load_exported"]
+__all__ = ["ExportResult", "FORMATS", "export_model", "export_run", "export_torchscript", "export_onnx"]

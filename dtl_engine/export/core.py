@@ -11,6 +11,7 @@ import torch
 from dtl_engine.errors import ExportError
 from dtl_engine.fileio import PART_SUFFIX, publish_new, remove_leftovers
 from dtl_engine.data.preprocess import preprocess_settings
+from dtl_engine.model.probabilities import engine_probabilities
 from dtl_engine.export.common import (TOLERANCE, ExportResult, build_metadata, check_destination, synthetic_batch,
                                       temp_path_beside)
 from dtl_engine.export.verify import check_in_fresh_process, compare, measure_options
@@ -65,8 +66,6 @@ def export_model(model: torch.nn.Module, classes: list[str], out_path: str | os.
         checked, worst = 0, None
         report: dict[str, Any] = {}
         if verify:
-            from dtl_engine.inference.predict import engine_probabilities
-
             images = list(check_images or []) + [synthetic_batch(settings["size"])]
             reference = [engine_probabilities(model, x, settings) for x in images]
             if measure_device is not None:

@@ -5,7 +5,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dtl_engine.errors import ExportError
+from dtl_engine.data.split import Split, check_split_files
+from dtl_engine.errors import ExportError, RunError
 from dtl_engine.export.common import ExportResult, load_check_images, load_labelled_images
 from dtl_engine.export.core import export_model
 
@@ -73,10 +74,6 @@ def _val_acc(folder: Any) -> float | None:
 
 def _val_samples(folder: Any, with_test: bool = True) -> list[tuple[str, int]]:
     """The run's validation images (else, ``with_test``, its test images) still there and unchanged."""
-    from dtl_engine.data.split import Split
-    from dtl_engine.errors import RunError
-    from dtl_engine.inference.evaluate import check_split_files
-
     try:
         split = Split.from_dict(folder.read_split())
         stamps = folder.read_file_stamps()

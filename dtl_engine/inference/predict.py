@@ -10,23 +10,12 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Any, Callable
 
 import torch
 
 from dtl_engine.errors import DataError, ExportError
 from dtl_engine.fileio import NOT_REGULAR, NotRegularFileError, open_regular
-from dtl_engine.data.preprocess import preprocess, preprocess_settings
-
-
-def engine_probabilities(model: torch.nn.Module, images: torch.Tensor,
-                         settings: dict[str, Any] | None = None) -> torch.Tensor:
-    """Class probabilities of a DTLModel for uint8 images (N, 3, H, W) of any size (CPU float32 result)."""
-    settings = settings or preprocess_settings(cast("dict[str, Any]", model.data_config))
-    param = next(model.parameters())
-    with torch.no_grad():
-        x = preprocess(images.to(param.device), **settings).to(param.dtype)
-        return torch.softmax(model(x).float(), dim=-1).cpu()
 
 
 @dataclass

@@ -11,7 +11,8 @@ import torch
 from dtl_engine.errors import ExportError
 from dtl_engine.export import export_model
 from dtl_engine.export.common import TOLERANCE
-from dtl_engine.inference.predict import engine_probabilities, load_exported
+from dtl_engine.model.probabilities import engine_probabilities
+from dtl_engine.inference.predict import load_exported
 from image_factory import make_image_folder
 from tiny_models import tiny_swin, tiny_vit
 

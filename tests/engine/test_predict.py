@@ -8,7 +8,8 @@ from dtl_engine.data import load_image
 from dtl_engine.errors import DataError, ExportError
 from dtl_engine.export import export_model
 from dtl_engine.export.common import image_to_uint8
-from dtl_engine.inference.predict import engine_probabilities, load_exported, predict
+from dtl_engine.model.probabilities import engine_probabilities
+from dtl_engine.inference.predict import load_exported, predict
 from image_factory import make_image
 from test_export import CLASSES, trained_looking_model
 
