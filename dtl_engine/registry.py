@@ -31,6 +31,12 @@ METHODS: dict[str, MethodSpec] = {m.key: m for m in (
                                          "baseline.", False, False),
 )}
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
+#: The peers the benchmark and the memory probe compare with; the product never trains them.
+PEER_METHODS: tuple[str, ...] = ("full", "lora")
+#: Methods whose backbone weights never train (they may be stored in half precision).
+FROZEN_BACKBONE_METHODS: tuple[str, ...] = METHOD_NAMES
+#: Methods that train DTL's side network.
+SIDE_NETWORK_METHODS: tuple[str, ...] = tuple(k for k, m in METHODS.items() if m.side_network)
 
 
 @dataclass(frozen=True)

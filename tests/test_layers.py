@@ -1,4 +1,4 @@
-"""The layer check that `dev.py test` runs: import-linter's contracts hold and no modules import each other in a loop."""
+"""The layer check that `dev.py test` runs: the import-linter contracts hold, and no module loop exists."""
 from __future__ import annotations
 
 import importlib.util

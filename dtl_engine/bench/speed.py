@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 import torch
 import torch.nn.functional as F
 from dtl_engine.errors import DTLError, RunError
+from dtl_engine.registry import SIDE_NETWORK_METHODS
 from dtl_engine.model.half_weights import cast_frozen_weights
 from dtl_engine.sizing.memory_probe import (
     SavedTensorCounter,
@@ -47,8 +48,8 @@ DEFAULT_WARMUP = 2       # first steps pay for allocation and kernel selection
 DEFAULT_STEPS = 5        # at least this many measured rounds: the figures are medians of them
 DEFAULT_MAX_STEPS = 40   # more rounds only while a ratio is still unsteady
 TARGET_ERROR = 0.015     # stop once every time ratio's standard error is 1.5 %: two runs then agree within ±5 %
-BENCH_METHODS = ("full", "linear", "lora", "dtl", "dtl+")
-DTL_METHODS = ("dtl", "dtl+")
+BENCH_METHODS = tuple(DEFAULT_METHODS.split(","))
+DTL_METHODS = SIDE_NETWORK_METHODS
 SAVERS_SUFFIX = " (savers)"
 # (backbone, batch) by default: the CPU default measures stably in minutes where ViT-B at 32 would take an hour
 GPU_DEFAULT = ("vit_base_patch16_224", 32)

@@ -21,8 +21,9 @@ from dtl_engine.model.adapters import FAMILY_DEFAULTS, BackboneAdapter, check_ad
 from dtl_engine.errors import BackboneError, DataError, RunError
 from dtl_engine.model.side_network import CompactSideNetwork
 from dtl_engine.model.weights import create_backbone
+from dtl_engine.registry import METHOD_NAMES
 
-VARIANTS = ("dtl", "dtl+", "linear")
+VARIANTS = METHOD_NAMES                # the model builds every method of the registry
 
 
 @dataclass

@@ -24,9 +24,9 @@ from torch import nn
 from dtl_engine.errors import DTLError, RunError
 from dtl_engine.formatting import format_bytes  # re-exported: the CLI and benchmark import it from here
 from dtl_engine.model.half_weights import cast_frozen_weights
+from dtl_engine.registry import FROZEN_BACKBONE_METHODS, METHOD_NAMES, PEER_METHODS
 
-METHODS = ("dtl", "dtl+", "linear", "full", "lora")
-FROZEN_BACKBONE_METHODS = ("dtl", "dtl+", "linear")  # methods whose backbone weights never train
+METHODS = METHOD_NAMES + PEER_METHODS   # the product's methods and the peers it is compared with
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 LORA_RANK = 8
 LORA_TARGETS = ["qkv"]  # timm ViT / Swin fuse q, k, v into one Linear called 'qkv'

@@ -48,3 +48,13 @@ def test_every_family_supports_known_methods_and_config_accepts_exactly_them():
     for spec in registry.FAMILIES.values():
         assert set(spec.methods) <= set(registry.METHODS)
         assert spec.fusion_kernel % 2 == 1 and spec.rank >= 1
+
+
+def test_the_model_the_memory_probe_and_the_benchmark_name_the_registrys_methods():
+    from dtl_engine.bench.speed import BENCH_METHODS, DTL_METHODS
+    from dtl_engine.model.dtl import VARIANTS
+    from dtl_engine.sizing.memory_probe import METHODS as PROBED
+
+    assert VARIANTS == registry.METHOD_NAMES
+    assert set(PROBED) == set(BENCH_METHODS) == set(registry.METHOD_NAMES) | set(registry.PEER_METHODS)
+    assert set(DTL_METHODS) == {k for k, m in registry.METHODS.items() if m.side_network} == {"dtl", "dtl+"}
