@@ -16,7 +16,6 @@ from app.widgets.class_table import ClassTable
 from app.widgets.drop_zone import DropZone
 
 MAX_LISTED_SKIPS = 200
-IMBALANCE_RATIO = 3.0
 
 
 def _scan(folder: str, job: jobs.Job):
@@ -393,20 +392,13 @@ class DataPage(QWidget):
                                      f"{test} ({how})")
         else:
             self.split_label.setText(f"No split yet: {self._split_problem}")
-        self._fill_warnings(rows)
+        self._fill_warnings()
         self.message.hide()
         self._set_results_visible(True)
 
-    def _fill_warnings(self, rows: list[dict]) -> None:
+    def _fill_warnings(self) -> None:
         scan = self._scan
         lines = list(scan.warnings)
-        counts = [r["count"] for r in rows if r["count"] > 0]
-        already = any("balanc" in w.lower() for w in lines)
-        if counts and not already and max(counts) >= IMBALANCE_RATIO * min(counts):
-            big = max(rows, key=lambda r: r["count"])
-            small = min(rows, key=lambda r: r["count"])
-            lines.append(f"Classes are imbalanced: '{big['name']}' has {big['count']:,} images, "
-                         f"'{small['name']}' only {small['count']:,}.")
         if self._split is not None and len(self._split.val) == 0:
             lines.append("No validation images: add more images per class or raise the validation share.")
         for skipped in scan.skipped[:MAX_LISTED_SKIPS]:

@@ -38,8 +38,9 @@ _TOOL_DIRS = frozenset({".git", ".svn", ".hg", ".ipynb_checkpoints", ".idea", ".
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                  "validation": "val", "test": "test", "testing": "test"}
 SPLIT_ORDER = ("train", "val", "test")
-# Warn when the largest class holds more than this many times the images of the smallest.
-IMBALANCE_RATIO = 10.0
+# Warn when the largest class holds at least this many times the images of the smallest (the Data
+# step, the scan and the data doctor all use this one rule).
+IMBALANCE_RATIO = 3.0
 # Warn about classes with fewer images than this.
 FEW_IMAGES = 5
 _PROGRESS_INTERVAL_S = 0.05
@@ -432,7 +433,7 @@ def _class_warnings(layout: str, classes: list[str], counts: dict[str, int],
         big = max(present, key=lambda c: present[c])
         small = min(present, key=lambda c: present[c])
         ratio = present[big] / present[small]
-        if ratio > IMBALANCE_RATIO:
-            out.append(f"The classes are strongly imbalanced: '{big}' has {present[big]} images but '{small}' "
+        if ratio >= IMBALANCE_RATIO:
+            out.append(f"The classes are imbalanced: '{big}' has {present[big]} images but '{small}' "
                        f"only {present[small]} ({ratio:.0f}×). The model may favour the large classes.")
     return out

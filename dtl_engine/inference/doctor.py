@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dtl_engine.data.scan import IMBALANCE_RATIO
 from dtl_engine.errors import DataError, RunError
 from dtl_engine.runs.folder import DOCTOR_CSV as DOCTOR_CSV  # the findings file a check writes into the run
 
@@ -39,7 +40,6 @@ NEAR_HAMMING = 4                    # difference hashes this close (of 64 bits) 
 NEAR_COSINE = 0.95                  # ... and frozen features this similar (centred) make a near duplicate
 FOLDS = 5
 OUTLIER_Z = 3.5                     # robust z-score of the distance to the class centre
-IMBALANCE_RATIO = 3.0               # a class this many times smaller than the largest is reported
 
 ProgressFn = Callable[[int, int], None]
 

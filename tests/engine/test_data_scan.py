@@ -334,3 +334,14 @@ def test_cancel_while_listing_a_huge_folder(tmp_path):
     with pytest.raises(ScanCancelled):
         scan_folder(root, progress=lambda d, t: totals.append(t), should_stop=stop)
     assert all(t is None for t in totals)   # stopped inside the listing, before any checking began
+
+
+def test_one_imbalance_rule_for_the_scan_and_the_doctor(tmp_path):
+    from dtl_engine.inference import doctor
+
+    make_image_folder(tmp_path / "three", {"big": 15, "small": 5}, size=(8, 8))
+    make_image_folder(tmp_path / "two", {"big": 10, "small": 5}, size=(8, 8))
+    warned = [w for w in scan_folder(tmp_path / "three").warnings if "imbalanced" in w]
+    assert len(warned) == 1 and "(3×)" in warned[0]
+    assert not [w for w in scan_folder(tmp_path / "two").warnings if "imbalanced" in w]
+    assert doctor.IMBALANCE_RATIO == 3.0           # the doctor reports the same classes the scan warns about
