@@ -337,6 +337,7 @@ def test_cancel_while_listing_a_huge_folder(tmp_path):
 
 
 def test_one_imbalance_rule_for_the_scan_and_the_doctor(tmp_path):
+    from dtl_engine.data import scan
     from dtl_engine.inference import doctor
 
     make_image_folder(tmp_path / "three", {"big": 15, "small": 5}, size=(8, 8))
@@ -344,4 +345,4 @@ def test_one_imbalance_rule_for_the_scan_and_the_doctor(tmp_path):
     warned = [w for w in scan_folder(tmp_path / "three").warnings if "imbalanced" in w]
     assert len(warned) == 1 and "(3×)" in warned[0]
     assert not [w for w in scan_folder(tmp_path / "two").warnings if "imbalanced" in w]
-    assert doctor.IMBALANCE_RATIO == 3.0           # the doctor reports the same classes the scan warns about
+    assert doctor.IMBALANCE_RATIO is scan.IMBALANCE_RATIO     # the doctor reports the classes the scan warns about
