@@ -18,7 +18,10 @@ callbacks and what it keeps, so that they and the job are freed there, by
 reference count: the worker holds only a weak reference, and nothing of a job is
 left to the cyclic garbage collector, which runs in whichever thread allocates
 (a worker's too) and would destroy Qt objects there. Jobs in the same *lane* run one after another
-(the estimate and the backbone facts each keep to one core). The main window
+(the estimate and the backbone facts each keep to one core). A job submitted with ``supersede=key``
+makes the same widget's earlier job of that key moot: the earlier one is cancelled and none of its
+callbacks run any more, so the newest request wins without a request counter in the widget;
+:func:`drop` does the same without a new job. The main window
 asks before closing about jobs that lose work (training), cancels the rest and
 waits for all of them (:func:`active_jobs`, :func:`cancel_all`, :func:`wait_all`).
 """
@@ -109,6 +112,7 @@ class Job(QObject):
         self._done = threading.Event()
         self._released = threading.Event()     # the worker holds no reference to the job any more
         self._connected: set[str] = set()       # names of its signals with callbacks, disconnected when let go
+        self._superseded = threading.Event()    # a newer request of the same widget and key made it moot
 
     @property
     def is_cancelled(self) -> bool:
@@ -264,6 +268,18 @@ def _jobs() -> _Jobs:
     return _JOBS
 
 
+_LATEST: dict[tuple[int, str], "weakref.ReferenceType[Job]"] = {}   # (id of the widget, key) -> its newest job
+
+
+def drop(context: QObject, key: str) -> None:
+    """Make ``context``'s live job of ``key`` moot: it is cancelled and none of its callbacks run any more."""
+    ref = _LATEST.pop((id(context), key), None)
+    job = ref() if ref is not None else None
+    if job is not None:
+        job._superseded.set()
+        job.cancel()
+
+
 def submit(fn: Callable[[Job], Any], *, kind: str, what: str = "The task",
            on_done: Callable[[Any], None] | None = None,
            on_error: Callable[[str, str], None] | None = None,
@@ -272,7 +288,7 @@ def submit(fn: Callable[[Job], Any], *, kind: str, what: str = "The task",
            on_ended: Callable[[], None] | None = None,
            context: QObject | None = None, lane: str | None = None, imports: tuple[str, ...] = (),
            loses_work: bool = False, on_cancel: Callable[[], None] | None = None,
-           low_priority: bool = False) -> Job:
+           low_priority: bool = False, supersede: str | None = None) -> Job:
     """Run ``fn(job)`` in the background and return the :class:`Job`.
 
     The callbacks run on the GUI thread and are skipped once ``context`` (the
@@ -281,16 +297,26 @@ def submit(fn: Callable[[Job], Any], *, kind: str, what: str = "The task",
     a time, in order. ``imports``: heavy modules loaded first, one thread at a
     time. ``on_cancel`` is called (GUI thread) when the job is cancelled, for jobs
     with their own stop mechanism (training's stop token). ``low_priority``: a long
-    job that must leave the CPU to the window first (training).
+    job that must leave the CPU to the window first (training). ``supersede``: a key; this job
+    replaces ``context``'s earlier job of the same key (see :func:`drop`), so only the newest
+    request's answer arrives.
     """
     job = Job(kind, what, loses_work, on_cancel)
+    superseded = job._superseded            # the callbacks hold the flag, not the job (no reference cycle)
+    if supersede is not None:
+        if context is None:
+            raise ValueError("supersede needs the context whose newest request wins")
+        drop(context, supersede)
+        for stale in [k for k, r in _LATEST.items() if r() is None]:
+            del _LATEST[stale]
+        _LATEST[(id(context), supersede)] = weakref.ref(job)
 
     def guarded(callback: Callable[..., None] | None) -> Callable[..., None] | None:
         if callback is None:
             return None
 
         def call(*args: Any) -> None:
-            if context is None or shiboken6.isValid(context):
+            if not superseded.is_set() and (context is None or shiboken6.isValid(context)):
                 callback(*args)
         return call
 

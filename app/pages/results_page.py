@@ -57,8 +57,6 @@ class ResultsPage(QWidget):
         self.run_dir: str | None = None
         self.evaluation: Any = None
         self._status = (False, "No results yet: train a model or open a past run.")
-        self._request = 0
-        self._eval_job: jobs.Job | None = None
 
         self.headline = QLabel("No results yet")
         self.headline.setStyleSheet("font-size: 16pt; font-weight: 600;")
@@ -101,8 +99,6 @@ class ResultsPage(QWidget):
         self.gallery.itemSelectionChanged.connect(self._update_buttons)
         self.gallery.why_requested.connect(self.explain)
         self.why_view = WhyView()
-        self._why_job: jobs.Job | None = None
-        self._why_request = 0
         self._why_waiting = False                   # the latest question has no answer yet
         self._why_cache: dict[str, Any] = {}        # the model of one run, used by the "explain" lane only
         self.why_button = QPushButton("Why?")
@@ -169,8 +165,7 @@ class ResultsPage(QWidget):
     def show_run(self, run_dir: str) -> None:
         """Show a run's report (evaluating it in the background if needed)."""
         self.run_dir = str(run_dir)
-        self._request += 1
-        request = self._request
+        jobs.drop(self, "evaluate")         # an older request's answer must not arrive after this one
         if epochs_done(run_dir) == 0:       # stopped inside epoch 1: no validated weights, no accuracy
             self.evaluation = None
             self.doctor.set_run(None)
@@ -196,14 +191,9 @@ class ResultsPage(QWidget):
         self.progress.setFormat("Checking the run's images…")
         self.progress.setVisible(True)
         self._set_status(False, f"Loading the results of {Path(run_dir).name}…")
-        if self._eval_job is not None:
-            self._eval_job.cancel()             # an older request: its answer would be dropped anyway
-        self._eval_job = jobs.submit(lambda job: load_evaluation(run_dir, job), kind="evaluate",
-                                     what="Evaluating the run", context=self,
-                                     imports=("timm", "dtl_engine.training"), lane="evaluate",
-                                     on_progress=lambda value: self._progressed(request, value),
-                                     on_done=lambda ev: self._loaded(request, ev),
-                                     on_error=lambda m, d: self._failed(request, m, d))
+        jobs.submit(lambda job: load_evaluation(run_dir, job), kind="evaluate", what="Evaluating the run",
+                    context=self, supersede="evaluate", imports=("timm", "dtl_engine.training"), lane="evaluate",
+                    on_progress=self._progressed, on_done=self.show_evaluation, on_error=self._failed)
 
     def show_result(self, result: Any) -> None:
         """Show a RunResult straight away when it carries its evaluation."""
@@ -212,9 +202,7 @@ class ResultsPage(QWidget):
             self.show_run(result.run_dir)
             return
         self.run_dir = str(result.run_dir)
-        self._request += 1
-        if self._eval_job is not None:
-            self._eval_job.cancel()
+        jobs.drop(self, "evaluate")
         self.show_evaluation(report)
 
     def show_evaluation(self, evaluation: Any) -> None:
@@ -303,17 +291,13 @@ class ResultsPage(QWidget):
         record = record or self.gallery.selected_record()
         if not record or self.run_dir is None:
             return
-        if self._why_job is not None:
-            self._why_job.cancel()          # only the latest question is answered
         run_dir, path, cache = self.run_dir, str(record.get("path", "")), self._why_cache
-        self._why_request += 1
-        request = self._why_request
         self._why_waiting = True
         self.why_view.waiting(record)
-        self._why_job = jobs.submit(lambda job: compute_heatmap(job, run_dir, path, cache), kind="explain",
-                                    what="The heatmap", context=self, imports=("timm", "dtl_engine.training"),
-                                    lane="explain", on_done=lambda answer: self._why_done(request, record, answer),
-                                    on_error=lambda message, _details: self._why_failed(request, message))
+        jobs.submit(lambda job: compute_heatmap(job, run_dir, path, cache), kind="explain", what="The heatmap",
+                    context=self, supersede="why", imports=("timm", "dtl_engine.training"), lane="explain",
+                    on_done=lambda answer: self._why_done(record, answer),
+                    on_error=lambda message, _details: self._why_failed(message))
 
     def _show_selected_in_folder(self) -> None:
         record = self.gallery.selected_record()
@@ -323,28 +307,23 @@ class ResultsPage(QWidget):
 
     def _forget_why(self) -> None:
         """The gallery shows other images: an old heatmap (or its job) must not stay."""
-        self._why_request += 1
+        jobs.drop(self, "why")          # only the latest question is answered
         self._why_waiting = False
-        if self._why_job is not None:
-            self._why_job.cancel()
         self.why_view.setVisible(False)
 
     def is_explaining(self) -> bool:
         """True while the latest heatmap asked for has not arrived (nor failed)."""
         return self._why_waiting
 
-    def _why_done(self, request: int, record: dict, answer: tuple[Any, Any]) -> None:
-        if request != self._why_request:
-            return
+    def _why_done(self, record: dict, answer: tuple[Any, Any]) -> None:
         self._why_waiting = False
         result, image = answer
         if result is not None:
             self.why_view.show_heatmap(record, result, image)
 
-    def _why_failed(self, request: int, message: str) -> None:
-        if request == self._why_request:
-            self._why_waiting = False
-            self.why_view.failed(message)
+    def _why_failed(self, message: str) -> None:
+        self._why_waiting = False
+        self.why_view.failed(message)
 
     # --- helpers --------------------------------------------------------------
     def _fill_table(self, rows: list[dict]) -> None:
@@ -358,9 +337,7 @@ class ResultsPage(QWidget):
             self.per_class.setItem(r, 4, _NumberItem(str(int(row["support"])), float(row["support"])))
         self.per_class.setSortingEnabled(True)
 
-    def _progressed(self, request: int, value: Any) -> None:
-        if request != self._request:
-            return
+    def _progressed(self, value: Any) -> None:
         done, total = value
         self.progress.setRange(0, max(1, total))
         self.progress.setValue(done)
@@ -368,13 +345,7 @@ class ResultsPage(QWidget):
         self.progress.setFormat(text)
         self._set_status(False, text)
 
-    def _loaded(self, request: int, evaluation: Any) -> None:
-        if request == self._request:
-            self.show_evaluation(evaluation)
-
-    def _failed(self, request: int, message: str, details: str) -> None:
-        if request != self._request:
-            return
+    def _failed(self, message: str, details: str) -> None:
         self.headline.setText("No results for this run")
         self.subline.setText(message)
         self.progress.setVisible(False)

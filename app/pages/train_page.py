@@ -61,7 +61,6 @@ class TrainPage(QWidget):
         self._pending_batch: Any = None
         self._memory_samples = False
         self._trained = False           # the run on screen completed at least one epoch
-        self._history_request = 0       # the latest past run asked for (older answers are dropped)
         self._setup_error = False       # the last failure was the settings', before any run started
         self._last_stats: Any = None
         self._follower: RunFollower | None = None     # a run read from its event log
@@ -388,12 +387,10 @@ class TrainPage(QWidget):
         if quiet:
             return
         self.run_dir = str(run_dir)
-        self._history_request += 1
-        request = self._history_request
         # The per-step curves and the log come from the event log, read off the GUI thread.
         jobs.submit(lambda _job: read_event_history(run_dir), kind="history", what="Reading the run's log",
-                    context=self, lane="history",
-                    on_done=lambda out: self._history_loaded(request, run_dir, epochs, *out))
+                    context=self, lane="history", supersede="history",
+                    on_done=lambda out: self._history_loaded(run_dir, epochs, *out))
         best = max((e.get("val_acc") or 0.0 for e in epochs), default=None)
         text = f"Run {Path(run_dir).name}: {len(epochs)} epoch(s)"
         line = f"Opened — {len(epochs)} epoch(s)"
@@ -406,9 +403,8 @@ class TrainPage(QWidget):
         self._trained = bool(epochs)
         self._set_state(RunState.FINISHED if epochs else RunState.IDLE, text, line)
 
-    def _history_loaded(self, request: int, run_dir: str, epochs: list[dict], steps: list[dict],
-                        lines: list[str]) -> None:
-        if request != self._history_request or self.life.busy or self.run_dir != str(run_dir):
+    def _history_loaded(self, run_dir: str, epochs: list[dict], steps: list[dict], lines: list[str]) -> None:
+        if self.life.busy or self.run_dir != str(run_dir):
             return                          # another run is shown (or training) now
         if steps:
             self.charts.set_history(epochs, steps)
@@ -421,7 +417,7 @@ class TrainPage(QWidget):
         self.log_view.appendPlainText(f"{time.strftime('%H:%M:%S')}  {message}")
 
     def _begin(self, text: str) -> None:
-        self._history_request += 1          # a past run's log still being read is not shown now
+        jobs.drop(self, "history")          # a past run's log still being read is not shown now
         self.charts.clear()
         self.last_result = None
         self.last_error = None

@@ -45,13 +45,10 @@ class ClassTable(QTableWidget):
         for col in range(1, len(self.COLUMNS)):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        self._thumb_job: jobs.Job | None = None
-        self._thumb_generation = 0      # which folder's thumbnails are wanted
 
     def set_classes(self, rows: list[dict]) -> None:
         """Fill the table. Each row: name, count, train, val (ints or None), first (image path or None)."""
-        if self._thumb_job is not None:
-            self._thumb_job.cancel()        # thumbnails of the previous folder are not wanted any more
+        jobs.drop(self, "thumbnails")       # thumbnails of the previous folder are not wanted any more
         self.setRowCount(len(rows))
         total = sum(r["count"] for r in rows) or 1
         for i, r in enumerate(rows):
@@ -66,16 +63,14 @@ class ClassTable(QTableWidget):
             share.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.setItem(i, 4, share)
         firsts = [(i, r["first"]) for i, r in enumerate(rows) if r.get("first")]
-        self._thumb_generation += 1
-        generation = self._thumb_generation
         # on_progress is connected before the job starts: a thumbnail reported at once is not lost
-        self._thumb_job = jobs.submit(lambda job: _load_thumbnails(firsts, job), kind="thumbnails",
-                                      what="Loading thumbnails", context=self, lane="thumbnails",
-                                      on_progress=lambda answer: self._on_thumb(generation, *answer))
+        jobs.submit(lambda job: _load_thumbnails(firsts, job), kind="thumbnails", what="Loading thumbnails",
+                    context=self, lane="thumbnails", supersede="thumbnails",
+                    on_progress=lambda answer: self._on_thumb(*answer))
 
-    def _on_thumb(self, generation: int, row: int, image: QImage) -> None:
-        if generation != self._thumb_generation or row >= self.rowCount():
-            return                      # a late thumbnail from a previous folder
+    def _on_thumb(self, row: int, image: QImage) -> None:
+        if row >= self.rowCount():
+            return
         item = self.item(row, 0)
         if item is not None:
             item.setIcon(QIcon(QPixmap.fromImage(image)))

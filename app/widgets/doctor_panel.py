@@ -67,8 +67,6 @@ class DoctorPanel(QWidget):
         self.run_dir: str | None = None
         self.report: Any = None
         self._job: jobs.Job | None = None
-        self._thumb_job: jobs.Job | None = None
-        self._generation = 0
         self.thumbnails_loaded = 0
 
         self.run_button = QPushButton("Check the data")
@@ -122,7 +120,8 @@ class DoctorPanel(QWidget):
             return
         self.stop()
         self.run_dir, self.report = run_dir, None
-        self._generation += 1
+        jobs.drop(self, "doctor")           # nothing of the other run's check or thumbnails arrives now
+        jobs.drop(self, "thumbnails")
         self.table.setRowCount(0)
         self.table.setVisible(False)
         self.save_button.setEnabled(False)
@@ -138,8 +137,6 @@ class DoctorPanel(QWidget):
         if self.run_dir is None or self._job is not None:
             return
         run_dir = self.run_dir
-        self._generation += 1
-        generation = self._generation
         self.run_button.setText("Stop the check")
         self.save_button.setEnabled(False)
         self.progress.setRange(0, 0)
@@ -147,11 +144,10 @@ class DoctorPanel(QWidget):
         self.progress.setVisible(True)
         self.summary.setText("Checking the images…")
         self._job = jobs.submit(lambda job: run_doctor(job, run_dir), kind="doctor", what="The data check",
-                                context=self, imports=("timm", "dtl_engine.training"), lane="doctor",
-                                on_progress=lambda value: self._progressed(generation, value),
-                                on_done=lambda report: self._done(generation, report),
-                                on_error=lambda message, _details: self._failed(generation, message),
-                                on_cancelled=lambda: self._failed(generation, "The data check was stopped."))
+                                context=self, supersede="doctor", imports=("timm", "dtl_engine.training"),
+                                lane="doctor", on_progress=self._progressed, on_done=self._done,
+                                on_error=lambda message, _details: self._failed(message),
+                                on_cancelled=lambda: self._failed("The data check was stopped."))
 
     def stop(self) -> None:
         """Stop a running check (its result is dropped)."""
@@ -168,34 +164,28 @@ class DoctorPanel(QWidget):
         else:
             self.start()
 
-    def _progressed(self, generation: int, value: tuple[int, int]) -> None:
-        if generation != self._generation:
-            return
+    def _progressed(self, value: tuple[int, int]) -> None:
         done, total = value
         self.progress.setRange(0, max(1, total))
         self.progress.setValue(done)
         self.progress.setFormat(f"Reading {done} / {total} images…" if done < total
                                 else f"Read {total} images; comparing them…")
 
-    def _failed(self, generation: int, message: str) -> None:
-        if generation != self._generation:
-            return
+    def _failed(self, message: str) -> None:
         self._job = None
         self.run_button.setText("Check the data")
         self.progress.setVisible(False)
         self.summary.setText(f"<span style='color:{role_color('error')}'>{html.escape(message)}</span>"
                              if "stopped" not in message else message)
 
-    def _done(self, generation: int, report: Any) -> None:
-        if generation != self._generation:
-            return
+    def _done(self, report: Any) -> None:
         self._job = None
         self.report = report
         self.run_button.setText("Check again")
         self.progress.setVisible(False)
         self.summary.setText(_html(report.summary()))
         self.save_button.setEnabled(bool(report.of("mislabeled")))
-        self._fill(report, generation)
+        self._fill(report)
         self.finished.emit(report)
 
     # --- the table ------------------------------------------------------------
@@ -208,7 +198,7 @@ class DoctorPanel(QWidget):
                       key=lambda f: (order.index(finding_kind(f)) if finding_kind(f) in order else len(order),
                                      f.group if f.group is not None else -1, -f.score))
 
-    def _fill(self, report: Any, generation: int) -> None:
+    def _fill(self, report: Any) -> None:
         rows = self.rows()[:MAX_ROWS]
         self.table.setRowCount(len(rows))
         for r, f in enumerate(rows):
@@ -229,15 +219,11 @@ class DoctorPanel(QWidget):
         self.thumbnails_loaded = 0
         paths = [(r, f.path) for r, f in enumerate(rows) if f.kind not in ("imbalance", "unreadable")]
         paths = paths[:MAX_THUMBNAILS]
-        if self._thumb_job is not None:
-            self._thumb_job.cancel()
-        self._thumb_job = jobs.submit(lambda _job: [(r, read_thumbnail(p, ICON)) for r, p in paths],
-                                      kind="thumbnails", what="Loading thumbnails", context=self, lane="thumbnails",
-                                      on_done=lambda images: self._set_thumbnails(generation, images))
+        jobs.submit(lambda _job: [(r, read_thumbnail(p, ICON)) for r, p in paths], kind="thumbnails",
+                    what="Loading thumbnails", context=self, lane="thumbnails", supersede="thumbnails",
+                    on_done=self._set_thumbnails)
 
-    def _set_thumbnails(self, generation: int, images: list[tuple[int, QImage]]) -> None:
-        if generation != self._generation:
-            return
+    def _set_thumbnails(self, images: list[tuple[int, QImage]]) -> None:
         for row, image in images:
             item = self.table.item(row, 1)
             if item is not None and not image.isNull():

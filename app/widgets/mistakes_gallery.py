@@ -54,17 +54,14 @@ class MistakesGallery(QListWidget):
         self.setSpacing(4)
         self.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.customContextMenuRequested.connect(self._context_menu)
-        self._generation = 0
-        self._thumb_job: jobs.Job | None = None
         self.thumbnails_loaded = 0
         self.empty_text = "No mistakes to show."
 
     def set_mistakes(self, mistakes: list[dict], empty_text: str | None = None) -> None:
         """Show up to :data:`MAX_SHOWN` images ({path, true, predicted, confidence}), in the given order."""
         self.clear()
-        self._generation += 1
+        jobs.drop(self, "thumbnails")       # the gallery shows other images now
         self.thumbnails_loaded = 0
-        generation = self._generation
         placeholder = QPixmap(THUMB, THUMB)
         placeholder.fill(QColor("#eeeeee"))
         shown = mistakes[:MAX_SHOWN]
@@ -83,15 +80,10 @@ class MistakesGallery(QListWidget):
             self.addItem(item)
             return
         paths = [str(m.get("path", "")) for m in shown]
-        if self._thumb_job is not None:
-            self._thumb_job.cancel()
-        self._thumb_job = jobs.submit(lambda _job: [read_thumbnail(p) for p in paths], kind="thumbnails",
-                                      what="Loading thumbnails", context=self, lane="thumbnails",
-                                      on_done=lambda images: self._set_thumbnails(generation, images))
+        jobs.submit(lambda _job: [read_thumbnail(p) for p in paths], kind="thumbnails", what="Loading thumbnails",
+                    context=self, lane="thumbnails", supersede="thumbnails", on_done=self._set_thumbnails)
 
-    def _set_thumbnails(self, generation: int, images: list[QImage]) -> None:
-        if generation != self._generation:
-            return  # an older request; the gallery shows another run now
+    def _set_thumbnails(self, images: list[QImage]) -> None:
         for row, image in enumerate(images):
             item = self.item(row)
             if item is not None and not image.isNull():

@@ -107,7 +107,7 @@ def test_suggested_moves_are_saved_as_csv_and_an_existing_file_is_replaced_only_
     result, data = run_with_duplicates
     page = _page(qtbot, result)
     doctor = page.doctor
-    doctor._done(doctor._generation, _report_with_a_move(data))     # as a finished check hands it over
+    doctor._done(_report_with_a_move(data))     # as a finished check hands it over
     assert doctor.save_button.isEnabled()
     out = tmp_path / "moves.csv"
     written = doctor.save_moves(str(out))
@@ -132,7 +132,7 @@ def test_nothing_is_written_into_the_image_folder(qtbot, run_with_duplicates):
     before = _tree(data)
     page = _page(qtbot, result)
     doctor = page.doctor
-    doctor._done(doctor._generation, _report_with_a_move(data))
+    doctor._done(_report_with_a_move(data))
     assert doctor.save_moves(str(data / "moves.csv")) is None
     assert "image folder" in doctor.summary.text()
     assert _tree(data) == before

@@ -232,6 +232,45 @@ def test_a_job_callback_is_skipped_once_its_widget_is_gone(qtbot):
     assert got == []
 
 
+def test_the_newest_request_of_a_widget_wins(qtbot):
+    from PySide6.QtWidgets import QWidget
+
+    widget, other = QWidget(), QWidget()
+    release, got = threading.Event(), []
+
+    def answer(text):
+        def fn(_job):
+            release.wait(5)
+            return text
+        return fn
+
+    old = jobs.submit(answer("old"), kind="test", context=widget, supersede="k", on_done=got.append,
+                      on_progress=got.append, on_error=lambda *a: got.append("error"),
+                      on_cancelled=lambda: got.append("cancelled"), on_ended=lambda: got.append("ended"))
+    beside = jobs.submit(answer("other widget"), kind="test", context=other, supersede="k", on_done=got.append)
+    other_key = jobs.submit(answer("other key"), kind="test", context=widget, supersede="j", on_done=got.append)
+    new = jobs.submit(answer("new"), kind="test", context=widget, supersede="k", on_done=got.append)
+    assert old.is_cancelled and not new.is_cancelled and not beside.is_cancelled and not other_key.is_cancelled
+    release.set()
+    qtbot.waitUntil(lambda: not {old, beside, other_key, new} & set(jobs.active_jobs()), timeout=5000)
+    assert sorted(got) == ["new", "other key", "other widget"]      # nothing at all of the superseded one
+
+
+def test_dropping_a_request_silences_its_answer_without_a_new_job(qtbot):
+    from PySide6.QtWidgets import QWidget
+
+    widget, release, got = QWidget(), threading.Event(), []
+    job = jobs.submit(lambda _job: release.wait(5) and "late", kind="test", context=widget, supersede="k",
+                      on_done=got.append)
+    jobs.drop(widget, "k")
+    jobs.drop(widget, "not asked")                                  # nothing of that key: nothing happens
+    release.set()
+    qtbot.waitUntil(lambda: job not in jobs.active_jobs(), timeout=5000)
+    assert job.is_cancelled and got == []
+    with pytest.raises(ValueError):
+        jobs.submit(lambda _job: None, kind="test", supersede="k")  # whose newest request? a context is needed
+
+
 def test_an_ended_job_and_what_it_holds_are_freed_on_the_gui_thread(qtbot):
     """Once a job ended, it, its function and its callbacks are let go on the GUI thread, by reference count.
 
