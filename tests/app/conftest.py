@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from run_fixtures import COLOURS, make_image_folder, train_now
+
 # A small tiny-model configuration so the Model page's background work stays cheap in tests.
 TINY_CONFIG = {"backbone": "test_vit", "weights": "random", "epochs": 1, "batch_size": 4}
 
@@ -108,3 +110,31 @@ def no_job_outlives_its_test(qapp):
     jobs.cancel_all()
     assert jobs.wait_all(120_000), "a background job did not end within two minutes"
     qapp.processEvents()        # deliver the jobs' last signals while their widgets still exist
+
+
+# --- a tiny real run, shared by the run tests --------------------------------------------
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    return make_image_folder(tmp_path / "images")
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One finished tiny run shared by a test module: 4 classes, two of them hard to tell apart."""
+    root = tmp_path_factory.mktemp("shared_run")
+    data = make_image_folder(root / "images", per_class=10,
+                             classes={"red": COLOURS["red"], "blue": COLOURS["blue"],
+                                      "grey": (120, 120, 120), "silver": (135, 135, 135)}, jitter=30)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DTL_STUDIO_HOME", str(root / "home"))
+        return train_now(data, epochs=3)
+
+
+@pytest.fixture(scope="module")
+def exported(finished_run, tmp_path_factory):
+    """The shared run and its TorchScript file, exported once without the slow verification."""
+    from dtl_engine.export import export_torchscript
+
+    out = tmp_path_factory.mktemp("export") / "model.pt"
+    export_torchscript(finished_run.run_dir, out, verify=False)
+    return finished_run, out

@@ -1,6 +1,6 @@
 """Shared pieces of the app's run tests: a tiny image folder and a tiny real-engine configuration.
 
-Imported by the tests of the worker and the Train / Results / Export / Runs pages.
+The fixtures built from these (``tiny_dataset``, ``finished_run``, ``exported``) are in ``conftest.py``.
 The engine runs for real on timm's ``test_vit`` with random weights, a 4-pixel
 patch on 32x32 images, so an epoch over a few dozen images takes a fraction of
 a second on one CPU thread.
@@ -42,11 +42,6 @@ def make_image_folder(root: Path, per_class: int = 8, classes: dict[str, tuple[i
     return root
 
 
-@pytest.fixture
-def tiny_dataset(tmp_path: Path) -> Path:
-    return make_image_folder(tmp_path / "images")
-
-
 def tiny_config(data_dir: Path | str, **changes):
     """A TrainConfig for the tiny model: CPU, fp32, no augmentation, no warm-up."""
     from dtl_engine.config import TrainConfig
@@ -83,28 +78,6 @@ def stopped_run(data_dir: Path | str, stop_after_epoch: int = 0, **changes):
 
     changes.setdefault("epochs", 3)
     return tiny_train()(tiny_config(data_dir, **changes), listener=StopAfter(), token=token)
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """One finished tiny run shared by a test module: 4 classes, two of them hard to tell apart."""
-    root = tmp_path_factory.mktemp("shared_run")
-    data = make_image_folder(root / "images", per_class=10,
-                             classes={"red": COLOURS["red"], "blue": COLOURS["blue"],
-                                      "grey": (120, 120, 120), "silver": (135, 135, 135)}, jitter=30)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DTL_STUDIO_HOME", str(root / "home"))
-        return train_now(data, epochs=3)
-
-
-@pytest.fixture(scope="module")
-def exported(finished_run, tmp_path_factory):
-    """The shared run and its TorchScript file, exported once without the slow verification."""
-    from dtl_engine.export import export_torchscript
-
-    out = tmp_path_factory.mktemp("export") / "model.pt"
-    export_torchscript(finished_run.run_dir, out, verify=False)
-    return finished_run, out
 
 
 class ReplaceAnswers:

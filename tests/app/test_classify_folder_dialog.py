@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from app.pages.export_page import ExportPage
 from app.widgets import classify_folder_dialog as dialog_module
-from run_fixtures import COLOURS, ReplaceAnswers, exported, finished_run, make_image_folder  # noqa: F401
+from run_fixtures import COLOURS, ReplaceAnswers, make_image_folder
 
 
 def _hashes(folder: Path) -> dict[str, str]:

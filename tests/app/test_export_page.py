@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from app.pages import export_page as export_module
 from app.pages.export_page import ExportPage
-from run_fixtures import ReplaceAnswers, finished_run  # noqa: F401
+from run_fixtures import ReplaceAnswers
 
 SCREENS = os.environ.get("DTL_SCREENSHOT_DIR")
 

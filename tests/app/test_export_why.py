@@ -11,7 +11,6 @@ pytest.importorskip("pytestqt")
 from PIL import Image
 
 from app.pages.export_page import ExportPage
-from run_fixtures import exported, finished_run  # noqa: F401
 
 
 def _qimage_array(image) -> np.ndarray:

@@ -20,8 +20,6 @@ from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 
 from run_fixtures import make_image_folder, tiny_config, tiny_train, train_now
-
-
 def slowed(train_fn, seconds: float = 0.25):
     """``train_fn`` on a slow machine: each step takes at least ``seconds`` (so Stop lands in epoch 1)."""
     from dtl_engine.listener import RunListener

@@ -18,7 +18,7 @@ pytest.importorskip("pytestqt")
 
 from app.worker import RunController
 from dtl_engine.data import loader as loader_mod
-from run_fixtures import tiny_config, tiny_dataset, tiny_train  # noqa: F401
+from run_fixtures import tiny_config, tiny_train
 
 WAIT_MS = 180_000           # bounded waits: a loaded two-core machine starts the fork server slowly
 

@@ -17,7 +17,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from app.run_life import RunState
-from run_fixtures import TINY_MODEL_KWARGS, tiny_config, tiny_dataset  # noqa: F401 - a fixture
+from run_fixtures import TINY_MODEL_KWARGS, tiny_config
 
 FAKE = Path(__file__).with_name("fake_launcher.py")
 LAUNCH_MS = 300_000         # torchrun and two processes importing torch and timm on two busy cores

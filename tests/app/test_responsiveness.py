@@ -16,7 +16,6 @@ from PySide6.QtCore import QTimer
 
 from app.pages.train_page import TrainPage
 from run_fixtures import make_image_folder, tiny_config, tiny_train
-
 MAX_GAP_MS = 100.0
 MEASURE_S = 2.0
 

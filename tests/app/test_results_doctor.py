@@ -11,8 +11,6 @@ pytest.importorskip("pytestqt")
 
 from app.pages.results_page import ResultsPage
 from run_fixtures import ReplaceAnswers, make_image_folder, train_now
-
-
 def _tree(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
             for p in sorted(root.rglob("*"))}

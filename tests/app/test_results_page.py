@@ -11,7 +11,7 @@ pytest.importorskip("pytestqt")
 
 from app.pages.results_page import ResultsPage
 from app.widgets.confusion_matrix import ConfusionMatrixView
-from run_fixtures import finished_run  # noqa: F401
+
 
 SCREENS = os.environ.get("DTL_SCREENSHOT_DIR")
 

@@ -10,7 +10,7 @@ pytest.importorskip("pytestqt")
 
 from app import jobs
 from app.worker import RunController
-from run_fixtures import tiny_config, tiny_dataset, tiny_train  # noqa: F401
+from run_fixtures import tiny_config, tiny_train
 
 
 def test_no_model_of_a_finished_run_stays_referenced(qtbot, tiny_dataset, monkeypatch):

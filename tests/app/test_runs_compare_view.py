@@ -8,7 +8,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QItemSelectionModel, Qt
 
 from app.pages.runs_page import RunsPage
-from run_fixtures import tiny_dataset, train_now  # noqa: F401
+from run_fixtures import train_now
 
 
 def _select(page, *run_dirs):

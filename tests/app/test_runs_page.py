@@ -12,7 +12,7 @@ pytest.importorskip("pytestqt")
 
 from app.pages.runs_page import COLUMNS, RunsPage
 from app.pages.train_page import TrainPage
-from run_fixtures import stopped_run, tiny_dataset, tiny_train, train_now  # noqa: F401
+from run_fixtures import stopped_run, tiny_train, train_now
 
 SCREENS = os.environ.get("DTL_SCREENSHOT_DIR")
 

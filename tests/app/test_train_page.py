@@ -11,7 +11,7 @@ pytest.importorskip("pytestqt")
 
 from app.pages.train_page import TrainPage
 from dtl_engine.formatting import format_duration
-from run_fixtures import tiny_config, tiny_dataset, tiny_train, train_now  # noqa: F401
+from run_fixtures import tiny_config, tiny_train, train_now
 
 SCREENS = os.environ.get("DTL_SCREENSHOT_DIR")  # optional: keep the page grabs for a human to look at
 

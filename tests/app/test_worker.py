@@ -16,7 +16,7 @@ from app import jobs
 from app.worker import RunController, describe_error
 from dtl_engine.errors import DataError, RunError
 from dtl_engine.listener import BatchStats, EpochStats, MemorySample, RunStarted
-from run_fixtures import tiny_config, tiny_dataset, tiny_train  # noqa: F401
+from run_fixtures import tiny_config, tiny_train
 
 
 def _started(epochs=2, steps=3):
