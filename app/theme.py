@@ -67,6 +67,40 @@ def colors() -> dict[str, str]:
     return COLORS[scheme if scheme in COLORS else "light"]
 
 
+def _luminance(colour: QColor) -> float:
+    def channel(v: float) -> float:
+        return v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4
+    return 0.2126 * channel(colour.redF()) + 0.7152 * channel(colour.greenF()) + 0.0722 * channel(colour.blueF())
+
+
+def contrast_ratio(a: QColor, b: QColor) -> float:
+    """WCAG 2 contrast ratio of two opaque colours (1 … 21)."""
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def mix(top: QColor, under: QColor, alpha: float) -> QColor:
+    """``top`` painted at ``alpha`` (0 … 1) over the opaque ``under``."""
+    return QColor(*(round(t * alpha + u * (1 - alpha)) for t, u in
+                    ((top.red(), under.red()), (top.green(), under.green()), (top.blue(), under.blue()))))
+
+
+def selection_tint(c: dict[str, str]) -> QColor:
+    """The background of the selected step in the sidebar: the accent, lightly, over the panel."""
+    return mix(QColor(c["accent"]), QColor(c["panel"]), 40 / 255)
+
+
+def readable_on(colour: QColor, background: QColor, ratio: float = 4.5) -> QColor:
+    """``colour``, darkened (on a light background) or lightened (on a dark one) until it reads at ``ratio``."""
+    toward = QColor("#000000") if _luminance(background) > 0.18 else QColor("#ffffff")
+    step = 0.0
+    result = QColor(colour)
+    while contrast_ratio(result, background) < ratio and step < 1.0:
+        step += 0.05
+        result = mix(toward, colour, step)
+    return result
+
+
 def _palette(c: dict[str, str]) -> QPalette:
     p = QPalette()
     role = QPalette.ColorRole

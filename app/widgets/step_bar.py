@@ -9,10 +9,16 @@ from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPen
 from PySide6.QtWidgets import QAbstractButton, QButtonGroup, QFrame, QLabel, QVBoxLayout, QWidget
 
-from app.theme import colors
+from app.theme import colors, readable_on, selection_tint
 
 MIN_WIDTH, MAX_WIDTH = 262, 360
 STATUS_LINES = 2        # a step's status wraps onto a second line before it is cut short
+
+
+def status_line_color(c: dict[str, str], ready: bool, selected: bool) -> QColor:
+    """The colour of a step's status line: ok or muted, darkened where the selection tint would make it faint."""
+    colour = QColor(c["ok"] if ready else c["muted"])
+    return readable_on(colour, selection_tint(c)) if selected else colour
 
 
 class StepButton(QAbstractButton):
@@ -72,10 +78,8 @@ class StepButton(QAbstractButton):
         r = QRectF(self.rect()).adjusted(6, 2, -6, -2)
         accent = QColor(c["accent"])
         if self.isChecked():
-            bg = QColor(accent)
-            bg.setAlpha(40)
             p.setPen(Qt.PenStyle.NoPen)
-            p.setBrush(bg)
+            p.setBrush(selection_tint(c))
             p.drawRoundedRect(r, 7, 7)
             p.setBrush(accent)
             p.drawRoundedRect(QRectF(r.left(), r.top() + 8, 3, r.height() - 16), 1.5, 1.5)
@@ -124,7 +128,7 @@ class StepButton(QAbstractButton):
         p.drawText(QRectF(tx, ty, tw, fm_title.height()), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
                    self.title)
         p.setFont(self.font())
-        p.setPen(QColor(c["ok"] if self.ready else c["muted"]))
+        p.setPen(status_line_color(c, self.ready, self.isChecked()))
         for i, line in enumerate(lines):
             p.drawText(QRectF(tx, ty + fm_title.height() + 2 + i * fm.height(), tw, fm.height()),
                        Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, line)

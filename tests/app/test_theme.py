@@ -68,3 +68,16 @@ def test_state_colours_follow_the_palette(qapp):
         assert set(STATE_ROLES.values()) <= set(STATUS_ROLES)
     finally:
         qapp.setProperty("dtl_scheme", None)
+
+
+@pytest.mark.parametrize("scheme", sorted(COLORS))
+@pytest.mark.parametrize("ready", [True, False])
+def test_the_selected_steps_status_line_reads_on_its_tint(scheme, ready):
+    from app.theme import selection_tint
+    from app.widgets.step_bar import status_line_color
+
+    c = COLORS[scheme]
+    tint = selection_tint(c)
+    assert contrast(status_line_color(c, ready, selected=True), tint) >= AA
+    assert contrast(status_line_color(c, ready, selected=False), QColor(c["panel"])) >= AA
+    assert contrast(QColor(c["text"]), tint) >= AA                     # the step's title too
