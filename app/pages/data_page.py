@@ -66,7 +66,26 @@ class DataPage(QWidget):
         root = QVBoxLayout(self)
         root.setContentsMargins(28, 22, 28, 22)
         root.setSpacing(12)
+        root.addLayout(self._build_head())
+        root.addLayout(self._build_actions())
 
+        self.drop_zone = DropZone()
+        self.drop_zone.setMinimumHeight(150)
+        self.drop_zone.folder_dropped.connect(self.open_folder)
+        self.drop_zone.drop_rejected.connect(self._show_problem)
+        root.addWidget(self.drop_zone)
+
+        self.message = _label("", "error", wrap=True)
+        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.message.hide()
+        root.addWidget(self.message)
+        root.addWidget(self._build_progress())
+        root.addWidget(self._build_results(), 1)
+        self.spacer = self._help_card()
+        root.addWidget(self.spacer, 1)
+        self._set_results_visible(False)
+
+    def _build_head(self) -> QHBoxLayout:
         head = QHBoxLayout()
         titles = QVBoxLayout()
         titles.setSpacing(2)
@@ -74,8 +93,9 @@ class DataPage(QWidget):
         titles.addWidget(_label("A folder with one sub-folder per class, or train/ and val/ folders of class "
                                 "sub-folders. Nothing in it is ever changed.", "subtitle", wrap=True))
         head.addLayout(titles, 1)
-        root.addLayout(head)
+        return head
 
+    def _build_actions(self) -> QHBoxLayout:
         actions = QHBoxLayout()
         actions.setSpacing(8)
         self.browse_button = QPushButton("Browse…")
@@ -96,19 +116,9 @@ class DataPage(QWidget):
         actions.addStretch(1)
         actions.addWidget(_label("Recent:", "muted"))
         actions.addWidget(self.recent_combo)
-        root.addLayout(actions)
+        return actions
 
-        self.drop_zone = DropZone()
-        self.drop_zone.setMinimumHeight(150)
-        self.drop_zone.folder_dropped.connect(self.open_folder)
-        self.drop_zone.drop_rejected.connect(self._show_problem)
-        root.addWidget(self.drop_zone)
-
-        self.message = _label("", "error", wrap=True)
-        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.message.hide()
-        root.addWidget(self.message)
-
+    def _build_progress(self) -> QWidget:
         progress_row = QHBoxLayout()
         self.progress_label = _label("", "muted")
         self.progress = QProgressBar()
@@ -122,8 +132,9 @@ class DataPage(QWidget):
         self.progress_box.setLayout(progress_row)
         progress_row.setContentsMargins(0, 0, 0, 0)
         self.progress_box.hide()
-        root.addWidget(self.progress_box)
+        return self.progress_box
 
+    def _build_results(self) -> QWidget:
         # Results: summary line, class table and warnings side by side.
         self.results = QWidget()
         res = QVBoxLayout(self.results)
@@ -164,10 +175,7 @@ class DataPage(QWidget):
         splitter.setStretchFactor(1, 2)
         res.addWidget(splitter, 1)
         self.results.hide()
-        root.addWidget(self.results, 1)
-        self.spacer = self._help_card()
-        root.addWidget(self.spacer, 1)
-        self._set_results_visible(False)
+        return self.results
 
     def _help_card(self) -> QWidget:
         """Shown while no folder is loaded: how to arrange the images, in two small examples."""

@@ -67,6 +67,40 @@ class ResultsPage(QWidget):
         self.progress = QProgressBar()
         self.progress.setVisible(False)
 
+        matrix_box, table_box, gallery_box = self._build_matrix(), self._build_table(), self._build_gallery()
+        # The matrix and the table share the width; each scrolls when it needs more.
+        top = QWidget()
+        top_row = QHBoxLayout(top)
+        top_row.setContentsMargins(0, 0, 0, 0)
+        top_row.addWidget(matrix_box, 1)    # on a small window both share the width (each scrolls)
+        top_row.addWidget(table_box, 1)
+        self.doctor = DoctorPanel()
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(gallery_box, "Images")
+        self.tabs.addTab(self.doctor, "Data doctor")
+        self.tabs.setCornerWidget(self.gallery_buttons, Qt.Corner.TopRightCorner)
+        self.tabs.currentChanged.connect(lambda index: self.gallery_buttons.setVisible(index == 0))
+        self.tabs.setTabToolTip(1, "Check the run's images: duplicates and leakage between the splits, likely "
+                                   "mislabeled images, class imbalance, images far from their class")
+        main = QSplitter(Qt.Orientation.Vertical)
+        main.addWidget(top)
+        main.addWidget(self.tabs)
+        main.setStretchFactor(0, 3)
+        main.setStretchFactor(1, 2)
+        main.setChildrenCollapsible(False)
+        self.body = main
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.headline)
+        layout.addWidget(self.subline)
+        layout.addWidget(self.progress)
+        self.search_view = SearchView()     # the automatic learning rate / augmentation, when searched
+        layout.addWidget(self.search_view)
+        layout.addWidget(main, 1)
+
+    # --- layout ----------------------------------------------------------------
+    def _build_matrix(self) -> QGroupBox:
         self.matrix = ConfusionMatrixView()
         self.matrix.cell_opened.connect(self.open_cell)
         self.cell: tuple[int, int] | None = None        # the matrix cell the gallery shows, or None: all mistakes
@@ -79,7 +113,9 @@ class ResultsPage(QWidget):
         mlay.addWidget(hint)
         mlay.addWidget(self.matrix)
         mlay.addStretch(1)
+        return matrix_box
 
+    def _build_table(self) -> QGroupBox:
         self.per_class = QTableWidget(0, 5)
         self.per_class.setHorizontalHeaderLabels(["Class", "Precision", "Recall", "F1", "Images"])
         self.per_class.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -94,7 +130,9 @@ class ResultsPage(QWidget):
         header.setStretchLastSection(True)
         table_box = QGroupBox("Per class")
         QVBoxLayout(table_box).addWidget(self.per_class)
+        return table_box
 
+    def _build_gallery(self) -> QGroupBox:
         self.gallery = MistakesGallery()
         self.gallery.itemSelectionChanged.connect(self._update_buttons)
         self.gallery.why_requested.connect(self.explain)
@@ -126,37 +164,7 @@ class ResultsPage(QWidget):
         gallery_row.addWidget(self.why_view)
         glay.addLayout(gallery_row, 1)
         self._update_buttons()
-
-        # The matrix and the table share the width; each scrolls when it needs more.
-        top = QWidget()
-        top_row = QHBoxLayout(top)
-        top_row.setContentsMargins(0, 0, 0, 0)
-        top_row.addWidget(matrix_box, 1)    # on a small window both share the width (each scrolls)
-        top_row.addWidget(table_box, 1)
-        self.doctor = DoctorPanel()
-        self.tabs = QTabWidget()
-        self.tabs.setDocumentMode(True)
-        self.tabs.addTab(gallery_box, "Images")
-        self.tabs.addTab(self.doctor, "Data doctor")
-        self.tabs.setCornerWidget(self.gallery_buttons, Qt.Corner.TopRightCorner)
-        self.tabs.currentChanged.connect(lambda index: self.gallery_buttons.setVisible(index == 0))
-        self.tabs.setTabToolTip(1, "Check the run's images: duplicates and leakage between the splits, likely "
-                                   "mislabeled images, class imbalance, images far from their class")
-        main = QSplitter(Qt.Orientation.Vertical)
-        main.addWidget(top)
-        main.addWidget(self.tabs)
-        main.setStretchFactor(0, 3)
-        main.setStretchFactor(1, 2)
-        main.setChildrenCollapsible(False)
-        self.body = main
-
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.headline)
-        layout.addWidget(self.subline)
-        layout.addWidget(self.progress)
-        self.search_view = SearchView()     # the automatic learning rate / augmentation, when searched
-        layout.addWidget(self.search_view)
-        layout.addWidget(main, 1)
+        return gallery_box
 
     # --- page contract -------------------------------------------------------
     def status(self) -> tuple[bool, str]:

@@ -67,21 +67,7 @@ class RunsPage(QWidget):
         self.summary = QLabel("")
         self.summary.setStyleSheet("color: palette(placeholder-text);")
 
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        # Several rows can be chosen (Ctrl/Shift-click) to compare them; Open and Resume act on one.
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.table.setAlternatingRowColors(True)
-        self.table.verticalHeader().setVisible(False)
-        header = self.table.horizontalHeader()
-        # Every column as wide as its text (a run's name is never cut short); the table scrolls sideways
-        # when the window is narrow, and the last column takes what is left.
-        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
-        self.table.itemSelectionChanged.connect(self._update_buttons)
-        self.table.cellDoubleClicked.connect(lambda *_: self._open())
+        self.table = self._build_table()
 
         self.open_button = QPushButton("Open")
         self.open_button.setToolTip("Show this run's curves and results, and export it again")
@@ -121,6 +107,24 @@ class RunsPage(QWidget):
         self.cache_line = CacheLine()           # the reusable caches' size, and "Clear caches"
         layout.addWidget(self.cache_line)
         self._update_buttons()
+
+    def _build_table(self) -> QTableWidget:
+        table = QTableWidget(0, len(COLUMNS))
+        table.setHorizontalHeaderLabels(COLUMNS)
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        # Several rows can be chosen (Ctrl/Shift-click) to compare them; Open and Resume act on one.
+        table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        table.setAlternatingRowColors(True)
+        table.verticalHeader().setVisible(False)
+        header = table.horizontalHeader()
+        # Every column as wide as its text (a run's name is never cut short); the table scrolls sideways
+        # when the window is narrow, and the last column takes what is left.
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setStretchLastSection(True)
+        table.itemSelectionChanged.connect(self._update_buttons)
+        table.cellDoubleClicked.connect(lambda *_: self._open())
+        return table
 
     # --- page contract ----------------------------------------------------------
     def status(self) -> tuple[bool, str]:

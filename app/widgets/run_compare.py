@@ -59,16 +59,7 @@ class RunCompareDialog(QDialog):
         self.heading = QLabel("Reading the runs…")
         self.heading.setWordWrap(True)
         self.heading.setTextFormat(Qt.TextFormat.RichText)
-        self.accuracy_chart = LiveChart("Validation accuracy", "accuracy", "%")
-        self.accuracy_chart.fixed_y = (0.0, 100.0)
-        self.loss_chart = LiveChart("Validation loss", "loss")
-        self.loss_chart.y_from_zero = True
-        self.loss_chart.getPlotItem().getAxis("left").enableAutoSIPrefix(False)     # 0.8, not 800 (x0.001)
-        charts = QHBoxLayout()
-        charts.addWidget(self.accuracy_chart)
-        charts.addWidget(self.loss_chart)
-        chart_box = QWidget()
-        chart_box.setLayout(charts)
+        chart_box = self._build_charts()
 
         self.only_differences = QCheckBox("Only the settings that differ")
         self.only_differences.toggled.connect(self._filter_settings)
@@ -105,6 +96,20 @@ class RunCompareDialog(QDialog):
         run_dirs = self.run_dirs
         jobs.submit(lambda _job: _compare(run_dirs), kind="compare-runs", what="Reading the runs", context=self,
                     imports=("dtl_engine.runs.compare",), on_done=self._fill, on_error=self._failed)
+
+    def _build_charts(self) -> QWidget:
+        """Validation accuracy and loss per epoch, side by side."""
+        self.accuracy_chart = LiveChart("Validation accuracy", "accuracy", "%")
+        self.accuracy_chart.fixed_y = (0.0, 100.0)
+        self.loss_chart = LiveChart("Validation loss", "loss")
+        self.loss_chart.y_from_zero = True
+        self.loss_chart.getPlotItem().getAxis("left").enableAutoSIPrefix(False)     # 0.8, not 800 (x0.001)
+        charts = QHBoxLayout()
+        charts.addWidget(self.accuracy_chart)
+        charts.addWidget(self.loss_chart)
+        chart_box = QWidget()
+        chart_box.setLayout(charts)
+        return chart_box
 
     @staticmethod
     def _table() -> QTableWidget:

@@ -89,8 +89,12 @@ class StepButton(QAbstractButton):
             p.setPen(Qt.PenStyle.NoPen)
             p.setBrush(bg)
             p.drawRoundedRect(r, 7, 7)
+        marker = self._paint_marker(p, c, r)
+        self._paint_text(p, c, r, marker)
 
-        # Marker: filled green check when ready, outlined number otherwise.
+    def _paint_marker(self, p: QPainter, c: dict[str, str], r: QRectF) -> QRectF:
+        """The step's marker: a filled green check when ready, an outlined number otherwise."""
+        accent = QColor(c["accent"])
         d = 24.0
         mx, my = r.left() + 12, r.center().y() - d / 2
         marker = QRectF(mx, my, d, d)
@@ -111,8 +115,11 @@ class StepButton(QAbstractButton):
             f.setWeight(QFont.Weight.DemiBold)
             p.setFont(f)
             p.drawText(marker, Qt.AlignmentFlag.AlignCenter, str(self.number))
+        return marker
 
-        # Title and status line.
+    def _paint_text(self, p: QPainter, c: dict[str, str], r: QRectF, marker: QRectF) -> None:
+        """The step's title and its status line, right of the marker."""
+        mx, d = marker.left(), marker.width()
         tx = mx + d + 12
         tw = r.right() - tx - 8
         title_font = QFont(self.font())
