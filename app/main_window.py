@@ -21,6 +21,7 @@ from app.run_follower import is_live
 from app.run_life import RunState
 from app.settings import Settings
 from app.theme import app_icon
+from app.widgets.open_folder import open_folder
 from app.widgets.step_bar import StepBar
 from app.widgets.wheel_guard import install_wheel_guard
 from dtl_engine.errors import DataError
@@ -300,16 +301,9 @@ class MainWindow(QMainWindow):
             f"<tr><td><b>{k}</b>&nbsp;&nbsp;</td><td>{v}</td></tr>" for k, v in rows) + "</table>")
 
     def _open_runs_folder(self) -> None:
-        from PySide6.QtCore import QUrl
-        from PySide6.QtGui import QDesktopServices
-
         from dtl_engine.paths import runs_dir
 
-        folder = runs_dir()
-        if not folder.is_dir():
-            self.statusBar().showMessage("No runs yet: the runs folder appears with the first run.", 6000)
-            return
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+        open_folder(runs_dir(), self, "The runs folder")
 
     def _about(self) -> None:
         QMessageBox.about(self, "About DTL Studio",

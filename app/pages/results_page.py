@@ -309,9 +309,8 @@ class ResultsPage(QWidget):
 
     def _show_selected_in_folder(self) -> None:
         record = self.gallery.selected_record()
-        if record is not None and not show_in_folder(str(record.get("path", ""))):
-            self._set_status(self._status[0], f"The folder of {Path(str(record.get('path', ''))).name} "
-                             "no longer exists.")
+        if record is not None:
+            show_in_folder(str(record.get("path", "")), self)
 
     def _forget_why(self) -> None:
         """The gallery shows other images: an old heatmap (or its job) must not stay."""

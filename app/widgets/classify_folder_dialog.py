@@ -15,14 +15,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QDialog, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit,
                                QPlainTextEdit, QProgressBar, QPushButton, QSpinBox, QVBoxLayout,
                                QWidget)
 
 from app import jobs
 from app.theme import role_color
+from app.widgets.open_folder import open_folder
 from app.widgets.error_dialog import ask_to_replace, show_error
 
 
@@ -339,8 +339,8 @@ class ClassifyFolderDialog(QDialog):
 
     def show_in_folder(self) -> None:
         folder = self.result_folder()
-        if folder is not None and folder.is_dir():
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+        if folder is not None:
+            open_folder(folder, self, "The results folder")
 
     # --- helpers ------------------------------------------------------------------
     def _say(self, text: str, role: str = "") -> None:

@@ -9,22 +9,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QPoint, QSize, Qt, QUrl, Signal
-from PySide6.QtGui import QColor, QDesktopServices, QIcon, QImage, QPixmap
+from PySide6.QtCore import QPoint, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QImage, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QListView, QListWidget, QListWidgetItem, QMenu, QWidget
 
 from app import jobs
+from app.widgets.open_folder import open_folder
 from app.widgets.thumbnails import THUMB, read_thumbnail
 
 MAX_SHOWN = 60  # more than a screenful is not useful; the report keeps the full list
 
 
-def show_in_folder(path: str) -> bool:
-    """Open the folder that holds ``path`` in the system's file manager; False when it is gone."""
-    folder = Path(path).parent
-    if not folder.is_dir():
-        return False
-    return bool(QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))))
+def show_in_folder(path: str, parent: QWidget | None = None) -> bool:
+    """Open the folder that holds ``path`` in the system's file manager (or say where it is)."""
+    return open_folder(Path(path).parent, parent, f"The folder of {Path(path).name}")
 
 
 def tile_text(record: dict) -> str:
@@ -112,5 +110,5 @@ class MistakesGallery(QListWidget):
         self.setCurrentItem(item)
         menu = QMenu(self)
         menu.addAction("Why? Show where the model looked", lambda: self.why_requested.emit(dict(record)))
-        menu.addAction("Show in folder", lambda: show_in_folder(str(record.get("path", ""))))
+        menu.addAction("Show in folder", lambda: show_in_folder(str(record.get("path", "")), self))
         menu.exec(self.viewport().mapToGlobal(pos))
