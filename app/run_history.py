@@ -18,16 +18,18 @@ def read_metrics(run_dir: str | Path) -> tuple[list[dict], list[dict]]:
     return RunFolder(run_dir).read_metrics(), []
 
 
-def read_event_history(run_dir: str | Path) -> tuple[list[dict], list[str]]:
-    """(per-step records, log lines) from the run's event log (a background job: the log can be long).
+def read_event_history(run_dir: str | Path) -> tuple[list[dict], list[str], str | None]:
+    """(per-step records, log lines, device kind) from the run's event log (a background job: the log can be long).
 
-    A resumed run logs the steps it trained again after the resume point; the later ones count.
+    A resumed run logs the steps it trained again after the resume point; the later ones count. The
+    device kind ("cpu", "cuda", "mps"; None when the log never said) tells what its memory curve measures.
     """
     from dtl_engine.runs.event_log import read_events
     from dtl_engine.runs.folder import EVENT_LOG
 
     events, _ = read_events(Path(run_dir) / EVENT_LOG)
-    return event_history(events)
+    devices = [str(e["device"]) for e in events if e.get("event") == "run_started" and e.get("device")]
+    return (*event_history(events), devices[-1] if devices else None)
 
 
 def event_history(events: list[dict]) -> tuple[list[dict], list[str]]:

@@ -403,9 +403,12 @@ class TrainPage(QWidget):
         self._trained = bool(epochs)
         self._set_state(RunState.FINISHED if epochs else RunState.IDLE, text, line)
 
-    def _history_loaded(self, run_dir: str, epochs: list[dict], steps: list[dict], lines: list[str]) -> None:
+    def _history_loaded(self, run_dir: str, epochs: list[dict], steps: list[dict], lines: list[str],
+                        device: str | None) -> None:
         if self.life.busy or self.run_dir != str(run_dir):
             return                          # another run is shown (or training) now
+        if device:
+            self.charts.set_memory_kind(device)     # what its memory curve measured
         if steps:
             self.charts.set_history(epochs, steps)
         if lines:

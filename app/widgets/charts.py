@@ -263,6 +263,9 @@ class TrainingCharts(QWidget):
         self._speed_ema = _Ema()
         self._last_x = 0.0
         self.speed = 0.0
+        self._memory_kind = None            # the next run (or log) says what its memory curve measures
+        self.memory.set_title("Memory")
+        self._update_reference()
         self.refresh()
 
     # --- live points --------------------------------------------------------
@@ -361,8 +364,9 @@ class TrainingCharts(QWidget):
     def _update_reference(self) -> None:
         name = "full fine-tuning (est.)"
         # The estimate is training memory on an accelerator; a CPU run's curve is the whole
-        # process (interpreter, libraries, data), so a line beside it would mislead.
-        if not self._reference_bytes or self._memory_kind == "cpu":
+        # process (interpreter, libraries, data), so a line beside it would mislead. Until a run
+        # says where it trains (a re-opened run's log is read later), the curve's meaning is open.
+        if not self._reference_bytes or self._memory_kind not in ("cuda", "mps"):
             self.memory.set_series(name, [], [])
             self._key_reference(False)
             return
