@@ -32,10 +32,22 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+def keep_triton_out() -> None:
+    """Never load triton in the window's process: the app compiles no kernels, and triton's LLVM crashes there.
+
+    torch imports triton when it is installed (torchvision and timm reach ``torch._dynamo``, which asks
+    for it). Its ``libtriton`` carries its own LLVM; a window themed by GTK has loaded the system's
+    (Mesa's) LLVM already, and the second copy's start-up code then crashed the app a few seconds
+    after its window appeared. Marking the module absent makes torch take triton as not installed.
+    """
+    sys.modules.setdefault("triton", None)  # type: ignore[assignment]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Open DTL Studio; returns the process exit status."""
     # In a frozen bundle a spawned helper process re-enters here; let it do its job.
     multiprocessing.freeze_support()
+    keep_triton_out()
     args_list = list(sys.argv[1:] if argv is None else argv)
     if "--self-test" in args_list:
         from app.self_test import run

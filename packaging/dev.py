@@ -6,7 +6,7 @@
     python3 packaging/dev.py setup   # only set up
 
 Setting up means: a virtual environment `.venv` in the repository root, the project
-installed into it in editable mode with its test extras (skipped when pyproject.toml
+installed into it in editable mode (`test` adds its test extras; skipped when pyproject.toml
 has not changed since the last successful install), and on Linux the system libraries
 that Qt needs (installed with apt-get when running as root, else the command is shown).
 
@@ -52,6 +52,9 @@ QT_CORE_LIBS: dict[str, str] = {
     "libX11.so.6": "libx11-6",
     "libxcb.so.1": "libxcb1",
 }
+# The tests also start the window on a private X server under a GTK theme (tests/app/test_launch_loop.py).
+TEST_LIBS: dict[str, str] = {"libgtk-3.so.0": "libgtk-3-0"}
+TEST_PROGRAMS: dict[str, str] = {"Xvfb": "xvfb"}
 QT_XCB_LIBS: dict[str, str] = {
     "libX11-xcb.so.1": "libx11-xcb1",
     "libxcb-cursor.so.0": "libxcb-cursor0",
@@ -137,14 +140,19 @@ def install_is_current(venv: Path, fingerprint: str) -> bool:
 
 
 def ensure_installed(py: Path, venv: Path = VENV, root: Path = ROOT, extras: str = EXTRAS) -> None:
-    """pip install -e ".[extras]" unless pyproject.toml is unchanged since the last success."""
+    """pip install -e ".[extras]" unless pyproject.toml is unchanged since the last success.
+
+    ``extras`` "" is the app alone (`run`); an install with the test extras serves the app too.
+    """
     fingerprint = install_fingerprint(root, extras)
-    if install_is_current(venv, fingerprint):
+    covering = [fingerprint] + ([install_fingerprint(root, EXTRAS)] if not extras else [])
+    if any(install_is_current(venv, f) for f in covering):
         return
-    say(f'Installing DTL Studio and its dependencies into {venv.name} (pip install -e ".[{extras}]") ...')
+    target = f".[{extras}]" if extras else "."
+    say(f'Installing DTL Studio and its dependencies into {venv.name} (pip install -e "{target}") ...')
     stamp = venv / STAMP_NAME
     stamp.unlink(missing_ok=True)  # never leave a stamp that claims a failed install succeeded
-    cmd = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "-e", f".[{extras}]"]
+    cmd = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "-e", target]
     result = subprocess.run(cmd, cwd=root)
     if result.returncode != 0:
         raise SetupError(
@@ -195,16 +203,22 @@ def system_library_finder() -> Callable[[str], bool]:
 
 
 def missing_qt_libraries(
-    is_present: Callable[[str], bool], need_window: bool = True
+    is_present: Callable[[str], bool], need_window: bool = True, for_tests: bool = False
 ) -> dict[str, str]:
-    """The Qt system libraries not present, as {soname: Debian package}.
+    """The Qt system libraries (and, `for_tests`, the X server) not present, as {soname or program: package}.
 
-    `need_window` adds the X11 (xcb) platform's libraries to the headless core set.
+    `need_window` adds the X11 (xcb) platform's libraries to the headless core set; `for_tests` adds
+    what the launch test needs on top: the window's libraries, GTK and Xvfb.
     """
     wanted = dict(QT_CORE_LIBS)
-    if need_window:
+    if need_window or for_tests:
         wanted.update(QT_XCB_LIBS)
-    return {soname: pkg for soname, pkg in wanted.items() if not is_present(soname)}
+    if for_tests:
+        wanted.update(TEST_LIBS)
+    missing = {soname: pkg for soname, pkg in wanted.items() if not is_present(soname)}
+    if for_tests:
+        missing.update({prog: pkg for prog, pkg in TEST_PROGRAMS.items() if shutil.which(prog) is None})
+    return missing
 
 
 def apt_install_command(packages: Iterable[str], sudo: bool = True) -> str:
@@ -213,11 +227,12 @@ def apt_install_command(packages: Iterable[str], sudo: bool = True) -> str:
     return f"{prefix}apt-get install -y {' '.join(sorted(set(packages)))}"
 
 
-def ensure_qt_libraries(need_window: bool, finder: Callable[[str], bool] | None = None) -> None:
+def ensure_qt_libraries(need_window: bool, finder: Callable[[str], bool] | None = None,
+                        for_tests: bool = False) -> None:
     """On Linux, make sure Qt's system libraries are there (apt-get when root), else explain."""
     if not sys.platform.startswith("linux"):
         return
-    missing = missing_qt_libraries(finder or system_library_finder(), need_window)
+    missing = missing_qt_libraries(finder or system_library_finder(), need_window, for_tests)
     if not missing:
         return
     packages = sorted(set(missing.values()))
@@ -279,7 +294,7 @@ def setup_lock(root: Path = ROOT) -> Iterator[None]:
         yield  # released when the file closes
 
 
-def setup(need_window: bool) -> Path:
+def setup(need_window: bool, for_tests: bool = False) -> Path:
     """Every set-up step; returns the virtual environment's python."""
     if sys.version_info < MIN_PYTHON:
         raise SetupError(
@@ -287,8 +302,8 @@ def setup(need_window: bool) -> Path:
         )
     with setup_lock():
         py = ensure_venv()
-        ensure_installed(py)
-        ensure_qt_libraries(need_window)
+        ensure_installed(py, extras=EXTRAS if for_tests else "")
+        ensure_qt_libraries(need_window, for_tests=for_tests)
     return py
 
 
@@ -318,7 +333,7 @@ def cmd_test(extra: Sequence[str]) -> int:
     The exit code is pytest's ('no tests collected' counts as a failure), else 1 when a check fails.
     The checks run even after failed tests, so that one run reports everything.
     """
-    py = setup(need_window=False)
+    py = setup(need_window=False, for_tests=True)
     env = dict(os.environ)
     env.setdefault("QT_QPA_PLATFORM", "offscreen")
     code = subprocess.run([str(py), "-m", "pytest", *extra], cwd=ROOT, env=env).returncode

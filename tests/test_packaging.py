@@ -85,7 +85,7 @@ def test_run_without_display_explains_and_suggests_self_test(dev, monkeypatch, c
 
 def test_test_command_counts_no_tests_as_failure(dev, monkeypatch, tmp_path):
     seen = []
-    monkeypatch.setattr(dev, "setup", lambda need_window: Path("venv-python"))
+    monkeypatch.setattr(dev, "setup", lambda need_window, for_tests=False: Path("venv-python"))
 
     def fake_run(cmd, cwd=None, env=None):
         seen.append((cmd, env))
@@ -105,7 +105,7 @@ def test_test_command_counts_no_tests_as_failure(dev, monkeypatch, tmp_path):
 @pytest.mark.parametrize("failing", ["ruff", "mypy", "packaging/check_layers.py"])
 def test_test_command_runs_ruff_mypy_and_the_layer_check_after_the_tests(dev, monkeypatch, failing):
     ran = []
-    monkeypatch.setattr(dev, "setup", lambda need_window: Path("venv-python"))
+    monkeypatch.setattr(dev, "setup", lambda need_window, for_tests=False: Path("venv-python"))
 
     def fake_run(cmd, cwd=None, env=None):
         ran.append([a for a in cmd[1:] if a != "-m"])
@@ -118,7 +118,7 @@ def test_test_command_runs_ruff_mypy_and_the_layer_check_after_the_tests(dev, mo
 
 
 def test_setup_error_becomes_exit_code_one(dev, monkeypatch, capsys):
-    def failing(need_window):
+    def failing(need_window, for_tests=False):
         raise dev.SetupError("Installing the dependencies failed (pip exit code 1).")
 
     monkeypatch.setattr(dev, "setup", failing)
@@ -241,3 +241,26 @@ def test_bundle_launcher_acts_as_python_dash_c(capsys, monkeypatch):
         launcher._run_python_code(["dtl-studio", "-c", code, "3", "x"])
     assert info.value.code == 3
     assert capsys.readouterr().out == "['3', 'x'] __main__\n"
+
+
+def test_the_tests_need_the_window_libraries_gtk_and_an_x_server(dev, monkeypatch):
+    monkeypatch.setattr(dev.shutil, "which", lambda prog: None)
+    missing = dev.missing_qt_libraries(lambda name: name != "libgtk-3.so.0", need_window=False, for_tests=True)
+    assert missing == {"libgtk-3.so.0": "libgtk-3-0", "Xvfb": "xvfb"}
+    monkeypatch.setattr(dev.shutil, "which", lambda prog: "/bin/" + prog)
+    assert dev.missing_qt_libraries(lambda name: name not in dev.QT_XCB_LIBS, need_window=False,
+                                    for_tests=True) == dev.QT_XCB_LIBS
+
+
+def test_run_installs_the_app_alone_and_test_adds_the_test_extras(dev, tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    installed = []
+    monkeypatch.setattr(dev.subprocess, "run",
+                        lambda cmd, cwd=None: installed.append(cmd[-1]) or subprocess.CompletedProcess(cmd, 0))
+    dev.ensure_installed(Path("py"), venv, tmp_path, extras="")
+    dev.ensure_installed(Path("py"), venv, tmp_path, extras="")       # current: nothing again
+    dev.ensure_installed(Path("py"), venv, tmp_path, extras="test")   # the tests need more
+    dev.ensure_installed(Path("py"), venv, tmp_path, extras="")       # a test install serves the app too
+    assert installed == [".", ".[test]"]
