@@ -9,6 +9,12 @@
   slip through.
 - A kill between writing a temporary file and renaming it leaves the hidden file behind;
   :func:`remove_leftovers` removes the engine's own leftovers (and nothing else).
+- The write guard: :func:`check_target` is asked before any file a user names is written. It
+  resolves the real path (symbolic links, relative paths, the current folder) and refuses a
+  target inside an image folder, inside a run folder (unless it is the one file of that run the
+  caller writes), and any existing target that is not a regular file, whatever ``overwrite``
+  says. While a command works on an image folder it is :func:`protecting` it: every writer of
+  this module then refuses to write there too, whatever path it was handed.
 """
 from __future__ import annotations
 
@@ -17,9 +23,13 @@ import json
 import os
 import stat
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterable, Iterator
+
+from dtl_engine.errors import DTLError, WriteRefused
 
 TMP_SUFFIX = ".tmp"         # atomic writes in progress
 PART_SUFFIX = ".part"       # exports in progress
@@ -87,6 +97,121 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     return json.loads(read_bytes(path).decode("utf-8"))
 
 
+# --- the write guard ----------------------------------------------------------------------
+
+_run_markers: set[str] = set()      # names of the file that makes a folder a run folder (runs.folder registers it)
+
+
+def recognise_run_folders_by(name: str) -> None:
+    """A folder holding a file called ``name`` is a run folder: no user output is written into it."""
+    _run_markers.add(name)
+
+
+_protected: dict[Path, int] = {}        # real paths of the image folders in use -> how many users
+_protected_lock = threading.Lock()
+
+
+def real_path(path: str | os.PathLike[str]) -> Path:
+    """The absolute path with every symbolic link resolved (``~`` expanded, relative to the current folder)."""
+    return Path(os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(path)))))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+@contextmanager
+def protecting(*folders: str | os.PathLike[str] | None) -> Iterator[None]:
+    """While inside, no writer of this module writes into ``folders`` (the image folders in use)."""
+    real = [real_path(f) for f in folders if f]
+    with _protected_lock:
+        for f in real:
+            _protected[f] = _protected.get(f, 0) + 1
+    try:
+        yield
+    finally:
+        with _protected_lock:
+            for f in real:
+                _protected[f] -= 1
+                if not _protected[f]:
+                    del _protected[f]
+
+
+def protected_folders() -> list[Path]:
+    """The image folders no writer may write into right now."""
+    with _protected_lock:
+        return list(_protected)
+
+
+def _data_refusal(real: Path, shown: str | os.PathLike[str],
+                  data_dirs: Iterable[str | os.PathLike[str] | None]) -> str | None:
+    for folder in [*(real_path(d) for d in data_dirs if d), *protected_folders()]:
+        if _inside(real, folder):
+            return (f"'{shown}' is in the image folder '{folder}'; DTL Studio never writes "
+                    "into your data. Choose another place.")
+    return None
+
+
+def run_folder_of(path: str | os.PathLike[str]) -> Path | None:
+    """The run folder ``path`` (a real path) lies in, if any (a folder holding the run marker)."""
+    for parent in real_path(path).parents:
+        if any(os.path.isfile(parent / marker) for marker in _run_markers):
+            return parent
+    return None
+
+
+def refusal(path: str | os.PathLike[str], *, overwrite: bool = False, own: Iterable[str | os.PathLike[str]] = (),
+            data_dirs: Iterable[str | os.PathLike[str] | None] = ()) -> str | None:
+    """Why writing the file ``path`` would be unsafe (a sentence), or None when it may be written.
+
+    ``own``: the files of a run folder the caller writes as that run's own (the only ones allowed
+    inside a run folder). ``data_dirs``: image folders besides those :func:`protecting` guards.
+    """
+    real = real_path(path)
+    try:
+        mode: int | None = os.stat(real).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        return f"'{path}' cannot be checked ({exc.strerror or exc}); choose another place."
+    if mode is not None and not stat.S_ISREG(mode):
+        return f"'{path}' is {_kind(mode)}, not a regular file; DTL Studio writes only files. Give a file name."
+    reason = _data_refusal(real, path, data_dirs)
+    if reason:
+        return reason
+    run = run_folder_of(real)
+    if run is not None and real not in {real_path(o) for o in own}:
+        return (f"'{path}' is inside the run folder '{run}', whose files only the training writes; "
+                "choose another place.")
+    if mode is not None and not overwrite:
+        return f"'{path}' already exists; choose another name or pass --overwrite."
+    return None
+
+
+def check_target(path: str | os.PathLike[str], *, overwrite: bool = False,
+                 own: Iterable[str | os.PathLike[str]] = (), data_dirs: Iterable[str | os.PathLike[str] | None] = (),
+                 error: type[DTLError] = WriteRefused) -> Path:
+    """The write guard: the real path to write ``path`` to, or ``error`` with the :func:`refusal` sentence."""
+    reason = refusal(path, overwrite=overwrite, own=own, data_dirs=data_dirs)
+    if reason:
+        raise error(reason)
+    return real_path(path)
+
+
+def _guard(path: str | os.PathLike[str]) -> None:
+    """Refuse a write into a protected image folder (every writer of this module asks)."""
+    reason = _data_refusal(real_path(path), path, ())
+    if reason:
+        raise WriteRefused(reason)
+
+
+def make_folder(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` and its parents (no error when it exists), never inside a protected image folder."""
+    _guard(path)
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return Path(path)
+
+
 # --- writing ------------------------------------------------------------------------------
 
 _fsync: Callable[[int], None] = os.fsync     # one place, so tests can simulate a failing disk
@@ -98,6 +223,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     On any failure (a full disk included) the temporary file is removed and the old file stays.
     """
     path = Path(path)
+    _guard(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -123,6 +249,7 @@ def reserve_beside(path: str | os.PathLike[str], suffix: str = PART_SUFFIX, mode
     kept) and then ``os.replace`` it onto ``path``; :func:`remove_leftovers` knows the name.
     """
     path = Path(path)
+    _guard(path)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     os.chmod(name, mode)        # mkstemp makes the file private (0600); the result is an ordinary file
@@ -135,6 +262,7 @@ def publish_new(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -> N
     For writers that checked ``final`` was free before a long piece of work: a file made there
     meanwhile (another process, the user) raises ``FileExistsError`` and stays as it is.
     """
+    _guard(final)
     try:
         os.link(tmp, final)             # fails if ``final`` exists
     except FileExistsError:
@@ -150,6 +278,8 @@ def publish_new(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -> N
 def publish(tmp: str | os.PathLike[str], final: str | os.PathLike[str], overwrite: bool) -> None:
     """Move the finished file ``tmp`` onto ``final``: replacing it only when ``overwrite``, else :func:`publish_new`."""
     if overwrite:
+        _guard(final)
+        require_regular(final)          # a device or a FIFO is never replaced, whatever ``overwrite`` says
         os.replace(tmp, final)
     else:
         publish_new(tmp, final)
@@ -162,6 +292,7 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 def create_exclusive(path: str | os.PathLike[str], data: bytes) -> bool:
     """Create ``path`` with ``data`` only if it does not exist yet; False when it already does."""
+    _guard(path)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:

@@ -19,8 +19,14 @@ HOME_ENV = "DTL_STUDIO_HOME"
 
 
 def _ensure(path: Path) -> Path:
+    from dtl_engine import fileio
+    from dtl_engine.errors import WriteRefused
+
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        fileio.make_folder(path)
+    except WriteRefused:
+        raise WriteRefused(f"DTL Studio's own folder '{path}' is inside the image folder in use; it never writes "
+                           f"into your data. Set {HOME_ENV} to a folder outside the images (or give --out).") from None
     except OSError as exc:
         raise DTLError(f"Cannot create the folder '{path}': {exc.strerror or exc}.") from exc
     if not path.is_dir():

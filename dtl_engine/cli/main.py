@@ -274,7 +274,8 @@ def _run_training(start: Callable[[RunListener, StopToken], Any]) -> int:
         from dtl_engine.runs.folder import RunFolder
 
         if result.kept_previous:
-            print(f"Stopped before training began: nothing was trained, and the run in {run_dir} is kept as it was.")
+            print(f"Stopped before the first epoch was complete: nothing was trained that is kept, and the run in "
+                  f"{run_dir} is kept as it was.")
             return EXIT_INTERRUPTED
         checkpoint = RunFolder(run_dir).last_weights
         if not checkpoint.exists():
@@ -429,10 +430,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from dtl_engine.inference.doctor import DOCTOR_CSV, check_csv_destination, diagnose_run
     from dtl_engine.runs.folder import RunFolder
 
-    data_dir = RunFolder(args.run_dir).read_config().get("data_dir")
+    data_dir = RunFolder(args.run_dir).data_folder()
     # the run folder's own findings file is the engine's and is replaced; a file the user names is not
-    csv_target, csv_overwrite = args.csv or Path(args.run_dir) / DOCTOR_CSV, args.overwrite or not args.csv
-    check_csv_destination(csv_target, csv_overwrite, data_dir)      # refuse before the long image pass
+    own = Path(args.run_dir) / DOCTOR_CSV
+    csv_target, csv_overwrite = args.csv or own, args.overwrite or not args.csv
+    check_csv_destination(csv_target, csv_overwrite, data_dir, own)     # refuse before the long image pass
     if args.moves:
         check_csv_destination(args.moves, args.overwrite, data_dir)
     token = StopToken()
@@ -448,7 +450,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             return EXIT_INTERRUPTED
         finally:
             bar.close()
-    csv_path = report.write_csv(csv_target, overwrite=csv_overwrite, data_dir=data_dir)
+    csv_path = report.write_csv(csv_target, overwrite=csv_overwrite, data_dir=data_dir, own=own)
     print(report.summary())
     for finding in report.findings[:args.show]:
         print(f"{finding.kind}: {finding.path or finding.label}  {finding.detail}")

@@ -70,6 +70,7 @@ RUN_FILES = (RUN_FILE, CONFIG, CLASSES, SPLIT, SPEC, LAST_WEIGHTS, BEST_WEIGHTS,
 # replaced or discarded with the run all the same.
 CHECK_FILES = (SEARCH, DOCTOR_CSV)
 STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
+fileio.recognise_run_folders_by(RUN_FILE)      # the write guard keeps user outputs out of run folders
 
 _CREATED_CACHES: set[str] = set()       # cache folders this process made (the only ones close() may delete)
 _SET_ASIDE: set[str] = set()            # replaced runs this process set aside and may still put back
@@ -190,6 +191,27 @@ class RunFolder:
 
     def read_config(self) -> dict[str, Any]:
         return self._read(CONFIG, dict)
+
+    def data_folder(self) -> Path | None:
+        """The real path of the image folder the run trained on (None when it records none).
+
+        Runs record it as an absolute path. An older run recorded it as given (perhaps relative to
+        the folder the command ran in): it is resolved against the current folder only when the
+        run's recorded images are found there, else refused, so that nothing is written into an
+        image folder the engine cannot locate.
+        """
+        data_dir = self.read_config().get("data_dir")
+        if not data_dir:
+            return None
+        path = Path(str(data_dir)).expanduser()
+        if path.is_absolute():
+            return fileio.real_path(path)
+        files = [str(p) for p in (self._read(SPLIT, dict).get("files") or {})] if (self.path / SPLIT).exists() else []
+        if path.is_dir() and (not files or all(Path(f).exists() for f in files[:5])):
+            return fileio.real_path(path)
+        raise RunError(f"The run '{self.name}' recorded its image folder only as '{data_dir}' (relative to the "
+                       "folder it was trained from); run this command from that folder, so that nothing is "
+                       "written into the images.")
 
     def write_config(self, config: dict[str, Any]) -> None:
         self._write(CONFIG, config)
@@ -321,12 +343,37 @@ class RunFolder:
         """Remove temporary files and cache folders a killed writer left (call while holding the lock)."""
         # Older than the newest committed file, or older than a minute: no live writer is behind them.
         removed = fileio.remove_leftovers(self.path, older_than=max(self.commit_time(), time.time() - 60))
-        for prefix, mine in ((CACHE_PREFIX, _CREATED_CACHES), (REPLACED_PREFIX, _SET_ASIDE)):
-            for entry in self.path.glob(prefix + "*"):
-                if entry.is_dir() and (entry / CACHE_MARK).is_file() and str(entry) not in mine:
-                    shutil.rmtree(entry, ignore_errors=True)
-                    removed.append(entry)
+        for entry in self.path.glob(CACHE_PREFIX + "*"):
+            if entry.is_dir() and (entry / CACHE_MARK).is_file() and str(entry) not in _CREATED_CACHES:
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+        # A replaced run set aside by a killed process is never removed here: see recover_replaced().
         return removed
+
+    def set_aside_by_others(self) -> list[Path]:
+        """Runs set aside (--overwrite) by a process that is gone: marked folders this process did not make."""
+        return sorted(e for e in self.path.glob(REPLACED_PREFIX + "*")
+                      if e.is_dir() and (e / CACHE_MARK).is_file() and str(e) not in _SET_ASIDE)
+
+    def recover_replaced(self) -> Path | None:
+        """Put back a run whose replacement was killed before it finished an epoch (call while holding the lock).
+
+        The replacement stood only once it committed an epoch; before that, the run it replaced
+        is the run of this folder and comes back whole. Returns the folder it came back from.
+        """
+        for aside in self.set_aside_by_others():
+            try:
+                trained = int(self.read_run().get("epochs_done", 0) or 0) > 0 if self.has_run_file() else False
+            except (RunError, ValueError, TypeError):
+                trained = False
+            if trained:             # killed between its first commit and dropping the old run: it stood
+                _SET_ASIDE.add(str(aside))
+                drop_set_aside(aside)
+                continue
+            _SET_ASIDE.add(str(aside))
+            self.put_back(aside)
+            return aside
+        return None
 
     def remove_run_files(self) -> None:
         """Delete the run's own files (and the engine's caches): used to replace or discard a run."""
@@ -541,8 +588,14 @@ class Claim:
             self.replaced = None
 
     def release(self) -> None:
-        """Give the folder back; temporary files older than this run's last commit (a killed writer's) go first."""
-        self.keep_replacement()
+        """Give the folder back; temporary files older than this run's last commit (a killed writer's) go first.
+
+        A run this one was to replace comes back unless :meth:`keep_replacement` was called (the new
+        run committed an epoch): a stop, a divergence or a crash before that never loses it.
+        """
+        if self.replaced is not None and not self.lock.released:
+            self.folder.put_back(self.replaced)
+            self.replaced = None
         if not self.lock.released:
             try:
                 self.folder.remove_leftovers()
@@ -598,10 +651,14 @@ def claim_new(run_dir: str | os.PathLike[str] | None, data_dir: str | os.PathLik
     lock = folder.lock()
     replaced = None
     try:
+        folder.recover_replaced()   # a replacement killed before its first epoch: the earlier run is this folder's
         if not folder.is_empty():
             if not overwrite:       # another run got here between the check and the lock
                 raise RunError(f"The folder '{path}' already exists and is not empty; choose a new folder, "
                                "or allow replacing the run in it (--overwrite).")
+            if not folder.has_run_file():
+                raise RunError(f"The folder '{path}' holds files but no run ({RUN_FILE} is missing); --overwrite "
+                               "replaces only a run. Choose a new or empty folder.")
             if folder.has_run_file() and _running_elsewhere(folder):
                 raise RunError(f"The run in '{path.name}' is still training; stop it before replacing it.")
             replaced = folder.set_aside_run_files()     # deleted once the new run trains, else put back
@@ -621,6 +678,10 @@ def claim_existing(run_dir: str | os.PathLike[str]) -> Claim:
     try:
         if folder.has_run_file() and _running_elsewhere(folder):
             raise RunError(f"The run '{path.name}' is still running in another window or process.")
+        if folder.recover_replaced() is not None:
+            raise RunError(f"The run in '{path}' was being replaced (--overwrite) by a run that ended before it "
+                           "finished its first epoch; the earlier run is back as it was. Check it, then resume "
+                           "or replace it again.")
         folder.remove_leftovers()
     except BaseException:
         lock.release()

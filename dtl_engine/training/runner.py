@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from dtl_engine.config import TrainConfig
 from dtl_engine.data import ScanCancelled
+from dtl_engine import fileio
 from dtl_engine.errors import DTLError, RunError
 from dtl_engine.inference.evaluate import Evaluation, evaluate_model, evaluation_split
 from dtl_engine.runs.event_log import EventLogWriter
@@ -92,6 +93,14 @@ def train(config: TrainConfig, listener: RunListener | None = None, token: StopT
     except RunError as exc:     # nothing was written; the listener still hears why
         (listener or RunListener()).run_failed(str(exc), traceback.format_exc())
         raise
+    # Recorded as a real path, so a later command run from elsewhere still knows where the images are.
+    config = replace(config, data_dir=str(fileio.real_path(config.data_dir)))
+    with fileio.protecting(config.data_dir):     # nothing of this run, no cache, lands in the images
+        return _train(config, listener, token, run_dir, model_kwargs, overwrite, scan)
+
+
+def _train(config: TrainConfig, listener: RunListener | None, token: StopToken | None, run_dir: str | Path | None,
+           model_kwargs: dict[str, Any] | None, overwrite: bool, scan: Any) -> RunResult:
     ddp = distributed.setup(config.device)       # one process unless started by torchrun
     claims: list[run_folder.Claim] = []
 
@@ -209,6 +218,10 @@ class _Run:
 
     # ------------------------------------------------------------------ story
     def execute(self, resume: bool, model_kwargs: dict[str, Any] | None = None) -> RunResult:
+        with fileio.protecting(self.config.data_dir):
+            return self._execute(resume, model_kwargs)
+
+    def _execute(self, resume: bool, model_kwargs: dict[str, Any] | None) -> RunResult:
         try:
             try:
                 state = self._prepare(resume, model_kwargs)
@@ -252,8 +265,6 @@ class _Run:
         if state is not None:
             start_epoch = self._restore(state)
         self.started = True
-        if self.claim is not None:
-            self.claim.keep_replacement()       # a run this one replaces is gone for good from here on
         listener.run_started(self._started_info(start_epoch))
         status, t_session, steps_session = "finished", time.perf_counter(), 0
         epochs_done = start_epoch
@@ -292,6 +303,8 @@ class _Run:
                 t_prev = now
                 if self.global_step >= self.total_steps:
                     break                                       # max_steps reached (or the last step)
+            if stopped and self.claim is not None and self.claim.replaced is not None:
+                return self._stopped_before_start()     # no epoch complete: the replaced run comes back
             if stopped:
                 status = "stopped"
                 # the last weights stay usable; the resume point remains the last whole epoch
@@ -324,6 +337,8 @@ class _Run:
             listener.memory_sample(self.meter.sample())
             # checkpoint
             self._save_epoch(epoch, is_best)
+            if self.claim is not None:
+                self.claim.keep_replacement()   # this run got somewhere: the run it replaces is gone for good
             self._features_to_store()
             epochs_done = epoch + 1
             # stop checks: step budget, early stopping
@@ -749,8 +764,9 @@ class _Run:
                 self.folder.update_run(status=status, finished=_now(), error=message)
         finally:
             self.listener.run_failed(message, details)
-            if self.writes and refused and self.claim is not None:
-                self.claim.discard()            # leave no run behind (the event log included)
+            # leave no run behind (the event log included); a run this one replaces comes back
+            if self.writes and self.claim is not None and (refused or self.claim.replaced is not None):
+                self.claim.discard()
 
 
 def _expected_cache_bytes(dataset: Any) -> int:
