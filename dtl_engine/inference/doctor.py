@@ -123,13 +123,13 @@ def check_csv_destination(path: str | os.PathLike[str], overwrite: bool = False,
 
 def _write_rows(path: str | os.PathLike[str], columns: Sequence[str], rows: list[list[Any]], overwrite: bool,
                 data_dir: str | os.PathLike[str] | None, own: str | os.PathLike[str] | None = None) -> Path:
-    from dtl_engine.fileio import make_folder, publish, reserve_beside
+    from dtl_engine.fileio import discard, make_folder, open_temp, publish, reserve_beside
 
     out = check_csv_destination(path, overwrite, data_dir, own)
     make_folder(out.parent)
     part = reserve_beside(out)              # a name of its own: two checks never write into one file
     try:
-        with open(part, "w", newline="", encoding="utf-8") as fh:
+        with open_temp(part, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(columns)
             writer.writerows(rows)
@@ -137,7 +137,7 @@ def _write_rows(path: str | os.PathLike[str], columns: Sequence[str], rows: list
     except FileExistsError:
         raise DataError(f"'{out}' already exists; choose another name or allow overwriting it.") from None
     finally:
-        part.unlink(missing_ok=True)
+        discard(part)
     return out
 
 

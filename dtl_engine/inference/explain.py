@@ -212,7 +212,7 @@ def explain_run(run_dir: str | os.PathLike[str], image_path: str | os.PathLike[s
         RunError: ``out_path`` exists (and ``overwrite`` is off), is a folder, or lies in the run's image folder.
         DataError: the image cannot be read.
     """
-    from dtl_engine.fileio import check_target, make_folder, publish, reserve_beside
+    from dtl_engine.fileio import check_target, discard, make_folder, publish, reserve_beside
     from dtl_engine.runs.folder import RunFolder
     from dtl_engine.runs.listing import load_run_model
     from dtl_engine.devices import select_device
@@ -231,5 +231,5 @@ def explain_run(run_dir: str | os.PathLike[str], image_path: str | os.PathLike[s
     except FileExistsError:
         raise RunError(f"'{out}' already exists; choose another name or pass --overwrite.") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
     return result

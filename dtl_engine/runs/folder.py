@@ -32,9 +32,7 @@ import json
 import os
 import re
 import secrets
-import shutil
 import socket
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -83,26 +81,8 @@ def now_iso() -> str:
 
 # --- processes ------------------------------------------------------------------------------
 
-def process_identity() -> dict[str, Any]:
-    """This process: pid, start time (tells a live process from a reused pid) and host."""
-    import psutil
-
-    proc = psutil.Process()
-    return {"pid": proc.pid, "pid_started": proc.create_time(), "host": socket.gethostname()}
-
-
-def process_alive(pid: Any, started: Any, host: Any = None) -> bool:
-    """True when the process ``pid`` that started at ``started`` still runs (on another host: assumed)."""
-    import psutil
-
-    if host not in (None, socket.gethostname()):
-        return True                 # cannot be checked from here; never break another machine's lock
-    if not isinstance(pid, int) or not psutil.pid_exists(pid):
-        return False
-    try:
-        return started is None or abs(psutil.Process(pid).create_time() - float(started)) < 1.0
-    except (psutil.Error, ValueError, TypeError):
-        return False
+process_identity = fileio.process_identity      # the owner of a lock, a run, a set-aside run
+process_alive = fileio.process_alive
 
 
 # --- the folder -------------------------------------------------------------------------------
@@ -335,17 +315,22 @@ class RunFolder:
                 f"missing from its folder, so training would have to start over. {still}")
 
     # ---- claiming ----
-    def lock(self) -> "RunLock":
-        """Take this run's lock, or raise :class:`RunError` naming the process that holds it."""
-        return RunLock.acquire(self.path / LOCK, self.name)
+    def lock(self, break_lock: bool = False) -> "RunLock":
+        """Take this run's lock, or raise :class:`RunError` naming the process that holds it.
+
+        ``break_lock`` takes over a lock held from another host (which cannot be checked from here).
+        """
+        return RunLock.acquire(self.path / LOCK, self.name, break_lock)
 
     def remove_leftovers(self) -> list[Path]:
         """Remove temporary files and cache folders a killed writer left (call while holding the lock)."""
         # Older than the newest committed file, or older than a minute: no live writer is behind them.
-        removed = fileio.remove_leftovers(self.path, older_than=max(self.commit_time(), time.time() - 60))
+        if not self.has_run_file():
+            return []               # not (yet) a run folder: nothing in it is provably the engine's
+        removed = fileio.remove_leftovers(self.path, (*RUN_FILES, *CHECK_FILES),
+                                          older_than=max(self.commit_time(), time.time() - 60))
         for entry in self.path.glob(CACHE_PREFIX + "*"):
-            if entry.is_dir() and (entry / CACHE_MARK).is_file() and str(entry) not in _CREATED_CACHES:
-                shutil.rmtree(entry, ignore_errors=True)
+            if str(entry) not in _CREATED_CACHES and fileio.remove_marked_folder(entry, CACHE_MARK):
                 removed.append(entry)
         # A replaced run set aside by a killed process is never removed here: see recover_replaced().
         return removed
@@ -377,12 +362,8 @@ class RunFolder:
 
     def remove_run_files(self) -> None:
         """Delete the run's own files (and the engine's caches): used to replace or discard a run."""
-        for name in (*RUN_FILES, *CHECK_FILES):
-            try:
-                (self.path / name).unlink()
-            except FileNotFoundError:
-                pass
         self.remove_leftovers()
+        fileio.remove_named_files(self.path, (*CHECK_FILES, *reversed(RUN_FILES)))    # run.json, the marker, last
 
     def new_cache_dir(self) -> Path:
         """A fresh, uniquely named, marked cache folder inside the run (see :func:`new_cache_dir`)."""
@@ -397,20 +378,19 @@ class RunFolder:
         names = [n for n in (*RUN_FILES, *CHECK_FILES) if os.path.lexists(self.path / n)]
         aside = None
         if names:
-            aside = Path(tempfile.mkdtemp(prefix=REPLACED_PREFIX, dir=self.path))
-            (aside / CACHE_MARK).write_text(json.dumps({"pid": os.getpid()}), encoding="utf-8")
+            aside = fileio.make_marked_folder(self.path, REPLACED_PREFIX, CACHE_MARK)
             _SET_ASIDE.add(str(aside))
-            for name in names:
-                os.replace(self.path / name, aside / name)
+            for name in sorted(names, key=lambda n: n == RUN_FILE):    # run.json, the marker, last
+                fileio.move(self.path / name, aside / name)
         self.remove_leftovers()
         return aside
 
     def put_back(self, aside: Path) -> None:
         """Return the files :meth:`set_aside_run_files` moved to ``aside`` (the run's own are removed first)."""
         self.remove_run_files()
-        for entry in os.scandir(aside):
+        for entry in sorted(os.scandir(aside), key=lambda e: e.name == RUN_FILE):   # the marker last
             if entry.name != CACHE_MARK:
-                os.replace(entry.path, self.path / entry.name)
+                fileio.move(entry.path, self.path / entry.name)
         drop_set_aside(aside)
 
 
@@ -430,22 +410,27 @@ class RunLock:
 
     path: Path
     token: str
+    content: bytes = b""            # what this process wrote into the lock file
     released: bool = field(default=False)
 
     @classmethod
-    def acquire(cls, path: Path, run_name: str) -> "RunLock":
+    def acquire(cls, path: Path, run_name: str, break_lock: bool = False) -> "RunLock":
         token = secrets.token_hex(8)
         mine = json.dumps({**process_identity(), "token": token, "since": now_iso()}).encode("utf-8")
         for _ in range(5):
             if fileio.create_exclusive(path, mine):
-                return cls(path, token)
+                return cls(path, token, mine)
             holder = _read_lock(path)
             if holder is None:
                 continue                        # it vanished (released) or is being written: try again
-            if process_alive(holder.get("pid"), holder.get("pid_started"), holder.get("host")):
-                where = f" on {holder['host']}" if holder.get("host") not in (None, socket.gethostname()) else ""
+            elsewhere = holder.get("host") not in (None, socket.gethostname())
+            if elsewhere and not break_lock:
+                raise RunError(f"The run folder '{run_name}' is locked by a training process on {holder['host']} "
+                               f"(pid {holder.get('pid')}; lock file {path}). If that machine is down, run the "
+                               "same command again with --break-lock.")
+            if not elsewhere and process_alive(holder.get("pid"), holder.get("pid_started"), holder.get("host")):
                 raise RunError(f"The run folder '{run_name}' is in use by another training process "
-                               f"(pid {holder.get('pid')}{where}); wait until it ends or stop it first.")
+                               f"(pid {holder.get('pid')}); wait until it ends or stop it first.")
             _break_stale(path, holder)
         raise RunError(f"The run folder '{run_name}' could not be locked; try again.")
 
@@ -455,10 +440,7 @@ class RunLock:
         self.released = True
         holder = _read_lock(self.path)
         if holder is not None and holder.get("token") == self.token:
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
+            fileio.remove_signed(self.path, self.content)       # this very lock, nothing else
 
     def __enter__(self) -> "RunLock":
         return self
@@ -487,19 +469,21 @@ def _break_stale(path: Path, holder: dict[str, Any]) -> None:
     """Move a dead process's lock away; if another process replaced it meanwhile, put theirs back."""
     aside = path.with_name(f"{path.name}.stale-{secrets.token_hex(4)}")
     try:
-        os.replace(path, aside)
+        fileio.move(path, aside)
     except FileNotFoundError:
+        return
+    try:
+        content = fileio.read_bytes(aside)
+    except OSError:
         return
     moved = _read_lock(aside)
     if moved is not None and moved.get("token") != holder.get("token"):
         try:
-            os.link(aside, path)                # a live lock taken away by mistake: restore it (never overwrites)
+            fileio.move(aside, path)            # a live lock taken away by mistake: restore it (never overwrites)
+            return
         except OSError:
             pass
-    try:
-        aside.unlink()
-    except FileNotFoundError:
-        pass
+    fileio.remove_signed(aside, content)
 
 
 # --- new folders and caches -------------------------------------------------------------------------
@@ -532,10 +516,7 @@ def new_run_dir(backbone: str, method: str, root: str | os.PathLike[str] | None 
 
 def new_cache_dir(parent: str | os.PathLike[str]) -> Path:
     """Create a uniquely named cache folder in ``parent``, marked as the engine's own."""
-    parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=CACHE_PREFIX, dir=parent))
-    (path / CACHE_MARK).write_text(json.dumps({"pid": os.getpid()}), encoding="utf-8")
+    path = fileio.make_marked_folder(parent, CACHE_PREFIX, CACHE_MARK)
     _CREATED_CACHES.add(str(path))
     return path
 
@@ -543,16 +524,15 @@ def new_cache_dir(parent: str | os.PathLike[str]) -> Path:
 def drop_set_aside(aside: str | os.PathLike[str]) -> None:
     """Delete a replaced run set aside by this process (its successor trains: the replacement stands)."""
     if str(aside) in _SET_ASIDE:
-        shutil.rmtree(aside, ignore_errors=True)
+        fileio.remove_marked_folder(aside, CACHE_MARK)
         _SET_ASIDE.discard(str(aside))
 
 
 def remove_cache_dir(path: str | os.PathLike[str]) -> bool:
     """Delete a cache folder made by :func:`new_cache_dir` in this process; anything else is left alone."""
     path = Path(path)
-    if str(path) not in _CREATED_CACHES or not (path / CACHE_MARK).is_file():
+    if str(path) not in _CREATED_CACHES or not fileio.remove_marked_folder(path, CACHE_MARK):
         return False
-    shutil.rmtree(path, ignore_errors=True)
     _CREATED_CACHES.discard(str(path))
     return True
 
@@ -615,14 +595,12 @@ class Claim:
             self.folder.remove_run_files()
         self.lock.release()
         if self.created:
-            try:
-                self.folder.path.rmdir()        # only when empty: nothing of anyone else's is removed
-            except OSError:
-                pass
+            fileio.remove_empty_folder(self.folder.path)   # only when empty: nothing of anyone else's is removed
 
 
 def claim_new(run_dir: str | os.PathLike[str] | None, data_dir: str | os.PathLike[str] | None,
-              backbone: str, method: str, overwrite: bool = False, image_size: int | None = None) -> Claim:
+              backbone: str, method: str, overwrite: bool = False, image_size: int | None = None,
+              break_lock: bool = False) -> Claim:
     """Claim a folder for a new run: a fresh unique one, or ``run_dir`` when it is empty (or ``overwrite``).
 
     Refuses (with :class:`RunError`) a folder inside, equal to or containing the image folder, a
@@ -631,7 +609,7 @@ def claim_new(run_dir: str | os.PathLike[str] | None, data_dir: str | os.PathLik
     if run_dir is None:
         path = new_run_dir(backbone, method, image_size=image_size)
         folder = RunFolder(path)
-        return Claim(folder, folder.lock(), created=True)
+        return Claim(folder, folder.lock(break_lock), created=True)
     path = Path(run_dir).expanduser()
     if data_dir:
         reason = overlap_reason(path, Path(data_dir))
@@ -648,7 +626,7 @@ def claim_new(run_dir: str | os.PathLike[str] | None, data_dir: str | os.PathLik
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunError(f"Cannot create the run folder '{path}': {exc.strerror or exc}.") from exc
-    lock = folder.lock()
+    lock = folder.lock(break_lock)
     replaced = None
     try:
         folder.recover_replaced()   # a replacement killed before its first epoch: the earlier run is this folder's
@@ -668,13 +646,15 @@ def claim_new(run_dir: str | os.PathLike[str] | None, data_dir: str | os.PathLik
     return Claim(folder, lock, created, replaced)
 
 
-def claim_existing(run_dir: str | os.PathLike[str]) -> Claim:
+def claim_existing(run_dir: str | os.PathLike[str], break_lock: bool = False) -> Claim:
     """Claim an existing run folder (to resume it); refuses one that another process is writing."""
     path = Path(run_dir).expanduser()
     if not path.is_dir():
         raise RunError(f"There is no run folder at '{path}'.")
     folder = RunFolder(path)
-    lock = folder.lock()
+    if not folder.has_run_file() and not folder.set_aside_by_others():
+        raise RunError(f"'{path}' is not a run folder ({RUN_FILE} is missing); nothing in it was touched.")
+    lock = folder.lock(break_lock)
     try:
         if folder.has_run_file() and _running_elsewhere(folder):
             raise RunError(f"The run '{path.name}' is still running in another window or process.")

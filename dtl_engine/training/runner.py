@@ -73,7 +73,7 @@ class RunResult:
 
 def train(config: TrainConfig, listener: RunListener | None = None, token: StopToken | None = None,
           run_dir: str | Path | None = None, *, model_kwargs: dict[str, Any] | None = None,
-          overwrite: bool = False, scan: Any = None) -> RunResult:
+          overwrite: bool = False, scan: Any = None, break_lock: bool = False) -> RunResult:
     """Train ``config`` in a new run folder (or ``run_dir``) and evaluate the best epoch.
 
     ``run_dir`` must be empty or new, unless ``overwrite`` allows replacing the run in
@@ -81,6 +81,7 @@ def train(config: TrainConfig, listener: RunListener | None = None, token: StopT
     ``scan``: a :class:`ScanResult` of ``config.data_dir`` just made (the app's Data step);
     it is used instead of scanning again when every file still has its scanned size and
     modification time.
+    ``break_lock`` takes over a lock left by a process on another host (known to be down).
     ``model_kwargs`` go to ``timm.create_model`` (tiny test backbones); they are
     stored with the run so resume and re-loading rebuild the same model.
     Started by ``torchrun`` (``WORLD_SIZE`` > 1), the processes train one run together
@@ -96,22 +97,22 @@ def train(config: TrainConfig, listener: RunListener | None = None, token: StopT
     # Recorded as a real path, so a later command run from elsewhere still knows where the images are.
     config = replace(config, data_dir=str(fileio.real_path(config.data_dir)))
     with fileio.protecting(config.data_dir):     # nothing of this run, no cache, lands in the images
-        return _train(config, listener, token, run_dir, model_kwargs, overwrite, scan)
+        return _train(config, listener, token, run_dir, model_kwargs, overwrite, scan, break_lock)
 
 
 def _train(config: TrainConfig, listener: RunListener | None, token: StopToken | None, run_dir: str | Path | None,
-           model_kwargs: dict[str, Any] | None, overwrite: bool, scan: Any) -> RunResult:
+           model_kwargs: dict[str, Any] | None, overwrite: bool, scan: Any, break_lock: bool) -> RunResult:
     ddp = distributed.setup(config.device)       # one process unless started by torchrun
     claims: list[run_folder.Claim] = []
 
     def claim() -> Path:                         # rank 0 claims (and names) the folder; the others follow
         claims.append(run_folder.claim_new(run_dir, config.data_dir, config.backbone, config.method, overwrite,
-                                             image_size=config.image_size))
+                                             image_size=config.image_size, break_lock=break_lock))
         return claims[0].folder.path
 
     try:
         path = ddp.share(claim)
-    except RunError as exc:     # nothing was written; the listener still hears why
+    except DTLError as exc:     # nothing was written (a refused place included); the listener still hears why
         (listener or RunListener()).run_failed(str(exc), traceback.format_exc())
         ddp.close()
         raise
@@ -120,7 +121,8 @@ def _train(config: TrainConfig, listener: RunListener | None, token: StopToken |
     return run.execute(resume=False, model_kwargs=model_kwargs)
 
 
-def resume(run_dir: str | Path, listener: RunListener | None = None, token: StopToken | None = None) -> RunResult:
+def resume(run_dir: str | Path, listener: RunListener | None = None, token: StopToken | None = None,
+           break_lock: bool = False) -> RunResult:
     """Continue a stopped, failed or interrupted run from its last epoch checkpoint.
 
     Refused with a sentence (nothing touched) when the run is running elsewhere, has
@@ -131,7 +133,7 @@ def resume(run_dir: str | Path, listener: RunListener | None = None, token: Stop
     claims: list[run_folder.Claim] = []
 
     def claim_and_read() -> TrainConfig:         # rank 0 claims and checks the run; the others follow
-        claims.append(run_folder.claim_existing(run_dir))
+        claims.append(run_folder.claim_existing(run_dir, break_lock=break_lock))
         folder = claims[0].folder
         try:
             config = TrainConfig.from_dict(folder.read_config())

@@ -134,3 +134,14 @@ def test_2_a_replacement_whose_first_commit_fails_gives_the_old_run_back(finishe
                          "--overwrite"], capsys)
     assert code == 2, err
     assert checksums(old) == before
+
+
+def test_2_after_a_kill_in_the_set_up_the_run_list_says_where_the_old_run_is(finished, capsys):
+    from dtl_engine.paths import runs_dir
+
+    old = _copy(finished, runs_dir(), "replaced")
+    _killed_replacement(old)
+    code, out, err = _cli(["runs"], capsys)
+    assert code == 0, err
+    aside = [p for p in old.iterdir() if p.name.startswith(run_folder.REPLACED_PREFIX)]
+    assert len(aside) == 1 and f"in {aside[0]}" in out and f"resume {old}" in out

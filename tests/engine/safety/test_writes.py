@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from image_factory import make_image_folder
 from safety_helpers import checksums
+from test_classify_folder import class_tree, model_file, read_rows  # noqa: F401  (a fixture)
 from test_fault_injection import TINY, _cli, _one_line_refusal
 
 from dtl_engine.runs.folder import RunFolder
@@ -150,3 +151,83 @@ def test_the_runs_own_findings_file_is_still_written_by_default(relative_run, tm
         code, _, err = _cli(["doctor", str(run)], capsys)
         assert code == 0, err
     assert (run / "doctor.csv").is_file()
+
+
+# --- classifying a folder: a kill, a full disk (issue 20, reproductions 7 and 8) ----------------------
+
+KILLED_ON_THIRD_COPY = """
+import os, sys
+from dtl_engine import fileio
+from dtl_engine.cli.main import main
+
+real, calls = fileio.copy_new, []
+
+def copy_then_die(source, dest):
+    calls.append(dest)
+    if len(calls) == 3:                     # killed in the middle of the third copy, as kill -9 would
+        part = fileio.reserve_beside(dest)
+        with fileio.open_temp(part) as fh:
+            fh.write(b"half an image")
+        os._exit(9)
+    real(source, dest)
+
+fileio.copy_new = copy_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _engine_leftovers(*folders: Path) -> list[Path]:
+    from dtl_engine import fileio
+
+    return [p for f in folders for p in f.rglob(".*") if fileio.is_leftover_name(p.name)]
+
+
+def test_8_predict_folder_killed_then_run_again_resumes_without_duplicates(model_file, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    folder = class_tree(tmp_path)
+    before = checksums(folder)
+    sorted_dir, csv_out = tmp_path / "sorted", tmp_path / "out" / "k.csv"
+    argv = ["predict", str(model_file), "--folder", str(folder), "--csv", str(csv_out), "--sort-into", str(sorted_dir)]
+    killed = subprocess.run([sys.executable, "-c", KILLED_ON_THIRD_COPY, *argv], capture_output=True, text=True)
+    assert killed.returncode == 9, killed.stderr
+    assert _engine_leftovers(sorted_dir, csv_out.parent)            # what a kill leaves: temporaries
+    code, _, err = _cli(argv, capsys)
+    assert code == 0, err
+    copies = [p for p in sorted_dir.rglob("*") if p.is_file()]
+    readable = [p for p in folder.rglob("*") if p.is_file() and p.name != "broken.jpg"]
+    # each image once (a second copy of the same bytes would be 'name (2).png')
+    assert sorted(p.read_bytes() for p in copies) == sorted(p.read_bytes() for p in readable)
+    assert _engine_leftovers(sorted_dir, csv_out.parent) == []      # the killed pass's temporaries are gone
+    assert len(read_rows(csv_out)) == len(readable) + 1 and checksums(folder) == before
+
+
+def test_7_a_full_disk_while_sorting_names_the_file_and_keeps_the_rows_done(model_file, tmp_path, capsys,
+                                                                            monkeypatch):
+    import errno
+
+    from dtl_engine import fileio
+
+    folder = class_tree(tmp_path)
+    sorted_dir, csv_out = tmp_path / "sorted", tmp_path / "k.csv"
+    real, written = fileio.write_all, []
+
+    def disk_fills_up(fh, data):
+        if str(getattr(fh, "name", "")).startswith(str(sorted_dir)):
+            written.append(fh.name)
+            if len(written) == 4:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real(fh, data)
+
+    monkeypatch.setattr(fileio, "write_all", disk_fills_up)
+    code, _, err = _cli(["predict", str(model_file), "--folder", str(folder), "--csv", str(csv_out),
+                         "--sort-into", str(sorted_dir)], capsys)
+    _one_line_refusal(code, err, "No space left on device", "rows done are kept")
+    partial = [p for p in tmp_path.iterdir() if p.name.startswith("k (partial, ")]
+    assert len(partial) == 1 and partial[0].name in err and not csv_out.exists()
+    rows = read_rows(partial[0])
+    assert len(rows) >= 3 and rows[-1]["path"] != ""
+    failed = [p for p in folder.rglob("*") if str(p) in err]
+    assert failed                                                    # the file being copied is named
+    assert _engine_leftovers(sorted_dir, tmp_path) == []
