@@ -190,7 +190,7 @@ def refusal(path: str | os.PathLike[str], *, overwrite: bool = False, own: Itera
         return (f"'{path}' is inside the run folder '{run}', whose files only the training writes; "
                 "choose another place.")
     if mode is not None and not overwrite:
-        return f"'{path}' already exists; choose another name or pass --overwrite."
+        return f"'{path}' already exists; choose another name or allow replacing it (--overwrite)."
     return None
 
 
@@ -287,7 +287,9 @@ def _write_ledger() -> None:
     make_folder(folder)
     own = folder / f"{PROCESS_TOKEN}.json"
     if _in_ledger:
-        atomic_write_json(own, {**process_identity(), "token": PROCESS_TOKEN, "files": sorted(_in_ledger)})
+        # no flush to disk: after a power cut an unrecorded temporary is only left, never wrongly removed
+        atomic_write_bytes(own, json.dumps({**process_identity(), "token": PROCESS_TOKEN,
+                                            "files": sorted(_in_ledger)}).encode("utf-8"), sync=False)
     else:
         try:
             os.unlink(own)
@@ -308,15 +310,22 @@ def _unrecord(path: str | os.PathLike[str]) -> None:
             _write_ledger()
 
 
-def clean_leftovers() -> list[Path]:
+_cleaned: set[Path] = set()             # ledgers this process has looked at once already
+
+
+def clean_leftovers(force: bool = True) -> list[Path]:
     """Remove the recorded temporaries of processes that are gone (a killed export or CSV); returns them.
 
     Only a file named in a gone process's ledger, still regular and still carrying that process's
-    token in its name, is removed; then its ledger.
+    token in its name, is removed; then its ledger. ``force=False``: only the first time in this process.
     """
     removed: list[Path] = []
+    folder = _ledger_dir()
+    if not force and folder in _cleaned:
+        return removed
+    _cleaned.add(folder)
     try:
-        ledgers = [e for e in os.scandir(_ledger_dir()) if e.name.endswith(".json") and e.is_file()]
+        ledgers = [e for e in os.scandir(folder) if e.name.endswith(".json") and e.is_file()]
     except OSError:
         return removed
     for ledger in ledgers:
@@ -405,7 +414,7 @@ def reserve_beside(path: str | os.PathLike[str], suffix: str = PART_SUFFIX, mode
     """
     path = Path(path)
     _guard(path)
-    clean_leftovers()
+    clean_leftovers(force=False)        # a killed process's recorded temporaries (once per process)
     fd, name = _mkstemp_beside(path, suffix)
     os.close(fd)
     try:

@@ -145,3 +145,32 @@ def test_2_after_a_kill_in_the_set_up_the_run_list_says_where_the_old_run_is(fin
     assert code == 0, err
     aside = [p for p in old.iterdir() if p.name.startswith(run_folder.REPLACED_PREFIX)]
     assert len(aside) == 1 and f"in {aside[0]}" in out and f"resume {old}" in out
+
+
+KILLED_BEFORE_THE_FIRST_EPOCH = """
+import os, sys
+from dtl_engine.cli.main import main
+from dtl_engine.training import runner
+
+def killed(self, state):                    # kill -9 once set up, before the first step
+    os._exit(9)
+
+runner._Run._loop = killed
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_2_a_real_kill_before_the_first_epoch_then_resume_puts_the_old_run_back(finished, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    old = _copy(finished, tmp_path)
+    before = checksums(old)
+    child = subprocess.run([sys.executable, "-c", KILLED_BEFORE_THE_FIRST_EPOCH, "train", _data(old), *TINY,
+                            "--epochs", "1", "--lr", "1e-3", "--out", str(old), "--overwrite"],
+                           capture_output=True, text=True)
+    assert child.returncode == 9, child.stderr
+    assert [p for p in old.iterdir() if p.name.startswith(run_folder.REPLACED_PREFIX)]   # set aside, not gone
+    code, _, err = _cli(["resume", str(old)], capsys)
+    _one_line_refusal(code, err, "earlier run is back")
+    assert checksums(old) == before
