@@ -573,15 +573,16 @@ class Claim:
         A run this one was to replace comes back unless :meth:`keep_replacement` was called (the new
         run committed an epoch): a stop, a divergence or a crash before that never loses it.
         """
-        if self.replaced is not None and not self.lock.released:
-            self.folder.put_back(self.replaced)
-            self.replaced = None
-        if not self.lock.released:
-            try:
+        try:
+            if self.replaced is not None and not self.lock.released:
+                self.folder.put_back(self.replaced)     # a failure here leaves it set aside, never deleted
+                self.replaced = None
+            if not self.lock.released:
                 self.folder.remove_leftovers()
-            except OSError:
-                pass
-        self.lock.release()
+        except OSError:
+            pass
+        finally:
+            self.lock.release()
 
     def discard(self) -> None:
         """Remove what this run wrote (a refused input leaves no run behind), then the folder if it made it.
