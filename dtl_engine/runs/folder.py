@@ -17,7 +17,7 @@ A run folder holds::
     doctor.csv               the findings of a data check, when one was made
     .lock                    held while a process writes the run: pid, start time and host
     .cache-XXXX/             the engine's own feature-cache spill folder, marked by .dtl-cache
-    .replaced-XXXX/          the run being replaced (--overwrite), kept until the new run trains, marked the same
+    .replaced-XXXX/          the run being replaced (--overwrite), kept until the new run commits an epoch, marked
 
 Every write is atomic (:mod:`dtl_engine.fileio`). Every read turns a missing, damaged or
 non-regular file into a :class:`RunError` that names the file and the run.
@@ -372,8 +372,8 @@ class RunFolder:
     def set_aside_run_files(self) -> Path | None:
         """Move the run's own files into a new hidden, marked folder in it (None when there were none).
 
-        A run being replaced is kept there until its successor trains (:meth:`Claim.keep_replacement`),
-        so that input refused before that puts it back whole (:meth:`Claim.discard`).
+        A run being replaced is kept there until its successor commits an epoch
+        (:meth:`Claim.keep_replacement`); a refusal, a stop or a crash before that puts it back whole.
         """
         names = [n for n in (*RUN_FILES, *CHECK_FILES) if os.path.lexists(self.path / n)]
         aside = None
@@ -562,7 +562,7 @@ class Claim:
     replaced: Path | None = None        # the run this one replaces, set aside until this one trains
 
     def keep_replacement(self) -> None:
-        """The new run trains: the run it replaces is deleted for good."""
+        """The new run committed an epoch: the run it replaces is deleted for good."""
         if self.replaced is not None:
             drop_set_aside(self.replaced)
             self.replaced = None
