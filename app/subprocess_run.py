@@ -77,10 +77,9 @@ def error_sentence(output: str) -> str:
 
 def remove_if_empty(run_dir: str | Path) -> None:
     """Remove the run folder the app made for a launch when the run left nothing in it (it was refused)."""
-    try:
-        Path(run_dir).rmdir()               # only an empty folder: nothing anyone wrote is lost
-    except OSError:
-        pass
+    from dtl_engine import fileio
+
+    fileio.remove_empty_folder(run_dir)     # only an empty folder: nothing anyone wrote is lost
 
 
 def _group_options() -> dict[str, Any]:

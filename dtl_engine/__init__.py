@@ -7,6 +7,7 @@ from __future__ import annotations
 from dtl_engine.config import TrainConfig
 from dtl_engine.errors import BackboneError, DataError, DTLError, ExportError, RunError, WeightsError
 from dtl_engine.listener import RunListener, StopToken
+from dtl_engine import paths  # noqa: F401 - tells fileio where its ledger of temporaries lives
 
 __version__ = "0.1.0"
 

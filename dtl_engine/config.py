@@ -141,7 +141,9 @@ class TrainConfig:
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
+            from dtl_engine import fileio
+
+            fileio.atomic_write_bytes(fileio.check_target(path, overwrite=True), text.encode("utf-8"))
         return text
 
     @classmethod

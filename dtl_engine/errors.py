@@ -28,3 +28,7 @@ class RunError(DTLError, RuntimeError):
 
 class ExportError(DTLError, RuntimeError):
     """An export cannot be written or failed its verification."""
+
+
+class WriteRefused(DTLError, ValueError):
+    """A write would land where the engine never writes: the image folder, another run's files, a device."""

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import platformdirs
 
-from dtl_engine.errors import DTLError
+from dtl_engine import fileio
+from dtl_engine.errors import DTLError, WriteRefused
 
 APP_NAME = "DTL Studio"
 HOME_ENV = "DTL_STUDIO_HOME"
@@ -20,7 +21,10 @@ HOME_ENV = "DTL_STUDIO_HOME"
 
 def _ensure(path: Path) -> Path:
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        fileio.make_folder(path)
+    except WriteRefused:
+        raise WriteRefused(f"DTL Studio's own folder '{path}' is inside the image folder in use; it never writes "
+                           f"into your data. Set {HOME_ENV} to a folder outside the images (or give --out).") from None
     except OSError as exc:
         raise DTLError(f"Cannot create the folder '{path}': {exc.strerror or exc}.") from exc
     if not path.is_dir():
@@ -61,3 +65,7 @@ def image_cache_dir() -> Path:
 def feature_cache_dir() -> Path:
     """The folder of the frozen-feature store (linear probe features, same rules as the image cache)."""
     return cache_dir() / "features"
+
+
+# The ledger of the engine's temporaries beside users' files lives in DTL Studio's own folder.
+fileio.keep_ledger_in(lambda: user_data_dir() / "leftovers")

@@ -9,8 +9,6 @@ An existing CSV is replaced only after the user said so, and only once the new o
 """
 from __future__ import annotations
 
-import os
-import secrets
 import threading
 from pathlib import Path
 from typing import Any
@@ -52,23 +50,13 @@ def suggest_place(folder: Path, name: str, bases: list[Path]) -> Path | None:
 
 def classify_in_background(job: Any, model: str, folder: str, csv_path: str, sort_into: str | None,
                            min_confidence: float, replace: bool, stop: threading.Event) -> Any:
-    """Run the engine on a worker thread; with ``replace``, the finished CSV then takes the old one's place."""
+    """Run the engine on a worker thread; with ``replace``, the new CSV takes the old one's place once complete
+    (the engine writes it beside and moves it in place only then; a stop keeps the old file as it was)."""
     from dtl_engine.inference.classify_folder import classify_folder
 
-    target = Path(csv_path).expanduser()
-    # The engine refuses an existing CSV; a replacement is written under a fresh name beside it first,
-    # so the old file stays whole until the new one is complete.
-    written = target.with_name(f".{target.stem}.{secrets.token_hex(4)}{target.suffix}") if replace else target
-    result = classify_folder(model, folder, written, sort_into=sort_into, min_confidence=min_confidence,
-                             progress=lambda done, total: job.report((done, total)), should_stop=stop.is_set)
-    if replace:
-        try:
-            os.replace(written, target)
-        except OSError:
-            Path(written).unlink(missing_ok=True)       # ours: no stray results file beside the old one
-            raise
-        result.csv_path = str(target.resolve())
-    return result
+    return classify_folder(model, folder, csv_path, sort_into=sort_into, min_confidence=min_confidence,
+                           progress=lambda done, total: job.report((done, total)), should_stop=stop.is_set,
+                           overwrite=replace)
 
 
 UNEXPECTED = "Classifying the folder"      # the job's name in a sentence about an unexpected failure
@@ -304,11 +292,12 @@ class ClassifyFolderDialog(QDialog):
     def _show_summary(self, r: Any) -> None:
         done = r.classified + len(r.unreadable)
         if r.cancelled:
-            head = (f"Stopped after {done} of {r.total} files: the results keep those {done} rows. "
-                    f"{r.classified} classified.")
+            head = (f"Stopped after {done} of {r.total} files: those {done} rows are kept in a file named as "
+                    f"partial, so that it is never taken for the whole result. {r.classified} classified.")
         else:
             head = f"Done: {r.classified} of {r.total} files classified."
-        self._say(head + f" Results: {r.csv_path}", role="ok" if not r.cancelled else "muted")
+        where = "Partial results" if getattr(r, "partial", False) else "Results"
+        self._say(head + f" {where}: {r.csv_path}", role="ok" if not r.cancelled else "muted")
         muted = role_color("muted")
         rows = [(name, n) for name, n in sorted(r.counts.items(), key=lambda kv: (-kv[1], kv[0]))]
         cells = "".join(f"<tr><td>{_escape(name)}</td><td align='right'>&nbsp;&nbsp;{n}</td></tr>"

@@ -254,8 +254,9 @@ class DoctorPanel(QWidget):
             if not ask_to_replace(self, out):
                 return None
             overwrite = True
-        data_dir = RunFolder(self.run_dir).read_config().get("data_dir") if self.run_dir else None
         try:
+            # the run's image folder as a real path (an older run's relative one is refused with a sentence)
+            data_dir = RunFolder(self.run_dir).data_folder() if self.run_dir else None
             written = self.report.write_moves_csv(out, overwrite=overwrite, data_dir=data_dir)
         except DTLError as exc:
             self.summary.setText(f"<span style='color:{role_color('error')}'>{html.escape(str(exc))}</span>")

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from dtl_engine import fileio
 from dtl_engine.errors import RunError
 
 WORLD_SIZE = 2
@@ -129,7 +130,7 @@ def _worker(rank: int, port: int, options: dict[str, Any], out: str) -> None:
     try:
         rows = [_measure(m, options, rank) for m in options["methods"]]
         if rank == 0:
-            Path(out).write_text(json.dumps(rows), encoding="utf-8")
+            fileio.atomic_write_json(out, rows)      # a file of the parent's temporary folder
     finally:
         dist.destroy_process_group()
 

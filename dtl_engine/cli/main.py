@@ -274,7 +274,8 @@ def _run_training(start: Callable[[RunListener, StopToken], Any]) -> int:
         from dtl_engine.runs.folder import RunFolder
 
         if result.kept_previous:
-            print(f"Stopped before training began: nothing was trained, and the run in {run_dir} is kept as it was.")
+            print(f"Stopped before the first epoch was complete: nothing was trained that is kept, and the run in "
+                  f"{run_dir} is kept as it was.")
             return EXIT_INTERRUPTED
         checkpoint = RunFolder(run_dir).last_weights
         if not checkpoint.exists():
@@ -295,19 +296,24 @@ def _run_training(start: Callable[[RunListener, StopToken], Any]) -> int:
     return 0
 
 
+BREAK_LOCK_HELP = ("Take over the run's lock left by a process on another machine (a crashed node on a shared "
+                   "disk); use it only once you know that machine is down.")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from dtl_engine.training import train
 
     config = _train_config(args)
     kwargs = _model_kwargs(args.model_kwargs)
     return _run_training(lambda listener, token: train(config, listener, token, run_dir=args.out,
-                                                       model_kwargs=kwargs, overwrite=args.overwrite))
+                                                       model_kwargs=kwargs, overwrite=args.overwrite,
+                                                       break_lock=args.break_lock))
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from dtl_engine.training import resume
 
-    return _run_training(lambda listener, token: resume(args.run_dir, listener, token))
+    return _run_training(lambda listener, token: resume(args.run_dir, listener, token, break_lock=args.break_lock))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -429,10 +435,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from dtl_engine.inference.doctor import DOCTOR_CSV, check_csv_destination, diagnose_run
     from dtl_engine.runs.folder import RunFolder
 
-    data_dir = RunFolder(args.run_dir).read_config().get("data_dir")
+    data_dir = RunFolder(args.run_dir).data_folder()
     # the run folder's own findings file is the engine's and is replaced; a file the user names is not
-    csv_target, csv_overwrite = args.csv or Path(args.run_dir) / DOCTOR_CSV, args.overwrite or not args.csv
-    check_csv_destination(csv_target, csv_overwrite, data_dir)      # refuse before the long image pass
+    own = Path(args.run_dir) / DOCTOR_CSV
+    csv_target, csv_overwrite = args.csv or own, args.overwrite or not args.csv
+    check_csv_destination(csv_target, csv_overwrite, data_dir, own)     # refuse before the long image pass
     if args.moves:
         check_csv_destination(args.moves, args.overwrite, data_dir)
     token = StopToken()
@@ -448,7 +455,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             return EXIT_INTERRUPTED
         finally:
             bar.close()
-    csv_path = report.write_csv(csv_target, overwrite=csv_overwrite, data_dir=data_dir)
+    csv_path = report.write_csv(csv_target, overwrite=csv_overwrite, data_dir=data_dir, own=own)
     print(report.summary())
     for finding in report.findings[:args.show]:
         print(f"{finding.kind}: {finding.path or finding.label}  {finding.detail}")
@@ -460,6 +467,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from dtl_engine.runs.folder import RunFolder
     from dtl_engine.runs.listing import list_runs
 
     runs = list_runs()
@@ -476,6 +484,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
             continue
         acc = f"{r.best_val_acc:.1%}" if r.best_val_acc is not None else "-"
         print(f"{r.name:<48} {r.status:<11} {r.method:<6} {f'{r.epochs_done}/{r.epochs}':>7} {acc:>8}  {r.backbone}")
+    for r in runs:          # a replacement killed before its first epoch: where the earlier run is
+        for aside in RunFolder(r.run_dir).set_aside_by_others():
+            print(f"note: '{r.name}' holds the run it was replacing (--overwrite) in {aside}; "
+                  f"'resume {r.run_dir}' puts it back.")
     return 0
 
 
@@ -561,11 +573,13 @@ def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
                    help="Replace the run in --out if the folder already holds one (never a run still training).")
     p.add_argument("--model-kwargs", metavar="JSON", default=None,
                    help="JSON object passed to timm.create_model (small test configurations).")
+    p.add_argument("--break-lock", action="store_true", help=BREAK_LOCK_HELP)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("resume", help="Continue a stopped or interrupted run.",
                        description="Continue a stopped, failed or interrupted run from its last checkpoint.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="The run folder.")
+    p.add_argument("--break-lock", action="store_true", help=BREAK_LOCK_HELP)
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("evaluate", help="Evaluate a run's best weights: accuracy, per class, confusion matrix.",

@@ -22,9 +22,11 @@ import struct
 import time
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from hashlib import sha256
 from pathlib import Path
 
+from dtl_engine import fileio
 from dtl_engine.paths import feature_cache_dir, image_cache_dir
 
 FORMAT_VERSION = 1
@@ -33,6 +35,8 @@ SETTINGS_FILE = "cache_settings.json"
 _HEADER = struct.Struct("<4sHHIII")      # magic, version, reserved, a, b (e.g. width, height), crc32 of the payload
 _SUFFIX = ".img"
 _STALE_SECONDS = 300                     # a lock or temporary file this old belongs to a crashed writer
+_LOCK_CONTENT = b"DTL cache entry lock\n"  # what an entry's lock holds: only such a file is removed as stale
+_SIGNATURE = b"DTL"                       # every store's magic starts so: only such a file is removed as an entry
 
 
 def _settings_path() -> Path:
@@ -52,10 +56,7 @@ def budget_mb() -> int:
 
 def set_budget_mb(mb: int) -> None:
     """Store the decoded-image cache budget (MB; 0 turns the cache off) and trim the cache to it."""
-    path = _settings_path()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"image_cache_mb": max(0, int(mb))}), encoding="utf-8")
-    os.replace(tmp, path)
+    fileio.atomic_write_json(_settings_path(), {"image_cache_mb": max(0, int(mb))})
     for folder in (image_cache_dir(), feature_cache_dir()):
         DiskStore(folder).trim()
 
@@ -77,7 +78,7 @@ class DiskStore:
     (``a``, ``b``) the subclass gives meaning to (an image's width and height...).
     """
 
-    magic = b"DTLB"
+    magic = b"DTLB"                 # a subclass's own starts with _SIGNATURE too
 
     def __init__(self, folder: str | os.PathLike[str], budget_bytes: int | None = None) -> None:
         self.folder = Path(folder)
@@ -97,7 +98,7 @@ class DiskStore:
             return None
         parsed = _parse(data, self.magic)
         if parsed is None:
-            _unlink(entry)
+            fileio.remove_signed(entry, _SIGNATURE)      # a damaged entry of ours; anything else is left alone
             return None
         try:
             os.utime(entry)                              # LRU age
@@ -112,24 +113,19 @@ class DiskStore:
             return                                       # full: the main process makes room between runs/epochs
         lock = entry.with_name(entry.name + ".lock")
         try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            _remove_if_stale(lock)                       # another writer has it (or crashed holding it)
-            return
+            fileio.make_folder(entry.parent)
+            if not fileio.create_exclusive(lock, _LOCK_CONTENT):
+                _remove_if_stale(lock)                   # another writer has it (or crashed holding it)
+                return
         except OSError:
             return                                       # a read-only or full disk only costs speed
-        tmp = entry.with_name(f"{entry.name}.{os.getpid()}.tmp")
         try:
-            os.close(fd)
-            with open(tmp, "wb") as fh:
-                fh.write(blob)
-            os.replace(tmp, entry)
+            fileio.atomic_write_bytes(entry, blob, sync=False)    # a torn entry fails its CRC and is rebuilt
             self._used = self.used_bytes() + len(blob)
         except OSError:
-            _unlink(tmp)
+            pass
         finally:
-            _unlink(lock)
+            fileio.remove_signed(lock, _LOCK_CONTENT)
 
     # --- size and eviction -------------------------------------------------------------------
     def _entries(self) -> list[tuple[float, int, Path]]:
@@ -152,10 +148,14 @@ class DiskStore:
                     st = f.stat(follow_symlinks=False)
                 except OSError:
                     continue
-                if f.name.endswith(_SUFFIX):
+                if _is_entry_name(f.name, shard.name):
                     out.append((st.st_mtime, st.st_size, Path(f.path)))
-                elif now - st.st_mtime > _STALE_SECONDS:
-                    _unlink(Path(f.path))
+                elif now - st.st_mtime > _STALE_SECONDS and f.name.endswith(".lock") \
+                        and _is_entry_name(f.name[:-len(".lock")], shard.name):     # a crashed writer's lock
+                    fileio.remove_signed(f.path, _LOCK_CONTENT)
+            # a crashed writer's temporary entries (the engine's names of this shard's entries only)
+            fileio.remove_leftovers(shard.path, partial(_is_entry_name, shard=shard.name),
+                                    older_than=now - _STALE_SECONDS)
         return out
 
     def used_bytes(self) -> int:
@@ -173,7 +173,7 @@ class DiskStore:
         for _, size, path in entries:
             if used - freed <= limit:
                 break
-            if _unlink(path):
+            if fileio.remove_signed(path, _SIGNATURE):
                 freed += size
         self._used = used - freed
         return freed
@@ -188,7 +188,7 @@ class DiskStore:
 
     def clear(self) -> int:
         """Delete every entry; returns the bytes freed."""
-        freed = sum(size for _, size, path in self._entries() if _unlink(path))
+        freed = sum(size for _, size, path in self._entries() if fileio.remove_signed(path, _SIGNATURE))
         self._used = 0
         return freed
 
@@ -205,17 +205,16 @@ def _parse(data: bytes, magic: bytes) -> tuple[int, int, memoryview] | None:
     return a, b, payload
 
 
-def _unlink(path: Path) -> bool:
-    try:
-        os.unlink(path)
-        return True
-    except OSError:
-        return False
+def _is_entry_name(name: str, shard: str) -> bool:
+    """True for the names :meth:`DiskStore.path_for` gives: 40 hex digits (the first two = the shard) + .img."""
+    key = name[:-len(_SUFFIX)]
+    return (name.endswith(_SUFFIX) and len(key) == 40 and key.startswith(shard)
+            and all(c in "0123456789abcdef" for c in key))
 
 
 def _remove_if_stale(path: Path) -> None:
     try:
         if time.time() - os.stat(path).st_mtime > _STALE_SECONDS:
-            _unlink(path)
+            fileio.remove_signed(path, _LOCK_CONTENT)
     except OSError:
         pass

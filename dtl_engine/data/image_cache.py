@@ -22,10 +22,10 @@ from dtl_engine.data.disk_store import (  # noqa: F401
     CacheInfo,
     DiskStore,
     _parse,
-    _unlink,
     budget_mb,
     set_budget_mb,
 )
+from dtl_engine import fileio
 from dtl_engine.data.images import load_image
 from dtl_engine.paths import feature_cache_dir, image_cache_dir
 
@@ -70,7 +70,7 @@ class ImageCache(DiskStore):
             width, height, pixels = found
             if len(pixels) == 3 * width * height:
                 return Image.frombytes("RGB", (width, height), pixels)
-            _unlink(entry)
+            fileio.remove_signed(entry, self.magic)     # an entry of ours with the wrong size
         image = shrink_to_side(load_image(path, min_side=side), side)
         if self.budget_bytes > 0:
             self.write(entry, image.width, image.height, image.tobytes())

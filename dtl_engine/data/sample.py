@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from dtl_engine import fileio
 from dtl_engine.errors import DataError
 from dtl_engine.paths import sample_data_dir
 
@@ -111,7 +109,7 @@ def ensure_sample_dataset(classes: Iterable[int | str] | None = None) -> Path:
         return target
 
     # Build beside the target and move it into place, so a half-written copy is never used.
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=base))
+    tmp = fileio.make_marked_folder(base, ".building-", MARKER)    # ours until complete (marker rewritten)
     try:
         for cls in chosen:
             (tmp / cls).mkdir()
@@ -120,11 +118,11 @@ def ensure_sample_dataset(classes: Iterable[int | str] | None = None) -> Path:
             if cls in expected:
                 render_digit(pixels).save(tmp / cls / f"digit_{row:04d}.png", optimize=False)
         marker = {"version": SAMPLE_VERSION, "counts": expected, "source": LICENCE}
-        (tmp / MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
+        fileio.atomic_write_json(tmp / MARKER, marker)
         if target.exists():
-            shutil.rmtree(target)
+            fileio.remove_marked_folder(target, MARKER)     # an earlier copy of ours; anything else stays
         try:
-            os.replace(tmp, target)
+            fileio.move(tmp, target)
         except OSError:
             if not _is_complete(target, expected):  # not a concurrent writer that finished first
                 raise
@@ -132,7 +130,7 @@ def ensure_sample_dataset(classes: Iterable[int | str] | None = None) -> Path:
         raise DataError(f"Cannot write the sample data into '{base}': {exc.strerror or exc}.") from exc
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            fileio.remove_marked_folder(tmp, MARKER)
     return target
 
 

@@ -88,18 +88,12 @@ def build_metadata(model: Any, classes: list[str], extra: dict[str, Any] | None,
 
 def check_destination(out_path: str | os.PathLike[str], overwrite: bool,
                       data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Refuse unsafe destinations with a sentence; return the resolved path."""
-    out = Path(out_path).expanduser().resolve()
-    if out.is_dir():
-        raise ExportError(f"'{out}' is a folder; give a file name for the export.")
-    if out.exists() and not overwrite:
-        raise ExportError(f"'{out}' already exists; choose another name or allow overwriting it.")
-    if data_dir:
-        data = Path(data_dir).expanduser().resolve()
-        if out == data or data in out.parents:
-            raise ExportError(f"Exports are never written into the image folder '{data}'; choose another place.")
+    """Refuse unsafe destinations with a sentence (the one write guard); return the real path."""
+    from dtl_engine.fileio import check_target, make_folder
+
+    out = check_target(out_path, overwrite=overwrite, data_dirs=[data_dir], error=ExportError)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(out.parent)
     except OSError as exc:
         raise ExportError(f"Cannot create the folder '{out.parent}': {exc.strerror or exc}.") from exc
     return out

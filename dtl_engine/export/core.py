@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import copy
 import os
-import time
 from typing import Any, cast
 
 import torch
 
 from dtl_engine.errors import ExportError
-from dtl_engine.fileio import PART_SUFFIX, publish_new, remove_leftovers
+from dtl_engine.fileio import discard, publish, publish_new
 from dtl_engine.data.preprocess import preprocess_settings
 from dtl_engine.model.probabilities import engine_probabilities
 from dtl_engine.export.common import (TOLERANCE, ExportResult, build_metadata, check_destination, synthetic_batch,
@@ -17,7 +16,6 @@ from dtl_engine.export.common import (TOLERANCE, ExportResult, build_metadata, c
 from dtl_engine.export.verify import check_in_fresh_process, compare, measure_options
 
 FORMATS = ("torchscript", "onnx")
-STALE_PART_SECONDS = 3600      # a partial export file this old belongs to no running export
 
 
 def export_model(model: torch.nn.Module, classes: list[str], out_path: str | os.PathLike[str], *,
@@ -52,11 +50,7 @@ def export_model(model: torch.nn.Module, classes: list[str], out_path: str | os.
     settings = preprocess_settings(cast("dict[str, Any]", model.data_config))
     meta = build_metadata(model, classes, metadata, format, settings)
 
-    # Leftovers of an export to the same name that was killed: older than the last finished one, or stale.
-    last = out.stat().st_mtime if out.exists() else 0.0
-    remove_leftovers(out.parent, older_than=max(last, time.time() - STALE_PART_SECONDS), stem=out.name,
-                     suffixes=(PART_SUFFIX,))
-    tmp = temp_path_beside(out)
+    tmp = temp_path_beside(out)     # recorded; a killed export's is removed by the next (fileio.clean_leftovers)
     try:
         try:
             writer(model, settings, classes, meta, tmp)
@@ -83,7 +77,7 @@ def export_model(model: torch.nn.Module, classes: list[str], out_path: str | os.
                 raise ExportError(f"The exported file disagrees with the engine by up to {worst:.2e} in probability "
                                   f"(allowed {TOLERANCE:.0e}); it was not saved.")
         if overwrite:
-            os.replace(tmp, out)
+            publish(tmp, out, overwrite=True)
         else:
             try:
                 publish_new(tmp, out)       # a file made there during the export stays
@@ -91,8 +85,7 @@ def export_model(model: torch.nn.Module, classes: list[str], out_path: str | os.
                 raise ExportError(f"'{out}' already exists (it appeared during the export); choose another "
                                   "name or allow overwriting it.") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        discard(tmp)                # gone already once published
 
     size = out.stat().st_size / 1e6
     label = {"torchscript": "TorchScript", "onnx": "ONNX"}[format]

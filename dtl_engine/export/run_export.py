@@ -7,7 +7,7 @@ from typing import Any
 
 from dtl_engine.data.split import Split, check_split_files
 from dtl_engine.errors import ExportError, RunError
-from dtl_engine.export.common import ExportResult, load_check_images, load_labelled_images
+from dtl_engine.export.common import ExportResult, check_destination, load_check_images, load_labelled_images
 from dtl_engine.export.core import export_model
 
 
@@ -31,6 +31,8 @@ def export_run(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str]
     from dtl_engine.runs.listing import load_run_model
 
     folder = RunFolder(run)
+    data_dir = folder.data_folder()
+    check_destination(out_path, overwrite, data_dir)        # refused before the model is even loaded
     model, classes = load_run_model(run, which="best")
     config = folder.read_config()
     metadata: dict[str, Any] = {"run": run.resolve().name, "val_acc": _val_acc(folder)}
@@ -46,7 +48,7 @@ def export_run(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str]
         measure = {"measure_device": device.type, "latency_repeats": latency_repeats, "eval_images": eval_images,
                    "eval_labels": eval_labels, "reference_accuracy": _val_acc(folder)}
     return export_model(model, classes, out_path, format=format, metadata=metadata, overwrite=overwrite,
-                        verify=verify, check_images=images, data_dir=config.get("data_dir") or None, **measure)
+                        verify=verify, check_images=images, data_dir=data_dir, **measure)
 
 
 def export_torchscript(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str], overwrite: bool = False,

@@ -95,7 +95,7 @@ def write_torchscript(model: nn.Module, settings: dict[str, Any], classes: list[
         torch.jit.save(scripted, buffer, _extra_files={"metadata.json": json.dumps(metadata, indent=2)})
     data = buffer.getbuffer()
     check_free_space(path.parent, len(data))
-    with open(path, "wb") as fh:
+    with fileio.open_temp(path) as fh:          # the temporary the export reserved
         fileio.write_all(fh, data)
         fh.flush()
         os.fsync(fh.fileno())

@@ -2,15 +2,19 @@
 
 The input folder is only read. Copies go to ``sort_into/<class>/`` (or ``sort_into/_unsure/``
 below the confidence threshold) and never replace an existing file: a clashing name gets
-`` (2)``, `` (3)``... The CSV is written beside its final name and moved in place at the end,
-and an existing CSV is refused. Unreadable files get a row with their reason. The work
-can be cancelled between images; the rows done so far are kept.
+`` (2)``, `` (3)``..., and an identical copy already there (a run that was killed, done again)
+is recognised and reused. Each copy is made under a temporary name first, so an interrupted
+copy never leaves a truncated image. Unreadable files get a row with their reason.
+
+The CSV is written beside its final name and moved in place only when every file is done: an
+existing CSV is refused (or, with ``overwrite``, replaced only then). A pass that is stopped,
+or that cannot go on (a full disk), keeps the rows done in a file named so that nobody takes it
+for the whole result: ``results (partial, 24 of 1797).csv`` beside ``results.csv``.
 """
 from __future__ import annotations
 
 import csv
 import os
-import shutil
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +41,7 @@ class FolderResult:
     copied: int = 0
     unreadable: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
     cancelled: bool = False
+    partial: bool = False                        # csv_path holds only the rows done (stopped or failed)
 
     def summary(self) -> str:
         """One or two sentences for a person."""
@@ -52,7 +57,7 @@ class FolderResult:
             text += f" {self.copied} copies made."
         if self.unreadable:
             text += f" {len(self.unreadable)} files could not be read."
-        return text + f" Results: {self.csv_path}"
+        return text + (f" Results so far (partial): {self.csv_path}" if self.partial else f" Results: {self.csv_path}")
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -72,15 +77,18 @@ def list_images(folder: Path) -> list[Path]:
     return found
 
 
-def _check_places(folder: Path, csv_path: Path, sort_into: Path | None) -> None:
+def _check_places(folder: Path, csv_path: Path, sort_into: Path | None, overwrite: bool = False) -> None:
+    from dtl_engine.fileio import check_target
+
     if not folder.is_dir():
         raise DataError(f"There is no folder at '{folder}'.")
     if csv_path.is_dir():
         raise DataError(f"'{csv_path}' is a folder; give a file name for the results, e.g. results.csv.")
-    if csv_path.exists():
+    if csv_path.exists() and not overwrite:
         raise DataError(f"'{csv_path}' already exists; choose another name for the results.")
     if _inside(csv_path, folder):
         raise DataError(f"The results are never written into the folder being classified ('{folder}').")
+    check_target(csv_path, overwrite=overwrite, data_dirs=[folder], error=DataError)   # runs, devices, links
     if sort_into is not None:
         if _inside(sort_into, folder) or _inside(folder, sort_into):
             raise DataError(f"The sorted copies must go outside the folder being classified ('{folder}').")
@@ -94,43 +102,52 @@ def _safe_class_folder(name: str) -> str:
 
 
 def copy_without_overwrite(source: Path, dest_dir: Path) -> Path:
-    """Copy ``source`` into ``dest_dir`` under a name no existing file has (``name (2).ext``...)."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    """Copy ``source`` into ``dest_dir`` under a name no existing file has (``name (2).ext``...).
+
+    A file there that already holds the same bytes (an earlier pass) is the copy: nothing is duplicated.
+    """
+    from dtl_engine import fileio
+
+    fileio.make_folder(dest_dir)
     stem, suffix = source.stem, source.suffix
     for n in range(1, 10_000):
         dest = dest_dir / (source.name if n == 1 else f"{stem} ({n}){suffix}")
-        try:
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o644)
-        except FileExistsError:
+        if os.path.lexists(dest):
+            if fileio.same_content(source, dest):
+                return dest
             continue
         try:
-            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-                shutil.copyfileobj(src, out)
-            shutil.copystat(source, dest)
-        except BaseException:
-            dest.unlink(missing_ok=True)
-            raise
+            fileio.copy_new(source, dest)
+        except FileExistsError:
+            continue
         return dest
     raise DataError(f"Cannot find a free file name for a copy of '{source.name}' in '{dest_dir}'.")
+
+
+class _CopyFailed(Exception):
+    def __init__(self, source: Path, dest_dir: Path, exc: OSError) -> None:
+        super().__init__(f"The copy of '{source}' into '{dest_dir}' failed: {exc.strerror or exc}")
 
 
 def classify_folder(model_path: str | os.PathLike[str], folder: str | os.PathLike[str],
                     csv_path: str | os.PathLike[str], *, sort_into: str | os.PathLike[str] | None = None,
                     min_confidence: float = 0.0, top_k: int = 3, progress: ProgressFn | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> FolderResult:
+                    should_stop: Callable[[], bool] | None = None, overwrite: bool = False) -> FolderResult:
     """Classify every image below ``folder`` with an exported model and write ``csv_path``.
 
     ``sort_into`` makes copies (never moves) in ``<sort_into>/<class>/``, or ``<sort_into>/_unsure/``
     when the top-1 probability is below ``min_confidence``. ``progress(done, total)`` is called after
-    each file; ``should_stop()`` returning True cancels between files (the CSV keeps the rows done).
+    each file; ``should_stop()`` returning True cancels between files (the rows done are kept in a
+    partial CSV, see the module doc). ``overwrite`` replaces an existing CSV, once the new one is complete.
 
     Raises:
-        DataError: a missing folder, an existing CSV, or an output place inside the input folder.
+        DataError: a missing folder, an existing CSV, an output place inside the input folder, or a copy
+            that failed (a full disk: the message names the file and the partial CSV).
         ExportError: the model file cannot be loaded.
     """
     from dtl_engine.data.images import load_image
     from dtl_engine.export.common import image_to_uint8
-    from dtl_engine.fileio import reserve_beside
+    from dtl_engine import fileio
     from dtl_engine.inference.predict import load_exported
 
     folder_p = Path(folder).expanduser().resolve()
@@ -140,29 +157,44 @@ def classify_folder(model_path: str | os.PathLike[str], folder: str | os.PathLik
         raise DataError("The minimum confidence must be between 0 and 1.")
     if top_k < 1:
         raise ExportError("top_k must be at least 1.")
-    _check_places(folder_p, csv_p, sort_p)
+    _check_places(folder_p, csv_p, sort_p, overwrite)
     exported = load_exported(model_path)
     k = min(top_k, len(exported.classes))
     files = list_images(folder_p)
     result = FolderResult(str(csv_p), len(files))
-    csv_p.parent.mkdir(parents=True, exist_ok=True)
-    # A name of its own: a second classification into the same CSV must not share (and truncate) this file.
-    part = reserve_beside(csv_p)
-    try:
-        with open(part, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(CSV_COLUMNS)
-            for done, path in enumerate(files, start=1):
-                if should_stop is not None and should_stop():
-                    result.cancelled = True
-                    break
-                writer.writerow(_classify_one(path, exported, k, min_confidence, sort_p, result,
-                                              load_image, image_to_uint8))
-                if progress is not None:
-                    progress(done, len(files))
-        _publish(part, csv_p)
-    finally:
-        part.unlink(missing_ok=True)
+    fileio.make_folder(csv_p.parent)
+    failure: _CopyFailed | None = None
+    rows = 0
+    with fileio.protecting(folder_p):           # no copy, no CSV, ever lands among the images
+        # A name of its own (recorded): a second classification into the same CSV never shares this file,
+        # and a killed pass leaves a temporary the next one removes, never a truncated CSV.
+        part = fileio.reserve_beside(csv_p)
+        try:
+            with fileio.open_temp(part, "w", newline="", encoding="utf-8") as fh:
+                writer = csv.writer(fh)
+                writer.writerow(CSV_COLUMNS)
+                for done, path in enumerate(files, start=1):
+                    if should_stop is not None and should_stop():
+                        result.cancelled = True
+                        break
+                    try:
+                        row = _classify_one(path, exported, k, min_confidence, sort_p, result, load_image,
+                                            image_to_uint8)
+                    except _CopyFailed as exc:
+                        failure = exc
+                        break
+                    writer.writerow(row)
+                    rows += 1
+                    if progress is not None:
+                        progress(done, len(files))
+            if result.cancelled or failure is not None:
+                result.csv_path, result.partial = str(_publish_partial(part, csv_p, rows, len(files))), True
+            else:
+                _publish(part, csv_p, overwrite)
+        finally:
+            fileio.discard(part)
+    if failure is not None:
+        raise DataError(f"{failure}. The {rows} rows done are kept in '{result.csv_path}'.")
     return result
 
 
@@ -190,17 +222,34 @@ def _classify_one(path: Path, exported: Any, k: int, min_confidence: float, sort
     copied = ""
     if sort_into is not None:
         target = sort_into / (_safe_class_folder(top1) if sure else UNSURE)
-        copied = str(copy_without_overwrite(path, target))
+        try:
+            copied = str(copy_without_overwrite(path, target))
+        except OSError as exc:          # a full disk, a folder that went away: named, and the rows done kept
+            raise _CopyFailed(path, target, exc) from exc
         result.copied += 1
     top = ";".join(f"{name}:{p:.4f}" for name, p in ranked)
     return [str(path), top1, f"{confidence:.4f}", top, copied, ""]
 
 
-def _publish(part: Path, final: Path) -> None:
-    """Move the finished CSV to its name, refusing if a file appeared there meanwhile."""
-    from dtl_engine.fileio import publish_new
+def _publish(part: Path, final: Path, overwrite: bool) -> None:
+    """Move the finished CSV to its name, refusing if a file appeared there meanwhile (unless ``overwrite``)."""
+    from dtl_engine.fileio import publish
 
     try:
-        publish_new(part, final)
+        publish(part, final, overwrite)
     except FileExistsError:
         raise DataError(f"'{final}' appeared while classifying; the results were not written over it.") from None
+
+
+def _publish_partial(part: Path, final: Path, rows: int, total: int) -> Path:
+    """Keep the rows done as ``<name> (partial, <rows> of <total>)<suffix>`` beside ``final``; never over a file."""
+    from dtl_engine.fileio import publish_new
+
+    for n in range(1, 1000):
+        name = f"{final.stem} (partial, {rows} of {total}){'' if n == 1 else f' ({n})'}{final.suffix}"
+        try:
+            publish_new(part, final.with_name(name))
+            return final.with_name(name)
+        except FileExistsError:
+            continue
+    raise DataError(f"Cannot find a free name for the partial results beside '{final}'.")

@@ -96,10 +96,13 @@ class DoctorReport:
         return "\n".join(lines)
 
     def write_csv(self, path: str | os.PathLike[str], overwrite: bool = False,
-                  data_dir: str | os.PathLike[str] | None = None) -> Path:
-        """All findings as CSV (one row each); refuses an existing file and the image folder."""
+                  data_dir: str | os.PathLike[str] | None = None, own: str | os.PathLike[str] | None = None) -> Path:
+        """All findings as CSV (one row each); refuses an existing file and the image folder.
+
+        ``own``: the run's own findings file, the one file of a run folder this may replace.
+        """
         return _write_rows(path, CSV_COLUMNS, [[getattr(f, c) if getattr(f, c) is not None else "" for c in CSV_COLUMNS]
-                                               for f in self.findings], overwrite, data_dir)
+                                               for f in self.findings], overwrite, data_dir, own)
 
     def write_moves_csv(self, path: str | os.PathLike[str], overwrite: bool = False,
                         data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -109,29 +112,24 @@ class DoctorReport:
 
 
 def check_csv_destination(path: str | os.PathLike[str], overwrite: bool = False,
-                          data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Refuse a CSV destination in the image folder, a folder, or an existing file (unless ``overwrite``)."""
-    out = Path(path).expanduser().resolve()
-    if data_dir:
-        data = Path(data_dir).expanduser().resolve()
-        if out == data or data in out.parents:
-            raise DataError(f"Nothing is written into the image folder '{data}'; choose another place for the CSV.")
-    if out.is_dir():
-        raise DataError(f"'{out}' is a folder; give a file name for the CSV.")
-    if out.exists() and not overwrite:
-        raise DataError(f"'{out}' already exists; choose another name or allow overwriting it.")
-    return out
+                          data_dir: str | os.PathLike[str] | None = None,
+                          own: str | os.PathLike[str] | None = None) -> Path:
+    """The real path of a CSV destination; refuses the image folder, a run's files (``own`` excepted),
+    anything not a regular file, or an existing file (unless ``overwrite``)."""
+    from dtl_engine.fileio import check_target
+
+    return check_target(path, overwrite=overwrite, own=[own] if own else [], data_dirs=[data_dir], error=DataError)
 
 
 def _write_rows(path: str | os.PathLike[str], columns: Sequence[str], rows: list[list[Any]], overwrite: bool,
-                data_dir: str | os.PathLike[str] | None) -> Path:
-    from dtl_engine.fileio import publish, reserve_beside
+                data_dir: str | os.PathLike[str] | None, own: str | os.PathLike[str] | None = None) -> Path:
+    from dtl_engine.fileio import discard, make_folder, open_temp, publish, reserve_beside
 
-    out = check_csv_destination(path, overwrite, data_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_csv_destination(path, overwrite, data_dir, own)
+    make_folder(out.parent)
     part = reserve_beside(out)              # a name of its own: two checks never write into one file
     try:
-        with open(part, "w", newline="", encoding="utf-8") as fh:
+        with open_temp(part, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(columns)
             writer.writerows(rows)
@@ -139,7 +137,7 @@ def _write_rows(path: str | os.PathLike[str], columns: Sequence[str], rows: list
     except FileExistsError:
         raise DataError(f"'{out}' already exists; choose another name or allow overwriting it.") from None
     finally:
-        part.unlink(missing_ok=True)
+        discard(part)
     return out
 
 

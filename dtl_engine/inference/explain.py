@@ -23,7 +23,6 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -213,24 +212,18 @@ def explain_run(run_dir: str | os.PathLike[str], image_path: str | os.PathLike[s
         RunError: ``out_path`` exists (and ``overwrite`` is off), is a folder, or lies in the run's image folder.
         DataError: the image cannot be read.
     """
-    from dtl_engine.fileio import publish, reserve_beside
+    from dtl_engine.fileio import check_target, discard, make_folder, publish, reserve_beside
     from dtl_engine.runs.folder import RunFolder
     from dtl_engine.runs.listing import load_run_model
     from dtl_engine.devices import select_device
 
-    out = Path(out_path).expanduser()
-    if out.is_dir():
-        raise RunError(f"'{out}' is a folder; give a file name for the heatmap, e.g. heat.png.")
-    if out.exists() and not overwrite:
-        raise RunError(f"'{out}' already exists; choose another name or pass --overwrite.")
-    data_dir = RunFolder(run_dir).read_config().get("data_dir")
-    if data_dir and Path(data_dir).expanduser().resolve() in out.resolve().parents:
-        raise RunError(f"Nothing is written into the image folder '{data_dir}'; choose another place for the heatmap.")
+    # the one write guard: not into the images, not into a run folder, never onto a device or a folder
+    out = check_target(out_path, overwrite=overwrite, data_dirs=[RunFolder(run_dir).data_folder()], error=RunError)
     dev, _ = select_device(device)
     model, classes = load_run_model(run_dir, which="best", device=dev)
     result = explain_image(model, classes, image_path, class_name)
     picture = overlay(image_path, result.heatmap)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out.parent)
     tmp = reserve_beside(out)               # a name of its own; removed on every failure (a full disk too)
     try:
         picture.save(tmp, format="PNG")
@@ -238,5 +231,5 @@ def explain_run(run_dir: str | os.PathLike[str], image_path: str | os.PathLike[s
     except FileExistsError:
         raise RunError(f"'{out}' already exists; choose another name or pass --overwrite.") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
     return result

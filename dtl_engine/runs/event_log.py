@@ -21,6 +21,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from dtl_engine import fileio
 from dtl_engine.fileio import open_regular
 from dtl_engine.listener import RunListener
 from dtl_engine.runs.folder import EVENT_LOG
@@ -51,9 +52,7 @@ class EventLogWriter(RunListener):
         if not self.path.parent.is_dir():
             return
         line = json.dumps(_clean({"event": event, "time": time.time(), **fields}), allow_nan=False) + "\n"
-        with open(self.path, "a", encoding="utf-8") as fh:    # one write: readers see whole lines
-            fh.write(line)
-            fh.flush()
+        fileio.append_text(self.path, line)      # one write: readers see whole lines
 
     def run_started(self, info: Any) -> None:
         self.append("run_started", **asdict(info))

@@ -17,7 +17,7 @@ A run folder holds::
     doctor.csv               the findings of a data check, when one was made
     .lock                    held while a process writes the run: pid, start time and host
     .cache-XXXX/             the engine's own feature-cache spill folder, marked by .dtl-cache
-    .replaced-XXXX/          the run being replaced (--overwrite), kept until the new run trains, marked the same
+    .replaced-XXXX/          the run being replaced (--overwrite), kept until the new run commits an epoch, marked
 
 Every write is atomic (:mod:`dtl_engine.fileio`). Every read turns a missing, damaged or
 non-regular file into a :class:`RunError` that names the file and the run.
@@ -32,9 +32,7 @@ import json
 import os
 import re
 import secrets
-import shutil
 import socket
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -70,6 +68,7 @@ RUN_FILES = (RUN_FILE, CONFIG, CLASSES, SPLIT, SPEC, LAST_WEIGHTS, BEST_WEIGHTS,
 # replaced or discarded with the run all the same.
 CHECK_FILES = (SEARCH, DOCTOR_CSV)
 STATUSES = ("running", "finished", "stopped", "failed", "interrupted")
+fileio.recognise_run_folders_by(RUN_FILE)      # the write guard keeps user outputs out of run folders
 
 _CREATED_CACHES: set[str] = set()       # cache folders this process made (the only ones close() may delete)
 _SET_ASIDE: set[str] = set()            # replaced runs this process set aside and may still put back
@@ -82,26 +81,8 @@ def now_iso() -> str:
 
 # --- processes ------------------------------------------------------------------------------
 
-def process_identity() -> dict[str, Any]:
-    """This process: pid, start time (tells a live process from a reused pid) and host."""
-    import psutil
-
-    proc = psutil.Process()
-    return {"pid": proc.pid, "pid_started": proc.create_time(), "host": socket.gethostname()}
-
-
-def process_alive(pid: Any, started: Any, host: Any = None) -> bool:
-    """True when the process ``pid`` that started at ``started`` still runs (on another host: assumed)."""
-    import psutil
-
-    if host not in (None, socket.gethostname()):
-        return True                 # cannot be checked from here; never break another machine's lock
-    if not isinstance(pid, int) or not psutil.pid_exists(pid):
-        return False
-    try:
-        return started is None or abs(psutil.Process(pid).create_time() - float(started)) < 1.0
-    except (psutil.Error, ValueError, TypeError):
-        return False
+process_identity = fileio.process_identity      # the owner of a lock, a run, a set-aside run
+process_alive = fileio.process_alive
 
 
 # --- the folder -------------------------------------------------------------------------------
@@ -190,6 +171,27 @@ class RunFolder:
 
     def read_config(self) -> dict[str, Any]:
         return self._read(CONFIG, dict)
+
+    def data_folder(self) -> Path | None:
+        """The real path of the image folder the run trained on (None when it records none).
+
+        Runs record it as an absolute path. An older run recorded it as given (perhaps relative to
+        the folder the command ran in): it is resolved against the current folder only when the
+        run's recorded images are found there, else refused, so that nothing is written into an
+        image folder the engine cannot locate.
+        """
+        data_dir = self.read_config().get("data_dir")
+        if not data_dir:
+            return None
+        path = Path(str(data_dir)).expanduser()
+        if path.is_absolute():
+            return fileio.real_path(path)
+        files = [str(p) for p in (self._read(SPLIT, dict).get("files") or {})] if (self.path / SPLIT).exists() else []
+        if path.is_dir() and (not files or all(Path(f).exists() for f in files[:5])):
+            return fileio.real_path(path)
+        raise RunError(f"The run '{self.name}' recorded its image folder only as '{data_dir}' (relative to the "
+                       "folder it was trained from); run this command from that folder, so that nothing is "
+                       "written into the images.")
 
     def write_config(self, config: dict[str, Any]) -> None:
         self._write(CONFIG, config)
@@ -313,29 +315,55 @@ class RunFolder:
                 f"missing from its folder, so training would have to start over. {still}")
 
     # ---- claiming ----
-    def lock(self) -> "RunLock":
-        """Take this run's lock, or raise :class:`RunError` naming the process that holds it."""
-        return RunLock.acquire(self.path / LOCK, self.name)
+    def lock(self, break_lock: bool = False) -> "RunLock":
+        """Take this run's lock, or raise :class:`RunError` naming the process that holds it.
+
+        ``break_lock`` takes over a lock held from another host (which cannot be checked from here).
+        """
+        return RunLock.acquire(self.path / LOCK, self.name, break_lock)
 
     def remove_leftovers(self) -> list[Path]:
         """Remove temporary files and cache folders a killed writer left (call while holding the lock)."""
         # Older than the newest committed file, or older than a minute: no live writer is behind them.
-        removed = fileio.remove_leftovers(self.path, older_than=max(self.commit_time(), time.time() - 60))
-        for prefix, mine in ((CACHE_PREFIX, _CREATED_CACHES), (REPLACED_PREFIX, _SET_ASIDE)):
-            for entry in self.path.glob(prefix + "*"):
-                if entry.is_dir() and (entry / CACHE_MARK).is_file() and str(entry) not in mine:
-                    shutil.rmtree(entry, ignore_errors=True)
-                    removed.append(entry)
+        if not self.has_run_file():
+            return []               # not (yet) a run folder: nothing in it is provably the engine's
+        removed = fileio.remove_leftovers(self.path, (*RUN_FILES, *CHECK_FILES),
+                                          older_than=max(self.commit_time(), time.time() - 60))
+        for entry in self.path.glob(CACHE_PREFIX + "*"):
+            if str(entry) not in _CREATED_CACHES and fileio.remove_marked_folder(entry, CACHE_MARK):
+                removed.append(entry)
+        # A replaced run set aside by a killed process is never removed here: see recover_replaced().
         return removed
+
+    def set_aside_by_others(self) -> list[Path]:
+        """Runs set aside (--overwrite) by a process that is gone: marked folders this process did not make."""
+        return sorted(e for e in self.path.glob(REPLACED_PREFIX + "*")
+                      if e.is_dir() and (e / CACHE_MARK).is_file() and str(e) not in _SET_ASIDE)
+
+    def recover_replaced(self) -> Path | None:
+        """Put back a run whose replacement was killed before it finished an epoch (call while holding the lock).
+
+        The replacement stood only once it committed an epoch; before that, the run it replaced
+        is the run of this folder and comes back whole. Returns the folder it came back from.
+        """
+        for aside in self.set_aside_by_others():
+            try:
+                trained = int(self.read_run().get("epochs_done", 0) or 0) > 0 if self.has_run_file() else False
+            except (RunError, ValueError, TypeError):
+                trained = False
+            if trained:             # killed between its first commit and dropping the old run: it stood
+                _SET_ASIDE.add(str(aside))
+                drop_set_aside(aside)
+                continue
+            _SET_ASIDE.add(str(aside))
+            self.put_back(aside)
+            return aside
+        return None
 
     def remove_run_files(self) -> None:
         """Delete the run's own files (and the engine's caches): used to replace or discard a run."""
-        for name in (*RUN_FILES, *CHECK_FILES):
-            try:
-                (self.path / name).unlink()
-            except FileNotFoundError:
-                pass
         self.remove_leftovers()
+        fileio.remove_named_files(self.path, (*CHECK_FILES, *reversed(RUN_FILES)))    # run.json, the marker, last
 
     def new_cache_dir(self) -> Path:
         """A fresh, uniquely named, marked cache folder inside the run (see :func:`new_cache_dir`)."""
@@ -344,26 +372,25 @@ class RunFolder:
     def set_aside_run_files(self) -> Path | None:
         """Move the run's own files into a new hidden, marked folder in it (None when there were none).
 
-        A run being replaced is kept there until its successor trains (:meth:`Claim.keep_replacement`),
-        so that input refused before that puts it back whole (:meth:`Claim.discard`).
+        A run being replaced is kept there until its successor commits an epoch
+        (:meth:`Claim.keep_replacement`); a refusal, a stop or a crash before that puts it back whole.
         """
         names = [n for n in (*RUN_FILES, *CHECK_FILES) if os.path.lexists(self.path / n)]
         aside = None
         if names:
-            aside = Path(tempfile.mkdtemp(prefix=REPLACED_PREFIX, dir=self.path))
-            (aside / CACHE_MARK).write_text(json.dumps({"pid": os.getpid()}), encoding="utf-8")
+            aside = fileio.make_marked_folder(self.path, REPLACED_PREFIX, CACHE_MARK)
             _SET_ASIDE.add(str(aside))
-            for name in names:
-                os.replace(self.path / name, aside / name)
+            for name in sorted(names, key=lambda n: n == RUN_FILE):    # run.json, the marker, last
+                fileio.move(self.path / name, aside / name)
         self.remove_leftovers()
         return aside
 
     def put_back(self, aside: Path) -> None:
         """Return the files :meth:`set_aside_run_files` moved to ``aside`` (the run's own are removed first)."""
         self.remove_run_files()
-        for entry in os.scandir(aside):
+        for entry in sorted(os.scandir(aside), key=lambda e: e.name == RUN_FILE):   # the marker last
             if entry.name != CACHE_MARK:
-                os.replace(entry.path, self.path / entry.name)
+                fileio.move(entry.path, self.path / entry.name)
         drop_set_aside(aside)
 
 
@@ -383,22 +410,27 @@ class RunLock:
 
     path: Path
     token: str
+    content: bytes = b""            # what this process wrote into the lock file
     released: bool = field(default=False)
 
     @classmethod
-    def acquire(cls, path: Path, run_name: str) -> "RunLock":
+    def acquire(cls, path: Path, run_name: str, break_lock: bool = False) -> "RunLock":
         token = secrets.token_hex(8)
         mine = json.dumps({**process_identity(), "token": token, "since": now_iso()}).encode("utf-8")
         for _ in range(5):
             if fileio.create_exclusive(path, mine):
-                return cls(path, token)
+                return cls(path, token, mine)
             holder = _read_lock(path)
             if holder is None:
                 continue                        # it vanished (released) or is being written: try again
-            if process_alive(holder.get("pid"), holder.get("pid_started"), holder.get("host")):
-                where = f" on {holder['host']}" if holder.get("host") not in (None, socket.gethostname()) else ""
+            elsewhere = holder.get("host") not in (None, socket.gethostname())
+            if elsewhere and not break_lock:
+                raise RunError(f"The run folder '{run_name}' is locked by a training process on {holder['host']} "
+                               f"(pid {holder.get('pid')}; lock file {path}). If that machine is down, run the "
+                               "same command again with --break-lock.")
+            if not elsewhere and process_alive(holder.get("pid"), holder.get("pid_started"), holder.get("host")):
                 raise RunError(f"The run folder '{run_name}' is in use by another training process "
-                               f"(pid {holder.get('pid')}{where}); wait until it ends or stop it first.")
+                               f"(pid {holder.get('pid')}); wait until it ends or stop it first.")
             _break_stale(path, holder)
         raise RunError(f"The run folder '{run_name}' could not be locked; try again.")
 
@@ -408,10 +440,7 @@ class RunLock:
         self.released = True
         holder = _read_lock(self.path)
         if holder is not None and holder.get("token") == self.token:
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
+            fileio.remove_signed(self.path, self.content)       # this very lock, nothing else
 
     def __enter__(self) -> "RunLock":
         return self
@@ -440,19 +469,21 @@ def _break_stale(path: Path, holder: dict[str, Any]) -> None:
     """Move a dead process's lock away; if another process replaced it meanwhile, put theirs back."""
     aside = path.with_name(f"{path.name}.stale-{secrets.token_hex(4)}")
     try:
-        os.replace(path, aside)
+        fileio.move(path, aside)
     except FileNotFoundError:
+        return
+    try:
+        content = fileio.read_bytes(aside)
+    except OSError:
         return
     moved = _read_lock(aside)
     if moved is not None and moved.get("token") != holder.get("token"):
         try:
-            os.link(aside, path)                # a live lock taken away by mistake: restore it (never overwrites)
+            fileio.move(aside, path)            # a live lock taken away by mistake: restore it (never overwrites)
+            return
         except OSError:
             pass
-    try:
-        aside.unlink()
-    except FileNotFoundError:
-        pass
+    fileio.remove_signed(aside, content)
 
 
 # --- new folders and caches -------------------------------------------------------------------------
@@ -485,10 +516,7 @@ def new_run_dir(backbone: str, method: str, root: str | os.PathLike[str] | None 
 
 def new_cache_dir(parent: str | os.PathLike[str]) -> Path:
     """Create a uniquely named cache folder in ``parent``, marked as the engine's own."""
-    parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
-    path = Path(tempfile.mkdtemp(prefix=CACHE_PREFIX, dir=parent))
-    (path / CACHE_MARK).write_text(json.dumps({"pid": os.getpid()}), encoding="utf-8")
+    path = fileio.make_marked_folder(parent, CACHE_PREFIX, CACHE_MARK)
     _CREATED_CACHES.add(str(path))
     return path
 
@@ -496,16 +524,15 @@ def new_cache_dir(parent: str | os.PathLike[str]) -> Path:
 def drop_set_aside(aside: str | os.PathLike[str]) -> None:
     """Delete a replaced run set aside by this process (its successor trains: the replacement stands)."""
     if str(aside) in _SET_ASIDE:
-        shutil.rmtree(aside, ignore_errors=True)
+        fileio.remove_marked_folder(aside, CACHE_MARK)
         _SET_ASIDE.discard(str(aside))
 
 
 def remove_cache_dir(path: str | os.PathLike[str]) -> bool:
     """Delete a cache folder made by :func:`new_cache_dir` in this process; anything else is left alone."""
     path = Path(path)
-    if str(path) not in _CREATED_CACHES or not (path / CACHE_MARK).is_file():
+    if str(path) not in _CREATED_CACHES or not fileio.remove_marked_folder(path, CACHE_MARK):
         return False
-    shutil.rmtree(path, ignore_errors=True)
     _CREATED_CACHES.discard(str(path))
     return True
 
@@ -535,20 +562,27 @@ class Claim:
     replaced: Path | None = None        # the run this one replaces, set aside until this one trains
 
     def keep_replacement(self) -> None:
-        """The new run trains: the run it replaces is deleted for good."""
+        """The new run committed an epoch: the run it replaces is deleted for good."""
         if self.replaced is not None:
             drop_set_aside(self.replaced)
             self.replaced = None
 
     def release(self) -> None:
-        """Give the folder back; temporary files older than this run's last commit (a killed writer's) go first."""
-        self.keep_replacement()
-        if not self.lock.released:
-            try:
+        """Give the folder back; temporary files older than this run's last commit (a killed writer's) go first.
+
+        A run this one was to replace comes back unless :meth:`keep_replacement` was called (the new
+        run committed an epoch): a stop, a divergence or a crash before that never loses it.
+        """
+        try:
+            if self.replaced is not None and not self.lock.released:
+                self.folder.put_back(self.replaced)     # a failure here leaves it set aside, never deleted
+                self.replaced = None
+            if not self.lock.released:
                 self.folder.remove_leftovers()
-            except OSError:
-                pass
-        self.lock.release()
+        except OSError:
+            pass
+        finally:
+            self.lock.release()
 
     def discard(self) -> None:
         """Remove what this run wrote (a refused input leaves no run behind), then the folder if it made it.
@@ -562,14 +596,12 @@ class Claim:
             self.folder.remove_run_files()
         self.lock.release()
         if self.created:
-            try:
-                self.folder.path.rmdir()        # only when empty: nothing of anyone else's is removed
-            except OSError:
-                pass
+            fileio.remove_empty_folder(self.folder.path)   # only when empty: nothing of anyone else's is removed
 
 
 def claim_new(run_dir: str | os.PathLike[str] | None, data_dir: str | os.PathLike[str] | None,
-              backbone: str, method: str, overwrite: bool = False, image_size: int | None = None) -> Claim:
+              backbone: str, method: str, overwrite: bool = False, image_size: int | None = None,
+              break_lock: bool = False) -> Claim:
     """Claim a folder for a new run: a fresh unique one, or ``run_dir`` when it is empty (or ``overwrite``).
 
     Refuses (with :class:`RunError`) a folder inside, equal to or containing the image folder, a
@@ -578,7 +610,7 @@ def claim_new(run_dir: str | os.PathLike[str] | None, data_dir: str | os.PathLik
     if run_dir is None:
         path = new_run_dir(backbone, method, image_size=image_size)
         folder = RunFolder(path)
-        return Claim(folder, folder.lock(), created=True)
+        return Claim(folder, folder.lock(break_lock), created=True)
     path = Path(run_dir).expanduser()
     if data_dir:
         reason = overlap_reason(path, Path(data_dir))
@@ -595,13 +627,17 @@ def claim_new(run_dir: str | os.PathLike[str] | None, data_dir: str | os.PathLik
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunError(f"Cannot create the run folder '{path}': {exc.strerror or exc}.") from exc
-    lock = folder.lock()
+    lock = folder.lock(break_lock)
     replaced = None
     try:
+        folder.recover_replaced()   # a replacement killed before its first epoch: the earlier run is this folder's
         if not folder.is_empty():
             if not overwrite:       # another run got here between the check and the lock
                 raise RunError(f"The folder '{path}' already exists and is not empty; choose a new folder, "
                                "or allow replacing the run in it (--overwrite).")
+            if not folder.has_run_file():
+                raise RunError(f"The folder '{path}' holds files but no run ({RUN_FILE} is missing); --overwrite "
+                               "replaces only a run. Choose a new or empty folder.")
             if folder.has_run_file() and _running_elsewhere(folder):
                 raise RunError(f"The run in '{path.name}' is still training; stop it before replacing it.")
             replaced = folder.set_aside_run_files()     # deleted once the new run trains, else put back
@@ -611,16 +647,22 @@ def claim_new(run_dir: str | os.PathLike[str] | None, data_dir: str | os.PathLik
     return Claim(folder, lock, created, replaced)
 
 
-def claim_existing(run_dir: str | os.PathLike[str]) -> Claim:
+def claim_existing(run_dir: str | os.PathLike[str], break_lock: bool = False) -> Claim:
     """Claim an existing run folder (to resume it); refuses one that another process is writing."""
     path = Path(run_dir).expanduser()
     if not path.is_dir():
         raise RunError(f"There is no run folder at '{path}'.")
     folder = RunFolder(path)
-    lock = folder.lock()
+    if not folder.has_run_file() and not folder.set_aside_by_others():
+        raise RunError(f"'{path}' is not a run folder ({RUN_FILE} is missing); nothing in it was touched.")
+    lock = folder.lock(break_lock)
     try:
         if folder.has_run_file() and _running_elsewhere(folder):
             raise RunError(f"The run '{path.name}' is still running in another window or process.")
+        if folder.recover_replaced() is not None:
+            raise RunError(f"The run in '{path}' was being replaced (--overwrite) by a run that ended before it "
+                           "finished its first epoch; the earlier run is back as it was. Check it, then resume "
+                           "or replace it again.")
         folder.remove_leftovers()
     except BaseException:
         lock.release()

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from dtl_engine.config import TrainConfig
 from dtl_engine.data import ScanCancelled
+from dtl_engine import fileio
 from dtl_engine.errors import DTLError, RunError
 from dtl_engine.inference.evaluate import Evaluation, evaluate_model, evaluation_split
 from dtl_engine.runs.event_log import EventLogWriter
@@ -72,7 +73,7 @@ class RunResult:
 
 def train(config: TrainConfig, listener: RunListener | None = None, token: StopToken | None = None,
           run_dir: str | Path | None = None, *, model_kwargs: dict[str, Any] | None = None,
-          overwrite: bool = False, scan: Any = None) -> RunResult:
+          overwrite: bool = False, scan: Any = None, break_lock: bool = False) -> RunResult:
     """Train ``config`` in a new run folder (or ``run_dir``) and evaluate the best epoch.
 
     ``run_dir`` must be empty or new, unless ``overwrite`` allows replacing the run in
@@ -80,6 +81,7 @@ def train(config: TrainConfig, listener: RunListener | None = None, token: StopT
     ``scan``: a :class:`ScanResult` of ``config.data_dir`` just made (the app's Data step);
     it is used instead of scanning again when every file still has its scanned size and
     modification time.
+    ``break_lock`` takes over a lock left by a process on another host (known to be down).
     ``model_kwargs`` go to ``timm.create_model`` (tiny test backbones); they are
     stored with the run so resume and re-loading rebuild the same model.
     Started by ``torchrun`` (``WORLD_SIZE`` > 1), the processes train one run together
@@ -92,17 +94,25 @@ def train(config: TrainConfig, listener: RunListener | None = None, token: StopT
     except RunError as exc:     # nothing was written; the listener still hears why
         (listener or RunListener()).run_failed(str(exc), traceback.format_exc())
         raise
+    # Recorded as a real path, so a later command run from elsewhere still knows where the images are.
+    config = replace(config, data_dir=str(fileio.real_path(config.data_dir)))
+    with fileio.protecting(config.data_dir):     # nothing of this run, no cache, lands in the images
+        return _train(config, listener, token, run_dir, model_kwargs, overwrite, scan, break_lock)
+
+
+def _train(config: TrainConfig, listener: RunListener | None, token: StopToken | None, run_dir: str | Path | None,
+           model_kwargs: dict[str, Any] | None, overwrite: bool, scan: Any, break_lock: bool) -> RunResult:
     ddp = distributed.setup(config.device)       # one process unless started by torchrun
     claims: list[run_folder.Claim] = []
 
     def claim() -> Path:                         # rank 0 claims (and names) the folder; the others follow
         claims.append(run_folder.claim_new(run_dir, config.data_dir, config.backbone, config.method, overwrite,
-                                             image_size=config.image_size))
+                                             image_size=config.image_size, break_lock=break_lock))
         return claims[0].folder.path
 
     try:
         path = ddp.share(claim)
-    except RunError as exc:     # nothing was written; the listener still hears why
+    except DTLError as exc:     # nothing was written (a refused place included); the listener still hears why
         (listener or RunListener()).run_failed(str(exc), traceback.format_exc())
         ddp.close()
         raise
@@ -111,7 +121,8 @@ def train(config: TrainConfig, listener: RunListener | None = None, token: StopT
     return run.execute(resume=False, model_kwargs=model_kwargs)
 
 
-def resume(run_dir: str | Path, listener: RunListener | None = None, token: StopToken | None = None) -> RunResult:
+def resume(run_dir: str | Path, listener: RunListener | None = None, token: StopToken | None = None,
+           break_lock: bool = False) -> RunResult:
     """Continue a stopped, failed or interrupted run from its last epoch checkpoint.
 
     Refused with a sentence (nothing touched) when the run is running elsewhere, has
@@ -122,7 +133,7 @@ def resume(run_dir: str | Path, listener: RunListener | None = None, token: Stop
     claims: list[run_folder.Claim] = []
 
     def claim_and_read() -> TrainConfig:         # rank 0 claims and checks the run; the others follow
-        claims.append(run_folder.claim_existing(run_dir))
+        claims.append(run_folder.claim_existing(run_dir, break_lock=break_lock))
         folder = claims[0].folder
         try:
             config = TrainConfig.from_dict(folder.read_config())
@@ -209,6 +220,10 @@ class _Run:
 
     # ------------------------------------------------------------------ story
     def execute(self, resume: bool, model_kwargs: dict[str, Any] | None = None) -> RunResult:
+        with fileio.protecting(self.config.data_dir):
+            return self._execute(resume, model_kwargs)
+
+    def _execute(self, resume: bool, model_kwargs: dict[str, Any] | None) -> RunResult:
         try:
             try:
                 state = self._prepare(resume, model_kwargs)
@@ -252,8 +267,6 @@ class _Run:
         if state is not None:
             start_epoch = self._restore(state)
         self.started = True
-        if self.claim is not None:
-            self.claim.keep_replacement()       # a run this one replaces is gone for good from here on
         listener.run_started(self._started_info(start_epoch))
         status, t_session, steps_session = "finished", time.perf_counter(), 0
         epochs_done = start_epoch
@@ -292,6 +305,8 @@ class _Run:
                 t_prev = now
                 if self.global_step >= self.total_steps:
                     break                                       # max_steps reached (or the last step)
+            if stopped and self.claim is not None and self.claim.replaced is not None:
+                return self._stopped_before_start()     # no epoch complete: the replaced run comes back
             if stopped:
                 status = "stopped"
                 # the last weights stay usable; the resume point remains the last whole epoch
@@ -324,6 +339,8 @@ class _Run:
             listener.memory_sample(self.meter.sample())
             # checkpoint
             self._save_epoch(epoch, is_best)
+            if self.claim is not None:
+                self.claim.keep_replacement()   # this run got somewhere: the run it replaces is gone for good
             self._features_to_store()
             epochs_done = epoch + 1
             # stop checks: step budget, early stopping
@@ -749,8 +766,9 @@ class _Run:
                 self.folder.update_run(status=status, finished=_now(), error=message)
         finally:
             self.listener.run_failed(message, details)
-            if self.writes and refused and self.claim is not None:
-                self.claim.discard()            # leave no run behind (the event log included)
+            # leave no run behind (the event log included); a run this one replaces comes back
+            if self.writes and self.claim is not None and (refused or self.claim.replaced is not None):
+                self.claim.discard()
 
 
 def _expected_cache_bytes(dataset: Any) -> int:

@@ -123,10 +123,11 @@ def test_stop_keeps_the_rows_done(qtbot, exported, tmp_path, monkeypatch):
     result = done.args[0]
     qtbot.waitUntil(lambda: not dialog.is_running(), timeout=10_000)
     assert result.cancelled
-    rows = _rows(Path(dialog.csv_edit.text()))
-    assert 3 <= len(rows) < 36 and len(rows) == result.classified
+    assert not Path(dialog.csv_edit.text()).exists()        # never a truncated file under the name asked for
+    rows = _rows(Path(result.csv_path))
+    assert 3 <= len(rows) < 36 and len(rows) == result.classified and "(partial, " in result.csv_path
     text = dialog.message_label.text()
-    assert "Stopped after" in text and f"keep those {len(rows)} rows" in text
+    assert "Stopped after" in text and f"those {len(rows)} rows are kept" in text and result.csv_path in text
     assert _hashes(new) == before and dialog.start_button.isEnabled()
 
 

@@ -84,12 +84,15 @@ def test_low_confidence_goes_to_unsure_and_copies_never_overwrite(model_file, tm
     sorted_dir = tmp_path / "sorted"
     result = classify_folder(model_file, folder, tmp_path / "r1.csv", sort_into=sorted_dir, min_confidence=0.9999)
     assert result.unsure == 8 and len(list((sorted_dir / UNSURE).iterdir())) == 8
+    mine = sorted(p for p in (sorted_dir / UNSURE).iterdir() if "(" not in p.name)[0]
+    mine.write_bytes(b"the user's own file under that name")
     first = {p: p.read_bytes() for p in sorted_dir.rglob("*") if p.is_file()}
-    # a second pass into the same place adds copies beside the first ones instead of replacing them
+    # a second pass into the same place reuses the identical copies and never replaces a different file:
+    # that one image gets a copy beside it
     classify_folder(model_file, folder, tmp_path / "r2.csv", sort_into=sorted_dir, min_confidence=0.9999)
     assert all(p.read_bytes() == data for p, data in first.items())
-    assert len(list((sorted_dir / UNSURE).iterdir())) == 16
-    assert (sorted_dir / UNSURE / "same (2).png").exists()
+    assert len(list((sorted_dir / UNSURE).iterdir())) == 9
+    assert (sorted_dir / UNSURE / f"{mine.stem} (2){mine.suffix}").exists()
 
 
 def test_refusals_never_write(model_file, tmp_path):
@@ -114,8 +117,10 @@ def test_cancel_keeps_the_rows_done(model_file, tmp_path):
     calls = []
     result = classify_folder(model_file, folder, tmp_path / "r.csv", should_stop=lambda: len(calls) >= 3,
                              progress=lambda done, total: calls.append(done))
-    assert result.cancelled and len(read_rows(tmp_path / "r.csv")) == 3
-    assert "cancelled after 3" in result.summary()
+    partial = tmp_path / f"r (partial, 3 of {result.total}).csv"     # never a truncated file under r.csv
+    assert result.cancelled and result.partial and Path(result.csv_path) == partial
+    assert len(read_rows(partial)) == 3 and not (tmp_path / "r.csv").exists()
+    assert "cancelled after 3" in result.summary() and "partial" in result.summary()
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are a POSIX feature")

@@ -80,14 +80,14 @@ def test_1_out_containing_the_data_is_refused_and_the_data_survives(tmp_path, ca
     assert tree_snapshot(x) == before
 
 
-def test_1_a_users_cache_folder_in_the_run_folder_survives_a_cached_run(tmp_path, capsys):
-    data = make_image_folder(tmp_path / "data", {"a": 4, "b": 4}, size=(24, 24))
-    out = tmp_path / "run"
+def test_1_a_users_cache_folder_in_the_run_folder_survives_a_cached_run(finished, tmp_path, capsys):
+    data = RunFolder(finished).read_config()["data_dir"]
+    out = _copy(finished, tmp_path)
     users = out / "cache"
     users.mkdir(parents=True)
     (users / "keep.txt").write_text("mine")
-    # the folder is not empty, so it takes --overwrite; even then only run files may go
-    code, _, err = _cli(["train", str(data), *TINY, "--epochs", "2", "--cache-features", "on", "--out", str(out),
+    # the folder holds a run, so it takes --overwrite; even then only run files may go
+    code, _, err = _cli(["train", data, *TINY, "--epochs", "2", "--cache-features", "on", "--out", str(out),
                          "--overwrite"], capsys)
     assert code == 0, err
     assert (users / "keep.txt").read_text() == "mine"
@@ -310,17 +310,6 @@ def test_5_export_on_a_full_disk_is_a_sentence_and_leaves_nothing(finished, tmp_
     assert list(out_dir.iterdir()) == []
 
 
-def test_5_an_old_partial_export_is_cleaned_on_the_next_export(finished, tmp_path):
-    from dtl_engine.export import export_run
-
-    leftover = tmp_path / ".model.pt.abcd1234.part"       # left by a killed export
-    leftover.write_bytes(b"half")
-    other = tmp_path / ".other.pt.abcd1234.part"          # another name's: not this export's business
-    other.write_bytes(b"half")
-    old = time.time() - 7200
-    os.utime(leftover, (old, old))
-    export_run(finished, tmp_path / "model.pt", verify=False)
-    assert not leftover.exists() and other.exists() and (tmp_path / "model.pt").exists()
 
 
 # --- 6. non-regular files -----------------------------------------------------------------------------
@@ -559,11 +548,12 @@ def test_kill_9_at_random_points_then_resume_is_bit_identical(tmp_path):
 def test_7_leftovers_of_a_killed_write_are_cleaned_when_the_run_is_opened_again(finished, tmp_path, capsys):
     run = _copy(finished, tmp_path)
     RunFolder(run).update_run(status="stopped")          # stopped after its last epoch: resume only finishes
-    dead = [run / ".state.pt.k1ll3d.tmp", run / ".metrics.json.k1ll3d.tmp"]
+    killed = "dtl-0123456789ab-k1ll3d"                  # the engine's name, with a killed process's token
+    dead = [run / f".state.pt.{killed}.tmp", run / f".metrics.json.{killed}.tmp"]
     for p in dead:
         p.write_bytes(b"half a file")
         os.utime(p, (time.time() - 3600,) * 2)
-    fresh = run / ".best.safetensors.k1ll3d.tmp"       # killed a moment ago: older than the next commit only
+    fresh = run / f".best.safetensors.{killed}.tmp"     # killed a moment ago: older than the next commit only
     fresh.write_bytes(b"half a file")
     mine = run / ".my-notes.txt"
     mine.write_text("the user's")

@@ -13,6 +13,7 @@ from PIL import Image
 from dtl_engine.cli.main import main
 from dtl_engine.data import image_cache as ic
 from dtl_engine.data.decode_size import decode_side
+from dtl_engine.data.disk_store import _LOCK_CONTENT
 from dtl_engine.data.image_cache import (
     ImageCache,
     cache_size_bytes,
@@ -141,9 +142,9 @@ def test_a_held_lock_means_one_writer_and_a_crashed_writers_files_are_cleaned(tm
     entry = cache.entry_path(path, 64, os.stat(path))
     entry.parent.mkdir(parents=True)
     lock = entry.with_name(entry.name + ".lock")
-    lock.write_bytes(b"")                                                  # another writer is busy
-    tmp = entry.with_name(entry.name + ".999.tmp")
-    tmp.write_bytes(b"half")                                               # a crashed writer's leftover
+    lock.write_bytes(_LOCK_CONTENT)                                        # another writer is busy
+    tmp = entry.with_name(f".{entry.name}.dtl-0123456789ab-x.tmp")          # a crashed writer's leftover
+    tmp.write_bytes(b"half")
     assert cache.load(path, 64).size == (85, 64)
     assert not entry.exists()
     old = time.time() - 3600

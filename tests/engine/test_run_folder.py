@@ -98,17 +98,21 @@ def test_open_regular_refuses_fifo_device_and_folder_without_blocking(tmp_path):
 
 def test_leftover_temporaries_are_removed_only_when_they_are_the_engines_and_old(tmp_path):
     old = time.time() - 3600
+    killed = "dtl-0123456789ab-x1y2"                    # the engine's name, with a killed process's token
     keep_user = tmp_path / ".notes.txt"                  # the user's own hidden file
-    keep_fresh = tmp_path / ".state.pt.abc123.tmp"        # a writer may be busy with it
-    gone = tmp_path / ".metrics.json.x1y2.tmp"
-    gone_part = tmp_path / ".model.pt.k9.part"
-    for p in (keep_user, keep_fresh, gone, gone_part):
+    keep_lookalike = tmp_path / ".metrics.json.x1y2.tmp"    # looks like a temporary, carries no token
+    keep_fresh = tmp_path / f".state.pt.{killed}.tmp"   # a writer may be busy with it
+    keep_other = tmp_path / f".notes.txt.{killed}.tmp"  # a temporary of a file the caller did not name
+    gone = tmp_path / f".metrics.json.{killed}.tmp"
+    gone_part = tmp_path / f".model.pt.{killed}.part"
+    for p in (keep_user, keep_lookalike, keep_fresh, keep_other, gone, gone_part):
         p.write_bytes(b"x")
-    for p in (keep_user, gone, gone_part):
+    for p in (keep_user, keep_lookalike, keep_other, gone, gone_part):
         os.utime(p, (old, old))
-    removed = fileio.remove_leftovers(tmp_path, older_than=time.time() - 60)
+    removed = fileio.remove_leftovers(tmp_path, ["metrics.json", "model.pt", "state.pt"],
+                                      older_than=time.time() - 60)
     assert sorted(p.name for p in removed) == sorted([gone.name, gone_part.name])
-    assert keep_user.exists() and keep_fresh.exists()
+    assert all(p.exists() for p in (keep_user, keep_lookalike, keep_fresh, keep_other))
 
 
 # --- claiming ------------------------------------------------------------------------------

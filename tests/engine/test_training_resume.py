@@ -65,5 +65,5 @@ def test_resume_refuses_missing_and_live_runs(tmp_path):
     with pytest.raises(RunError, match="There is no run folder"):
         resume(tmp_path / "no_such_run")
     (tmp_path / "empty_folder").mkdir()
-    with pytest.raises(RunError, match="config.json is missing"):
+    with pytest.raises(RunError, match="not a run folder"):
         resume(tmp_path / "empty_folder")
