@@ -128,10 +128,8 @@ def classify_folder(model_path: str | os.PathLike[str], folder: str | os.PathLik
         DataError: a missing folder, an existing CSV, or an output place inside the input folder.
         ExportError: the model file cannot be loaded.
     """
-    from dtl_engine.data.images import load_image
-    from dtl_engine.export.common import image_to_uint8
     from dtl_engine.fileio import reserve_beside
-    from dtl_engine.inference.predict import load_exported
+    from dtl_engine.inference.predict import load_exported, loading_side
 
     folder_p = Path(folder).expanduser().resolve()
     csv_p = Path(csv_path).expanduser().resolve()
@@ -142,6 +140,7 @@ def classify_folder(model_path: str | os.PathLike[str], folder: str | os.PathLik
         raise ExportError("top_k must be at least 1.")
     _check_places(folder_p, csv_p, sort_p)
     exported = load_exported(model_path)
+    side = loading_side(exported)
     k = min(top_k, len(exported.classes))
     files = list_images(folder_p)
     result = FolderResult(str(csv_p), len(files))
@@ -156,8 +155,7 @@ def classify_folder(model_path: str | os.PathLike[str], folder: str | os.PathLik
                 if should_stop is not None and should_stop():
                     result.cancelled = True
                     break
-                writer.writerow(_classify_one(path, exported, k, min_confidence, sort_p, result,
-                                              load_image, image_to_uint8))
+                writer.writerow(_classify_one(path, exported, k, min_confidence, sort_p, result, side))
                 if progress is not None:
                     progress(done, len(files))
         _publish(part, csv_p)
@@ -167,14 +165,16 @@ def classify_folder(model_path: str | os.PathLike[str], folder: str | os.PathLik
 
 
 def _classify_one(path: Path, exported: Any, k: int, min_confidence: float, sort_into: Path | None,
-                  result: FolderResult, load_image: Any, image_to_uint8: Any) -> list[str]:
+                  result: FolderResult, side: int | None) -> list[str]:
     import torch
+
+    from dtl_engine.data.model_input import load_pixels
 
     try:
         mode = os.stat(path).st_mode
         if not stat.S_ISREG(mode):      # FIFOs, sockets, devices: reading could block or never end
             raise DataError("not a regular file")
-        pixels = image_to_uint8(load_image(path)).unsqueeze(0)
+        pixels = load_pixels(path, side).unsqueeze(0)
     except (DataError, OSError) as exc:
         reason = str(exc) if isinstance(exc, DataError) else (exc.strerror or str(exc))
         result.unreadable.append((str(path), reason))
