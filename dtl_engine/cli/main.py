@@ -531,9 +531,12 @@ def _flag(name: str, spec: dict[str, Any]) -> str:
     return spec.get("flag", "--" + name.replace("_", "-"))
 
 
-def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
-    """The argument parser; the benchmark's options are added only when ``bench`` runs (lazy import)."""
-    parser = argparse.ArgumentParser(prog="python -m dtl_engine",
+def build_parser(with_bench_options: bool = False, prog: str = "python -m dtl_engine") -> argparse.ArgumentParser:
+    """The argument parser; the benchmark's options are added only when ``bench`` runs (lazy import).
+
+    ``prog`` is how the usage lines name the program (``dtl-studio cli`` in the app's bundle).
+    """
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="DTL Studio engine: train image classifiers with Disentangled "
                                                  "Transfer Learning on a frozen timm backbone, export and predict.")
     parser.add_argument("--version", action="version", version=f"dtl_engine {__version__}")
@@ -687,12 +690,12 @@ def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m dtl_engine") -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input, 130 stopped)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # Import the benchmark (torch, peft) only when it is asked for.
     positional = [a for a in argv if not a.startswith("-")]
-    parser = build_parser(with_bench_options=bool(positional) and positional[0] == "bench")
+    parser = build_parser(with_bench_options=bool(positional) and positional[0] == "bench", prog=prog)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
