@@ -54,8 +54,10 @@ else
     fi
 fi
 VPY="$VENV/bin/python"
-"$VPY" -m pip check --disable-pip-version-check >/dev/null \
-    || fail "the build environment's packages do not fit together ($VPY -m pip check says why); fix $REQS."
+if ! problems="$("$VPY" -m pip check --disable-pip-version-check 2>&1)"; then
+    echo "$problems" >&2
+    fail "the build environment's packages do not fit together (pip check, above); fix $REQS."
+fi
 "$VPY" -c "import PyInstaller" 2>/dev/null || fail "PyInstaller is missing from $VENV; it belongs in $REQS."
 
 echo "== building (PyInstaller, one-folder)"
