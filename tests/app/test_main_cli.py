@@ -25,3 +25,14 @@ def test_the_apps_help_names_the_cli(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "dtl-studio cli" in capsys.readouterr().out
+
+
+def test_hints_name_the_bundles_command_in_the_bundle(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    assert main(["cli", "runs"]) == 0
+    assert "Start one with: dtl-studio cli train FOLDER" in capsys.readouterr().out
+    monkeypatch.delattr(sys, "frozen")
+    assert main(["cli", "runs"]) == 0
+    assert "Start one with: python -m dtl_engine train FOLDER" in capsys.readouterr().out
