@@ -93,7 +93,6 @@ class ImageDataset(Dataset):
             image = self.transform(image)
         return image, label, index
 
-
     def _load(self, path: str) -> Any:
         if self.cache is not None:
             return self.cache.load(path, self.min_side)
