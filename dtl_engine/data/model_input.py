@@ -22,6 +22,10 @@ import torch
 
 from dtl_engine.data.preprocess import preprocess, preprocess_settings
 
+#: Which evaluation transform made an image's tensor; part of the key of features kept across runs.
+#: 1: timm's Pillow transform (before exports and evaluation shared one); 2: :func:`preprocess`.
+PREPROCESS_VERSION = 2
+
 
 def image_to_uint8(img: Any) -> torch.Tensor:
     """PIL RGB image -> uint8 tensor (3, H, W)."""
