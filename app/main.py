@@ -7,13 +7,17 @@ import os
 import sys
 from typing import Sequence
 
+CLI_COMMAND = "cli"
 NO_DISPLAY = ("DTL Studio found no display to open its window on (neither DISPLAY nor WAYLAND_DISPLAY is set); "
               "run `dtl-studio --self-test` for a headless check instead.")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dtl-studio", description="No-code transfer learning of image "
-                                     "classifiers with Disentangled Transfer Learning (DTL).")
+                                     "classifiers with Disentangled Transfer Learning (DTL).",
+                                     epilog="dtl-studio cli COMMAND ... runs the engine's command line (train, "
+                                            "export, predict, evaluate, plan ...) without the window; "
+                                            "`dtl-studio cli --help` lists its commands.")
     parser.add_argument("folder", nargs="?", help="an image folder to open at start")
     parser.add_argument("--sample", action="store_true", help="open the built-in sample data (handwritten digits)")
     parser.add_argument("--self-test", action="store_true",
@@ -49,6 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     multiprocessing.freeze_support()
     keep_triton_out()
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == [CLI_COMMAND]:
+        # The engine's command line from the same program: the bundle ships no Python to run it with.
+        from dtl_engine.cli.main import main as engine_main
+
+        return engine_main(args_list[1:], prog=f"dtl-studio {CLI_COMMAND}")
     if "--self-test" in args_list:
         from app.self_test import run
         return int(run(args_list) or 0)

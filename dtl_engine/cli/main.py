@@ -280,10 +280,10 @@ def _run_training(start: Callable[[RunListener, StopToken], Any]) -> int:
         checkpoint = RunFolder(run_dir).last_weights
         if not checkpoint.exists():
             print("Stopped before the first step: nothing was trained yet.")
-            print(f"Start it over with: python -m dtl_engine resume {run_dir}")
+            print(f"Start it over with: {command_name()} resume {run_dir}")
             return EXIT_INTERRUPTED
         print(f"Stopped after {result.epochs_done} complete epoch(s); the checkpoint is {checkpoint}.")
-        print(f"Continue with: python -m dtl_engine resume {run_dir}")
+        print(f"Continue with: {command_name()} resume {run_dir}")
         return EXIT_INTERRUPTED
     best = f"{result.best_val_acc:.1%}" if result.best_val_acc is not None else "n/a"
     epoch = f" at epoch {result.best_epoch + 1}" if result.best_epoch is not None else ""
@@ -292,7 +292,7 @@ def _run_training(start: Callable[[RunListener, StopToken], Any]) -> int:
         report = result.report
         print(f"Final evaluation on {report.coverage()}: accuracy {report.accuracy:.1%}")
     print(f"Run folder: {run_dir}")
-    print(f"Export with: python -m dtl_engine export {run_dir} --out model.pt")
+    print(f"Export with: {command_name()} export {run_dir} --out model.pt")
     return 0
 
 
@@ -475,7 +475,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(json.dumps([r.to_dict() for r in runs], indent=2))
         return 0
     if not runs:
-        print("No runs yet. Start one with: python -m dtl_engine train FOLDER")
+        print(f"No runs yet. Start one with: {command_name()} train FOLDER")
         return 0
     print(f"{'run':<48} {'status':<11} {'method':<6} {'epochs':>7} {'best val':>8}  backbone")
     for r in runs:
@@ -543,9 +543,17 @@ def _flag(name: str, spec: dict[str, Any]) -> str:
     return spec.get("flag", "--" + name.replace("_", "-"))
 
 
-def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
-    """The argument parser; the benchmark's options are added only when ``bench`` runs (lazy import)."""
-    parser = argparse.ArgumentParser(prog="python -m dtl_engine",
+def command_name() -> str:
+    """How a person starts this command line here: a bundled app has no Python, only ``dtl-studio cli``."""
+    return "dtl-studio cli" if getattr(sys, "frozen", False) else "python -m dtl_engine"
+
+
+def build_parser(with_bench_options: bool = False, prog: str = "python -m dtl_engine") -> argparse.ArgumentParser:
+    """The argument parser; the benchmark's options are added only when ``bench`` runs (lazy import).
+
+    ``prog`` is how the usage lines name the program (``dtl-studio cli`` in the app's bundle).
+    """
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="DTL Studio engine: train image classifiers with Disentangled "
                                                  "Transfer Learning on a frozen timm backbone, export and predict.")
     parser.add_argument("--version", action="version", version=f"dtl_engine {__version__}")
@@ -701,12 +709,12 @@ def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m dtl_engine") -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input, 130 stopped)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # Import the benchmark (torch, peft) only when it is asked for.
     positional = [a for a in argv if not a.startswith("-")]
-    parser = build_parser(with_bench_options=bool(positional) and positional[0] == "bench")
+    parser = build_parser(with_bench_options=bool(positional) and positional[0] == "bench", prog=prog)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -45,7 +45,8 @@ class ImageDataset(Dataset):
     once per file). With DataLoader worker processes ``failures`` lives in the
     workers; the :class:`Batch` of :func:`collate_samples` carries them to the
     main process. ``min_side`` lets large JPEGs decode at a reduced scale (see
-    :func:`load_image`); about twice the model's input side keeps full detail.
+    :func:`load_image`) and shrinks larger images to that short side, with or without the cache
+    (see :func:`.image_cache.load_shrunk`).
     ``cache`` (an :class:`~.image_cache.ImageCache`, with ``min_side``) keeps each decoded
     image pre-resized on disk so later epochs skip the decode.
     """
@@ -84,14 +85,22 @@ class ImageDataset(Dataset):
         if index in self._bad:
             return Failed(index, path, self._bad[index])
         try:
-            image = (self.cache.load(path, self.min_side) if self.cache is not None
-                     else load_image(path, min_side=self.min_side))
+            image = self._load(path)
         except DataError as exc:
             self._report(index, str(exc))
             return Failed(index, path, str(exc))
         if self.transform is not None:
             image = self.transform(image)
         return image, label, index
+
+    def _load(self, path: str) -> Any:
+        if self.cache is not None:
+            return self.cache.load(path, self.min_side)
+        if self.min_side:
+            from dtl_engine.data.image_cache import load_shrunk
+
+            return load_shrunk(path, self.min_side)     # exactly what the cache would have held
+        return load_image(path)
 
 
 def collate_samples(items: list[Any]) -> Batch:

@@ -44,6 +44,15 @@ def shrink_to_side(image: Image.Image, side: int) -> Image.Image:
     return image.resize(size, _RESAMPLE)
 
 
+def load_shrunk(path: str | os.PathLike[str], side: int) -> Image.Image:
+    """``path`` decoded (JPEGs at a reduced scale) and shrunk to the short side ``side``: what a cache entry holds.
+
+    Loading without the cache goes through here too, so an image looks the same to a model
+    whether the cache is on, off or full.
+    """
+    return shrink_to_side(load_image(path, min_side=side), side)
+
+
 class ImageCache(DiskStore):
     """Decoded images on disk; :meth:`load` is a drop-in for :func:`load_image` with a short side."""
 
@@ -71,7 +80,7 @@ class ImageCache(DiskStore):
             if len(pixels) == 3 * width * height:
                 return Image.frombytes("RGB", (width, height), pixels)
             fileio.remove_signed(entry, self.magic)     # an entry of ours with the wrong size
-        image = shrink_to_side(load_image(path, min_side=side), side)
+        image = load_shrunk(path, side)
         if self.budget_bytes > 0:
             self.write(entry, image.width, image.height, image.tobytes())
         return image

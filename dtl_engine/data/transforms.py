@@ -1,14 +1,17 @@
-"""Image -> tensor transforms built by timm from a model's data config (its own size, mean, std, crop).
+"""Image -> tensor transforms from a model's data config (its own size, mean, std, crop).
 
 Presets:
 
-* ``none``:     the evaluation transform (resize, centre crop, normalise), also for training.
+* ``none``:     the evaluation transform (resize, centre crop, normalise), also for training. It is
+  :class:`.model_input.EvalTransform`, the very preprocessing an exported file compiles into
+  itself, so an export scores its validation images exactly as the run did.
 * ``light-noflip``: a mild random resized crop (scale 0.8-1), no flips (digits, text, anything
   whose class changes when mirrored).
 * ``light``:    the same crop plus horizontal flips.
 * ``standard``: timm's usual training recipe: random resized crop (scale 0.08-1), flips and
   RandAugment.
 
+The training presets are timm's (Pillow) transforms.
 Validation and test always use the evaluation transform. Small images (for
 example 8×8 digits) are simply scaled up to the model's input size.
 """
@@ -45,7 +48,9 @@ def build_transform(data_config: dict[str, Any], augment: str = "none", train: b
         raise DataError(f"Augmentation must be one of {', '.join(AUGMENT_PRESETS)}, not '{augment}'.")
     cfg = resolved_config(data_config)
     if not train or augment == "none":
-        return create_transform(**cfg, is_training=False)
+        from dtl_engine.data.model_input import EvalTransform
+
+        return EvalTransform(cfg)
     common = dict(input_size=cfg["input_size"], interpolation=cfg["interpolation"], mean=cfg["mean"],
                   std=cfg["std"], is_training=True, hflip=hflip, vflip=0.0, re_prob=0.0)
     if augment == "light-noflip":

@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from dtl_engine.data.model_input import load_pixels
 from dtl_engine.errors import DataError, ExportError
 
 MAX_CHECK_IMAGES = 32
@@ -109,37 +109,32 @@ def temp_path_beside(out: Path) -> Path:
         raise ExportError(f"Cannot write into '{out.parent}': {exc.strerror or exc}.") from exc
 
 
-def image_to_uint8(img: Any) -> torch.Tensor:
-    """PIL RGB image -> uint8 tensor (3, H, W)."""
-    arr = np.array(img.convert("RGB"), dtype=np.uint8, copy=True)
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+def load_labelled_images(samples: list[tuple[str, int]], side: int | None
+                         ) -> tuple[list[torch.Tensor], list[int]]:
+    """Readable images of ``samples`` as uint8 (1, 3, H, W) tensors with their labels; unreadable ones skipped.
 
-
-def load_labelled_images(samples: list[tuple[str, int]]) -> tuple[list[torch.Tensor], list[int]]:
-    """Readable images of ``samples`` as uint8 (1, 3, H, W) tensors with their labels; unreadable ones skipped."""
-    from dtl_engine.data.images import load_image
-
+    ``side``: :func:`~dtl_engine.data.model_input.input_side`, so they are the pixels the run's own
+    evaluation saw.
+    """
     images: list[torch.Tensor] = []
     labels: list[int] = []
     for path, label in samples:
         try:
-            images.append(image_to_uint8(load_image(path)).unsqueeze(0))
+            images.append(load_pixels(path, side).unsqueeze(0))
         except DataError:
             continue
         labels.append(int(label))
     return images, labels
 
 
-def load_check_images(paths: list[str], limit: int = MAX_CHECK_IMAGES) -> list[torch.Tensor]:
+def load_check_images(paths: list[str], side: int | None, limit: int = MAX_CHECK_IMAGES) -> list[torch.Tensor]:
     """Up to ``limit`` readable images as uint8 (1, 3, H, W) tensors; unreadable files are skipped."""
-    from dtl_engine.data.images import load_image
-
     out: list[torch.Tensor] = []
     for path in paths:
         if len(out) >= limit:
             break
         try:
-            out.append(image_to_uint8(load_image(path)).unsqueeze(0))
+            out.append(load_pixels(path, side).unsqueeze(0))
         except DataError:
             continue
     return out

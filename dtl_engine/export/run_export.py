@@ -5,6 +5,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dtl_engine.data.model_input import input_side
+from dtl_engine.data.preprocess import preprocess_settings
 from dtl_engine.data.split import Split, check_split_files
 from dtl_engine.errors import ExportError, RunError
 from dtl_engine.export.common import ExportResult, check_destination, load_check_images, load_labelled_images
@@ -38,13 +40,14 @@ def export_run(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str]
     metadata: dict[str, Any] = {"run": run.resolve().name, "val_acc": _val_acc(folder)}
     if config.get("method"):
         metadata["method"] = config["method"]
-    images = load_check_images([path for path, _ in _val_samples(folder)]) if verify else []
+    side = input_side(preprocess_settings(model.data_config))      # images load as the run's evaluation loaded them
+    images = load_check_images([path for path, _ in _val_samples(folder)], side) if verify else []
     measure: dict[str, Any] = {}
     if verify and measure_device is not None:
         from dtl_engine.devices import select_device
 
         device, _ = select_device(measure_device)
-        eval_images, eval_labels = load_labelled_images(_val_samples(folder, with_test=False))
+        eval_images, eval_labels = load_labelled_images(_val_samples(folder, with_test=False), side)
         measure = {"measure_device": device.type, "latency_repeats": latency_repeats, "eval_images": eval_images,
                    "eval_labels": eval_labels, "reference_accuracy": _val_acc(folder)}
     return export_model(model, classes, out_path, format=format, metadata=metadata, overwrite=overwrite,

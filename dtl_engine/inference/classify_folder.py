@@ -145,10 +145,8 @@ def classify_folder(model_path: str | os.PathLike[str], folder: str | os.PathLik
             that failed (a full disk: the message names the file and the partial CSV).
         ExportError: the model file cannot be loaded.
     """
-    from dtl_engine.data.images import load_image
-    from dtl_engine.export.common import image_to_uint8
     from dtl_engine import fileio
-    from dtl_engine.inference.predict import load_exported
+    from dtl_engine.inference.predict import load_exported, loading_side
 
     folder_p = Path(folder).expanduser().resolve()
     csv_p = Path(csv_path).expanduser().resolve()
@@ -159,6 +157,7 @@ def classify_folder(model_path: str | os.PathLike[str], folder: str | os.PathLik
         raise ExportError("top_k must be at least 1.")
     _check_places(folder_p, csv_p, sort_p, overwrite)
     exported = load_exported(model_path)
+    side = loading_side(exported)
     k = min(top_k, len(exported.classes))
     files = list_images(folder_p)
     result = FolderResult(str(csv_p), len(files))
@@ -178,8 +177,7 @@ def classify_folder(model_path: str | os.PathLike[str], folder: str | os.PathLik
                         result.cancelled = True
                         break
                     try:
-                        row = _classify_one(path, exported, k, min_confidence, sort_p, result, load_image,
-                                            image_to_uint8)
+                        row = _classify_one(path, exported, k, min_confidence, sort_p, result, side)
                     except _CopyFailed as exc:
                         failure = exc
                         break
@@ -199,14 +197,16 @@ def classify_folder(model_path: str | os.PathLike[str], folder: str | os.PathLik
 
 
 def _classify_one(path: Path, exported: Any, k: int, min_confidence: float, sort_into: Path | None,
-                  result: FolderResult, load_image: Any, image_to_uint8: Any) -> list[str]:
+                  result: FolderResult, side: int | None) -> list[str]:
     import torch
+
+    from dtl_engine.data.model_input import load_pixels
 
     try:
         mode = os.stat(path).st_mode
         if not stat.S_ISREG(mode):      # FIFOs, sockets, devices: reading could block or never end
             raise DataError("not a regular file")
-        pixels = image_to_uint8(load_image(path)).unsqueeze(0)
+        pixels = load_pixels(path, side).unsqueeze(0)
     except (DataError, OSError) as exc:
         reason = str(exc) if isinstance(exc, DataError) else (exc.strerror or str(exc))
         result.unreadable.append((str(path), reason))

@@ -164,7 +164,7 @@ def explain_image(model: Any, classes: list[str], image_path: str | os.PathLike[
         DataError: the image cannot be read or the class is unknown.
     """
     from dtl_engine.data.images import load_image
-    from dtl_engine.export.common import image_to_uint8
+    from dtl_engine.data.model_input import image_to_uint8
     from dtl_engine.data.preprocess import preprocess, preprocess_settings
 
     pixels = image_to_uint8(load_image(image_path))

@@ -102,6 +102,19 @@ def _load_onnx(p: Path) -> ExportedModel:
     return ExportedModel(str(p), "onnx", classes, metadata, run)
 
 
+def loading_side(exported: ExportedModel) -> int | None:
+    """The short side images are loaded at for ``exported``: the one its run's evaluation used.
+
+    Photos are then draft-decoded (JPEG DCT scaling) and shrunk exactly as in training and
+    evaluation (see :mod:`dtl_engine.data.model_input`); None (an export without
+    preprocessing metadata) loads them whole.
+    """
+    from dtl_engine.data.model_input import input_side
+
+    settings = exported.metadata.get("preprocess") or {}
+    return input_side(settings) if settings.get("scale_size") else None
+
+
 @dataclass
 class Prediction:
     """The result for one image: its ranked classes, or why it could not be read."""
@@ -118,21 +131,18 @@ def predict_each(export_path: str | os.PathLike[str], image_paths: list[str | os
     Raises:
         ExportError: the export cannot be loaded.
     """
-    from dtl_engine.data.images import load_image
-    from dtl_engine.export.common import image_to_uint8
+    from dtl_engine.data.model_input import load_pixels
 
     if top_k < 1:
         raise ExportError("top_k must be at least 1.")
     exported = load_exported(export_path)
     k = min(top_k, len(exported.classes))
-    # Photos are draft-decoded (JPEG DCT scaling) no smaller than the export's first resize needs.
-    scale_size = (exported.metadata.get("preprocess") or {}).get("scale_size") or [0]
-    min_side = int(max(scale_size)) or None
+    side = loading_side(exported)
     results: list[Prediction] = []
     for path in image_paths:
         # One image at a time: images differ in size, and the export handles any size.
         try:
-            pixels = image_to_uint8(load_image(path, min_side=min_side)).unsqueeze(0)
+            pixels = load_pixels(path, side).unsqueeze(0)
         except DataError as exc:
             results.append(Prediction(str(path), error=str(exc)))
             continue

@@ -46,9 +46,12 @@ def model_identity(config: Any, model_kwargs: dict[str, Any] | None, data_config
             pass
     elif weights == "random":
         weights = f"random:{config.seed}"
+    from dtl_engine.data import model_input
+
     keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
     return json.dumps({"backbone": config.backbone, "weights": weights, "model_kwargs": model_kwargs or {},
-                       "image_size": config.image_size, "data": {k: data_config.get(k) for k in keys}},
+                       "image_size": config.image_size, "data": {k: data_config.get(k) for k in keys},
+                       "preprocess": model_input.PREPROCESS_VERSION},    # how those settings are applied
                       sort_keys=True, default=str)
 
 

@@ -66,3 +66,17 @@ def test_a_damaged_feature_entry_means_computing_again(tmp_path, monkeypatch):
     result = train(_linear(data, epochs=1), model_kwargs=MODEL_KWARGS)
     assert count.calls > result.report.num_images     # the store was not trusted
     assert len(list(feature_cache_dir().rglob("*.img"))) == 8    # and was rebuilt
+
+
+def test_features_stored_under_another_preprocessing_are_not_reused(tmp_path, monkeypatch):
+    # Stored by a version whose evaluation transform differed: reusing them would validate the run on
+    # other inputs than its exported file sees.
+    from dtl_engine.data import model_input
+
+    data = image_folder(tmp_path, per_class=4, classes=2)
+    with monkeypatch.context() as earlier:
+        earlier.setattr(model_input, "PREPROCESS_VERSION", model_input.PREPROCESS_VERSION - 1)
+        train(_linear(data, epochs=1), model_kwargs=MODEL_KWARGS)
+    count = Counter(monkeypatch)
+    second = train(_linear(data, epochs=1), model_kwargs=MODEL_KWARGS)
+    assert count.calls > second.report.num_images       # the training images were decoded again

@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dtl_engine.data import load_image
 from dtl_engine.errors import DataError, ExportError
 from dtl_engine.export import export_model
-from dtl_engine.export.common import image_to_uint8
-from dtl_engine.model.probabilities import engine_probabilities
+from dtl_engine.data.model_input import input_side, load_pixels
+from dtl_engine.data.preprocess import preprocess_settings
 from dtl_engine.inference.predict import load_exported, predict
+from dtl_engine.model.probabilities import engine_probabilities
 from image_factory import make_image
 from test_export import CLASSES, trained_looking_model
 
@@ -35,7 +35,9 @@ def test_top_k_per_image_agrees_with_engine(export_and_model, tmp_path):
         (first, p1), (second, p2) = ranked
         assert first in CLASSES and second in CLASSES and first != second
         assert 1.0 >= p1 >= p2 >= 0.0
-        reference = engine_probabilities(model, image_to_uint8(load_image(image)).unsqueeze(0))[0]
+        # The engine's evaluation loads an image shrunk to the side its resize needs; so does predict().
+        side = input_side(preprocess_settings(model.data_config))
+        reference = engine_probabilities(model, load_pixels(image, side).unsqueeze(0))[0]
         top = torch.topk(reference, 2)
         assert [CLASSES[i] for i in top.indices] == [first, second]
         assert abs(top.values[0].item() - p1) <= 1e-4 and abs(top.values[1].item() - p2) <= 1e-4
