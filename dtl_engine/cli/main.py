@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dtl_engine import __version__
-from dtl_engine.config import AUGMENTS, DEVICES, METHODS, PRECISIONS, TrainConfig
+from dtl_engine.config import AUGMENTS, DEVICES, METHODS, PRECISIONS, TrainConfig, range_problem
 from dtl_engine.recipes import RECIPES
 from dtl_engine.errors import DTLError, RunError
 from dtl_engine.listener import RunListener, StopToken
@@ -52,6 +52,19 @@ def _lr_value(text: str) -> float | str:
 
 _lr_value.__name__ = "learning rate"
 TRAIN_OPTIONS["lr"]["type"] = _lr_value
+
+# Options of the other commands (bench, plan, bench-accuracy...) that are training settings under their own
+# name: the ranges of TrainConfig apply to them too, checked before the command starts anything.
+SETTING_OPTIONS = {"image_size": "image_size", "batch": "batch_size", "batch_size": "batch_size", "seed": "seed",
+                   "epochs": "epochs"}
+
+
+def check_setting_options(args: argparse.Namespace) -> None:
+    """Raise :class:`RunError` with the sentence of the first option outside its setting's range."""
+    for option, setting in SETTING_OPTIONS.items():
+        problem = range_problem(setting, getattr(args, option, None))
+        if problem:
+            raise RunError(problem)
 
 
 # --- progress ------------------------------------------------------------------------------
@@ -695,6 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(with_bench_options=bool(positional) and positional[0] == "bench")
     args = parser.parse_args(argv)
     try:
+        check_setting_options(args)
         return int(args.func(args) or 0)
     except DTLError as exc:
         print(f"error: {exc}", file=sys.stderr)
