@@ -401,6 +401,8 @@ def cmd_predict_folder(args: argparse.Namespace) -> int:
             bar.close()
     for path, reason in result.unreadable:
         print(f"unreadable: {path}: {reason}")
+    for path, reason in result.skipped:
+        print(f"skipped: {path}: {reason}")
     print(result.summary())
     return EXIT_INTERRUPTED if result.cancelled else 0
 
@@ -700,9 +702,18 @@ def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
     return parser
 
 
+def _printable_streams() -> None:
+    """A file name that is not valid UTF-8 prints as escapes (``\\udcff``) instead of ending the command."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", "strict") == "strict":
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input, 130 stopped)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    _printable_streams()
     # Import the benchmark (torch, peft) only when it is asked for.
     positional = [a for a in argv if not a.startswith("-")]
     parser = build_parser(with_bench_options=bool(positional) and positional[0] == "bench")

@@ -144,7 +144,7 @@ class _Walker:
 
     def __init__(self, progress: ProgressFn | None, should_stop: StopFn | None) -> None:
         self.progress, self.should_stop = progress, should_stop
-        self.visited: set[str] = set()
+        self.visited: dict[str, str] = {}     # real path of each folder entered -> the path it was entered by
         self.ignored = 0
         self.found = 0
         self.skipped: list[SkippedFile] = []
@@ -187,12 +187,22 @@ class _Walker:
         real = os.path.realpath(folder)
         if real in self.visited:
             return False
-        self.visited.add(real)
+        self.visited[real] = str(folder)
         return True
+
+    def seen_as(self, folder: Path) -> str | None:
+        """The path by which the folder ``folder`` leads to was entered already, or None."""
+        return self.visited.get(os.path.realpath(folder))
+
+    def skip_repeat(self, folder: Path) -> None:
+        """A link to a folder entered already (a loop, or a second way in) is named, never passed over silently."""
+        self.skipped.append(SkippedFile(str(folder), f"a link to the folder '{self.seen_as(folder)}', which is "
+                                                     "scanned already (its images are counted once, there)"))
 
     def files(self, folder: Path) -> Iterator[tuple[str, int, int]]:
         """Yield (path, size, mtime in ns) of every file below ``folder``, depth first, in natural order."""
         if not self.enter(folder):
+            self.skip_repeat(folder)
             return
         stack = [folder]
         while stack:
@@ -204,6 +214,8 @@ class _Walker:
                     if e.is_dir():
                         if self.enter(Path(e.path)):
                             subdirs.append(Path(e.path))
+                        else:
+                            self.skip_repeat(Path(e.path))
                         continue
                     if e.is_file():
                         self.found += 1
@@ -303,14 +315,21 @@ def scan_folder(root: str | os.PathLike[str], progress: ProgressFn | None = None
             walker.skipped.append(SkippedFile(e.path, "lies directly in the chosen folder, not in a class sub-folder"))
         elif splits and Path(e.path) not in splits.values():
             extra_warnings.append(f"The folder '{e.name}' is not train, val or test and was ignored.")
+    linked: set[str] = set()    # class folders that are links to a folder another class holds
     for split_name, entries in groups:
-        for e in entries:
+        # real folders first: a class folder that links to another class never takes that class's images
+        for e in sorted(entries, key=lambda e: e.is_symlink()):
             if not e.is_dir():
                 if splits:
                     walker.skipped.append(SkippedFile(
                         e.path, f"lies directly in the '{split_name}' folder, not in a class sub-folder"))
                 continue
             class_dirs.setdefault(e.name, set()).add(split_name)
+            earlier = walker.seen_as(Path(e.path))
+            if earlier is not None:
+                linked.add(e.name)
+                extra_warnings.append(f"The class folder '{e.name}' is a link to '{earlier}', which is scanned "
+                                      f"already: its images are counted once, there, and '{e.name}' was left out.")
             for path, size, mtime in walker.files(Path(e.path)):
                 candidates.append((split_name, e.name, path, size, mtime))
 
@@ -336,13 +355,13 @@ def scan_folder(root: str | os.PathLike[str], progress: ProgressFn | None = None
         walker.tick(i, total, force=(i == total))
 
     del candidates
-    result = _assemble(root_path, layout, class_dirs, good, walker, extra_warnings)
+    result = _assemble(root_path, layout, class_dirs, good, walker, extra_warnings, linked)
     result.stamps, result.folder_stamps = stamps, walker.folder_stamps
     return result
 
 
 def _assemble(root: Path, layout: str, class_dirs: dict[str, set[str]], good: list[tuple[str, str, str]],
-              walker: _Walker, warnings: list[str]) -> ScanResult:
+              walker: _Walker, warnings: list[str], linked: set[str] | None = None) -> ScanResult:
     per_split: dict[str, dict[str, int]] = {}
     for split_name, cls, _ in good:
         per_split.setdefault(split_name, {}).setdefault(cls, 0)
@@ -364,7 +383,8 @@ def _assemble(root: Path, layout: str, class_dirs: dict[str, set[str]], good: li
         raise DataError(f"'{root.name}' has only one class folder with images ('{only}'){extra}; "
                         "a classifier needs at least two.")
     for c in empty:
-        warnings.append(f"The class folder '{c}' has no usable images and was left out.")
+        if c not in (linked or set()):          # a linked class has its own warning, naming both folders
+            warnings.append(f"The class folder '{c}' has no usable images and was left out.")
 
     label = {c: i for i, c in enumerate(classes)}
     items: dict[str, list[tuple[str, int]]] = {}

@@ -57,7 +57,9 @@ def stratified_split(samples: list[Sample], val_fraction: float, seed: int,
     for label in sorted(by_class):
         paths = sorted(by_class[label])
         name = class_names[label] if label < len(class_names) else str(label)
-        random.Random(f"{seed}:{name}").shuffle(paths)
+        # seeded by the name's bytes: a folder name that is not UTF-8 (kept as surrogates) seeds as well,
+        # and a UTF-8 name gives the same shuffle as seeding with the text
+        random.Random(f"{seed}:{name}".encode("utf-8", "surrogateescape")).shuffle(paths)
         n = len(paths)
         n_val = min(max(round(n * val_fraction), 1), n - 1) if n >= 2 else 0
         if n_val == 0:

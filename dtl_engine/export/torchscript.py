@@ -21,6 +21,7 @@ from torch import nn
 from dtl_engine import fileio
 from dtl_engine.errors import ExportError
 from dtl_engine.data.preprocess import preprocess
+from dtl_engine.export.common import printable_name
 
 
 class ExportedClassifier(nn.Module):
@@ -39,7 +40,7 @@ class ExportedClassifier(nn.Module):
         self.mean = [float(v) for v in settings["mean"]]
         self.std = [float(v) for v in settings["std"]]
         self.interpolation = str(settings["interpolation"])
-        self.classes = [str(c) for c in classes]
+        self.classes = [printable_name(str(c)) for c in classes]
         self.metadata_text = json.dumps(metadata)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dtl_engine.errors import DataError, ExportError
+from dtl_engine.fileio import NAME_BYTES
 
 UNSURE = "_unsure"
 CSV_COLUMNS = ("path", "top1", "confidence", "top_k", "copied_to", "error")
@@ -36,6 +37,7 @@ class FolderResult:
     unsure: int = 0                              # below min_confidence (copied to _unsure when sorting)
     copied: int = 0
     unreadable: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
+    skipped: list[tuple[str, str]] = field(default_factory=list)      # folders left out: (path, reason)
     cancelled: bool = False
 
     def summary(self) -> str:
@@ -52,6 +54,8 @@ class FolderResult:
             text += f" {self.copied} copies made."
         if self.unreadable:
             text += f" {len(self.unreadable)} files could not be read."
+        if self.skipped:
+            text += f" {len(self.skipped)} linked folders were left out (already classified)."
         return text + f" Results: {self.csv_path}"
 
 
@@ -59,13 +63,29 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Every regular file below ``folder`` (hidden files and OS clutter skipped), in a stable order."""
+def list_images(folder: Path, skipped: list[tuple[str, str]] | None = None) -> list[Path]:
+    """Every file below ``folder`` (hidden files and OS clutter skipped), in a stable order.
+
+    Linked folders are followed, each real folder once: a link back to a folder already listed (a loop, or
+    a second way into the same folder) is left out and named in ``skipped`` with the reason.
+    """
     from dtl_engine.data.scan import is_junk, natural_key
 
     found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted((d for d in dirs if not is_junk(d)), key=natural_key)
+    seen = {os.path.realpath(folder): str(folder)}
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        keep = []
+        for name in sorted((d for d in dirs if not is_junk(d)), key=natural_key):
+            path = os.path.join(root, name)
+            real = os.path.realpath(path)
+            if real in seen:
+                if skipped is not None:
+                    skipped.append((path, f"a link to the folder '{seen[real]}', which is classified already "
+                                          "(its images are classified once, there)"))
+                continue
+            seen[real] = path
+            keep.append(name)
+        dirs[:] = keep
         for name in sorted(files, key=natural_key):
             if not is_junk(name):
                 found.append(Path(root) / name)
@@ -143,13 +163,14 @@ def classify_folder(model_path: str | os.PathLike[str], folder: str | os.PathLik
     _check_places(folder_p, csv_p, sort_p)
     exported = load_exported(model_path)
     k = min(top_k, len(exported.classes))
-    files = list_images(folder_p)
-    result = FolderResult(str(csv_p), len(files))
+    skipped: list[tuple[str, str]] = []
+    files = list_images(folder_p, skipped)
+    result = FolderResult(str(csv_p), len(files), skipped=skipped)
     csv_p.parent.mkdir(parents=True, exist_ok=True)
     # A name of its own: a second classification into the same CSV must not share (and truncate) this file.
     part = reserve_beside(csv_p)
     try:
-        with open(part, "w", newline="", encoding="utf-8") as fh:
+        with open(part, "w", newline="", encoding="utf-8", errors=NAME_BYTES) as fh:
             writer = csv.writer(fh)
             writer.writerow(CSV_COLUMNS)
             for done, path in enumerate(files, start=1):

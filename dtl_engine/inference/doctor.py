@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from dtl_engine.errors import DataError, RunError
+from dtl_engine.fileio import NAME_BYTES
 from dtl_engine.runs.folder import DOCTOR_CSV as DOCTOR_CSV  # the findings file a check writes into the run
 
 CSV_COLUMNS = ("kind", "path", "split", "label", "suggested_label", "score", "group", "detail")
@@ -131,7 +132,7 @@ def _write_rows(path: str | os.PathLike[str], columns: Sequence[str], rows: list
     out.parent.mkdir(parents=True, exist_ok=True)
     part = reserve_beside(out)              # a name of its own: two checks never write into one file
     try:
-        with open(part, "w", newline="", encoding="utf-8") as fh:
+        with open(part, "w", newline="", encoding="utf-8", errors=NAME_BYTES) as fh:
             writer = csv.writer(fh)
             writer.writerow(columns)
             writer.writerows(rows)

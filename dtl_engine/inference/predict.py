@@ -68,6 +68,9 @@ def load_exported(path: str | os.PathLike[str]) -> ExportedModel:
     except Exception as exc:  # a wrong file fails in many ways inside torch
         raise ExportError(f"'{p.name}' is not a model exported by DTL Studio.") from exc
     metadata = json.loads(extra["metadata.json"] or module.metadata_json())
+    exact = metadata.get("classes")
+    if isinstance(exact, list) and len(exact) == len(classes):
+        classes = [str(c) for c in exact]       # the folder names exactly, also those that are not UTF-8
 
     def run(images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
