@@ -356,7 +356,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     fmt = args.format or ("onnx" if args.out.lower().endswith(".onnx") else "torchscript")
     result = export_run(args.run_dir, args.out, format=fmt, overwrite=args.overwrite, verify=not args.no_verify,
-                        measure_device=args.device, latency_repeats=args.latency_runs)
+                        measure_device=args.device, latency_repeats=args.latency_runs, weights=args.weights)
     print(result.message)
     if result.verified:
         print(f"verified: yes ({result.images_checked} images, max probability difference "
@@ -382,6 +382,10 @@ def _counting_bar(desc: str) -> tuple[Any, Callable[[int, int], None]]:
     return bar, progress
 
 
+def _notice(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def cmd_predict_folder(args: argparse.Namespace) -> int:
     """``predict MODEL --folder DIR --csv OUT.csv``: classify a folder, optionally sort copies."""
     from dtl_engine.inference.classify_folder import classify_folder
@@ -396,7 +400,7 @@ def cmd_predict_folder(args: argparse.Namespace) -> int:
         try:
             result = classify_folder(args.model, args.folder, args.csv, sort_into=args.sort_into,
                                      min_confidence=args.min_confidence, top_k=args.top_k, progress=progress,
-                                     should_stop=lambda: token.stop_requested)
+                                     should_stop=lambda: token.stop_requested, on_notice=_notice)
         finally:
             bar.close()
     for path, reason in result.unreadable:
@@ -414,7 +418,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise RunError("Give one or more image files, or a folder with --folder DIR --csv OUT.csv.")
     from dtl_engine.inference.predict import predict_each
 
-    results = predict_each(args.model, args.images, top_k=args.top_k)
+    results = predict_each(args.model, args.images, top_k=args.top_k, on_notice=_notice)
     failed = [r for r in results if r.error is not None]
     if args.json:
         print(json.dumps([{"image": r.path, "top": [{"class": c, "probability": v} for c, v in r.top],
@@ -601,6 +605,9 @@ def build_parser(with_bench_options: bool = False) -> argparse.ArgumentParser:
                    help="File format (default: onnx for a .onnx name, else torchscript).")
     p.add_argument("--overwrite", action="store_true", help="Replace FILE if it exists.")
     p.add_argument("--no-verify", action="store_true", help="Skip the check in a fresh process (faster).")
+    p.add_argument("--weights", choices=("best", "last"), default="best",
+                   help="Which of the run's weights: 'best' (its result) or 'last' (its last checkpoint, e.g. when "
+                        "the best weights are missing).")
     p.add_argument("--device", choices=DEVICES, default="auto",
                    help="Where the fresh process measures the file's latency.")
     p.add_argument("--latency-runs", type=int, default=20, metavar="N",

@@ -137,7 +137,8 @@ def copy_without_overwrite(source: Path, dest_dir: Path) -> Path:
 def classify_folder(model_path: str | os.PathLike[str], folder: str | os.PathLike[str],
                     csv_path: str | os.PathLike[str], *, sort_into: str | os.PathLike[str] | None = None,
                     min_confidence: float = 0.0, top_k: int = 3, progress: ProgressFn | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> FolderResult:
+                    should_stop: Callable[[], bool] | None = None,
+                    on_notice: Callable[[str], None] | None = None) -> FolderResult:
     """Classify every image below ``folder`` with an exported model and write ``csv_path``.
 
     ``sort_into`` makes copies (never moves) in ``<sort_into>/<class>/``, or ``<sort_into>/_unsure/``
@@ -162,6 +163,8 @@ def classify_folder(model_path: str | os.PathLike[str], folder: str | os.PathLik
         raise ExportError("top_k must be at least 1.")
     _check_places(folder_p, csv_p, sort_p)
     exported = load_exported(model_path)
+    if exported.notice and on_notice is not None:
+        on_notice(exported.notice)
     k = min(top_k, len(exported.classes))
     skipped: list[tuple[str, str]] = []
     files = list_images(folder_p, skipped)
@@ -200,7 +203,13 @@ def _classify_one(path: Path, exported: Any, k: int, min_confidence: float, sort
         reason = str(exc) if isinstance(exc, DataError) else (exc.strerror or str(exc))
         result.unreadable.append((str(path), reason))
         return [str(path), "", "", "", "", reason]
-    probs = exported(pixels)[0]
+    from dtl_engine.inference.predict import NotFiniteError
+
+    try:
+        probs = exported(pixels)[0]
+    except NotFiniteError as exc:       # no class can be read from it: a row with the reason, never a copy
+        result.unreadable.append((str(path), str(exc)))
+        return [str(path), "", "", "", "", str(exc)]
     values, indices = torch.topk(probs, k)
     ranked = [(exported.classes[int(i)], float(v)) for v, i in zip(values, indices)]
     top1, confidence = ranked[0]

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from dtl_engine.data.file_stamps import check_split_files as check_split_files  # the one check; callers import it here
 from dtl_engine.errors import RunError
 
 MAX_MISTAKES = 200          # a report lists at most this many misclassified images (most confident first)
@@ -185,40 +186,6 @@ def evaluate_model(model: torch.nn.Module, samples: Sequence[tuple[str, int]], c
     evaluation.left_out = [*left_out, *failed]
     evaluation.total_images = len(samples) + len(left_out)
     return evaluation
-
-
-def check_split_files(samples: Sequence[tuple[str, int]], stamps: dict[str, tuple[int, int]]
-                      ) -> tuple[list[tuple[str, int]], list[dict[str, Any]]]:
-    """Split ``samples`` into those still on disk as they were and ``{path, reason}`` of the others.
-
-    ``stamps`` holds each file's (size, modification time) when the run was made; a file
-    without a stamp (runs made by older versions) is only checked for being there.
-    """
-    import os
-    import stat
-
-    from dtl_engine.fileio import NOT_REGULAR
-
-    kept: list[tuple[str, int]] = []
-    gone: list[dict[str, Any]] = []
-    for path, label in samples:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            gone.append({"path": path, "reason": "the file no longer exists"})
-            continue
-        except OSError as exc:
-            gone.append({"path": path, "reason": f"the file cannot be read ({exc.strerror or exc})"})
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            gone.append({"path": path, "reason": NOT_REGULAR})
-            continue
-        stamp = stamps.get(path)
-        if stamp is not None and (st.st_size, st.st_mtime_ns) != tuple(stamp):
-            gone.append({"path": path, "reason": "the file changed since the run was trained"})
-            continue
-        kept.append((path, label))
-    return kept, gone
 
 
 def evaluation_split(split: Any) -> tuple[str, list[tuple[str, int]]]:

@@ -17,6 +17,7 @@ import torch
 from dtl_engine.errors import DataError, ExportError
 from dtl_engine.fileio import NOT_REGULAR, NotRegularFileError, open_regular
 from dtl_engine.data.preprocess import preprocess, preprocess_settings
+from dtl_engine.export.payload import check_payload, torchscript_metadata
 
 
 def engine_probabilities(model: torch.nn.Module, images: torch.Tensor,
@@ -38,10 +39,20 @@ class ExportedModel:
     classes: list[str]
     metadata: dict[str, Any] = field(default_factory=dict)
     _run: Callable[[torch.Tensor], torch.Tensor] | None = None
+    notice: str | None = None       # why the file's contents could not be checked (an older export)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Probabilities; raises :class:`NotFiniteError` rather than return numbers that are not numbers."""
         assert self._run is not None        # set by the loaders below
-        return self._run(images)
+        probs = self._run(images)
+        if not bool(torch.isfinite(probs).all()):
+            raise NotFiniteError(f"The model '{Path(self.path).name}' gave no usable probabilities (NaN or "
+                                 "infinite values): the file is damaged or the model it was exported from diverged.")
+        return probs
+
+
+class NotFiniteError(ExportError):
+    """An export answered with values that are not finite numbers: no class may be read from them."""
 
 
 def load_exported(path: str | os.PathLike[str]) -> ExportedModel:
@@ -58,6 +69,8 @@ def load_exported(path: str | os.PathLike[str]) -> ExportedModel:
         return _load_onnx(p)
     if kind != "torchscript":
         raise ExportError(f"'{p.name}' is not a model exported by DTL Studio.")
+    # the contents are checked before torch reads the file: a damaged archive must not reach its loader
+    notice = check_payload(p, "torchscript", torchscript_metadata(p))
     extra = {"metadata.json": ""}
     try:
         with warnings.catch_warnings():
@@ -76,7 +89,7 @@ def load_exported(path: str | os.PathLike[str]) -> ExportedModel:
         with torch.no_grad():
             return module(images)
 
-    return ExportedModel(str(p), "torchscript", classes, metadata, run)
+    return ExportedModel(str(p), "torchscript", classes, metadata, run, notice)
 
 
 def _file_kind(p: Path) -> str:
@@ -107,13 +120,14 @@ def _load_onnx(p: Path) -> ExportedModel:
     except Exception as exc:
         raise ExportError(f"'{p.name}' is not a model exported by DTL Studio.") from exc
     name = session.get_inputs()[0].name
+    notice = check_payload(p, "onnx", metadata)
 
     def run(images: torch.Tensor) -> torch.Tensor:
         if images.dim() == 3:
             images = images.unsqueeze(0)
         return torch.from_numpy(session.run(None, {name: images.to(torch.uint8).numpy()})[0])
 
-    return ExportedModel(str(p), "onnx", classes, metadata, run)
+    return ExportedModel(str(p), "onnx", classes, metadata, run, notice)
 
 
 @dataclass
@@ -126,8 +140,11 @@ class Prediction:
 
 
 def predict_each(export_path: str | os.PathLike[str], image_paths: list[str | os.PathLike[str]],
-                 top_k: int = 3) -> list[Prediction]:
+                 top_k: int = 3, on_notice: Callable[[str], None] | None = None) -> list[Prediction]:
     """Top-k classes for each image; an unreadable image gets its reason and the others still their results.
+
+    An image the model answers with values that are not numbers gets that as its error, never a ranking.
+    ``on_notice`` hears why the file's contents could not be checked (an export older than its checksum).
 
     Raises:
         ExportError: the export cannot be loaded.
@@ -138,6 +155,8 @@ def predict_each(export_path: str | os.PathLike[str], image_paths: list[str | os
     if top_k < 1:
         raise ExportError("top_k must be at least 1.")
     exported = load_exported(export_path)
+    if exported.notice and on_notice is not None:
+        on_notice(exported.notice)
     k = min(top_k, len(exported.classes))
     # Photos are draft-decoded (JPEG DCT scaling) no smaller than the export's first resize needs.
     scale_size = (exported.metadata.get("preprocess") or {}).get("scale_size") or [0]
@@ -150,7 +169,11 @@ def predict_each(export_path: str | os.PathLike[str], image_paths: list[str | os
         except DataError as exc:
             results.append(Prediction(str(path), error=str(exc)))
             continue
-        probs = exported(pixels)[0]
+        try:
+            probs = exported(pixels)[0]
+        except NotFiniteError as exc:
+            results.append(Prediction(str(path), error=str(exc)))
+            continue
         values, indices = torch.topk(probs, k)
         results.append(Prediction(str(path), [(exported.classes[int(i)], float(v)) for v, i in zip(values, indices)]))
     return results
