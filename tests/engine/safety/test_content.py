@@ -89,6 +89,28 @@ def test_an_export_changed_inside_a_valid_archive_is_refused(made, tmp_path, cap
     _refused_without_results(code, out, err, "damaged", "checksum")
 
 
+def _onnx_available() -> bool:
+    from dtl_engine.export.onnx_format import onnx_available
+
+    return onnx_available()
+
+
+@pytest.mark.skipif(not _onnx_available(), reason="ONNX export needs the optional onnx and onnxruntime packages")
+def test_an_onnx_export_changed_after_export_is_refused(made, tmp_path, capsys):
+    import onnx
+
+    code, _, err = _cli(["export", str(made / "run"), "--out", str(tmp_path / "m.onnx"), "--no-verify"], capsys)
+    assert code == 0, err
+    photo = str(_photos(tmp_path) / "x" / "img_0.png")
+    assert _cli(["predict", str(tmp_path / "m.onnx"), photo], capsys)[0] == 0     # as written: accepted
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    weights = max(proto.graph.initializer, key=lambda t: len(t.raw_data))
+    weights.raw_data = bytes(reversed(weights.raw_data))      # a valid file, other weights
+    onnx.save(proto, str(tmp_path / "changed.onnx"))
+    code, out, err = _cli(["predict", str(tmp_path / "changed.onnx"), photo], capsys)
+    _refused_without_results(code, out, err, "damaged", "checksum")
+
+
 def test_an_older_export_without_a_checksum_still_predicts_and_says_it_cannot_be_checked(made, tmp_path, capsys):
     from dtl_engine.data.preprocess import preprocess_settings
     from dtl_engine.export.common import build_metadata
