@@ -169,3 +169,16 @@ def test_a_run_without_best_weights_exports_its_last_checkpoint_only_when_asked(
     result = _export(qtbot, page)
     assert len(asked) == 2 and result.verified
     assert load_exported(out).metadata["weights"] == "last"
+    # Try it refuses the file once its bytes changed after the export (a tensor record overwritten in place)
+    import zipfile
+
+    raw = bytearray(out.read_bytes())
+    with zipfile.ZipFile(out) as archive:
+        info = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    raw[start:start + 16] = b"\xff" * 16
+    out.write_bytes(bytes(raw))
+    page.try_images([RunFolder(run).read_split()["val"][0][0]])
+    qtbot.waitUntil(lambda: hasattr(page, "error_dialog") and page.error_dialog.isVisible(), timeout=60000)
+    assert "damaged" in page.error_dialog.message_label.text() and page.try_table.rowCount() == 0
+    page.error_dialog.close()
