@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dtl_engine.data.file_stamps import Stamp, stamp_of
 from dtl_engine.errors import DataError
 from dtl_engine.data.images import check_image
 
@@ -73,9 +74,9 @@ class ScanResult:
     warnings: list[str] = field(default_factory=list)
     ignored: int = 0  # hidden files and OS clutter passed over silently
     split_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    # (size, mtime in ns) of every usable image when it was scanned: a job given this scan
+    # the stamp (size, mtime, ctime in ns) of every usable image when it was scanned: a job given this scan
     # checks them instead of scanning again (see scan_check.scan_or_reuse).
-    stamps: dict[str, tuple[int, int]] = field(default_factory=dict)
+    stamps: dict[str, Stamp] = field(default_factory=dict)
     # modification time (ns) of every folder listed, taken just before listing it: a folder whose
     # time differs later gained or lost an entry (an image or a class added, one removed)
     folder_stamps: dict[str, int] = field(default_factory=dict)
@@ -111,7 +112,7 @@ class ScanResult:
             skipped=[SkippedFile(s["path"], s["reason"]) for s in d.get("skipped", [])],
             warnings=list(d.get("warnings", [])), ignored=int(d.get("ignored", 0)),
             split_counts={k: {c: int(n) for c, n in v.items()} for k, v in d.get("split_counts", {}).items()},
-            stamps={str(p): (int(v[0]), int(v[1])) for p, v in d.get("stamps", {}).items()},
+            stamps={str(p): tuple(int(x) for x in v) for p, v in d.get("stamps", {}).items()},
             folder_stamps={str(p): int(t) for p, t in d.get("folder_stamps", {}).items()},
         )
 
@@ -199,8 +200,8 @@ class _Walker:
         self.skipped.append(SkippedFile(str(folder), f"a link to the folder '{self.seen_as(folder)}', which is "
                                                      "scanned already (its images are counted once, there)"))
 
-    def files(self, folder: Path) -> Iterator[tuple[str, int, int]]:
-        """Yield (path, size, mtime in ns) of every file below ``folder``, depth first, in natural order."""
+    def files(self, folder: Path) -> Iterator[tuple[str, Stamp]]:
+        """Yield (path, stamp) of every file below ``folder``, depth first, in natural order (see file_stamps)."""
         if not self.enter(folder):
             self.skip_repeat(folder)
             return
@@ -222,8 +223,7 @@ class _Walker:
                         if self.found % 256 == 0:  # huge flat folders: stay responsive to cancel
                             self.stop_check()
                         self.tick(self.found, None)
-                        st = e.stat()
-                        yield e.path, st.st_size, st.st_mtime_ns
+                        yield e.path, stamp_of(e.stat())
                         continue
                 except OSError as exc:
                     self.skipped.append(SkippedFile(e.path, _folder_reason(exc)))
@@ -302,7 +302,7 @@ def scan_folder(root: str | os.PathLike[str], progress: ProgressFn | None = None
     extra_warnings: list[str] = []
 
     # Phase 1: list candidate files per (split, class) without opening them.
-    candidates: list[tuple[str, str, str, int, int]] = []  # (split, class, path, size, mtime_ns)
+    candidates: list[tuple[str, str, str, Stamp]] = []  # (split, class, path, stamp)
     class_dirs: dict[str, set[str]] = {}
     walker.enter(root_path)
     root_entries = walker.entries(root_path)
@@ -330,8 +330,8 @@ def scan_folder(root: str | os.PathLike[str], progress: ProgressFn | None = None
                 linked.add(e.name)
                 extra_warnings.append(f"The class folder '{e.name}' is a link to '{earlier}', which is scanned "
                                       f"already: its images are counted once, there, and '{e.name}' was left out.")
-            for path, size, mtime in walker.files(Path(e.path)):
-                candidates.append((split_name, e.name, path, size, mtime))
+            for path, stamp in walker.files(Path(e.path)):
+                candidates.append((split_name, e.name, path, stamp))
 
     class_parents = {str(root_path), *(str(folder) for folder in (splits or {}).values())}
     for hidden in walker.hidden_dirs:
@@ -343,13 +343,13 @@ def scan_folder(root: str | os.PathLike[str], progress: ProgressFn | None = None
     total = len(candidates)
     walker.tick(0, total, force=True)
     good: list[tuple[str, str, str]] = []
-    stamps: dict[str, tuple[int, int]] = {}
-    for i, (split_name, cls, path, size, mtime) in enumerate(candidates, 1):
+    stamps: dict[str, Stamp] = {}
+    for i, (split_name, cls, path, stamp) in enumerate(candidates, 1):
         walker.stop_check()
-        reason = check_image(path, size)
+        reason = check_image(path, stamp[0])
         if reason is None:
             good.append((split_name, cls, path))
-            stamps[path] = (size, mtime)
+            stamps[path] = stamp
         else:
             walker.skipped.append(SkippedFile(path, reason))
         walker.tick(i, total, force=(i == total))

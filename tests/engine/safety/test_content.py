@@ -191,6 +191,17 @@ def test_the_decoded_image_cache_never_serves_the_old_pixels_of_a_swapped_image(
     assert np.array_equal(np.asarray(cache.load(photo, 24)), np.asarray(cache.load(other, 24)))
 
 
+def test_a_scan_is_not_reused_once_an_image_was_swapped_behind_a_restored_time(tmp_path):
+    from dtl_engine.data.scan import scan_folder
+    from dtl_engine.data.scan_check import scan_still_valid
+
+    data = make_image_folder(tmp_path / "data", {"a": 3, "b": 3}, size=(24, 24), fmt="bmp")
+    scan = scan_folder(data)
+    assert scan_still_valid(scan, data)
+    _swap_keeping_time(data / "a" / "img_0.bmp", data / "b" / "img_0.bmp")
+    assert not scan_still_valid(scan, data)
+
+
 def test_resume_warns_about_a_training_image_that_changed_behind_a_restored_time(made, tmp_path, capsys):
     from dtl_engine.listener import StopToken
     from dtl_engine.training import train
