@@ -264,7 +264,7 @@ def build_model(backbone: str, num_classes: int, *, weights: str = "hub", rank: 
     if weights != "random":
         check_adaptable(family, backbone, kwargs)  # refuse before downloading or reading weights
     net = create_backbone(backbone, weights, **kwargs)
-    _check_image_size(backbone, net)
+    check_image_size(backbone, net)
     adapter = make_adapter(family, net, backbone)
     net.requires_grad_(False)
 
@@ -329,7 +329,7 @@ def build_model_from_spec(spec: ModelSpec, weights: str | None = None) -> DTLMod
                        data_overrides=spec.data_overrides)
 
 
-def _check_image_size(name: str, net: nn.Module) -> None:
+def check_image_size(name: str, net: nn.Module) -> None:
     """Refuse an input size the patch embedding cannot cut into whole patches (timm asserts in the forward)."""
     patch = _as_hw(tuple(getattr(net.patch_embed, "patch_size", (1, 1))))
     size = _built_size(net)

@@ -10,6 +10,7 @@ import json
 import pytest
 from image_factory import make_image_folder, tree_snapshot
 from test_fault_injection import TINY, _cli, _one_line_refusal
+from tiny_models import TINY_VIT
 
 from dtl_engine import paths
 from dtl_engine.config import TrainConfig
@@ -55,6 +56,8 @@ def test_a_training_option_out_of_range_is_one_sentence_and_leaves_nothing(tmp_p
     (["bench", "--image-size", "-1"], ["image size"]),
     (["bench", "--batch", "0"], ["batch size"]),
     (["plan", "--backbone", "test_vit", "--image-size", "0"], ["image size"]),
+    (["bench", "--backbone", "test_vit", "--model-kwargs", json.dumps(TINY_VIT[1]), "--image-size", "7", "--batch",
+      "2", "--steps", "1", "--max-steps", "1", "--device", "cpu"], ["image size", "multiple of its 4-pixel patches"]),
 ])
 def test_other_commands_check_the_same_ranges(tmp_path, capsys, argv, words):
     code, _, err = _cli(argv, capsys)
