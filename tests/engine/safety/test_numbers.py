@@ -85,3 +85,14 @@ def test_a_saved_short_run_with_the_recipes_warm_up_still_loads():
     # the quick recipe's 2 warm-up epochs in a 1-epoch run are shortened by the schedule, as before
     config = TrainConfig(data_dir="d", epochs=1)
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))).to_dict() == config.to_dict()
+
+
+def test_the_largest_seed_trains_at_the_defaults(tmp_path, capsys):
+    # the top of the seed's range must reach every seeded part (split, search, loader, numpy) without overflow
+    data = make_image_folder(tmp_path / "data", {"a": 5, "b": 5}, size=(24, 24))
+    keep = [a for i, a in enumerate(TINY) if a not in ("--augment", "--seed") and TINY[i - 1] not in ("--augment",
+                                                                                                      "--seed")]
+    seed = str(int(TrainConfig.bounds("seed")[1]))
+    code, out, err = _cli(["train", str(data), *keep, "--epochs", "1", "--seed", seed], capsys)
+    assert code == 0, err
+    assert "Finished 1 epoch(s)" in out
