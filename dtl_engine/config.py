@@ -20,10 +20,20 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
+SEED_MAX = 2 ** 32 - 1                   # numpy's seeds are unsigned 32-bit numbers
+# The learning rate may be absurd (training then stops with a sentence when it diverges) but not beyond what
+# float32 holds: 1e39 overflows in the optimizer before any check could speak.
+
+
+def _f(default: Any, help: str, *, bounds: tuple[float, float] | None = None, label: str = "", **kw: Any) -> Any:
+    """A field with its help text and, for a number, the range it must lie in (inclusive) and its name in a
+    sentence. The ranges live here only: the command line and the app's spin boxes read them."""
+    metadata: dict[str, Any] = {"help": help}
+    if bounds is not None:
+        metadata.update(bounds=bounds, label=label)
     if callable(default) and not isinstance(default, type):
-        return field(default_factory=default, metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
+        return field(default_factory=default, metadata=metadata, **kw)
+    return field(default=default, metadata=metadata, **kw)
 
 
 @dataclass
@@ -32,28 +42,39 @@ class TrainConfig:
     backbone: str = _f("vit_base_patch16_224.augreg2_in21k_ft_in1k", "Any supported timm model name.")
     weights: str = _f("hub", "'hub' (download, cached), 'random', or a path to a local weights file.")
     method: str = _f("dtl", "'dtl', 'dtl+' (adds a depthwise conv on the patch grid) or 'linear' (probe baseline).")
-    rank: int | None = _f(None, "Rank r of the low-rank side maps; None = the family default (ViT 2, Swin 4).")
-    inject_from: int | None = _f(None, "First block M whose output gets side information; None = family default.")
-    beta: float = _f(100.0, "Steepness β of the swish gate on the side network's output.")
-    fusion_kernel: int | None = _f(None, "DTL+ depthwise kernel size; None = family default (ViT 3, Swin 5).")
+    rank: int | None = _f(None, "Rank r of the low-rank side maps; None = the family default (ViT 2, Swin 4).",
+                          bounds=(1, 256), label="rank")
+    inject_from: int | None = _f(None, "First block M whose output gets side information; None = family default.",
+                                 bounds=(0, 1000), label="first injection block")
+    beta: float = _f(100.0, "Steepness β of the swish gate on the side network's output.",
+                     bounds=(0.1, 1000.0), label="swish steepness β")
+    fusion_kernel: int | None = _f(None, "DTL+ depthwise kernel size; None = family default (ViT 3, Swin 5).",
+                                   bounds=(1, 31), label="DTL+ kernel size")
     recipe: str = _f("quick", "Training recipe that fills the settings left open: 'quick' (short run, automatic "
                               "learning rate and augmentation) or 'paper' (the DTL authors' official recipe).")
-    epochs: int = _f(None, "Number of passes over the training images (recipe: quick 20, paper 100).")
-    warmup_epochs: float = _f(None, "Epochs of linear learning-rate warm-up (recipe: quick 2, paper 10).")
-    batch_size: int = _f(32, "Images per optimisation step.")
+    epochs: int = _f(None, "Number of passes over the training images (recipe: quick 20, paper 100).",
+                     bounds=(1, 10000), label="number of epochs")
+    warmup_epochs: float = _f(None, "Epochs of linear learning-rate warm-up (recipe: quick 2, paper 10).",
+                              bounds=(0.0, 10000.0), label="number of warm-up epochs")
+    batch_size: int = _f(32, "Images per optimisation step.", bounds=(1, 65536), label="batch size")
     lr: float | str = _f(None, "Peak learning rate (AdamW), or 'auto': a short search on part of the training "
-                               "images picks it.")
-    weight_decay: float = _f(0.05, "AdamW weight decay (never applied to biases and 1-D parameters).")
-    label_smoothing: float = _f(0.0, "Label smoothing of the cross-entropy loss (0 = off).")
+                               "images picks it.", bounds=(1e-12, 1e30), label="learning rate")
+    weight_decay: float = _f(0.05, "AdamW weight decay (never applied to biases and 1-D parameters).",
+                             bounds=(0.0, 10.0), label="weight decay")
+    label_smoothing: float = _f(0.0, "Label smoothing of the cross-entropy loss (0 = off).",
+                                bounds=(0.0, 0.99), label="label smoothing")
     augment: str = _f(None, "Augmentation: 'auto' (a short search decides, flips included), 'none', 'light-noflip', "
                             "'light' (crop and flips) or 'standard'.")
-    image_size: int | None = _f(None, "Input side in pixels; None = the backbone's own size.")
+    image_size: int | None = _f(None, "Input side in pixels; None = the backbone's own size.",
+                                bounds=(1, 4096), label="image size in pixels")
     precision: str = _f("auto", "'auto' (bf16/fp16 on GPUs that support it, fp32 on CPU), 'fp32', 'bf16', 'fp16'.")
     device: str = _f("auto", "'auto' (CUDA, then Apple MPS, then CPU), or force 'cuda', 'mps', 'cpu'.")
-    seed: int = _f(0, "Random seed for the split, initialisation and data order.")
-    val_fraction: float = _f(0.2, "Share of each class held out for validation (flat folder layout only).")
+    seed: int = _f(0, "Random seed for the split, initialisation and data order.", bounds=(0, SEED_MAX), label="seed")
+    val_fraction: float = _f(0.2, "Share of each class held out for validation (flat folder layout only).",
+                             bounds=(0.01, 0.99), label="validation share")
     drop_path: float = _f(None, "Stochastic depth rate on the frozen backbone "
-                                "(recipe: quick 0, paper 0.1 ViT / 0.3 Swin).")
+                                "(recipe: quick 0, paper 0.1 ViT / 0.3 Swin).",
+                                bounds=(0.0, 0.99), label="drop-path rate")
     resize: str = _f(None, "Image resize: 'backbone' (its own resize and centre crop) or 'squash' (to the input "
                            "size, no crop; the paper recipe).")
     normalize: str = _f(None, "Pixel normalisation: 'backbone' (its own mean and std) or '0.5' (mean = std = 0.5 "
@@ -69,12 +90,15 @@ class TrainConfig:
     cache_features: str = _f("auto", "Cache the frozen prefix outputs across epochs: "
                                      "'auto' (when augment is 'none'), 'on', 'off'.")
     cache_budget_mb: int = _f(2048, "Memory budget of the prefix cache; "
-                                    "beyond it the cache spills into the run folder.")
-    early_stopping: int | None = _f(None, "Stop after this many epochs without validation improvement; None = never.")
+                                    "beyond it the cache spills into the run folder.",
+                                    bounds=(0, 16_777_216), label="feature cache budget in MB")
+    early_stopping: int | None = _f(None, "Stop after this many epochs without validation improvement; None = never.",
+                                    bounds=(0, 10000), label="early stopping patience")
     num_workers: int | None = _f(None, "Data-loading worker processes; None = automatic (cores - 1, at most 8), "
-                                       "0 = load in the training thread.")
+                                       "0 = load in the training thread.",
+                                       bounds=(0, 256), label="number of loader workers")
     max_steps: int | None = _f(None, "Stop after this many optimisation steps in total (quick checks); "
-                                     "None = no limit.")
+                                     "None = no limit.", bounds=(1, 10 ** 12), label="step limit")
 
     def __post_init__(self) -> None:
         if self.recipe in RECIPES:      # an unknown recipe is reported by validate()
@@ -107,27 +131,26 @@ class TrainConfig:
              f"Precision must be one of {', '.join(PRECISIONS)}, not '{self.precision}'."),
             (self.device in DEVICES, f"Device must be one of {', '.join(DEVICES)}, not '{self.device}'."),
             (self.cache_features in ("auto", "on", "off"), "Feature cache must be 'auto', 'on' or 'off'."),
-            (self.rank is None or self.rank >= 1, "The rank must be at least 1."),
-            (self.num_workers is None or self.num_workers >= 0, "The number of loader workers cannot be negative."),
-            (self.epochs >= 1, "Train for at least one epoch."),
-            (self.batch_size >= 1, "The batch size must be at least 1."),
-            (self.lr == "auto" or (isinstance(self.lr, (int, float)) and 0 < self.lr < math.inf),
-             "The learning rate must be a positive number or 'auto'."),
-            (0.0 <= self.weight_decay < math.inf, "The weight decay cannot be negative."),
-            (0.0 <= self.label_smoothing < 1.0, "The label smoothing must be between 0 and 1."),
-            (self.early_stopping is None or self.early_stopping >= 0,
-             "The early stopping patience cannot be negative (0 or none = never)."),
-            (self.warmup_epochs >= 0, "The warm-up cannot be negative."),
-            (0.0 <= self.drop_path < 1.0, "The drop-path rate must be between 0 and 1."),
-            (0.0 < self.val_fraction < 1.0, "The validation share must be between 0 and 1."),
-            (self.fusion_kernel is None or self.fusion_kernel >= 1, "The DTL+ kernel size must be at least 1."),
-            (self.image_size is None or self.image_size >= 1, "The image size must be a positive number of pixels."),
-            (self.max_steps is None or self.max_steps >= 1,
-             "The step limit must be at least 1 (leave it out for no limit)."),
+            (self.epochs is None or not _is_number(self.epochs) or self.epochs >= 1, "Train for at least one epoch."),
         ]
         for ok, message in checks:
             if not ok:
                 raise RunError(message)
+        for f in fields(self):
+            problem = range_problem(f.name, getattr(self, f.name))
+            if problem:
+                raise RunError(problem)
+        recipe_warmup = recipe_values(self.recipe, self.backbone)["warmup_epochs"]
+        if self.warmup_epochs > self.epochs and self.warmup_epochs != recipe_warmup:
+            # the schedule ends a warm-up as long as the run one step early, and shortens the recipe's own
+            # warm-up to fit a short run; a longer one given by hand is a mistake
+            raise RunError(f"The warm-up ({_show(self.warmup_epochs)} epochs) cannot be longer than the run "
+                           f"({self.epochs} epochs).")
+
+    @staticmethod
+    def bounds(name: str) -> tuple[float, float]:
+        """The inclusive range of a numeric field (the app's spin boxes use it)."""
+        return next(f.metadata["bounds"] for f in fields(TrainConfig) if f.name == name)
 
     # --- JSON round-trip -------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -156,3 +179,30 @@ class TrainConfig:
     def help(name: str) -> str:
         """The plain-words help text of one field (tooltips, --help)."""
         return next(f.metadata["help"] for f in fields(TrainConfig) if f.name == name)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def range_problem(name: str, value: Any) -> str | None:
+    """The sentence saying why ``value`` is outside the range of the field ``name``, or None when it fits
+    (``None`` and 'auto' fit: they mean the default or the search)."""
+    spec = next(f for f in fields(TrainConfig) if f.name == name)
+    if "bounds" not in spec.metadata or value is None or value == "auto":
+        return None
+    lo, hi = spec.metadata["bounds"]
+    whole = "float" not in str(spec.type)
+    label = spec.metadata["label"]
+    if not _is_number(value) or (whole and not isinstance(value, int)):
+        kind = "a whole number" if whole else "a number"
+        return f"The {label} must be {kind} between {_show(lo)} and {_show(hi)}, not {value!r}."
+    if not (math.isfinite(value) and lo <= value <= hi):
+        return f"The {label} must be between {_show(lo)} and {_show(hi)}, not {_show(value)}."
+    return None
+
+
+def _show(value: float) -> str:
+    if isinstance(value, int) or (math.isfinite(value) and value == int(value) and abs(value) < 1e15):
+        return f"{int(value)}"
+    return f"{value:g}"

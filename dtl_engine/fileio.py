@@ -40,6 +40,9 @@ from dtl_engine.errors import DTLError, WriteRefused
 TMP_SUFFIX = ".tmp"         # atomic writes in progress
 PART_SUFFIX = ".part"       # exports in progress
 NOT_REGULAR = "not a regular file"      # the reason the folder scan gives too
+# Error handler of text files that hold file names (CSV): a name that is not valid UTF-8 (Python keeps its bytes
+# as surrogates) is written as its own bytes, and read back with the same handler it is the same name.
+NAME_BYTES = "surrogateescape"
 
 
 class NotRegularFileError(OSError):

@@ -14,7 +14,7 @@ from typing import Any
 from PySide6.QtCore import QStandardPaths, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QIcon, QPalette, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QFileDialog, QFormLayout, QGroupBox,
-                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar,
+                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox, QProgressBar,
                                QPushButton, QRadioButton, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout,
                                QWidget)
 
@@ -55,12 +55,30 @@ def run_data_folder(run_dir: str | None) -> Path | None:
     return folder if str(folder) not in ("", ".") and folder.is_dir() else None
 
 
-def run_export(run_dir: str, out_path: str, fmt: str, overwrite: bool):
-    """Export and verify (runs on a worker thread)."""
-    from dtl_engine import export
+def run_export(run_dir: str, out_path: str, fmt: str, overwrite: bool, weights: str = "best"):
+    """Export and verify (runs on a worker thread); ``weights`` "last" only when the user chose it."""
+    from dtl_engine.export.run_export import export_run
 
-    fn = export.export_onnx if fmt == "onnx" else export.export_torchscript
-    return fn(run_dir, out_path, overwrite=overwrite, verify=True)
+    return export_run(run_dir, out_path, fmt, overwrite=overwrite, verify=True, weights=weights)
+
+
+def ask_for_last_weights(parent: QWidget | None, run_dir: str) -> str | None:
+    """The weights to export: "best", or "last" when the best are missing and the user agrees; None = cancel.
+
+    The engine never exports the last checkpoint in place of missing best weights on its own, so the
+    page asks, and says which weights those are.
+    """
+    from dtl_engine.runs.folder import BEST_WEIGHTS, LAST_WEIGHTS, RunFolder
+
+    folder = RunFolder(run_dir)
+    if folder.best_weights.exists() or not folder.last_weights.exists():
+        return "best"               # (without any weights the engine says why it cannot export)
+    answer = QMessageBox.question(
+        parent, "Export the last checkpoint?",
+        f"This run has no best weights ({BEST_WEIGHTS} is missing).\nIts last checkpoint ({LAST_WEIGHTS}) can be "
+        "exported instead; it may be less accurate than the best epoch was.\nExport the last checkpoint?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+    return "last" if answer == QMessageBox.StandardButton.Yes else None
 
 
 def run_predict(export_path: str, images: list[str]):
@@ -305,9 +323,12 @@ class ExportPage(QWidget):
                 return
             overwrite = True
         run_dir, fmt = self.run_dir, self.format()
+        weights = ask_for_last_weights(self, run_dir)
+        if weights is None:
+            return
         self._set_busy(True, "Exporting and checking the file in a fresh process…")
         # The engine writes beside the target and renames at the end; closing waits for that.
-        jobs.submit(lambda _job: run_export(run_dir, out, fmt, overwrite), kind="export", what="The export",
+        jobs.submit(lambda _job: run_export(run_dir, out, fmt, overwrite, weights), kind="export", what="The export",
                     context=self, imports=("timm", "dtl_engine.training"),
                     on_done=self._export_done, on_error=self._export_failed)
 

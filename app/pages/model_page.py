@@ -41,6 +41,11 @@ def _section(text: str) -> QLabel:
     return label
 
 
+
+def _top(field: str) -> int:
+    """The largest value of a setting (TrainConfig's range), within what a spin box holds."""
+    return int(min(TrainConfig.bounds(field)[1], 2 ** 31 - 1))
+
 class ModelPage(QWidget):
     """Choose what to train and how. ``build_config(data_root)`` turns the page into a TrainConfig."""
 
@@ -166,16 +171,16 @@ class ModelPage(QWidget):
         form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         form.setHorizontalSpacing(12)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
-        self.rank = self._spin(0, 64, "rank", special="Auto")
-        self.inject_from = self._spin(-1, 64, "inject_from", special="Auto")
+        self.rank = self._spin(0, _top("rank"), "rank", special="Auto")
+        self.inject_from = self._spin(-1, _top("inject_from"), "inject_from", special="Auto")
         self.beta = QDoubleSpinBox()
-        self.beta.setRange(0.1, 1000.0)
+        self.beta.setRange(*TrainConfig.bounds("beta"))
         self.beta.setDecimals(1)
         self.beta.setValue(100.0)
         self._tip(self.beta, "beta")
         self.beta.valueChanged.connect(self._changed)
         self.beta.setMinimumWidth(150)
-        self.kernel = self._spin(-1, 15, "fusion_kernel", special="Auto", step=2)
+        self.kernel = self._spin(-1, _top("fusion_kernel"), "fusion_kernel", special="Auto", step=2)
         form.addRow("Rank r", self.rank)
         form.addRow("Injection start M", self.inject_from)
         form.addRow("Swish steepness β", self.beta)
@@ -204,8 +209,8 @@ class ModelPage(QWidget):
         af.setHorizontalSpacing(12)
         af.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
         af.setContentsMargins(16, 4, 4, 4)
-        self.epochs = self._spin(1, 1000, "epochs")
-        self.batch_size = self._spin(1, 4096, "batch_size")
+        self.epochs = self._spin(1, _top("epochs"), "epochs")
+        self.batch_size = self._spin(1, _top("batch_size"), "batch_size")
         self.recipe = QComboBox()
         for value, text in RECIPE_LABELS.items():
             self.recipe.addItem(text, value)
@@ -214,7 +219,7 @@ class ModelPage(QWidget):
         self.recipe.currentIndexChanged.connect(self._recipe_changed)
         self.lr = QDoubleSpinBox()
         self.lr.setDecimals(5)
-        self.lr.setRange(0.0, 1.0)
+        self.lr.setRange(0.0, min(1.0, TrainConfig.bounds("lr")[1]))     # 0 shows "Automatic"
         self.lr.setSpecialValueText("Automatic")    # 0 = searched on the training images
         self.lr.setSingleStep(0.0001)
         self._tip(self.lr, "lr")
@@ -222,7 +227,7 @@ class ModelPage(QWidget):
         self.lr.setMinimumWidth(150)
         self.weight_decay = QDoubleSpinBox()
         self.weight_decay.setDecimals(3)
-        self.weight_decay.setRange(0.0, 1.0)
+        self.weight_decay.setRange(*TrainConfig.bounds("weight_decay"))
         self.weight_decay.setSingleStep(0.01)
         self._tip(self.weight_decay, "weight_decay")
         self.weight_decay.valueChanged.connect(self._changed)
@@ -235,11 +240,11 @@ class ModelPage(QWidget):
         self.augment.currentIndexChanged.connect(self._changed)
         self.precision = self._combo(PRECISIONS, "precision")
         self.device = self._combo(DEVICES, "device")
-        self.seed = self._spin(0, 2 ** 31 - 1, "seed")
+        self.seed = self._spin(0, _top("seed"), "seed")
         self.val_percent = self._spin(5, 50, "val_fraction")
         self.val_percent.setSuffix(" %")
-        self.image_size = self._spin(0, 1024, "image_size", special="Backbone default", step=16)
-        self.early_stopping = self._spin(0, 1000, "early_stopping", special="Never")
+        self.image_size = self._spin(0, _top("image_size"), "image_size", special="Backbone default", step=16)
+        self.early_stopping = self._spin(0, _top("early_stopping"), "early_stopping", special="Never")
         self.checkpoint_blocks = QCheckBox("Recompute blocks (slower, less memory)")
         self._tip(self.checkpoint_blocks, "checkpoint_blocks")
         self.checkpoint_blocks.toggled.connect(self._changed)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dtl_engine import __version__
-from dtl_engine.config import AUGMENTS, DEVICES, METHODS, PRECISIONS, TrainConfig
+from dtl_engine.config import AUGMENTS, DEVICES, METHODS, PRECISIONS, TrainConfig, range_problem
 from dtl_engine.recipes import RECIPES
 from dtl_engine.errors import DTLError, RunError
 from dtl_engine.listener import RunListener, StopToken
@@ -52,6 +52,19 @@ def _lr_value(text: str) -> float | str:
 
 _lr_value.__name__ = "learning rate"
 TRAIN_OPTIONS["lr"]["type"] = _lr_value
+
+# Options of the other commands (bench, plan, bench-accuracy...) that are training settings under their own
+# name: the ranges of TrainConfig apply to them too, checked before the command starts anything.
+SETTING_OPTIONS = {"image_size": "image_size", "batch": "batch_size", "batch_size": "batch_size", "seed": "seed",
+                   "epochs": "epochs"}
+
+
+def check_setting_options(args: argparse.Namespace) -> None:
+    """Raise :class:`RunError` with the sentence of the first option outside its setting's range."""
+    for option, setting in SETTING_OPTIONS.items():
+        problem = range_problem(setting, getattr(args, option, None))
+        if problem:
+            raise RunError(problem)
 
 
 # --- progress ------------------------------------------------------------------------------
@@ -349,7 +362,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     fmt = args.format or ("onnx" if args.out.lower().endswith(".onnx") else "torchscript")
     result = export_run(args.run_dir, args.out, format=fmt, overwrite=args.overwrite, verify=not args.no_verify,
-                        measure_device=args.device, latency_repeats=args.latency_runs)
+                        measure_device=args.device, latency_repeats=args.latency_runs, weights=args.weights)
     print(result.message)
     if result.verified:
         print(f"verified: yes ({result.images_checked} images, max probability difference "
@@ -375,6 +388,10 @@ def _counting_bar(desc: str) -> tuple[Any, Callable[[int, int], None]]:
     return bar, progress
 
 
+def _notice(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def cmd_predict_folder(args: argparse.Namespace) -> int:
     """``predict MODEL --folder DIR --csv OUT.csv``: classify a folder, optionally sort copies."""
     from dtl_engine.inference.classify_folder import classify_folder
@@ -389,11 +406,13 @@ def cmd_predict_folder(args: argparse.Namespace) -> int:
         try:
             result = classify_folder(args.model, args.folder, args.csv, sort_into=args.sort_into,
                                      min_confidence=args.min_confidence, top_k=args.top_k, progress=progress,
-                                     should_stop=lambda: token.stop_requested)
+                                     should_stop=lambda: token.stop_requested, on_notice=_notice)
         finally:
             bar.close()
     for path, reason in result.unreadable:
         print(f"unreadable: {path}: {reason}")
+    for path, reason in result.skipped:
+        print(f"skipped: {path}: {reason}")
     print(result.summary())
     return EXIT_INTERRUPTED if result.cancelled else 0
 
@@ -405,7 +424,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise RunError("Give one or more image files, or a folder with --folder DIR --csv OUT.csv.")
     from dtl_engine.inference.predict import predict_each
 
-    results = predict_each(args.model, args.images, top_k=args.top_k)
+    results = predict_each(args.model, args.images, top_k=args.top_k, on_notice=_notice)
     failed = [r for r in results if r.error is not None]
     if args.json:
         print(json.dumps([{"image": r.path, "top": [{"class": c, "probability": v} for c, v in r.top],
@@ -608,6 +627,9 @@ def build_parser(with_bench_options: bool = False, prog: str = "python -m dtl_en
                    help="File format (default: onnx for a .onnx name, else torchscript).")
     p.add_argument("--overwrite", action="store_true", help="Replace FILE if it exists.")
     p.add_argument("--no-verify", action="store_true", help="Skip the check in a fresh process (faster).")
+    p.add_argument("--weights", choices=("best", "last"), default="best",
+                   help="Which of the run's weights: 'best' (its result) or 'last' (its last checkpoint, e.g. when "
+                        "the best weights are missing).")
     p.add_argument("--device", choices=DEVICES, default="auto",
                    help="Where the fresh process measures the file's latency.")
     p.add_argument("--latency-runs", type=int, default=20, metavar="N",
@@ -709,14 +731,24 @@ def build_parser(with_bench_options: bool = False, prog: str = "python -m dtl_en
     return parser
 
 
+def _printable_streams() -> None:
+    """A file name that is not valid UTF-8 prints as escapes (``\\udcff``) instead of ending the command."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", "strict") == "strict":
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m dtl_engine") -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input, 130 stopped)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    _printable_streams()
     # Import the benchmark (torch, peft) only when it is asked for.
     positional = [a for a in argv if not a.startswith("-")]
     parser = build_parser(with_bench_options=bool(positional) and positional[0] == "bench", prog=prog)
     args = parser.parse_args(argv)
     try:
+        check_setting_options(args)
         return int(args.func(args) or 0)
     except DTLError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -26,6 +26,7 @@ from dtl_engine.data.disk_store import (  # noqa: F401
     set_budget_mb,
 )
 from dtl_engine import fileio
+from dtl_engine.data.file_stamps import cache_key
 from dtl_engine.data.images import load_image
 from dtl_engine.paths import feature_cache_dir, image_cache_dir
 
@@ -62,7 +63,8 @@ class ImageCache(DiskStore):
         super().__init__(folder if folder is not None else image_cache_dir(), budget_bytes)
 
     def entry_path(self, path: str | os.PathLike[str], side: int, st: os.stat_result) -> Path:
-        return self.path_for(f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{side}\0{FORMAT_VERSION}")
+        # keyed on the file's change time too: content swapped with its mtime restored is a new entry
+        return self.path_for(f"{os.path.abspath(path)}\0{cache_key(st)}\0{side}\0{FORMAT_VERSION}")
 
     def load(self, path: str | os.PathLike[str], side: int) -> Image.Image:
         """The image at ``path`` (upright RGB, short side at most ``side``), from the cache when possible.

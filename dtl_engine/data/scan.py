@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dtl_engine.data.file_stamps import Stamp, stamp_of
 from dtl_engine.errors import DataError
 from dtl_engine.data.images import check_image
 
@@ -74,9 +75,9 @@ class ScanResult:
     warnings: list[str] = field(default_factory=list)
     ignored: int = 0  # hidden files and OS clutter passed over silently
     split_counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    # (size, mtime in ns) of every usable image when it was scanned: a job given this scan
+    # the stamp (size, mtime, ctime in ns) of every usable image when it was scanned: a job given this scan
     # checks them instead of scanning again (see scan_check.scan_or_reuse).
-    stamps: dict[str, tuple[int, int]] = field(default_factory=dict)
+    stamps: dict[str, Stamp] = field(default_factory=dict)
     # modification time (ns) of every folder listed, taken just before listing it: a folder whose
     # time differs later gained or lost an entry (an image or a class added, one removed)
     folder_stamps: dict[str, int] = field(default_factory=dict)
@@ -112,7 +113,7 @@ class ScanResult:
             skipped=[SkippedFile(s["path"], s["reason"]) for s in d.get("skipped", [])],
             warnings=list(d.get("warnings", [])), ignored=int(d.get("ignored", 0)),
             split_counts={k: {c: int(n) for c, n in v.items()} for k, v in d.get("split_counts", {}).items()},
-            stamps={str(p): (int(v[0]), int(v[1])) for p, v in d.get("stamps", {}).items()},
+            stamps={str(p): tuple(int(x) for x in v) for p, v in d.get("stamps", {}).items()},
             folder_stamps={str(p): int(t) for p, t in d.get("folder_stamps", {}).items()},
         )
 
@@ -145,7 +146,7 @@ class _Walker:
 
     def __init__(self, progress: ProgressFn | None, should_stop: StopFn | None) -> None:
         self.progress, self.should_stop = progress, should_stop
-        self.visited: set[str] = set()
+        self.visited: dict[str, str] = {}     # real path of each folder entered -> the path it was entered by
         self.ignored = 0
         self.found = 0
         self.skipped: list[SkippedFile] = []
@@ -188,12 +189,22 @@ class _Walker:
         real = os.path.realpath(folder)
         if real in self.visited:
             return False
-        self.visited.add(real)
+        self.visited[real] = str(folder)
         return True
 
-    def files(self, folder: Path) -> Iterator[tuple[str, int, int]]:
-        """Yield (path, size, mtime in ns) of every file below ``folder``, depth first, in natural order."""
+    def seen_as(self, folder: Path) -> str | None:
+        """The path by which the folder ``folder`` leads to was entered already, or None."""
+        return self.visited.get(os.path.realpath(folder))
+
+    def skip_repeat(self, folder: Path) -> None:
+        """A link to a folder entered already (a loop, or a second way in) is named, never passed over silently."""
+        self.skipped.append(SkippedFile(str(folder), f"a link to the folder '{self.seen_as(folder)}', which is "
+                                                     "scanned already (its images are counted once, there)"))
+
+    def files(self, folder: Path) -> Iterator[tuple[str, Stamp]]:
+        """Yield (path, stamp) of every file below ``folder``, depth first, in natural order (see file_stamps)."""
         if not self.enter(folder):
+            self.skip_repeat(folder)
             return
         stack = [folder]
         while stack:
@@ -205,14 +216,15 @@ class _Walker:
                     if e.is_dir():
                         if self.enter(Path(e.path)):
                             subdirs.append(Path(e.path))
+                        else:
+                            self.skip_repeat(Path(e.path))
                         continue
                     if e.is_file():
                         self.found += 1
                         if self.found % 256 == 0:  # huge flat folders: stay responsive to cancel
                             self.stop_check()
                         self.tick(self.found, None)
-                        st = e.stat()
-                        yield e.path, st.st_size, st.st_mtime_ns
+                        yield e.path, stamp_of(e.stat())
                         continue
                 except OSError as exc:
                     self.skipped.append(SkippedFile(e.path, _folder_reason(exc)))
@@ -291,7 +303,7 @@ def scan_folder(root: str | os.PathLike[str], progress: ProgressFn | None = None
     extra_warnings: list[str] = []
 
     # Phase 1: list candidate files per (split, class) without opening them.
-    candidates: list[tuple[str, str, str, int, int]] = []  # (split, class, path, size, mtime_ns)
+    candidates: list[tuple[str, str, str, Stamp]] = []  # (split, class, path, stamp)
     class_dirs: dict[str, set[str]] = {}
     walker.enter(root_path)
     root_entries = walker.entries(root_path)
@@ -304,16 +316,23 @@ def scan_folder(root: str | os.PathLike[str], progress: ProgressFn | None = None
             walker.skipped.append(SkippedFile(e.path, "lies directly in the chosen folder, not in a class sub-folder"))
         elif splits and Path(e.path) not in splits.values():
             extra_warnings.append(f"The folder '{e.name}' is not train, val or test and was ignored.")
+    linked: set[str] = set()    # class folders that are links to a folder another class holds
     for split_name, entries in groups:
-        for e in entries:
+        # real folders first: a class folder that links to another class never takes that class's images
+        for e in sorted(entries, key=lambda e: e.is_symlink()):
             if not e.is_dir():
                 if splits:
                     walker.skipped.append(SkippedFile(
                         e.path, f"lies directly in the '{split_name}' folder, not in a class sub-folder"))
                 continue
             class_dirs.setdefault(e.name, set()).add(split_name)
-            for path, size, mtime in walker.files(Path(e.path)):
-                candidates.append((split_name, e.name, path, size, mtime))
+            earlier = walker.seen_as(Path(e.path))
+            if earlier is not None:
+                linked.add(e.name)
+                extra_warnings.append(f"The class folder '{e.name}' is a link to '{earlier}', which is scanned "
+                                      f"already: its images are counted once, there, and '{e.name}' was left out.")
+            for path, stamp in walker.files(Path(e.path)):
+                candidates.append((split_name, e.name, path, stamp))
 
     class_parents = {str(root_path), *(str(folder) for folder in (splits or {}).values())}
     for hidden in walker.hidden_dirs:
@@ -325,25 +344,25 @@ def scan_folder(root: str | os.PathLike[str], progress: ProgressFn | None = None
     total = len(candidates)
     walker.tick(0, total, force=True)
     good: list[tuple[str, str, str]] = []
-    stamps: dict[str, tuple[int, int]] = {}
-    for i, (split_name, cls, path, size, mtime) in enumerate(candidates, 1):
+    stamps: dict[str, Stamp] = {}
+    for i, (split_name, cls, path, stamp) in enumerate(candidates, 1):
         walker.stop_check()
-        reason = check_image(path, size)
+        reason = check_image(path, stamp[0])
         if reason is None:
             good.append((split_name, cls, path))
-            stamps[path] = (size, mtime)
+            stamps[path] = stamp
         else:
             walker.skipped.append(SkippedFile(path, reason))
         walker.tick(i, total, force=(i == total))
 
     del candidates
-    result = _assemble(root_path, layout, class_dirs, good, walker, extra_warnings)
+    result = _assemble(root_path, layout, class_dirs, good, walker, extra_warnings, linked)
     result.stamps, result.folder_stamps = stamps, walker.folder_stamps
     return result
 
 
 def _assemble(root: Path, layout: str, class_dirs: dict[str, set[str]], good: list[tuple[str, str, str]],
-              walker: _Walker, warnings: list[str]) -> ScanResult:
+              walker: _Walker, warnings: list[str], linked: set[str] | None = None) -> ScanResult:
     per_split: dict[str, dict[str, int]] = {}
     for split_name, cls, _ in good:
         per_split.setdefault(split_name, {}).setdefault(cls, 0)
@@ -365,7 +384,8 @@ def _assemble(root: Path, layout: str, class_dirs: dict[str, set[str]], good: li
         raise DataError(f"'{root.name}' has only one class folder with images ('{only}'){extra}; "
                         "a classifier needs at least two.")
     for c in empty:
-        warnings.append(f"The class folder '{c}' has no usable images and was left out.")
+        if c not in (linked or set()):          # a linked class has its own warning, naming both folders
+            warnings.append(f"The class folder '{c}' has no usable images and was left out.")
 
     label = {c: i for i, c in enumerate(classes)}
     items: dict[str, list[tuple[str, int]]] = {}

@@ -1,6 +1,7 @@
 """No second scan: a run reuses the scan the app has just made when the folder has not changed.
 
-The scan records every usable image's size and modification time, and the time
+The scan records every usable image's stamp (size, modification and change time, see
+:mod:`dtl_engine.data.file_stamps`), and the modification time
 of every folder it listed; the check costs one ``stat`` per image and folder instead
 of opening every file again. Anything different (a file changed, gone or added, a folder added, or
 a scan of another folder) means a fresh scan.
@@ -11,11 +12,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dtl_engine.data.file_stamps import unchanged
 from dtl_engine.data.scan import ScanResult, StopFn, scan_folder
 
 
 def scan_still_valid(scan: ScanResult, root: str | os.PathLike[str]) -> bool:
-    """True when ``scan`` is of ``root`` and every image in it still has its scanned size and mtime."""
+    """True when ``scan`` is of ``root`` and every image in it still has its scanned stamp."""
     try:
         if Path(scan.root) != Path(root).expanduser().resolve():
             return False
@@ -23,12 +25,12 @@ def scan_still_valid(scan: ScanResult, root: str | os.PathLike[str]) -> bool:
         return False
     if not scan.stamps or len(scan.stamps) != scan.num_images:
         return False                       # an old scan without stamps cannot be checked
-    for path, (size, mtime) in scan.stamps.items():
+    for path, stamp in scan.stamps.items():
         try:
             st = os.stat(path)
         except OSError:
             return False
-        if st.st_size != size or st.st_mtime_ns != mtime:
+        if not unchanged(stamp, st):
             return False
     return _folders_unchanged(scan)
 

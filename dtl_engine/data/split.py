@@ -1,14 +1,11 @@
 """Train / validation / test split: stratified and seeded for a flat folder, as given for train/val folders."""
 from __future__ import annotations
 
-import os
 import random
-import stat
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from dtl_engine.errors import DataError
-from dtl_engine.fileio import NOT_REGULAR
 from dtl_engine.data.scan import ScanResult
 
 Sample = tuple[str, int]
@@ -60,7 +57,9 @@ def stratified_split(samples: list[Sample], val_fraction: float, seed: int,
     for label in sorted(by_class):
         paths = sorted(by_class[label])
         name = class_names[label] if label < len(class_names) else str(label)
-        random.Random(f"{seed}:{name}").shuffle(paths)
+        # seeded by the name's bytes: a folder name that is not UTF-8 (kept as surrogates) seeds as well,
+        # and a UTF-8 name gives the same shuffle as seeding with the text
+        random.Random(f"{seed}:{name}".encode("utf-8", "surrogateescape")).shuffle(paths)
         n = len(paths)
         n_val = min(max(round(n * val_fraction), 1), n - 1) if n >= 2 else 0
         if n_val == 0:
@@ -97,32 +96,3 @@ def make_split(scan: ScanResult, val_fraction: float = 0.2, seed: int = 0) -> Sp
         return Split(train=train, val=val, test=test, seed=seed, val_fraction=val_fraction,
                      layout="split", warnings=warnings)
     return Split(train=train, val=val, test=test, seed=seed, val_fraction=None, layout="split")
-
-
-def check_split_files(samples: Sequence[tuple[str, int]], stamps: dict[str, tuple[int, int]]
-                      ) -> tuple[list[tuple[str, int]], list[dict[str, Any]]]:
-    """Split ``samples`` into those still on disk as they were and ``{path, reason}`` of the others.
-
-    ``stamps`` holds each file's (size, modification time) when the run was made; a file
-    without a stamp (runs made by older versions) is only checked for being there.
-    """
-    kept: list[tuple[str, int]] = []
-    gone: list[dict[str, Any]] = []
-    for path, label in samples:
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            gone.append({"path": path, "reason": "the file no longer exists"})
-            continue
-        except OSError as exc:
-            gone.append({"path": path, "reason": f"the file cannot be read ({exc.strerror or exc})"})
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            gone.append({"path": path, "reason": NOT_REGULAR})
-            continue
-        stamp = stamps.get(path)
-        if stamp is not None and (st.st_size, st.st_mtime_ns) != tuple(stamp):
-            gone.append({"path": path, "reason": "the file changed since the run was trained"})
-            continue
-        kept.append((path, label))
-    return kept, gone

@@ -60,6 +60,12 @@ class ExportResult:
         return lines
 
 
+def printable_name(name: str) -> str:
+    """A class name as TorchScript can hold it (valid UTF-8): a byte of a folder name that is not UTF-8 is
+    written as ``\\xNN``. The exact names travel in the export's metadata (JSON, escaped), which loading prefers."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def build_metadata(model: Any, classes: list[str], extra: dict[str, Any] | None, fmt: str,
                    settings: dict[str, Any]) -> dict[str, Any]:
     """Metadata embedded in every export: classes, run facts and the preprocessing used."""

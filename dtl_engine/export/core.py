@@ -11,8 +11,8 @@ from dtl_engine.errors import ExportError
 from dtl_engine.fileio import discard, publish, publish_new
 from dtl_engine.data.preprocess import preprocess_settings
 from dtl_engine.model.probabilities import engine_probabilities
-from dtl_engine.export.common import (TOLERANCE, ExportResult, build_metadata, check_destination, synthetic_batch,
-                                      temp_path_beside)
+from dtl_engine.export.common import (TOLERANCE, ExportResult, build_metadata, check_destination, printable_name,
+                                      synthetic_batch, temp_path_beside)
 from dtl_engine.export.verify import check_in_fresh_process, compare, measure_options
 
 FORMATS = ("torchscript", "onnx")
@@ -69,7 +69,8 @@ def export_model(model: torch.nn.Module, classes: list[str], out_path: str | os.
                 produced, report = check_in_fresh_process(tmp, format, images)
             worst = compare(reference, produced)
             checked = sum(int(x.shape[0]) for x in images)
-            if report["classes"] != list(classes):
+            names = [printable_name(c) for c in classes] if format == "torchscript" else list(classes)
+            if report["classes"] != names:
                 raise ExportError("The exported file does not carry the right class names.")
             if report["foreign"]:
                 raise ExportError(f"The exported file needs more than torch to load ({', '.join(report['foreign'])}).")

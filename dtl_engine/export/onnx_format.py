@@ -76,8 +76,11 @@ def write_onnx(model: torch.nn.Module, settings: dict[str, Any], classes: list[s
                               input_names=["images"], output_names=["probabilities"],
                               dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"},
                                             "probabilities": {0: "batch"}})
+        from dtl_engine.export.payload import PAYLOAD_KEY, onnx_digest
+
         proto = onnx.load(str(path))
-        for key, value in (("metadata.json", json.dumps(metadata)), ("classes", json.dumps(list(classes)))):
+        sealed = {**metadata, PAYLOAD_KEY: onnx_digest(proto)}
+        for key, value in (("metadata.json", json.dumps(sealed)), ("classes", json.dumps(list(classes)))):
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(proto, str(path))

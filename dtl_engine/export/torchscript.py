@@ -21,6 +21,7 @@ from torch import nn
 from dtl_engine import fileio
 from dtl_engine.errors import ExportError
 from dtl_engine.data.preprocess import preprocess
+from dtl_engine.export.common import printable_name
 
 
 class ExportedClassifier(nn.Module):
@@ -39,7 +40,7 @@ class ExportedClassifier(nn.Module):
         self.mean = [float(v) for v in settings["mean"]]
         self.std = [float(v) for v in settings["std"]]
         self.interpolation = str(settings["interpolation"])
-        self.classes = [str(c) for c in classes]
+        self.classes = [printable_name(str(c)) for c in classes]
         self.metadata_text = json.dumps(metadata)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -87,18 +88,28 @@ def write_torchscript(model: nn.Module, settings: dict[str, Any], classes: list[
     The archive is built in memory and written through a Python file object after a
     free-space check: torch's own file writer aborts the whole process on a full disk.
     """
+    from dtl_engine.export.payload import PAYLOAD_KEY, torchscript_digest
+
     scripted = build_scripted(model, settings, classes, metadata)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        # torch marks TorchScript deprecated; it still is the torch-only format
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(scripted, buffer, _extra_files={"metadata.json": json.dumps(metadata, indent=2)})
-    data = buffer.getbuffer()
+    # saved twice: the digest of the first archive's payload goes into the second one's metadata
+    digest = torchscript_digest(_archive(scripted, metadata))
+    data = _archive(scripted, {**metadata, PAYLOAD_KEY: digest})
+    if torchscript_digest(data) != digest:
+        raise ExportError("The TorchScript archive came out different when written twice; it was not saved.")
     check_free_space(path.parent, len(data))
     with fileio.open_temp(path) as fh:          # the temporary the export reserved
         fileio.write_all(fh, data)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _archive(scripted: torch.jit.ScriptModule, metadata: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # torch marks TorchScript deprecated; it still is the torch-only format
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(scripted, buffer, _extra_files={"metadata.json": json.dumps(metadata, indent=2)})
+    return buffer.getvalue()
 
 
 def check_free_space(folder: Path, needed: int) -> None:

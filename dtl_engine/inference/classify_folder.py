@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dtl_engine.errors import DataError, ExportError
+from dtl_engine.fileio import NAME_BYTES
 
 UNSURE = "_unsure"
 CSV_COLUMNS = ("path", "top1", "confidence", "top_k", "copied_to", "error")
@@ -40,6 +41,7 @@ class FolderResult:
     unsure: int = 0                              # below min_confidence (copied to _unsure when sorting)
     copied: int = 0
     unreadable: list[tuple[str, str]] = field(default_factory=list)   # (path, reason)
+    skipped: list[tuple[str, str]] = field(default_factory=list)      # folders left out: (path, reason)
     cancelled: bool = False
     partial: bool = False                        # csv_path holds only the rows done (stopped or failed)
 
@@ -57,6 +59,8 @@ class FolderResult:
             text += f" {self.copied} copies made."
         if self.unreadable:
             text += f" {len(self.unreadable)} files could not be read."
+        if self.skipped:
+            text += f" {len(self.skipped)} linked folders were left out (already classified)."
         return text + (f" Results so far (partial): {self.csv_path}" if self.partial else f" Results: {self.csv_path}")
 
 
@@ -64,13 +68,29 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Every regular file below ``folder`` (hidden files and OS clutter skipped), in a stable order."""
+def list_images(folder: Path, skipped: list[tuple[str, str]] | None = None) -> list[Path]:
+    """Every file below ``folder`` (hidden files and OS clutter skipped), in a stable order.
+
+    Linked folders are followed, each real folder once: a link back to a folder already listed (a loop, or
+    a second way into the same folder) is left out and named in ``skipped`` with the reason.
+    """
     from dtl_engine.data.scan import is_junk, natural_key
 
     found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted((d for d in dirs if not is_junk(d)), key=natural_key)
+    seen = {os.path.realpath(folder): str(folder)}
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        keep = []
+        for name in sorted((d for d in dirs if not is_junk(d)), key=natural_key):
+            path = os.path.join(root, name)
+            real = os.path.realpath(path)
+            if real in seen:
+                if skipped is not None:
+                    skipped.append((path, f"a link to the folder '{seen[real]}', which is classified already "
+                                          "(its images are classified once, there)"))
+                continue
+            seen[real] = path
+            keep.append(name)
+        dirs[:] = keep
         for name in sorted(files, key=natural_key):
             if not is_junk(name):
                 found.append(Path(root) / name)
@@ -132,7 +152,8 @@ class _CopyFailed(Exception):
 def classify_folder(model_path: str | os.PathLike[str], folder: str | os.PathLike[str],
                     csv_path: str | os.PathLike[str], *, sort_into: str | os.PathLike[str] | None = None,
                     min_confidence: float = 0.0, top_k: int = 3, progress: ProgressFn | None = None,
-                    should_stop: Callable[[], bool] | None = None, overwrite: bool = False) -> FolderResult:
+                    should_stop: Callable[[], bool] | None = None, overwrite: bool = False,
+                    on_notice: Callable[[str], None] | None = None) -> FolderResult:
     """Classify every image below ``folder`` with an exported model and write ``csv_path``.
 
     ``sort_into`` makes copies (never moves) in ``<sort_into>/<class>/``, or ``<sort_into>/_unsure/``
@@ -157,10 +178,13 @@ def classify_folder(model_path: str | os.PathLike[str], folder: str | os.PathLik
         raise ExportError("top_k must be at least 1.")
     _check_places(folder_p, csv_p, sort_p, overwrite)
     exported = load_exported(model_path)
+    if exported.notice and on_notice is not None:
+        on_notice(exported.notice)
     side = loading_side(exported)
     k = min(top_k, len(exported.classes))
-    files = list_images(folder_p)
-    result = FolderResult(str(csv_p), len(files))
+    skipped: list[tuple[str, str]] = []
+    files = list_images(folder_p, skipped)
+    result = FolderResult(str(csv_p), len(files), skipped=skipped)
     fileio.make_folder(csv_p.parent)
     failure: _CopyFailed | None = None
     rows = 0
@@ -169,7 +193,7 @@ def classify_folder(model_path: str | os.PathLike[str], folder: str | os.PathLik
         # and a killed pass leaves a temporary the next one removes, never a truncated CSV.
         part = fileio.reserve_beside(csv_p)
         try:
-            with fileio.open_temp(part, "w", newline="", encoding="utf-8") as fh:
+            with fileio.open_temp(part, "w", newline="", encoding="utf-8", errors=NAME_BYTES) as fh:
                 writer = csv.writer(fh)
                 writer.writerow(CSV_COLUMNS)
                 for done, path in enumerate(files, start=1):
@@ -211,7 +235,13 @@ def _classify_one(path: Path, exported: Any, k: int, min_confidence: float, sort
         reason = str(exc) if isinstance(exc, DataError) else (exc.strerror or str(exc))
         result.unreadable.append((str(path), reason))
         return [str(path), "", "", "", "", reason]
-    probs = exported(pixels)[0]
+    from dtl_engine.inference.predict import NotFiniteError
+
+    try:
+        probs = exported(pixels)[0]
+    except NotFiniteError as exc:       # no class can be read from it: a row with the reason, never a copy
+        result.unreadable.append((str(path), str(exc)))
+        return [str(path), "", "", "", "", str(exc)]
     values, indices = torch.topk(probs, k)
     ranked = [(exported.classes[int(i)], float(v)) for v, i in zip(values, indices)]
     top1, confidence = ranked[0]

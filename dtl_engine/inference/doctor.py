@@ -32,6 +32,7 @@ import torch
 
 from dtl_engine.data.scan import IMBALANCE_RATIO
 from dtl_engine.errors import DataError, RunError
+from dtl_engine.fileio import NAME_BYTES
 from dtl_engine.runs.folder import DOCTOR_CSV as DOCTOR_CSV  # the findings file a check writes into the run
 
 CSV_COLUMNS = ("kind", "path", "split", "label", "suggested_label", "score", "group", "detail")
@@ -129,7 +130,7 @@ def _write_rows(path: str | os.PathLike[str], columns: Sequence[str], rows: list
     make_folder(out.parent)
     part = reserve_beside(out)              # a name of its own: two checks never write into one file
     try:
-        with open_temp(part, "w", newline="", encoding="utf-8") as fh:
+        with open_temp(part, "w", newline="", encoding="utf-8", errors=NAME_BYTES) as fh:
             writer = csv.writer(fh)
             writer.writerow(columns)
             writer.writerows(rows)

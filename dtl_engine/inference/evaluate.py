@@ -19,8 +19,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from dtl_engine.data.file_stamps import check_split_files
 from dtl_engine.errors import RunError
-from dtl_engine.data.split import check_split_files
 
 MAX_MISTAKES = 200          # a report lists at most this many misclassified images (most confident first)
 

@@ -16,6 +16,7 @@ import torch
 
 from dtl_engine.errors import DataError, ExportError
 from dtl_engine.fileio import NOT_REGULAR, NotRegularFileError, open_regular
+from dtl_engine.export.payload import check_payload, torchscript_metadata
 
 
 @dataclass
@@ -27,10 +28,20 @@ class ExportedModel:
     classes: list[str]
     metadata: dict[str, Any] = field(default_factory=dict)
     _run: Callable[[torch.Tensor], torch.Tensor] | None = None
+    notice: str | None = None       # why the file's contents could not be checked (an older export)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Probabilities; raises :class:`NotFiniteError` rather than return numbers that are not numbers."""
         assert self._run is not None        # set by the loaders below
-        return self._run(images)
+        probs = self._run(images)
+        if not bool(torch.isfinite(probs).all()):
+            raise NotFiniteError(f"The model '{Path(self.path).name}' gave no usable probabilities (NaN or "
+                                 "infinite values): the file is damaged or the model it was exported from diverged.")
+        return probs
+
+
+class NotFiniteError(ExportError):
+    """An export answered with values that are not finite numbers: no class may be read from them."""
 
 
 def load_exported(path: str | os.PathLike[str]) -> ExportedModel:
@@ -47,6 +58,8 @@ def load_exported(path: str | os.PathLike[str]) -> ExportedModel:
         return _load_onnx(p)
     if kind != "torchscript":
         raise ExportError(f"'{p.name}' is not a model exported by DTL Studio.")
+    # the contents are checked before torch reads the file: a damaged archive must not reach its loader
+    notice = check_payload(p, "torchscript", torchscript_metadata(p))
     extra = {"metadata.json": ""}
     try:
         with warnings.catch_warnings():
@@ -57,12 +70,15 @@ def load_exported(path: str | os.PathLike[str]) -> ExportedModel:
     except Exception as exc:  # a wrong file fails in many ways inside torch
         raise ExportError(f"'{p.name}' is not a model exported by DTL Studio.") from exc
     metadata = json.loads(extra["metadata.json"] or module.metadata_json())
+    exact = metadata.get("classes")
+    if isinstance(exact, list) and len(exact) == len(classes):
+        classes = [str(c) for c in exact]       # the folder names exactly, also those that are not UTF-8
 
     def run(images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return module(images)
 
-    return ExportedModel(str(p), "torchscript", classes, metadata, run)
+    return ExportedModel(str(p), "torchscript", classes, metadata, run, notice)
 
 
 def _file_kind(p: Path) -> str:
@@ -93,13 +109,14 @@ def _load_onnx(p: Path) -> ExportedModel:
     except Exception as exc:
         raise ExportError(f"'{p.name}' is not a model exported by DTL Studio.") from exc
     name = session.get_inputs()[0].name
+    notice = check_payload(p, "onnx", metadata)
 
     def run(images: torch.Tensor) -> torch.Tensor:
         if images.dim() == 3:
             images = images.unsqueeze(0)
         return torch.from_numpy(session.run(None, {name: images.to(torch.uint8).numpy()})[0])
 
-    return ExportedModel(str(p), "onnx", classes, metadata, run)
+    return ExportedModel(str(p), "onnx", classes, metadata, run, notice)
 
 
 def loading_side(exported: ExportedModel) -> int | None:
@@ -125,8 +142,11 @@ class Prediction:
 
 
 def predict_each(export_path: str | os.PathLike[str], image_paths: list[str | os.PathLike[str]],
-                 top_k: int = 3) -> list[Prediction]:
+                 top_k: int = 3, on_notice: Callable[[str], None] | None = None) -> list[Prediction]:
     """Top-k classes for each image; an unreadable image gets its reason and the others still their results.
+
+    An image the model answers with values that are not numbers gets that as its error, never a ranking.
+    ``on_notice`` hears why the file's contents could not be checked (an export older than its checksum).
 
     Raises:
         ExportError: the export cannot be loaded.
@@ -136,6 +156,8 @@ def predict_each(export_path: str | os.PathLike[str], image_paths: list[str | os
     if top_k < 1:
         raise ExportError("top_k must be at least 1.")
     exported = load_exported(export_path)
+    if exported.notice and on_notice is not None:
+        on_notice(exported.notice)
     k = min(top_k, len(exported.classes))
     side = loading_side(exported)
     results: list[Prediction] = []
@@ -146,7 +168,11 @@ def predict_each(export_path: str | os.PathLike[str], image_paths: list[str | os
         except DataError as exc:
             results.append(Prediction(str(path), error=str(exc)))
             continue
-        probs = exported(pixels)[0]
+        try:
+            probs = exported(pixels)[0]
+        except NotFiniteError as exc:
+            results.append(Prediction(str(path), error=str(exc)))
+            continue
         values, indices = torch.topk(probs, k)
         results.append(Prediction(str(path), [(exported.classes[int(i)], float(v)) for v, i in zip(values, indices)]))
     return results

@@ -265,6 +265,7 @@ def build_model(backbone: str, num_classes: int, *, weights: str = "hub", rank: 
     if weights != "random":
         check_adaptable(family, backbone, kwargs)  # refuse before downloading or reading weights
     net = create_backbone(backbone, weights, **kwargs)
+    check_image_size(backbone, net)
     adapter = make_adapter(family, net, backbone)
     net.requires_grad_(False)
 
@@ -327,6 +328,17 @@ def build_model_from_spec(spec: ModelSpec, weights: str | None = None) -> DTLMod
                        image_size=spec.image_size, checkpoint_blocks=spec.checkpoint_blocks,
                        low_precision_taps=spec.low_precision_taps, model_kwargs=spec.model_kwargs,
                        data_overrides=spec.data_overrides)
+
+
+def check_image_size(name: str, net: nn.Module) -> None:
+    """Refuse an input size the patch embedding cannot cut into whole patches (timm asserts in the forward)."""
+    patch = _as_hw(tuple(getattr(net.patch_embed, "patch_size", (1, 1))))
+    size = _built_size(net)
+    if size[0] % patch[0] or size[1] % patch[1] or min(size) < min(patch):
+        step = max(patch)
+        fits = max(step, round(min(size) / step) * step)
+        raise BackboneError(f"The image size {size[0]}×{size[1]} does not fit '{name}': each side must be a "
+                            f"multiple of its {step}-pixel patches (for example {fits}).")
 
 
 def _check_settings(name: str, depth: int, rank: int, tap_from: int, inject_from: int,

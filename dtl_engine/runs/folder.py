@@ -212,21 +212,24 @@ class RunFolder:
         return data
 
     def write_split(self, split: dict[str, Any]) -> None:
-        """Write the split with each file's (size, modification time) as it is now, to detect later changes."""
+        """Write the split with each file's stamp as it is now, to detect later changes (see data.file_stamps)."""
+        from dtl_engine.data.file_stamps import stamp_of
+
         files: dict[str, list[int]] = {}
         for part in ("train", "val", "test"):
             for path, _label in split.get(part, []):
                 try:
-                    st = os.stat(path)
-                    files[str(path)] = [st.st_size, st.st_mtime_ns]
+                    files[str(path)] = list(stamp_of(os.stat(path)))
                 except OSError:
                     continue
         self._write(SPLIT, {**split, "files": files})
 
-    def read_file_stamps(self) -> dict[str, tuple[int, int]]:
-        """(size, modification time in ns) of each split file when the run was made ({} for older runs)."""
+    def read_file_stamps(self) -> dict[str, tuple[int, ...]]:
+        """The stamp of each split file when the run was made: (size, mtime, ctime) in ns, or (size, mtime) for
+        runs made before the change time was kept ({} for older runs still)."""
         files = self._read(SPLIT, dict).get("files") or {}
-        return {str(p): (int(v[0]), int(v[1])) for p, v in files.items() if isinstance(v, list) and len(v) == 2}
+        return {str(p): tuple(int(x) for x in v) for p, v in files.items()
+                if isinstance(v, list) and len(v) in (2, 3) and all(isinstance(x, int) for x in v)}
 
     def read_spec(self) -> dict[str, Any]:
         return self._read(SPEC, dict)

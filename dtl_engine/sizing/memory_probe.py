@@ -161,8 +161,11 @@ def build_full_model(backbone: str, num_classes: int, image_size: int | tuple[in
     """The full fine-tuning peer: the whole timm model (random weights) trainable, DTL's pooling and head."""
     import timm
 
+    from dtl_engine.model.dtl import check_image_size
+
     model = timm.create_model(backbone, pretrained=False, **_timm_kwargs(backbone, num_classes, image_size,
                                                                          model_kwargs))
+    check_image_size(backbone, model)          # the same sentence as for a DTL model, not timm's assertion
     model.requires_grad_(True)
     return model
 

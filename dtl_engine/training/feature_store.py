@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from dtl_engine.data.disk_store import DiskStore
+from dtl_engine.data.file_stamps import cache_key
 from dtl_engine.data.image_cache import feature_cache_dir
 
 _MAGIC = b"DTLF"
@@ -70,7 +71,7 @@ class FeatureStore(DiskStore):
             st = os.stat(path)
         except OSError:
             return None
-        return self.path_for(f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{self.identity}")
+        return self.path_for(f"{os.path.abspath(path)}\0{cache_key(st)}\0{self.identity}")
 
     def get_all(self, paths: Sequence[str]) -> torch.Tensor | None:
         """The stored features of every path as (N, D) fp16, or None if any one is missing or damaged."""

@@ -385,6 +385,8 @@ class _Run:
         if resume and ddp.share(folder.has_spec):
             classes, split, state, spec = ddp.share(self._read_saved_run)   # rank 0 reads, all ranks get it
             self.classes, self.split = classes, Split.from_dict(split)
+            if self.writes:
+                self._warn_changed_images()
             self.model = run_files.model_from_spec(spec, cfg.seed)
         else:                                                  # a new run, or one stopped while scanning
             def scan() -> tuple[list[str], Split, list[str]]:
@@ -429,6 +431,19 @@ class _Run:
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup, prefix=cfg.warmup_prefix)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.use_grad_scaler)
         return state
+
+    def _warn_changed_images(self) -> None:
+        """Say which of the run's training and validation images changed or went since the run was made: the
+        resumed epochs train and validate on what is there now, which is not what the first epochs saw."""
+        from dtl_engine.data.file_stamps import check_split_files
+
+        _, gone = check_split_files([*self.split.train, *self.split.val], self.folder.read_file_stamps())
+        if gone:
+            first = gone[0]
+            more = f" and {len(gone) - 1} more" if len(gone) > 1 else ""
+            self.listener.warning(f"{len(gone)} image(s) of this run changed or went since it was made: "
+                                  f"'{first['path']}' ({first['reason']}){more}. The resumed epochs use the images "
+                                  "as they are now.")
 
     def _read_saved_run(self) -> tuple[list[str], dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
         """(classes, split, resume state or None, model spec) of the run being resumed."""

@@ -138,3 +138,47 @@ def test_format_choice_follows_onnx_availability(qtbot, finished_run):
     else:
         assert "onnx" in page.onnx_radio.text()
         assert page.format() == "torchscript"
+
+
+def test_a_run_without_best_weights_exports_its_last_checkpoint_only_when_asked(qtbot, finished_run, tmp_path,
+                                                                               monkeypatch):
+    import shutil
+
+    from dtl_engine.inference.predict import load_exported
+    from dtl_engine.runs.folder import RunFolder
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run.run_dir, run)
+    RunFolder(run).best_weights.unlink()
+    page = _page(qtbot, str(run))
+    out = tmp_path / "last.pt"
+    page.path_edit.setText(str(out))
+    asked: list[str] = []
+
+    def answer(choice):
+        def question(*args, **kwargs):
+            asked.append(args[2])
+            return choice
+        monkeypatch.setattr(QMessageBox, "question", question)
+
+    answer(QMessageBox.StandardButton.No)
+    page.export_button.click()
+    assert len(asked) == 1 and "best.safetensors" in asked[0] and "last checkpoint" in asked[0]
+    assert not out.exists() and page.export_button.isEnabled()
+    answer(QMessageBox.StandardButton.Yes)
+    result = _export(qtbot, page)
+    assert len(asked) == 2 and result.verified
+    assert load_exported(out).metadata["weights"] == "last"
+    # Try it refuses the file once its bytes changed after the export (a tensor record overwritten in place)
+    import zipfile
+
+    raw = bytearray(out.read_bytes())
+    with zipfile.ZipFile(out) as archive:
+        info = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    raw[start:start + 16] = b"\xff" * 16
+    out.write_bytes(bytes(raw))
+    page.try_images([RunFolder(run).read_split()["val"][0][0]])
+    qtbot.waitUntil(lambda: hasattr(page, "error_dialog") and page.error_dialog.isVisible(), timeout=60000)
+    assert "damaged" in page.error_dialog.message_label.text() and page.try_table.rowCount() == 0
+    page.error_dialog.close()

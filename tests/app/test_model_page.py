@@ -139,3 +139,20 @@ def test_columns_stack_on_a_narrow_window(qtbot, page):
     qtbot.waitUntil(lambda: page._columns.direction() == QBoxLayout.Direction.TopToBottom, timeout=2000)
     page.resize(1200, 760)
     qtbot.waitUntil(lambda: page._columns.direction() == QBoxLayout.Direction.LeftToRight, timeout=2000)
+
+
+def test_the_spin_boxes_end_where_the_configs_ranges_end(page, tmp_path):
+    # the command line and the app agree: each spin box's largest value is a config the engine accepts,
+    # and the config's own largest value can be set
+    for name, widget in (("epochs", page.epochs), ("batch_size", page.batch_size), ("seed", page.seed),
+                         ("image_size", page.image_size), ("early_stopping", page.early_stopping),
+                         ("beta", page.beta), ("weight_decay", page.weight_decay),
+                         ("rank", page.rank), ("fusion_kernel", page.kernel)):
+        assert widget.maximum() == min(TrainConfig.bounds(name)[1], 2 ** 31 - 1), name
+    assert TrainConfig.bounds("lr")[0] <= page.lr.maximum() <= TrainConfig.bounds("lr")[1]
+    page.image_size.setValue(page.image_size.maximum())
+    page.epochs.setValue(page.epochs.maximum())
+    page.beta.setValue(page.beta.maximum())
+    config = page.build_config(str(tmp_path))
+    assert (config.image_size, config.epochs, config.beta) == tuple(
+        TrainConfig.bounds(name)[1] for name in ("image_size", "epochs", "beta"))
