@@ -2,7 +2,8 @@
 """Set up DTL Studio from a clean clone, then run it or its tests.
 
     python3 packaging/dev.py run     # set up, then open DTL Studio on its sample data
-    python3 packaging/dev.py test    # set up, then run the test suite, ruff and mypy
+    python3 packaging/dev.py test    # set up, then run the test suite, ruff, mypy and the layer check
+    python3 packaging/dev.py test --fast   # the same without the tests marked slow (the inner loop)
     python3 packaging/dev.py setup   # only set up
 
 Setting up means: a virtual environment `.venv` in the repository root, the project
@@ -33,6 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 STAMP_NAME = ".dtl-studio-install.json"
 EXTRAS = "test"
+# `dev.py test --fast`: the inner loop, the suite less the tests marked slow (end to end runs,
+# several processes, benchmarks' checks); the whole suite is what CI runs.
+FAST_FLAG = "--fast"
+FAST_PYTEST_ARGS = ("-m", "not slow")
 # Run after the tests by `dev.py test` (installed by the test extra): the interpreter's arguments.
 STATIC_CHECKS: tuple[tuple[str, ...], ...] = (("-m", "ruff", "check", "."), ("-m", "mypy", "dtl_engine"),
                                               ("packaging/check_layers.py",))
@@ -336,7 +341,12 @@ def cmd_test(extra: Sequence[str]) -> int:
     py = setup(need_window=False, for_tests=True)
     env = dict(os.environ)
     env.setdefault("QT_QPA_PLATFORM", "offscreen")
-    code = subprocess.run([str(py), "-m", "pytest", *extra], cwd=ROOT, env=env).returncode
+    args = list(extra)
+    if FAST_FLAG in args:
+        args.remove(FAST_FLAG)
+        args = [*FAST_PYTEST_ARGS, *args]
+        say("The fast subset: the suite without the tests marked slow (the whole suite is `dev.py test`).")
+    code = subprocess.run([str(py), "-m", "pytest", *args], cwd=ROOT, env=env).returncode
     if code == 5:
         say("pytest collected no tests; counting that as a failure.")
         code = 1
@@ -358,7 +368,8 @@ def cmd_setup(extra: Sequence[str]) -> int:
 
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "run": (cmd_run, "set up, then open DTL Studio on its built-in sample data"),
-    "test": (cmd_test, "set up, then run the test suite (headless), ruff and mypy"),
+    "test": (cmd_test, "set up, then run the test suite (headless), ruff, mypy and the layer check; "
+                       "--fast leaves out the tests marked slow"),
     "setup": (cmd_setup, "only set up the virtual environment"),
 }
 

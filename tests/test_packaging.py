@@ -264,3 +264,12 @@ def test_run_installs_the_app_alone_and_test_adds_the_test_extras(dev, tmp_path,
     dev.ensure_installed(Path("py"), venv, tmp_path, extras="test")   # the tests need more
     dev.ensure_installed(Path("py"), venv, tmp_path, extras="")       # a test install serves the app too
     assert installed == [".", ".[test]"]
+
+
+def test_fast_runs_the_suite_without_the_slow_tests(dev, monkeypatch):
+    seen = []
+    monkeypatch.setattr(dev, "setup", lambda need_window, for_tests=False: Path("venv-python"))
+    monkeypatch.setattr(dev.subprocess, "run", lambda cmd, cwd=None, env=None: seen.append(cmd) or
+                        subprocess.CompletedProcess(cmd, 0))
+    assert dev.main(["test", "--fast", "-k", "export"]) == 0
+    assert seen[0] == ["venv-python", "-m", "pytest", "-m", "not slow", "-k", "export"]
