@@ -51,7 +51,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Open DTL Studio; returns the process exit status."""
     # In a frozen bundle a spawned helper process re-enters here; let it do its job.
     multiprocessing.freeze_support()
-    keep_triton_out()
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == [CLI_COMMAND]:
         # The engine's command line from the same program: the bundle ships no Python to run it with.
@@ -66,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(NO_DISPLAY)
         return 2
 
+    keep_triton_out()
     from PySide6.QtCore import Qt
     from PySide6.QtGui import QGuiApplication
     from PySide6.QtWidgets import QApplication
