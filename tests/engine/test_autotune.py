@@ -14,7 +14,8 @@ from dtl_engine.config import TrainConfig
 from dtl_engine.data import ImageDataset
 from dtl_engine.errors import RunError
 from dtl_engine.training import resume, train
-from dtl_engine.training.autotune import SEARCH_FILE, read_search, side_rate, split_for_search
+from dtl_engine.training.autotune import SEARCH_FILE, SIDE_LR_FACTOR, read_search, split_for_search
+from dtl_engine.training.side_trials import SideTrial, candidate_rates, pick, side_trial_steps
 from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, tiny_config
 
 torch.set_num_threads(1)
@@ -67,10 +68,15 @@ def test_auto_run_records_its_choice_uses_only_training_images_and_is_determinis
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     assert search.lr_searched and search.augment_searched
     assert config["lr"] == search.lr and config["augment"] == search.augment   # config.json: resolved values
-    plain = [t for t in search.trials if t.augment == "none"]            # the probe at every rate
+    plain = [t for t in search.trials if t.augment == "none" and t.kind == "probe"]   # the probe at every rate
     assert sorted(t.lr for t in plain) == [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
     best = min(plain, key=lambda t: (t.val_loss, -t.val_acc))
-    assert search.lr == side_rate(best.lr, (1e-3, 3e-3, 1e-2))           # DTL: a tenth of the probe's best
+    # DTL: short runs of the whole model at a tenth of the probe's best and its neighbours; the best of them
+    side = [t for t in search.trials if t.kind == "side"]
+    assert [t.lr for t in side] == candidate_rates(best.lr * SIDE_LR_FACTOR) and 2 <= len(side) <= 3
+    assert search.lr == pick([SideTrial(t.lr, t.val_loss, t.val_acc, t.steps, t.seconds, t.curve) for t in side]).lr
+    assert search.side_steps == side_trial_steps(search.steps_per_trial)
+    assert all(t.steps == search.side_steps for t in side)
     assert {t.augment for t in search.trials} == {"none", "light-noflip", "light"}
     assert all(t.lr == best.lr for t in search.trials if t.augment != "none")
     assert all(t.curve and 0.0 <= t.val_acc <= 1.0 for t in search.trials)
