@@ -468,8 +468,9 @@ class TrainPage(QWidget):
                     context=self, lane="history",
                     on_done=lambda out: self._history_loaded(request, run_dir, epochs, *out))
         best = max((e.get("val_acc") or 0.0 for e in epochs), default=None)
-        text = f"Run {Path(run_dir).name}: {len(epochs)} epoch(s)"
-        line = f"Opened — {len(epochs)} epoch(s)"
+        trained = sum(1 for e in epochs if not e.get("first_model"))   # the first model (epoch 0) is no epoch
+        text = f"Run {Path(run_dir).name}: {trained} epoch(s)"
+        line = f"Opened — {trained} epoch(s)"
         if best is not None and epochs:
             text += f", best validation accuracy {100 * best:.1f} %"
             line += f", best {100 * best:.1f} %"

@@ -116,6 +116,8 @@ class ProgressPrinter(RunListener):
         self.search_bar.set_postfix(trial=f"{progress.trial}/{progress.trials}",
                                     images=f"{progress.images_done}/{progress.images_total}", eta=eta, refresh=False)
         self.search_bar.refresh()
+        if progress.note:
+            self._write(f"search, trial {progress.trial} of {progress.trials}: {progress.note}")
 
     def first_model(self, stats) -> None:
         self._close_bar()
