@@ -5,7 +5,8 @@ line per event: ``run_started``, ``batch``, ``epoch``, ``memory``, ``checkpoint`
 ``warning``, ``search_progress``, ``first_model``, ``backed_off``, ``finished``, ``failed``.
 Each line is written with one ``write`` call and flushed, so a reader sees whole lines,
 except that a crash or a reader racing the writer can leave a partly written last line.
-:func:`read_events` never consumes a line without its newline; :class:`EventFollower` returns only the events added since its last call.
+:func:`read_events` never consumes a line without its newline; :class:`EventFollower`
+returns only the events added since its last call.
 
     follower = EventFollower(run_dir)
     while True:
