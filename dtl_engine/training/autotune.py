@@ -237,7 +237,10 @@ class AutoTuner:
         # the linear probe is the probe itself: its rates are the method's; DTL's probe has its own
         probe_lrs = PROBE_LRS if side else (self.candidates if lr_auto else [float(cfg.lr)])
         self.steps = trial_steps(self.total_steps)
-        side_trials_planned = 3 if side and lr_auto and self.base is not None else 0
+        from dtl_engine.training.side_trials import TRIALS, side_trial_steps
+
+        runs_side = side and lr_auto and self.base is not None and side_trial_steps(self.total_steps) > 0
+        side_trials_planned = TRIALS if runs_side else 0
         augments = len(AUGMENT_LADDER) - 1 if aug_auto else 0
         self.meter.add_images(len(self.train_idx) + len(self.val_idx) + augments * len(self._view_indices()))
         self.meter.add_trials(len(probe_lrs) + augments + side_trials_planned)
@@ -297,7 +300,7 @@ class AutoTuner:
                                 steps=trial.steps, seconds=trial.seconds, curve=_thin(trial.curve), kind="side"))
             self.meter.trials_done(1, trial.seconds, "side", _trial_note(trials[-1]))
 
-        self.meter.add_trials(len(rates) - 3)
+        self.meter.add_trials(len(rates) - st.TRIALS)
         try:
             ran = st.run_side_trials(self.model, cache, self.labels, train, score, self.head_start, rates,
                                      self.side_steps, self.cfg, self.device, self.autocast, self.cfg.seed * 13 + 1,

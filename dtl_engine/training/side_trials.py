@@ -10,7 +10,9 @@ just cached; the lowest loss on the search-validation images wins.
 
 A short trial cannot show how a long run ends, but from the probe's start it shows what matters
 here: whether a rate improves the model at all or already breaks it. Each trial is
-:data:`SIDE_TRIAL_SHARE` of the run's updates (bounded), so the trials are a small share of the run.
+:data:`SIDE_TRIAL_SHARE` of the run's updates (bounded); a run too short to spare
+:data:`MIN_SIDE_TRIAL_STEPS` per trial within :data:`SIDE_TRIALS_MAX_SHARE` of its updates gets no
+trials (the search falls back to the fixed factor), so the trials stay a small share of any run.
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 SIDE_TRIAL_SHARE = 0.04     # of the run's updates, per trial
 MIN_SIDE_TRIAL_STEPS = 12   # below this a trial says nothing (still in its warm-up)
 MAX_SIDE_TRIAL_STEPS = 150
+SIDE_TRIALS_MAX_SHARE = 0.15    # of the run's updates, all trials together
+TRIALS = 3
 SIDE_LADDER = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)   # rates the side network may get
 # A larger rate must lower the loss by this share to be chosen over a smaller one: a short trial
 # favours fast rates, and a long run at a rate that is only as good is the one more likely to diverge.
@@ -48,8 +52,9 @@ class SideTrial:
 
 
 def side_trial_steps(total_steps: int) -> int:
-    """Updates per side-network trial: a small share of the run, bounded."""
-    return int(min(MAX_SIDE_TRIAL_STEPS, max(MIN_SIDE_TRIAL_STEPS, round(SIDE_TRIAL_SHARE * total_steps))))
+    """Updates per side-network trial: a small share of the run, bounded; 0 when the run is too short for any."""
+    steps = int(min(MAX_SIDE_TRIAL_STEPS, max(MIN_SIDE_TRIAL_STEPS, round(SIDE_TRIAL_SHARE * total_steps))))
+    return steps if TRIALS * steps <= SIDE_TRIALS_MAX_SHARE * total_steps else 0
 
 
 def candidate_rates(center: float, ladder: Sequence[float] = SIDE_LADDER) -> list[float]:
