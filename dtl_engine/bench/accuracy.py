@@ -88,12 +88,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--gap", action="store_true",
                         help="Train DTL at the defaults and at each fixed rate without augmentation; print how "
                              "far the defaults are from the best fixed rate.")
+    parser.add_argument("--rates", type=_rates, default=GAP_LRS, metavar="R1,R2,...",
+                        help="The fixed rates of --gap (default: %(default)s).")
+    parser.add_argument("--fixed-only", action="store_true",
+                        help="--gap without the row at the defaults (to train the rows in several processes).")
     parser.add_argument("--image-size", type=int, default=None,
                         help="Input side in pixels of every run (default: the backbone's own).")
     parser.add_argument("--no-pretrained", action="store_true", help="Skip the pretrained rows.")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch.")
     parser.add_argument("--json", action="store_true", help="Print the rows as JSON.")
     return parser
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    try:
+        rates = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a comma-separated list of learning rates") from None
+    if not rates or any(not 0 < r < 10 for r in rates):
+        raise argparse.ArgumentTypeError("give one or more learning rates between 0 and 10, e.g. 1e-2,3e-2")
+    return rates
 
 
 def _train(data: str, root: Path, name: str, backbone: str, weights: str, epochs: int, seed: int,
@@ -149,11 +163,12 @@ def grid_plan() -> list[tuple[str, str, str, dict[str, Any]]]:
     return plan
 
 
-def gap_plan() -> list[tuple[str, str, str, dict[str, Any]]]:
-    """DTL at the defaults, then at each fixed rate of :data:`GAP_LRS` without augmentation."""
-    return [("DTL, defaults", RANDOM_BACKBONE, "random", {"method": "dtl"})] + [
+def gap_plan(rates: tuple[float, ...] = GAP_LRS, defaults: bool = True) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """DTL at the defaults, then at each fixed rate (:data:`GAP_LRS`) without augmentation."""
+    first = [("DTL, defaults", RANDOM_BACKBONE, "random", {"method": "dtl"})] if defaults else []
+    return first + [
         (f"DTL lr {lr:g} none", RANDOM_BACKBONE, "random", {"method": "dtl", "lr": lr, "augment": "none"})
-        for lr in GAP_LRS]
+        for lr in rates]
 
 
 def _num(value: float | None, fmt: str = ".3f") -> str:
@@ -201,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     if args.image_size is not None and args.image_size < 8:
         raise RunError("The image size must be at least 8 pixels.")
     data = str(Path(args.folder).expanduser()) if args.folder else str(ensure_sample_dataset())
-    plan = grid_plan() if args.grid else gap_plan() if args.gap else \
+    plan = grid_plan() if args.grid else gap_plan(args.rates, not args.fixed_only) if args.gap else \
         comparison_plan(pretrained=not args.no_pretrained)
     sized = {"image_size": args.image_size} if args.image_size else {}
     rows: list[Row] = []
@@ -211,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
             rows.append(_train(data, Path(tmp), name, backbone, weights, args.epochs, args.seed, **settings, **sized))
             acc = "-" if rows[-1].val_acc is None else f"{rows[-1].val_acc:.3f}"
             print(f"  best val acc {acc}, lr {rows[-1].lr:g}, {rows[-1].augment}", flush=True)
+            print("  " + format_table(rows[-1:]).splitlines()[-1], flush=True)   # kept if a later row is cut short
     if args.json:
         print(json.dumps([{**r.__dict__, "search_share": r.search_share, "backoff_share": r.backoff_share}
                           for r in rows], indent=2))

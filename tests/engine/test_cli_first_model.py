@@ -39,3 +39,12 @@ def test_bench_accuracy_reads_the_gap_to_the_best_fixed_rate_and_the_new_columns
     table = format_table(rows)
     assert "| DTL, defaults | test_vit | 0.01 | none | 0.460 | 12 | 0.912 | 0.910 | 1 |" in table
     assert table.splitlines()[2].endswith("| 10% |")          # the back-offs' share of the run's time
+
+
+def test_bench_accuracy_refuses_bad_rates_with_a_sentence(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench-accuracy", "--gap", "--rates", "fast"])
+    assert exit_info.value.code == 2
+    assert "is not a comma-separated list of learning rates" in capsys.readouterr().err
