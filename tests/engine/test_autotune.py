@@ -73,7 +73,7 @@ def test_auto_run_records_its_choice_uses_only_training_images_and_is_determinis
     best = min(plain, key=lambda t: (t.val_loss, -t.val_acc))
     # DTL, in a run too short to spare updates for trials of the whole model: a tenth of the probe's best
     assert not [t for t in search.trials if t.kind == "side"] and search.side_steps == 0
-    assert search.lr == side_rate(best.lr, (1e-3, 3e-3, 1e-2))
+    assert search.lr == side_rate(best.lr, (1e-3, 3e-3, 1e-2, 3e-2))
     assert {t.augment for t in search.trials} == {"none", "light-noflip", "light"}
     assert all(t.lr == best.lr for t in search.trials if t.augment != "none")
     assert all(t.curve and 0.0 <= t.val_acc <= 1.0 for t in search.trials)
