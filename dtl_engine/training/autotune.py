@@ -244,6 +244,9 @@ class AutoTuner:
         augments = len(AUGMENT_LADDER) - 1 if aug_auto else 0
         self.meter.add_images(len(self.train_idx) + len(self.val_idx) + augments * len(self._view_indices()))
         self.meter.add_trials(len(probe_lrs) + augments + side_trials_planned)
+        if runs_side:       # a trial of the whole model: its updates' images (suffix, both ways) and its scoring
+            side_images = 2 * side_trial_steps(self.total_steps) * cfg.batch_size + len(self.val_idx or self.train_idx)
+            self.meter.plan_side(side_trials_planned, side_images)
         was_training = self.model.training
         try:
             self.features = self._features(self.train_idx + self.val_idx)
@@ -291,7 +294,8 @@ class AutoTuner:
         score = [i for i in self.score_idx if bool(cached[i])]
         rates = st.candidate_rates(center)
         if not train or not score:
-            self.meter.add_trials(-len(rates))
+            self.meter.add_trials(-st.TRIALS)
+            self.meter.plan_side(0, 1.0)
             return None
         self.side_steps = st.side_trial_steps(self.total_steps)
 
@@ -301,6 +305,7 @@ class AutoTuner:
             self.meter.trials_done(1, trial.seconds, "side", _trial_note(trials[-1]))
 
         self.meter.add_trials(len(rates) - st.TRIALS)
+        self.meter.plan_side(len(rates), self.meter.side_guess)
         try:
             ran = st.run_side_trials(self.model, cache, self.labels, train, score, self.head_start, rates,
                                      self.side_steps, self.cfg, self.device, self.autocast, self.cfg.seed * 13 + 1,
