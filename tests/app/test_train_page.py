@@ -162,7 +162,7 @@ def test_format_duration():
     assert format_duration(3725) == "1:02:05"
 
 
-def test_the_search_is_a_phase_with_a_determinate_bar_its_figures_and_stop(qtbot, tiny_dataset):
+def test_the_search_is_a_phase_with_a_determinate_bar_its_figures_and_stop(qtbot, tiny_dataset, tmp_path):
     import threading
 
     from dtl_engine.listener import RunListener
@@ -205,6 +205,8 @@ def test_the_search_is_a_phase_with_a_determinate_bar_its_figures_and_stop(qtbot
         assert "Choosing the learning rate and augmentation" in page.status()[1]
         assert "Search, trial " in page.log_view.toPlainText()    # its figures, as they come
         assert page.stop_button.isEnabled()
+        page.resize(1100, 760)
+        _grab(page, tmp_path, "train_search_phase.png")
         page.stop()
     finally:
         release.set()
