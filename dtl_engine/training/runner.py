@@ -51,7 +51,7 @@ from dtl_engine.training.memory import MemoryMeter
 from dtl_engine.training.optim import build_optimizer, build_scheduler, current_lr, warmup_steps_for
 
 MEMORY_SAMPLE_SECONDS = 0.5     # memory_sample() at most this often (plus once per epoch)
-FIRST_MODEL_EPOCH = -1          # the step-0 model's place in metrics.json (shown as "epoch 0")
+FIRST_MODEL_EPOCH = -1          # the step-0 model's epoch in the run's metrics (shown as "epoch 0")
 
 
 @dataclass
