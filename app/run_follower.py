@@ -29,7 +29,8 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from app import jobs
 from app.run_history import event_history
 from app.worker import RunSignals
-from dtl_engine.listener import BatchStats, EpochStats, MemorySample, RunStarted
+from dtl_engine.listener import (BackedOff, BatchStats, EpochStats, FirstModel, MemorySample, RunStarted,
+                                 SearchProgress)
 
 POLL_MS = 300               # how often the log is read (the charts redraw at 10 Hz anyway)
 END_GRACE_S = 10.0          # a run status that says "ended" before the log's last event: wait this long for it
@@ -224,13 +225,15 @@ class RunFollower(RunSignals):
 
     def _dispatch(self, event: dict) -> None:
         kind = event.get("event")
-        record = {"run_started": RunStarted, "batch": BatchStats, "epoch": EpochStats,
-                  "memory": MemorySample}.get(str(kind))
+        record = {"run_started": RunStarted, "batch": BatchStats, "epoch": EpochStats, "memory": MemorySample,
+                  "search_progress": SearchProgress, "first_model": FirstModel,
+                  "backed_off": BackedOff}.get(str(kind))
         if record is not None:
             value = as_record(record, event)
             if value is not None:
-                {"run_started": self.started, "batch": self.batch, "epoch": self.epoch,
-                 "memory": self.memory}[str(kind)].emit(value)
+                {"run_started": self.started, "batch": self.batch, "epoch": self.epoch, "memory": self.memory,
+                 "search_progress": self.search, "first_model": self.first_model,
+                 "backed_off": self.backed_off}[str(kind)].emit(value)
         elif kind == "checkpoint":
             self.checkpoint.emit(str(event.get("path", "")), int(event.get("epoch") or 0))
         elif kind == "warning":

@@ -6,7 +6,9 @@ with :func:`event_line`, so the three logs read alike.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from dtl_engine.formatting import format_count, format_duration
 
@@ -68,6 +70,18 @@ def event_line(event: dict) -> str:
         return (f"Epoch {int(event['epoch']) + 1}/{event.get('epochs', '?')}: train loss "
                 f"{event.get('train_loss', float('nan')):.4f}, val loss {val_loss_text}, val accuracy "
                 f"{100 * float(event.get('val_acc') or 0):.1f} %{best} [{format_duration(event.get('seconds') or 0)}]")
+    if kind == "search_progress":
+        note = event.get("note")
+        return f"Search, trial {event.get('trial')} of {event.get('trials')}: {note}" if note else ""
+    if kind == "first_model":
+        return (f"{first_model_headline(float(event.get('val_acc') or 0))} (validation loss "
+                f"{float(event.get('val_loss') or 0):.4f}, after {format_duration(event.get('seconds') or 0)})")
+    if kind == "backed_off":
+        why = ("the loss was no number" if event.get("reason") == "non_finite"
+               else "validation loss rose far above its best")
+        return (f"⚠ Epoch {int(event.get('epoch', 0)) + 1} diverged ({why}): back to the weights of epoch "
+                f"{int(event.get('best_epoch', 0)) + 1}, learning rate {float(event.get('lr_before') or 0):.2g} → "
+                f"{float(event.get('lr_after') or 0):.2g}")
     if kind == "checkpoint":
         return f"Checkpoint saved after epoch {int(event.get('epoch', 0)) + 1}"
     if kind == "warning":
@@ -81,3 +95,13 @@ def event_line(event: dict) -> str:
         acc = event.get("best_val_acc")
         return f"Finished: {done} epoch(s)" + ("" if acc is None else f", best validation accuracy {100 * acc:.1f} %")
     return ""
+
+
+def first_model_headline(val_acc: float) -> str:
+    """The Train step's line when the first model exists."""
+    return f"First model: {100 * val_acc:.1f} % — refining with DTL…"
+
+
+def describe(kind: str, stats: Any) -> str:
+    """The log line of a live event (a listener dataclass), worded as a re-opened run's log words it."""
+    return event_line({"event": kind, **asdict(stats)})

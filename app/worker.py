@@ -36,6 +36,9 @@ class RunSignals(QObject):
     memory = Signal(object)         # MemorySample
     checkpoint = Signal(str, int)   # path, epoch
     warning = Signal(str)
+    search = Signal(object)         # SearchProgress: the search before the first epoch
+    first_model = Signal(object)    # FirstModel: epoch 0, the step-0 model scored
+    backed_off = Signal(object)     # BackedOff: a divergence undone
     finished = Signal(object)       # RunResult
     failed = Signal(str, str)       # message, details
 
@@ -65,6 +68,15 @@ class SignalListener(RunListener):
 
     def warning(self, message) -> None:
         self.signals.warning.emit(str(message))
+
+    def search_progress(self, progress) -> None:
+        self.signals.search.emit(progress)
+
+    def first_model(self, stats) -> None:
+        self.signals.first_model.emit(stats)
+
+    def backed_off(self, event) -> None:
+        self.signals.backed_off.emit(event)
 
     def run_finished(self, result) -> None:
         # The engine may both call this hook and return the result: report once.
@@ -135,6 +147,9 @@ class RunController(RunSignals):
         signals.memory.connect(self.memory)
         signals.checkpoint.connect(self.checkpoint)
         signals.warning.connect(self.warning)
+        signals.search.connect(self.search)
+        signals.first_model.connect(self.first_model)
+        signals.backed_off.connect(self.backed_off)
         signals.finished.connect(self._on_finished)
         signals.failed.connect(self._on_failed)
         listener = SignalListener(signals)

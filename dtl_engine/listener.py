@@ -57,6 +57,45 @@ class EpochStats:
 
 
 @dataclass
+class SearchProgress:
+    """How far the automatic search is (before the first epoch): one per step of its work."""
+
+    phase: str                  # "features" (images through the frozen backbone), "probe", "augment", "side"
+    trial: int                  # trials done so far
+    trials: int                 # trials in all (probe rates + augmentations + side-network rates)
+    images_done: int            # images featurised so far
+    images_total: int           # images the search featurises in all
+    elapsed_seconds: float
+    eta_seconds: float | None   # None until there is a rate to extrapolate from
+    fraction: float             # 0..1 of the search's work, for a determinate bar
+    note: str = ""              # the figures of the trials just finished, for people ("" while featurising)
+
+
+@dataclass
+class FirstModel:
+    """The model at step 0 (frozen backbone + the search's best probe), scored on the validation images."""
+
+    val_loss: float
+    val_acc: float
+    seconds: float              # since the run began (what a user waited for it)
+    path: str                   # its weights: the run's best checkpoint until an epoch beats it
+
+
+@dataclass
+class BackedOff:
+    """Validation loss rose clearly above the best (or the loss was no number): back to the best weights."""
+
+    epoch: int                  # 0-based epoch that diverged
+    reason: str                 # "val_loss" or "non_finite"
+    val_loss: float
+    best_val_loss: float
+    best_epoch: int             # the epoch whose weights the run went back to (-1: the first model)
+    lr_before: float
+    lr_after: float
+    backoffs: int               # back-offs so far, this one included
+
+
+@dataclass
 class MemorySample:
     bytes_now: int
     bytes_peak: int
@@ -72,7 +111,10 @@ class RunListener:
     def memory_sample(self, sample: MemorySample) -> None: ...
     def checkpoint_saved(self, path: str, epoch: int) -> None: ...
     def warning(self, message: str) -> None: ...
+    def search_progress(self, progress: SearchProgress) -> None: ...   # the search before the first epoch
     def search_finished(self, result: dict[str, Any]) -> None: ...   # the automatic lr / augmentation choice
+    def first_model(self, stats: FirstModel) -> None: ...            # epoch 0: the step-0 model is scored
+    def backed_off(self, event: BackedOff) -> None: ...              # a divergence undone
     def run_finished(self, result: Any) -> None: ...
     def run_failed(self, message: str, details: str) -> None: ...
 
@@ -93,7 +135,10 @@ class ListenerGroup(RunListener):
     def memory_sample(self, sample): self._emit("memory_sample", sample)
     def checkpoint_saved(self, path, epoch): self._emit("checkpoint_saved", path, epoch)
     def warning(self, message): self._emit("warning", message)
+    def search_progress(self, progress): self._emit("search_progress", progress)
     def search_finished(self, result): self._emit("search_finished", result)
+    def first_model(self, stats): self._emit("first_model", stats)
+    def backed_off(self, event): self._emit("backed_off", event)
     def run_finished(self, result): self._emit("run_finished", result)
     def run_failed(self, message, details): self._emit("run_failed", message, details)
 

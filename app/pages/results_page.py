@@ -227,7 +227,8 @@ class ResultsPage(QWidget):
         count = f"{n} {split} images" if n == total else f"{n} of {total} {split} images"
         self.headline.setText(f"Accuracy {100 * evaluation.accuracy:.1f} %")
         best = evaluation.best_epoch
-        epoch_text = f" · weights of the best epoch ({best + 1})" if best is not None else ""
+        epoch_text = "" if best is None else " · the first model (epoch 0)" if best < 0 else \
+            f" · weights of the best epoch ({best + 1})"
         missing = f" · {len(left_out)} left out (missing, changed or unreadable)" if left_out else ""
         self.subline.setText(f"Run {name} · {count}, {len(evaluation.classes)} classes{epoch_text}{missing}")
         self.search_view.show_run(self.run_dir)

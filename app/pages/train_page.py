@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar
 
 from app import jobs
 from app.run_follower import RunFollower
-from app.run_history import read_event_history, read_metrics
+from app.run_history import describe, first_model_headline, read_event_history, read_metrics
 from app.run_life import NOT_TRAINED, RunLife, RunState, epochs_done
 from app.subprocess_run import SubprocessRun, can_launch, cuda_device_count, remove_if_empty, torchrun_command
 from app.theme import state_color
@@ -28,6 +28,10 @@ from app.widgets.charts import TrainingCharts
 from app.widgets.error_dialog import show_error
 from app.worker import RunController, describe_error
 from dtl_engine.formatting import format_bytes, format_count, format_duration, format_span
+
+
+SEARCH_PHASE = "Choosing the learning rate and augmentation"
+SEARCH_BAR_STEPS = 1000         # the search's bar: its fraction in thousandths
 
 
 class TrainPage(QWidget):
@@ -58,6 +62,7 @@ class TrainPage(QWidget):
         self._step_line = ""
         self._last_progress = ""
         self._best_val: float | None = None
+        self._first_acc: float | None = None     # the first model's accuracy (epoch 0), once it exists
         self._pending_batch: Any = None
         self._memory_samples = False
         self._trained = False           # the run on screen completed at least one epoch
@@ -392,8 +397,9 @@ class TrainPage(QWidget):
                     context=self, lane="history", supersede="history",
                     on_done=lambda out: self._history_loaded(run_dir, epochs, *out))
         best = max((e.get("val_acc") or 0.0 for e in epochs), default=None)
-        text = f"Run {Path(run_dir).name}: {len(epochs)} epoch(s)"
-        line = f"Opened — {len(epochs)} epoch(s)"
+        trained = sum(1 for e in epochs if not e.get("first_model"))   # the first model (epoch 0) is no epoch
+        text = f"Run {Path(run_dir).name}: {trained} epoch(s)"
+        line = f"Opened — {trained} epoch(s)"
         if best is not None and epochs:
             text += f", best validation accuracy {100 * best:.1f} %"
             line += f", best {100 * best:.1f} %"
@@ -425,6 +431,7 @@ class TrainPage(QWidget):
         self.last_result = None
         self.last_error = None
         self._best_val = None
+        self._first_acc = None
         self._trained = False
         self._setup_error = False
         self._last_stats = None
@@ -469,6 +476,9 @@ class TrainPage(QWidget):
         source.memory.connect(self._on_memory)
         source.checkpoint.connect(self._on_checkpoint)
         source.warning.connect(lambda msg: self.log(f"⚠ {msg}"))
+        source.search.connect(self._on_search)
+        source.first_model.connect(self._on_first_model)
+        source.backed_off.connect(self._on_backed_off)
         source.finished.connect(self._on_finished)
         source.failed.connect(self._on_failed)
 
@@ -518,6 +528,35 @@ class TrainPage(QWidget):
             self._set_state(RunState.RUNNING, "Training in another program — followed live" if elsewhere
                             else "Training…", "Training elsewhere, followed live" if elsewhere else "")
         self.run_started.emit(self.run_dir)
+
+    def _on_search(self, progress) -> None:
+        """The search before epoch 1: a determinate bar, trial k of n, an ETA; its figures in the log as they come."""
+        if self.life.state not in (RunState.STARTING, RunState.RUNNING):
+            return
+        self.progress.setRange(0, SEARCH_BAR_STEPS)
+        self.progress.setValue(round(SEARCH_BAR_STEPS * progress.fraction))
+        if progress.trial == 0:
+            done = f"images {progress.images_done} of {progress.images_total}"
+        else:
+            done = f"trial {progress.trial} of {progress.trials}"
+        eta = "" if progress.eta_seconds is None else f" · {format_span(progress.eta_seconds)} left"
+        self.progress.setFormat(f"{SEARCH_PHASE} — {done}{eta}")
+        if self._status_text != f"{SEARCH_PHASE}…":
+            self._set_state(self.life.state, f"{SEARCH_PHASE}…")
+        if progress.note:
+            self.log(describe("search_progress", progress))
+
+    def _on_first_model(self, stats) -> None:
+        """Epoch 0: the step-0 model exists (and is the run's best checkpoint) before epoch 1 begins."""
+        self._first_acc = float(stats.val_acc)
+        self._best_val = max(self._best_val or 0.0, self._first_acc)
+        line = first_model_headline(stats.val_acc)
+        self.log(describe("first_model", stats))
+        if self.life.state in (RunState.STARTING, RunState.RUNNING):
+            self._set_state(self.life.state, line)
+
+    def _on_backed_off(self, event) -> None:
+        self.log(describe("backed_off", event))
 
     def _on_batch(self, stats) -> None:
         # Cheap per batch: buffer the points; widgets follow at 10 Hz (_show_progress).
@@ -577,9 +616,14 @@ class TrainPage(QWidget):
             self.run_dir = str(result.run_dir)
         self.charts.refresh()
         done = getattr(result, "epochs_done", None)
-        self._trained = done is None or int(done) > 0
+        self._trained = done is None or int(done) > 0 or self._first_acc is not None   # the first model counts
         where = self._where_stopped()
-        if status == "stopped" and not self._trained:
+        if status == "stopped" and not (done is None or int(done) > 0) and self._first_acc is not None:
+            kept = f"the first model ({100 * self._first_acc:.1f} %) is kept"
+            self.log(f"Stopped during epoch 1: {kept}. Resume continues at epoch 1.")
+            self._set_state(RunState.STOPPED, f"Stopped during epoch 1 — {kept}", "Stopped — first model kept")
+            self.progress.setFormat(f"Stopped{where}")
+        elif status == "stopped" and not self._trained:
             self.log(f"{NOT_TRAINED} Resume starts again at epoch 1.")
             self._set_state(RunState.STOPPED, "Stopped before the first epoch — nothing trained yet; "
                                               "Resume starts again at epoch 1",

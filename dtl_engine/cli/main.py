@@ -77,6 +77,7 @@ class ProgressPrinter(RunListener):
         self.bar: Any = None        # the epoch's tqdm bar
         self.epoch = -1
         self.last_checkpoint: str | None = None
+        self.search_bar: Any = None  # the search's tqdm bar (before the first epoch)
 
     def _write(self, text: str) -> None:
         from tqdm import tqdm
@@ -117,7 +118,33 @@ class ProgressPrinter(RunListener):
     def warning(self, message: str) -> None:
         self._write(f"warning: {message}")
 
+    def search_progress(self, progress) -> None:
+        from tqdm import tqdm
+
+        if self.search_bar is None:
+            self.search_bar = tqdm(total=1000, desc="choosing the learning rate and augmentation", unit="‰",
+                                   leave=False, dynamic_ncols=True, file=sys.stderr, disable=None)
+        self.search_bar.n = int(1000 * progress.fraction)
+        eta = "" if progress.eta_seconds is None else _duration(progress.eta_seconds)
+        self.search_bar.set_postfix(trial=f"{progress.trial}/{progress.trials}",
+                                    images=f"{progress.images_done}/{progress.images_total}", eta=eta, refresh=False)
+        self.search_bar.refresh()
+        if progress.note:
+            self._write(f"search, trial {progress.trial} of {progress.trials}: {progress.note}")
+
+    def first_model(self, stats) -> None:
+        self._close_bar()
+        self._write(f"epoch 0  first model (the classifier on the frozen features): val loss {stats.val_loss:.4f} "
+                    f"acc {stats.val_acc:.1%}  after {stats.seconds:.1f} s; refining with DTL")
+
+    def backed_off(self, event) -> None:
+        self._close_bar()
+        self._write(f"epoch {event.epoch + 1}: the run diverged ({_BACKOFF_WHY.get(event.reason, event.reason)}); "
+                    f"back to the weights of epoch {event.best_epoch + 1}, learning rate {event.lr_before:.2g} → "
+                    f"{event.lr_after:.2g} (back-off {event.backoffs})")
+
     def search_finished(self, result) -> None:
+        self._close_bar()
         self._write(f"{result['summary'][0].upper()}{result['summary'][1:]} "
                     f"({len(result['trials'])} probe trials on the training images, {result['seconds']:.0f} s)")
 
@@ -128,9 +155,15 @@ class ProgressPrinter(RunListener):
         self._close_bar()
 
     def _close_bar(self) -> None:
+        if self.search_bar is not None:
+            self.search_bar.close()
+            self.search_bar = None
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+_BACKOFF_WHY = {"val_loss": "validation loss rose far above its best", "non_finite": "the loss was no number"}
 
 
 def _duration(seconds: float) -> str:

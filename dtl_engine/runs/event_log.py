@@ -2,10 +2,11 @@
 
 Training (in the app, on the command line, under ``torchrun`` on a cluster) appends one
 line per event: ``run_started``, ``batch``, ``epoch``, ``memory``, ``checkpoint``,
-``warning``, ``finished``, ``failed``. Each line is written with one ``write`` call and
-flushed, so a reader sees whole lines, except that a crash or a reader racing the writer
-can leave a partly written last line. :func:`read_events` never consumes a line without
-its newline; :class:`EventFollower` returns only the events added since its last call.
+``warning``, ``search_progress``, ``first_model``, ``backed_off``, ``finished``, ``failed``.
+Each line is written with one ``write`` call and flushed, so a reader sees whole lines,
+except that a crash or a reader racing the writer can leave a partly written last line.
+:func:`read_events` never consumes a line without its newline; :class:`EventFollower`
+returns only the events added since its last call.
 
     follower = EventFollower(run_dir)
     while True:
@@ -71,6 +72,15 @@ class EventLogWriter(RunListener):
 
     def warning(self, message: str) -> None:
         self.append("warning", message=message)
+
+    def search_progress(self, progress: Any) -> None:
+        self.append("search_progress", **asdict(progress))
+
+    def first_model(self, stats: Any) -> None:
+        self.append("first_model", **asdict(stats))
+
+    def backed_off(self, event: Any) -> None:
+        self.append("backed_off", **asdict(event))
 
     def run_finished(self, result: Any) -> None:
         if hasattr(result, "to_dict"):

@@ -9,8 +9,9 @@ schedule, at several rates (all at once); then, at the best rate, once with ligh
 flips and once with flips. The lowest loss on the search-validation images wins (the loss, not the
 accuracy: it still ranks trials that all sit near chance); an augmentation must lower it by a
 margin without costing accuracy, since it also makes the run slower (no prefix cache). The linear
-probe takes the best rate; a model with a side network takes :data:`SIDE_LR_FACTOR` of it, at the
-nearest of its candidate rates (see there why). The run's classifier then starts from the winning
+probe takes the best rate; a model with a side network tries :data:`SIDE_LR_FACTOR` of it and its
+neighbours in short runs of the whole model from the probe's start on the cached prefixes
+(:mod:`dtl_engine.training.side_trials`), and takes the best of those. The run's classifier then starts from the winning
 probe (linear probing before fine-tuning) instead of near zero: it already agrees with the model's
 step-0 features and passes the side network a useful gradient from the first update.
 
@@ -24,6 +25,11 @@ the expensive part, the frozen features, is computed once per image and reused b
 * the rest of the forward pass runs once per image (no gradients) to give its features;
 * an augmentation is tried with one fixed augmented copy of up to 128 images, each used in place
   of its original (as an augmented run sees every image augmented).
+
+Too few images to hold any out (a class of one or two images): the trials are scored on the images
+they trained on (the only evidence there is), and the record says so (``scored_on``).
+
+Progress (trial k of n, images featurised, an ETA) goes to ``on_progress`` as the work happens.
 
 Deterministic for a seed. The result (chosen values, every trial with its loss curve, the time
 spent) is written to the run folder as :data:`SEARCH_FILE`; a resumed run reads the choices back
@@ -43,7 +49,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dtl_engine.errors import RunError
+from dtl_engine.listener import SearchProgress
 from dtl_engine.training.feature_cache import FeatureCache
+from dtl_engine.training.search_progress import SearchMeter
 from dtl_engine.training.optim import build_scheduler, warmup_steps_for
 
 from dtl_engine.runs.folder import SEARCH as SEARCH_FILE  # noqa: F401 - re-exported: the search record in the run folder
@@ -77,6 +86,7 @@ class Trial:
     steps: int
     seconds: float
     curve: list[float] = field(default_factory=list)   # training loss, averaged into at most 40 points
+    kind: str = "probe"     # "probe": a classifier on the frozen features; "side": the whole model, briefly
 
 
 @dataclass
@@ -96,6 +106,8 @@ class SearchResult:
     cpu_seconds: float = 0.0          # process CPU time (steadier than wall time on a busy machine)
     # of it, the frozen prefixes computed into the run's cache: work the run's first epoch would do anyway
     prefix_cpu_seconds: float = 0.0
+    scored_on: str = "search-validation"    # or "search-train": too few images to hold any out
+    side_steps: int = 0                     # updates per side-network trial (0: none ran)
 
     @property
     def own_cpu_seconds(self) -> float:
@@ -197,7 +209,8 @@ class AutoTuner:
                  candidates: Sequence[float], total_steps: int, steps_per_epoch: int, device: torch.device,
                  autocast: Callable[[], Any], cache: FeatureCache | None,
                  should_stop: Callable[[], bool] = lambda: False,
-                 on_failure: Callable[[str, str], None] | None = None) -> None:
+                 on_failure: Callable[[str, str], None] | None = None,
+                 on_progress: Callable[[SearchProgress], None] | None = None) -> None:
         self.model, self.samples, self.cfg = model, list(samples), config
         self.candidates = [float(c) for c in candidates]
         self.total_steps, self.steps_per_epoch = total_steps, max(1, steps_per_epoch)
@@ -210,6 +223,8 @@ class AutoTuner:
         self.head_start: tuple[torch.Tensor, torch.Tensor] | None = None   # the winning probe (weight, bias)
         self._probe_heads: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
         self.prefix_cpu = 0.0               # CPU time spent filling the run's prefix cache
+        self.meter = SearchMeter(on_progress or (lambda _p: None), 0, 0)
+        self.side_steps = 0
 
     # ------------------------------------------------------------------ story
     def run(self) -> SearchResult:
@@ -217,17 +232,33 @@ class AutoTuner:
         lr_auto, aug_auto = cfg.lr == "auto", cfg.augment == "auto"
         side = getattr(self.model, "side_network", None) is not None
         self.train_idx, self.val_idx = split_for_search(self.labels.tolist(), cfg.seed)
+        self.score_idx = self.val_idx or self.train_idx     # no class could spare an image: score on train
         base_aug = "none" if aug_auto else cfg.augment
         # the linear probe is the probe itself: its rates are the method's; DTL's probe has its own
         probe_lrs = PROBE_LRS if side else (self.candidates if lr_auto else [float(cfg.lr)])
         self.steps = trial_steps(self.total_steps)
+        from dtl_engine.training.side_trials import TRIALS, side_trial_steps
+
+        runs_side = side and lr_auto and self.base is not None and side_trial_steps(self.total_steps) > 0
+        side_trials_planned = TRIALS if runs_side else 0
+        augments = len(AUGMENT_LADDER) - 1 if aug_auto else 0
+        self.meter.add_images(len(self.train_idx) + len(self.val_idx) + augments * len(self._view_indices()))
+        self.meter.add_trials(len(probe_lrs) + augments + side_trials_planned)
+        if runs_side:       # a trial of the whole model: its updates' images (suffix, both ways) and its scoring
+            side_images = 2 * side_trial_steps(self.total_steps) * cfg.batch_size + len(self.val_idx or self.train_idx)
+            self.meter.plan_side(side_trials_planned, side_images)
         was_training = self.model.training
         try:
             self.features = self._features(self.train_idx + self.val_idx)
+            self.train_idx = [i for i in self.train_idx if i in self.features]   # unreadable files left out
+            self.score_idx = [i for i in self.score_idx if i in self.features] or self.train_idx
+            if not self.train_idx:
+                raise RunError("None of the training images could be loaded; check that the image folder "
+                               "is still there.")
             self.views = {}
             trials = self._trials(probe_lrs, base_aug, keep_heads=True)
             probe = min(trials, key=_score)
-            self.head_start = self._probe_heads[probe.lr]
+            self.head_start = self._probe_heads.get(probe.lr)
             chosen = base_aug
             if aug_auto:
                 chosen_trial = probe
@@ -239,13 +270,49 @@ class AutoTuner:
             lr = probe.lr if lr_auto else float(cfg.lr)
             if side and lr_auto:
                 lr = side_rate(probe.lr, self.candidates)
+                if side_trials_planned and self.head_start is not None:
+                    tried = self._side_trials(probe.lr * SIDE_LR_FACTOR, trials)
+                    lr = tried if tried is not None else lr
         finally:
             self.model.train(was_training)
         return SearchResult(lr=lr, augment=chosen, lr_searched=lr_auto, augment_searched=aug_auto,
                             trials=trials, seconds=time.perf_counter() - t0, steps_per_trial=self.steps,
                             cpu_seconds=time.process_time() - c0, prefix_cpu_seconds=self.prefix_cpu,
                             search_train=len(self.train_idx), search_val=len(self.val_idx),
-                            view_images=len(self._view_indices()) if self.views else 0)
+                            view_images=len(self._view_indices()) if self.views else 0,
+                            scored_on="search-validation" if self.val_idx else "search-train",
+                            side_steps=self.side_steps)
+
+    def _side_trials(self, center: float, trials: list[Trial]) -> float | None:
+        """Short runs of the whole model at rates around ``center``; the best rate (None: none could run)."""
+        from dtl_engine.training import side_trials as st
+
+        cache = self.base
+        assert cache is not None and self.head_start is not None
+        cached = cache.filled
+        train = [i for i in self.train_idx if bool(cached[i])]
+        score = [i for i in self.score_idx if bool(cached[i])]
+        rates = st.candidate_rates(center)
+        if not train or not score:
+            self.meter.add_trials(-st.TRIALS)
+            self.meter.plan_side(0, 1.0)
+            return None
+        self.side_steps = st.side_trial_steps(self.total_steps)
+
+        def done(trial: st.SideTrial) -> None:
+            trials.append(Trial(lr=trial.lr, augment="none", val_acc=trial.val_acc, val_loss=trial.val_loss,
+                                steps=trial.steps, seconds=trial.seconds, curve=_thin(trial.curve), kind="side"))
+            self.meter.trials_done(1, trial.seconds, "side", _trial_note(trials[-1]))
+
+        self.meter.add_trials(len(rates) - st.TRIALS)
+        self.meter.plan_side(len(rates), self.meter.side_guess)
+        try:
+            ran = st.run_side_trials(self.model, cache, self.labels, train, score, self.head_start, rates,
+                                     self.side_steps, self.cfg, self.device, self.autocast, self.cfg.seed * 13 + 1,
+                                     self.should_stop, done)
+        except InterruptedError:
+            raise SearchStopped() from None
+        return st.pick(ran).lr
 
     # ------------------------------------------------------------------ features
     def _view_indices(self) -> list[int]:
@@ -279,6 +346,7 @@ class AutoTuner:
                 with self.autocast():
                     model.forward_from_prefix(cache.fetch(torch.tensor(chunk, dtype=torch.long), self.device))
                 out.update(zip(chunk, captured[0]))
+                self.meter.images(len(chunk), 0.0)
         finally:
             hook.remove()
         return out
@@ -298,6 +366,7 @@ class AutoTuner:
         target = torch.tensor(todo, dtype=torch.long)
         size = self.cfg.batch_size
         start, suffix = time.process_time(), 0.0
+        wall = time.perf_counter()
         try:
             for batch in loader([list(range(i, min(i + size, len(todo)))) for i in range(0, len(todo), size)], seed):
                 if self.should_stop():
@@ -318,6 +387,8 @@ class AutoTuner:
                     model.forward_from_prefix(prefix)
                     suffix += time.process_time() - tick
                 out.update(zip(target[local].tolist(), captured[0]))
+                self.meter.images(len(local), time.perf_counter() - wall)
+                wall = time.perf_counter()
         finally:
             loader.close()
             if cache is not None:               # decoding + prefixes: the run's own first-epoch work
@@ -336,9 +407,9 @@ class AutoTuner:
         """
         if self.should_stop():
             raise SearchStopped()
-        t0 = time.perf_counter()
         cfg = self.cfg
         view = self._view(augment) if augment != "none" else {}
+        t0 = time.perf_counter()
         x_train = torch.stack([self.features[i] for i in self.train_idx])
         x_view = torch.stack([view.get(i, self.features[i]) for i in self.train_idx])
         has_view = torch.tensor([i in view for i in self.train_idx])
@@ -384,7 +455,7 @@ class AutoTuner:
             adam.step([torch.einsum("kbc,bd->kcd", grad, x), grad.sum(1)], lr_now)
         curves = torch.stack(history).T.tolist() if history else [[] for _ in lrs]
         trials = []
-        x_val, y_val = torch.stack([self.features[i] for i in self.val_idx]), self.labels[self.val_idx]
+        x_val, y_val = torch.stack([self.features[i] for i in self.score_idx]), self.labels[self.score_idx]
         seconds = (time.perf_counter() - t0) / k
         with torch.no_grad():
             for j, lr in enumerate(lrs):
@@ -396,6 +467,8 @@ class AutoTuner:
                 trials.append(Trial(lr=float(lr), augment=augment, val_acc=val_acc,
                                     val_loss=val_loss if math.isfinite(val_loss) else float("inf"),
                                     steps=len(curves[j]), seconds=seconds, curve=_thin(curves[j])))
+        self.meter.trials_done(k, time.perf_counter() - t0, "probe" if augment == "none" else "augment",
+                               "; ".join(_trial_note(t) for t in trials))
         return trials
 
 
@@ -445,6 +518,16 @@ def _clearly_better(candidate: Trial, current: Trial) -> bool:
     """An augmentation must lower the loss by a margin and not cost accuracy (it also slows the run)."""
     return (candidate.val_loss <= current.val_loss * (1.0 - AUGMENT_MARGIN)
             and candidate.val_acc >= current.val_acc - 0.005)
+
+
+def _trial_note(trial: Trial) -> str:
+    """'probe at 1e-2: validation loss 0.412, accuracy 88 %' (the figures a user sees as they come)."""
+    what = {"side": "whole model", "probe": "probe"}.get(trial.kind, trial.kind)
+    if trial.augment != "none":
+        what += f" with {_AUGMENT_WORDS.get(trial.augment, trial.augment)}"
+    if not math.isfinite(trial.val_loss):
+        return f"{what} at {trial.lr:.0e}: diverged"
+    return f"{what} at {trial.lr:.0e}: validation loss {trial.val_loss:.3f}, accuracy {trial.val_acc:.0%}"
 
 
 def _thin(values: list[float]) -> list[float]:

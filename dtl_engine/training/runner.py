@@ -39,18 +39,20 @@ from dtl_engine import fileio
 from dtl_engine.errors import DTLError, RunError
 from dtl_engine.inference.evaluate import Evaluation, evaluate_model, evaluation_split
 from dtl_engine.runs.event_log import EventLogWriter
-from dtl_engine.listener import BatchStats, EpochStats, ListenerGroup, RunListener, RunStarted, StopToken
+from dtl_engine.listener import (BackedOff, BatchStats, EpochStats, FirstModel, ListenerGroup, RunListener,
+                                 RunStarted, StopToken)
 from dtl_engine.runs import folder as run_folder
 from dtl_engine.model.half_weights import cast_frozen_weights
 from dtl_engine.runs import listing as run_files
 from dtl_engine.runs import checkpoint as ckpt
-from dtl_engine.training import distributed
+from dtl_engine.training import backoff, distributed
 from dtl_engine.devices import resolve_precision, select_device
 from dtl_engine.training.feature_cache import FeatureCache
 from dtl_engine.training.memory import MemoryMeter
 from dtl_engine.training.optim import build_optimizer, build_scheduler, current_lr, warmup_steps_for
 
 MEMORY_SAMPLE_SECONDS = 0.5     # memory_sample() at most this often (plus once per epoch)
+FIRST_MODEL_EPOCH = -1          # the step-0 model's epoch in the run's metrics (shown as "epoch 0")
 
 
 @dataclass
@@ -217,9 +219,14 @@ class _Run:
         self.scan = None                        # a fresh scan handed in by the caller (no second scan)
         self._store_pending: Any = None         # (FeatureStore, paths) to fill once the feature cache is full
         self._last_memory_emit = 0.0
+        self.t_begin = time.perf_counter()
+        self.first_model_due = False            # the search trained a probe: the step-0 model is worth scoring
+        self.lr_scale, self.backoffs = 1.0, 0            # see training/backoff.py
+        self.lowest_loss: float | None = None           # the lowest validation loss so far
 
     # ------------------------------------------------------------------ story
     def execute(self, resume: bool, model_kwargs: dict[str, Any] | None = None) -> RunResult:
+        self.t_begin = time.perf_counter()
         with fileio.protecting(self.config.data_dir):
             return self._execute(resume, model_kwargs)
 
@@ -268,6 +275,8 @@ class _Run:
             start_epoch = self._restore(state)
         self.started = True
         listener.run_started(self._started_info(start_epoch))
+        if state is None and self.first_model_due and self.split.val:
+            self._first_model()
         status, t_session, steps_session = "finished", time.perf_counter(), 0
         epochs_done = start_epoch
 
@@ -279,6 +288,7 @@ class _Run:
             correct: float          # counts, then their sums over the ranks
             seen: float
             t_epoch, loss_sum, correct, seen, stopped = time.perf_counter(), 0.0, 0, 0, False
+            broken = False          # the loss stopped being a number: back to the best weights
             t_prev = t_epoch                                  # images/s includes loading the batch
             for step, (_indices, labels, inputs) in enumerate(self._train_batches(epoch)):
                 # stop / pause: honoured between batches, so within one batch of the request
@@ -291,6 +301,9 @@ class _Run:
                 lr = current_lr(self.optimizer)
                 # forward + backward (+ OOM split) and optimizer step
                 batch_loss, batch_correct = self._train_step(inputs, labels, self._global_lens[step])
+                if self._may_back_off() and self.ddp.any(not math.isfinite(batch_loss)):   # all ranks at once
+                    broken = True                               # the rest of the epoch would be lost anyway
+                    break
                 self.global_step += 1
                 steps_session += 1
                 loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(labels)
@@ -314,16 +327,23 @@ class _Run:
                     ckpt.save_weights(self.folder.last_weights, model.trainable_state_dict(),
                                       {"epoch": str(epoch - 1), "partial": "true"})
                 break
-            self._check_not_diverged(epoch)
+            broken = broken or not self._weights_finite()
+            if not (broken and self._may_back_off()):
+                self._check_not_diverged(epoch)
             # evaluate (training accuracy stands in when there are no validation images)
             loss_sum, correct, seen = self.ddp.sum([loss_sum, correct, seen])     # over all ranks' images
-            if seen == 0:
+            if seen == 0 and not broken:
                 raise RunError("None of the training images could be loaded; check that the image folder "
                                "is still there.")
             train_acc = correct / max(seen, 1)
             val_loss, val_acc = self._validate() if self.split.val else (float("nan"), train_acc)
+            # a divergence (training/backoff.py) is undone: back to the best weights at a lower rate
+            backs_off = self._may_back_off() and (broken or backoff.diverged(
+                val_loss, val_acc, self.lowest_loss, self.best_acc, len(self.classes)))
+            if math.isfinite(val_loss) and not broken:
+                self.lowest_loss = val_loss if self.lowest_loss is None else min(self.lowest_loss, val_loss)
             # the paper recipe's result is the last epoch: each epoch replaces the previous one
-            is_best = cfg.keep == "last" or self.best_acc is None or val_acc > self.best_acc
+            is_best = not backs_off and (cfg.keep == "last" or self.best_acc is None or val_acc > self.best_acc)
             if is_best:
                 self.best_acc, self.best_epoch, self.bad_epochs = val_acc, epoch, 0
             else:
@@ -332,11 +352,13 @@ class _Run:
             self.metrics.append({"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": train_acc,
                                  "val_loss": None if math.isnan(val_loss) else val_loss, "val_acc": val_acc,
                                  "lr": current_lr(self.optimizer),
-                                 "seconds": seconds})
+                                 "seconds": seconds, **({"backed_off": True} if backs_off else {})})
             listener.epoch_finished(EpochStats(epoch=epoch, epochs=cfg.epochs, train_loss=loss_sum / max(seen, 1),
                                                train_acc=train_acc, val_loss=val_loss, val_acc=val_acc,
                                                seconds=seconds, is_best=is_best))
             listener.memory_sample(self.meter.sample())
+            if backs_off:
+                self._back_off(epoch, "non_finite" if broken else "val_loss", val_loss)
             # checkpoint
             self._save_epoch(epoch, is_best)
             if self.claim is not None:
@@ -459,13 +481,15 @@ class _Run:
         cfg = self.config
         tuner = AutoTuner(self.model, self.split.train, cfg, lr_candidates(cfg.recipe, cfg.method), self.total_steps,
                           self.steps_per_epoch, self.device, self._autocast, self.cache,
-                          should_stop=lambda: self.token.stop_requested, on_failure=self._bad_file)
+                          should_stop=lambda: self.token.stop_requested, on_failure=self._bad_file,
+                          on_progress=self.listener.search_progress)
         try:
             record = self.ddp.share(lambda: tuner.run().to_dict())   # rank 0 searches, every rank uses its choice
         except SearchStopped:
             raise ScanCancelled() from None     # stopped before the first epoch: nothing to keep
         result = SearchResult.from_dict(record)
         self._start_head_from_probe(tuner.head_start)
+        self.first_model_due = True
         resolved = replace(cfg, lr=result.lr, augment=result.augment)
         if self.writes:                         # resume reuses the choice
             self.folder.write_search(record)
@@ -553,6 +577,8 @@ class _Run:
         self.best_epoch, self.best_acc = state["best_epoch"], state["best_val_acc"]
         self.bad_epochs = int(state["bad_epochs"])
         self.parts = int(state.get("parts", 1))
+        self.lr_scale, self.backoffs = float(state.get("lr_scale", 1.0)), int(state.get("backoffs", 0))
+        self.lowest_loss = state.get("lowest_val_loss")
         return int(state["epoch"]) + 1
 
     def _started_info(self, start_epoch: int) -> RunStarted:
@@ -733,7 +759,8 @@ class _Run:
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state(), "metrics": self.metrics,
             "best_epoch": self.best_epoch, "best_val_acc": self.best_acc, "bad_epochs": self.bad_epochs,
-            "parts": self.parts,
+            "parts": self.parts, "lr_scale": self.lr_scale, "backoffs": self.backoffs,
+            "lowest_val_loss": self.lowest_loss,
         })
         self.folder.update_run(epochs_done=epoch + 1, best_epoch=self.best_epoch, best_val_acc=self.best_acc)
         self.listener.checkpoint_saved(str(self.folder.last_weights), epoch)
@@ -757,9 +784,53 @@ class _Run:
             self.folder.write_report(report.to_dict())
         return report
 
+    def _first_model(self) -> None:
+        """Epoch 0: the step-0 model (frozen backbone + the search's best probe) scored and kept as the best.
+
+        The side network starts at zero, so this is exactly the model the run starts from: a usable
+        classifier (Results and Export can take it at once) that every later epoch must beat.
+        """
+        val_loss, val_acc = self._validate()
+        epoch = FIRST_MODEL_EPOCH
+        self.best_acc, self.best_epoch = val_acc, epoch
+        if math.isfinite(val_loss):
+            self.lowest_loss = val_loss
+        seconds = time.perf_counter() - self.t_begin
+        self.metrics.append({"epoch": epoch, "first_model": True, "train_loss": None, "train_acc": None,
+                             "val_loss": val_loss if math.isfinite(val_loss) else None, "val_acc": val_acc,
+                             "lr": None, "seconds": seconds})
+        self._save_epoch(epoch, True)
+        self.listener.first_model(FirstModel(val_loss=val_loss, val_acc=val_acc, seconds=seconds,
+                                             path=str(self.folder.best_weights)))
+
+    def _may_back_off(self) -> bool:
+        """Backing off needs best weights to go back to; the paper recipe keeps its last epoch whatever it is."""
+        return (self.config.keep != "last" and self.best_epoch is not None and bool(self.split.val)
+                and self.backoffs < backoff.MAX_BACKOFFS)
+
+    def _back_off(self, epoch: int, reason: str, val_loss: float) -> None:
+        """Back to the best weights, a fresh optimiser at a third of the rate (all in the state: resumes exactly)."""
+        cfg = self.config
+        assert self.best_epoch is not None and not isinstance(cfg.lr, str)
+        best = self.ddp.share(lambda: ckpt.load_weights(self.folder.best_weights))   # rank 0 reads it
+        self.model.load_trainable_state_dict(best)
+        before = cfg.lr * self.lr_scale
+        self.lr_scale /= backoff.RATE_DIVISOR
+        self.backoffs += 1
+        self.optimizer = build_optimizer(self.model, cfg.lr * self.lr_scale, cfg.weight_decay)
+        warmup = warmup_steps_for(cfg.warmup_epochs, self.steps_per_epoch, self.total_steps)
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup, prefix=cfg.warmup_prefix)
+        self.listener.backed_off(BackedOff(
+            epoch=epoch, reason=reason, val_loss=val_loss,
+            best_val_loss=self.lowest_loss if self.lowest_loss is not None else float("nan"),
+            best_epoch=self.best_epoch, lr_before=before, lr_after=cfg.lr * self.lr_scale, backoffs=self.backoffs))
+
+    def _weights_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self._trainable)
+
     def _check_not_diverged(self, epoch: int) -> None:
         """Refuse to keep an epoch whose weights are no longer numbers (they would classify every image alike)."""
-        if all(bool(torch.isfinite(p).all()) for p in self._trainable):
+        if self._weights_finite():
             return
         raise RunError(f"The training diverged in epoch {epoch + 1}: the model's weights are no longer numbers "
                        "(NaN). Train again with a smaller learning rate ('auto' finds one); the checkpoints of "

@@ -160,3 +160,69 @@ def test_load_history_draws_a_finished_run(qtbot, tiny_dataset, tmp_path):
 def test_format_duration():
     assert format_duration(42) == "0:42"
     assert format_duration(3725) == "1:02:05"
+
+
+def test_the_search_is_a_phase_with_a_determinate_bar_its_figures_and_stop(qtbot, tiny_dataset, tmp_path):
+    import threading
+
+    from dtl_engine.listener import RunListener
+
+    real = tiny_train()
+    held, release = threading.Event(), threading.Event()
+
+    class HoldAfterFirstTrials(RunListener):
+        """Passes every call on; holds the run (in its own thread) once the first trials have reported."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattribute__(self, name):
+            if name in ("inner", "search_progress"):
+                return object.__getattribute__(self, name)
+            return getattr(object.__getattribute__(self, "inner"), name)
+
+        def search_progress(self, progress):
+            self.inner.search_progress(progress)
+            if progress.trial and not held.is_set():
+                held.set()
+                release.wait(60)
+
+    def train_fn(config, listener=None, token=None, **kw):
+        return real(config, listener=HoldAfterFirstTrials(listener), token=token, **kw)
+
+    # the product's defaults: the rate and the augmentation are searched
+    page = TrainPage(lambda: tiny_config(tiny_dataset, lr="auto", augment="auto", cache_features="auto"),
+                     train_fn=train_fn)
+    qtbot.addWidget(page)
+    page.show()
+    page.start()
+    try:
+        qtbot.waitUntil(lambda: "trial" in page.progress.format(), timeout=60000)
+        assert page.progress.maximum() > 0                     # determinate, not the busy bar
+        assert 0 < page.progress.value() < page.progress.maximum()
+        assert page.progress.format().startswith("Choosing the learning rate and augmentation — trial ")
+        assert " of " in page.progress.format()
+        assert "Choosing the learning rate and augmentation" in page.status()[1]
+        assert "Search, trial " in page.log_view.toPlainText()    # its figures, as they come
+        assert page.stop_button.isEnabled()
+        page.resize(1100, 760)
+        _grab(page, tmp_path, "train_search_phase.png")
+        page.stop()
+    finally:
+        release.set()
+    with qtbot.waitSignal(page.run_finished, timeout=60000) as finished:
+        pass
+    assert finished.args[0].status == "stopped"
+
+
+def test_the_first_model_is_shown_before_epoch_1(qtbot, tiny_dataset):
+    page = TrainPage(lambda: tiny_config(tiny_dataset, lr="auto", augment="auto", cache_features="auto", epochs=1),
+                     train_fn=tiny_train())
+    qtbot.addWidget(page)
+    page.show()
+    with qtbot.waitSignal(page.run_finished, timeout=120000):
+        page.start()
+    log = page.log_view.toPlainText()
+    first = log.index("First model: ")
+    assert "% — refining with DTL…" in log[first:]
+    assert first < log.index("Epoch 1/1")

@@ -330,10 +330,11 @@ def test_real_engine_tiny_run_reports_through_signals(qtbot, tiny_dataset):
 
 def test_real_engine_failure_reaches_the_failed_signal(qtbot, tmp_path):
     """A folder with one class: the engine's own sentence arrives, with details."""
-    (tmp_path / "only").mkdir()
+    data = tmp_path / "images"          # beside DTL Studio's own folder, never around it
+    (data / "only").mkdir(parents=True)
     controller = RunController(train_fn=tiny_train())
     with qtbot.waitSignal(controller.failed, timeout=60000) as blocker:
-        controller.start_training(tiny_config(tmp_path))
+        controller.start_training(tiny_config(data))
     message, details = blocker.args
-    assert message and "Traceback" not in message
+    assert message.startswith("No images were found in the class folders") and "Traceback" not in message
     assert "Error" in details

@@ -14,7 +14,8 @@ from dtl_engine.config import TrainConfig
 from dtl_engine.data import ImageDataset
 from dtl_engine.errors import RunError
 from dtl_engine.training import resume, train
-from dtl_engine.training.autotune import SEARCH_FILE, read_search, side_rate, split_for_search
+from dtl_engine.training.autotune import SEARCH_FILE, SIDE_LR_FACTOR, read_search, side_rate, split_for_search
+from dtl_engine.training.side_trials import SideTrial, candidate_rates, pick, side_trial_steps
 from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, tiny_config
 
 torch.set_num_threads(1)
@@ -67,10 +68,12 @@ def test_auto_run_records_its_choice_uses_only_training_images_and_is_determinis
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     assert search.lr_searched and search.augment_searched
     assert config["lr"] == search.lr and config["augment"] == search.augment   # config.json: resolved values
-    plain = [t for t in search.trials if t.augment == "none"]            # the probe at every rate
+    plain = [t for t in search.trials if t.augment == "none" and t.kind == "probe"]   # the probe at every rate
     assert sorted(t.lr for t in plain) == [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
     best = min(plain, key=lambda t: (t.val_loss, -t.val_acc))
-    assert search.lr == side_rate(best.lr, (1e-3, 3e-3, 1e-2))           # DTL: a tenth of the probe's best
+    # DTL, in a run too short to spare updates for trials of the whole model: a tenth of the probe's best
+    assert not [t for t in search.trials if t.kind == "side"] and search.side_steps == 0
+    assert search.lr == side_rate(best.lr, (1e-3, 3e-3, 1e-2, 3e-2))
     assert {t.augment for t in search.trials} == {"none", "light-noflip", "light"}
     assert all(t.lr == best.lr for t in search.trials if t.augment != "none")
     assert all(t.curve and 0.0 <= t.val_acc <= 1.0 for t in search.trials)
@@ -199,3 +202,21 @@ def test_the_batched_trial_optimiser_makes_torch_adamw_updates():
         reference.step()
     assert torch.allclose(batched, torch.stack([p.detach() for p in params]), atol=1e-6)
     assert not torch.allclose(batched, start)
+
+
+def test_a_long_enough_run_chooses_the_side_networks_rate_from_short_runs_of_the_whole_model(tmp_path):
+    data = image_folder(tmp_path, per_class=10)
+    # long enough (240 updates) that three trials of 12 updates are at most 15 % of the run
+    run_dir = tmp_path / "run"
+    train(_auto(data, batch_size=2, epochs=20), run_dir=run_dir, model_kwargs=MODEL_KWARGS)
+    search = read_search(run_dir)
+    probe = min((t for t in search.trials if t.kind == "probe" and t.augment == "none"),
+                key=lambda t: (t.val_loss, -t.val_acc))
+    side = [t for t in search.trials if t.kind == "side"]
+    # short runs of the whole model at a tenth of the probe's best and its neighbours; the best of them
+    assert [t.lr for t in side] == candidate_rates(probe.lr * SIDE_LR_FACTOR) and 2 <= len(side) <= 3
+    assert search.lr == pick([SideTrial(t.lr, t.val_loss, t.val_acc, t.steps, t.seconds, t.curve) for t in side]).lr
+    assert search.side_steps == side_trial_steps(search.steps_per_trial) > 0
+    assert all(t.steps == search.side_steps and t.curve for t in side)
+    assert 3 * search.side_steps <= 0.15 * search.steps_per_trial
+    assert json.loads((run_dir / "config.json").read_text())["lr"] == search.lr

@@ -32,7 +32,8 @@ class Recorder(RunListener):
     """Keeps every call as (hook name, arguments); ``on`` maps a hook to an extra callback."""
 
     HOOKS = ("run_started", "batch_finished", "epoch_finished", "memory_sample", "checkpoint_saved",
-             "warning", "search_finished", "run_finished", "run_failed")
+             "warning", "search_progress", "search_finished", "first_model", "backed_off", "run_finished",
+             "run_failed")
 
     def __init__(self, **on: Any):
         self.events: list[tuple[str, tuple[Any, ...]]] = []

@@ -1,0 +1,22 @@
+"""The search's progress: its ETA and bar weigh each kind of work by what it costs."""
+from __future__ import annotations
+
+import pytest
+
+from dtl_engine.training.search_progress import TRIAL_IMAGES_GUESS, SearchMeter
+
+
+def test_the_eta_weighs_images_probe_trials_and_trials_of_the_whole_model_apart():
+    seen = []
+    meter = SearchMeter(seen.append, images_total=100, trials=4)
+    meter.plan_side(1, images_each=1000)            # one trial of the whole model, as costly as 1000 images
+    assert seen == []
+    meter.images(100, seconds=10.0)                 # 0.1 s an image
+    assert seen[-1].eta_seconds == pytest.approx(3 * 0.1 * TRIAL_IMAGES_GUESS + 1 * 0.1 * 1000)
+    meter.trials_done(3, seconds=3.0, phase="probe", note="probes")   # 1 s a probe trial, measured
+    assert seen[-1].eta_seconds == pytest.approx(100.0) and seen[-1].note == "probes"
+    assert seen[-1].fraction == pytest.approx(13.0 / 113.0)       # the bar: time spent of the time in all
+    meter.trials_done(1, seconds=50.0, phase="side")
+    assert seen[-1].eta_seconds == 0 and seen[-1].fraction == 1.0 and seen[-1].trial == seen[-1].trials == 4
+    fractions = [p.fraction for p in seen]
+    assert fractions == sorted(fractions)                         # never backwards
