@@ -38,6 +38,20 @@ EXTRAS = "test"
 # several processes, benchmarks' checks); the whole suite is what CI runs.
 FAST_FLAG = "--fast"
 FAST_PYTEST_ARGS = ("-m", "not slow")
+# Most tests wait on one core (a run's thread, a subprocess, the event loop): pytest-xdist runs the
+# test files on up to this many processes, each file whole in one (its shared fixtures built once).
+MAX_TEST_PROCESSES = 4
+
+
+def parallel_args(args: Sequence[str], cores: int | None = None) -> list[str]:
+    """pytest-xdist's arguments for this machine, unless the caller chose (``-n``/``-p no:xdist``) or has one core."""
+    cores = (os.cpu_count() or 1) if cores is None else cores
+    chosen = any(a.startswith(("-n", "--numprocesses", "--dist")) or a == "no:xdist" for a in args)
+    if chosen or cores < 2:
+        return []
+    return ["-n", str(min(MAX_TEST_PROCESSES, cores)), "--dist", "loadfile"]
+
+
 # Run after the tests by `dev.py test` (installed by the test extra): the interpreter's arguments.
 STATIC_CHECKS: tuple[tuple[str, ...], ...] = (("-m", "ruff", "check", "."), ("-m", "mypy", "dtl_engine"),
                                               ("packaging/check_layers.py",))
@@ -346,6 +360,7 @@ def cmd_test(extra: Sequence[str]) -> int:
         args.remove(FAST_FLAG)
         args = [*FAST_PYTEST_ARGS, *args]
         say("The fast subset: the suite without the tests marked slow (the whole suite is `dev.py test`).")
+    args = [*parallel_args(args), *args]
     code = subprocess.run([str(py), "-m", "pytest", *args], cwd=ROOT, env=env).returncode
     if code == 5:
         say("pytest collected no tests; counting that as a failure.")

@@ -94,7 +94,7 @@ def test_test_command_counts_no_tests_as_failure(dev, monkeypatch, tmp_path):
     monkeypatch.setattr(dev.subprocess, "run", fake_run)
     fake_run.code = 5
     assert dev.main(["test", "-k", "export"]) == 1
-    assert seen[0][0] == ["venv-python", "-m", "pytest", "-k", "export"]
+    assert seen[0][0] == ["venv-python", "-m", "pytest", *dev.parallel_args([]), "-k", "export"]
     assert seen[0][1]["QT_QPA_PLATFORM"]
     fake_run.code = 0
     assert dev.main(["test"]) == 0
@@ -272,4 +272,11 @@ def test_fast_runs_the_suite_without_the_slow_tests(dev, monkeypatch):
     monkeypatch.setattr(dev.subprocess, "run", lambda cmd, cwd=None, env=None: seen.append(cmd) or
                         subprocess.CompletedProcess(cmd, 0))
     assert dev.main(["test", "--fast", "-k", "export"]) == 0
-    assert seen[0] == ["venv-python", "-m", "pytest", "-m", "not slow", "-k", "export"]
+    assert seen[0] == ["venv-python", "-m", "pytest", *dev.parallel_args([]), "-m", "not slow", "-k", "export"]
+
+
+def test_the_suite_runs_on_several_processes_unless_told_otherwise(dev):
+    assert dev.parallel_args([], cores=2) == ["-n", "2", "--dist", "loadfile"]
+    assert dev.parallel_args([], cores=16) == ["-n", str(dev.MAX_TEST_PROCESSES), "--dist", "loadfile"]
+    assert dev.parallel_args([], cores=1) == []
+    assert dev.parallel_args(["-n", "0"], cores=8) == [] and dev.parallel_args(["-p", "no:xdist"], cores=8) == []

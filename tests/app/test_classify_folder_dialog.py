@@ -45,6 +45,7 @@ def _dialog(qtbot, exported, tmp_path):
     return page, dialog, places
 
 
+@pytest.mark.slow
 def test_classifies_every_file_sorts_copies_and_leaves_the_input_unchanged(qtbot, exported, tmp_path,
                                                                            monkeypatch, themed, screens_dir):
     new = make_image_folder(tmp_path / "new photos", per_class=3)

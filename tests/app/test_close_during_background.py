@@ -39,6 +39,7 @@ def _assert_clean_exit(proc: subprocess.CompletedProcess, log: list[str]) -> Non
     assert "closing" in log and "exit 0" in log, log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sample", "estimate", "evaluate", "explain", "explain-try", "doctor", "export",
                                   "predict", "list-runs", "compare-runs"])
 def test_closing_waits_for_a_job_that_writes(kind, tmp_path):
@@ -51,18 +52,21 @@ def test_closing_waits_for_a_job_that_writes(kind, tmp_path):
     assert not any(line.startswith("asked") for line in log)     # nothing is lost: no question
 
 
+@pytest.mark.slow
 def test_closing_cancels_a_scan(tmp_path):
     proc, log = _close_during("scan", tmp_path)
     _assert_clean_exit(proc, log)
     assert "cancelled" in log and "ran to the end" not in log, log
 
 
+@pytest.mark.slow
 def test_closing_cancels_thumbnail_loading(tmp_path):
     proc, log = _close_during("thumbnails", tmp_path)
     _assert_clean_exit(proc, log)
     assert 0 < log.count("thumbnail") < 100, log      # stopped well before the last of 100 images
 
 
+@pytest.mark.slow
 def test_closing_during_training_asks_then_stops_and_keeps_the_checkpoint(tmp_path):
     proc, log = _close_during("train", tmp_path)
     _assert_clean_exit(proc, log)
@@ -70,6 +74,7 @@ def test_closing_during_training_asks_then_stops_and_keeps_the_checkpoint(tmp_pa
     assert (tmp_path / "work" / "out.bin").stat().st_size == 30 * 1000
 
 
+@pytest.mark.slow
 def test_closing_stops_classifying_a_folder_and_keeps_the_rows_done(tmp_path):
     proc, log = _close_during("classify-folder", tmp_path)
     _assert_clean_exit(proc, log)
@@ -79,6 +84,7 @@ def test_closing_stops_classifying_a_folder_and_keeps_the_rows_done(tmp_path):
     assert log.index(f"wrote {len(rows)} rows") < log.index("exit 0")      # the window waited for it
 
 
+@pytest.mark.slow
 def test_closing_during_a_real_run_with_loader_workers_ends_them_and_keeps_the_checkpoint(tmp_path):
     """The real engine with two loader workers: the window asks, the run stops, no worker outlives it."""
     import psutil

@@ -32,6 +32,7 @@ def _export(qtbot, page, timeout=180000):
     return done.args[0]
 
 
+@pytest.mark.slow
 def test_export_verify_and_try_it(qtbot, finished_run, tmp_path, themed):
     page = _page(qtbot, finished_run.run_dir)
     name = Path(finished_run.run_dir).name
@@ -96,6 +97,7 @@ def test_export_verify_and_try_it(qtbot, finished_run, tmp_path, themed):
     assert page.try_table.cellWidget(rows + 1, 2) is not None
 
 
+@pytest.mark.slow
 def test_existing_file_asks_before_overwriting(qtbot, finished_run, tmp_path, monkeypatch):
     out = tmp_path / "model.pt"
     out.write_bytes(b"keep me")
@@ -140,6 +142,7 @@ def test_format_choice_follows_onnx_availability(qtbot, finished_run):
         assert page.format() == "torchscript"
 
 
+@pytest.mark.slow
 def test_a_run_without_best_weights_exports_its_last_checkpoint_only_when_asked(qtbot, finished_run, tmp_path,
                                                                                monkeypatch):
     import shutil

@@ -20,6 +20,7 @@ def _qimage_array(image) -> np.ndarray:
         image.height(), image.width(), 3)
 
 
+@pytest.mark.slow
 def test_why_shows_the_heatmap_of_the_tried_image_on_demand(qtbot, exported, tmp_path, themed, screens_dir):
     run, model = exported
     page = ExportPage()

@@ -31,6 +31,7 @@ def click(qtbot, button) -> None:
     qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
 
 
+@pytest.mark.slow
 def test_the_first_hour(qtbot, tmp_path, monkeypatch, themed, wait_scan):
     import dtl_engine.data.sample as sample
     from app.settings import Settings

@@ -54,6 +54,7 @@ def _wheel(widget, dy: int = -120) -> None:
 
 
 # --- 2: stopped before the first epoch ended -------------------------------------------------------
+@pytest.mark.slow
 def test_a_run_stopped_inside_epoch_one_is_not_trained(qtbot, tmp_path, monkeypatch, themed):
     from app.pages.export_page import ExportPage
     from app.pages.results_page import ResultsPage
@@ -151,6 +152,7 @@ def test_the_wheel_scrolls_the_page_instead_of_changing_a_setting(qtbot, setting
     assert spin.value() != before
 
 
+@pytest.mark.slow
 def test_the_wheel_over_a_box_scrolls_the_model_page(qtbot, settings, themed):
     from PySide6.QtWidgets import QAbstractSpinBox
 

@@ -4,6 +4,8 @@ The GPU is faked through the page's ``gpu_probe``; the plans are the real planne
 """
 from __future__ import annotations
 
+import pytest
+
 from app.pages.model_page import ModelPage
 from app.widgets.gpu_fit import NO_GPU
 from dtl_engine.formatting import format_bytes
@@ -31,6 +33,7 @@ def _fit(qtbot, page: ModelPage) -> str:
     return page.gpu_fit.outcome.text()
 
 
+@pytest.mark.slow
 def test_an_8gb_card_gets_its_plan_applied_and_shown(qtbot, settings, themed, tmp_path, screens_dir):
     page = _page(qtbot, settings, CARD_8GB)
     assert page.gpu_fit.gpu_label.text() == "Fake RTX 4060 · 7.50 GB free of 8.00 GB"
@@ -60,6 +63,7 @@ def test_auto_precision_stays_auto_when_it_already_picks_the_plans(qtbot, settin
     assert "Precision" not in text and page.build_config(str(tmp_path)).precision == "auto"
 
 
+@pytest.mark.slow
 def test_a_2gb_card_turns_on_the_savers_lowers_the_batch_and_names_a_card(qtbot, settings, themed, tmp_path):
     card = [CARD_2GB]
     page = ModelPage(settings, gpu_probe=lambda: card[0])

@@ -96,6 +96,7 @@ def test_every_knob_explains_itself(page):
         assert widget.toolTip() == TrainConfig.help(field)
 
 
+@pytest.mark.slow
 def test_memory_estimate_appears_and_follows_the_batch_size(qtbot, page, screens_dir):
     qtbot.waitUntil(lambda: page.memory_text() != "", timeout=120_000)
     first = page.last_estimate

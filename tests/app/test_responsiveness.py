@@ -36,6 +36,7 @@ def _gaps(ticks: list[float]) -> list[float]:
     return [1000 * (b - a) for a, b in zip(ticks, ticks[1:])]
 
 
+@pytest.mark.slow
 def test_event_loop_gaps_stay_small_during_training(qtbot, tmp_path, record_property, capsys):
     import dtl_engine.training  # noqa: F401 - load torch/timm first: we measure training, not imports
 

@@ -51,6 +51,7 @@ def window(qtbot, settings, monkeypatch):
     return win
 
 
+@pytest.mark.slow
 def test_open_run_folder_follows_a_run_written_by_another_process(qtbot, window, writer):
     run_dir, proc, go = writer
     page = window.train_page

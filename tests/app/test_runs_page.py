@@ -27,6 +27,7 @@ def _cell(page, row, column):
     return page.table.item(row, COLUMNS.index(column)).text()
 
 
+@pytest.mark.slow
 def test_lists_runs_and_resumes_only_what_can_be_resumed(qtbot, tiny_dataset, tmp_path, themed):
     finished = train_now(tiny_dataset, epochs=2)
     stopped = stopped_run(tiny_dataset, stop_after_epoch=0, epochs=3)

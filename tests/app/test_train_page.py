@@ -97,6 +97,7 @@ def test_stop_mid_run_leaves_a_checkpoint(qtbot, tiny_dataset, tmp_path, themed)
     qtbot.waitUntil(lambda: _buttons(page) == (True, False, False, False), timeout=30_000)
 
 
+@pytest.mark.slow
 def test_pause_holds_and_resume_continues(qtbot, tiny_dataset):
     page = _page(qtbot, tiny_config(tiny_dataset, epochs=6))
     with qtbot.waitSignal(page.controller.batch, timeout=120000):

@@ -116,6 +116,7 @@ def test_settings_round_trip(private_settings, tmp_path):
     assert private_settings.exists()              # the private INI file, not the user's settings
 
 
+@pytest.mark.slow
 def test_window_geometry_is_remembered(qtbot, settings, themed, monkeypatch):
     w = MainWindow(settings)
     qtbot.addWidget(w)
@@ -150,6 +151,7 @@ def _answer(monkeypatch, choice: str) -> list[str]:
     return asked
 
 
+@pytest.mark.slow
 def test_closing_during_a_run_asks_then_stops_cleanly(qtbot, settings, themed, image_folder, wait_scan,
                                                       monkeypatch):
     started, seen = threading.Event(), {}

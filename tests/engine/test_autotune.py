@@ -46,6 +46,7 @@ def test_search_split_is_inside_the_training_split_stratified_and_seeded():
         assert any(labels[i] == c for i in a_train) and any(labels[i] == c for i in a_val)
 
 
+@pytest.mark.slow
 def test_auto_run_records_its_choice_uses_only_training_images_and_is_deterministic(tmp_path, monkeypatch):
     data = image_folder(tmp_path, per_class=10)
     log = tmp_path / "loaded.txt"           # a file: the loader's worker processes read the images too
@@ -87,6 +88,7 @@ def test_auto_run_records_its_choice_uses_only_training_images_and_is_determinis
     assert second.best_val_acc == first.best_val_acc
 
 
+@pytest.mark.slow
 def test_a_typed_learning_rate_wins_and_resume_does_not_search_again(tmp_path):
     data = image_folder(tmp_path)
     stopper = Recorder()
@@ -109,6 +111,7 @@ def test_a_typed_learning_rate_wins_and_resume_does_not_search_again(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["lr"] == 5e-3
 
 
+@pytest.mark.slow
 def test_the_search_refuses_flips_where_mirroring_changes_the_class(tmp_path):
     data = tmp_path / "halves"
     for i in range(24):
@@ -204,6 +207,7 @@ def test_the_batched_trial_optimiser_makes_torch_adamw_updates():
     assert not torch.allclose(batched, start)
 
 
+@pytest.mark.slow
 def test_a_long_enough_run_chooses_the_side_networks_rate_from_short_runs_of_the_whole_model(tmp_path):
     data = image_folder(tmp_path, per_class=10)
     # long enough (240 updates) that three trials of 12 updates are at most 15 % of the run

@@ -30,6 +30,7 @@ def _args(*extra: str) -> argparse.Namespace:
                               "--model-kwargs", json.dumps(KW), *extra])
 
 
+@pytest.mark.slow
 def test_cli_json_has_every_method_and_sensible_figures(capsys):
     assert run_bench(_args("--json")) == 0
     out = capsys.readouterr().out

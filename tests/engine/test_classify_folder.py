@@ -49,6 +49,7 @@ def class_tree(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_one_row_and_one_copy_per_image_input_unchanged(model_file, tmp_path):
     folder = class_tree(tmp_path)
     before = checksums(folder)

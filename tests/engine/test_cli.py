@@ -65,6 +65,7 @@ def test_train_on_one_class_is_a_sentence(tmp_path, capsys):
     assert err.startswith("error: ") and len(err.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_train_export_predict_runs_evaluate(tmp_path, capsys):
     data = make_image_folder(tmp_path / "images", {"red": 6, "green": 6, "blue": 6})
     assert cli.main(["train", str(data), *TINY, "--epochs", "1", "--max-steps", "2"]) == 0
@@ -130,6 +131,7 @@ def test_ctrl_c_stops_cleanly_and_says_where_the_checkpoint_is(tmp_path, capsys,
     assert "Finished 2 epoch(s)" in out and "epoch 2/2" in out
 
 
+@pytest.mark.slow
 def test_bench_accuracy_prints_the_rows_side_by_side_and_the_search_share(tmp_path, capsys):
     data = make_image_folder(tmp_path / "images", {"apple": 8, "pear": 8}, size=(24, 24))
     assert cli.main(["bench-accuracy", str(data), "--epochs", "1", "--no-pretrained"]) == 0

@@ -47,6 +47,7 @@ def flipped(tmp_path_factory):
     return data, moved, tiny_run(data, root / "run")
 
 
+@pytest.mark.slow
 def test_flipped_labels_are_found_with_precision_and_recall(flipped):
     data, moved, run_dir = flipped
     before = tree_snapshot(data)
@@ -70,6 +71,7 @@ def test_confident_learning_rule_on_hand_made_probabilities():
     assert [(i, k) for i, k, _ in likely_mislabeled(probs, labels)] == [(2, 0), (5, 1)]
 
 
+@pytest.mark.slow
 def test_duplicates_across_splits_are_leakage_and_imbalance_is_reported(tmp_path):
     data = make_split_folder(tmp_path / "images", train={"a": 12, "b": 3}, val={"a": 3, "b": 2})
     shutil.copy(data / "train" / "a" / "img_0.png", data / "val" / "a" / "copy.png")         # exact, train/val

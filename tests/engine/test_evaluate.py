@@ -80,6 +80,7 @@ def test_undefined_scores_are_zero_not_errors():
     assert ev.accuracy == 1.0
 
 
+@pytest.mark.slow
 def test_evaluate_run_uses_the_test_split_when_present(tmp_path):
     from image_factory import make_split_folder
 
@@ -94,6 +95,7 @@ def test_evaluate_run_uses_the_test_split_when_present(tmp_path):
     assert json.loads(report_file.read_text())["split"] == "test"
 
 
+@pytest.mark.slow
 def test_re_evaluation_names_the_epoch_whose_weights_it_used(tmp_path):
     """With the paper's 'last epoch' rule the weights are the last epoch's, whatever the best validation was."""
     from image_factory import make_image_folder

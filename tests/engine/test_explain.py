@@ -47,6 +47,7 @@ def mass_ratio(model, classes, folder, layer=None):
     return float(np.mean(shares)) / (SQUARE * SQUARE / (SIDE * SIDE))
 
 
+@pytest.mark.slow
 def test_vit_heatmap_mass_sits_on_the_square(square_run, tmp_path):
     model, classes = load_run_model(square_run.run_dir)
     ratio = mass_ratio(model, classes, tmp_path)
@@ -55,6 +56,7 @@ def test_vit_heatmap_mass_sits_on_the_square(square_run, tmp_path):
     assert ratio >= 3.0
 
 
+@pytest.mark.slow
 def test_swin_heatmap_mass_sits_on_the_square(tmp_path):
     run = _train_squares(tmp_path, "swin")
     model, classes = load_run_model(run.run_dir)

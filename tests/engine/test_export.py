@@ -46,6 +46,7 @@ def exported(tmp_path_factory):
     return model, result
 
 
+@pytest.mark.slow
 def test_export_verifies_itself_in_a_fresh_process(exported):
     _, result = exported
     assert result.format == "torchscript" and result.verified
@@ -69,6 +70,7 @@ print(json.dumps({"extra": json.loads(extra["metadata.json"]), "method": json.lo
 """
 
 
+@pytest.mark.slow
 def test_torch_only_process_matches_engine_on_any_size_and_reads_metadata(exported, tmp_path):
     model, result = exported
     gen = torch.Generator().manual_seed(1)
@@ -127,6 +129,7 @@ def test_a_file_that_appears_during_the_export_is_not_overwritten(exported, tmp_
     assert _beside(tmp_path) == ["model.pt"]                         # no temporary file left behind
 
 
+@pytest.mark.slow
 def test_a_model_that_answers_nan_is_not_verified(tmp_path):
     """NaN probabilities equal nothing, so no difference was found: the check called such a file verified."""
     model = trained_looking_model()
@@ -169,6 +172,7 @@ def test_bad_arguments_are_sentences(exported, tmp_path):
         export_model(model, CLASSES, tmp_path, verify=False)
 
 
+@pytest.mark.slow
 def test_swin_dtl_plus_exports_and_verifies(tmp_path):
     # The other backbone family (NHWC stages, per-stage depthwise convs) traces just as well.
     model = trained_looking_model(tiny_swin, variant="dtl+")
@@ -177,6 +181,7 @@ def test_swin_dtl_plus_exports_and_verifies(tmp_path):
     assert load_exported(result.path).metadata["method"] == "dtl+"
 
 
+@pytest.mark.slow
 def test_check_also_works_inside_a_bundled_app(exported, monkeypatch):
     # A bundled app has no interpreter to call; the check then runs in a spawned child process.
     import dtl_engine.export.verify as verify

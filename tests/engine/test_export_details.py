@@ -29,6 +29,7 @@ def run_dir(tmp_path_factory):
     return train(config, run_dir=root / "run", model_kwargs=TINY_VIT[1]).run_dir
 
 
+@pytest.mark.slow
 def test_exported_file_has_the_runs_validation_accuracy(run_dir, tmp_path):
     out = tmp_path / "model.pt"
     result = export_run(run_dir, out, measure_device="cpu", latency_repeats=3)
@@ -44,6 +45,7 @@ def test_exported_file_has_the_runs_validation_accuracy(run_dir, tmp_path):
     assert lines[0].startswith("file size:") and "the same" in lines[-1]
 
 
+@pytest.mark.slow
 def test_cli_export_prints_size_latency_and_accuracy_onnx(run_dir, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     assert cli.main(["export", run_dir, "--out", str(tmp_path / "m.onnx"), "--device", "cpu",
@@ -64,6 +66,7 @@ def test_no_latency_runs_is_a_sentence_and_writes_nothing(run_dir, tmp_path, cap
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_device_that_cannot_run_the_file_is_reported_not_fatal(run_dir, tmp_path, monkeypatch):
     from dtl_engine.export import verify
 

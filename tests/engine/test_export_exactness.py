@@ -35,6 +35,7 @@ def digits_run(tmp_path_factory):
         yield Path(run_dir), evaluation, result
 
 
+@pytest.mark.slow
 def test_exported_file_counts_the_same_images_correct_as_the_run(digits_run):
     run_dir, evaluation, result = digits_run
     run = json.loads((run_dir / "run.json").read_text())

@@ -29,6 +29,7 @@ def test_missing_onnx_packages_give_one_sentence(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_engine_on_any_size(tmp_path):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")

@@ -80,6 +80,7 @@ def test_1_out_containing_the_data_is_refused_and_the_data_survives(tmp_path, ca
     assert tree_snapshot(x) == before
 
 
+@pytest.mark.slow
 def test_1_a_users_cache_folder_in_the_run_folder_survives_a_cached_run(finished, tmp_path, capsys):
     data = RunFolder(finished).read_config()["data_dir"]
     out = _copy(finished, tmp_path)
@@ -164,6 +165,7 @@ def test_2_a_stop_before_training_in_a_new_folder_is_not_called_a_checkpoint(tmp
     assert RunFolder(tmp_path / "new").read_run()["status"] == "stopped"
 
 
+@pytest.mark.slow
 def test_2_two_concurrent_writers_the_second_fails_at_once(tmp_path):
     from dtl_engine.training import train
 
@@ -220,6 +222,7 @@ def test_3_resume_never_starts_over(finished, tmp_path, capsys, missing):
 
 # --- 4. a wrong accuracy, reported as right --------------------------------------------------------
 
+@pytest.mark.slow
 def test_4_evaluation_covers_n_of_m_when_files_are_gone(tmp_path, capsys):
     from dtl_engine.training import train
 
@@ -341,6 +344,7 @@ def _with_deadline(fn, seconds: float, fifos: list[Path]):
     return box.get("value")
 
 
+@pytest.mark.slow
 def test_6_predict_a_fifo_reports_it_and_prints_the_others(finished, tmp_path, capsys):
     from dtl_engine.export import export_run
 
@@ -453,6 +457,7 @@ def test_7_resuming_an_interrupted_run_after_its_last_epoch_only_finishes(finish
 
 # --- injected faults during training --------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fail_at", [9, 13])     # the resume state of epoch 1; a write of epoch 2
 def test_full_disk_during_training_fails_cleanly_and_resume_is_bit_identical(tmp_path, monkeypatch, fail_at):
     """The n-th file write of a run hits a full disk: a sentence, the last commit intact, resume exact."""
@@ -484,6 +489,7 @@ def test_full_disk_during_training_fails_cleanly_and_resume_is_bit_identical(tmp
     assert all(a[k].equal(b[k]) for k in a)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", run_folder.RUN_FILES)
 @pytest.mark.parametrize("damage", ["missing", "truncated"])
 def test_each_run_file_missing_or_truncated_gives_a_result_or_a_sentence(finished, tmp_path, name, damage):
@@ -508,6 +514,7 @@ def test_each_run_file_missing_or_truncated_gives_a_result_or_a_sentence(finishe
     assert not (run / run_folder.LOCK).exists()
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_points_then_resume_is_bit_identical(tmp_path):
     """SIGKILL a training process twice at random moments (a checkpoint write may be cut anywhere)."""
     import random

@@ -8,6 +8,8 @@ progress in order.
 """
 from __future__ import annotations
 
+import pytest
+
 import json
 from pathlib import Path
 
@@ -34,6 +36,7 @@ def _defaults(data: Path, **knob) -> TrainConfig:
     return tiny_config(data, **values)
 
 
+@pytest.mark.slow
 def test_the_first_model_exists_before_epoch_1_is_exportable_and_the_best_is_never_below_it(tmp_path):
     data = image_folder(tmp_path, per_class=10)
     run_dir = tmp_path / "run"
@@ -65,6 +68,7 @@ def test_the_first_model_exists_before_epoch_1_is_exportable_and_the_best_is_nev
     assert [m["epoch"] for m in metrics] == [-1, 0, 1, 2]
 
 
+@pytest.mark.slow
 def test_a_finished_run_at_the_defaults_keeps_epoch_0_and_ends_no_worse(tmp_path):
     data = image_folder(tmp_path, per_class=10)
     listener = Recorder()
@@ -76,6 +80,7 @@ def test_a_finished_run_at_the_defaults_keeps_epoch_0_and_ends_no_worse(tmp_path
     assert result.report is not None and result.report.accuracy >= first.val_acc - 1e-9
 
 
+@pytest.mark.slow
 def test_a_run_forced_to_diverge_backs_off_and_never_ends_below_its_first_model(tmp_path):
     data = image_folder(tmp_path, per_class=10)
     listener = Recorder()
@@ -96,6 +101,7 @@ def test_a_run_forced_to_diverge_backs_off_and_never_ends_below_its_first_model(
     assert all(bool(torch.isfinite(v).all()) for v in run_weights(tmp_path / "run").values())
 
 
+@pytest.mark.slow
 def test_a_resume_after_a_back_off_is_bit_identical(tmp_path):
     data = image_folder(tmp_path, per_class=10)
     config = _defaults(data, lr=HUGE_RATE, epochs=2)
@@ -112,6 +118,7 @@ def test_a_resume_after_a_back_off_is_bit_identical(tmp_path):
     assert strip(RunFolder(tmp_path / "whole").read_metrics()) == strip(RunFolder(tmp_path / "parted").read_metrics())
 
 
+@pytest.mark.slow
 def test_two_images_per_class_and_a_class_of_one_train_at_the_defaults(tmp_path):
     for name, classes in (("pairs", {"red": 2, "green": 2, "blue": 2}), ("single", {"red": 6, "green": 6, "blue": 1})):
         data = make_image_folder(tmp_path / name, classes=classes)
@@ -121,6 +128,7 @@ def test_two_images_per_class_and_a_class_of_one_train_at_the_defaults(tmp_path)
         assert search is not None and search.lr_searched and search.trials
 
 
+@pytest.mark.slow
 def test_the_search_reports_its_progress_in_order_with_correct_counts(tmp_path):
     data = image_folder(tmp_path, per_class=10)
     listener = Recorder()

@@ -77,6 +77,7 @@ def test_training_step_gradients_equal_autocast_with_fp32_weights():
         assert torch.allclose(grads[0][name], grads[1][name], rtol=1e-3, atol=1e-6), name
 
 
+@pytest.mark.slow
 def test_probe_counts_half_weights_by_default_under_bf16_only():
     name, kw = TINY_VIT
     on = estimate_memory(name, 8, precision="bf16", model_kwargs=kw)
@@ -91,6 +92,7 @@ def test_probe_counts_half_weights_by_default_under_bf16_only():
     assert on.full.param_bytes == off.full.param_bytes  # full fine-tuning trains every weight: no saver
 
 
+@pytest.mark.slow
 def test_runs_store_frozen_weights_in_half_by_default_only_under_autocast(tmp_path, monkeypatch):
     from dtl_engine.training import runner, train
     from test_training_helpers import MODEL_KWARGS, image_folder, tiny_config

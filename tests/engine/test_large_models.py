@@ -18,6 +18,7 @@ def test_builds_as_a_dtl_model_with_the_stated_size(entry):
     assert entry.dtl_savers_bytes < entry.dtl_default_bytes < entry.full_bytes
 
 
+@pytest.mark.slow
 def test_stored_estimates_are_the_probe_figures():
     entry = LARGE_BACKBONES[0]  # ViT-L/16; the others are re-measured by ``python -m dtl_engine.sizing.large_models``
     measured = measure(entry.name)

@@ -50,6 +50,7 @@ def test_probe_equals_real_cpu_count(method, savers):
     assert est.full.activation_bytes == _real_bytes("full")
 
 
+@pytest.mark.slow
 def test_probe_equals_real_count_on_swin_in_fp32_and_under_bf16_autocast():
     name, kw = TINY_SWIN
     est = estimate_memory(name, BATCH, method="dtl", model_kwargs=kw)
@@ -129,6 +130,7 @@ def test_bad_input_gets_a_sentence():
         estimate_memory("vit_base_patch99_999", 2)
 
 
+@pytest.mark.slow
 def test_vit_base_batch_32_probe_speed_and_result():
     """Slider speed check on the real size: printed (noisy shared CPU), the result is asserted."""
     start, cpu = time.perf_counter(), time.process_time()

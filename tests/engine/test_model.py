@@ -99,6 +99,7 @@ def test_spec_round_trip_rebuilds_same_structure():
     assert again.data_config["input_size"] == (3, 32, 48)
 
 
+@pytest.mark.slow
 def test_vit_base_side_network_has_36864_parameters():
     model = build_model("vit_base_patch16_224", 10, weights="random", rank=2)
     side = sum(p.numel() for p in model.side_network.parameters())

@@ -1,6 +1,8 @@
 """The engine must stay usable without Qt: importing all of it pulls in no Qt binding."""
 from __future__ import annotations
 
+import pytest
+
 import pkgutil
 import subprocess
 import sys
@@ -8,6 +10,7 @@ import sys
 import dtl_engine
 
 
+@pytest.mark.slow
 def test_engine_imports_no_qt():
     modules = [m.name for m in pkgutil.walk_packages(dtl_engine.__path__, "dtl_engine.")]
     assert len(modules) >= 3, modules

@@ -29,6 +29,7 @@ def test_parse_memory():
             parse_memory(bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, kw", [(NAME, KW), ("vit_base_patch16_224", None)])
 def test_estimates_within_15_percent_of_the_probe_at_batches_it_did_not_probe(name, kw):
     plan = plan_fit(name, 80 * GB, model_kwargs=kw)
@@ -64,6 +65,7 @@ def test_tight_memory_turns_on_the_savers_then_lowers_the_batch():
     assert plan.smallest_card == planner.CARDS[0][0] and "For batch 32" in format_plan(plan)
 
 
+@pytest.mark.slow
 def test_nothing_fits_names_the_smallest_card_that_would():
     plan = plan_fit("vit_huge_patch14_224", 1 * GB)
     assert plan.choice is None and plan.recommended() is None

@@ -15,6 +15,7 @@ from dtl_engine.training import train
 from test_training_helpers import MODEL_KWARGS, image_folder, run_weights, tiny_config
 
 
+@pytest.mark.slow
 def test_list_runs_newest_first_and_reopen(tmp_path):
     data = image_folder(tmp_path, per_class=4)
     first = train(tiny_config(data, epochs=1), model_kwargs=MODEL_KWARGS)

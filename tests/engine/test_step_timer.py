@@ -32,6 +32,7 @@ def _faults(mode: str) -> tuple[str, int]:
     return out[0], int(out[1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator setting is Linux-only")
 def test_kept_memory_is_reused_without_page_faults():
     _, default = _faults("default")

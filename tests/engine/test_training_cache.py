@@ -1,6 +1,8 @@
 """The prefix feature cache: same training as without it, and later epochs skip the frozen prefix."""
 from __future__ import annotations
 
+import pytest
+
 from pathlib import Path
 
 import torch
@@ -24,6 +26,7 @@ def _count(monkeypatch, cls, name) -> dict:
     return counter
 
 
+@pytest.mark.slow
 def test_cached_training_equals_uncached_and_skips_the_prefix_after_epoch_one(tmp_path, monkeypatch):
     data = image_folder(tmp_path)
     plain = train(tiny_config(data, cache_features="off"), model_kwargs=MODEL_KWARGS)
@@ -50,6 +53,7 @@ def test_cached_training_equals_uncached_and_skips_the_prefix_after_epoch_one(tm
     assert plain.best_val_acc == cached.best_val_acc
 
 
+@pytest.mark.slow
 def test_cache_spills_to_the_run_folder_beyond_its_budget_and_cleans_up(tmp_path):
     data = image_folder(tmp_path)
     in_memory = train(tiny_config(data, cache_features="on"), model_kwargs=MODEL_KWARGS)
@@ -64,6 +68,7 @@ def test_cache_spills_to_the_run_folder_beyond_its_budget_and_cleans_up(tmp_path
     assert all(torch.equal(a[k], b[k]) for k in a)                   # bytes round-trip exactly
 
 
+@pytest.mark.slow
 def test_cache_is_off_with_random_augmentation_or_drop_path(tmp_path, monkeypatch):
     data = image_folder(tmp_path, per_class=4)
     prefix_calls = _count(monkeypatch, DTLModel, "forward_prefix")

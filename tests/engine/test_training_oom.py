@@ -25,6 +25,7 @@ def _limit_batch(monkeypatch, largest: int) -> list[int]:
     return seen
 
 
+@pytest.mark.slow
 def test_oom_splits_the_batch_and_keeps_the_effective_batch(tmp_path, monkeypatch):
     data = image_folder(tmp_path)
     config = tiny_config(data, epochs=2)
@@ -43,6 +44,7 @@ def test_oom_splits_the_batch_and_keeps_the_effective_batch(tmp_path, monkeypatc
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_oom_with_single_images_fails_with_a_sentence(tmp_path, monkeypatch):
     _limit_batch(monkeypatch, largest=0)
     rec = Recorder()

@@ -13,6 +13,7 @@ from dtl_engine.training import resume, train
 from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, run_weights, tiny_config
 
 
+@pytest.mark.slow
 def test_stop_after_epoch_two_then_resume_equals_uninterrupted(tmp_path):
     data = image_folder(tmp_path)
     # random augmentation on purpose: its RNG must be a pure function of (seed, epoch)

@@ -17,6 +17,7 @@ from image_factory import tree_snapshot
 from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, run_weights, tiny_config
 
 
+@pytest.mark.slow
 def test_listener_story_files_and_report(tmp_path):
     data = image_folder(tmp_path)
     before = tree_snapshot(data)
@@ -66,6 +67,7 @@ def test_listener_story_files_and_report(tmp_path):
     assert not (tmp_path / result.run_dir / "cache").exists()
 
 
+@pytest.mark.slow
 def test_stop_mid_epoch_leaves_loadable_checkpoint_and_resumes(tmp_path):
     token = StopToken()
     rec = Recorder(batch_finished=lambda b: token.stop() if (b.epoch, b.step) == (1, 1) else None)
@@ -85,6 +87,7 @@ def test_stop_mid_epoch_leaves_loadable_checkpoint_and_resumes(tmp_path):
     assert [e.epoch for e in rec2.of("epoch_finished")] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_pause_from_another_thread_blocks_then_continues(tmp_path):
     token = StopToken()
     paused = threading.Event()
@@ -110,6 +113,7 @@ def test_pause_from_another_thread_blocks_then_continues(tmp_path):
     assert out["result"].status == "finished" and len(rec.of("batch_finished")) == 6
 
 
+@pytest.mark.slow
 def test_crash_calls_run_failed_marks_failed_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     calls = {"n": 0}
     forward = DTLModel.forward
@@ -136,6 +140,7 @@ def test_crash_calls_run_failed_marks_failed_and_keeps_last_checkpoint(tmp_path,
     assert resume(run_dir).status == "finished"
 
 
+@pytest.mark.slow
 def test_early_stopping_and_step_budget(tmp_path):
     data = image_folder(tmp_path)
     rec = Recorder()

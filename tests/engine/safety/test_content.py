@@ -63,6 +63,7 @@ def _refused_without_results(code: int, out: str, err: str, *words: str) -> None
 
 # --- the export's own bytes ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_an_export_whose_bytes_were_damaged_is_refused_and_sorts_nothing(made, tmp_path, capsys):
     damaged = tmp_path / "damaged.pt"
     raw = bytearray((made / "model.pt").read_bytes())
@@ -95,6 +96,7 @@ def _onnx_available() -> bool:
     return onnx_available()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _onnx_available(), reason="ONNX export needs the optional onnx and onnxruntime packages")
 def test_an_onnx_export_changed_after_export_is_refused(made, tmp_path, capsys):
     import onnx

@@ -3,6 +3,8 @@ first epoch, the old run is set aside whole and comes back after a refusal, a st
 crash or a kill -9 (issue 20, reproduction 2)."""
 from __future__ import annotations
 
+import pytest
+
 import json
 import signal
 from pathlib import Path
@@ -160,6 +162,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_2_a_real_kill_before_the_first_epoch_then_resume_puts_the_old_run_back(finished, tmp_path, capsys):
     import subprocess
     import sys

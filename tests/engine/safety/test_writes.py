@@ -182,6 +182,7 @@ def _engine_leftovers(*folders: Path) -> list[Path]:
     return [p for f in folders for p in f.rglob(".*") if fileio.is_leftover_name(p.name)]
 
 
+@pytest.mark.slow
 def test_8_predict_folder_killed_then_run_again_resumes_without_duplicates(model_file, tmp_path, capsys):
     import subprocess
     import sys
