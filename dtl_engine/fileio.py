@@ -472,6 +472,22 @@ def publish(tmp: str | os.PathLike[str], final: str | os.PathLike[str], overwrit
         publish_new(tmp, final)
 
 
+@contextmanager
+def new_file(path: str | os.PathLike[str], overwrite: bool) -> Iterator[Path]:
+    """A temporary of this process beside ``path`` to fill; it becomes ``path`` when the block ends.
+
+    Published only when the block ends without an error (replacing a file there only with
+    ``overwrite``: ``FileExistsError`` otherwise), and removed in every other case, a full disk too.
+    """
+    make_folder(Path(path).parent)
+    tmp = reserve_beside(path)      # a name of its own: two writers never share one file
+    try:
+        yield tmp
+        publish(tmp, path, overwrite)
+    finally:
+        discard(tmp)
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     atomic_write_bytes(path, json.dumps(obj, indent=2).encode("utf-8"))

@@ -124,21 +124,17 @@ def check_csv_destination(path: str | os.PathLike[str], overwrite: bool = False,
 
 def _write_rows(path: str | os.PathLike[str], columns: Sequence[str], rows: list[list[Any]], overwrite: bool,
                 data_dir: str | os.PathLike[str] | None, own: str | os.PathLike[str] | None = None) -> Path:
-    from dtl_engine.fileio import discard, make_folder, open_temp, publish, reserve_beside
+    from dtl_engine.fileio import new_file, open_temp
 
     out = check_csv_destination(path, overwrite, data_dir, own)
-    make_folder(out.parent)
-    part = reserve_beside(out)              # a name of its own: two checks never write into one file
     try:
-        with open_temp(part, "w", newline="", encoding="utf-8", errors=NAME_BYTES) as fh:
+        with new_file(out, overwrite) as part, open_temp(part, "w", newline="", encoding="utf-8",
+                                                         errors=NAME_BYTES) as fh:
             writer = csv.writer(fh)
             writer.writerow(columns)
             writer.writerows(rows)
-        publish(part, out, overwrite)    # without overwrite, a file made there meanwhile is never replaced
-    except FileExistsError:
+    except FileExistsError:     # without overwrite, a file made there meanwhile is never replaced
         raise DataError(f"'{out}' already exists; choose another name or allow overwriting it.") from None
-    finally:
-        discard(part)
     return out
 
 

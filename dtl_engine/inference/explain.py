@@ -212,7 +212,7 @@ def explain_run(run_dir: str | os.PathLike[str], image_path: str | os.PathLike[s
         RunError: ``out_path`` exists (and ``overwrite`` is off), is a folder, or lies in the run's image folder.
         DataError: the image cannot be read.
     """
-    from dtl_engine.fileio import check_target, discard, make_folder, publish, reserve_beside
+    from dtl_engine.fileio import check_target, new_file
     from dtl_engine.runs.folder import RunFolder
     from dtl_engine.runs.listing import load_run_model
     from dtl_engine.devices import select_device
@@ -223,13 +223,9 @@ def explain_run(run_dir: str | os.PathLike[str], image_path: str | os.PathLike[s
     model, classes = load_run_model(run_dir, which="best", device=dev)
     result = explain_image(model, classes, image_path, class_name)
     picture = overlay(image_path, result.heatmap)
-    make_folder(out.parent)
-    tmp = reserve_beside(out)               # a name of its own; removed on every failure (a full disk too)
     try:
-        picture.save(tmp, format="PNG")
-        publish(tmp, out, overwrite)    # without overwrite, a file made there meanwhile is never replaced
-    except FileExistsError:
+        with new_file(out, overwrite) as tmp:
+            picture.save(tmp, format="PNG")
+    except FileExistsError:     # without overwrite, a file made there meanwhile is never replaced
         raise RunError(f"'{out}' already exists; choose another name or pass --overwrite.") from None
-    finally:
-        discard(tmp)
     return result
