@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from dtl_engine.listener import BACKOFF_REASONS
 from dtl_engine.formatting import format_count, format_duration
 
 
@@ -77,8 +78,7 @@ def event_line(event: dict) -> str:
         return (f"{first_model_headline(float(event.get('val_acc') or 0))} (validation loss "
                 f"{float(event.get('val_loss') or 0):.4f}, after {format_duration(event.get('seconds') or 0)})")
     if kind == "backed_off":
-        why = ("the loss was no number" if event.get("reason") == "non_finite"
-               else "validation loss rose far above its best")
+        why = BACKOFF_REASONS.get(str(event.get("reason")), str(event.get("reason")))
         return (f"⚠ Epoch {int(event.get('epoch', 0)) + 1} diverged ({why}): back to the weights of epoch "
                 f"{int(event.get('best_epoch', 0)) + 1}, learning rate {float(event.get('lr_before') or 0):.2g} → "
                 f"{float(event.get('lr_after') or 0):.2g}")

@@ -81,6 +81,10 @@ class FirstModel:
     path: str                   # its weights: the run's best checkpoint until an epoch beats it
 
 
+#: BackedOff.reason in words, for every log that shows it (the CLI's and the app's).
+BACKOFF_REASONS = {"val_loss": "validation loss rose far above its best", "non_finite": "the loss was no number"}
+
+
 @dataclass
 class BackedOff:
     """Validation loss rose clearly above the best (or the loss was no number): back to the best weights."""

@@ -22,7 +22,7 @@ from dtl_engine import __version__
 from dtl_engine.config import AUGMENTS, DEVICES, METHODS, PRECISIONS, TrainConfig, range_problem
 from dtl_engine.recipes import RECIPES
 from dtl_engine.errors import DTLError, RunError
-from dtl_engine.listener import RunListener, StopToken
+from dtl_engine.listener import BACKOFF_REASONS, RunListener, StopToken
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -139,7 +139,7 @@ class ProgressPrinter(RunListener):
 
     def backed_off(self, event) -> None:
         self._close_bar()
-        self._write(f"epoch {event.epoch + 1}: the run diverged ({_BACKOFF_WHY.get(event.reason, event.reason)}); "
+        self._write(f"epoch {event.epoch + 1}: the run diverged ({BACKOFF_REASONS.get(event.reason, event.reason)}); "
                     f"back to the weights of epoch {event.best_epoch + 1}, learning rate {event.lr_before:.2g} → "
                     f"{event.lr_after:.2g} (back-off {event.backoffs})")
 
@@ -161,9 +161,6 @@ class ProgressPrinter(RunListener):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-
-
-_BACKOFF_WHY = {"val_loss": "validation loss rose far above its best", "non_finite": "the loss was no number"}
 
 
 def _duration(seconds: float) -> str:
