@@ -17,6 +17,7 @@ from dtl_engine.data import Split
 from dtl_engine.devices import Precision
 from dtl_engine.listener import ListenerGroup, RunListener, StopToken
 from dtl_engine.runs import folder as run_folder
+from dtl_engine.runs.claim import Claim
 from dtl_engine.runs.event_log import EventLogWriter
 from dtl_engine.training import distributed
 from dtl_engine.training.feature_cache import FeatureCache
@@ -50,7 +51,7 @@ class RunState:
     bad_epochs: int
     _global_lens: list[int]         # the global batch sizes of the epoch being trained
 
-    def __init__(self, config: TrainConfig, run_dir: Path, claim: run_folder.Claim | None,
+    def __init__(self, config: TrainConfig, run_dir: Path, claim: Claim | None,
                  listener: RunListener | None, token: StopToken | None, ddp: distributed.Distributed | None = None):
         self.config = config
         self.claim = claim              # held by the process that writes (rank 0); None on the others

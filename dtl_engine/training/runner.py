@@ -37,6 +37,7 @@ from dtl_engine.errors import DTLError, RunError
 from dtl_engine.inference.evaluate import Evaluation
 from dtl_engine.listener import BatchStats, EpochStats, RunListener, StopToken
 from dtl_engine.runs import checkpoint as ckpt
+from dtl_engine.runs import claim as run_claim
 from dtl_engine.runs import folder as run_folder
 from dtl_engine.training import backoff, distributed
 from dtl_engine.training.optim import current_lr
@@ -94,10 +95,10 @@ def train(config: TrainConfig, listener: RunListener | None = None, token: StopT
 def _train(config: TrainConfig, listener: RunListener | None, token: StopToken | None, run_dir: str | Path | None,
            model_kwargs: dict[str, Any] | None, overwrite: bool, scan: Any, break_lock: bool) -> RunResult:
     ddp = distributed.setup(config.device)       # one process unless started by torchrun
-    claims: list[run_folder.Claim] = []
+    claims: list[run_claim.Claim] = []
 
     def claim() -> Path:                         # rank 0 claims (and names) the folder; the others follow
-        claims.append(run_folder.claim_new(run_dir, config.data_dir, config.backbone, config.method, overwrite,
+        claims.append(run_claim.claim_new(run_dir, config.data_dir, config.backbone, config.method, overwrite,
                                              image_size=config.image_size, break_lock=break_lock))
         return claims[0].folder.path
 
@@ -121,10 +122,10 @@ def resume(run_dir: str | Path, listener: RunListener | None = None, token: Stop
     """
     run_dir = Path(run_dir)
     ddp = distributed.setup(_saved_device(run_dir))
-    claims: list[run_folder.Claim] = []
+    claims: list[run_claim.Claim] = []
 
     def claim_and_read() -> TrainConfig:         # rank 0 claims and checks the run; the others follow
-        claims.append(run_folder.claim_existing(run_dir, break_lock=break_lock))
+        claims.append(run_claim.claim_existing(run_dir, break_lock=break_lock))
         folder = claims[0].folder
         try:
             config = TrainConfig.from_dict(folder.read_config())

@@ -17,7 +17,9 @@ import dtl_engine
 from dtl_engine import fileio
 from dtl_engine.runs import folder as run_folder
 from dtl_engine.errors import RunError
-from dtl_engine.runs.folder import RunFolder, claim_new
+from dtl_engine.runs.claim import claim_new
+from dtl_engine.runs.folder import RunFolder
+from dtl_engine.runs.lock import lock_run
 
 ROOT = Path(dtl_engine.__file__).resolve().parents[1]        # the tree whose code is under test
 NAMES = [run_folder.RUN_FILE, run_folder.CONFIG, run_folder.CLASSES, run_folder.SPLIT, run_folder.SPEC,
@@ -140,19 +142,20 @@ def test_a_second_writer_is_refused_at_once_and_a_dead_holder_is_taken_over(tmp_
     run.mkdir()
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from dtl_engine.runs.folder import RunFolder; "
-         "RunFolder(sys.argv[1]).lock(); print('locked', flush=True); time.sleep(600)", str(run)],
+         "from dtl_engine.runs.lock import lock_run; lock_run(RunFolder(sys.argv[1])); "
+         "print('locked', flush=True); time.sleep(600)", str(run)],
         stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert holder.stdout.readline().strip() == "locked"
         started = time.monotonic()
         with pytest.raises(RunError, match=rf"in use by another training process \(pid {holder.pid}\)"):
-            RunFolder(run).lock()
+            lock_run(RunFolder(run))
         assert time.monotonic() - started < 5
     finally:
         holder.kill()           # kill -9: the lock file stays behind, stale
         holder.wait()
     assert (run / run_folder.LOCK).exists()
-    with RunFolder(run).lock():
+    with lock_run(RunFolder(run)):
         lock = json.loads((run / run_folder.LOCK).read_text())
         assert lock["pid"] == os.getpid() and lock["host"]
     assert not (run / run_folder.LOCK).exists()

@@ -16,6 +16,7 @@ from test_fault_injection import TINY, _cli, _copy, _one_line_refusal, finished 
 
 from dtl_engine.cli import main as cli
 from dtl_engine.cli.progress import ProgressPrinter
+from dtl_engine.runs import claim as run_claim
 from dtl_engine.runs import folder as run_folder
 from dtl_engine.runs.folder import RunFolder
 
@@ -79,7 +80,7 @@ def test_2_a_replacement_that_commits_an_epoch_stands(finished, tmp_path, capsys
 
 def _killed_replacement(old: Path) -> None:
     """What kill -9 during the set-up of a replacement leaves: the old run set aside, a new run begun."""
-    claim = run_folder.claim_new(old, None, "test_vit", "dtl", overwrite=True)
+    claim = run_claim.claim_new(old, None, "test_vit", "dtl", overwrite=True)
     assert claim.replaced is not None
     claim.folder.update_run(status="running", epochs_done=0)
     claim.folder.update_run(pid=2**22 + 7)                  # a process that is gone
