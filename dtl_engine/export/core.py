@@ -15,6 +15,8 @@ from dtl_engine.model.probabilities import engine_probabilities
 from dtl_engine.export.common import (TOLERANCE, ExportResult, build_metadata, check_destination, printable_name,
                                       synthetic_batch, temp_path_beside)
 from dtl_engine.export.verify import check_in_fresh_process, compare, measure_options
+from dtl_engine.export.onnx_format import require_onnx, write_onnx
+from dtl_engine.export.torchscript import write_torchscript
 
 FORMATS = ("torchscript", "onnx")
 
@@ -134,9 +136,7 @@ def _add_measurements(result: ExportResult, report: dict[str, Any], repeats: int
 
 def _writer(format: str):
     if format == "torchscript":
-        from dtl_engine.export.torchscript import write_torchscript
         return write_torchscript
-    from dtl_engine.export.onnx_format import require_onnx, write_onnx
     require_onnx()
     return write_onnx
 

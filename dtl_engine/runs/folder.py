@@ -37,6 +37,7 @@ from typing import Any
 
 from dtl_engine import fileio
 from dtl_engine.errors import RunError
+from dtl_engine.paths import runs_dir
 
 SCHEMA_VERSION = 1          # of run.json and the files beside it; bumped on an incompatible change
 
@@ -404,8 +405,6 @@ def new_run_dir(backbone: str, method: str, root: str | os.PathLike[str] | None 
     With ``image_size``, the name says the size the run trains at: ``vit_tiny_patch16_224`` at
     96 px is named ``vit_tiny_patch16_96`` (a name without a size gets ``_96px``).
     """
-    from dtl_engine.paths import runs_dir
-
     root = Path(root) if root is not None else runs_dir()
     short = re.sub(r"[^A-Za-z0-9_.-]+", "-", backbone.split("/")[-1].split(".")[0])
     if image_size:
