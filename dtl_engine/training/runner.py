@@ -13,7 +13,7 @@ exits with an error, the app's worker has already been told through the
 listener). A new run refused before its first step (bad input) leaves no run
 folder behind.
 
-The run folder is claimed (:mod:`dtl_engine.runs.folder`) for the whole run: a
+The run folder is claimed (:mod:`dtl_engine.runs.claim`) for the whole run: a
 second writer is refused at once, and an existing folder is never reused
 silently.
 """
@@ -173,8 +173,8 @@ class _Tally:
 
 
 class _Run(RunSetup):
-    """One run: :meth:`execute` is the whole story; its parts live in the modules of
-    :mod:`dtl_engine.training.run_state`."""
+    """One run: :meth:`execute` is the whole story; its parts are the layers it inherits (their modules
+    are listed in :mod:`dtl_engine.training.run_state`)."""
 
     t_session: float                # when this process started training (the ETA's clock)
     steps_session: int              # updates this process made since
