@@ -10,6 +10,7 @@ from typing import Any
 from dtl_engine.errors import RunError
 from dtl_engine.recipes import RECIPES, recipe_values
 from dtl_engine.registry import METHOD_NAMES
+from dtl_engine import fileio
 
 METHODS = METHOD_NAMES                  # dtl, dtl+, linear (see dtl_engine.registry)
 AUGMENTS = ("auto", "none", "light-noflip", "light", "standard")
@@ -164,8 +165,6 @@ class TrainConfig:
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2)
         if path is not None:
-            from dtl_engine import fileio
-
             fileio.atomic_write_bytes(fileio.check_target(path, overwrite=True), text.encode("utf-8"))
         return text
 

@@ -3,22 +3,15 @@
 - Atomic writes go to a hidden temporary name beside the target (``.<name>.<random>.tmp``),
   are flushed to disk and then renamed over the target (``os.replace``), so a crash or a
   power cut leaves either the old or the new file, never half of one.
-- A user path is opened only when it is a regular file: a FIFO, a device or a socket named
-  like an image would block a read forever or stream without end. The check opens with
-  ``O_NONBLOCK`` and looks at the opened descriptor, so a file swapped in between cannot
-  slip through.
 - Deletes only what the engine made, provably. Every temporary name carries this process's
   token (``.<name>.dtl-<token>-<random><suffix>``). In a folder of the engine's own (a run
   folder, marked) :func:`remove_leftovers` removes only such names of the files it writes there;
   beside a user's file (an export, a CSV) the temporary is also recorded in a ledger under
   DTL Studio's own folder, and :func:`clean_leftovers` removes only the recorded files of
   processes that are gone. Nothing is ever removed because its name merely looks like ours.
-- The write guard: :func:`check_target` is asked before any file a user names is written. It
-  resolves the real path (symbolic links, relative paths, the current folder) and refuses a
-  target inside an image folder, inside a run folder (unless it is the one file of that run the
-  caller writes), and any existing target that is not a regular file, whatever ``overwrite``
-  says. While a command works on an image folder it is :func:`protecting` it: every writer of
-  this module then refuses to write there too, whatever path it was handed.
+- The checks before a read or a write (regular files only; the write guard :func:`check_target`
+  and :func:`protecting`) live in :mod:`dtl_engine.file_checks`; this module re-exports them, so
+  every writer and deleter calls ``fileio`` alone, and every writer here asks the guard.
 """
 from __future__ import annotations
 
@@ -26,6 +19,7 @@ import errno
 import json
 import os
 import secrets
+import shutil
 import socket
 import stat
 import tempfile
@@ -35,191 +29,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
-from dtl_engine.errors import DTLError, WriteRefused
+import psutil
 
-TMP_SUFFIX = ".tmp"         # atomic writes in progress
-PART_SUFFIX = ".part"       # exports in progress
-NOT_REGULAR = "not a regular file"      # the reason the folder scan gives too
-# Error handler of text files that hold file names (CSV): a name that is not valid UTF-8 (Python keeps its bytes
-# as surrogates) is written as its own bytes, and read back with the same handler it is the same name.
-NAME_BYTES = "surrogateescape"
-
-
-class NotRegularFileError(OSError):
-    """A path names a FIFO, a device, a socket or a folder where a regular file is needed."""
-
-    def __init__(self, path: str | os.PathLike[str], kind: str) -> None:
-        super().__init__(errno.EINVAL, f"{NOT_REGULAR} ({kind})", str(path))
-        self.kind = kind
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "a special file"
-
-
-def open_regular(path: str | os.PathLike[str]) -> IO[bytes]:
-    """Open ``path`` for binary reading only if it is a regular file; never blocks on a FIFO.
-
-    Raises :class:`NotRegularFileError` (an ``OSError``) for anything else, and the usual
-    ``OSError`` subclasses for missing or unreadable files.
-    """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(path, flags)
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise NotRegularFileError(path, _kind(mode))
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def require_regular(path: str | os.PathLike[str]) -> None:
-    """Raise :class:`NotRegularFileError` when ``path`` exists and is not a regular file (``stat`` never blocks)."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISREG(mode):
-        raise NotRegularFileError(path, _kind(mode))
-
-
-def read_bytes(path: str | os.PathLike[str]) -> bytes:
-    """The whole content of a regular file (see :func:`open_regular`)."""
-    with open_regular(path) as fh:
-        return fh.read()
-
-
-def read_json(path: str | os.PathLike[str]) -> Any:
-    """Parse a regular JSON file (UTF-8)."""
-    return json.loads(read_bytes(path).decode("utf-8"))
-
-
-# --- the write guard ----------------------------------------------------------------------
-
-_run_markers: set[str] = set()      # names of the file that makes a folder a run folder (runs.folder registers it)
-
-
-def recognise_run_folders_by(name: str) -> None:
-    """A folder holding a file called ``name`` is a run folder: no user output is written into it."""
-    _run_markers.add(name)
-
-
-_protected: dict[Path, int] = {}        # real paths of the image folders in use -> how many users
-_protected_lock = threading.Lock()
-
-
-def real_path(path: str | os.PathLike[str]) -> Path:
-    """The absolute path with every symbolic link resolved (``~`` expanded, relative to the current folder)."""
-    return Path(os.path.realpath(os.path.abspath(os.path.expanduser(os.fspath(path)))))
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
-@contextmanager
-def protecting(*folders: str | os.PathLike[str] | None) -> Iterator[None]:
-    """While inside, no writer of this module writes into ``folders`` (the image folders in use)."""
-    real = [real_path(f) for f in folders if f]
-    with _protected_lock:
-        for f in real:
-            _protected[f] = _protected.get(f, 0) + 1
-    try:
-        yield
-    finally:
-        with _protected_lock:
-            for f in real:
-                _protected[f] -= 1
-                if not _protected[f]:
-                    del _protected[f]
-
-
-def protected_folders() -> list[Path]:
-    """The image folders no writer may write into right now."""
-    with _protected_lock:
-        return list(_protected)
-
-
-def _data_refusal(real: Path, shown: str | os.PathLike[str],
-                  data_dirs: Iterable[str | os.PathLike[str] | None]) -> str | None:
-    for folder in [*(real_path(d) for d in data_dirs if d), *protected_folders()]:
-        if _inside(real, folder):
-            return (f"'{shown}' is in the image folder '{folder}'; DTL Studio never writes "
-                    "into your data. Choose another place.")
-    return None
-
-
-def run_folder_of(path: str | os.PathLike[str]) -> Path | None:
-    """The run folder ``path`` (a real path) lies in, if any (a folder holding the run marker)."""
-    for parent in real_path(path).parents:
-        if any(os.path.isfile(parent / marker) for marker in _run_markers):
-            return parent
-    return None
-
-
-def refusal(path: str | os.PathLike[str], *, overwrite: bool = False, own: Iterable[str | os.PathLike[str]] = (),
-            data_dirs: Iterable[str | os.PathLike[str] | None] = ()) -> str | None:
-    """Why writing the file ``path`` would be unsafe (a sentence), or None when it may be written.
-
-    ``own``: the files of a run folder the caller writes as that run's own (the only ones allowed
-    inside a run folder). ``data_dirs``: image folders besides those :func:`protecting` guards.
-    """
-    real = real_path(path)
-    try:
-        mode: int | None = os.stat(real).st_mode
-    except FileNotFoundError:
-        mode = None
-    except OSError as exc:
-        return f"'{path}' cannot be checked ({exc.strerror or exc}); choose another place."
-    if mode is not None and not stat.S_ISREG(mode):
-        return f"'{path}' is {_kind(mode)}, not a regular file; DTL Studio writes only files. Give a file name."
-    reason = _data_refusal(real, path, data_dirs)
-    if reason:
-        return reason
-    run = run_folder_of(real)
-    if run is not None and real not in {real_path(o) for o in own}:
-        return (f"'{path}' is inside the run folder '{run}', whose files only the training writes; "
-                "choose another place.")
-    if mode is not None and not overwrite:
-        return f"'{path}' already exists; choose another name or allow replacing it (--overwrite)."
-    return None
-
-
-def check_target(path: str | os.PathLike[str], *, overwrite: bool = False,
-                 own: Iterable[str | os.PathLike[str]] = (), data_dirs: Iterable[str | os.PathLike[str] | None] = (),
-                 error: type[DTLError] = WriteRefused) -> Path:
-    """The write guard: the real path to write ``path`` to, or ``error`` with the :func:`refusal` sentence."""
-    reason = refusal(path, overwrite=overwrite, own=own, data_dirs=data_dirs)
-    if reason:
-        raise error(reason)
-    return real_path(path)
-
-
-def _guard(path: str | os.PathLike[str]) -> None:
-    """Refuse a write into a protected image folder (every writer of this module asks)."""
-    reason = _data_refusal(real_path(path), path, ())
-    if reason:
-        raise WriteRefused(reason)
-
-
-def make_folder(path: str | os.PathLike[str]) -> Path:
-    """Create ``path`` and its parents (no error when it exists), never inside a protected image folder."""
-    _guard(path)
-    Path(path).mkdir(parents=True, exist_ok=True)
-    return Path(path)
-
+# Re-exported (``name as name``): the checks are part of this module's interface.
+from dtl_engine.file_checks import (NAME_BYTES as NAME_BYTES, NOT_REGULAR as NOT_REGULAR, PART_SUFFIX as PART_SUFFIX,
+                                    TMP_SUFFIX as TMP_SUFFIX, NotRegularFileError as NotRegularFileError,
+                                    check_target as check_target, guard as guard, make_folder as make_folder,
+                                    open_regular as open_regular, protected_folders as protected_folders,
+                                    protecting as protecting, read_bytes as read_bytes, read_json as read_json,
+                                    real_path as real_path, recognise_run_folders_by as recognise_run_folders_by,
+                                    refusal as refusal, require_regular as require_regular,
+                                    run_folder_of as run_folder_of)
+from dtl_engine.file_checks import run_markers
 
 # --- processes and this process's token ---------------------------------------------------
 
@@ -229,16 +50,12 @@ TOKEN_TAG = "dtl-"
 
 def process_identity() -> dict[str, Any]:
     """This process: pid, start time (tells a live process from a reused pid) and host."""
-    import psutil
-
     proc = psutil.Process()
     return {"pid": proc.pid, "pid_started": proc.create_time(), "host": socket.gethostname()}
 
 
 def process_alive(pid: Any, started: Any, host: Any = None) -> bool:
     """True when the process ``pid`` that started at ``started`` still runs (on another host: assumed)."""
-    import psutil
-
     if host not in (None, socket.gethostname()):
         return True                 # cannot be checked from here; never break another machine's lock
     if not isinstance(pid, int) or not psutil.pid_exists(pid):
@@ -397,7 +214,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, sync: bool = T
     ``sync=False`` skips the flush to disk (a cache entry: after a power cut it fails its check).
     """
     path = Path(path)
-    _guard(path)
+    guard(path)
     fd, tmp = _mkstemp_beside(path, TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -425,7 +242,7 @@ def reserve_beside(path: str | os.PathLike[str], suffix: str = PART_SUFFIX, mode
     the ledger until then, so that a kill leaves a file :func:`clean_leftovers` may remove.
     """
     path = Path(path)
-    _guard(path)
+    guard(path)
     clean_leftovers(force=False)        # a killed process's recorded temporaries (once per process)
     fd, name = _mkstemp_beside(path, suffix)
     os.close(fd)
@@ -446,7 +263,7 @@ def publish_new(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -> N
     For writers that checked ``final`` was free before a long piece of work: a file made there
     meanwhile (another process, the user) raises ``FileExistsError`` and stays as it is.
     """
-    _guard(final)
+    guard(final)
     try:
         os.link(tmp, final)             # fails if ``final`` exists
     except FileExistsError:
@@ -464,7 +281,7 @@ def publish_new(tmp: str | os.PathLike[str], final: str | os.PathLike[str]) -> N
 def publish(tmp: str | os.PathLike[str], final: str | os.PathLike[str], overwrite: bool) -> None:
     """Move the finished file ``tmp`` onto ``final``: replacing it only when ``overwrite``, else :func:`publish_new`."""
     if overwrite:
-        _guard(final)
+        guard(final)
         require_regular(final)          # a device or a FIFO is never replaced, whatever ``overwrite`` says
         os.replace(tmp, final)
         _unrecord(tmp)
@@ -495,7 +312,7 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 def create_exclusive(path: str | os.PathLike[str], data: bytes) -> bool:
     """Create ``path`` with ``data`` only if it does not exist yet; False when it already does."""
-    _guard(path)
+    guard(path)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
@@ -548,8 +365,6 @@ def remove_leftovers(folder: str | os.PathLike[str], stems: Iterable[str] | Call
 
 def remove_marked_folder(path: str | os.PathLike[str], marker: str) -> bool:
     """Delete the folder ``path`` only if it is a real folder (not a link) holding the file ``marker``."""
-    import shutil
-
     path = Path(path)
     try:
         if not stat.S_ISDIR(os.lstat(path).st_mode) or not stat.S_ISREG(os.lstat(path / marker).st_mode):
@@ -585,7 +400,7 @@ def remove_named_files(folder: str | os.PathLike[str], names: Iterable[str]) -> 
     """Delete the files ``names`` of a run folder (the engine's own files there); nothing when the folder
     is not a run folder. A name that is not a regular file is left alone."""
     folder = Path(folder)
-    if not any(os.path.isfile(folder / marker) for marker in _run_markers):
+    if not any(os.path.isfile(folder / marker) for marker in run_markers):
         return
     for name in names:
         _unlink_regular(folder / name)
@@ -594,7 +409,7 @@ def remove_named_files(folder: str | os.PathLike[str], names: Iterable[str]) -> 
 def move(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
     """Rename ``src`` to ``dst`` within one file system; never onto an existing ``dst``, never into an
     image folder in use."""
-    _guard(dst)
+    guard(dst)
     if os.path.lexists(dst):
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(dst))
     os.replace(src, dst)
@@ -627,8 +442,6 @@ def copy_new(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> No
         with open_regular(source) as src, open_temp(tmp) as out:
             while chunk := src.read(1 << 20):
                 write_all(out, chunk)
-        import shutil
-
         shutil.copystat(source, tmp)
         publish_new(tmp, dest)
     finally:
@@ -637,7 +450,7 @@ def copy_new(source: str | os.PathLike[str], dest: str | os.PathLike[str]) -> No
 
 def append_text(path: str | os.PathLike[str], text: str) -> None:
     """Append ``text`` to a regular file (created when missing) in one write, so readers see whole lines."""
-    _guard(path)
+    guard(path)
     require_regular(path)
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(text)

@@ -19,6 +19,8 @@ import torch
 
 from dtl_engine.config import TrainConfig
 from dtl_engine.runs.folder import RunFolder
+from dtl_engine.data import ensure_sample_dataset
+from dtl_engine.training.runner import train
 
 
 def _subset(source: Path, dest: Path, per_class: int) -> Path:
@@ -32,9 +34,6 @@ def _subset(source: Path, dest: Path, per_class: int) -> Path:
 def measure(per_class: int = 60, epochs: int = 3, image_size: int = 32, patch: int = 4,
             batch_size: int = 32) -> dict[str, list[float]]:
     """Per-epoch seconds of the same run without and with the feature cache."""
-    from dtl_engine.data import ensure_sample_dataset
-    from dtl_engine.training.runner import train
-
     seconds: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = _subset(ensure_sample_dataset(), Path(tmp) / "digits", per_class)

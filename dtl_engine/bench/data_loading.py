@@ -31,6 +31,10 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
+import io
+import threading
+
+from dtl_engine.config import TrainConfig
 
 PHOTO_SIZE = (4032, 3024)       # 12 MP, a phone camera's 4:3 frame
 
@@ -64,8 +68,6 @@ _TINY_PNG: bytes | None = None
 
 def make_tree(folder: str | os.PathLike[str], files: int = 100_000, classes: int = 10, per_folder: int = 1000) -> Path:
     """Write ``files`` tiny PNGs in ``classes`` class folders, ``per_folder`` files per sub-folder."""
-    import io
-
     from PIL import Image
 
     global _TINY_PNG
@@ -89,7 +91,6 @@ def _default_data_config() -> dict[str, Any]:
     import timm
     from timm.data import resolve_data_config
 
-    from dtl_engine.config import TrainConfig
 
     cfg = timm.models.get_pretrained_cfg(TrainConfig().backbone)
     return resolve_data_config({}, pretrained_cfg=cfg.to_dict() if cfg is not None else {})
@@ -113,7 +114,6 @@ def measure_loading(folder: str | os.PathLike[str], epochs: int = 5, workers: in
 
     ``old=False`` skips the old path (its rate is then nan).
     """
-    from dtl_engine.config import TrainConfig
     from dtl_engine.data import ImageDataset, build_transform, scan_folder
     from dtl_engine.data.image_cache import ImageCache
     from dtl_engine.data.loader import BatchLoader, auto_num_workers, image_dataset
@@ -190,8 +190,6 @@ def _old_data_path() -> Iterator[None]:
 
 def _on_a_thread(fn: Any) -> None:
     """Run ``fn()`` on a background thread, as the app runs its training, and wait for it."""
-    import threading
-
     errors: list[BaseException] = []
 
     def call() -> None:
@@ -214,7 +212,6 @@ def measure_training(folder: str | os.PathLike[str], epochs: int = 5, backbone: 
     workers (``"thread"``, what the app did before they were safe there) and with the automatic
     count (``"workers"``); each run gets a cold cache.
     """
-    from dtl_engine.config import TrainConfig
     from dtl_engine.training import train
 
     out: dict[str, float] = {}

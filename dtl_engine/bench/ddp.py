@@ -19,11 +19,19 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+from datetime import timedelta
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
+import torch.distributed as dist
+import torch.nn.functional as F
+import torch.multiprocessing as mp
 
 from dtl_engine import fileio
 from dtl_engine.errors import RunError
+from dtl_engine.sizing.memory_probe import build_method_model, format_bytes, input_hw
+from dtl_engine.training.distributed import Distributed
+from dtl_engine.bench.speed import CPU_DEFAULT, parse_methods
 
 WORLD_SIZE = 2
 LABELS = {"full": "full fine-tuning", "linear": "linear probe", "lora": "LoRA (peft)", "dtl": "DTL", "dtl+": "DTL+"}
@@ -45,8 +53,6 @@ def free_port() -> int:
 
 def _count_bytes_hook(state, bucket):  # no annotations: DDP checks them, and this module's are strings
     """DDP communication hook: count the bucket's bytes, then all-reduce it (mean), like DDP's default."""
-    import torch.distributed as dist
-
     buffer = bucket.buffer()
     state["bytes"] += buffer.numel() * buffer.element_size()
     state["buckets"] += 1
@@ -60,9 +66,6 @@ def _ddp_traffic(model: torch.nn.Module, optimizer: torch.optim.Optimizer, image
 
     The DDP wrapper lives only in here: once this returns, its gradient hooks are gone from ``model``.
     """
-    import torch.nn.functional as F
-    from torch.nn.parallel import DistributedDataParallel
-
     ddp = DistributedDataParallel(model)
     state = {"bytes": 0, "buckets": 0}
     ddp.register_comm_hook(state, _count_bytes_hook)
@@ -83,12 +86,6 @@ def _ddp_traffic(model: torch.nn.Module, optimizer: torch.optim.Optimizer, image
 
 
 def _measure(method: str, options: dict[str, Any], rank: int) -> dict[str, Any]:
-    import torch.distributed as dist
-    import torch.nn.functional as F
-
-    from dtl_engine.sizing.memory_probe import build_method_model, input_hw
-    from dtl_engine.training.distributed import Distributed
-
     torch.manual_seed(options["seed"])
     model = build_method_model(method, options["backbone"], options["num_classes"], options["image_size"],
                                rank=options["rank"], model_kwargs=options["model_kwargs"])
@@ -119,9 +116,6 @@ def _measure(method: str, options: dict[str, Any], rank: int) -> dict[str, Any]:
 
 
 def _worker(rank: int, port: int, options: dict[str, Any], out: str) -> None:
-    import torch.distributed as dist
-    from datetime import timedelta
-
     torch.set_num_threads(1)
     # the class token's gradient comes from an expand(): DDP copies it into its bucket and warns; harmless here
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
@@ -139,8 +133,6 @@ def measure_traffic(methods: list[str], backbone: str, batch: int = 2, steps: in
                     num_classes: int = 10, rank: int | None = None, seed: int = 0,
                     model_kwargs: dict[str, Any] | None = None, timeout: float = 1800.0) -> list[dict[str, Any]]:
     """Start 2 gloo processes, train each method ``steps`` steps under DDP, return one row per method."""
-    import torch.multiprocessing as mp
-
     options = dict(methods=methods, backbone=backbone, batch=batch, steps=max(1, steps), image_size=image_size,
                    num_classes=num_classes, rank=rank, seed=seed, model_kwargs=model_kwargs, timeout=timeout)
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,8 +150,6 @@ def measure_traffic(methods: list[str], backbone: str, batch: int = 2, steps: in
 
 def format_traffic(rows: list[dict[str, Any]]) -> str:
     """A Markdown table: bytes all-reduced per step and the ratio to full fine-tuning."""
-    from dtl_engine.sizing.memory_probe import format_bytes
-
     full = next((r["ddp_bytes_per_step"] for r in rows if r["method"] == "full"), None)
     lines = ["| method | trainable | all-reduced per step (DDP hook) | / full | step s |", "|---|---|---|---|---|"]
 
@@ -178,8 +168,6 @@ def format_traffic(rows: list[dict[str, Any]]) -> str:
 
 def run_ddp_bench(args: argparse.Namespace) -> int:
     """``bench --ddp``: measure and print the traffic table (or JSON)."""
-    from dtl_engine.bench.speed import CPU_DEFAULT, parse_methods
-
     methods = [m for m in parse_methods(args.methods)]
     kwargs = json.loads(args.model_kwargs) if args.model_kwargs else None
     backbone = args.backbone or CPU_DEFAULT[0]   # gloo on the CPU: the bench's CPU default

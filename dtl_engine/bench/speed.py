@@ -39,6 +39,7 @@ from dtl_engine.sizing.memory_probe import (
     model_state_tensors,
 )
 from dtl_engine.bench.step_timer import keep_freed_memory, synchronize, time_step
+from dtl_engine.devices import select_device
 
 if TYPE_CHECKING:
     from dtl_engine.model.dtl import DTLModel
@@ -99,8 +100,6 @@ def parse_methods(text: str) -> list[str]:
 
 
 def _resolve_device(pref: str) -> torch.device:
-    from dtl_engine.devices import select_device
-
     return select_device(pref)[0]
 
 

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset, default_collate
 
 from dtl_engine.errors import DataError
 from dtl_engine.data.images import load_image
+from dtl_engine.data.image_cache import load_shrunk
 
 FailureFn = Callable[[str, str], None]
 
@@ -97,8 +98,6 @@ class ImageDataset(Dataset):
         if self.cache is not None:
             return self.cache.load(path, self.min_side)
         if self.min_side:
-            from dtl_engine.data.image_cache import load_shrunk
-
             return load_shrunk(path, self.min_side)     # exactly what the cache would have held
         return load_image(path)
 

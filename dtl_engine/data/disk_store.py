@@ -27,7 +27,7 @@ from hashlib import sha256
 from pathlib import Path
 
 from dtl_engine import fileio
-from dtl_engine.paths import feature_cache_dir, image_cache_dir
+from dtl_engine.paths import feature_cache_dir, image_cache_dir, cache_dir
 
 FORMAT_VERSION = 1
 DEFAULT_BUDGET_MB = 4096
@@ -40,8 +40,6 @@ _SIGNATURE = b"DTL"                       # every store's magic starts so: only 
 
 
 def _settings_path() -> Path:
-    from dtl_engine.paths import cache_dir
-
     return cache_dir() / SETTINGS_FILE
 
 

@@ -29,6 +29,7 @@ from dtl_engine import fileio
 from dtl_engine.data.file_stamps import cache_key
 from dtl_engine.data.images import load_image
 from dtl_engine.paths import feature_cache_dir, image_cache_dir
+from dtl_engine.errors import DTLError
 
 _MAGIC = b"DTLI"
 _RESAMPLE = Image.Resampling.BICUBIC
@@ -98,8 +99,6 @@ def _decode_entry(data: bytes) -> Image.Image | None:
 
 def default_image_cache() -> ImageCache | None:
     """The per-user image cache, or None when it is turned off (budget 0) or its folder cannot be made."""
-    from dtl_engine.errors import DTLError
-
     try:
         cache = ImageCache()
     except DTLError:

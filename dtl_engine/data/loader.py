@@ -31,6 +31,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dtl_engine.errors import RunError
+from dtl_engine.data.dataset import ImageDataset, collate_samples
+from dtl_engine.data.decode_size import decode_side
+from dtl_engine.data.image_cache import default_image_cache
+from dtl_engine.data.transforms import build_transform
 
 WORKER_DIED = ("A process that loads the images ended unexpectedly ({detail}). The run stopped; its last "
                "checkpoint is kept and it can be resumed. If this happens again, the computer may be short of "
@@ -144,8 +148,6 @@ def sample_seed(seed: int, index: int) -> int:
 
 
 def _collate(items: Sequence[tuple[Any, list[tuple[str, str]]]]) -> tuple[Any, list[tuple[str, str]]]:
-    from dtl_engine.data.dataset import collate_samples
-
     return collate_samples([item for item, _ in items]), [f for _, failures in items for f in failures]
 
 
@@ -217,11 +219,6 @@ def image_dataset(samples: Sequence[tuple[str, int]], data_config: dict[str, Any
     kept, pre-resized, in the decoded-image cache (``cache``: an ImageCache, ``"default"``
     for the per-user one, or None for none).
     """
-    from dtl_engine.data.dataset import ImageDataset
-    from dtl_engine.data.decode_size import decode_side
-    from dtl_engine.data.image_cache import default_image_cache
-    from dtl_engine.data.transforms import build_transform
-
     if cache == "default":
         cache = default_image_cache()
     return ImageDataset(samples, build_transform(data_config, augment, train=train), on_failure,

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 
 from dtl_engine.data.preprocess import preprocess, preprocess_settings
+from dtl_engine.data.image_cache import load_shrunk
+from dtl_engine.data.images import load_image
 
 #: Which evaluation transform made an image's tensor; part of the key of features kept across runs.
 #: 1: timm's Pillow transform (before exports and evaluation shared one); 2: :func:`preprocess`.
@@ -43,9 +45,6 @@ def load_pixels(path: str | os.PathLike[str], side: int | None) -> torch.Tensor:
 
     ``side`` is :func:`input_side` of the model's settings (None: the full image).
     """
-    from dtl_engine.data.image_cache import load_shrunk
-    from dtl_engine.data.images import load_image
-
     return image_to_uint8(load_shrunk(path, side) if side else load_image(path))
 
 

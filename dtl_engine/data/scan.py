@@ -301,9 +301,19 @@ def scan_folder(root: str | os.PathLike[str], progress: ProgressFn | None = None
     splits = _split_folders(root_path)
     layout = "split" if splits else "flat"
     extra_warnings: list[str] = []
+    candidates, class_dirs, linked = _list_candidates(root_path, splits, walker, extra_warnings)
+    good, stamps = _check_candidates(candidates, walker)
+    del candidates
+    result = _assemble(root_path, layout, class_dirs, good, walker, extra_warnings, linked)
+    result.stamps, result.folder_stamps = stamps, walker.folder_stamps
+    return result
 
-    # Phase 1: list candidate files per (split, class) without opening them.
-    candidates: list[tuple[str, str, str, Stamp]] = []  # (split, class, path, stamp)
+
+def _list_candidates(root_path: Path, splits: dict[str, Path] | None, walker: _Walker, extra_warnings: list[str]
+                     ) -> tuple[list[tuple[str, str, str, Stamp]], dict[str, set[str]], set[str]]:
+    """Phase 1: the candidate files per (split, class) without opening them: (split, class, path, stamp) each,
+    the splits each class folder is in, and the class folders left out as links to another class."""
+    candidates: list[tuple[str, str, str, Stamp]] = []
     class_dirs: dict[str, set[str]] = {}
     walker.enter(root_path)
     root_entries = walker.entries(root_path)
@@ -333,14 +343,21 @@ def scan_folder(root: str | os.PathLike[str], progress: ProgressFn | None = None
                                       f"already: its images are counted once, there, and '{e.name}' was left out.")
             for path, stamp in walker.files(Path(e.path)):
                 candidates.append((split_name, e.name, path, stamp))
+    extra_warnings += _hidden_class_warnings(root_path, splits, walker)
+    return candidates, class_dirs, linked
 
+
+def _hidden_class_warnings(root_path: Path, splits: dict[str, Path] | None, walker: _Walker) -> list[str]:
+    """A hidden folder where class folders are: it would be a class but for its name."""
     class_parents = {str(root_path), *(str(folder) for folder in (splits or {}).values())}
-    for hidden in walker.hidden_dirs:
-        if os.path.dirname(hidden) in class_parents:
-            extra_warnings.append(f"The hidden folder '{os.path.basename(hidden)}' was ignored; rename it without "
-                                  "the leading dot to use its images as a class.")
+    return [f"The hidden folder '{os.path.basename(hidden)}' was ignored; rename it without "
+            "the leading dot to use its images as a class."
+            for hidden in walker.hidden_dirs if os.path.dirname(hidden) in class_parents]
 
-    # Phase 2: check each file's header (cheap; the full decode happens at load time).
+
+def _check_candidates(candidates: list[tuple[str, str, str, Stamp]], walker: _Walker
+                      ) -> tuple[list[tuple[str, str, str]], dict[str, Stamp]]:
+    """Phase 2: check each file's header (cheap; the full decode happens at load time)."""
     total = len(candidates)
     walker.tick(0, total, force=True)
     good: list[tuple[str, str, str]] = []
@@ -354,11 +371,7 @@ def scan_folder(root: str | os.PathLike[str], progress: ProgressFn | None = None
         else:
             walker.skipped.append(SkippedFile(path, reason))
         walker.tick(i, total, force=(i == total))
-
-    del candidates
-    result = _assemble(root_path, layout, class_dirs, good, walker, extra_warnings, linked)
-    result.stamps, result.folder_stamps = stamps, walker.folder_stamps
-    return result
+    return good, stamps
 
 
 def _assemble(root: Path, layout: str, class_dirs: dict[str, set[str]], good: list[tuple[str, str, str]],

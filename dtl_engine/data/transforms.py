@@ -23,6 +23,7 @@ from typing import Any
 from timm.data import create_transform, resolve_data_config
 
 from dtl_engine.errors import DataError
+from dtl_engine.data.model_input import EvalTransform
 
 AUGMENT_PRESETS = ("none", "light-noflip", "light", "standard")
 # timm's RandAugment policy of its ImageNet recipes, with the sampled magnitude capped
@@ -48,8 +49,6 @@ def build_transform(data_config: dict[str, Any], augment: str = "none", train: b
         raise DataError(f"Augmentation must be one of {', '.join(AUGMENT_PRESETS)}, not '{augment}'.")
     cfg = resolved_config(data_config)
     if not train or augment == "none":
-        from dtl_engine.data.model_input import EvalTransform
-
         return EvalTransform(cfg)
     common = dict(input_size=cfg["input_size"], interpolation=cfg["interpolation"], mean=cfg["mean"],
                   std=cfg["std"], is_training=True, hflip=hflip, vflip=0.0, re_prob=0.0)

@@ -11,6 +11,9 @@ import torch
 
 from dtl_engine.data.model_input import load_pixels
 from dtl_engine.errors import DataError, ExportError
+from dtl_engine import __version__
+from dtl_engine.fileio import check_target, make_folder, reserve_beside
+from dtl_engine.export.verify import LATENCY_BATCH
 
 MAX_CHECK_IMAGES = 32
 TOLERANCE = 1e-4        # largest allowed |p_export - p_engine| on any class probability (float32)
@@ -42,8 +45,6 @@ class ExportResult:
 
     def details(self) -> list[str]:
         """Printable lines: file size, latency, and the exported file's validation accuracy."""
-        from dtl_engine.export.verify import LATENCY_BATCH
-
         lines = [f"file size: {self.size_bytes / 1e6:.1f} MB ({self.size_bytes:,} bytes)"]
         if self.latency_single_ms is not None and self.latency_batch_ms is not None:
             lines.append(f"latency on {self.latency_device}, fresh process: {self.latency_single_ms:.1f} ms per image "
@@ -69,8 +70,6 @@ def printable_name(name: str) -> str:
 def build_metadata(model: Any, classes: list[str], extra: dict[str, Any] | None, fmt: str,
                    settings: dict[str, Any]) -> dict[str, Any]:
     """Metadata embedded in every export: classes, run facts and the preprocessing used."""
-    from dtl_engine import __version__
-
     spec = model.spec.to_dict() if hasattr(model, "spec") else {}
     meta: dict[str, Any] = {
         "classes": list(classes),
@@ -95,8 +94,6 @@ def build_metadata(model: Any, classes: list[str], extra: dict[str, Any] | None,
 def check_destination(out_path: str | os.PathLike[str], overwrite: bool,
                       data_dir: str | os.PathLike[str] | None = None) -> Path:
     """Refuse unsafe destinations with a sentence (the one write guard); return the real path."""
-    from dtl_engine.fileio import check_target, make_folder
-
     out = check_target(out_path, overwrite=overwrite, data_dirs=[data_dir], error=ExportError)
     try:
         make_folder(out.parent)
@@ -107,8 +104,6 @@ def check_destination(out_path: str | os.PathLike[str], overwrite: bool,
 
 def temp_path_beside(out: Path) -> Path:
     """A fresh temporary file next to ``out`` so the final os.replace is atomic."""
-    from dtl_engine.fileio import reserve_beside
-
     try:
         return reserve_beside(out)
     except OSError as exc:

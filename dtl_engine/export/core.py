@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -14,6 +15,8 @@ from dtl_engine.model.probabilities import engine_probabilities
 from dtl_engine.export.common import (TOLERANCE, ExportResult, build_metadata, check_destination, printable_name,
                                       synthetic_batch, temp_path_beside)
 from dtl_engine.export.verify import check_in_fresh_process, compare, measure_options
+from dtl_engine.export.onnx_format import require_onnx, write_onnx
+from dtl_engine.export.torchscript import write_torchscript
 
 FORMATS = ("torchscript", "onnx")
 
@@ -60,31 +63,9 @@ def export_model(model: torch.nn.Module, classes: list[str], out_path: str | os.
         checked, worst = 0, None
         report: dict[str, Any] = {}
         if verify:
-            images = list(check_images or []) + [synthetic_batch(settings["size"])]
-            reference = [engine_probabilities(model, x, settings) for x in images]
-            if measure_device is not None:
-                options = measure_options(measure_device, settings["size"], latency_repeats, eval_images)
-                produced, report = check_in_fresh_process(tmp, format, images, measure=options)
-            else:
-                produced, report = check_in_fresh_process(tmp, format, images)
-            worst = compare(reference, produced)
-            checked = sum(int(x.shape[0]) for x in images)
-            names = [printable_name(c) for c in classes] if format == "torchscript" else list(classes)
-            if report["classes"] != names:
-                raise ExportError("The exported file does not carry the right class names.")
-            if report["foreign"]:
-                raise ExportError(f"The exported file needs more than torch to load ({', '.join(report['foreign'])}).")
-            if worst > TOLERANCE:
-                raise ExportError(f"The exported file disagrees with the engine by up to {worst:.2e} in probability "
-                                  f"(allowed {TOLERANCE:.0e}); it was not saved.")
-        if overwrite:
-            publish(tmp, out, overwrite=True)
-        else:
-            try:
-                publish_new(tmp, out)       # a file made there during the export stays
-            except FileExistsError:
-                raise ExportError(f"'{out}' already exists (it appeared during the export); choose another "
-                                  "name or allow overwriting it.") from None
+            checked, worst, report = _verify(model, tmp, format, classes, settings, check_images, measure_device,
+                                             latency_repeats, eval_images)
+        _publish(tmp, out, overwrite)
     finally:
         discard(tmp)                # gone already once published
 
@@ -99,6 +80,43 @@ def export_model(model: torch.nn.Module, classes: list[str], out_path: str | os.
     if "device" in report:
         _add_measurements(result, report, latency_repeats, eval_labels, reference_accuracy)
     return result
+
+
+def _verify(model: torch.nn.Module, tmp: Path, format: str, classes: list[str], settings: dict[str, Any],
+            check_images: list[torch.Tensor] | None, measure_device: str | None, latency_repeats: int,
+            eval_images: list[torch.Tensor] | None) -> tuple[int, float, dict[str, Any]]:
+    """Load the file ``tmp`` in a fresh process and compare its probabilities with the engine's (and measure
+    it there, given ``measure_device``); returns (images checked, largest difference, the process's report)."""
+    images = list(check_images or []) + [synthetic_batch(settings["size"])]
+    reference = [engine_probabilities(model, x, settings) for x in images]
+    if measure_device is not None:
+        options = measure_options(measure_device, settings["size"], latency_repeats, eval_images)
+        produced, report = check_in_fresh_process(tmp, format, images, measure=options)
+    else:
+        produced, report = check_in_fresh_process(tmp, format, images)
+    worst = compare(reference, produced)
+    checked = sum(int(x.shape[0]) for x in images)
+    names = [printable_name(c) for c in classes] if format == "torchscript" else list(classes)
+    if report["classes"] != names:
+        raise ExportError("The exported file does not carry the right class names.")
+    if report["foreign"]:
+        raise ExportError(f"The exported file needs more than torch to load ({', '.join(report['foreign'])}).")
+    if worst > TOLERANCE:
+        raise ExportError(f"The exported file disagrees with the engine by up to {worst:.2e} in probability "
+                          f"(allowed {TOLERANCE:.0e}); it was not saved.")
+    return checked, worst, report
+
+
+def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
+    """The verified file takes its name: replacing a file there only with ``overwrite``."""
+    if overwrite:
+        publish(tmp, out, overwrite=True)
+        return
+    try:
+        publish_new(tmp, out)       # a file made there during the export stays
+    except FileExistsError:
+        raise ExportError(f"'{out}' already exists (it appeared during the export); choose another "
+                          "name or allow overwriting it.") from None
 
 
 def _add_measurements(result: ExportResult, report: dict[str, Any], repeats: int, labels: list[int] | None,
@@ -118,9 +136,7 @@ def _add_measurements(result: ExportResult, report: dict[str, Any], repeats: int
 
 def _writer(format: str):
     if format == "torchscript":
-        from dtl_engine.export.torchscript import write_torchscript
         return write_torchscript
-    from dtl_engine.export.onnx_format import require_onnx, write_onnx
     require_onnx()
     return write_onnx
 

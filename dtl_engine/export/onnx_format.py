@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.onnx import register_custom_op_symbolic
 
 from dtl_engine.errors import ExportError
+from dtl_engine.export.payload import PAYLOAD_KEY, onnx_digest
+from dtl_engine.export.torchscript import build_scripted
 
 OPSET = 18      # the first opset whose Resize can antialias
 _registered = False
@@ -51,8 +54,6 @@ def _resize_symbolic(mode: str):
 def _register_symbolics() -> None:
     global _registered
     if not _registered:
-        from torch.onnx import register_custom_op_symbolic
-
         register_custom_op_symbolic("aten::_upsample_bicubic2d_aa", _resize_symbolic("cubic"), OPSET)
         register_custom_op_symbolic("aten::_upsample_bilinear2d_aa", _resize_symbolic("linear"), OPSET)
         _registered = True
@@ -63,7 +64,6 @@ def write_onnx(model: torch.nn.Module, settings: dict[str, Any], classes: list[s
     """Write the ONNX file; class names and metadata go into its metadata_props."""
     import onnx
 
-    from dtl_engine.export.torchscript import build_scripted
 
     _register_symbolics()
     scripted = build_scripted(model, settings, classes, metadata)
@@ -76,8 +76,6 @@ def write_onnx(model: torch.nn.Module, settings: dict[str, Any], classes: list[s
                               input_names=["images"], output_names=["probabilities"],
                               dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"},
                                             "probabilities": {0: "batch"}})
-        from dtl_engine.export.payload import PAYLOAD_KEY, onnx_digest
-
         proto = onnx.load(str(path))
         sealed = {**metadata, PAYLOAD_KEY: onnx_digest(proto)}
         for key, value in (("metadata.json", json.dumps(sealed)), ("classes", json.dumps(list(classes)))):

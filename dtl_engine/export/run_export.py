@@ -12,6 +12,9 @@ from dtl_engine.data.split import Split
 from dtl_engine.errors import ExportError, RunError
 from dtl_engine.export.common import ExportResult, check_destination, load_check_images, load_labelled_images
 from dtl_engine.export.core import export_model
+from dtl_engine.runs.folder import BEST_WEIGHTS, LAST_WEIGHTS, RunFolder
+from dtl_engine.runs.listing import load_run_model
+from dtl_engine.devices import select_device
 
 
 def export_run(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str], format: str = "torchscript",
@@ -32,8 +35,6 @@ def export_run(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str]
     run = Path(run_dir).expanduser()
     if not run.is_dir():
         raise ExportError(f"There is no run folder at '{run}'.")
-    from dtl_engine.runs.folder import RunFolder
-    from dtl_engine.runs.listing import load_run_model
 
     folder = RunFolder(run)
     data_dir = folder.data_folder()
@@ -48,8 +49,6 @@ def export_run(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str]
     images = load_check_images([path for path, _ in _val_samples(folder)], side) if verify else []
     measure: dict[str, Any] = {}
     if verify and measure_device is not None:
-        from dtl_engine.devices import select_device
-
         device, _ = select_device(measure_device)
         eval_images, eval_labels = load_labelled_images(_val_samples(folder, with_test=False), side)
         measure = {"measure_device": device.type, "latency_repeats": latency_repeats, "eval_images": eval_images,
@@ -60,8 +59,6 @@ def export_run(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str]
 
 def _check_weights(folder: Any, weights: str) -> None:
     """Refuse with a sentence when the weights asked for are not there (never export others silently)."""
-    from dtl_engine.runs.folder import BEST_WEIGHTS, LAST_WEIGHTS
-
     if weights not in ("best", "last"):
         raise ExportError(f"Choose the 'best' or the 'last' weights of a run, not '{weights}'.")
     if not folder.last_weights.exists() and not folder.best_weights.exists():
@@ -92,8 +89,6 @@ def export_onnx(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str
 
 def _val_acc(folder: Any) -> float | None:
     """The best validation accuracy the run recorded while training (None when it has none)."""
-    from dtl_engine.errors import RunError
-
     try:
         value = folder.read_run().get("best_val_acc")
     except RunError:

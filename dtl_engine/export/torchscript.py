@@ -22,6 +22,7 @@ from dtl_engine import fileio
 from dtl_engine.errors import ExportError
 from dtl_engine.data.preprocess import preprocess
 from dtl_engine.export.common import printable_name
+from dtl_engine.export.payload import PAYLOAD_KEY, torchscript_digest
 
 
 class ExportedClassifier(nn.Module):
@@ -88,8 +89,6 @@ def write_torchscript(model: nn.Module, settings: dict[str, Any], classes: list[
     The archive is built in memory and written through a Python file object after a
     free-space check: torch's own file writer aborts the whole process on a full disk.
     """
-    from dtl_engine.export.payload import PAYLOAD_KEY, torchscript_digest
-
     scripted = build_scripted(model, settings, classes, metadata)
     # saved twice: the digest of the first archive's payload goes into the second one's metadata
     digest = torchscript_digest(_archive(scripted, metadata))

@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+import multiprocessing
 
 import torch
 
@@ -181,8 +182,6 @@ def _run_interpreter(code: str, files: list[str], cwd: str, timeout: float) -> s
 def _run_frozen(code: str, files: list[str], timeout: float) -> str | None:
     # A bundled app has no Python interpreter to call: sys.executable is the app itself. A spawned
     # multiprocessing child (the app must call multiprocessing.freeze_support()) runs the same code.
-    import multiprocessing
-
     child = multiprocessing.get_context("spawn").Process(target=_exec_check, args=(code, files), daemon=True)
     child.start()
     child.join(timeout)

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from dtl_engine.errors import DataError, ExportError
-from dtl_engine.fileio import NAME_BYTES
+from dtl_engine.fileio import NAME_BYTES, check_target, publish, publish_new
+from dtl_engine import fileio
 
 UNSURE = "_unsure"
 CSV_COLUMNS = ("path", "top1", "confidence", "top_k", "copied_to", "error")
@@ -98,8 +99,6 @@ def list_images(folder: Path, skipped: list[tuple[str, str]] | None = None) -> l
 
 
 def _check_places(folder: Path, csv_path: Path, sort_into: Path | None, overwrite: bool = False) -> None:
-    from dtl_engine.fileio import check_target
-
     if not folder.is_dir():
         raise DataError(f"There is no folder at '{folder}'.")
     if csv_path.is_dir():
@@ -126,8 +125,6 @@ def copy_without_overwrite(source: Path, dest_dir: Path) -> Path:
 
     A file there that already holds the same bytes (an earlier pass) is the copy: nothing is duplicated.
     """
-    from dtl_engine import fileio
-
     fileio.make_folder(dest_dir)
     stem, suffix = source.stem, source.suffix
     for n in range(1, 10_000):
@@ -166,7 +163,6 @@ def classify_folder(model_path: str | os.PathLike[str], folder: str | os.PathLik
             that failed (a full disk: the message names the file and the partial CSV).
         ExportError: the model file cannot be loaded.
     """
-    from dtl_engine import fileio
     from dtl_engine.inference.predict import load_exported, loading_side
 
     folder_p = Path(folder).expanduser().resolve()
@@ -263,8 +259,6 @@ def _classify_one(path: Path, exported: Any, k: int, min_confidence: float, sort
 
 def _publish(part: Path, final: Path, overwrite: bool) -> None:
     """Move the finished CSV to its name, refusing if a file appeared there meanwhile (unless ``overwrite``)."""
-    from dtl_engine.fileio import publish
-
     try:
         publish(part, final, overwrite)
     except FileExistsError:
@@ -273,8 +267,6 @@ def _publish(part: Path, final: Path, overwrite: bool) -> None:
 
 def _publish_partial(part: Path, final: Path, rows: int, total: int) -> Path:
     """Keep the rows done as ``<name> (partial, <rows> of <total>)<suffix>`` beside ``final``; never over a file."""
-    from dtl_engine.fileio import publish_new
-
     for n in range(1, 1000):
         name = f"{final.stem} (partial, {rows} of {total}){'' if n == 1 else f' ({n})'}{final.suffix}"
         try:

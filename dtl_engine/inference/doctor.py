@@ -29,11 +29,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from dtl_engine.data.scan import IMBALANCE_RATIO
 from dtl_engine.errors import DataError, RunError
-from dtl_engine.fileio import NAME_BYTES
-from dtl_engine.runs.folder import DOCTOR_CSV as DOCTOR_CSV  # the findings file a check writes into the run
+from dtl_engine.fileio import NAME_BYTES, check_target, new_file, open_temp, read_bytes
+from dtl_engine.runs.folder import DOCTOR_CSV as DOCTOR_CSV, RunFolder
+from dtl_engine.data import build_transform, load_image
+from dtl_engine.data.split import Split
+from dtl_engine.devices import select_device
+from dtl_engine.runs.listing import load_run_model
 
 CSV_COLUMNS = ("kind", "path", "split", "label", "suggested_label", "score", "group", "detail")
 MOVES_COLUMNS = ("path", "from_class", "to_class", "confidence")
@@ -117,15 +122,11 @@ def check_csv_destination(path: str | os.PathLike[str], overwrite: bool = False,
                           own: str | os.PathLike[str] | None = None) -> Path:
     """The real path of a CSV destination; refuses the image folder, a run's files (``own`` excepted),
     anything not a regular file, or an existing file (unless ``overwrite``)."""
-    from dtl_engine.fileio import check_target
-
     return check_target(path, overwrite=overwrite, own=[own] if own else [], data_dirs=[data_dir], error=DataError)
 
 
 def _write_rows(path: str | os.PathLike[str], columns: Sequence[str], rows: list[list[Any]], overwrite: bool,
                 data_dir: str | os.PathLike[str] | None, own: str | os.PathLike[str] | None = None) -> Path:
-    from dtl_engine.fileio import new_file, open_temp
-
     out = check_csv_destination(path, overwrite, data_dir, own)
     try:
         with new_file(out, overwrite) as part, open_temp(part, "w", newline="", encoding="utf-8",
@@ -142,8 +143,6 @@ def _write_rows(path: str | os.PathLike[str], columns: Sequence[str], rows: list
 
 def difference_hash(image: Any) -> np.ndarray:
     """64-bit difference hash (as 64 booleans) of a PIL image: brighter-than-right-neighbour on a 9×8 grey grid."""
-    from PIL import Image
-
     grey = np.asarray(image.convert("L").resize((9, 8), Image.Resampling.LANCZOS), dtype=np.int16)
     return (grey[:, 1:] > grey[:, :-1]).flatten()
 
@@ -162,9 +161,6 @@ def _image_pass(model: Any, samples: list[tuple[str, int, str]], device: torch.d
                 progress: ProgressFn | None, should_stop: Callable[[], bool] | None
                 ) -> tuple[list[int], list[str], np.ndarray, np.ndarray, list[Finding]]:
     """Read every image once: file hash, difference hash, frozen features. Returns the readable ones."""
-    from dtl_engine.data import build_transform, load_image
-    from dtl_engine.fileio import read_bytes
-
     transform = build_transform(model.data_config, "none", train=False)
     kept: list[int] = []
     sha: list[str] = []
@@ -396,9 +392,6 @@ def _outlier_findings(samples: list[tuple[str, int, str]], classes: list[str], f
 
 def run_samples(run_dir: str | os.PathLike[str]) -> list[tuple[str, int, str]]:
     """Every image of a run as (path, label, split name), from its saved split."""
-    from dtl_engine.data.split import Split
-    from dtl_engine.runs.folder import RunFolder
-
     split = Split.from_dict(RunFolder(run_dir).read_split())
     return [(p, y, name) for name, part in (("train", split.train), ("val", split.val), ("test", split.test))
             for p, y in part]
@@ -408,8 +401,6 @@ def diagnose_samples(model: Any, classes: list[str], samples: list[tuple[str, in
                      device: str = "cpu", batch_size: int = 64, progress: ProgressFn | None = None,
                      should_stop: Callable[[], bool] | None = None) -> DoctorReport:
     """The doctor on explicit (path, label, split) samples, using ``model``'s frozen backbone."""
-    from dtl_engine.devices import select_device
-
     dev, _ = select_device(device)
     model = model.to(dev).eval()
     kept, sha, hashes, features, unreadable = _image_pass(model, samples, dev, batch_size, progress, should_stop)
@@ -434,8 +425,6 @@ def diagnose_run(run_dir: str | os.PathLike[str], *, device: str = "cpu", batch_
     ``progress(done, total)`` follows the image pass; ``should_stop()`` returning True cancels
     it (a :class:`RunError`).
     """
-    from dtl_engine.runs.listing import load_run_model
-
     model, classes = load_run_model(run_dir, which="best", device="cpu")
     return diagnose_samples(model, classes, run_samples(run_dir), device=device, batch_size=batch_size,
                             progress=progress, should_stop=should_stop)

@@ -21,6 +21,13 @@ import torch
 
 from dtl_engine.data.file_stamps import check_split_files
 from dtl_engine.errors import RunError
+from dtl_engine.data import ImageDataset
+from dtl_engine.data.loader import BatchLoader, auto_num_workers, image_dataset
+from dtl_engine.data.split import Split
+from dtl_engine.runs.folder import RunFolder
+from dtl_engine.runs.listing import load_run_model
+from dtl_engine.devices import select_device
+from dtl_engine.runs.checkpoint import weights_metadata
 
 MAX_MISTAKES = 200          # a report lists at most this many misclassified images (most confident first)
 
@@ -127,9 +134,6 @@ def predict_probs(model: torch.nn.Module, samples: Sequence[tuple[str, int]], tr
     ``progress(done, total)`` is called after each batch; ``should_stop()`` returning True
     ends the pass with a :class:`RunError` (a cancelled evaluation has no partial result).
     """
-    from dtl_engine.data import ImageDataset
-    from dtl_engine.data.loader import BatchLoader
-
     dataset = dataset if dataset is not None else ImageDataset(list(samples), transform)
     loader = BatchLoader(dataset, num_workers)
     n = len(dataset)
@@ -175,8 +179,6 @@ def evaluate_model(model: torch.nn.Module, samples: Sequence[tuple[str, int]], c
     they count in ``total_images`` but are not evaluated, like the images that fail to load.
     Photos are draft-decoded and kept in the decoded-image cache (see ``data.loader.image_dataset``).
     """
-    from dtl_engine.data.loader import image_dataset
-
     samples = list(samples)
     dataset = image_dataset(samples, augment_config, "none", train=False)
     probs, indices, failed = predict_probs(model, samples, None, device, batch_size, autocast_dtype, num_workers,
@@ -202,19 +204,12 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", *, progress: Progres
     The result is saved as the run's report only when it covers every image; a partial
     evaluation (files missing or changed) is returned, never stored over the run's own.
     """
-    from dtl_engine.data.split import Split
-    from dtl_engine.errors import RunError
-    from dtl_engine.runs.folder import RunFolder
-    from dtl_engine.runs.listing import load_run_model
-    from dtl_engine.devices import select_device
-
     folder = RunFolder(run_dir)
     dev, _ = select_device(device)
     model, classes = load_run_model(folder.path, which="best", device=dev)
     split_name, samples = evaluation_split(Split.from_dict(folder.read_split()))
     samples, gone = check_split_files(samples, folder.read_file_stamps())
     best = _weights_epoch(folder)
-    from dtl_engine.data.loader import auto_num_workers
 
     evaluation = evaluate_model(model, samples, classes, dev, model.data_config, best_epoch=best, split=split_name,
                                 num_workers=auto_num_workers(), left_out=gone, progress=progress,
@@ -234,9 +229,6 @@ def _weights_epoch(folder: Any) -> int | None:
     Under the 'last epoch' rule (the paper recipe) that is not the epoch of the highest
     validation accuracy, so the metrics are only the last fallback (runs without either record).
     """
-    from dtl_engine.errors import RunError
-    from dtl_engine.runs.checkpoint import weights_metadata
-
     stamped = weights_metadata(folder.weights("best")).get("epoch", "")
     if stamped.isdigit():
         return int(stamped)
@@ -259,9 +251,6 @@ def current_evaluation(run_dir: str | Path, device: str = "auto", *, progress: P
     before per-image predictions were kept is evaluated again (its matrix cells could not be opened).
     ``progress`` and ``should_stop`` follow a fresh evaluation (see :func:`predict_probs`).
     """
-    from dtl_engine.data.split import Split
-    from dtl_engine.runs.folder import RunFolder
-
     folder = RunFolder(run_dir)
     saved = folder.read_report()
     # A report of other weights is stale too: a stopped run evaluated, then resumed, has new best weights;

@@ -27,8 +27,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from dtl_engine.errors import DataError, RunError
+from dtl_engine.data.preprocess import _crop_start, _resized_size, preprocess, preprocess_settings
+from dtl_engine.data.images import load_image
+from dtl_engine.data.model_input import image_to_uint8
+from dtl_engine.fileio import check_target, new_file
+from dtl_engine.runs.folder import RunFolder
+from dtl_engine.runs.listing import load_run_model
+from dtl_engine.devices import select_device
 
 OVERLAY_ALPHA = 0.5      # heatmap opacity over the photo
 LAYERS = ("last", "inject")          # the last block, or block M (where side information is first added)
@@ -129,8 +137,6 @@ def _patch_tokens(model: Any, tokens: torch.Tensor, grad: torch.Tensor, grid: tu
 
 def _crop_box(height: int, width: int, settings: dict[str, Any]) -> tuple[float, float, float, float]:
     """Which part of the original image the model saw: (top, left, bottom, right) in original pixels."""
-    from dtl_engine.data.preprocess import _crop_start, _resized_size
-
     rh, rw = _resized_size(height, width, settings["scale_size"], settings["squash"])
     size_h, size_w = settings["size"]
     top = _crop_start(rh - size_h) if rh >= size_h else -((size_h - rh) // 2)
@@ -163,10 +169,6 @@ def explain_image(model: Any, classes: list[str], image_path: str | os.PathLike[
     Raises:
         DataError: the image cannot be read or the class is unknown.
     """
-    from dtl_engine.data.images import load_image
-    from dtl_engine.data.model_input import image_to_uint8
-    from dtl_engine.data.preprocess import preprocess, preprocess_settings
-
     pixels = image_to_uint8(load_image(image_path))
     settings = preprocess_settings(model.data_config)
     param = next(model.parameters())
@@ -193,10 +195,6 @@ def colorize(heatmap: np.ndarray) -> np.ndarray:
 
 def overlay(image_path: str | os.PathLike[str], heatmap: np.ndarray, alpha: float = OVERLAY_ALPHA):
     """The photo with the coloured heatmap blended over it (a PIL image; stronger where the map is hot)."""
-    from PIL import Image
-
-    from dtl_engine.data.images import load_image
-
     photo = np.asarray(load_image(image_path).convert("RGB"), dtype=np.float32)
     weight = (alpha * np.clip(heatmap, 0, 1) ** 0.5)[..., None]
     blended = photo * (1 - weight) + colorize(heatmap).astype(np.float32) * weight
@@ -212,11 +210,6 @@ def explain_run(run_dir: str | os.PathLike[str], image_path: str | os.PathLike[s
         RunError: ``out_path`` exists (and ``overwrite`` is off), is a folder, or lies in the run's image folder.
         DataError: the image cannot be read.
     """
-    from dtl_engine.fileio import check_target, new_file
-    from dtl_engine.runs.folder import RunFolder
-    from dtl_engine.runs.listing import load_run_model
-    from dtl_engine.devices import select_device
-
     # the one write guard: not into the images, not into a run folder, never onto a device or a folder
     out = check_target(out_path, overwrite=overwrite, data_dirs=[RunFolder(run_dir).data_folder()], error=RunError)
     dev, _ = select_device(device)

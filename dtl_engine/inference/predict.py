@@ -17,6 +17,7 @@ import torch
 from dtl_engine.errors import DataError, ExportError
 from dtl_engine.fileio import NOT_REGULAR, NotRegularFileError, open_regular
 from dtl_engine.export.payload import check_payload, torchscript_metadata
+from dtl_engine.data.model_input import input_side, load_pixels
 
 
 @dataclass
@@ -126,8 +127,6 @@ def loading_side(exported: ExportedModel) -> int | None:
     evaluation (see :mod:`dtl_engine.data.model_input`); None (an export without
     preprocessing metadata) loads them whole.
     """
-    from dtl_engine.data.model_input import input_side
-
     settings = exported.metadata.get("preprocess") or {}
     return input_side(settings) if settings.get("scale_size") else None
 
@@ -151,8 +150,6 @@ def predict_each(export_path: str | os.PathLike[str], image_paths: list[str | os
     Raises:
         ExportError: the export cannot be loaded.
     """
-    from dtl_engine.data.model_input import load_pixels
-
     if top_k < 1:
         raise ExportError("top_k must be at least 1.")
     exported = load_exported(export_path)

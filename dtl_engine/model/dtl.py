@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+import timm
 
 from dtl_engine.model.adapters import FAMILY_DEFAULTS, BackboneAdapter, check_adaptable, make_adapter, resolve_family
 from dtl_engine.errors import BackboneError, DataError, RunError
@@ -306,8 +307,6 @@ def backbone_defaults(backbone: str, model_kwargs: dict[str, Any] | None = None)
 
     Returns ``family``, ``depth``, ``rank``, ``tap_from``, ``inject_from``, ``fusion_kernel`` and ``image_size``.
     """
-    import timm
-
     family = resolve_family(backbone)
     kwargs = dict(model_kwargs or {}, num_classes=0)
     with torch.device("meta"):
@@ -358,8 +357,6 @@ def _check_settings(name: str, depth: int, rank: int, tap_from: int, inject_from
 
 
 def _data_config(net: nn.Module, hw: tuple[int, int], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    import timm.data
-
     config = dict(timm.data.resolve_model_data_config(net))
     config.update({k: tuple(v) if isinstance(v, list) else v for k, v in (overrides or {}).items()})
     config["input_size"] = (3, hw[0], hw[1])

@@ -12,8 +12,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from torch import nn
+import timm
+import torch
+from timm.models import get_pretrained_cfg
 
 from dtl_engine.errors import BackboneError, WeightsError
+from dtl_engine.fileio import NOT_REGULAR
 
 LOCAL_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".npz")
 
@@ -45,8 +49,6 @@ def create_backbone(name: str, weights: str = "hub", **timm_kwargs: Any) -> nn.M
     Raises:
         WeightsError: the weights cannot be downloaded, found, read or do not fit the model.
     """
-    import timm
-
     if weights == "random":
         return timm.create_model(name, pretrained=False, **timm_kwargs)
     if weights == "hub":
@@ -60,15 +62,11 @@ def create_backbone(name: str, weights: str = "hub", **timm_kwargs: Any) -> nn.M
     if not path.exists():
         raise WeightsError(f"The weights file '{path}' does not exist; choose another file or use random weights.")
     if not path.is_file():      # a FIFO or device would block the read or never end
-        from dtl_engine.fileio import NOT_REGULAR
-
         raise WeightsError(f"The weights file '{path}' is {NOT_REGULAR}; choose another file or use random weights.")
     return _create_from_file(name, path, timm_kwargs)
 
 
 def _create_from_hub(name: str, timm_kwargs: dict[str, Any]) -> nn.Module:
-    import timm
-
     cached = cached_weights_path(name)
     if cached is not None:
         # already downloaded: load the cached file directly, no network round-trip at all
@@ -112,8 +110,6 @@ def _why_hub_unreachable(name: str) -> str | None:
 
 
 def _create_from_file(name: str, path: Path, timm_kwargs: dict[str, Any]) -> nn.Module:
-    import timm
-
     overlay: dict[str, Any] = dict(file=str(path))
     if path.suffix.lower() == ".npz":
         # JAX/big_vision checkpoints go through the model's own npz loader (timm ViTs have one)
@@ -141,9 +137,6 @@ def _create_from_file(name: str, path: Path, timm_kwargs: dict[str, Any]) -> nn.
 
 
 def _has_npz_loader(name: str, timm_kwargs: dict[str, Any]) -> bool:
-    import timm
-    import torch
-
     with torch.device("meta"):  # structure only: no memory, no weights
         return hasattr(timm.create_model(name, pretrained=False, **timm_kwargs), "load_pretrained")
 
@@ -184,8 +177,6 @@ def _short(exc: BaseException, limit: int = 160) -> str:
 
 def _pretrained_cfg(name: str) -> Any:
     try:
-        from timm.models import get_pretrained_cfg
-
         return get_pretrained_cfg(name)  # a bare architecture name resolves to its default tag
     except Exception:
         return None
@@ -213,8 +204,6 @@ def cached_weights_path(backbone: str) -> str | None:
         return None
     url = getattr(cfg, "url", None)
     if url:
-        import torch.hub
-
         candidate = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))
         return candidate if os.path.isfile(candidate) else None
     return None

@@ -17,13 +17,15 @@ import io
 import random
 from pathlib import Path
 from typing import Any
+import json
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from dtl_engine.errors import RunError
-from dtl_engine.fileio import NOT_REGULAR, NotRegularFileError, atomic_write_bytes, atomic_write_json, read_bytes
+from dtl_engine.fileio import (NOT_REGULAR, NotRegularFileError, atomic_write_bytes, atomic_write_json, read_bytes,
+                               open_regular)
 from dtl_engine.runs.folder import RunFolder
 
 __all__ = ["atomic_write_bytes", "atomic_write_json", "save_weights", "load_weights", "weights_metadata",
@@ -51,10 +53,6 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 def weights_metadata(path: str | Path) -> dict[str, str]:
     """The metadata :func:`save_weights` stored in a weights file ({} when it has none or cannot be read)."""
-    import json
-
-    from dtl_engine.fileio import open_regular
-
     try:
         with open_regular(path) as fh:
             size = int.from_bytes(fh.read(8), "little")

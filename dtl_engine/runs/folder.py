@@ -22,25 +22,22 @@ A run folder holds::
 Every write is atomic (:mod:`dtl_engine.fileio`). Every read turns a missing, damaged or
 non-regular file into a :class:`RunError` that names the file and the run.
 
-Claiming: a process writes a run only while it holds the run's lock, created with
-``O_EXCL``; a second writer is refused at once. A lock whose process is gone (same host,
-pid dead or reused) is stale and is taken over.
+Claiming: a process writes a run only while it holds the run's lock (:mod:`dtl_engine.runs.lock`);
+how a folder is claimed for a new run or a resumed one is :mod:`dtl_engine.runs.claim`.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-import secrets
-import socket
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from dtl_engine import fileio
 from dtl_engine.errors import RunError
+from dtl_engine.paths import runs_dir
 
 SCHEMA_VERSION = 1          # of run.json and the files beside it; bumped on an incompatible change
 
@@ -318,13 +315,6 @@ class RunFolder:
                 f"missing from its folder, so training would have to start over. {still}")
 
     # ---- claiming ----
-    def lock(self, break_lock: bool = False) -> "RunLock":
-        """Take this run's lock, or raise :class:`RunError` naming the process that holds it.
-
-        ``break_lock`` takes over a lock held from another host (which cannot be checked from here).
-        """
-        return RunLock.acquire(self.path / LOCK, self.name, break_lock)
-
     def remove_leftovers(self) -> list[Path]:
         """Remove temporary files and cache folders a killed writer left (call while holding the lock)."""
         # Older than the newest committed file, or older than a minute: no live writer is behind them.
@@ -376,7 +366,8 @@ class RunFolder:
         """Move the run's own files into a new hidden, marked folder in it (None when there were none).
 
         A run being replaced is kept there until its successor commits an epoch
-        (:meth:`Claim.keep_replacement`); a refusal, a stop or a crash before that puts it back whole.
+        (:meth:`dtl_engine.runs.claim.Claim.keep_replacement`); a refusal, a stop or a crash before
+        that puts it back whole.
         """
         names = [n for n in (*RUN_FILES, *CHECK_FILES) if os.path.lexists(self.path / n)]
         aside = None
@@ -405,90 +396,6 @@ def effective_status(run: dict[str, Any]) -> str:
     return status if status in STATUSES else "interrupted"
 
 
-# --- the lock -------------------------------------------------------------------------------------
-
-@dataclass
-class RunLock:
-    """An exclusive lock file; :meth:`release` removes it (only if it is still this lock)."""
-
-    path: Path
-    token: str
-    content: bytes = b""            # what this process wrote into the lock file
-    released: bool = field(default=False)
-
-    @classmethod
-    def acquire(cls, path: Path, run_name: str, break_lock: bool = False) -> "RunLock":
-        token = secrets.token_hex(8)
-        mine = json.dumps({**process_identity(), "token": token, "since": now_iso()}).encode("utf-8")
-        for _ in range(5):
-            if fileio.create_exclusive(path, mine):
-                return cls(path, token, mine)
-            holder = _read_lock(path)
-            if holder is None:
-                continue                        # it vanished (released) or is being written: try again
-            elsewhere = holder.get("host") not in (None, socket.gethostname())
-            if elsewhere and not break_lock:
-                raise RunError(f"The run folder '{run_name}' is locked by a training process on {holder['host']} "
-                               f"(pid {holder.get('pid')}; lock file {path}). If that machine is down, run the "
-                               "same command again with --break-lock.")
-            if not elsewhere and process_alive(holder.get("pid"), holder.get("pid_started"), holder.get("host")):
-                raise RunError(f"The run folder '{run_name}' is in use by another training process "
-                               f"(pid {holder.get('pid')}); wait until it ends or stop it first.")
-            _break_stale(path, holder)
-        raise RunError(f"The run folder '{run_name}' could not be locked; try again.")
-
-    def release(self) -> None:
-        if self.released:
-            return
-        self.released = True
-        holder = _read_lock(self.path)
-        if holder is not None and holder.get("token") == self.token:
-            fileio.remove_signed(self.path, self.content)       # this very lock, nothing else
-
-    def __enter__(self) -> "RunLock":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
-
-
-def _read_lock(path: Path) -> dict[str, Any] | None:
-    try:
-        data = fileio.read_json(path)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        # Empty or torn: a writer between create and write, or one killed there. Old enough = stale.
-        try:
-            if time.time() - path.stat().st_mtime > 10:
-                return {"pid": None}
-        except OSError:
-            pass
-        return None
-    return data if isinstance(data, dict) else {"pid": None}
-
-
-def _break_stale(path: Path, holder: dict[str, Any]) -> None:
-    """Move a dead process's lock away; if another process replaced it meanwhile, put theirs back."""
-    aside = path.with_name(f"{path.name}.stale-{secrets.token_hex(4)}")
-    try:
-        fileio.move(path, aside)
-    except FileNotFoundError:
-        return
-    try:
-        content = fileio.read_bytes(aside)
-    except OSError:
-        return
-    moved = _read_lock(aside)
-    if moved is not None and moved.get("token") != holder.get("token"):
-        try:
-            fileio.move(aside, path)            # a live lock taken away by mistake: restore it (never overwrites)
-            return
-        except OSError:
-            pass
-    fileio.remove_signed(aside, content)
-
-
 # --- new folders and caches -------------------------------------------------------------------------
 
 def new_run_dir(backbone: str, method: str, root: str | os.PathLike[str] | None = None,
@@ -498,8 +405,6 @@ def new_run_dir(backbone: str, method: str, root: str | os.PathLike[str] | None 
     With ``image_size``, the name says the size the run trains at: ``vit_tiny_patch16_224`` at
     96 px is named ``vit_tiny_patch16_96`` (a name without a size gets ``_96px``).
     """
-    from dtl_engine.paths import runs_dir
-
     root = Path(root) if root is not None else runs_dir()
     short = re.sub(r"[^A-Za-z0-9_.-]+", "-", backbone.split("/")[-1].split(".")[0])
     if image_size:
@@ -538,144 +443,3 @@ def remove_cache_dir(path: str | os.PathLike[str]) -> bool:
         return False
     _CREATED_CACHES.discard(str(path))
     return True
-
-
-def overlap_reason(run_dir: Path, data_dir: Path) -> str | None:
-    """Why ``run_dir`` cannot hold a run trained on ``data_dir`` (inside, equal to, or containing it)."""
-    run, data = run_dir.expanduser().resolve(), data_dir.expanduser().resolve()
-    if run == data:
-        return "The run folder must not be the image folder itself: DTL Studio never writes into your data."
-    if data in run.parents:
-        return "The run folder must not be inside the image folder: DTL Studio never writes into your data."
-    if run in data.parents:
-        return ("The run folder must not contain the image folder: a run folder is the engine's to replace, "
-                "and your images must never be at risk.")
-    return None
-
-
-# --- claiming a folder for a run -------------------------------------------------------------------
-
-@dataclass
-class Claim:
-    """A run folder held by this process for writing; :meth:`release` gives it back."""
-
-    folder: RunFolder
-    lock: RunLock
-    created: bool               # this process made the folder itself
-    replaced: Path | None = None        # the run this one replaces, set aside until this one trains
-
-    def keep_replacement(self) -> None:
-        """The new run committed an epoch: the run it replaces is deleted for good."""
-        if self.replaced is not None:
-            drop_set_aside(self.replaced)
-            self.replaced = None
-
-    def release(self) -> None:
-        """Give the folder back; temporary files older than this run's last commit (a killed writer's) go first.
-
-        A run this one was to replace comes back unless :meth:`keep_replacement` was called (the new
-        run committed an epoch): a stop, a divergence or a crash before that never loses it.
-        """
-        try:
-            if self.replaced is not None and not self.lock.released:
-                self.folder.put_back(self.replaced)     # a failure here leaves it set aside, never deleted
-                self.replaced = None
-            if not self.lock.released:
-                self.folder.remove_leftovers()
-        except OSError:
-            pass
-        finally:
-            self.lock.release()
-
-    def discard(self) -> None:
-        """Remove what this run wrote (a refused input leaves no run behind), then the folder if it made it.
-
-        A run it was to replace is put back as it was.
-        """
-        if self.replaced is not None:
-            self.folder.put_back(self.replaced)
-            self.replaced = None
-        else:
-            self.folder.remove_run_files()
-        self.lock.release()
-        if self.created:
-            fileio.remove_empty_folder(self.folder.path)   # only when empty: nothing of anyone else's is removed
-
-
-def claim_new(run_dir: str | os.PathLike[str] | None, data_dir: str | os.PathLike[str] | None,
-              backbone: str, method: str, overwrite: bool = False, image_size: int | None = None,
-              break_lock: bool = False) -> Claim:
-    """Claim a folder for a new run: a fresh unique one, or ``run_dir`` when it is empty (or ``overwrite``).
-
-    Refuses (with :class:`RunError`) a folder inside, equal to or containing the image folder, a
-    non-empty folder without ``overwrite``, and a folder another process is writing.
-    """
-    if run_dir is None:
-        path = new_run_dir(backbone, method, image_size=image_size)
-        folder = RunFolder(path)
-        return Claim(folder, folder.lock(break_lock), created=True)
-    path = Path(run_dir).expanduser()
-    if data_dir:
-        reason = overlap_reason(path, Path(data_dir))
-        if reason:
-            raise RunError(reason)
-    if path.exists() and not path.is_dir():
-        raise RunError(f"'{path}' is a file; give a folder for the run.")
-    folder = RunFolder(path)
-    if not overwrite and not folder.is_empty():
-        raise RunError(f"The folder '{path}' already exists and is not empty; choose a new folder, "
-                       "or allow replacing the run in it (--overwrite).")
-    created = not path.exists()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"Cannot create the run folder '{path}': {exc.strerror or exc}.") from exc
-    lock = folder.lock(break_lock)
-    replaced = None
-    try:
-        folder.recover_replaced()   # a replacement killed before its first epoch: the earlier run is this folder's
-        if not folder.is_empty():
-            if not overwrite:       # another run got here between the check and the lock
-                raise RunError(f"The folder '{path}' already exists and is not empty; choose a new folder, "
-                               "or allow replacing the run in it (--overwrite).")
-            if not folder.has_run_file():
-                raise RunError(f"The folder '{path}' holds files but no run ({RUN_FILE} is missing); --overwrite "
-                               "replaces only a run. Choose a new or empty folder.")
-            if folder.has_run_file() and _running_elsewhere(folder):
-                raise RunError(f"The run in '{path.name}' is still training; stop it before replacing it.")
-            replaced = folder.set_aside_run_files()     # deleted once the new run trains, else put back
-    except BaseException:
-        lock.release()
-        raise
-    return Claim(folder, lock, created, replaced)
-
-
-def claim_existing(run_dir: str | os.PathLike[str], break_lock: bool = False) -> Claim:
-    """Claim an existing run folder (to resume it); refuses one that another process is writing."""
-    path = Path(run_dir).expanduser()
-    if not path.is_dir():
-        raise RunError(f"There is no run folder at '{path}'.")
-    folder = RunFolder(path)
-    if not folder.has_run_file() and not folder.set_aside_by_others():
-        raise RunError(f"'{path}' is not a run folder ({RUN_FILE} is missing); nothing in it was touched.")
-    lock = folder.lock(break_lock)
-    try:
-        if folder.has_run_file() and _running_elsewhere(folder):
-            raise RunError(f"The run '{path.name}' is still running in another window or process.")
-        if folder.recover_replaced() is not None:
-            raise RunError(f"The run in '{path}' was being replaced (--overwrite) by a run that ended before it "
-                           "finished its first epoch; the earlier run is back as it was. Check it, then resume "
-                           "or replace it again.")
-        folder.remove_leftovers()
-    except BaseException:
-        lock.release()
-        raise
-    return Claim(folder, lock, created=False)
-
-
-def _running_elsewhere(folder: RunFolder) -> bool:
-    try:
-        run = folder.read_run()
-    except RunError:
-        return False
-    return effective_status(run) == "running"

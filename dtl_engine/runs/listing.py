@@ -11,10 +11,16 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+import datetime as _dt
 
-from dtl_engine.errors import RunError
+import torch
+
+from dtl_engine.errors import RunError, DTLError
 from dtl_engine.runs.folder import STATUSES, RunFolder, effective_status, new_run_dir, now_iso
 from dtl_engine.runs.checkpoint import load_weights
+from dtl_engine.paths import runs_dir
+from dtl_engine.model.dtl import ModelSpec, build_model, build_model_from_spec
+from dtl_engine.recipes import data_overrides
 
 __all__ = ["RunInfo", "STATUSES", "effective_status", "list_runs", "load_run_model", "new_run_dir", "now_iso",
            "read_run_file", "run_info", "update_run_file"]
@@ -66,8 +72,6 @@ def run_info(run_dir: str | Path) -> RunInfo:
 
 
 def _damaged_info(folder: RunFolder, problem: str) -> RunInfo:
-    import datetime as _dt
-
     try:
         created = _dt.datetime.fromtimestamp(folder.path.stat().st_mtime, _dt.timezone.utc).isoformat(
             timespec="seconds")
@@ -79,8 +83,6 @@ def _damaged_info(folder: RunFolder, problem: str) -> RunInfo:
 
 def list_runs(root: str | Path | None = None) -> list[RunInfo]:
     """All runs, newest first; a run whose files are damaged is listed as ``damaged`` with the reason."""
-    from dtl_engine.paths import runs_dir
-
     root = Path(root) if root is not None else runs_dir()
     infos = []
     for child in root.iterdir() if root.is_dir() else []:
@@ -98,13 +100,6 @@ def list_runs(root: str | Path | None = None) -> list[RunInfo]:
 
 def build_run_model(config: Any, num_classes: int, model_kwargs: dict[str, Any] | None = None):
     """Build the model a config describes; the seed makes a 'random' backbone the same every time."""
-    import torch
-
-    from dtl_engine.model.dtl import build_model
-    from dtl_engine.recipes import data_overrides
-
-    from dtl_engine.errors import DTLError
-
     torch.manual_seed(config.seed)
     try:
         return build_model(
@@ -130,10 +125,6 @@ def rebuild_run_model(run_dir: str | os.PathLike[str]):
 
 def model_from_spec(spec: dict[str, Any], seed: int):
     """The untrained model a saved spec describes, built under ``seed`` (same 'random' backbone every time)."""
-    import torch
-
-    from dtl_engine.model.dtl import ModelSpec, build_model_from_spec
-
     torch.manual_seed(seed)
     return build_model_from_spec(ModelSpec.from_dict(spec))
 

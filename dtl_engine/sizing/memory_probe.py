@@ -20,11 +20,16 @@ from typing import Any, Iterable, cast
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch._subclasses.fake_tensor import FakeTensorMode
+import timm
 
 from dtl_engine.errors import DTLError, RunError
 from dtl_engine.formatting import format_bytes  # re-exported: the CLI and benchmark import it from here
 from dtl_engine.model.half_weights import cast_frozen_weights
 from dtl_engine.registry import FROZEN_BACKBONE_METHODS, METHOD_NAMES, PEER_METHODS
+from dtl_engine.model.adapters import resolve_family
+from dtl_engine.model.dtl import build_model, check_image_size
 
 METHODS = METHOD_NAMES + PEER_METHODS   # the product's methods and the peers it is compared with
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -148,7 +153,6 @@ def _timm_kwargs(backbone: str, num_classes: int, image_size: int | tuple[int, i
     kw["num_classes"] = num_classes
     if image_size is not None:
         kw["img_size"] = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    from dtl_engine.model.adapters import resolve_family
 
     if resolve_family(backbone) == "vit":
         # the same head as DTL: mean of the patch tokens, then the final norm, then the classifier
@@ -159,10 +163,6 @@ def _timm_kwargs(backbone: str, num_classes: int, image_size: int | tuple[int, i
 def build_full_model(backbone: str, num_classes: int, image_size: int | tuple[int, int] | None = None,
                      model_kwargs: dict[str, Any] | None = None) -> nn.Module:
     """The full fine-tuning peer: the whole timm model (random weights) trainable, DTL's pooling and head."""
-    import timm
-
-    from dtl_engine.model.dtl import check_image_size
-
     model = timm.create_model(backbone, pretrained=False, **_timm_kwargs(backbone, num_classes, image_size,
                                                                          model_kwargs))
     check_image_size(backbone, model)          # the same sentence as for a DTL model, not timm's assertion
@@ -194,7 +194,6 @@ def build_method_model(method: str, backbone: str, num_classes: int = 10,
     if method == "lora":
         return build_lora_model(backbone, num_classes, image_size, model_kwargs,
                                 rank=LORA_RANK if rank is None else rank)
-    from dtl_engine.model.dtl import build_model
 
     return build_model(backbone, num_classes, weights="random", rank=rank, variant=method, image_size=image_size,
                        checkpoint_blocks=checkpoint_blocks, low_precision_taps=low_precision_taps,
@@ -212,7 +211,6 @@ def input_hw(model: nn.Module) -> tuple[int, int]:
     if size is not None:  # the size the model was built for (img_size=...), not its pretrained default
         h, w = (size, size) if isinstance(size, int) else size
         return int(h), int(w)
-    import timm.data
 
     _, h, w = timm.data.resolve_model_data_config(base)["input_size"]
     return int(h), int(w)
@@ -227,8 +225,6 @@ _LOCK = threading.Lock()
 def _fake_mode():
     global _FAKE_MODE
     if _FAKE_MODE is None:
-        from torch._subclasses.fake_tensor import FakeTensorMode
-
         _FAKE_MODE = FakeTensorMode()
     return _FAKE_MODE
 
@@ -295,8 +291,6 @@ def measure_activation_bytes(model: nn.Module, images: torch.Tensor, labels: tor
 def _cpu_norm_stats_mode():
     """Correct the one known shape-only mismatch: the CPU LayerNorm kernel keeps the per-token
     mean / rstd it saves for backward in fp32 for bf16 / fp16 inputs; the fake kernel says half."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     layer_norm = torch.ops.aten.native_layer_norm.default
 
     class _CpuNormStats(TorchDispatchMode):

@@ -16,6 +16,7 @@ import re
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
+import json
 
 from dtl_engine.errors import DTLError, RunError
 
@@ -273,8 +274,6 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 
 def run_plan(args: argparse.Namespace) -> int:
     """Print the plan the parsed ``args`` ask for; 0, or 2 with one sentence on bad input."""
-    import json
-
     try:
         memory = parse_memory(args.gpu_memory) if args.gpu_memory is not None else None
         plan = plan_fit(args.backbone, memory, args.method, args.image_size, args.batch_size,

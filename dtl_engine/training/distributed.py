@@ -28,6 +28,8 @@ import torch
 import torch.distributed as dist
 
 from dtl_engine.errors import RunError
+from dtl_engine.data.loader import image_dataset
+from dtl_engine.inference.evaluate import build_evaluation, predict_probs
 
 T = TypeVar("T")
 
@@ -265,9 +267,6 @@ def setup(device_pref: str = "auto") -> Distributed:
 def evaluate_sharded(ctx: Distributed, model: torch.nn.Module, samples: Sequence[tuple[str, int]],
                      classes: Sequence[str], device: torch.device, data_config: dict[str, Any], **kwargs: Any) -> Any:
     """:func:`~dtl_engine.inference.evaluate.evaluate_model` over the whole ``samples``, each rank scoring its shard."""
-    from dtl_engine.data.loader import image_dataset
-    from dtl_engine.inference.evaluate import build_evaluation, predict_probs
-
     best_epoch, split = kwargs.pop("best_epoch", None), kwargs.pop("split", "val")
     shard = ctx.shard(len(samples))
     mine = [samples[i] for i in shard]

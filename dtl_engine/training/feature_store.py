@@ -27,6 +27,7 @@ import torch
 from dtl_engine.data.disk_store import DiskStore
 from dtl_engine.data.file_stamps import cache_key
 from dtl_engine.data.image_cache import feature_cache_dir
+from dtl_engine.data import model_input
 
 _MAGIC = b"DTLF"
 
@@ -47,7 +48,6 @@ def model_identity(config: Any, model_kwargs: dict[str, Any] | None, data_config
             pass
     elif weights == "random":
         weights = f"random:{config.seed}"
-    from dtl_engine.data import model_input
 
     keys = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
     return json.dumps({"backbone": config.backbone, "weights": weights, "model_kwargs": model_kwargs or {},

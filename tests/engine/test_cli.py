@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dtl_engine.cli import main as cli
+from dtl_engine.cli.progress import ProgressPrinter
 from image_factory import make_image_folder
 
 COMMANDS = ["scan", "train", "resume", "evaluate", "export", "predict", "explain", "doctor", "runs", "bench",
@@ -105,7 +106,7 @@ def test_train_export_predict_runs_evaluate(tmp_path, capsys):
 
 def test_ctrl_c_stops_cleanly_and_says_where_the_checkpoint_is(tmp_path, capsys, monkeypatch):
     data = make_image_folder(tmp_path / "images", {"a": 6, "b": 6})
-    real = cli.ProgressPrinter.batch_finished
+    real = ProgressPrinter.batch_finished
     handler_before = signal.getsignal(signal.SIGINT)   # SIG_IGN when the suite runs as a background job
 
     def press_ctrl_c_after_first_batch(self, stats):
@@ -113,7 +114,7 @@ def test_ctrl_c_stops_cleanly_and_says_where_the_checkpoint_is(tmp_path, capsys,
         if stats.global_step == 1:
             signal.raise_signal(signal.SIGINT)      # what a terminal sends on Ctrl+C
 
-    monkeypatch.setattr(cli.ProgressPrinter, "batch_finished", press_ctrl_c_after_first_batch)
+    monkeypatch.setattr(ProgressPrinter, "batch_finished", press_ctrl_c_after_first_batch)
     run_dir = tmp_path / "run"
     code = cli.main(["train", str(data), *TINY, "--epochs", "2", "--out", str(run_dir)])
     out = capsys.readouterr().out
@@ -125,7 +126,7 @@ def test_ctrl_c_stops_cleanly_and_says_where_the_checkpoint_is(tmp_path, capsys,
     assert json.loads((run_dir / "run.json").read_text())["status"] == "stopped"
 
     # and the stopped run continues from its checkpoint to the end
-    monkeypatch.setattr(cli.ProgressPrinter, "batch_finished", real)
+    monkeypatch.setattr(ProgressPrinter, "batch_finished", real)
     assert cli.main(["resume", str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert "Finished 2 epoch(s)" in out and "epoch 2/2" in out

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from dtl_engine.cli.main import _train_config, build_parser, train_arguments
+from dtl_engine.cli.main import build_parser
+from dtl_engine.cli.train import _train_config, train_arguments
 from dtl_engine.config import TrainConfig
 from dtl_engine.errors import RunError
 

@@ -22,6 +22,7 @@ from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, run_weig
 
 from dtl_engine import fileio
 from dtl_engine.cli import main as cli
+from dtl_engine.cli import train as cli_train
 from dtl_engine.runs import folder as run_folder
 from dtl_engine.errors import DTLError, ExportError, RunError
 from dtl_engine.runs.folder import RunFolder
@@ -135,7 +136,7 @@ def test_2_a_refused_replacement_keeps_the_run_it_would_have_replaced(finished, 
     assert sorted(p.name for p in old.iterdir()) == sorted(before)
 
 
-class _StoppedToken(cli.StopToken):
+class _StoppedToken(cli_train.StopToken):
     """Ctrl+C pressed before the scan is done."""
 
     def __init__(self) -> None:
@@ -148,7 +149,7 @@ def test_2_a_stop_before_training_keeps_the_run_it_would_have_replaced(finished,
     old = _copy(finished, tmp_path)
     before = _files(old)
     data = Path(RunFolder(finished).read_config()["data_dir"])
-    monkeypatch.setattr(cli, "StopToken", _StoppedToken)
+    monkeypatch.setattr(cli_train, "StopToken", _StoppedToken)
     code, out, _ = _cli(["train", str(data), *TINY, "--epochs", "1", "--out", str(old), "--overwrite"], capsys)
     assert code == cli.EXIT_INTERRUPTED
     assert "nothing was trained" in out and "kept as it was" in out and "resume" not in out
@@ -158,7 +159,7 @@ def test_2_a_stop_before_training_keeps_the_run_it_would_have_replaced(finished,
 
 def test_2_a_stop_before_training_in_a_new_folder_is_not_called_a_checkpoint(tmp_path, capsys, monkeypatch):
     data = image_folder(tmp_path)
-    monkeypatch.setattr(cli, "StopToken", _StoppedToken)
+    monkeypatch.setattr(cli_train, "StopToken", _StoppedToken)
     code, out, _ = _cli(["train", str(data), *TINY, "--epochs", "1", "--out", str(tmp_path / "new")], capsys)
     assert code == cli.EXIT_INTERRUPTED
     assert "nothing was trained yet" in out and "checkpoint" not in out

@@ -1,7 +1,11 @@
 """The write guard and the delete-only-ours helpers of dtl_engine.fileio, one behaviour each."""
 from __future__ import annotations
 
+import errno
+import json
 import os
+import time
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +109,51 @@ def test_a_marked_folder_is_removed_an_unmarked_one_or_a_link_never(tmp_path):
     assert not fileio.remove_marked_folder(plain, ".mark") and plain.is_dir()
     assert not fileio.remove_marked_folder(tmp_path / ".cache-link", ".mark") and marked.is_dir()
     assert fileio.remove_marked_folder(marked, ".mark") and not marked.exists()
+
+
+def test_atomic_write_on_a_full_disk_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "metrics.json"
+    fileio.atomic_write_json(target, [1, 2])
+
+    def full(fh, data):
+        fh.write(bytes(data)[:3])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fileio, "write_all", full)
+    with pytest.raises(OSError, match="No space left"):
+        fileio.atomic_write_json(target, [1, 2, 3])
+    assert json.loads(target.read_text()) == [1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_open_regular_refuses_fifo_device_and_folder_without_blocking(tmp_path):
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "named pipe"), (Path("/dev/null"), "device"), (tmp_path, "folder")):
+        started = time.monotonic()
+        with pytest.raises(fileio.NotRegularFileError, match=kind):
+            fileio.open_regular(path)
+        assert time.monotonic() - started < 5
+    regular = tmp_path / "a.bin"
+    regular.write_bytes(b"abc")
+    with fileio.open_regular(regular) as fh:
+        assert fh.read() == b"abc"
+
+
+def test_leftover_temporaries_are_removed_only_when_they_are_the_engines_and_old(tmp_path):
+    old = time.time() - 3600
+    killed = "dtl-0123456789ab-x1y2"                    # the engine's name, with a killed process's token
+    keep_user = tmp_path / ".notes.txt"                  # the user's own hidden file
+    keep_lookalike = tmp_path / ".metrics.json.x1y2.tmp"    # looks like a temporary, carries no token
+    keep_fresh = tmp_path / f".state.pt.{killed}.tmp"   # a writer may be busy with it
+    keep_other = tmp_path / f".notes.txt.{killed}.tmp"  # a temporary of a file the caller did not name
+    gone = tmp_path / f".metrics.json.{killed}.tmp"
+    gone_part = tmp_path / f".model.pt.{killed}.part"
+    for p in (keep_user, keep_lookalike, keep_fresh, keep_other, gone, gone_part):
+        p.write_bytes(b"x")
+    for p in (keep_user, keep_lookalike, keep_other, gone, gone_part):
+        os.utime(p, (old, old))
+    removed = fileio.remove_leftovers(tmp_path, ["metrics.json", "model.pt", "state.pt"],
+                                      older_than=time.time() - 60)
+    assert sorted(p.name for p in removed) == sorted([gone.name, gone_part.name])
+    assert all(p.exists() for p in (keep_user, keep_lookalike, keep_fresh, keep_other))

@@ -94,12 +94,12 @@ def test_probe_counts_half_weights_by_default_under_bf16_only():
 
 @pytest.mark.slow
 def test_runs_store_frozen_weights_in_half_by_default_only_under_autocast(tmp_path, monkeypatch):
-    from dtl_engine.training import runner, train
+    from dtl_engine.training import run_setup, train
     from test_training_helpers import MODEL_KWARGS, image_folder, tiny_config
 
     calls = []
-    real = runner.cast_frozen_weights
-    monkeypatch.setattr(runner, "cast_frozen_weights", lambda m, d: calls.append(d) or real(m, d))
+    real = run_setup.cast_frozen_weights
+    monkeypatch.setattr(run_setup, "cast_frozen_weights", lambda m, d: calls.append(d) or real(m, d))
     data = image_folder(tmp_path, per_class=4)
     for precision, flag in (("bf16", True), ("bf16", False), ("fp32", True)):
         result = train(tiny_config(data, epochs=1, max_steps=1, precision=precision, half_frozen_weights=flag),

@@ -4,6 +4,8 @@ from __future__ import annotations
 import difflib
 
 from torch import nn
+import timm
+import torch
 
 from dtl_engine.errors import BackboneError
 from dtl_engine.registry import CONV_HINTS, FAMILIES, REFUSED, architecture
@@ -22,8 +24,6 @@ _CONV_HINTS = CONV_HINTS
 
 def resolve_family(name: str) -> str:
     """Map a timm model name to a supported family, or raise :class:`BackboneError` with the reason."""
-    import timm
-
     arch = architecture(name)
     known = timm.list_models()
     if arch not in known:
@@ -57,9 +57,6 @@ def make_adapter(family: str, backbone: nn.Module, name: str = "this backbone") 
 
 def check_adaptable(family: str, name: str, timm_kwargs: dict) -> None:
     """Refuse an unsupported model class before any weights are downloaded (built on the meta device)."""
-    import timm
-    import torch
-
     with torch.device("meta"):
         skeleton = timm.create_model(name, pretrained=False, **timm_kwargs)
     make_adapter(family, skeleton, name)

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Callable, cast
 
 import torch
 from torch import nn
+from timm.models.swin_transformer import SwinTransformer
 
 from dtl_engine.errors import BackboneError
 from dtl_engine.registry import FAMILIES
@@ -28,7 +29,6 @@ class SwinAdapter(BackboneAdapter):
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__(backbone)
-        from timm.models.swin_transformer import SwinTransformer
 
         if not isinstance(backbone, SwinTransformer):
             raise BackboneError(

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
+from timm.models.vision_transformer import VisionTransformer
 
 from dtl_engine.errors import BackboneError
 from dtl_engine.registry import FAMILIES
@@ -27,7 +28,6 @@ class VitAdapter(BackboneAdapter):
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__(backbone)
-        from timm.models.vision_transformer import VisionTransformer
 
         if not isinstance(backbone, VisionTransformer):
             raise BackboneError(

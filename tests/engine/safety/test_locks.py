@@ -11,6 +11,7 @@ from test_fault_injection import TINY, _cli, _copy, _one_line_refusal, finished 
 
 from dtl_engine.runs import folder as run_folder
 from dtl_engine.runs.folder import RunFolder
+from dtl_engine.runs.lock import lock_run
 
 
 def _lock_from_another_host(run) -> None:
@@ -34,7 +35,7 @@ def test_8_a_lock_from_another_host_names_the_lock_file_and_the_way_out(finished
 
 def test_8_break_lock_never_takes_a_lock_of_a_live_process_here(finished, tmp_path, capsys):
     run = _copy(finished, tmp_path)
-    held = RunFolder(run).lock()                         # this very process holds it
+    held = lock_run(RunFolder(run))                         # this very process holds it
     try:
         code, _, err = _cli(["resume", str(run), "--break-lock"], capsys)
         _one_line_refusal(code, err, "in use")

@@ -15,6 +15,8 @@ from safety_helpers import checksums
 from test_fault_injection import TINY, _cli, _copy, _one_line_refusal, finished  # noqa: F401  (a fixture)
 
 from dtl_engine.cli import main as cli
+from dtl_engine.cli.progress import ProgressPrinter
+from dtl_engine.runs import claim as run_claim
 from dtl_engine.runs import folder as run_folder
 from dtl_engine.runs.folder import RunFolder
 
@@ -53,14 +55,14 @@ def test_2_ctrl_c_in_the_first_epoch_of_a_replacement_gives_the_old_run_back(fin
                                                                                 monkeypatch):
     old = _copy(finished, tmp_path)
     before = checksums(old)
-    real = cli.ProgressPrinter.batch_finished
+    real = ProgressPrinter.batch_finished
 
     def press_ctrl_c_after_first_batch(self, stats):
         real(self, stats)
         if stats.global_step == 1:
             signal.raise_signal(signal.SIGINT)
 
-    monkeypatch.setattr(cli.ProgressPrinter, "batch_finished", press_ctrl_c_after_first_batch)
+    monkeypatch.setattr(ProgressPrinter, "batch_finished", press_ctrl_c_after_first_batch)
     code, out, _ = _cli(["train", _data(old), *TINY, "--epochs", "2", "--out", str(old), "--overwrite"], capsys)
     assert code == cli.EXIT_INTERRUPTED
     assert "kept as it was" in out
@@ -78,7 +80,7 @@ def test_2_a_replacement_that_commits_an_epoch_stands(finished, tmp_path, capsys
 
 def _killed_replacement(old: Path) -> None:
     """What kill -9 during the set-up of a replacement leaves: the old run set aside, a new run begun."""
-    claim = run_folder.claim_new(old, None, "test_vit", "dtl", overwrite=True)
+    claim = run_claim.claim_new(old, None, "test_vit", "dtl", overwrite=True)
     assert claim.replaced is not None
     claim.folder.update_run(status="running", epochs_done=0)
     claim.folder.update_run(pid=2**22 + 7)                  # a process that is gone
