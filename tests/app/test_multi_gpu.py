@@ -118,7 +118,7 @@ def test_a_launcher_that_ignores_stop_is_killed_after_the_bounded_wait(qtbot, ti
     page = _page(qtbot, tiny_config(tiny_dataset))
     page.start_on_all_gpus()
     qtbot.waitUntil(lambda: marker.exists(), timeout=WAIT_MS)
-    pid = page._launch.pid
+    pid = page.session.launch.pid
     page.stop()
     qtbot.waitUntil(lambda: not page.is_running(), timeout=WAIT_MS)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

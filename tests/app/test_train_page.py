@@ -92,9 +92,10 @@ def test_stop_mid_run_leaves_a_checkpoint(qtbot, tiny_dataset, tmp_path, themed)
     assert Path(result.run_dir, "checkpoint.safetensors").exists()
     run = json.loads(Path(result.run_dir, "run.json").read_text())
     assert run["status"] == "stopped"
-    assert page.status()[1].startswith("Stopped")
-    # Start comes back once the run's thread has returned, which may be just after the final signal.
-    qtbot.waitUntil(lambda: _buttons(page) == (True, False, False, False), timeout=30_000)
+    assert page.status()[1].startswith("Stopped after ") and not page.status()[0]     # no green check
+    assert "press Resume to continue at epoch" in page.state_label.text()
+    # Start and Resume come back once the run's thread has returned, which may be just after the final signal.
+    qtbot.waitUntil(lambda: _buttons(page) == (True, False, True, False), timeout=30_000)
 
 
 @pytest.mark.slow
@@ -154,7 +155,7 @@ def test_load_history_draws_a_finished_run(qtbot, tiny_dataset, tmp_path):
     assert page.charts.accuracy.drawn_points("validation") == 2
     assert page.charts.loss.drawn_points("validation") == 2
     ready, text = page.status()
-    assert ready and text.startswith("Opened — 2 epoch(s), best ")
+    assert ready and text.startswith("Opened — finished: 2 epoch(s), best ")
     assert Path(result.run_dir).name in page.state_label.text()       # the page names the run
 
 
