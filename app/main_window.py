@@ -18,6 +18,7 @@ from app.pages.results_page import ResultsPage
 from app.pages.runs_page import RunsPage
 from app.pages.train_page import TrainPage
 from app.run_follower import is_live
+from app.run_life import RunState
 from app.settings import Settings
 from app.theme import app_icon
 from app.widgets.open_folder import open_folder
@@ -184,7 +185,8 @@ class MainWindow(QMainWindow):
         data_ok, model_ok = states[DATA][0], states[MODEL][0]
         train_ok = states[TRAIN][0]
         running = self.train_page.session.is_live()
-        if not running and not train_ok:
+        session = self.train_page.session
+        if session.state is RunState.IDLE and session.shown is None:     # a run ended or shown says its own line
             if not data_ok:
                 states[TRAIN] = (False, "Waiting for an image folder")
             elif not model_ok and self.model_page.needs_settings():

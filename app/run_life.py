@@ -97,15 +97,17 @@ NO_MODEL = "No model yet: the run stopped before its first model existed."
 
 
 def has_model(run_dir: str | None) -> bool:
-    """True when the run folder holds weights to evaluate and export: a completed epoch or the first model.
+    """False when the run folder is known to hold no model: no epoch completed and no first model (step 0).
 
-    Reads only whether its weights files exist (the GUI thread may call it).
+    Reads only its status file and whether its best weights exist (the GUI thread may call it).
     """
     if not run_dir:
         return False
     from dtl_engine.runs.folder import RunFolder
 
-    return RunFolder(run_dir).best_weights.is_file()    # last weights of a cut epoch 1 are no model
+    if RunFolder(run_dir).best_weights.is_file():    # the first model or the best epoch
+        return True
+    return epochs_done(run_dir) != 0                 # unknown (None) or trained: let the page try and say
 
 
 def epochs_done(run_dir: str | None) -> int | None:

@@ -13,43 +13,26 @@ from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget
 
 from app import jobs
+from app.pages.run_words import (SEARCH_BAR_STEPS, SEARCH_PHASE, is_weights_error, memory_line, run_summary,
+                                 past_bar, state_texts, state_word, stop_keeps, what_runs,
+                                 where_stopped)
 from app.run_history import read_event_history, read_metrics
 from app.run_life import RunState, has_model
 from app.run_session import RunSession
-from app.subprocess_run import can_launch, cuda_device_count, remove_if_empty, torchrun_command
+from app.subprocess_run import can_launch, cuda_device_count, launch_command
 from app.theme import state_color
 from app.widgets.charts import TrainingCharts
 from app.widgets.error_dialog import show_error
 from app.widgets.log_view import LogView
 from app.worker import describe_error
 from dtl_engine.events import Event, RunEnded, describe, ended_line, first_model_headline
-from dtl_engine.formatting import format_bytes, format_count, format_span
-
-SEARCH_PHASE = "Choosing the learning rate and augmentation"
-SEARCH_BAR_STEPS = 1000         # the search's bar: its fraction in thousandths
-NOT_STARTED = "Not started. Press Start (Ctrl+R) to train."
-
-
-def what_runs(config: Any) -> str:
-    """The run about to start in words: the model as it will be built (weights, size), method, epochs."""
-    if config.weights == "random":
-        model = f"{config.backbone.split('.')[0]} with random weights"    # a pretrained tag means nothing then
-    elif config.weights == "hub":
-        model = f"{config.backbone} with pretrained weights"
-    else:
-        model = f"{config.backbone} with the weights in {Path(config.weights).name}"
-    size = f", {config.image_size} px" if config.image_size else ""
-    return f"{model}{size}, method {config.method}, {config.epochs} epochs"
-
-
-def is_weights_error(details: str) -> bool:
-    """True when a failure's traceback ends in the engine's WeightsError (pretrained weights not obtained)."""
-    lines = details.strip().splitlines()
-    return bool(lines) and lines[-1].split(":", 1)[0].rsplit(".", 1)[-1] == "WeightsError"
-
+from dtl_engine.formatting import format_span
 
 class TrainPage(QWidget):
-    """Shows the Train step's run session: its buttons, progress, curves and log."""
+    """Shows the Train step's run session: its buttons, progress, curves and log.
+
+    ``gpu_count``: how many CUDA GPUs there are (default: asked of torch in the background);
+    ``launch_args``: further ``train`` options of a several-GPU run (tests: a tiny backbone)."""
 
     status_changed = Signal()
     run_started = Signal(str)       # run folder
@@ -62,8 +45,6 @@ class TrainPage(QWidget):
                  resume_fn: Callable[..., Any] | None = None,
                  scan_provider: Callable[[], Any] | None = None,
                  gpu_count: Callable[[], int] | None = None, launch_args: Sequence[str] = ()) -> None:
-        """``gpu_count``: how many CUDA GPUs there are (default: asked of torch in the background);
-        ``launch_args``: further ``train`` options of a several-GPU run (tests: a tiny backbone)."""
         super().__init__(parent)
         self._config_provider = config_provider
         self._scan_provider = scan_provider or (lambda: None)     # the Data step's scan: no second scan
@@ -153,12 +134,10 @@ class TrainPage(QWidget):
 
     # --- page contract -----------------------------------------------------------
     @property
-    def run_dir(self) -> str | None:
-        return self.session.run_dir
+    def run_dir(self) -> str | None: return self.session.run_dir         # the run live or last shown
 
     @property
-    def last_result(self) -> RunEnded | None:
-        return self.session.ended
+    def last_result(self) -> RunEnded | None: return self.session.ended    # how the last run here ended
 
     def status(self) -> tuple[bool, str]:
         """(a finished run with a model is on screen?, one line about the run)."""
@@ -171,20 +150,12 @@ class TrainPage(QWidget):
         """True while a run of this app trains: in its thread, or its torchrun until the launcher exits."""
         return self.session.holds_worker()
 
-    def following_elsewhere(self) -> bool:
-        return self.session.following_elsewhere()
-
-    def can_start(self) -> bool:
-        return self.session.can_start()
-
-    def can_pause(self) -> bool:
-        return self.session.can_pause()
-
-    def can_stop(self) -> bool:
-        return self.session.can_stop()
-
-    def can_resume(self) -> bool:
-        return self.session.can_resume()
+    # What the buttons and the Run menu may offer: the session answers.
+    def following_elsewhere(self) -> bool: return self.session.following_elsewhere()
+    def can_start(self) -> bool: return self.session.can_start()
+    def can_pause(self) -> bool: return self.session.can_pause()
+    def can_stop(self) -> bool: return self.session.can_stop()
+    def can_resume(self) -> bool: return self.session.can_resume()
 
     def _config_or_fail(self) -> Any:
         try:
@@ -246,11 +217,7 @@ class TrainPage(QWidget):
     def stop(self) -> None:
         if self.can_stop():
             self.session.stop()
-            if self.session.epochs_done:
-                kept = "its last completed epoch"
-            else:
-                kept = "its first model" if self._first_acc is not None else "nothing yet: no epoch has completed"
-            self.log(f"Stop requested; the run keeps {kept}")
+            self.log(f"Stop requested; the run keeps {stop_keeps(self.session.epochs_done, self._first_acc)}")
 
     def stop_and_wait(self, timeout_ms: int) -> bool:
         """Stop a run and wait for its thread or its processes (the window is closing)."""
@@ -272,22 +239,16 @@ class TrainPage(QWidget):
         if config is None:
             return
         from dtl_engine.errors import DTLError
-        from dtl_engine.runs.folder import new_run_dir
 
         try:
-            run_dir = new_run_dir(config.backbone, config.method, image_size=config.image_size)
-            try:
-                command = torchrun_command(config, run_dir, self._gpus, self._launch_args)
-            except BaseException:
-                remove_if_empty(run_dir)
-                raise
+            command, run_dir = launch_command(config, self._gpus, self._launch_args)
         except (DTLError, OSError) as exc:
             self._fail_now(*describe_error(exc, "Preparing the run"))
             return
         self._begin(f"Starting on {self._gpus} GPUs…")
         self.log(f"Starting a run on {self._gpus} GPUs (one process each): {what_runs(config)}, "
                  f"in {Path(run_dir).name}")
-        self.session.start_launch(command, str(run_dir))
+        self.session.start_launch(command, run_dir)
 
     def follow_run(self, run_dir: str) -> None:
         """Show a run that another program is training (command line, torchrun, a cluster) as it goes."""
@@ -324,7 +285,6 @@ class TrainPage(QWidget):
         """Estimate of full fine-tuning memory, drawn as a dashed line."""
         self.charts.set_reference_memory(full_ft_bytes)
 
-    # --- a past run ------------------------------------------------------------------
     def load_history(self, run_dir: str) -> None:
         """Show a past run: its state in words, its curves and its log (read in the background)."""
         if not self.can_start():
@@ -333,8 +293,11 @@ class TrainPage(QWidget):
         self._reset_view()
         self.log_view.clear()
         self._leave_followed()
-        self.session.show_past(str(run_dir))
+        shown = self.session.show_past(str(run_dir))
         self._read_history(str(run_dir), keep_log=False, upto=None)
+        if shown is not None:
+            self._bar(*past_bar(shown))
+        self._refresh()                 # its best accuracy is known now
 
     def _read_history(self, run_dir: str, keep_log: bool, upto: int | None) -> None:
         """Draw a run's recorded curves and (unless ``keep_log``) its log; ``upto``: only its first epochs."""
@@ -395,49 +358,13 @@ class TrainPage(QWidget):
 
     def _texts(self) -> tuple[str, str]:
         """(the state line, the shorter line of the step bar) of what the page shows now."""
-        state, session = self.life.state, self.session
-        if state is RunState.FAILED and self.last_error is not None:
-            return self.last_error[0], self.last_error[0]
-        if state.ended and session.ended is not None:
-            return self._ended_texts(session.ended, "")
-        if state is RunState.IDLE and session.shown is not None:
-            text, line = self._ended_texts(session.shown, f"Run {Path(session.shown.run_dir).name}: ")
-            return text, f"Opened — {line[:1].lower()}{line[1:]}"
-        words = {RunState.PAUSED: "Paused. Press Resume to continue.",
-                 RunState.STOPPING: "Stopping after the current batch…", RunState.IDLE: NOT_STARTED}
-        if state in words:
-            return words[state], ""
-        if session.following_elsewhere() and not self._phase.endswith("…"):
-            return "Training in another program — followed live", "Training elsewhere, followed live"
-        return self._phase or "Training…", ""
-
-    def _ended_texts(self, ended: RunEnded, prefix: str) -> tuple[str, str]:
-        """How ``ended`` ended in words, and what Resume would do with it."""
-        line = ended_line(ended)
-        if ended.status == "running":
-            return f"{prefix}training in another program (open it from the Runs step to follow it)", "Running"
-        if ended.status == "finished":
-            return prefix + line, line
-        if ended.status == "failed":
-            return f"{prefix}Failed after {ended.epochs_done} epoch(s)", "Failed"
-        if ended.epochs_done == 0 and self.session.started is None and not prefix:
-            return "Stopped before the run started — nothing was trained", "Stopped before it started"
-        model = self._first_acc is not None or (bool(prefix) and has_model(ended.run_dir))
-        if ended.epochs_done == 0 and model:
-            acc = f" ({100 * self._first_acc:.1f} %)" if self._first_acc is not None else ""
-            return (f"{prefix}{line} — the first model{acc} is kept; press Resume to continue at epoch 1",
-                    f"{line.split(' before')[0]} — first model kept")
-        if ended.epochs_done == 0:
-            return (f"{prefix}{line} — nothing trained yet; Resume starts again at epoch 1",
-                    f"{line}: nothing trained")
-        best = f", best {100 * self._best_val:.1f} %" if self._best_val else ""
-        return (f"{prefix}{line}{best} — press Resume to continue at epoch {ended.epochs_done + 1}",
-                f"{line}{best}")
+        error = self.last_error[0] if self.last_error is not None else None
+        return state_texts(self.session, self._phase, error, self._first_acc, self._best_val)
 
     def _refresh(self) -> None:
         """The session moved: the state line, the buttons and the step bar follow."""
         text, _line = self._texts()
-        colour = state_color(self._state_word())
+        colour = state_color(state_word(self.session))
         self.state_label.setText(f"<span style='color:{colour}'><b>{text}</b></span>")
         self.start_button.setEnabled(self.can_start())
         self.gpus_button.setEnabled(self.can_start())
@@ -446,21 +373,10 @@ class TrainPage(QWidget):
         self.stop_button.setEnabled(self.can_stop())
         self.status_changed.emit()
 
-    def _state_word(self) -> str:
-        shown = self.session.shown
-        if self.life.state is RunState.IDLE and shown is not None:
-            return RunState.of(shown.status).value       # a shown stopped run reads as stopped, not finished
-        return self.life.state.value
-
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
         super().changeEvent(event)
         if event.type() == QEvent.Type.PaletteChange and hasattr(self, "state_label"):
             self._refresh()             # the state colour follows a light/dark switch
-
-    def _where_stopped(self) -> str:
-        """' at epoch 1, step 3/9' from the last step shown (no speed, no time left: the run is over)."""
-        stats = self._last_stats
-        return "" if stats is None else f" at epoch {stats.epoch + 1}, step {stats.step + 1}/{stats.steps_per_epoch}"
 
     def _fail_now(self, message: str, details: str) -> None:
         """The settings (or the weights they name) refused a run before it started."""
@@ -493,14 +409,7 @@ class TrainPage(QWidget):
 
     def _on_started(self, event: Event) -> None:
         info = event.data
-        share = 100.0 * info.trainable_params / max(1, info.total_params)
-        processes = int((info.config or {}).get("world_size") or 1)
-        device = info.device_name + (f" × {processes} processes" if processes > 1 else "")
-        self.info_label.setText(
-            f"<b>Device:</b> {device} &nbsp; <b>Precision:</b> {info.precision} &nbsp; "
-            f"<b>Trainable:</b> {format_count(info.trainable_params)} of {format_count(info.total_params)} "
-            f"parameters ({share:.2f} %) &nbsp; <b>Images:</b> {info.num_train} train / {info.num_val} validation, "
-            f"{len(info.classes)} classes")
+        self.info_label.setText(run_summary(info))
         self.charts.set_epochs(info.epochs)
         self.charts.set_steps_per_epoch(info.steps_per_epoch)
         self.charts.set_memory_kind(info.device)
@@ -516,10 +425,8 @@ class TrainPage(QWidget):
         progress = event.data
         if not self.life.busy:
             return
-        if progress.trial == 0:
-            done = f"images {progress.images_done} of {progress.images_total}"
-        else:
-            done = f"trial {progress.trial} of {progress.trials}"
+        done = (f"images {progress.images_done} of {progress.images_total}" if progress.trial == 0
+                else f"trial {progress.trial} of {progress.trials}")
         eta = "" if progress.eta_seconds is None else f" · {format_span(progress.eta_seconds)} left"
         self._bar(round(SEARCH_BAR_STEPS * progress.fraction), SEARCH_BAR_STEPS, f"{SEARCH_PHASE} — {done}{eta}")
         if self._phase != f"{SEARCH_PHASE}…":
@@ -553,8 +460,7 @@ class TrainPage(QWidget):
                   f"Epoch {stats.epoch + 1}/{epochs} · step {stats.step + 1}/{stats.steps_per_epoch}"
                   f" · {self.charts.speed:.0f} images/s · {format_span(stats.eta_seconds)} left")
         if stats.memory_bytes and not self._memory_samples:
-            self.memory_label.setText(f"Memory now {format_bytes(stats.memory_bytes)}, "
-                                      f"peak {format_bytes(stats.peak_memory_bytes)}")
+            self.memory_label.setText(memory_line("", stats.memory_bytes, stats.peak_memory_bytes))
 
     def _on_epoch(self, event: Event) -> None:
         self._show_progress()
@@ -566,9 +472,7 @@ class TrainPage(QWidget):
 
     def _on_memory(self, sample) -> None:
         self._memory_samples = True
-        kind = {"cuda": "GPU", "mps": "GPU", "process": "process"}.get(sample.kind, sample.kind)
-        self.memory_label.setText(f"Memory ({kind}) now {format_bytes(sample.bytes_now)}, "
-                                  f"peak {format_bytes(sample.bytes_peak)}")
+        self.memory_label.setText(memory_line(sample.kind, sample.bytes_now, sample.bytes_peak))
 
     def _on_finished(self, event: Event) -> None:
         self._show_progress()
@@ -577,7 +481,7 @@ class TrainPage(QWidget):
         self.log(describe(event))
         if ended.stopped_early:
             total = ended.epochs or max(1, ended.epochs_done)
-            self._bar(ended.epochs_done, max(1, total), f"{ended_line(ended)}{self._where_stopped()}")
+            self._bar(ended.epochs_done, max(1, total), f"{ended_line(ended)}{where_stopped(self._last_stats)}")
             if ended.epochs_done or self._first_acc is not None:
                 self.log(f"Press Resume to continue it at epoch {ended.epochs_done + 1}"
                          + ("" if ended.epochs_done else " (the first model is kept)"))
