@@ -160,7 +160,7 @@ class RunFollower(RunSignals):
 
     def _poll_failed(self, message: str) -> None:
         if self.following:
-            self.warning.emit(message)
+            self.relay(make("warning", message))
             self._timer.start()
 
     def _polled(self, events: Any, offset: int, run: dict | None, final: bool) -> None:

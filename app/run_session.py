@@ -22,8 +22,8 @@ from typing import Any, Callable
 from PySide6.QtCore import QObject, Signal
 
 from app.run_follower import RunFollower
-from app.run_life import RunLife, RunState
-from app.subprocess_run import SubprocessRun
+from app.run_life import RunLife, RunState, epochs_done
+from app.subprocess_run import SubprocessRun, remove_if_empty
 from app.worker import RunController
 from dtl_engine.events import Event, RunEnded, ended_of
 
@@ -128,8 +128,6 @@ class RunSession(QObject):
 
     def resume_run(self, run_dir: str) -> None:
         """Continue a stopped or interrupted run from its last checkpoint, in this process."""
-        from app.run_life import epochs_done
-
         self._begin(str(run_dir))
         self.epochs_done = epochs_done(run_dir) or 0
         self.controller.start_resume(str(run_dir))
@@ -247,7 +245,6 @@ class RunSession(QObject):
             self._relay(Event("run_started", digest.started))
 
     def _launch_ended(self, launch: SubprocessRun, code: int, message: str) -> None:
-        from app.subprocess_run import remove_if_empty
         from dtl_engine.runs.folder import RunFolder
 
         run_dir = self.run_dir or ""

@@ -172,8 +172,8 @@ class RunController(RunSignals):
             self._token.stop()
 
     def is_running(self) -> bool:
-        """True from start until the run's final signal reached the main thread."""
-        return self._active or (self._job is not None and not self._job.is_done())
+        """True from start until the run's job has ended and said so on the main thread (running_changed)."""
+        return self._active or self._job is not None
 
     def is_paused(self) -> bool:
         """True while a running run is held by :meth:`pause`."""

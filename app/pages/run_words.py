@@ -54,6 +54,7 @@ def state_texts(session: RunSession, phase: str, error: str | None, first_acc: f
     if state is RunState.IDLE and session.shown is not None:
         text, line = ended_texts(session.shown, f"Run {Path(session.shown.run_dir).name}: ", True, first_acc,
                                  best_val)
+        line = line.removeprefix("Finished — ")          # a finished run: "Opened — 2 epoch(s), best 91.3 %"
         return text, f"Opened — {line[:1].lower()}{line[1:]}"
     words = {RunState.PAUSED: "Paused. Press Resume to continue.",
              RunState.STOPPING: "Stopping after the current batch…", RunState.IDLE: NOT_STARTED}
@@ -71,7 +72,9 @@ def ended_texts(ended: RunEnded, prefix: str, started: bool, first_acc: float | 
     if ended.status == "running":
         return f"{prefix}training in another program (open it from the Runs step to follow it)", "Running"
     if ended.status == "finished":
-        return prefix + line, line
+        acc = ended.best_val_acc if ended.best_val_acc is not None else best_val
+        best = f", best {100 * acc:.1f} %" if acc is not None and acc == acc else ""
+        return f"{prefix}{line.replace(': ', ' — ', 1)}", f"Finished — {ended.epochs_done} epoch(s){best}"
     if ended.status == "failed":
         return f"{prefix}Failed after {ended.epochs_done} epoch(s)", "Failed"
     if ended.epochs_done == 0 and not started:

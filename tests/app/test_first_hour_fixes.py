@@ -114,7 +114,10 @@ def test_the_window_says_no_model_yet_after_an_untrained_stop(qtbot, settings, t
     window = MainWindow(settings)
     qtbot.addWidget(window)
     window.show_step(TRAIN)
-    run_dir = str(tmp_path / "runs" / "a")
+    run_dir = tmp_path / "runs" / "a"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text('{"schema": 1, "status": "stopped", "epochs_done": 0}')
+    run_dir = str(run_dir)
     window.train_page.run_finished.emit(RunEnded(run_dir, "stopped", 0))
     assert window.current_step() == TRAIN
     assert window.export_page.run_dir == run_dir and window.results_page.run_dir == run_dir

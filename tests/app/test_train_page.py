@@ -155,7 +155,7 @@ def test_load_history_draws_a_finished_run(qtbot, tiny_dataset, tmp_path):
     assert page.charts.accuracy.drawn_points("validation") == 2
     assert page.charts.loss.drawn_points("validation") == 2
     ready, text = page.status()
-    assert ready and text.startswith("Opened — finished: 2 epoch(s), best ")
+    assert ready and text.startswith("Opened — 2 epoch(s), best ")
     assert Path(result.run_dir).name in page.state_label.text()       # the page names the run
 
 
