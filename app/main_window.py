@@ -25,6 +25,7 @@ from app.widgets.open_folder import open_folder
 from app.widgets.step_bar import StepBar
 from app.widgets.wheel_guard import install_wheel_guard
 from dtl_engine.errors import DataError
+from dtl_engine.events import RunEnded
 
 STEPS = ("Data", "Model", "Train", "Results", "Export")
 EXTRA = ("Runs",)
@@ -81,7 +82,8 @@ class MainWindow(QMainWindow):
         geometry = self.settings.geometry()
         if geometry is None or not self.restoreGeometry(geometry):
             self.resize(1240, 820)
-        self.statusBar().showMessage("Drop an image folder on the Data step, or press Ctrl+O.", 8000)
+        if self.data_page.data_root() is None:      # a folder remembered from last time needs no hint
+            self.statusBar().showMessage("Drop an image folder on the Data step, or press Ctrl+O.", 8000)
         self.runs_page.refresh_in_background()  # past runs: the sidebar, Results and Export know them
 
     def config_for_run(self):
@@ -104,6 +106,22 @@ class MainWindow(QMainWindow):
             lambda run_dir: self.statusBar().showMessage(f"Training in {run_dir}", 6000))
         self.runs_page.open_run.connect(self.open_run)
         self.runs_page.resume_run.connect(self.resume_run)
+        self.train_page.weights_wanted.connect(self._use_weights)
+        self.data_page.scan_ready.connect(lambda *_: self._forget_drop_hint())
+
+    def _forget_drop_hint(self) -> None:
+        if self.statusBar().currentMessage().startswith("Drop an image folder"):
+            self.statusBar().clearMessage()     # a folder is loaded: the hint no longer holds
+
+    def _use_weights(self, which: str) -> None:
+        """The one-click answers to weights that could not be had: random weights (and train), or a file."""
+        if which == "random":
+            self.model_page.w_random.setChecked(True)
+            self.start_training()
+        else:
+            self.show_step(MODEL)
+            self.model_page.w_file.setChecked(True)
+            self.model_page.weights_browse.click()
 
     def _config_changed(self) -> None:
         d = self.model_page.config_dict()
@@ -114,17 +132,15 @@ class MainWindow(QMainWindow):
         if est is not None:
             self.train_page.set_reference_memory(int(est.full.total_bytes))
 
-    def _run_finished(self, result: Any) -> None:
-        run_dir = str(getattr(result, "run_dir", "") or "")
-        if not run_dir or self._closing_since is not None:
+    def _run_finished(self, result: RunEnded) -> None:
+        if not result.run_dir or self._closing_since is not None:
             return                          # closing: start no new work
-        if int(getattr(result, "epochs_done", 1) or 0) == 0:
-            self.runs_page.refresh_in_background()        # stopped inside epoch 1: nothing to evaluate or export
-            return
-        self.results_page.show_run(run_dir)
-        self.export_page.set_run(run_dir)
+        # Even a run stopped before its first epoch replaces the last run's figures: Results and Export
+        # show its first model, or say it has no model yet (never the previous run's, with a check).
+        self.results_page.show_run(result.run_dir)
+        self.export_page.set_run(result.run_dir)
         self.runs_page.refresh_in_background()
-        if getattr(result, "status", "finished") == "finished":
+        if result.status == "finished":
             self.show_step(RESULTS)
 
     def open_run(self, run_dir: str) -> None:
@@ -168,8 +184,9 @@ class MainWindow(QMainWindow):
         states = [self._page_status(p) for p in self.pages]
         data_ok, model_ok = states[DATA][0], states[MODEL][0]
         train_ok = states[TRAIN][0]
-        running = self.train_page.is_running() or self.train_page.life.busy   # busy: also a run followed live
-        if not running and not train_ok:
+        running = self.train_page.session.is_live()
+        session = self.train_page.session
+        if session.state is RunState.IDLE and session.shown is None:     # a run ended or shown says its own line
             if not data_ok:
                 states[TRAIN] = (False, "Waiting for an image folder")
             elif not model_ok and self.model_page.needs_settings():
@@ -222,7 +239,7 @@ class MainWindow(QMainWindow):
         self.pause_action = self._action(run_menu, "&Pause", self.train_page.pause)
         self.resume_action = self._action(run_menu, "Res&ume", self.train_page.resume)
         self.stop_action = self._action(run_menu, "&Stop", self.train_page.stop)
-        self.train_page.life.changed.connect(self._run_state_changed)
+        self.train_page.session.changed.connect(self._run_state_changed)
         self.train_page.status_changed.connect(self._run_state_changed)
         self._run_state_changed()
         run_menu.addSeparator()
@@ -251,7 +268,7 @@ class MainWindow(QMainWindow):
         page = self.train_page
         self.train_action.setEnabled(page.can_start())
         self.pause_action.setEnabled(page.can_pause())
-        self.resume_action.setEnabled(page.life.state is RunState.PAUSED)
+        self.resume_action.setEnabled(page.can_resume())
         self.stop_action.setEnabled(page.can_stop())
 
     def open_folder_dialog(self) -> None:

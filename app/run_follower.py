@@ -8,9 +8,9 @@ cluster's run folder may sit on a network file system that answers slowly. The n
 asked for only when the last one has answered, so polls never pile up.
 
 The first poll reads the whole log and digests it with the Train step's history reader
-(:func:`app.run_history.event_history`); later polls hand each new event on as the same
-signal an in-app run's :class:`app.worker.RunController` sends, so the Train step draws a
-followed run with the code that draws its own.
+(:func:`app.run_history.event_history`); later polls decode each new event
+(:func:`dtl_engine.events.decode`) and relay it as an in-app run's :class:`app.worker.RunController`
+does, so the Train step draws a followed run with the code that draws its own.
 
 The run has ended when its log says so (``finished`` / ``failed``), or when its status does
 (a killed process writes no last event), or when the process that wrote it, if it is ours,
@@ -18,9 +18,8 @@ has exited (:meth:`RunFollower.writer_ended`).
 """
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +28,12 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from app import jobs
 from app.run_history import event_history
 from app.worker import RunSignals
-from dtl_engine.listener import (BackedOff, BatchStats, EpochStats, FirstModel, MemorySample, RunStarted,
-                                 SearchProgress)
+from dtl_engine.events import Event, RunEnded, decode_all, ended_of, make
+from dtl_engine.listener import BatchStats, MemorySample, RunStarted
 
 POLL_MS = 300               # how often the log is read (the charts redraw at 10 Hz anyway)
 END_GRACE_S = 10.0          # a run status that says "ended" before the log's last event: wait this long for it
 ENDED = ("finished", "stopped", "failed", "interrupted")
-
-
-@dataclass
-class EndedRun:
-    """How a followed run ended (the fields of the engine's RunResult that the pages read)."""
-
-    run_dir: str
-    status: str                 # finished, stopped or interrupted
-    epochs_done: int
-    best_epoch: int | None = None
-    best_val_acc: float | None = None
 
 
 @dataclass
@@ -58,39 +46,25 @@ class LogDigest:
     lines: list[str] = field(default_factory=list)
     last_batch: BatchStats | None = None
     memory: MemorySample | None = None
-    end: dict | None = None                 # a finished / failed event after the latest run_started
+    end: Event | None = None                # a finished / failed event after the latest run_started
 
 
-def as_record(cls: type, event: dict) -> Any:
-    """The listener dataclass ``cls`` from a logged event (the log writes NaN as null); None if malformed."""
-    values = {}
-    for f in fields(cls):
-        if f.name in event:
-            value = event[f.name]
-            values[f.name] = math.nan if value is None and f.type == "float" else value
-    try:
-        return cls(**values)
-    except TypeError:
-        return None
-
-
-def digest_events(events: list[dict]) -> LogDigest:
+def digest_events(records: list[dict]) -> LogDigest:
     """Digest a whole log: the history reader's steps and lines, plus where the run stands."""
-
+    events = decode_all(records)
     digest = LogDigest()
     digest.steps, digest.lines = event_history(events)
     epochs: dict[int, dict] = {}
     for event in events:
-        kind = event.get("event")
-        if kind == "run_started":
-            digest.started, digest.end = as_record(RunStarted, event), None
-        elif kind == "epoch" and isinstance(event.get("epoch"), int):
-            epochs[event["epoch"]] = event      # a resumed run trains its later epochs again: the last counts
-        elif kind == "batch":
-            digest.last_batch = as_record(BatchStats, event)
-        elif kind == "memory":
-            digest.memory = as_record(MemorySample, event)
-        elif kind in ("finished", "failed"):
+        if event.kind == "run_started":
+            digest.started, digest.end = event.data, None
+        elif event.kind == "epoch":
+            epochs[event.data.epoch] = vars(event.data)    # a resumed run trains its later epochs again
+        elif event.kind == "batch":
+            digest.last_batch = event.data
+        elif event.kind == "memory":
+            digest.memory = event.data
+        elif event.kind in ("finished", "failed"):
             digest.end = event
     digest.epochs = [epochs[k] for k in sorted(epochs)]
     return digest
@@ -133,7 +107,7 @@ def is_live(run_dir: str | Path) -> bool:
 class RunFollower(RunSignals):
     """Follows one run folder until the run ends, with the same signals as a run in the app (RunSignals)."""
 
-    caught_up = Signal(object)      # LogDigest, once, before any other signal; finished carries an EndedRun
+    caught_up = Signal(object)      # LogDigest, once, before any other signal
 
     def __init__(self, run_dir: str | Path, parent: QObject | None = None, *, poll_ms: int = POLL_MS) -> None:
         super().__init__(parent)
@@ -141,7 +115,7 @@ class RunFollower(RunSignals):
         self.following = False
         self._offset = 0
         self._first = True
-        self._end_event: dict | None = None
+        self._end_event: Event | None = None
         self._ended_since: float | None = None     # the status said "ended" while the log had no last event yet
         self._writer_gone = False
         self._writer_message = ""
@@ -186,7 +160,7 @@ class RunFollower(RunSignals):
 
     def _poll_failed(self, message: str) -> None:
         if self.following:
-            self.warning.emit(message)
+            self.relay(make("warning", message))
             self._timer.start()
 
     def _polled(self, events: Any, offset: int, run: dict | None, final: bool) -> None:
@@ -223,44 +197,27 @@ class RunFollower(RunSignals):
         else:
             self._timer.start()
 
-    def _dispatch(self, event: dict) -> None:
-        kind = event.get("event")
-        record = {"run_started": RunStarted, "batch": BatchStats, "epoch": EpochStats, "memory": MemorySample,
-                  "search_progress": SearchProgress, "first_model": FirstModel,
-                  "backed_off": BackedOff}.get(str(kind))
-        if record is not None:
-            value = as_record(record, event)
-            if value is not None:
-                {"run_started": self.started, "batch": self.batch, "epoch": self.epoch, "memory": self.memory,
-                 "search_progress": self.search, "first_model": self.first_model,
-                 "backed_off": self.backed_off}[str(kind)].emit(value)
-        elif kind == "checkpoint":
-            self.checkpoint.emit(str(event.get("path", "")), int(event.get("epoch") or 0))
-        elif kind == "warning":
-            self.warning.emit(str(event.get("message", "")))
-        elif kind in ("finished", "failed"):
-            self._end_event = event
+    def _dispatch(self, record: dict) -> None:
+        for event in decode_all([record]):
+            if event.kind in ("finished", "failed"):
+                self._end_event = event     # said once the poll has read everything before it
+            else:
+                self.relay(event)
 
     # --- the end ------------------------------------------------------------------------------
-    def _end_from_event(self, event: dict) -> None:
-        if event.get("event") == "failed":
-            self._end(None, str(event.get("message") or "The run failed."))
+    def _end_from_event(self, event: Event) -> None:
+        if event.kind == "failed":
+            self._end(None, event.data.message or "The run failed.")
         else:
-            self._end(EndedRun(self.run_dir, str(event.get("status") or "finished"),
-                               int(event.get("epochs_done") or 0), event.get("best_epoch"),
-                               event.get("best_val_acc")), "")
+            self._end(ended_of({**vars(event.data), "run_dir": event.data.run_dir or self.run_dir}), "")
 
     def _end_from_run(self, run: dict) -> None:
         status = str(run.get("status") or "interrupted")
         if status == "failed":
             self._end(None, str(run.get("error") or "The run failed."))
         else:
-            self._end(EndedRun(self.run_dir, status, int(run.get("epochs_done") or 0), run.get("best_epoch"),
-                               run.get("best_val_acc")), "")
+            self._end(ended_of({**run, "run_dir": self.run_dir, "status": status}), "")
 
-    def _end(self, result: EndedRun | None, message: str) -> None:
+    def _end(self, result: RunEnded | None, message: str) -> None:
         self.stop()
-        if result is None:
-            self.failed.emit(message, "")
-        else:
-            self.finished.emit(result)
+        self.relay(make("failed", message, "") if result is None else make("finished", result))

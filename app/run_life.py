@@ -51,9 +51,10 @@ class RunState(str, Enum):
 
 # Which state may follow which; anything else is a bug in the caller.
 # A run followed from another process (app.run_follower) may end interrupted (its process died),
-# and one the page no longer shows goes on by itself (idle here).
+# and one the page no longer shows goes on by itself (idle here). A past run shown from disk is no
+# state of this life: the Train step is idle then (app.run_session.RunSession.shown says which run).
 _NEXT: dict[RunState, tuple[RunState, ...]] = {
-    RunState.IDLE: (RunState.STARTING, RunState.FINISHED, RunState.STOPPED, RunState.FAILED),
+    RunState.IDLE: (RunState.STARTING,),
     RunState.STARTING: (RunState.RUNNING, RunState.PAUSED, RunState.STOPPING, RunState.FINISHED, RunState.STOPPED,
                         RunState.FAILED, RunState.INTERRUPTED, RunState.IDLE),
     RunState.RUNNING: (RunState.PAUSED, RunState.STOPPING, RunState.FINISHED, RunState.STOPPED, RunState.FAILED,
@@ -63,8 +64,8 @@ _NEXT: dict[RunState, tuple[RunState, ...]] = {
     RunState.STOPPING: (RunState.STOPPED, RunState.FINISHED, RunState.FAILED, RunState.INTERRUPTED),
 }
 for _ended in (RunState.STOPPED, RunState.FINISHED, RunState.FAILED, RunState.INTERRUPTED):
-    # An ended run can start again (a new run or a resume) or be replaced by a past run shown.
-    _NEXT[_ended] = (RunState.STARTING, RunState.IDLE, RunState.FINISHED, RunState.STOPPED, RunState.FAILED)
+    # An ended run can start again (a new run or a resume), or the step goes back to idle (a past run shown).
+    _NEXT[_ended] = (RunState.STARTING, RunState.IDLE)
 
 
 class RunLife(QObject):
@@ -92,6 +93,21 @@ class RunLife(QObject):
 
 
 NOT_TRAINED = "Stopped before the first epoch ended: nothing was trained yet."
+NO_MODEL = "No model yet: the run stopped before its first model existed."
+
+
+def has_model(run_dir: str | None) -> bool:
+    """False when the run folder is known to hold no model: no epoch completed and no first model (step 0).
+
+    Reads only its status file and whether its best weights exist (the GUI thread may call it).
+    """
+    if not run_dir:
+        return False
+    from dtl_engine.runs.folder import RunFolder
+
+    if RunFolder(run_dir).best_weights.is_file():    # the first model or the best epoch
+        return True
+    return epochs_done(run_dir) != 0                 # unknown (None) or trained: let the page try and say
 
 
 def epochs_done(run_dir: str | None) -> int | None:

@@ -57,6 +57,18 @@ def torchrun_command(config: Any, run_dir: str | Path, processes: int, extra_arg
             "-m", "dtl_engine", "train", *train_arguments(config), "--out", str(run_dir), *extra_args]
 
 
+def launch_command(config: Any, processes: int, extra_args: Sequence[str] = ()) -> tuple[list[str], str]:
+    """(the torchrun command, the new run folder it trains in) for ``config``; no folder is left on an error."""
+    from dtl_engine.runs.folder import new_run_dir
+
+    run_dir = new_run_dir(config.backbone, config.method, image_size=config.image_size)
+    try:
+        return torchrun_command(config, run_dir, processes, extra_args), str(run_dir)
+    except BaseException:
+        remove_if_empty(run_dir)
+        raise
+
+
 def launch_env() -> dict[str, str]:
     """This process's environment, with the engine this app runs first on the module path."""
     import dtl_engine

@@ -2,23 +2,27 @@
 
 The engine reports through plain :class:`~dtl_engine.listener.RunListener`
 calls made on the training thread. :class:`SignalListener` turns each call
-into a Qt signal; Qt queues those signals to the main thread, where the pages
-update their widgets. Nothing here touches a widget.
+into one :class:`~dtl_engine.events.Event` on a Qt signal; Qt queues it to the
+main thread, where :meth:`RunSignals.relay` hands it to the views. Nothing here
+touches a widget.
 
 :class:`RunController` starts ``train`` or ``resume`` (or any function with the
 same shape, which is how tests drive the pages without a real model) as a job
 of :mod:`app.jobs`, forwards pause / resume / stop to a
 :class:`~dtl_engine.listener.StopToken`, and reports exactly one of
-``finished`` or ``failed`` per run, with a readable message and the details.
+``finished`` (a :class:`~dtl_engine.events.RunEnded`) or ``failed`` per run, with a readable
+message and the details.
 """
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any, Callable
 
 from PySide6.QtCore import QObject, Signal
 
 from app import jobs
 from app.jobs import describe_error, ensure_heavy_imports
+from dtl_engine.events import KINDS, Event, EventSink
 from dtl_engine.listener import RunListener, StopToken
 
 #: A run function: gets the listener and the stop token, returns a RunResult.
@@ -28,8 +32,13 @@ __all__ = ["RunController", "RunSignals", "SignalListener", "describe_error"]
 
 
 class RunSignals(QObject):
-    """One Qt signal per listener hook (payloads are the engine's dataclasses)."""
+    """A run's events as Qt signals: ``event`` carries every :class:`~dtl_engine.events.Event`.
 
+    :meth:`relay` also emits the event's own typed signal below (named after its kind), so a view
+    may take one event or all; each payload is the engine's dataclass (:mod:`dtl_engine.events`).
+    """
+
+    event = Signal(object)          # Event: every one, before its typed signal
     started = Signal(object)        # RunStarted
     batch = Signal(object)          # BatchStats
     epoch = Signal(object)          # EpochStats
@@ -37,57 +46,41 @@ class RunSignals(QObject):
     checkpoint = Signal(str, int)   # path, epoch
     warning = Signal(str)
     search = Signal(object)         # SearchProgress: the search before the first epoch
+    search_finished = Signal(dict)  # the search's record (its choice and trials)
     first_model = Signal(object)    # FirstModel: epoch 0, the step-0 model scored
     backed_off = Signal(object)     # BackedOff: a divergence undone
-    finished = Signal(object)       # RunResult
+    finished = Signal(object)       # RunEnded: the one result, whoever ran the run
     failed = Signal(str, str)       # message, details
 
+    def relay(self, event: Event) -> None:
+        """Emit ``event`` and its typed signal (on the thread this object lives in)."""
+        self.event.emit(event)
+        signal = getattr(self, _SIGNAL_OF.get(event.kind, event.kind))
+        if KINDS[event.kind].spread:
+            signal.emit(*(getattr(event.data, f.name) for f in fields(event.data)))
+        else:
+            signal.emit(event.data)
 
-class SignalListener(RunListener):
-    """A RunListener that emits a Qt signal for every hook, nothing more."""
+
+# The kinds whose signal is not named after the kind.
+_SIGNAL_OF = {"run_started": "started", "search_progress": "search", "search_finished": "search_finished"}
+
+
+class SignalListener(EventSink):
+    """A RunListener that hands every hook call to ``signals.event`` (queued to the GUI thread), nothing more."""
 
     def __init__(self, signals: RunSignals) -> None:
+        super().__init__(self._send)
         self.signals = signals
-        self.finished_sent = False
-        self.failed_sent = False
+        self.ended = False
 
-    def run_started(self, info) -> None:
-        self.signals.started.emit(info)
-
-    def batch_finished(self, stats) -> None:
-        self.signals.batch.emit(stats)
-
-    def epoch_finished(self, stats) -> None:
-        self.signals.epoch.emit(stats)
-
-    def memory_sample(self, sample) -> None:
-        self.signals.memory.emit(sample)
-
-    def checkpoint_saved(self, path, epoch) -> None:
-        self.signals.checkpoint.emit(str(path), int(epoch))
-
-    def warning(self, message) -> None:
-        self.signals.warning.emit(str(message))
-
-    def search_progress(self, progress) -> None:
-        self.signals.search.emit(progress)
-
-    def first_model(self, stats) -> None:
-        self.signals.first_model.emit(stats)
-
-    def backed_off(self, event) -> None:
-        self.signals.backed_off.emit(event)
-
-    def run_finished(self, result) -> None:
-        # The engine may both call this hook and return the result: report once.
-        if not (self.finished_sent or self.failed_sent):
-            self.finished_sent = True
-            self.signals.finished.emit(result)
-
-    def run_failed(self, message, details) -> None:
-        if not (self.finished_sent or self.failed_sent):
-            self.failed_sent = True
-            self.signals.failed.emit(str(message), str(details))
+    def _send(self, event: Event) -> None:
+        if event.kind in ("finished", "failed"):
+            # The engine may both call run_finished and return the result, or report a failure and raise: once.
+            if self.ended:
+                return
+            self.ended = True
+        self.signals.event.emit(event)
 
 
 def _default_train(config, listener=None, token=None, run_dir=None, scan=None):
@@ -141,17 +134,7 @@ class RunController(RunSignals):
         if self.is_running():
             raise RuntimeError("A run is already in progress.")
         signals = RunSignals()  # lives in the main thread; emitted from the worker
-        signals.started.connect(self.started)
-        signals.batch.connect(self.batch)
-        signals.epoch.connect(self.epoch)
-        signals.memory.connect(self.memory)
-        signals.checkpoint.connect(self.checkpoint)
-        signals.warning.connect(self.warning)
-        signals.search.connect(self.search)
-        signals.first_model.connect(self.first_model)
-        signals.backed_off.connect(self.backed_off)
-        signals.finished.connect(self._on_finished)
-        signals.failed.connect(self._on_failed)
+        signals.event.connect(self.relay)
         listener = SignalListener(signals)
         token = StopToken()
 
@@ -189,8 +172,8 @@ class RunController(RunSignals):
             self._token.stop()
 
     def is_running(self) -> bool:
-        """True from start until the run's final signal reached the main thread."""
-        return self._active or (self._job is not None and not self._job.is_done())
+        """True from start until the run's job has ended and said so on the main thread (running_changed)."""
+        return self._active or self._job is not None
 
     def is_paused(self) -> bool:
         """True while a running run is held by :meth:`pause`."""
@@ -212,13 +195,10 @@ class RunController(RunSignals):
             self._active = False
             self.running_changed.emit(False)
 
-    def _on_finished(self, result: Any) -> None:
-        self._end()
-        self.finished.emit(result)
-
-    def _on_failed(self, message: str, details: str) -> None:
-        self._end()
-        self.failed.emit(message, details)
+    def relay(self, event: Event) -> None:
+        if event.kind in ("finished", "failed"):
+            self._end()             # not running any more by the time anyone hears how it ended
+        super().relay(event)
 
     def _on_job_ended(self) -> None:
         # The final signal arrives while the thread is still returning, so is_running() stays

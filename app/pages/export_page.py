@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QFileDialog, QFo
                                QWidget)
 
 from app import jobs
-from app.run_life import NOT_TRAINED, epochs_done
+from app.run_life import NOT_TRAINED, has_model
 from app.theme import state_color
 from app.widgets.classify_folder_dialog import ClassifyFolderDialog
 from app.widgets.error_dialog import ask_to_replace, show_error
@@ -276,7 +276,7 @@ class ExportPage(QWidget):
         for button in self.why_buttons:     # the heatmaps of another run's model are not shown for this one
             button.setChecked(False)
         self.why_panel.close_image()
-        self._trained = epochs_done(run_dir) != 0
+        self._trained = has_model(run_dir)      # a completed epoch, or the first model (step 0) it keeps
         self.last_result = None
         previous = Path(self.path_edit.text())
         if self._trained and previous.is_file():
@@ -285,7 +285,7 @@ class ExportPage(QWidget):
             self.try_hint.setText(f"Drop images here or press “Add images…” to try {previous.name}, "
                                   "exported earlier.")
         if not self._trained:
-            self.message_label.setText(f"{NOT_TRAINED} Resume the run on the Runs step, or start a new one, "
+            self.message_label.setText(f"{NOT_TRAINED} Resume the run on the Train step, or start a new one, "
                                        "then export it.")
             self._set_status(False, "Stopped before the first epoch: nothing to export")
         else:

@@ -29,7 +29,7 @@ from app.widgets.mistakes_gallery import MAX_SHOWN, MistakesGallery, show_in_fol
 from app.widgets.search_view import SearchView
 from app.widgets.why_view import WhyView, compute_heatmap
 from app import jobs
-from app.run_life import epochs_done
+from app.run_life import has_model
 
 
 def load_evaluation(run_dir: str | Path, job: jobs.Job | None = None):
@@ -174,11 +174,11 @@ class ResultsPage(QWidget):
         """Show a run's report (evaluating it in the background if needed)."""
         self.run_dir = str(run_dir)
         jobs.drop(self, "evaluate")         # an older request's answer must not arrive after this one
-        if epochs_done(run_dir) == 0:       # stopped inside epoch 1: no validated weights, no accuracy
+        if not has_model(run_dir):          # stopped before its first model existed: nothing to score
             self.evaluation = None
             self.doctor.set_run(None)
-            self.headline.setText("No results: the run stopped before its first epoch ended")
-            self.subline.setText(f"Run {Path(run_dir).name} · nothing was trained yet. Resume it from the Runs "
+            self.headline.setText("No model yet: the run stopped before its first epoch ended")
+            self.subline.setText(f"Run {Path(run_dir).name} · nothing was trained yet. Resume it on the Train "
                                  "step (it starts again at epoch 1), or start a new run.")
             self.progress.setVisible(False)
             self.body.setVisible(True)

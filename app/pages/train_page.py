@@ -1,86 +1,76 @@
-"""Train page: start / pause / resume / stop a run and watch it live.
+"""Train page: start / pause / resume / stop a run and watch it live — a view of :class:`app.run_session.RunSession`.
 
-The run happens on a QThread (:class:`app.worker.RunController`); this page
-only reacts to its signals. A run another process writes (the command line,
-``torchrun``, a cluster job, or this page's "Use all N GPUs") sends the same
-signals through :class:`app.run_follower.RunFollower`, read from its event log.
-Curves are redrawn by a 10 Hz timer in :class:`app.widgets.charts.TrainingCharts`,
-not once per batch.
+The session owns the run (in this process, in torchrun, or another program's, followed from its
+event log) and its state; this page draws the session's events and words its state. Curves are
+redrawn by a 10 Hz timer in :class:`app.widgets.charts.TrainingCharts`, not once per batch.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from PySide6.QtCore import QEvent, Qt, QTimer, Signal
-from PySide6.QtGui import QFontDatabase
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton,
-                               QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget
 
 from app import jobs
-from app.run_follower import RunFollower
-from app.run_history import describe, first_model_headline, read_event_history, read_metrics
-from app.run_life import NOT_TRAINED, RunLife, RunState, epochs_done
-from app.subprocess_run import SubprocessRun, can_launch, cuda_device_count, remove_if_empty, torchrun_command
+from app.pages.run_words import (SEARCH_BAR_STEPS, SEARCH_PHASE, is_weights_error, memory_line, run_summary,
+                                 past_bar, state_texts, state_word, stop_keeps, what_runs,
+                                 where_stopped)
+from app.run_history import read_event_history, read_metrics
+from app.run_life import RunState, has_model
+from app.run_session import RunSession
+from app.subprocess_run import can_launch, cuda_device_count, launch_command
 from app.theme import state_color
 from app.widgets.charts import TrainingCharts
 from app.widgets.error_dialog import show_error
-from app.worker import RunController, describe_error
-from dtl_engine.formatting import format_bytes, format_count, format_duration, format_span
-
-
-SEARCH_PHASE = "Choosing the learning rate and augmentation"
-SEARCH_BAR_STEPS = 1000         # the search's bar: its fraction in thousandths
-
+from app.widgets.log_view import LogView
+from app.worker import describe_error
+from dtl_engine.events import Event, RunEnded, describe, ended_line, first_model_headline
+from dtl_engine.formatting import format_span
 
 class TrainPage(QWidget):
-    """Runs training in the background and draws its progress."""
+    """Shows the Train step's run session: its buttons, progress, curves and log.
+
+    ``gpu_count``: how many CUDA GPUs there are (default: asked of torch in the background);
+    ``launch_args``: further ``train`` options of a several-GPU run (tests: a tiny backbone)."""
 
     status_changed = Signal()
     run_started = Signal(str)       # run folder
-    run_finished = Signal(object)   # RunResult
+    run_finished = Signal(object)   # RunEnded
     run_failed = Signal(str)        # readable message
+    weights_wanted = Signal(str)    # "random" or "file": a one-click answer to weights that could not be had
 
     def __init__(self, config_provider: Callable[[], Any], parent: QWidget | None = None, *,
                  train_fn: Callable[..., Any] | None = None,
                  resume_fn: Callable[..., Any] | None = None,
                  scan_provider: Callable[[], Any] | None = None,
                  gpu_count: Callable[[], int] | None = None, launch_args: Sequence[str] = ()) -> None:
-        """``gpu_count``: how many CUDA GPUs there are (default: asked of torch in the background);
-        ``launch_args``: further ``train`` options of a several-GPU run (tests: a tiny backbone)."""
         super().__init__(parent)
         self._config_provider = config_provider
         self._scan_provider = scan_provider or (lambda: None)     # the Data step's scan: no second scan
-        self.controller = RunController(train_fn, resume_fn, self)
-        self.run_dir: str | None = None
-        self.last_result: Any = None
+        self.session = RunSession(train_fn, resume_fn, self)
+        self.controller = self.session.controller
+        self.life = self.session.life       # the run's state; the window and steps read it
         self.last_error: tuple[str, str] | None = None
-        self._epochs = 0
-        self.life = RunLife(self)       # the one owner of this run's state; the window and steps read it
-        self._status_text = "Not started. Press Start (Ctrl+R) to train."
-        self._step_line = ""
-        self._last_progress = ""
+        self._phase = ""                    # what a live run does now, when more than "Training…"
         self._best_val: float | None = None
         self._first_acc: float | None = None     # the first model's accuracy (epoch 0), once it exists
         self._pending_batch: Any = None
         self._memory_samples = False
-        self._trained = False           # the run on screen completed at least one epoch
-        self._setup_error = False       # the last failure was the settings', before any run started
+        self._setup_error = False           # the last failure was the settings' (or the weights'), not a run's
         self._last_stats: Any = None
-        self._follower: RunFollower | None = None     # a run read from its event log
-        self._launch: SubprocessRun | None = None     # this page's torchrun, while it runs
+        self._since_begin: list[Event] = []  # a resumed run's live points, redrawn over its history
         self._launch_args = list(launch_args)
         self._gpus = 0
-
         self._build_ui()
         self._progress_timer = QTimer(self)
         self._progress_timer.setInterval(100)
         self._progress_timer.timeout.connect(self._show_progress)
         self._progress_timer.start()
-        self._listen_to(self.controller)
-        self.controller.running_changed.connect(self._on_running_changed)
-        self._update_buttons()
+        self.session.event.connect(self._on_event)
+        self.session.caught_up.connect(self._on_caught_up)
+        self.session.changed.connect(self._refresh)
+        self._refresh()
         if gpu_count is not None:
             self.set_gpu_count(gpu_count())
         else:
@@ -88,49 +78,42 @@ class TrainPage(QWidget):
                         imports=("torch",), on_done=self.set_gpu_count)
 
     # --- layout ------------------------------------------------------------------
+    def _button(self, text: str, slot: Callable[[], None], tip: str = "") -> QPushButton:
+        button = QPushButton(text)
+        button.setToolTip(tip)
+        button.setMinimumWidth(84)
+        button.clicked.connect(slot)
+        return button
+
     def _build_ui(self) -> None:
-        self.start_button = QPushButton("Start")
-        self.start_button.setToolTip("Start training with the chosen data and model (Ctrl+R)")
-        self.pause_button = QPushButton("Pause")
-        self.resume_button = QPushButton("Resume")
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop after the current batch; the last checkpoint stays usable")
-        self.start_button.clicked.connect(self.start)
-        self.pause_button.clicked.connect(self.pause)
-        self.resume_button.clicked.connect(self.resume)
-        self.stop_button.clicked.connect(self.stop)
-        self.gpus_button = QPushButton("Use all GPUs")
-        self.gpus_button.setToolTip("Train one run on every GPU of this machine (one process per GPU, "
-                                    "torchrun); the run is followed here like any other")
-        self.gpus_button.clicked.connect(self.start_on_all_gpus)
+        self.start_button = self._button("Start", self.start, "Start training with the chosen data and model (Ctrl+R)")
+        self.gpus_button = self._button("Use all GPUs", self.start_on_all_gpus, "Train one run on every GPU of "
+                                        "this machine (one process per GPU, torchrun); the run is followed here")
         self.gpus_button.setVisible(False)      # shown once more than one CUDA GPU is found
+        self.pause_button = self._button("Pause", self.pause, "Hold the run after its current batch")
+        self.resume_button = self._button("Resume", self.resume, "Continue a paused run, or a stopped one "
+                                          "from its last completed epoch")
+        self.stop_button = self._button("Stop", self.stop, "Stop after the current batch; the last checkpoint "
+                                        "stays usable")
         self.state_label = QLabel()
         self.state_label.setTextFormat(Qt.TextFormat.RichText)
         self.state_label.setWordWrap(True)          # a long status wraps; it is never cut at the right
         self.state_label.setMinimumWidth(120)
         buttons = QHBoxLayout()
         for b in (self.start_button, self.gpus_button, self.pause_button, self.resume_button, self.stop_button):
-            b.setMinimumWidth(84)
             buttons.addWidget(b)
         buttons.addSpacing(12)
         buttons.addWidget(self.state_label, 1)
-
         self.info_label = QLabel("Device, precision and trainable parameters appear when a run starts.")
         self.info_label.setWordWrap(True)
         self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
         self.progress.setTextVisible(True)
-        self.progress.setFormat("Waiting to start")
         self.progress.setMinimumHeight(24)
+        self._bar(0, 1, "Waiting to start")
         self.memory_label = QLabel("")
         self.memory_label.setStyleSheet("color: palette(placeholder-text);")
-
         self.charts = TrainingCharts(self)
-        self.log_view = QPlainTextEdit()
-        self.log_view.setReadOnly(True)
-        self.log_view.setMaximumBlockCount(2000)
-        self.log_view.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.log_view = LogView()
         self.log_view.setPlaceholderText("Events and warnings of the run appear here.")
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.charts)
@@ -138,50 +121,50 @@ class TrainPage(QWidget):
         splitter.setStretchFactor(0, 4)
         splitter.setStretchFactor(1, 1)
         splitter.setChildrenCollapsible(False)
-
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
-        layout.addWidget(self.info_label)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.memory_label)
+        for widget in (self.info_label, self.progress, self.memory_label):
+            layout.addWidget(widget)
         layout.addWidget(splitter, 1)
 
+    def _bar(self, value: int, maximum: int, text: str) -> None:
+        self.progress.setRange(0, maximum)
+        self.progress.setValue(value)
+        self.progress.setFormat(text)
+
     # --- page contract -----------------------------------------------------------
+    @property
+    def run_dir(self) -> str | None: return self.session.run_dir         # the run live or last shown
+
+    @property
+    def last_result(self) -> RunEnded | None: return self.session.ended    # how the last run here ended
+
     def status(self) -> tuple[bool, str]:
-        """(a finished run is available?, one line about the run)."""
-        state = self.life.state
-        ready = state in (RunState.FINISHED, RunState.STOPPED) and self.run_dir is not None and self._trained
-        return ready, self._step_line or self._status_text
+        """(a finished run with a model is on screen?, one line about the run)."""
+        ended = self.session.ended if self.life.state.ended else self.session.shown
+        ready = ended is not None and ended.status == "finished" and (ended.epochs_done > 0 or has_model(ended.run_dir))
+        text, line = self._texts()
+        return ready, line or text
 
     def is_running(self) -> bool:
         """True while a run of this app trains: in its thread, or its torchrun until the launcher exits."""
-        return self.controller.is_running() or (self._launch is not None and self._launch.is_running())
+        return self.session.holds_worker()
 
-    def following_elsewhere(self) -> bool:
-        """True while the page follows a run another program writes (Start leaves it running there)."""
-        return self._follower is not None and self._follower.following and self._launch is None
-
-    def can_start(self) -> bool:
-        return not self.is_running() and (not self.life.busy or self.following_elsewhere())
-
-    def can_pause(self) -> bool:
-        return self.life.state in (RunState.STARTING, RunState.RUNNING) and self._follower is None
-
-    def can_stop(self) -> bool:
-        return self.life.state in (RunState.STARTING, RunState.RUNNING, RunState.PAUSED) and \
-            not self.following_elsewhere()
+    # What the buttons and the Run menu may offer: the session answers.
+    def following_elsewhere(self) -> bool: return self.session.following_elsewhere()
+    def can_start(self) -> bool: return self.session.can_start()
+    def can_pause(self) -> bool: return self.session.can_pause()
+    def can_stop(self) -> bool: return self.session.can_stop()
+    def can_resume(self) -> bool: return self.session.can_resume()
 
     def _config_or_fail(self) -> Any:
         try:
             config = self._config_provider()
         except Exception as exc:  # e.g. no data folder chosen yet
-            message, details = describe_error(exc, "Preparing the run")
-            self._fail_now(message, details)
-            self._setup_error = True
+            self._fail_now(*describe_error(exc, "Preparing the run"))
             return None
         if config is None:
             self._fail_now("Choose an image folder and a model before training.", "")
-            self._setup_error = True
         return config
 
     def start(self) -> None:
@@ -193,69 +176,52 @@ class TrainPage(QWidget):
         if config is None:
             return
         self._begin("Starting…")
-        self.log(f"Starting a run: {getattr(config, 'backbone', '?')}, method {getattr(config, 'method', '?')}, "
-                 f"{getattr(config, 'epochs', '?')} epochs")
+        self.log(f"Starting a run: {what_runs(config)}")
         scan = self._scan_provider()
-        same_folder = scan is not None and str(scan.root) == str(getattr(config, "data_dir", ""))
-        self.controller.start_training(config, scan if same_folder else None)
+        same_folder = scan is not None and str(scan.root) == str(config.data_dir)
+        self.session.start(config, scan if same_folder else None)
 
     def inputs_changed(self) -> None:
         """The data or the model settings changed: an error about the old settings no longer holds."""
         if self.life.state is RunState.FAILED and self._setup_error:
             self._setup_error = False
-            self._set_state(RunState.IDLE, "Not started. Press Start (Ctrl+R) to train.")
-            self.progress.setRange(0, 1)
-            self.progress.setValue(0)
-            self.progress.setFormat("Waiting to start")
+            self.session.clear_failure()
+            self._bar(0, 1, "Waiting to start")
 
     def resume_run(self, run_dir: str) -> None:
-        """Continue a stopped or interrupted run from its last checkpoint."""
+        """Continue a stopped or interrupted run from its last checkpoint (its curves so far stay)."""
         if not self.can_start():
             return
         self._leave_followed()
         self._begin("Resuming…")
-        self.run_dir = str(run_dir)
-        self.load_history(run_dir, quiet=True)
-        done = epochs_done(run_dir)
-        if done == 0:
-            self.log(f"Resuming the run in {Path(run_dir).name}: it stopped before its first epoch ended, "
-                     "so training starts again at epoch 1")
-        elif done:
-            self.log(f"Resuming the run in {Path(run_dir).name} at epoch {done + 1} "
-                     f"(the {done} completed epoch(s) are kept)")
-        else:
-            self.log(f"Resuming the run in {Path(run_dir).name}")
-        self.controller.start_resume(str(run_dir))
+        self.session.resume_run(str(run_dir))
+        done = self.session.epochs_done
+        again = (f"at epoch {done + 1} (the {done} completed epoch(s) are kept)" if done else
+                 "from the start: it stopped before its first epoch ended, so training starts again at epoch 1")
+        self.log(f"Resuming the run in {Path(run_dir).name} {again}")
+        self._read_history(str(run_dir), keep_log=True, upto=done)
 
     def pause(self) -> None:
         if self.can_pause():
-            self.controller.pause()
-            self._set_state(RunState.PAUSED, "Paused. Press Resume to continue.")
+            self.session.pause()
             self.log("Paused")
 
     def resume(self) -> None:
+        """Resume: a paused run continues; a stopped or interrupted one continues from its last checkpoint."""
         if self.life.state is RunState.PAUSED:
-            self.controller.resume()
-            self._set_state(RunState.RUNNING, "Training…")
+            self.session.unpause()
             self.log("Resumed")
+        elif (run_dir := self.session.resumable_run()) is not None:
+            self.resume_run(run_dir)
 
     def stop(self) -> None:
         if self.can_stop():
-            if self._launch is not None:
-                self._launch.stop()         # every process stops after its batch (SIGTERM to the group)
-            else:
-                self.controller.stop()
-            self._set_state(RunState.STOPPING, "Stopping after the current batch…")
-            self.log("Stop requested; the run keeps its last completed epoch")
+            self.session.stop()
+            self.log(f"Stop requested; the run keeps {stop_keeps(self.session.epochs_done, self._first_acc)}")
 
     def stop_and_wait(self, timeout_ms: int) -> bool:
         """Stop a run and wait for its thread or its processes (the window is closing)."""
-        if not self.is_running():
-            return True
-        self.stop()
-        if self._launch is not None:
-            return self._launch.wait(timeout_ms)
-        return self.controller.stop_and_wait(timeout_ms)
+        return self.session.stop_and_wait(timeout_ms)
 
     # --- runs in other processes ---------------------------------------------------
     def set_gpu_count(self, count: int) -> None:
@@ -273,49 +239,16 @@ class TrainPage(QWidget):
         if config is None:
             return
         from dtl_engine.errors import DTLError
-        from dtl_engine.runs.folder import new_run_dir
 
         try:
-            run_dir = new_run_dir(config.backbone, config.method, image_size=config.image_size)
-            try:
-                command = torchrun_command(config, run_dir, self._gpus, self._launch_args)
-            except BaseException:
-                remove_if_empty(run_dir)
-                raise
+            command, run_dir = launch_command(config, self._gpus, self._launch_args)
         except (DTLError, OSError) as exc:
             self._fail_now(*describe_error(exc, "Preparing the run"))
-            self._setup_error = True
             return
-        launch = SubprocessRun(command, parent=self)
-        launch.ended.connect(lambda code, message: self._launch_ended(launch, str(run_dir), code, message))
-        self._launch = launch
-        follower = self._follow(str(run_dir))      # set before the state moves: the buttons read both
         self._begin(f"Starting on {self._gpus} GPUs…")
-        self.run_dir = str(run_dir)
-        self.log(f"Starting a run on {self._gpus} GPUs (one process each): {config.backbone}, method "
-                 f"{config.method}, {config.epochs} epochs, in {Path(run_dir).name}")
-        launch.start()
-        follower.start()
-
-    def _launch_ended(self, launch: SubprocessRun, run_dir: str, code: int, message: str) -> None:
-        from dtl_engine.runs.folder import RunFolder
-
-        follower = self._follower if self._follower is not None and self._follower.run_dir == run_dir else None
-        if follower is not None and launch.stop_requested and not RunFolder(run_dir).has_run_file():
-            follower.stop()                 # stopped while the processes started: no run was made
-            self._trained = False
-            self.log("Stopped before the run started: nothing was trained")
-            self.progress.setRange(0, 1)
-            self.progress.setFormat("Stopped before the run started")
-            self._set_state(RunState.STOPPED, "Stopped before the run started — nothing was trained",
-                            "Stopped before it started")
-        elif follower is not None:
-            follower.writer_ended(message)
-        remove_if_empty(run_dir)
-        if self._launch is launch:
-            self._launch = None
-        self._update_buttons()
-        self.status_changed.emit()      # the processes have exited: later steps may update
+        self.log(f"Starting a run on {self._gpus} GPUs (one process each): {what_runs(config)}, "
+                 f"in {Path(run_dir).name}")
+        self.session.start_launch(command, run_dir)
 
     def follow_run(self, run_dir: str) -> None:
         """Show a run that another program is training (command line, torchrun, a cluster) as it goes."""
@@ -323,39 +256,23 @@ class TrainPage(QWidget):
             self.log(f"A run is training: {Path(run_dir).name} can be shown once it has ended")
             return
         self._leave_followed()
-        follower = self._follow(str(run_dir))
         self._begin("Following…")
-        self.run_dir = str(run_dir)
         self.log(f"Following the run in {Path(run_dir).name} from its event log")
-        follower.start()
-
-    def _follow(self, run_dir: str) -> RunFollower:
-        follower = RunFollower(run_dir, self)
-        follower.caught_up.connect(self._on_caught_up)
-        self._listen_to(follower)
-        self._follower = follower
-        return follower
+        self.session.follow(str(run_dir))
 
     def _leave_followed(self) -> None:
         """Stop following a run another program writes (it goes on there); the page shows something else."""
-        follower, self._follower = self._follower, None
-        if follower is not None:
-            follower.stop()
-            follower.deleteLater()
-            if self.life.busy and self._launch is None:
-                self.log(f"No longer following {Path(follower.run_dir).name}; it goes on training")
-                self._set_state(RunState.IDLE, "Not started. Press Start (Ctrl+R) to train.")
+        follower = self.session.follower
+        if self.session.leave_followed() and follower is not None:
+            self.log(f"No longer following {Path(follower.run_dir).name}; it goes on training")
 
     def _on_caught_up(self, digest: Any) -> None:
         """What the followed run's log held so far: its curves, its log, where it stands."""
         if digest.steps or digest.epochs:
             self.charts.set_history(digest.epochs, digest.steps)
-        if digest.started is not None:
-            self._on_started(digest.started)
         if digest.lines:
-            self.log_view.clear()
-            self.log_view.appendPlainText("\n".join(digest.lines))
-            self.log(f"Following the run in {Path(self.run_dir or '').name} from its event log")
+            self.log_view.set_lines(digest.lines)
+            self.log(f"Following the run in {self.session.name()} from its event log")
         accs = [float(e["val_acc"]) for e in digest.epochs if e.get("val_acc") is not None]
         self._best_val = max(accs) if accs else None
         if digest.last_batch is not None:       # its point is drawn already: only the progress line
@@ -368,285 +285,215 @@ class TrainPage(QWidget):
         """Estimate of full fine-tuning memory, drawn as a dashed line."""
         self.charts.set_reference_memory(full_ft_bytes)
 
-    def load_history(self, run_dir: str, quiet: bool = False) -> None:
-        """Draw a finished (or stopped) run's curves from its recorded epochs."""
-        from dtl_engine.errors import RunError
-        from dtl_engine.runs.folder import RunFolder
-
-        if not quiet and not self.can_start():
+    def load_history(self, run_dir: str) -> None:
+        """Show a past run: its state in words, its curves and its log (read in the background)."""
+        if not self.can_start():
             self.log(f"A run is training: {Path(run_dir).name} can be shown once it has ended")
             return
-        if not quiet:
-            self._leave_followed()
-        if not RunFolder(run_dir).has_metrics():
-            self.charts.clear()
-            if not quiet:
-                self.log(f"No metrics yet in {Path(run_dir).name}")
-            return
+        self._reset_view()
+        self.log_view.clear()
+        self._leave_followed()
+        shown = self.session.show_past(str(run_dir))
+        self._read_history(str(run_dir), keep_log=False, upto=None)
+        if shown is not None:
+            self._bar(*past_bar(shown))
+        self._refresh()                 # its best accuracy is known now
+
+    def _read_history(self, run_dir: str, keep_log: bool, upto: int | None) -> None:
+        """Draw a run's recorded curves and (unless ``keep_log``) its log; ``upto``: only its first epochs."""
+        from dtl_engine.errors import RunError
+
         try:
-            epochs, steps = read_metrics(run_dir)
+            epochs = read_metrics(run_dir)
         except RunError as exc:
             self.log(f"⚠ {exc}")
             return
-        self.charts.set_history(epochs, steps)
-        if quiet:
-            return
-        self.run_dir = str(run_dir)
+        if upto is not None:
+            epochs = [e for e in epochs if int(e.get("epoch", 0)) < upto]
+        self._best_val = max((e.get("val_acc") or 0.0 for e in epochs), default=None)
+        self.charts.set_history(epochs, [])
+        self._redraw_live()
         # The per-step curves and the log come from the event log, read off the GUI thread.
         jobs.submit(lambda _job: read_event_history(run_dir), kind="history", what="Reading the run's log",
                     context=self, lane="history", supersede="history",
-                    on_done=lambda out: self._history_loaded(run_dir, epochs, *out))
-        best = max((e.get("val_acc") or 0.0 for e in epochs), default=None)
-        trained = sum(1 for e in epochs if not e.get("first_model"))   # the first model (epoch 0) is no epoch
-        text = f"Run {Path(run_dir).name}: {trained} epoch(s)"
-        line = f"Opened — {trained} epoch(s)"
-        if best is not None and epochs:
-            text += f", best validation accuracy {100 * best:.1f} %"
-            line += f", best {100 * best:.1f} %"
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1 if epochs else 0)
-        self.progress.setFormat(text)
-        self._trained = bool(epochs)
-        self._set_state(RunState.FINISHED if epochs else RunState.IDLE, text, line)
+                    on_done=lambda out: self._history_loaded(run_dir, epochs, upto, keep_log, *out))
 
-    def _history_loaded(self, run_dir: str, epochs: list[dict], steps: list[dict], lines: list[str],
-                        device: str | None) -> None:
-        if self.life.busy or self.run_dir != str(run_dir):
+    def _history_loaded(self, run_dir: str, epochs: list[dict], upto: int | None, keep_log: bool,
+                        steps: list[dict], lines: list[str], device: str | None) -> None:
+        if self.session.run_dir != run_dir:
             return                          # another run is shown (or training) now
-        if device:
+        if device and not self._since_begin:
             self.charts.set_memory_kind(device)     # what its memory curve measured
+        if upto is not None:
+            steps = [s for s in steps if s["x"] <= upto]      # the resumed run trains the rest again
         if steps:
             self.charts.set_history(epochs, steps)
-        if lines:
-            self.log_view.clear()
-            self.log_view.appendPlainText(f"The log of {Path(run_dir).name}:\n" + "\n".join(lines))
+            self._redraw_live()
+        if lines and not keep_log:
+            self.log_view.set_lines([f"The log of {Path(run_dir).name}:", *lines])
+
+    def _redraw_live(self) -> None:
+        """Points a resumed run drew before its history arrived, drawn again over it."""
+        for event in self._since_begin:
+            (self.charts.add_batch if event.kind == "batch" else self.charts.add_epoch)(event.data)
 
     # --- helpers -------------------------------------------------------------------
     def log(self, message: str) -> None:
-        self.log_view.appendPlainText(f"{time.strftime('%H:%M:%S')}  {message}")
+        self.log_view.add(message)
 
-    def _begin(self, text: str) -> None:
+    def _reset_view(self) -> None:
         jobs.drop(self, "history")          # a past run's log still being read is not shown now
         self.charts.clear()
-        self.last_result = None
         self.last_error = None
-        self._best_val = None
-        self._first_acc = None
-        self._trained = False
-        self._setup_error = False
-        self._last_stats = None
-        self._last_progress = ""
-        self.progress.setRange(0, 0)  # busy until the engine reports its step count
-        self.progress.setFormat(text)
+        self._best_val = self._first_acc = self._last_stats = self._pending_batch = None
+        self._setup_error = self._memory_samples = False
+        self._since_begin = []
+        self._phase = ""
         self.memory_label.setText("")
-        self._memory_samples = False
-        self._pending_batch = None
-        self._set_state(RunState.STARTING, text)
 
-    def _set_state(self, state: RunState, text: str, step_line: str = "") -> None:
-        """Move to ``state`` showing ``text``; ``step_line``: a shorter line for the step bar (else ``text``)."""
-        self._step_line = step_line
-        self.life.move(state)
-        self._status_text = text
-        self._show_state()
-        self._update_buttons()
+    def _begin(self, text: str) -> None:
+        self._reset_view()
+        self._phase = text
+        self._bar(0, 0, text)               # busy until the engine reports its step count
+
+    def _texts(self) -> tuple[str, str]:
+        """(the state line, the shorter line of the step bar) of what the page shows now."""
+        error = self.last_error[0] if self.last_error is not None else None
+        return state_texts(self.session, self._phase, error, self._first_acc, self._best_val)
+
+    def _refresh(self) -> None:
+        """The session moved: the state line, the buttons and the step bar follow."""
+        text, _line = self._texts()
+        colour = state_color(state_word(self.session))
+        self.state_label.setText(f"<span style='color:{colour}'><b>{text}</b></span>")
+        self.start_button.setEnabled(self.can_start())
+        self.gpus_button.setEnabled(self.can_start())
+        self.pause_button.setEnabled(self.can_pause())
+        self.resume_button.setEnabled(self.can_resume())
+        self.stop_button.setEnabled(self.can_stop())
         self.status_changed.emit()
-
-    def _show_state(self) -> None:
-        colour = state_color(self.life.state.value)
-        self.state_label.setText(f"<span style='color:{colour}'><b>{self._status_text}</b></span>")
 
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt's name
         super().changeEvent(event)
         if event.type() == QEvent.Type.PaletteChange and hasattr(self, "state_label"):
-            self._show_state()          # the state colour follows a light/dark switch
-
-    def _update_buttons(self) -> None:
-        self.start_button.setEnabled(self.can_start())
-        self.gpus_button.setEnabled(self.can_start())
-        self.pause_button.setEnabled(self.can_pause())
-        self.resume_button.setEnabled(self.life.state is RunState.PAUSED)
-        self.stop_button.setEnabled(self.can_stop())
-
-    def _listen_to(self, source: Any) -> None:
-        """Show a run's signals: the in-app run's controller or a follower of another process's run (same set)."""
-        source.started.connect(self._on_started)
-        source.batch.connect(self._on_batch)
-        source.epoch.connect(self._on_epoch)
-        source.memory.connect(self._on_memory)
-        source.checkpoint.connect(self._on_checkpoint)
-        source.warning.connect(lambda msg: self.log(f"⚠ {msg}"))
-        source.search.connect(self._on_search)
-        source.first_model.connect(self._on_first_model)
-        source.backed_off.connect(self._on_backed_off)
-        source.finished.connect(self._on_finished)
-        source.failed.connect(self._on_failed)
-
-    def _on_running_changed(self, running: bool) -> None:
-        self._update_buttons()
-        if not running:
-            self.status_changed.emit()   # the run's thread has returned: Start and later steps may update
-
-    def _where_stopped(self) -> str:
-        """' at epoch 1, step 3/9' from the last step shown (no speed, no time left: the run is over)."""
-        stats = self._last_stats
-        if stats is None:
-            return ""
-        return f" at epoch {stats.epoch + 1}, step {stats.step + 1}/{stats.steps_per_epoch}"
+            self._refresh()             # the state colour follows a light/dark switch
 
     def _fail_now(self, message: str, details: str) -> None:
-        self.last_error = (message, details)
-        self.log(f"✗ {message}")
-        self._set_state(RunState.FAILED, message)
-        self.run_failed.emit(message)
-        self.error_dialog = show_error(self, "Training could not run", message, details)
+        """The settings (or the weights they name) refused a run before it started."""
+        self._setup_error = True
+        self.session.fail_now()
+        self._failed(message, details)
 
-    # --- engine signals (main thread) --------------------------------------------
-    def _on_started(self, info) -> None:
-        self.run_dir = str(info.run_dir)
-        self._epochs = int(info.epochs)
-        share = 100.0 * info.trainable_params / max(1, info.total_params)
-        processes = int((info.config or {}).get("world_size") or 1)
-        device = info.device_name + (f" × {processes} processes" if processes > 1 else "")
-        self.info_label.setText(
-            f"<b>Device:</b> {device} &nbsp; <b>Precision:</b> {info.precision} &nbsp; "
-            f"<b>Trainable:</b> {format_count(info.trainable_params)} of {format_count(info.total_params)} "
-            f"parameters ({share:.2f} %) &nbsp; <b>Images:</b> {info.num_train} train / {info.num_val} validation, "
-            f"{len(info.classes)} classes")
+    def _failed(self, message: str, details: str) -> None:
+        self.last_error = (message, details)
+        self._pending_batch = None
+        self._bar(0, 1, "Failed")
+        self.log(f"✗ {message}")
+        self._refresh()
+        self.run_failed.emit(message)
+        actions = [("Use random weights", lambda: self.weights_wanted.emit("random")),
+                   ("Choose a weights file…", lambda: self.weights_wanted.emit("file"))]
+        self.error_dialog = show_error(self, "Training could not run", message, details,
+                                       actions if is_weights_error(details) else ())
+
+    # --- engine events (main thread) --------------------------------------------
+    def _on_event(self, event: Event) -> None:
+        handler = {"run_started": self._on_started, "batch": self._on_batch, "epoch": self._on_epoch,
+                   "memory": lambda e: self._on_memory(e.data), "search_progress": self._on_search,
+                   "first_model": self._on_first_model, "finished": self._on_finished,
+                   "failed": self._on_failed}.get(event.kind)
+        if handler is not None:
+            handler(event)
+        elif describe(event):           # warnings, checkpoints, the search's choice, back-offs: their line
+            self.log(describe(event))
+
+    def _on_started(self, event: Event) -> None:
+        info = event.data
+        self.info_label.setText(run_summary(info))
         self.charts.set_epochs(info.epochs)
         self.charts.set_steps_per_epoch(info.steps_per_epoch)
         self.charts.set_memory_kind(info.device)
-        self.progress.setRange(0, max(1, info.epochs * info.steps_per_epoch))
-        self.progress.setValue(info.start_epoch * info.steps_per_epoch)
-        self.progress.setFormat(f"Epoch {info.start_epoch + 1}/{info.epochs}")
-        self.log(f"Run folder {Path(info.run_dir).name} on {info.device_name}, {info.precision}, "
-                 f"{format_count(info.trainable_params)} trainable parameters")
-        if info.start_epoch:
-            self.log(f"Continuing at epoch {info.start_epoch + 1}")
-        if self.life.state in (RunState.STARTING, RunState.RUNNING):
-            elsewhere = self.following_elsewhere()
-            self._set_state(RunState.RUNNING, "Training in another program — followed live" if elsewhere
-                            else "Training…", "Training elsewhere, followed live" if elsewhere else "")
-        self.run_started.emit(self.run_dir)
+        self._bar(info.start_epoch * info.steps_per_epoch, max(1, info.epochs * info.steps_per_epoch),
+                  f"Epoch {info.start_epoch + 1}/{info.epochs}")
+        self.log(describe(event))
+        self._phase = ""
+        self._refresh()
+        self.run_started.emit(str(info.run_dir))
 
-    def _on_search(self, progress) -> None:
+    def _on_search(self, event: Event) -> None:
         """The search before epoch 1: a determinate bar, trial k of n, an ETA; its figures in the log as they come."""
-        if self.life.state not in (RunState.STARTING, RunState.RUNNING):
+        progress = event.data
+        if not self.life.busy:
             return
-        self.progress.setRange(0, SEARCH_BAR_STEPS)
-        self.progress.setValue(round(SEARCH_BAR_STEPS * progress.fraction))
-        if progress.trial == 0:
-            done = f"images {progress.images_done} of {progress.images_total}"
-        else:
-            done = f"trial {progress.trial} of {progress.trials}"
+        done = (f"images {progress.images_done} of {progress.images_total}" if progress.trial == 0
+                else f"trial {progress.trial} of {progress.trials}")
         eta = "" if progress.eta_seconds is None else f" · {format_span(progress.eta_seconds)} left"
-        self.progress.setFormat(f"{SEARCH_PHASE} — {done}{eta}")
-        if self._status_text != f"{SEARCH_PHASE}…":
-            self._set_state(self.life.state, f"{SEARCH_PHASE}…")
+        self._bar(round(SEARCH_BAR_STEPS * progress.fraction), SEARCH_BAR_STEPS, f"{SEARCH_PHASE} — {done}{eta}")
+        if self._phase != f"{SEARCH_PHASE}…":
+            self._phase = f"{SEARCH_PHASE}…"
+            self._refresh()
         if progress.note:
-            self.log(describe("search_progress", progress))
+            self.log(describe(event))
 
-    def _on_first_model(self, stats) -> None:
+    def _on_first_model(self, event: Event) -> None:
         """Epoch 0: the step-0 model exists (and is the run's best checkpoint) before epoch 1 begins."""
-        self._first_acc = float(stats.val_acc)
+        self._first_acc = float(event.data.val_acc)
         self._best_val = max(self._best_val or 0.0, self._first_acc)
-        line = first_model_headline(stats.val_acc)
-        self.log(describe("first_model", stats))
-        if self.life.state in (RunState.STARTING, RunState.RUNNING):
-            self._set_state(self.life.state, line)
+        self.log(describe(event))
+        self._phase = first_model_headline(event.data.val_acc)
+        self._refresh()
 
-    def _on_backed_off(self, event) -> None:
-        self.log(describe("backed_off", event))
-
-    def _on_batch(self, stats) -> None:
+    def _on_batch(self, event: Event) -> None:
         # Cheap per batch: buffer the points; widgets follow at 10 Hz (_show_progress).
-        self.charts.add_batch(stats)
-        self._pending_batch = stats
+        self.charts.add_batch(event.data)
+        self._since_begin.append(event)
+        self._pending_batch = event.data
 
     def _show_progress(self) -> None:
         stats, self._pending_batch = self._pending_batch, None
         if stats is None:
             return
-        total = max(1, stats.total_steps)
-        if self.progress.maximum() != total:
-            self.progress.setRange(0, total)
-        self.progress.setValue(min(total, stats.global_step + 1))
         self._last_stats = stats
+        epochs = self.session.started.epochs if self.session.started is not None else "?"
         # images/s: the smoothed figure the throughput chart draws, not one batch's jumpy rate
-        text = (f"Epoch {stats.epoch + 1}/{self._epochs or '?'} · step {stats.step + 1}/{stats.steps_per_epoch}"
-                f" · {self.charts.speed:.0f} images/s · {format_span(stats.eta_seconds)} left")
-        self.progress.setFormat(text)
-        self._last_progress = text
+        self._bar(min(stats.total_steps, stats.global_step + 1), max(1, stats.total_steps),
+                  f"Epoch {stats.epoch + 1}/{epochs} · step {stats.step + 1}/{stats.steps_per_epoch}"
+                  f" · {self.charts.speed:.0f} images/s · {format_span(stats.eta_seconds)} left")
         if stats.memory_bytes and not self._memory_samples:
-            self.memory_label.setText(f"Memory now {format_bytes(stats.memory_bytes)}, "
-                                      f"peak {format_bytes(stats.peak_memory_bytes)}")
+            self.memory_label.setText(memory_line("", stats.memory_bytes, stats.peak_memory_bytes))
 
-    def _on_epoch(self, stats) -> None:
+    def _on_epoch(self, event: Event) -> None:
         self._show_progress()
-        self.charts.add_epoch(stats)
-        best = " (best so far)" if stats.is_best else ""
-        self.log(f"Epoch {stats.epoch + 1}/{stats.epochs}: train loss {stats.train_loss:.4f}, "
-                 f"val loss {stats.val_loss:.4f}, val accuracy {100 * stats.val_acc:.1f} %{best} "
-                 f"[{format_duration(stats.seconds)}]")
-        if stats.is_best or self._best_val is None:
-            self._best_val = max(self._best_val or 0.0, stats.val_acc)
+        self.charts.add_epoch(event.data)
+        self._since_begin.append(event)
+        self.log(describe(event))
+        if event.data.is_best or self._best_val is None:
+            self._best_val = max(self._best_val or 0.0, event.data.val_acc)
 
     def _on_memory(self, sample) -> None:
         self._memory_samples = True
-        kind = {"cuda": "GPU", "mps": "GPU", "process": "process"}.get(sample.kind, sample.kind)
-        self.memory_label.setText(f"Memory ({kind}) now {format_bytes(sample.bytes_now)}, "
-                                  f"peak {format_bytes(sample.bytes_peak)}")
+        self.memory_label.setText(memory_line(sample.kind, sample.bytes_now, sample.bytes_peak))
 
-    def _on_checkpoint(self, path: str, epoch: int) -> None:
-        self.log(f"Checkpoint saved after epoch {epoch + 1} ({Path(path).name})")
-
-    def _on_finished(self, result) -> None:
+    def _on_finished(self, event: Event) -> None:
         self._show_progress()
-        self.last_result = result
-        status = getattr(result, "status", "finished")
-        acc = getattr(result, "best_val_acc", None)
-        best_epoch = getattr(result, "best_epoch", None)
-        summary = f"{getattr(result, 'epochs_done', '?')} epoch(s)"
-        if acc is not None:
-            summary += f", best validation accuracy {100 * acc:.1f} %"
-            if best_epoch is not None:
-                summary += f" at epoch {best_epoch + 1}"
-        short = f"{getattr(result, 'epochs_done', '?')} epoch(s)" + ("" if acc is None else f", best {100 * acc:.1f} %")
-        if getattr(result, "run_dir", None):
-            self.run_dir = str(result.run_dir)
+        ended: RunEnded = event.data
         self.charts.refresh()
-        done = getattr(result, "epochs_done", None)
-        self._trained = done is None or int(done) > 0 or self._first_acc is not None   # the first model counts
-        where = self._where_stopped()
-        if status == "stopped" and not (done is None or int(done) > 0) and self._first_acc is not None:
-            kept = f"the first model ({100 * self._first_acc:.1f} %) is kept"
-            self.log(f"Stopped during epoch 1: {kept}. Resume continues at epoch 1.")
-            self._set_state(RunState.STOPPED, f"Stopped during epoch 1 — {kept}", "Stopped — first model kept")
-            self.progress.setFormat(f"Stopped{where}")
-        elif status == "stopped" and not self._trained:
-            self.log(f"{NOT_TRAINED} Resume starts again at epoch 1.")
-            self._set_state(RunState.STOPPED, "Stopped before the first epoch — nothing trained yet; "
-                                              "Resume starts again at epoch 1",
-                            "Stopped before the first epoch: nothing trained")
-            self.progress.setFormat(f"Stopped before the first epoch{where}")
-        elif status == "stopped":
-            self.log(f"Stopped: {summary}. Resume it from the Runs page; it continues at epoch {int(done) + 1}.")
-            self._set_state(RunState.STOPPED, f"Stopped — {summary}", f"Stopped — {short}")
-            self.progress.setFormat(f"Stopped{where}")
-        elif status == "interrupted":         # a followed run whose process ended without a last word
-            self.log(f"Interrupted: its process ended after {summary}. Resume it from the Runs page.")
-            self._set_state(RunState.INTERRUPTED, f"Interrupted — {summary}; resume it from the Runs page",
-                            f"Interrupted — {short}")
-            self.progress.setFormat(f"Interrupted{where}")
+        self.log(describe(event))
+        if ended.stopped_early:
+            total = ended.epochs or max(1, ended.epochs_done)
+            self._bar(ended.epochs_done, max(1, total), f"{ended_line(ended)}{where_stopped(self._last_stats)}")
+            if ended.epochs_done or self._first_acc is not None:
+                self.log(f"Press Resume to continue it at epoch {ended.epochs_done + 1}"
+                         + ("" if ended.epochs_done else " (the first model is kept)"))
+            else:
+                self.log("Nothing was trained yet: Resume starts again at epoch 1")
         else:
-            self.progress.setValue(self.progress.maximum())
-            self.log(f"Finished: {summary}")
-            self._set_state(RunState.FINISHED, f"Finished — {summary}", f"Finished — {short}")
-            self.progress.setFormat(f"Finished · {summary}")
-        self.run_finished.emit(result)
+            top = max(1, self.progress.maximum())
+            self._bar(top, top, f"Finished · {ended_line(ended).removeprefix('Finished: ')}")
+        self._refresh()
+        self.run_finished.emit(ended)
 
-    def _on_failed(self, message: str, details: str) -> None:
-        self._pending_batch = None
-        self.progress.setRange(0, 1)
-        self.progress.setFormat("Failed")
-        self._fail_now(message, details)
+    def _on_failed(self, event: Event) -> None:
+        if self.session.started is None:
+            self._setup_error = True        # refused before it started (e.g. weights not downloadable)
+        self._failed(event.data.message, event.data.details)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Sequence
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontDatabase, QGuiApplication
@@ -20,7 +21,9 @@ def ask_to_replace(parent: QWidget | None, path: Path, question: str = "Do you w
 class ErrorDialog(QDialog):
     """Shows ``message`` in plain words; ``details`` stay folded until asked for."""
 
-    def __init__(self, title: str, message: str, details: str = "", parent: QWidget | None = None) -> None:
+    def __init__(self, title: str, message: str, details: str = "", parent: QWidget | None = None,
+                 actions: Sequence[tuple[str, Callable[[], None]]] = ()) -> None:
+        """``actions``: (label, what it does) buttons that answer the error in one click (they close the dialog)."""
         super().__init__(parent)
         self.setWindowTitle(title)
         self.setMinimumWidth(460)
@@ -52,6 +55,12 @@ class ErrorDialog(QDialog):
         buttons.rejected.connect(self.reject)
         buttons.addButton(self.details_button, QDialogButtonBox.ButtonRole.ActionRole)
         buttons.addButton(copy_button, QDialogButtonBox.ButtonRole.ActionRole)
+        self.action_buttons = []
+        for label, act in actions:
+            button = QPushButton(label)
+            button.clicked.connect(lambda _=False, act=act: (self.accept(), act()))
+            buttons.addButton(button, QDialogButtonBox.ButtonRole.AcceptRole)
+            self.action_buttons.append(button)
 
         layout = QVBoxLayout(self)
         layout.addLayout(top)
@@ -70,9 +79,10 @@ class ErrorDialog(QDialog):
         QGuiApplication.clipboard().setText(text)
 
 
-def show_error(parent: QWidget | None, title: str, message: str, details: str = "") -> ErrorDialog:
+def show_error(parent: QWidget | None, title: str, message: str, details: str = "",
+               actions: Sequence[tuple[str, Callable[[], None]]] = ()) -> ErrorDialog:
     """Open an :class:`ErrorDialog` without blocking the event loop and return it."""
-    dialog = ErrorDialog(title, message, details, parent)
+    dialog = ErrorDialog(title, message, details, parent, actions)
     dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
     dialog.open()
     return dialog

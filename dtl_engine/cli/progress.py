@@ -1,15 +1,20 @@
-"""The terminal's view of a run: a tqdm bar per epoch and for the search, one line per epoch and per event."""
+"""The terminal's view of a run: a tqdm bar per epoch and for the search, and each event's one line.
+
+The lines are :func:`dtl_engine.events.describe`'s, the same the app's log shows.
+"""
 from __future__ import annotations
 
 import sys
 from typing import Any
 
-from dtl_engine.listener import BACKOFF_REASONS, RunListener
+from dtl_engine.events import Event, EventSink, describe
 
-class ProgressPrinter(RunListener):
-    """Prints a run to the terminal: a tqdm bar per epoch (with ETA) and one summary line per epoch."""
+
+class ProgressPrinter(EventSink):
+    """Prints a run to the terminal: a tqdm bar per epoch (with ETA) and one line per event that has one."""
 
     def __init__(self, out=None) -> None:  # out: a text stream
+        super().__init__(self.show)
         self.out = out or sys.stdout
         self.bar: Any = None        # the epoch's tqdm bar
         self.epoch = -1
@@ -21,17 +26,29 @@ class ProgressPrinter(RunListener):
 
         tqdm.write(text, file=self.out)
 
-    def run_started(self, info) -> None:
-        self._write(f"Run folder: {info.run_dir}")
-        self._write(f"Device: {info.device_name} ({info.device}), precision {info.precision}")
-        self._write(f"{len(info.classes)} classes, {info.num_train} training and {info.num_val} validation images; "
-                    f"trainable parameters {info.trainable_params:,} of {info.total_params:,}")
-        if info.start_epoch >= info.epochs:
-            self._write(f"All {info.epochs} epochs were already trained; finishing the run.")
-        elif info.start_epoch:
-            self._write(f"Resuming at epoch {info.start_epoch + 1} of {info.epochs}")
+    def show(self, event: Event) -> None:
+        """Draw ``event``: a bar step for batches and the search, else its line."""
+        if event.kind == "batch":
+            self._batch(event.data)
+            return
+        if event.kind == "search_progress":
+            self._search(event.data)
+        elif event.kind != "memory":
+            self._close_bar()
+        if event.kind == "checkpoint":
+            self.last_checkpoint = event.data.path
+        elif event.kind == "run_started":
+            info = event.data
+            self._write(f"Run folder: {info.run_dir}")
+            self._write(f"{len(info.classes)} classes, {info.num_train} training and {info.num_val} validation "
+                        f"images; trainable parameters {info.trainable_params:,} of {info.total_params:,}")
+        if event.kind in ("checkpoint", "finished", "failed"):
+            return                  # the command's own last lines say how it ended and where the weights are
+        line = describe(event)
+        if line:
+            self._write(line)
 
-    def batch_finished(self, stats) -> None:
+    def _batch(self, stats) -> None:
         from tqdm import tqdm
 
         if stats.epoch != self.epoch or self.bar is None:
@@ -43,19 +60,7 @@ class ProgressPrinter(RunListener):
         self.bar.set_postfix(loss=f"{stats.loss:.4f}", img_s=f"{stats.images_per_sec:.1f}",
                              total_eta=_duration(stats.eta_seconds), refresh=False)
 
-    def epoch_finished(self, stats) -> None:
-        self._close_bar()
-        self._write(f"epoch {stats.epoch + 1}/{stats.epochs}  train loss {stats.train_loss:.4f} "
-                    f"acc {stats.train_acc:.1%}  val loss {stats.val_loss:.4f} acc {stats.val_acc:.1%}  "
-                    f"{stats.seconds:.1f} s{'  (best)' if stats.is_best else ''}")
-
-    def checkpoint_saved(self, path: str, epoch: int) -> None:
-        self.last_checkpoint = path
-
-    def warning(self, message: str) -> None:
-        self._write(f"warning: {message}")
-
-    def search_progress(self, progress) -> None:
+    def _search(self, progress) -> None:
         from tqdm import tqdm
 
         if self.search_bar is None:
@@ -66,30 +71,6 @@ class ProgressPrinter(RunListener):
         self.search_bar.set_postfix(trial=f"{progress.trial}/{progress.trials}",
                                     images=f"{progress.images_done}/{progress.images_total}", eta=eta, refresh=False)
         self.search_bar.refresh()
-        if progress.note:
-            self._write(f"search, trial {progress.trial} of {progress.trials}: {progress.note}")
-
-    def first_model(self, stats) -> None:
-        self._close_bar()
-        self._write(f"epoch 0  first model (the classifier on the frozen features): val loss {stats.val_loss:.4f} "
-                    f"acc {stats.val_acc:.1%}  after {stats.seconds:.1f} s; refining with DTL")
-
-    def backed_off(self, event) -> None:
-        self._close_bar()
-        self._write(f"epoch {event.epoch + 1}: the run diverged ({BACKOFF_REASONS.get(event.reason, event.reason)}); "
-                    f"back to the weights of epoch {event.best_epoch + 1}, learning rate {event.lr_before:.2g} → "
-                    f"{event.lr_after:.2g} (back-off {event.backoffs})")
-
-    def search_finished(self, result) -> None:
-        self._close_bar()
-        self._write(f"{result['summary'][0].upper()}{result['summary'][1:]} "
-                    f"({len(result['trials'])} probe trials on the training images, {result['seconds']:.0f} s)")
-
-    def run_finished(self, result) -> None:
-        self._close_bar()
-
-    def run_failed(self, message: str, details: str) -> None:
-        self._close_bar()
 
     def _close_bar(self) -> None:
         if self.search_bar is not None:

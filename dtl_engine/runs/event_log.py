@@ -2,7 +2,8 @@
 
 Training (in the app, on the command line, under ``torchrun`` on a cluster) appends one
 line per event: ``run_started``, ``batch``, ``epoch``, ``memory``, ``checkpoint``,
-``warning``, ``search_progress``, ``first_model``, ``backed_off``, ``finished``, ``failed``.
+``warning``, ``search_progress``, ``search_finished``, ``first_model``, ``backed_off``, ``finished``,
+``failed`` (:mod:`dtl_engine.events` is the vocabulary: :func:`~dtl_engine.events.decode` reads a line back).
 Each line is written with one ``write`` call and flushed, so a reader sees whole lines,
 except that a crash or a reader racing the writer can leave a partly written last line.
 :func:`read_events` never consumes a line without its newline; :class:`EventFollower`
@@ -16,82 +17,30 @@ returns only the events added since its last call.
 from __future__ import annotations
 
 import json
-import math
-import time
-from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from dtl_engine import fileio
+from dtl_engine.events import Event, EventSink, encode
 from dtl_engine.fileio import open_regular
-from dtl_engine.listener import RunListener
 from dtl_engine.runs.folder import EVENT_LOG
 
 
-
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN / inf become None (strict JSON has no NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-class EventLogWriter(RunListener):
-    """A listener that appends every run event to the run folder's event log.
+class EventLogWriter(EventSink):
+    """A listener that appends every run event to the run folder's event log (:func:`dtl_engine.events.encode`).
 
     Writes nothing while the run folder does not exist (a run refused before it started).
     """
 
     def __init__(self, run_dir: str | Path):
+        super().__init__(self.append)
         self.path = Path(run_dir) / EVENT_LOG
 
-    def append(self, event: str, **fields: Any) -> None:
+    def append(self, event: Event) -> None:
         if not self.path.parent.is_dir():
             return
-        line = json.dumps(_clean({"event": event, "time": time.time(), **fields}), allow_nan=False) + "\n"
+        line = json.dumps(encode(event), allow_nan=False) + "\n"
         fileio.append_text(self.path, line)      # one write: readers see whole lines
-
-    def run_started(self, info: Any) -> None:
-        self.append("run_started", **asdict(info))
-
-    def batch_finished(self, stats: Any) -> None:
-        self.append("batch", **asdict(stats))
-
-    def epoch_finished(self, stats: Any) -> None:
-        self.append("epoch", **asdict(stats))
-
-    def memory_sample(self, sample: Any) -> None:
-        self.append("memory", **asdict(sample))
-
-    def checkpoint_saved(self, path: str, epoch: int) -> None:
-        self.append("checkpoint", path=path, epoch=epoch)
-
-    def warning(self, message: str) -> None:
-        self.append("warning", message=message)
-
-    def search_progress(self, progress: Any) -> None:
-        self.append("search_progress", **asdict(progress))
-
-    def first_model(self, stats: Any) -> None:
-        self.append("first_model", **asdict(stats))
-
-    def backed_off(self, event: Any) -> None:
-        self.append("backed_off", **asdict(event))
-
-    def run_finished(self, result: Any) -> None:
-        if hasattr(result, "to_dict"):
-            data = result.to_dict()
-        else:               # (is_dataclass narrows to "instance or class"; a result is an instance)
-            data = asdict(cast(Any, result)) if is_dataclass(result) else {}
-        data.pop("report", None)                # the report has its own run file; the log stays small
-        self.append("finished", **data)
-
-    def run_failed(self, message: str, details: str) -> None:
-        self.append("failed", message=message)
 
 
 def read_events(path: str | Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:

@@ -84,8 +84,10 @@ def test_the_first_hour(qtbot, tmp_path, monkeypatch, themed, wait_scan):
     qtbot.waitUntil(lambda: not page.is_running(), timeout=30_000)   # the steps update when the thread returns
     assert window.current_step() == TRAIN
     ready, line = states()[TRAIN]
-    assert ready and "first model" in line        # the first model (epoch 0, the search's probe) is kept
-    assert not (window.pause_action.isEnabled() or window.resume_action.isEnabled() or window.stop_action.isEnabled())
+    # the first model (epoch 0, the search's probe) is kept; a stopped run gets no check, and Resume is where Stop is
+    assert not ready and "first model" in line
+    assert not (window.pause_action.isEnabled() or window.stop_action.isEnabled())
+    assert window.resume_action.isEnabled() and page.resume_button.isEnabled()
     assert "left" not in page.progress.format()
 
     # Runs: the stopped run is listed and can be resumed; it restarts at epoch 1 and finishes.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -107,15 +106,22 @@ def _tiny_resume():
     return resume
 
 
-def test_the_window_keeps_results_and_export_waiting_after_an_untrained_stop(qtbot, settings, themed):
+def test_the_window_says_no_model_yet_after_an_untrained_stop(qtbot, settings, themed, tmp_path):
+    # Results and Export take the new run up (never keep the last run's figures) and say it has no model.
     from app.main_window import EXPORT, RESULTS, TRAIN, MainWindow
+    from dtl_engine.events import RunEnded
 
     window = MainWindow(settings)
     qtbot.addWidget(window)
     window.show_step(TRAIN)
-    window.train_page.run_finished.emit(SimpleNamespace(run_dir="runs/a", status="stopped", epochs_done=0))
+    run_dir = tmp_path / "runs" / "a"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text('{"schema": 1, "status": "stopped", "epochs_done": 0}')
+    run_dir = str(run_dir)
+    window.train_page.run_finished.emit(RunEnded(run_dir, "stopped", 0))
     assert window.current_step() == TRAIN
-    assert window.export_page.run_dir is None and window.results_page.run_dir is None
+    assert window.export_page.run_dir == run_dir and window.results_page.run_dir == run_dir
+    assert not window.export_page.export_button.isEnabled()
     assert window.step_states()[RESULTS][0] is False and window.step_states()[EXPORT][0] is False
 
 
@@ -204,16 +210,18 @@ def test_the_gallery_counts_every_mistake_not_only_those_shown(qtbot, themed):
 
 def test_progress_shows_the_smoothed_speed_and_time_left_in_words(qtbot, themed):
     from app.pages.train_page import TrainPage
+    from dtl_engine.events import make
     from dtl_engine.listener import BatchStats, RunStarted
 
     page = TrainPage(lambda: None)
     qtbot.addWidget(page)
     page._begin("Starting…")
-    page._on_started(RunStarted("run-x", "cpu", "CPU", "fp32", 10, 1000, 0, ["a", "b"], 80, 20, 10, 2))
+    page.session._relay(make("run_started", RunStarted("run-x", "cpu", "CPU", "fp32", 10, 1000, 0, ["a", "b"],
+                                                       80, 20, 10, 2)))
     for step, speed in enumerate((5.0, 9.0, 81.0, 12.0)):
-        page._on_batch(BatchStats(epoch=0, step=step, steps_per_epoch=10, global_step=step + 1, total_steps=20,
-                                  loss=1.0, lr=0.1, images_per_sec=speed, eta_seconds=191, memory_bytes=0,
-                                  peak_memory_bytes=0))
+        page.session._relay(make("batch", BatchStats(
+            epoch=0, step=step, steps_per_epoch=10, global_step=step + 1, total_steps=20, loss=1.0, lr=0.1,
+            images_per_sec=speed, eta_seconds=191, memory_bytes=0, peak_memory_bytes=0)))
     page._show_progress()
     text = page.progress.format()
     assert "3 min 11 s left" in text and "ETA" not in text
@@ -290,9 +298,9 @@ def test_the_train_status_line_wraps_rather_than_being_clipped(qtbot, themed):
     qtbot.addWidget(page)
     page.resize(760, 600)
     page.show()
-    page._status_text = ("Stopped — 3 epoch(s), best validation accuracy 91.3 % at epoch 2; the last checkpoint "
-                         "could not be downloaded")
-    page._show_state()
+    page._fail_now("Stopped — 3 epoch(s), best validation accuracy 91.3 % at epoch 2; the last checkpoint "
+                   "could not be downloaded", "")
+    page.error_dialog.close()
     qtbot.wait(50)
     # A label that cannot wrap asks for its whole text's width: in the window, it is cut at the right.
     assert page.minimumSizeHint().width() <= 700

@@ -35,14 +35,14 @@ def _page(qtbot, config, gpus: int = 2):
 
 def _fake(monkeypatch, mode: str, marker: Path) -> list[Path]:
     """Launch the stand-in instead of torchrun; returns the run folders the page asked for."""
-    import app.pages.train_page as train_page
+    import app.subprocess_run as subprocess_run
 
     asked: list[Path] = []
 
     def command(config, run_dir, processes, extra_args=()):
         asked.append(Path(run_dir))
         return [sys.executable, str(FAKE), mode, str(marker)]
-    monkeypatch.setattr(train_page, "torchrun_command", command)
+    monkeypatch.setattr(subprocess_run, "torchrun_command", command)
     return asked
 
 
@@ -118,7 +118,7 @@ def test_a_launcher_that_ignores_stop_is_killed_after_the_bounded_wait(qtbot, ti
     page = _page(qtbot, tiny_config(tiny_dataset))
     page.start_on_all_gpus()
     qtbot.waitUntil(lambda: marker.exists(), timeout=WAIT_MS)
-    pid = page._launch.pid
+    pid = page.session.launch.pid
     page.stop()
     qtbot.waitUntil(lambda: not page.is_running(), timeout=WAIT_MS)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

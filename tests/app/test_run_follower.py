@@ -100,8 +100,10 @@ def test_a_followed_run_whose_process_dies_is_interrupted(qtbot, window, writer)
     proc.wait(timeout=30)
     qtbot.waitUntil(lambda: page.life.state is RunState.INTERRUPTED, timeout=WAIT_MS)
     assert "Interrupted" in page.state_label.text()
-    assert window.taken_up == []                        # no epoch was completed: nothing to evaluate
-    assert page.start_button.isEnabled()
+    # No epoch was completed, but Results and Export take this run up (to say it has no model yet):
+    # they must not keep showing the previous run's figures.
+    assert ("results", str(run_dir)) in window.taken_up and ("export", str(run_dir)) in window.taken_up
+    assert page.start_button.isEnabled() and page.resume_button.isEnabled()     # resumable where it stopped
 
 
 def test_starting_a_run_leaves_a_followed_one_to_itself(qtbot, window, writer):

@@ -18,7 +18,9 @@ def test_a_run_goes_through_its_life_and_reports_each_move(qtbot):
 
 
 @pytest.mark.parametrize("start, bad", [(RunState.IDLE, RunState.PAUSED), (RunState.IDLE, RunState.RUNNING),
-                                        (RunState.STOPPING, RunState.RUNNING)])
+                                        (RunState.STOPPING, RunState.RUNNING),
+                                        # a past run shown is no state of the life (RunSession.shown)
+                                        (RunState.IDLE, RunState.FINISHED), (RunState.STOPPED, RunState.FINISHED)])
 def test_an_impossible_move_is_refused(start, bad):
     life = RunLife()
     life.state = start

@@ -92,9 +92,10 @@ def test_stop_mid_run_leaves_a_checkpoint(qtbot, tiny_dataset, tmp_path, themed)
     assert Path(result.run_dir, "checkpoint.safetensors").exists()
     run = json.loads(Path(result.run_dir, "run.json").read_text())
     assert run["status"] == "stopped"
-    assert page.status()[1].startswith("Stopped")
-    # Start comes back once the run's thread has returned, which may be just after the final signal.
-    qtbot.waitUntil(lambda: _buttons(page) == (True, False, False, False), timeout=30_000)
+    assert page.status()[1].startswith("Stopped after ") and not page.status()[0]     # no green check
+    assert "press Resume to continue at epoch" in page.state_label.text()
+    # Start and Resume come back once the run's thread has returned, which may be just after the final signal.
+    qtbot.waitUntil(lambda: _buttons(page) == (True, False, True, False), timeout=30_000)
 
 
 @pytest.mark.slow

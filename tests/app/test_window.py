@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 from app import main as app_main
 from app.main_window import DATA, EXPORT, MODEL, RESULTS, RUNS, TRAIN, MainWindow
 from app.settings import Settings
+from dtl_engine.events import RunEnded
 from dtl_engine.listener import RunStarted
 
 
@@ -91,7 +92,7 @@ def test_finished_run_is_shown_in_results_and_export(window, monkeypatch):
     monkeypatch.setattr(window.results_page, "show_run", lambda d: calls.append(("results", d)))
     monkeypatch.setattr(window.export_page, "set_run", lambda d: calls.append(("export", d)))
     monkeypatch.setattr(window.train_page, "load_history", lambda d: calls.append(("train", d)))
-    window.train_page.run_finished.emit(SimpleNamespace(run_dir="runs/a", status="finished"))
+    window.train_page.run_finished.emit(RunEnded("runs/a", "finished", 2))
     assert calls == [("results", "runs/a"), ("export", "runs/a")]
     assert window.current_step() == RESULTS
     calls.clear()

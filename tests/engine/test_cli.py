@@ -129,7 +129,7 @@ def test_ctrl_c_stops_cleanly_and_says_where_the_checkpoint_is(tmp_path, capsys,
     monkeypatch.setattr(ProgressPrinter, "batch_finished", real)
     assert cli.main(["resume", str(run_dir)]) == 0
     out = capsys.readouterr().out
-    assert "Finished 2 epoch(s)" in out and "epoch 2/2" in out
+    assert "Finished 2 epoch(s)" in out and "Epoch 2/2:" in out
 
 
 @pytest.mark.slow

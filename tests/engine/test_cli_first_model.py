@@ -19,9 +19,9 @@ def test_train_prints_the_search_trials_and_the_first_model_as_epoch_0(tmp_path,
     data = make_image_folder(tmp_path / "images", {"apple": 8, "pear": 8, "plum": 8})
     assert cli.main(["train", str(data), *TINY, "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"search, trial \d+ of \d+: probe at 1e-03: validation loss", out)
-    first = re.search(r"epoch 0  first model .*acc (\d+\.\d)%", out)
-    assert first and out.index("epoch 0  first model") < out.index("epoch 1/1")
+    assert re.search(r"Search, trial \d+ of \d+: probe at 1e-03: validation loss", out)
+    first = re.search(r"First model: (\d+\.\d) %", out)          # the app's log says the same words
+    assert first and out.index("First model:") < out.index("Epoch 1/1:")
     assert "Learning rate chosen automatically" in out
 
 

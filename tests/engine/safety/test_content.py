@@ -219,7 +219,7 @@ def test_resume_warns_about_a_training_image_that_changed_behind_a_restored_time
     _swap_keeping_time(train_images[0], other)
     code, out, err = _cli(["resume", str(part.run_dir)], capsys)
     assert code == 0, err
-    warned = [line for line in out.splitlines() if line.startswith("warning:") and "changed" in line]
+    warned = [line for line in out.splitlines() if line.startswith("⚠ ") and "changed" in line]   # events.describe
     assert len(warned) == 1 and train_images[0].name in warned[0], out
 
 
