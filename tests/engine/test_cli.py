@@ -71,7 +71,7 @@ def test_train_export_predict_runs_evaluate(tmp_path, capsys):
     data = make_image_folder(tmp_path / "images", {"red": 6, "green": 6, "blue": 6})
     assert cli.main(["train", str(data), *TINY, "--epochs", "1", "--max-steps", "2"]) == 0
     out = capsys.readouterr().out
-    assert "epoch 1/1" in out and "Finished" in out
+    assert "Epoch 1/1:" in out and "Finished" in out
     run_dir = Path(re.search(r"^Run folder: (.+)$", out, re.M).group(1))
     assert (run_dir / "metrics.json").exists() and (run_dir / "report.json").exists()
 
