@@ -329,7 +329,7 @@ class ExportPage(QWidget):
         self._set_busy(True, "Exporting and checking the file in a fresh process…")
         # The engine writes beside the target and renames at the end; closing waits for that.
         jobs.submit(lambda _job: run_export(run_dir, out, fmt, overwrite, weights), kind="export", what="The export",
-                    context=self, imports=("timm", "dtl_engine.training"),
+                    context=self, loses_work=True, imports=("timm", "dtl_engine.training"),
                     on_done=self._export_done, on_error=self._export_failed)
 
     def _export_done(self, result: Any) -> None:

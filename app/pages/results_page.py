@@ -200,8 +200,8 @@ class ResultsPage(QWidget):
         self.progress.setVisible(True)
         self._set_status(False, f"Loading the results of {Path(run_dir).name}…")
         jobs.submit(lambda job: load_evaluation(run_dir, job), kind="evaluate", what="Evaluating the run",
-                    context=self, supersede="evaluate", imports=("timm", "dtl_engine.training"), lane="evaluate",
-                    on_progress=self._progressed, on_done=self.show_evaluation, on_error=self._failed)
+                    context=self, loses_work=True, supersede="evaluate", imports=("timm", "dtl_engine.training"),
+                    lane="evaluate", on_progress=self._progressed, on_done=self.show_evaluation, on_error=self._failed)
 
     def show_result(self, result: Any) -> None:
         """Show a RunResult straight away when it carries its evaluation."""

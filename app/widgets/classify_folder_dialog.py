@@ -252,7 +252,8 @@ class ClassifyFolderDialog(QDialog):
         self._job = jobs.submit(
             lambda job: classify_in_background(job, model, folder, csv_path, sort_into, min_confidence, replace,
                                                stop),
-            kind="classify-folder", what=UNEXPECTED, context=self, imports=("dtl_engine.inference.predict",),
+            kind="classify-folder", what=UNEXPECTED, context=self, loses_work=True,
+            imports=("dtl_engine.inference.predict",),
             on_progress=self._progressed, on_done=self._done, on_error=self._failed, on_cancel=stop.set,
             on_ended=self._ended)
         self._update()

@@ -144,8 +144,9 @@ class DoctorPanel(QWidget):
         self.progress.setVisible(True)
         self.summary.setText("Checking the images…")
         self._job = jobs.submit(lambda job: run_doctor(job, run_dir), kind="doctor", what="The data check",
-                                context=self, supersede="doctor", imports=("timm", "dtl_engine.training"),
-                                lane="doctor", on_progress=self._progressed, on_done=self._done,
+                                context=self, loses_work=True, supersede="doctor",
+                                imports=("timm", "dtl_engine.training"), lane="doctor",
+                                on_progress=self._progressed, on_done=self._done,
                                 on_error=lambda message, _details: self._failed(message),
                                 on_cancelled=lambda: self._failed("The data check was stopped."))
 
