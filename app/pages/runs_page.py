@@ -17,22 +17,11 @@ from app.widgets.cache_line import CacheLine
 from app.widgets.error_dialog import show_error
 from app.widgets.run_compare import MAX_RUNS, RunCompareDialog
 from app.worker import describe_error
+from dtl_engine.formatting import backbone_text, weights_text
 
 COLUMNS = ["Name", "Date", "Backbone", "Weights", "Method", "Status", "Epochs", "Best val. acc."]
 STATUS_COL = COLUMNS.index("Status")
 NUMBER_COLS = (COLUMNS.index("Epochs"), COLUMNS.index("Best val. acc."))
-
-
-def weights_text(weights: str) -> str:
-    """What the run started from: 'pretrained', 'random' or the local file's name."""
-    if weights in ("hub", ""):
-        return "pretrained" if weights else ""
-    return "random" if weights == "random" else Path(weights).name
-
-
-def backbone_text(backbone: str, weights: str) -> str:
-    """The backbone's name; its pretrained tag ('.augreg_in21k_ft_in1k') only when those weights were used."""
-    return backbone if weights in ("hub", "") else backbone.split(".")[0]
 
 
 def list_runs() -> list[Any]:
