@@ -5,7 +5,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QItemSelectionModel, Qt, Signal
+from PySide6.QtCore import QEvent, QItemSelectionModel, QObject, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
@@ -22,6 +22,7 @@ from dtl_engine.formatting import backbone_text, weights_text
 COLUMNS = ["Name", "Date", "Backbone", "Weights", "Method", "Status", "Epochs", "Best val. acc."]
 STATUS_COL = COLUMNS.index("Status")
 NUMBER_COLS = (COLUMNS.index("Epochs"), COLUMNS.index("Best val. acc."))
+ELIDED_COLS = (COLUMNS.index("Name"), COLUMNS.index("Backbone"), COLUMNS.index("Weights"))
 
 
 def list_runs() -> list[Any]:
@@ -107,10 +108,16 @@ class RunsPage(QWidget):
         table.setAlternatingRowColors(True)
         table.verticalHeader().setVisible(False)
         header = table.horizontalHeader()
-        # Every column as wide as its text (a run's name is never cut short); the table scrolls sideways
-        # when the window is narrow, and the last column takes what is left.
+        # The short columns (date, status, epochs, accuracy…) as wide as their text; the run's name, its
+        # backbone and weights share what is left, cut in the middle when the window is narrow (whole in
+        # their tooltips).
+        # A table as wide as all its texts scrolled sideways and hid the status and the accuracy.
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        for col in ELIDED_COLS:
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
+        table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        table.setWordWrap(False)
+        table.viewport().installEventFilter(self)       # its width changed: share it again
         table.itemSelectionChanged.connect(self._update_buttons)
         table.cellDoubleClicked.connect(lambda *_: self._open())
         return table
@@ -159,6 +166,8 @@ class RunsPage(QWidget):
                 if col == 0:
                     item.setData(Qt.ItemDataRole.UserRole, str(run.run_dir))
                     item.setToolTip(str(run.run_dir))
+                elif col in ELIDED_COLS:
+                    item.setToolTip(str(text))
                 if col == STATUS_COL and getattr(run, "problem", ""):
                     item.setToolTip(run.problem)        # why a damaged run cannot be opened
                 if col in NUMBER_COLS:
@@ -169,6 +178,7 @@ class RunsPage(QWidget):
                     self.table.model().index(row, 0),
                     QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows)
         self._paint_statuses()
+        self._share_width()
         n = len(self.runs)
         resumable = sum(RunState.of(r.status).resumable for r in self.runs)
         self.summary.setText(f"{n} run(s)" + (f", {resumable} can be resumed" if resumable else "")
@@ -177,6 +187,33 @@ class RunsPage(QWidget):
         self._status = (n > 0, f"{n} past run(s)" if n else "No runs yet.")
         self._update_buttons()
         self.status_changed.emit()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.Resize and watched is self.table.viewport():
+            self._share_width()
+        return super().eventFilter(watched, event)
+
+    def _share_width(self) -> None:
+        """The name, backbone and weights share the width the other columns leave: each at least its header,
+        at most its longest text (so a wide window shows them whole)."""
+        table, header = self.table, self.table.horizontalHeader()
+        left = table.viewport().width() - sum(header.sectionSize(c) for c in range(len(COLUMNS))
+                                              if c not in ELIDED_COLS)
+        least = {c: header.sectionSizeFromContents(c).width() for c in ELIDED_COLS}
+        most = {c: max(least[c], table.sizeHintForColumn(c)) for c in ELIDED_COLS}
+        width = dict(least)
+        extra = left - sum(least.values())
+        while extra > 0:                    # in equal shares to those not yet whole
+            growing = [c for c in ELIDED_COLS if width[c] < most[c]]
+            if not growing:
+                break
+            step = max(1, extra // len(growing))
+            for c in growing:
+                grow = min(step, most[c] - width[c], extra)
+                width[c] += grow
+                extra -= grow
+        for col, size in width.items():
+            header.resizeSection(col, size)
 
     def _paint_statuses(self) -> None:
         for row in range(self.table.rowCount()):
