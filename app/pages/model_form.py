@@ -6,7 +6,7 @@ settings to their TrainConfig fields.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
@@ -22,9 +22,7 @@ from app.widgets.gpu_fit import GpuFitRow
 from dtl_engine.config import AUGMENTS, DEVICES, PRECISIONS, TrainConfig
 from dtl_engine.registry import METHODS
 
-if TYPE_CHECKING:
-    from app.pages.model_page import ModelPage
-
+ModelPage = Any         # the page these build onto (not imported: it imports this module)
 RECIPE_LABELS = {"quick": "Quick (default)", "paper": "Paper"}
 AUGMENT_LABELS = {"auto": "Automatic", "none": "None", "light-noflip": "Light, no flips",
                   "light": "Light (crops and flips)", "standard": "Standard"}
