@@ -294,7 +294,7 @@ def test_why_shows_the_heatmap_of_the_chosen_image_computed_in_the_background(qt
     pixels = np.frombuffer(bytes(shown.constBits()), np.uint8).reshape(shown.height(), shown.bytesPerLine())
     pixels = pixels[:, :3 * shown.width()].reshape(shown.height(), shown.width(), 3)
     assert np.abs(pixels.astype(int) - picture.astype(int)).max() <= 2      # that image's heatmap, overlaid
-    assert f"“{expected.class_name}”" in page.why_view.caption.text()
+    assert f"<b>{expected.class_name}</b>" in page.why_view.caption.text()
     assert page.grab().save(str(Path(SCREENS or tmp_path) / "results_page_why.png"))
 
     page.show_all_mistakes()                  # other images: the old heatmap goes away
