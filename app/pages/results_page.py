@@ -80,7 +80,7 @@ class ResultsPage(QWidget):
         self.tabs.addTab(gallery_box, "Images")
         self.tabs.addTab(self.doctor, "Data doctor")
         self.tabs.setCornerWidget(self.gallery_buttons, Qt.Corner.TopRightCorner)
-        self.tabs.currentChanged.connect(lambda index: self.gallery_buttons.setVisible(index == 0))
+        self.tabs.currentChanged.connect(self._tab_changed)
         self.tabs.setTabToolTip(1, "Check the run's images: duplicates and leakage between the splits, likely "
                                    "mislabeled images, class imbalance, images far from their class")
         main = QSplitter(Qt.Orientation.Vertical)
@@ -98,6 +98,15 @@ class ResultsPage(QWidget):
         self.search_view = SearchView()     # the automatic learning rate / augmentation, when searched
         layout.addWidget(self.search_view)
         layout.addWidget(main, 1)
+
+    def _tab_changed(self, index: int) -> None:
+        self.gallery_buttons.setVisible(index == 0)
+        if self.tabs.widget(index) is self.doctor:
+            # The doctor's summary and table need more than the gallery's share: with it the table showed
+            # one row at 1240x820 until the splitter was dragged.
+            top, bottom = self.body.sizes()
+            if bottom < 2 * (top + bottom) // 3:
+                self.body.setSizes([(top + bottom) // 3, (top + bottom) - (top + bottom) // 3])
 
     # --- layout ----------------------------------------------------------------
     def _build_matrix(self) -> QGroupBox:

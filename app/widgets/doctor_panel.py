@@ -94,8 +94,12 @@ class DoctorPanel(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(ICON + 6)
         self.table.setIconSize(QSize(ICON, ICON))
-        self.table.setWordWrap(False)
-        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        # A detail ("same as 0/12.png; across train/val (leakage)") wraps onto the row's second line: cut in
+        # its middle it lost what matters. A row is as tall as its thumbnail, or its text on a narrow window.
+        self.table.setWordWrap(True)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.table.verticalHeader().setMinimumSectionSize(ICON + 6)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)
