@@ -134,6 +134,10 @@ class ResultsPage(QWidget):
         header = self.per_class.horizontalHeader()
         header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)  # class order until the user sorts
         self.per_class.setSortingEnabled(True)
+        # No room kept for a sort arrow on every column until the user sorts: with it the columns
+        # outgrew the table on a small window and "Images" was cut to "Ima".
+        header.setSortIndicatorShown(False)
+        header.sortIndicatorChanged.connect(lambda *_: header.setSortIndicatorShown(True))
         # Every column as wide as its text ("Class" was cut to "las" on a small window); the last takes the rest.
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
@@ -353,6 +357,8 @@ class ResultsPage(QWidget):
                 self.per_class.setItem(r, c, item)
             self.per_class.setItem(r, 4, _NumberItem(str(int(row["support"])), float(row["support"])))
         self.per_class.setSortingEnabled(True)
+        header = self.per_class.horizontalHeader()
+        header.setSortIndicatorShown(header.sortIndicatorSection() >= 0)    # Qt showed it again: only once sorted
 
     def _progressed(self, value: Any) -> None:
         done, total = value
