@@ -102,9 +102,12 @@ class DoctorPanel(QWidget):
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)
+        # The finding's name and the image wrap in columns of their own width (the user can widen them):
+        # as wide as their texts they pushed the detail off a small window.
+        for col, width in ((0, 150), (1, 165)):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
+            self.table.setColumnWidth(col, width)
         header.setStretchLastSection(True)
-        self.table.setColumnWidth(1, 220)
         self.table.setVisible(False)
 
         buttons = QHBoxLayout()

@@ -163,6 +163,9 @@ def test_the_doctor_shows_its_findings_whole_and_several_at_once(qtbot, themed, 
     QApplication.processEvents()
     table = page.doctor.table
     assert table.viewport().height() >= rows * table.rowHeight(0), f"fewer than {rows} findings in view"
+    from clipping import clipped_headers, columns_out_of_view
+
+    assert columns_out_of_view(table) == [] and clipped_headers(table) == []
     detail = 5
     fm = QFontMetrics(table.font())
     for row in range(table.rowCount()):
