@@ -22,7 +22,8 @@ from dtl_engine.formatting import backbone_text, weights_text
 COLUMNS = ["Name", "Date", "Backbone", "Weights", "Method", "Status", "Epochs", "Best val. acc."]
 STATUS_COL = COLUMNS.index("Status")
 NUMBER_COLS = (COLUMNS.index("Epochs"), COLUMNS.index("Best val. acc."))
-ELIDED_COLS = (COLUMNS.index("Name"), COLUMNS.index("Backbone"), COLUMNS.index("Weights"))
+NAME_COL, DATE_COL = COLUMNS.index("Name"), COLUMNS.index("Date")
+ELIDED_COLS = (NAME_COL, COLUMNS.index("Backbone"), COLUMNS.index("Weights"))
 
 
 def list_runs() -> list[Any]:
@@ -195,23 +196,22 @@ class RunsPage(QWidget):
 
     def _share_width(self) -> None:
         """The name, backbone and weights share the width the other columns leave: each at least its header,
-        at most its longest text (so a wide window shows them whole)."""
+        at most its longest text (so a wide window shows them whole), the name first. When even the name
+        cannot be whole, the date goes: a run's name begins with its date and time."""
         table, header = self.table, self.table.horizontalHeader()
-        left = table.viewport().width() - sum(header.sectionSize(c) for c in range(len(COLUMNS))
-                                              if c not in ELIDED_COLS)
+        table.setColumnHidden(DATE_COL, False)
         least = {c: header.sectionSizeFromContents(c).width() for c in ELIDED_COLS}
         most = {c: max(least[c], table.sizeHintForColumn(c)) for c in ELIDED_COLS}
+        fixed = sum(header.sectionSize(c) for c in range(len(COLUMNS)) if c not in ELIDED_COLS)
+        extra = table.viewport().width() - fixed - sum(least.values())
+        if extra < most[NAME_COL] - least[NAME_COL]:
+            extra += header.sectionSize(DATE_COL)
+            table.setColumnHidden(DATE_COL, True)
         width = dict(least)
-        extra = left - sum(least.values())
-        while extra > 0:                    # in equal shares to those not yet whole
-            growing = [c for c in ELIDED_COLS if width[c] < most[c]]
-            if not growing:
-                break
-            step = max(1, extra // len(growing))
-            for c in growing:
-                grow = min(step, most[c] - width[c], extra)
-                width[c] += grow
-                extra -= grow
+        for col in ELIDED_COLS:             # the name first, then the backbone, then the weights
+            grow = max(0, min(extra, most[col] - width[col]))
+            width[col] += grow
+            extra -= grow
         for col, size in width.items():
             header.resizeSection(col, size)
 
