@@ -17,6 +17,8 @@ def clipped_cells(table: QTableWidget, columns: list[int] | None = None) -> list
     QApplication.processEvents()
     cut = []
     for col in columns if columns is not None else range(table.columnCount()):
+        if table.isColumnHidden(col):
+            continue
         for row in range(table.rowCount()):
             item = table.item(row, col)
             if item is None or not item.text():
