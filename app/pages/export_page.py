@@ -447,14 +447,16 @@ class ExportPage(QWidget):
 
 
 def _prediction_label(top: list[tuple[str, float]]) -> QLabel:
-    """'<b>cat 91.2 %</b> · dog 6.1 % · fox 1.0 %' with the best guess stressed."""
-    parts = [f"{_escape(cls)} {100 * p:.1f} %" for cls, p in top]
+    """'<b>cat 91.2 %</b> · dog 6.1 % · fox 1.0 %' with the best guess stressed; on a narrow window the
+    runners-up wrap below it (between guesses only), not cut off at the cell's edge."""
+    parts = [f"{_escape(cls)}&nbsp;{100 * p:.1f}&nbsp;%" for cls, p in top]
     html = f"<span style='font-size:12pt'><b>{parts[0]}</b></span>" if parts else ""
     if len(parts) > 1:
         muted = QGuiApplication.palette().color(QPalette.ColorRole.PlaceholderText).name()
         html += f"&nbsp;&nbsp;<span style='color:{muted}'>" + " · ".join(parts[1:]) + "</span>"
     label = QLabel(html)
     label.setTextFormat(Qt.TextFormat.RichText)
+    label.setWordWrap(True)
     label.setContentsMargins(8, 0, 8, 0)
     return label
 
