@@ -316,21 +316,23 @@ class ClassifyFolderDialog(QDialog):
             head = f"Done: {r.classified} of {r.total} files classified."
         where = "Partial results" if getattr(r, "partial", False) else "Results"
         self._say(head + f" {where}: {r.csv_path}", role="ok" if not r.cancelled else "muted")
-        muted = role_color("muted")
-        rows = [(name, n) for name, n in sorted(r.counts.items(), key=lambda kv: (-kv[1], kv[0]))]
-        cells = "".join(f"<tr><td>{_escape(name)}</td><td align='right'>&nbsp;&nbsp;{n}</td></tr>"
-                        for name, n in rows)
+        # Lines that wrap, not a table: a table's height was under-measured and its last line cut off,
+        # and a hundred classes made it a hundred rows.
+        counts = " · ".join(f"{_escape(name)}:&nbsp;{n}"
+                            for name, n in sorted(r.counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        lines = [f"<b>Images per predicted class</b><br>{counts or '—'}"]
         unsure = self.confidence_spin.value()
-        extra = ""
+        tail = []
         if unsure:
             where = " (copies in _unsure)" if self._sort_into else ""
-            extra += (f"<tr><td>unsure, below {unsure} %{where}</td>"
-                      f"<td align='right'>&nbsp;&nbsp;{r.unsure}</td></tr>")
-        extra += f"<tr><td>could not be read</td><td align='right'>&nbsp;&nbsp;{len(r.unreadable)}</td></tr>"
-        copies = f"<p style='color:{muted}'>{r.copied} copies made in {_escape(self._sort_into)}</p>" \
-            if self._sort_into else ""
-        self.summary_label.setText(f"<b>Images per predicted class</b><table>{cells}"
-                                   f"<tr><td colspan=2></td></tr>{extra}</table>{copies}")
+            tail.append(f"unsure, below {unsure} %{where}: {r.unsure}")
+        tail.append(f"could not be read: {len(r.unreadable)}")
+        line = " · ".join(tail)
+        lines.append(line[:1].upper() + line[1:])
+        if self._sort_into:
+            lines.append(f"<span style='color:{role_color('muted')}'>{r.copied} copies made in "
+                         f"{_escape(self._sort_into)}</span>")
+        self.summary_label.setText("<br>".join(lines))
         if r.unreadable:
             self.unreadable_view.setPlainText("\n".join(f"{path} — {reason}" for path, reason in r.unreadable))
             self.unreadable_view.show()

@@ -83,9 +83,9 @@ def test_classifies_every_file_sorts_copies_and_leaves_the_input_unchanged(qtbot
     # The summary: counts per class, unsure, unreadable (with the reason), and Show in folder.
     summary = dialog.summary_label.text()
     for name, n in result.counts.items():
-        assert f"<td>{name}</td><td align='right'>&nbsp;&nbsp;{n}</td>" in summary
-    assert f"below 99 % (copies in _unsure)</td><td align='right'>&nbsp;&nbsp;{result.unsure}" in summary
-    assert "could not be read</td><td align='right'>&nbsp;&nbsp;1<" in summary
+        assert f"{name}:&nbsp;{n}" in summary
+    assert f"Unsure, below 99 % (copies in _unsure): {result.unsure}" in summary
+    assert "could not be read: 1" in summary
     assert dialog.unreadable_view.isVisible() and "broken.png" in dialog.unreadable_view.toPlainText()
     assert "Done: 9 of 10 files classified" in dialog.message_label.text()
     opened = []
@@ -189,6 +189,10 @@ def test_a_new_folder_clears_the_last_summary(qtbot, tmp_path, themed):
                                  cancelled=False, partial=False, csv_path=str(tmp_path / "first predictions.csv"),
                                  counts={"red": 24}, unsure=0, copied=0))
     assert dialog.message_label.text().startswith("Done: 24 of 26")
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    summary = dialog.summary_label                  # the summary's last line was cut off by the buttons below
+    assert summary.height() >= summary.heightForWidth(summary.width()) and "Could not be read: 1" in summary.text()
     dialog.set_folder(str(second))
     assert dialog.message_label.text() == "" and dialog.summary_label.text() == "" and dialog.result is None
     assert not dialog.unreadable_view.isVisibleTo(dialog) and not dialog.show_button.isVisibleTo(dialog)
