@@ -22,7 +22,8 @@ left to the cyclic garbage collector, which runs in whichever thread allocates
 makes the same widget's earlier job of that key moot: the earlier one is cancelled and none of its
 callbacks run any more, so the newest request wins without a request counter in the widget;
 :func:`drop` does the same without a new job. The main window
-asks before closing about jobs that lose work (training), cancels the rest and
+asks before closing about jobs that lose work (training, classifying a folder, an export, the data
+check, an evaluation: ``loses_work=True``), stops them or lets them finish, cancels the rest and
 waits for all of them (:func:`active_jobs`, :func:`cancel_all`, :func:`wait_all`).
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ import time
 import traceback
 import weakref
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import shiboken6
 from PySide6.QtCore import QObject, Qt, QThread, QThreadPool, Signal
@@ -337,10 +338,10 @@ def active_jobs() -> list[Job]:
     return [] if _JOBS is None else list(_JOBS.live)
 
 
-def cancel_all(*, kinds: tuple[str, ...] | None = None) -> None:
-    """Cancel every live job (or those of ``kinds``); queued ones never start."""
+def cancel_all(*, kinds: tuple[str, ...] | None = None, keep: "Sequence[Job]" = ()) -> None:
+    """Cancel every live job (or those of ``kinds``) but the jobs in ``keep``; queued ones never start."""
     for job in active_jobs():
-        if kinds is None or job.kind in kinds:
+        if (kinds is None or job.kind in kinds) and not any(job is kept for kept in keep):
             job.cancel()
 
 

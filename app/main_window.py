@@ -22,6 +22,7 @@ from app.run_life import RunState
 from app.settings import Settings
 from app.theme import app_icon
 from app.widgets.open_folder import open_folder
+from app.widgets.quit_question import STOP, WAIT, ask_before_quit
 from app.widgets.step_bar import StepBar
 from app.widgets.wheel_guard import install_wheel_guard
 from dtl_engine.errors import DataError
@@ -46,6 +47,7 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(app_icon())
         self.setMinimumSize(MIN_WIDTH, MIN_HEIGHT)
         self._closing_since: float | None = None
+        self._waited_for: list[jobs.Job] = []     # jobs the user chose to let finish before quitting
         self._close_timer = QTimer(self)
         self._close_timer.setInterval(100)
         self._close_timer.timeout.connect(self._check_closing)
@@ -344,9 +346,11 @@ class MainWindow(QMainWindow):
             return
         active = jobs.active_jobs()
         losing = [job for job in active if job.loses_work]
-        if losing and not self.confirm_quit(losing):
+        choice = self.confirm_quit(losing) if losing else STOP
+        if choice is None:
             event.ignore()
             return
+        self._waited_for = losing if choice == WAIT else []
         self.settings.set_geometry(self.saveGeometry())
         self.model_page.save_config()
         if not active:
@@ -355,24 +359,19 @@ class MainWindow(QMainWindow):
             return
         # Cancel without freezing the window: close once the last job has ended.
         self._closing_since = time.monotonic()
-        jobs.cancel_all()
-        self.statusBar().showMessage(self._closing_message(active))
+        jobs.cancel_all(keep=self._waited_for)
+        self.statusBar().showMessage(self._closing_message(active, waiting=bool(self._waited_for)))
         self._close_timer.start()
         event.ignore()
 
-    def confirm_quit(self, losing: list[jobs.Job]) -> bool:
-        """Ask whether to quit although ``losing`` jobs (a training run) would stop; True to quit."""
-        box = QMessageBox(QMessageBox.Icon.Question, "Training is running",
-                          "A run is still training. Quit and stop it? The run keeps its last checkpoint "
-                          "and can be resumed from the Runs step.", parent=self)
-        quit_button = box.addButton("Quit && stop", QMessageBox.ButtonRole.DestructiveRole)
-        box.addButton(QMessageBox.StandardButton.Cancel)
-        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        box.exec()
-        return box.clickedButton() is quit_button
+    def confirm_quit(self, losing: list[jobs.Job]) -> str | None:
+        """Ask whether to quit although ``losing`` jobs would lose work: STOP, WAIT or None (keep working)."""
+        return ask_before_quit(self, [job.kind for job in losing])
 
     @staticmethod
-    def _closing_message(active: list[jobs.Job]) -> str:
+    def _closing_message(active: list[jobs.Job], waiting: bool = False) -> str:
+        if waiting:
+            return "Quitting once the work under way is done…"
         if any(job.kind == "train" for job in active):
             return "Stopping the run and saving its checkpoint…"
         if any(job.kind == "export" for job in active):
@@ -380,9 +379,12 @@ class MainWindow(QMainWindow):
         return "Finishing background work before closing…"
 
     def _check_closing(self) -> None:
-        jobs.cancel_all()                   # also anything a finishing job started meanwhile
-        overdue = self._closing_since is not None and time.monotonic() - self._closing_since > CLOSE_TIMEOUT_S
-        if not jobs.active_jobs() or overdue:
+        jobs.cancel_all(keep=self._waited_for)  # also anything a finishing job started meanwhile
+        live = jobs.active_jobs()
+        overdue = (self._closing_since is not None and time.monotonic() - self._closing_since > CLOSE_TIMEOUT_S
+                   and not any(job in live for job in self._waited_for))   # no time limit on what the user awaits
+        if not live or overdue:
             self._close_timer.stop()
+            self._waited_for = []
             self._closing_since = -1.0      # marks "confirmed": closeEvent will accept now
             self.close()

@@ -42,3 +42,15 @@ def format_count(n: int | None) -> str:
     if n >= 10_000:
         return f"{n / 1e3:.1f} K"
     return f"{n:,}"
+
+
+def weights_text(weights: str) -> str:
+    """What a run started from: 'pretrained', 'random' or the local file's name ('' when not recorded)."""
+    if weights in ("hub", ""):
+        return "pretrained" if weights else ""
+    return "random" if weights == "random" else weights.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def backbone_text(backbone: str, weights: str) -> str:
+    """The backbone that ran: its pretrained tag ('.augreg_in21k_ft_in1k') only when those weights were used."""
+    return backbone if weights in ("hub", "") else backbone.split(".")[0]

@@ -13,9 +13,9 @@ from typing import Any
 
 from PySide6.QtCore import QStandardPaths, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QIcon, QPalette, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QButtonGroup, QFileDialog, QFormLayout, QGroupBox,
-                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QMessageBox, QProgressBar,
-                               QPushButton, QRadioButton, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout,
+from PySide6.QtWidgets import (QButtonGroup, QFileDialog, QFormLayout, QGroupBox,
+                               QHBoxLayout, QLabel, QLineEdit, QMessageBox, QProgressBar,
+                               QPushButton, QRadioButton, QSizePolicy, QTableWidgetItem, QVBoxLayout,
                                QWidget)
 
 from app import jobs
@@ -23,10 +23,10 @@ from app.run_life import NOT_TRAINED, has_model
 from app.theme import state_color
 from app.widgets.classify_folder_dialog import ClassifyFolderDialog
 from app.widgets.error_dialog import ask_to_replace, show_error
+from app.widgets.image_drop_table import IMAGE_SUFFIXES, ImageDropTable
 from app.widgets.thumbnails import read_thumbnail
 from app.widgets.why_panel import WhyPanel
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
 
 
@@ -92,49 +92,6 @@ def run_predict(export_path: str, images: list[str]):
     return [r.top for r in results], [read_thumbnail(p, 56) for p in images], [r.error for r in results]
 
 
-class ImageDropTable(QTableWidget):
-    """Image / file / top-3 table that accepts dropped image files."""
-
-    files_dropped = Signal(list)
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(0, 4, parent)
-        self.setHorizontalHeaderLabels(["Image", "File", "Top-3 predictions", ""])
-        self.setAcceptDrops(True)
-        self.setDragDropMode(QAbstractItemView.DragDropMode.DropOnly)
-        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.verticalHeader().setVisible(False)
-        self.verticalHeader().setDefaultSectionSize(64)
-        self.setIconSize(QPixmap(56, 56).size())
-        header = self.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Fixed)
-        self.setColumnWidth(0, 72)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(3, QHeaderView.ResizeMode.ResizeToContents)     # the "Why?" buttons
-
-    @staticmethod
-    def _image_paths(mime) -> list[str]:
-        return [u.toLocalFile() for u in mime.urls()
-                if u.isLocalFile() and Path(u.toLocalFile()).suffix.lower() in IMAGE_SUFFIXES]
-
-    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt override
-        if self._image_paths(event.mimeData()):
-            event.acceptProposedAction()
-        else:
-            event.ignore()
-
-    def dragMoveEvent(self, event) -> None:  # noqa: N802 - Qt override
-        if event.mimeData().hasUrls():
-            event.acceptProposedAction()
-
-    def dropEvent(self, event) -> None:  # noqa: N802 - Qt override
-        paths = self._image_paths(event.mimeData())
-        if paths:
-            event.acceptProposedAction()
-            self.files_dropped.emit(paths)
-
-
 class ExportPage(QWidget):
     """Export a run to TorchScript (or ONNX) and try the exported file."""
 
@@ -157,7 +114,15 @@ class ExportPage(QWidget):
         self.run_label.setStyleSheet("color: palette(placeholder-text);")
         self.run_label.setWordWrap(True)
 
-        # --- export form ---
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.title)
+        layout.addWidget(self.run_label)
+        layout.addWidget(self._build_export_box())
+        layout.addWidget(self._build_try_box(), 1)
+        self._update_buttons()
+
+    def _build_formats(self) -> QVBoxLayout:
+        """TorchScript or ONNX (greyed, with the reason, without the onnx package)."""
         self.torchscript_radio = QRadioButton("TorchScript (.pt) — needs only PyTorch to run")
         self.onnx_radio = QRadioButton("ONNX (.onnx) — for ONNX Runtime and other engines")
         self.torchscript_radio.setChecked(True)
@@ -171,7 +136,11 @@ class ExportPage(QWidget):
         formats = QVBoxLayout()
         formats.addWidget(self.torchscript_radio)
         formats.addWidget(self.onnx_radio)
+        return formats
 
+
+    def _build_export_box(self) -> QGroupBox:
+        """Format, place, Export, and what the check in a fresh process found."""
         self.path_edit = QLineEdit()
         self.path_edit.setPlaceholderText("Where to save the exported model")
         self.path_edit.textChanged.connect(self._update_buttons)
@@ -206,7 +175,7 @@ class ExportPage(QWidget):
         export_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         box_layout = QVBoxLayout(export_box)
         form = QFormLayout()
-        form.addRow("Format:", formats)
+        form.addRow("Format:", self._build_formats())
         form.addRow("Save as:", path_row)
         form.addRow("", action_row)
         box_layout.addLayout(form)
@@ -219,8 +188,10 @@ class ExportPage(QWidget):
         self.details_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         box_layout.addWidget(self.details_label)
         self.details_label.hide()               # shown once an export was verified and measured
+        return export_box
 
-        # --- try it ---
+    def _build_try_box(self) -> QGroupBox:
+        """Try it: images dropped or added, their top-3 classes, Why?, and Classify a folder…."""
         self.try_table = ImageDropTable()
         self.try_table.files_dropped.connect(self.try_images)
         self.add_button = QPushButton("Add images…")
@@ -250,13 +221,7 @@ class ExportPage(QWidget):
         table_row.addWidget(self.try_table, 1)
         table_row.addWidget(self.why_panel)
         tlay.addLayout(table_row, 1)
-
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.title)
-        layout.addWidget(self.run_label)
-        layout.addWidget(export_box)
-        layout.addWidget(try_box, 1)
-        self._update_buttons()
+        return try_box
 
     # --- page contract ---------------------------------------------------------
     def status(self) -> tuple[bool, str]:
@@ -329,7 +294,7 @@ class ExportPage(QWidget):
         self._set_busy(True, "Exporting and checking the file in a fresh process…")
         # The engine writes beside the target and renames at the end; closing waits for that.
         jobs.submit(lambda _job: run_export(run_dir, out, fmt, overwrite, weights), kind="export", what="The export",
-                    context=self, imports=("timm", "dtl_engine.training"),
+                    context=self, loses_work=True, imports=("timm", "dtl_engine.training"),
                     on_done=self._export_done, on_error=self._export_failed)
 
     def _export_done(self, result: Any) -> None:
@@ -482,14 +447,16 @@ class ExportPage(QWidget):
 
 
 def _prediction_label(top: list[tuple[str, float]]) -> QLabel:
-    """'<b>cat 91.2 %</b> · dog 6.1 % · fox 1.0 %' with the best guess stressed."""
-    parts = [f"{_escape(cls)} {100 * p:.1f} %" for cls, p in top]
+    """'<b>cat 91.2 %</b> · dog 6.1 % · fox 1.0 %' with the best guess stressed; on a narrow window the
+    runners-up wrap below it (between guesses only), not cut off at the cell's edge."""
+    parts = [f"{_escape(cls)}&nbsp;{100 * p:.1f}&nbsp;%" for cls, p in top]
     html = f"<span style='font-size:12pt'><b>{parts[0]}</b></span>" if parts else ""
     if len(parts) > 1:
         muted = QGuiApplication.palette().color(QPalette.ColorRole.PlaceholderText).name()
         html += f"&nbsp;&nbsp;<span style='color:{muted}'>" + " · ".join(parts[1:]) + "</span>"
     label = QLabel(html)
     label.setTextFormat(Qt.TextFormat.RichText)
+    label.setWordWrap(True)
     label.setContentsMargins(8, 0, 8, 0)
     return label
 

@@ -5,46 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import (QBoxLayout, QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog,
-                               QFormLayout, QFrame, QHBoxLayout, QLabel, QLineEdit, QPushButton, QRadioButton,
-                               QScrollArea, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QBoxLayout, QFileDialog, QFrame, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from app import jobs
-from app.pages.bindings import (AUTO_NUMBER, DATA_CHOICE, FLAG, NUMBER, OPTIONAL_NUMBER, PERCENT, TEXT_CHOICE, Binding,
-                                read_all, show_all, show_changes)
+from app.pages import model_form as form
+from app.pages.bindings import Binding, read_all, show_all, show_changes
 from app.settings import Settings
-from app.widgets.backbone_picker import BackbonePicker
-from app.widgets.card import card as _card
-from app.widgets.collapsible import Collapsible
-from app.widgets.gpu_fit import GpuFitRow, GpuProbe
-from dtl_engine.config import AUGMENTS, DEVICES, PRECISIONS, TrainConfig
+from app.widgets.gpu_fit import GpuProbe
+from dtl_engine.config import TrainConfig
 from dtl_engine.errors import DTLError
 from dtl_engine.formatting import format_bytes
 from dtl_engine.recipes import RECIPE_FIELDS, recipe_values
 from dtl_engine.registry import FAMILIES, METHODS, family_spec
 
 DEFAULT_BACKBONE = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
-RECIPE_LABELS = {"quick": "Quick (default)", "paper": "Paper"}
-AUGMENT_LABELS = {"auto": "Automatic", "none": "None", "light-noflip": "Light, no flips",
-                  "light": "Light (crops and flips)", "standard": "Standard"}
 ESTIMATE_DELAY_MS = 350
+CHANGE_HINT = "Change the rank, batch size, image size or memory savers to see the effect."
 WIDE_LAYOUT_PX = 960                        # a page narrower than this stacks its two columns
 # What "Fit to my GPU" may change, as the page names it.
 FIT_LABELS = {"precision": "Precision", "batch_size": "Batch size", "checkpoint_blocks": "Recompute blocks",
               "low_precision_taps": "Side-network inputs in bf16",
               "half_frozen_weights": "Frozen weights in half precision"}
 
-
-def _section(text: str) -> QLabel:
-    label = QLabel(text)
-    label.setProperty("role", "section")
-    return label
-
-
-
-def _top(field: str) -> int:
-    """The largest value of a setting (TrainConfig's range), within what a spin box holds."""
-    return int(min(TrainConfig.bounds(field)[1], 2 ** 31 - 1))
 
 class ModelPage(QWidget):
     """Choose what to train and how. ``build_config(data_root)`` turns the page into a TrainConfig."""
@@ -72,7 +54,9 @@ class ModelPage(QWidget):
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(ESTIMATE_DELAY_MS)
         self._debounce.timeout.connect(self._start_estimate)
+        self._loading = True                # no reaction to the controls' first values while they are made
         self._build()
+        self._loading = False
         self.load_config(self.settings.last_config())
 
     # --- layout ------------------------------------------------------------------------------
@@ -100,194 +84,9 @@ class ModelPage(QWidget):
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(body)
         root.addWidget(scroll, 1)
-
-        # Left: backbone + weights source.
-        left_card, left = _card()
-        left.addWidget(_section("Backbone"))
-        self.picker = BackbonePicker()
-        self.picker.backbone_changed.connect(self._backbone_changed)
-        self.picker.cache_known.connect(self.status_changed)
-        left.addWidget(self.picker, 1)
-        left.addSpacing(4)
-        left.addWidget(_section("Weights"))
-        self.weights_group = QButtonGroup(self)
-        self.w_hub = QRadioButton("Pretrained (downloaded once, then cached)")
-        self.w_file = QRadioButton("Local weights file")
-        self.w_random = QRadioButton("Random (no pre-training)")
-        tip = TrainConfig.help("weights")
-        for i, button in enumerate((self.w_hub, self.w_file, self.w_random)):
-            button.setToolTip(tip)
-            self.weights_group.addButton(button, i)
-        self.w_hub.setChecked(True)
-        file_row = QHBoxLayout()
-        file_row.setContentsMargins(22, 0, 0, 0)
-        self.weights_path = QLineEdit()
-        self.weights_path.setPlaceholderText(".safetensors, .pth, .bin or .npz file")
-        self.weights_path.textChanged.connect(self._changed)
-        self.weights_browse = QPushButton("Choose…")
-        self.weights_browse.clicked.connect(self._choose_weights)
-        file_row.addWidget(self.weights_path, 1)
-        file_row.addWidget(self.weights_browse)
-        self.random_warning = QLabel("Random weights: the backbone has learnt nothing, so results will be poor. "
-                                     "Use this only to try the app.")
-        self.random_warning.setProperty("role", "warn")
-        self.random_warning.setWordWrap(True)
-        left.addWidget(self.w_hub)
-        left.addWidget(self.w_file)
-        left.addLayout(file_row)
-        left.addWidget(self.w_random)
-        left.addWidget(self.random_warning)
-        self.weights_group.idToggled.connect(lambda *_: self._changed())
-        columns.addWidget(left_card, 5)
-
-        # Right: method, memory, advanced.
-        right = QWidget()
-        right.setMinimumWidth(400)
-        rl = QVBoxLayout(right)
-        rl.setContentsMargins(0, 0, 0, 0)
-        rl.setSpacing(12)
-        method_card, mc = _card()
-        mc.addWidget(_section("Method"))
-        seg = QHBoxLayout()
-        seg.setSpacing(0)
-        self.method_group = QButtonGroup(self)
-        self.method_buttons: dict[str, QPushButton] = {}
-        for i, spec in enumerate(METHODS.values()):
-            key = spec.key
-            b = QPushButton(spec.label)
-            b.setCheckable(True)
-            b.setProperty("role", "segment")
-            b.setToolTip(spec.summary)
-            self.method_group.addButton(b, i)
-            self.method_buttons[key] = b
-            seg.addWidget(b)
-        seg.addStretch(1)
-        self.method_buttons["dtl"].setChecked(True)
-        self.method_group.idToggled.connect(lambda *_: self._changed())
-        mc.addLayout(seg)
-        self.method_text = QLabel("")
-        self.method_text.setWordWrap(True)
-        self.method_text.setProperty("role", "muted")
-        mc.addWidget(self.method_text)
-        form = QFormLayout()
-        form.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        form.setHorizontalSpacing(12)
-        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
-        self.rank = self._spin(0, _top("rank"), "rank", special="Auto")
-        self.inject_from = self._spin(-1, _top("inject_from"), "inject_from", special="Auto")
-        self.beta = QDoubleSpinBox()
-        self.beta.setRange(*TrainConfig.bounds("beta"))
-        self.beta.setDecimals(1)
-        self.beta.setValue(100.0)
-        self._tip(self.beta, "beta")
-        self.beta.valueChanged.connect(self._changed)
-        self.beta.setMinimumWidth(150)
-        self.kernel = self._spin(-1, _top("fusion_kernel"), "fusion_kernel", special="Auto", step=2)
-        form.addRow("Rank r", self.rank)
-        form.addRow("Injection start M", self.inject_from)
-        form.addRow("Swish steepness β", self.beta)
-        form.addRow("DTL+ kernel", self.kernel)
-        mc.addLayout(form)
-        rl.addWidget(method_card)
-
-        memory_card, mem = _card()
-        mem.addWidget(_section("Training memory (estimate)"))
-        self.memory_label = QLabel("Estimating…")
-        self.memory_label.setProperty("role", "big")
-        self.memory_label.setWordWrap(True)
-        self.memory_detail = QLabel("")
-        self.memory_detail.setProperty("role", "muted")
-        self.memory_detail.setWordWrap(True)
-        mem.addWidget(self.memory_label)
-        mem.addWidget(self.memory_detail)
-        self.gpu_fit = GpuFitRow(self._gpu_probe)
-        self.gpu_fit.fit_requested.connect(self.fit_to_gpu)
-        mem.addWidget(self.gpu_fit)
-        rl.addWidget(memory_card)
-
-        adv = QWidget()
-        af = QFormLayout(adv)
-        af.setLabelAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        af.setHorizontalSpacing(12)
-        af.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
-        af.setContentsMargins(16, 4, 4, 4)
-        self.epochs = self._spin(1, _top("epochs"), "epochs")
-        self.batch_size = self._spin(1, _top("batch_size"), "batch_size")
-        self.recipe = QComboBox()
-        for value, text in RECIPE_LABELS.items():
-            self.recipe.addItem(text, value)
-        self.recipe.setMinimumWidth(150)
-        self._tip(self.recipe, "recipe")
-        self.recipe.currentIndexChanged.connect(self._recipe_changed)
-        self.lr = QDoubleSpinBox()
-        self.lr.setDecimals(5)
-        self.lr.setRange(0.0, min(1.0, TrainConfig.bounds("lr")[1]))     # 0 shows "Automatic"
-        self.lr.setSpecialValueText("Automatic")    # 0 = searched on the training images
-        self.lr.setSingleStep(0.0001)
-        self._tip(self.lr, "lr")
-        self.lr.valueChanged.connect(self._changed)
-        self.lr.setMinimumWidth(150)
-        self.weight_decay = QDoubleSpinBox()
-        self.weight_decay.setDecimals(3)
-        self.weight_decay.setRange(*TrainConfig.bounds("weight_decay"))
-        self.weight_decay.setSingleStep(0.01)
-        self._tip(self.weight_decay, "weight_decay")
-        self.weight_decay.valueChanged.connect(self._changed)
-        self.weight_decay.setMinimumWidth(150)
-        self.augment = QComboBox()
-        for value in AUGMENTS:
-            self.augment.addItem(AUGMENT_LABELS.get(value, value), value)
-        self.augment.setMinimumWidth(150)
-        self._tip(self.augment, "augment")
-        self.augment.currentIndexChanged.connect(self._changed)
-        self.precision = self._combo(PRECISIONS, "precision")
-        self.device = self._combo(DEVICES, "device")
-        self.seed = self._spin(0, _top("seed"), "seed")
-        self.val_percent = self._spin(5, 50, "val_fraction")
-        self.val_percent.setSuffix(" %")
-        self.image_size = self._spin(0, _top("image_size"), "image_size", special="Backbone default", step=16)
-        self.early_stopping = self._spin(0, _top("early_stopping"), "early_stopping", special="Never")
-        self.checkpoint_blocks = QCheckBox("Recompute blocks (slower, less memory)")
-        self._tip(self.checkpoint_blocks, "checkpoint_blocks")
-        self.checkpoint_blocks.toggled.connect(self._changed)
-        self.low_precision_taps = QCheckBox("Side-network inputs in bf16")
-        self._tip(self.low_precision_taps, "low_precision_taps")
-        self.low_precision_taps.toggled.connect(self._changed)
-        for label, widget in (("Training recipe", self.recipe), ("Epochs", self.epochs),
-                              ("Batch size", self.batch_size), ("Learning rate", self.lr),
-                              ("Weight decay", self.weight_decay), ("Augmentation", self.augment),
-                              ("Image size", self.image_size), ("Validation share", self.val_percent),
-                              ("Precision", self.precision), ("Device", self.device), ("Seed", self.seed),
-                              ("Early stopping", self.early_stopping)):
-            af.addRow(label, widget)
-        af.addRow("Memory savers", self.checkpoint_blocks)
-        af.addRow("", self.low_precision_taps)
-        self.advanced = Collapsible("Advanced training settings", adv)
-        rl.addWidget(self.advanced)
-        rl.addStretch(1)
-        columns.addWidget(right, 4)
-
-        # Every plain setting: (widget, TrainConfig field, converter). A new setting is one row here.
-        self.bindings: tuple[Binding, ...] = (
-            Binding(self.rank, "rank", OPTIONAL_NUMBER),
-            Binding(self.inject_from, "inject_from", OPTIONAL_NUMBER),
-            Binding(self.beta, "beta", NUMBER),
-            Binding(self.kernel, "fusion_kernel", OPTIONAL_NUMBER),
-            Binding(self.epochs, "epochs", NUMBER),
-            Binding(self.batch_size, "batch_size", NUMBER),
-            Binding(self.recipe, "recipe", DATA_CHOICE),
-            Binding(self.lr, "lr", AUTO_NUMBER),
-            Binding(self.weight_decay, "weight_decay", NUMBER),
-            Binding(self.augment, "augment", DATA_CHOICE),
-            Binding(self.precision, "precision", TEXT_CHOICE),
-            Binding(self.device, "device", TEXT_CHOICE),
-            Binding(self.seed, "seed", NUMBER),
-            Binding(self.val_percent, "val_fraction", PERCENT),
-            Binding(self.image_size, "image_size", OPTIONAL_NUMBER),
-            Binding(self.early_stopping, "early_stopping", OPTIONAL_NUMBER),
-            Binding(self.checkpoint_blocks, "checkpoint_blocks", FLAG),
-            Binding(self.low_precision_taps, "low_precision_taps", FLAG),
-        )
+        columns.addWidget(form.backbone_card(self), 5)
+        columns.addWidget(form.right_column(self), 4)
+        self.bindings: tuple[Binding, ...] = form.bindings(self)
 
     def resizeEvent(self, event) -> None:  # noqa: N802
         super().resizeEvent(event)
@@ -295,28 +94,6 @@ class ModelPage(QWidget):
         direction = QBoxLayout.Direction.LeftToRight if wide else QBoxLayout.Direction.TopToBottom
         if self._columns.direction() != direction:
             self._columns.setDirection(direction)
-
-    def _tip(self, widget: QWidget, field: str) -> None:
-        widget.setToolTip(TrainConfig.help(field))
-
-    def _spin(self, lo: int, hi: int, field: str, special: str | None = None, step: int = 1) -> QSpinBox:
-        spin = QSpinBox()
-        spin.setRange(lo, hi)
-        spin.setSingleStep(step)
-        if special:
-            spin.setSpecialValueText(special)
-        spin.setMinimumWidth(150)
-        self._tip(spin, field)
-        spin.valueChanged.connect(self._changed)
-        return spin
-
-    def _combo(self, values: tuple[str, ...], field: str) -> QComboBox:
-        combo = QComboBox()
-        combo.addItems(list(values))
-        combo.setMinimumWidth(150)
-        self._tip(combo, field)
-        combo.currentIndexChanged.connect(self._changed)
-        return combo
 
     # --- values <-> widgets ------------------------------------------------------------------
     def method(self) -> str:
@@ -493,8 +270,18 @@ class ModelPage(QWidget):
 
     def _schedule_estimate(self) -> None:
         self._estimate_id += 1
+        if not self._estimate_text:
+            self._hold_room_for_the_estimate()
         self.memory_label.setText("Estimating…" if not self._estimate_text else self._estimate_text)
         self._debounce.start()
+
+    def _hold_room_for_the_estimate(self) -> None:
+        """Wait in the estimate's own shape: the page below must not jump (and a click miss) when it arrives."""
+        self.memory_label.ensurePolished()      # the theme's "big" font, not the default one
+        self.memory_label.setMinimumHeight(2 * self.memory_label.fontMetrics().lineSpacing())
+        self.memory_detail.setText(
+            f"Batch {self.batch_size.value()}: the activations, the weights, the gradients and the optimiser "
+            f"state of these settings are being worked out. {CHANGE_HINT}")
 
     def _start_estimate(self) -> None:
         d = self.config_dict()
@@ -529,8 +316,7 @@ class ModelPage(QWidget):
         self.memory_detail.setText(
             f"Batch {kwargs['batch_size']}, {precision}: activations {format_bytes(m.activation_bytes)}, "
             f"weights {format_bytes(m.param_bytes)}, "
-            f"gradients + optimiser {format_bytes(m.grad_bytes + m.optimizer_bytes)}. "
-            "Change the rank, batch size, image size or memory savers to see the effect.")
+            f"gradients + optimiser {format_bytes(m.grad_bytes + m.optimizer_bytes)}. " + CHANGE_HINT)
         self.estimate_ready.emit(self._estimate_text)
 
     def _estimate_failed(self, request: int, text: str) -> None:

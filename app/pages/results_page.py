@@ -80,7 +80,7 @@ class ResultsPage(QWidget):
         self.tabs.addTab(gallery_box, "Images")
         self.tabs.addTab(self.doctor, "Data doctor")
         self.tabs.setCornerWidget(self.gallery_buttons, Qt.Corner.TopRightCorner)
-        self.tabs.currentChanged.connect(lambda index: self.gallery_buttons.setVisible(index == 0))
+        self.tabs.currentChanged.connect(self._tab_changed)
         self.tabs.setTabToolTip(1, "Check the run's images: duplicates and leakage between the splits, likely "
                                    "mislabeled images, class imbalance, images far from their class")
         main = QSplitter(Qt.Orientation.Vertical)
@@ -98,6 +98,15 @@ class ResultsPage(QWidget):
         self.search_view = SearchView()     # the automatic learning rate / augmentation, when searched
         layout.addWidget(self.search_view)
         layout.addWidget(main, 1)
+
+    def _tab_changed(self, index: int) -> None:
+        self.gallery_buttons.setVisible(index == 0)
+        if self.tabs.widget(index) is self.doctor:
+            # The doctor's summary and table need more than the gallery's share: with it the table showed
+            # one row at 1240x820 until the splitter was dragged.
+            top, bottom = self.body.sizes()
+            if bottom < 2 * (top + bottom) // 3:
+                self.body.setSizes([(top + bottom) // 3, (top + bottom) - (top + bottom) // 3])
 
     # --- layout ----------------------------------------------------------------
     def _build_matrix(self) -> QGroupBox:
@@ -125,6 +134,10 @@ class ResultsPage(QWidget):
         header = self.per_class.horizontalHeader()
         header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)  # class order until the user sorts
         self.per_class.setSortingEnabled(True)
+        # No room kept for a sort arrow on every column until the user sorts: with it the columns
+        # outgrew the table on a small window and "Images" was cut to "Ima".
+        header.setSortIndicatorShown(False)
+        header.sortIndicatorChanged.connect(lambda *_: header.setSortIndicatorShown(True))
         # Every column as wide as its text ("Class" was cut to "las" on a small window); the last takes the rest.
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setStretchLastSection(True)
@@ -200,8 +213,8 @@ class ResultsPage(QWidget):
         self.progress.setVisible(True)
         self._set_status(False, f"Loading the results of {Path(run_dir).name}…")
         jobs.submit(lambda job: load_evaluation(run_dir, job), kind="evaluate", what="Evaluating the run",
-                    context=self, supersede="evaluate", imports=("timm", "dtl_engine.training"), lane="evaluate",
-                    on_progress=self._progressed, on_done=self.show_evaluation, on_error=self._failed)
+                    context=self, loses_work=True, supersede="evaluate", imports=("timm", "dtl_engine.training"),
+                    lane="evaluate", on_progress=self._progressed, on_done=self.show_evaluation, on_error=self._failed)
 
     def show_result(self, result: Any) -> None:
         """Show a RunResult straight away when it carries its evaluation."""
@@ -344,6 +357,8 @@ class ResultsPage(QWidget):
                 self.per_class.setItem(r, c, item)
             self.per_class.setItem(r, 4, _NumberItem(str(int(row["support"])), float(row["support"])))
         self.per_class.setSortingEnabled(True)
+        header = self.per_class.horizontalHeader()
+        header.setSortIndicatorShown(header.sortIndicatorSection() >= 0)    # Qt showed it again: only once sorted
 
     def _progressed(self, value: Any) -> None:
         done, total = value

@@ -5,7 +5,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEvent, QItemSelectionModel, Qt, Signal
+from PySide6.QtCore import QEvent, QItemSelectionModel, QObject, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
@@ -17,22 +17,13 @@ from app.widgets.cache_line import CacheLine
 from app.widgets.error_dialog import show_error
 from app.widgets.run_compare import MAX_RUNS, RunCompareDialog
 from app.worker import describe_error
+from dtl_engine.formatting import backbone_text, weights_text
 
 COLUMNS = ["Name", "Date", "Backbone", "Weights", "Method", "Status", "Epochs", "Best val. acc."]
 STATUS_COL = COLUMNS.index("Status")
 NUMBER_COLS = (COLUMNS.index("Epochs"), COLUMNS.index("Best val. acc."))
-
-
-def weights_text(weights: str) -> str:
-    """What the run started from: 'pretrained', 'random' or the local file's name."""
-    if weights in ("hub", ""):
-        return "pretrained" if weights else ""
-    return "random" if weights == "random" else Path(weights).name
-
-
-def backbone_text(backbone: str, weights: str) -> str:
-    """The backbone's name; its pretrained tag ('.augreg_in21k_ft_in1k') only when those weights were used."""
-    return backbone if weights in ("hub", "") else backbone.split(".")[0]
+NAME_COL, DATE_COL = COLUMNS.index("Name"), COLUMNS.index("Date")
+ELIDED_COLS = (NAME_COL, COLUMNS.index("Backbone"), COLUMNS.index("Weights"))
 
 
 def list_runs() -> list[Any]:
@@ -118,10 +109,16 @@ class RunsPage(QWidget):
         table.setAlternatingRowColors(True)
         table.verticalHeader().setVisible(False)
         header = table.horizontalHeader()
-        # Every column as wide as its text (a run's name is never cut short); the table scrolls sideways
-        # when the window is narrow, and the last column takes what is left.
+        # The short columns (date, status, epochs, accuracy…) as wide as their text; the run's name, its
+        # backbone and weights share what is left, cut in the middle when the window is narrow (whole in
+        # their tooltips).
+        # A table as wide as all its texts scrolled sideways and hid the status and the accuracy.
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        for col in ELIDED_COLS:
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
+        table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        table.setWordWrap(False)
+        table.viewport().installEventFilter(self)       # its width changed: share it again
         table.itemSelectionChanged.connect(self._update_buttons)
         table.cellDoubleClicked.connect(lambda *_: self._open())
         return table
@@ -170,6 +167,8 @@ class RunsPage(QWidget):
                 if col == 0:
                     item.setData(Qt.ItemDataRole.UserRole, str(run.run_dir))
                     item.setToolTip(str(run.run_dir))
+                elif col in ELIDED_COLS:
+                    item.setToolTip(str(text))
                 if col == STATUS_COL and getattr(run, "problem", ""):
                     item.setToolTip(run.problem)        # why a damaged run cannot be opened
                 if col in NUMBER_COLS:
@@ -180,6 +179,7 @@ class RunsPage(QWidget):
                     self.table.model().index(row, 0),
                     QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows)
         self._paint_statuses()
+        self._share_width()
         n = len(self.runs)
         resumable = sum(RunState.of(r.status).resumable for r in self.runs)
         self.summary.setText(f"{n} run(s)" + (f", {resumable} can be resumed" if resumable else "")
@@ -188,6 +188,32 @@ class RunsPage(QWidget):
         self._status = (n > 0, f"{n} past run(s)" if n else "No runs yet.")
         self._update_buttons()
         self.status_changed.emit()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if event.type() == QEvent.Type.Resize and watched is self.table.viewport():
+            self._share_width()
+        return super().eventFilter(watched, event)
+
+    def _share_width(self) -> None:
+        """The name, backbone and weights share the width the other columns leave: each at least its header,
+        at most its longest text (so a wide window shows them whole), the name first. When even the name
+        cannot be whole, the date goes: a run's name begins with its date and time."""
+        table, header = self.table, self.table.horizontalHeader()
+        table.setColumnHidden(DATE_COL, False)
+        least = {c: header.sectionSizeFromContents(c).width() for c in ELIDED_COLS}
+        most = {c: max(least[c], table.sizeHintForColumn(c)) for c in ELIDED_COLS}
+        fixed = sum(header.sectionSize(c) for c in range(len(COLUMNS)) if c not in ELIDED_COLS)
+        extra = table.viewport().width() - fixed - sum(least.values())
+        if extra < most[NAME_COL] - least[NAME_COL]:
+            extra += header.sectionSize(DATE_COL)
+            table.setColumnHidden(DATE_COL, True)
+        width = dict(least)
+        for col in ELIDED_COLS:             # the name first, then the backbone, then the weights
+            grow = max(0, min(extra, most[col] - width[col]))
+            width[col] += grow
+            extra -= grow
+        for col, size in width.items():
+            header.resizeSection(col, size)
 
     def _paint_statuses(self) -> None:
         for row in range(self.table.rowCount()):

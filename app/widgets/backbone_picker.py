@@ -5,7 +5,7 @@ runs in a thread pool; the table fills in as answers arrive.
 """
 from __future__ import annotations
 
-from PySide6.QtCore import QStringListModel, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QStringListModel, Qt, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (QAbstractItemView, QCompleter, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
@@ -59,6 +59,8 @@ class BackbonePicker(QWidget):
         self.search.returnPressed.connect(lambda: self.select(self.search.text().strip()))
         self.use_button = QPushButton("Use")
         self.use_button.clicked.connect(lambda: self.select(self.search.text().strip()))
+        # The open suggestion list takes every click; one on "Use" must still use the name, not only close it.
+        completer.popup().installEventFilter(self)
         search_row.addWidget(self.search, 1)
         search_row.addWidget(self.use_button)
         layout.addLayout(search_row)
@@ -67,6 +69,7 @@ class BackbonePicker(QWidget):
         self.search_message.setWordWrap(True)
         self.search_message.hide()
         layout.addWidget(self.search_message)
+        self.search.textEdited.connect(self.search_message.hide)    # the sentence was about the old text
 
         self.table = self._build_table()
         layout.addWidget(self.table, 1)
@@ -103,6 +106,16 @@ class BackbonePicker(QWidget):
         table.setMinimumHeight(230)
         table.itemSelectionChanged.connect(self._selection_changed)
         return table
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+        """A click on "Use" while the suggestions are open closes them and uses the name at once."""
+        if event.type() == QEvent.Type.MouseButtonPress and watched is self.search.completer().popup():
+            spot = self.use_button.mapFromGlobal(event.globalPosition().toPoint())
+            if self.use_button.isEnabled() and self.use_button.rect().contains(spot):
+                watched.hide()
+                self.use_button.click()
+                return True
+        return super().eventFilter(watched, event)
 
     # --- rows ------------------------------------------------------------------------------
     def _add_row(self, info: BackboneInfo) -> int:
@@ -206,6 +219,7 @@ class BackbonePicker(QWidget):
         return self._cached.get(name or self.current())
 
     def _selection_changed(self) -> None:
+        self.search_message.hide()          # a backbone is chosen: a refusal of a typed name is over
         self._update_detail()
         name = self.current()
         if name:

@@ -295,40 +295,48 @@ class TrainingCharts(QWidget):
     def set_history(self, epochs: list[dict], steps: list[dict] | None = None) -> None:
         """Draw a finished run from its per-epoch (and optional per-step) records."""
         self.clear()
-        for rec in steps or []:
+        if steps:
+            self._draw_steps(steps)
+        for rec in epochs:
+            self._draw_epoch(rec, with_steps=bool(steps))
+        self.set_epochs(max(1, int(np.ceil(self._last_x))))
+        self.refresh()
+
+    def _draw_steps(self, steps: list[dict]) -> None:
+        """The step records: loss (raw and smoothed), speed and memory, in full."""
+        for rec in steps:
             x = float(rec.get("x", rec.get("epoch", 0)))
             self._last_x = max(self._last_x, x)
             self.loss.append("train (step)", x, float(rec.get("loss", np.nan)))
-        if steps:
-            xs, ys = self.loss.series("train (step)")
-            self.loss.set_series("train (smoothed)", xs, ema(ys))
-            speed = [(float(r["x"]), float(r["images_per_sec"])) for r in steps if r.get("images_per_sec")]
-            if speed:
-                self.throughput.set_series("images/s (smoothed)", [x for x, _ in speed],
-                                           ema(np.array([v for _, v in speed])))
-            for rec in steps:
-                if rec.get("memory_bytes"):
-                    x, now = float(rec["x"]), float(rec["memory_bytes"])
-                    self.memory.append("now", x, now)
-                    self.memory.append("peak", x, max(now, float(rec.get("peak_memory_bytes") or 0)))
-        for rec in epochs:
-            x = float(rec.get("epoch", 0)) + 1
-            self._last_x = max(self._last_x, x)
-            if not steps and rec.get("train_loss") is not None:
-                self.loss.append("train (smoothed)", x, float(rec["train_loss"]))
-            for key, chart, name, scale in (("val_loss", self.loss, "validation", 1.0),
-                                            ("train_acc", self.accuracy, "train", 100.0),
-                                            ("val_acc", self.accuracy, "validation", 100.0)):
-                if rec.get(key) is not None:
-                    chart.append(name, x, scale * float(rec[key]))
-            if steps:
-                continue                    # the steps drew speed and memory in full
-            if rec.get("images_per_sec"):
-                self.throughput.append("images/s (smoothed)", x, float(rec["images_per_sec"]))
-            if rec.get("peak_memory_bytes"):
-                self.memory.append("peak", x, float(rec["peak_memory_bytes"]))
-        self.set_epochs(max(1, int(np.ceil(self._last_x))))
-        self.refresh()
+        xs, ys = self.loss.series("train (step)")
+        self.loss.set_series("train (smoothed)", xs, ema(ys))
+        speed = [(float(r["x"]), float(r["images_per_sec"])) for r in steps if r.get("images_per_sec")]
+        if speed:
+            self.throughput.set_series("images/s (smoothed)", [x for x, _ in speed],
+                                       ema(np.array([v for _, v in speed])))
+        for rec in steps:
+            if rec.get("memory_bytes"):
+                x, now = float(rec["x"]), float(rec["memory_bytes"])
+                self.memory.append("now", x, now)
+                self.memory.append("peak", x, max(now, float(rec.get("peak_memory_bytes") or 0)))
+
+    def _draw_epoch(self, rec: dict, with_steps: bool) -> None:
+        """One epoch record: validation loss and both accuracies; without steps also loss, speed and memory."""
+        x = float(rec.get("epoch", 0)) + 1
+        self._last_x = max(self._last_x, x)
+        if not with_steps and rec.get("train_loss") is not None:
+            self.loss.append("train (smoothed)", x, float(rec["train_loss"]))
+        for key, chart, name, scale in (("val_loss", self.loss, "validation", 1.0),
+                                        ("train_acc", self.accuracy, "train", 100.0),
+                                        ("val_acc", self.accuracy, "validation", 100.0)):
+            if rec.get(key) is not None:
+                chart.append(name, x, scale * float(rec[key]))
+        if with_steps:
+            return                          # the steps drew speed and memory in full
+        if rec.get("images_per_sec"):
+            self.throughput.append("images/s (smoothed)", x, float(rec["images_per_sec"]))
+        if rec.get("peak_memory_bytes"):
+            self.memory.append("peak", x, float(rec["peak_memory_bytes"]))
 
     def set_memory_kind(self, kind: str) -> None:
         """Say what the memory curve measures: GPU memory or the whole process (CPU runs)."""

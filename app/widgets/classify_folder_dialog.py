@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (QCheckBox, QDialog, QFileDialog, QFormLayout, QHB
 from app import jobs
 from app.theme import role_color
 from app.widgets.open_folder import open_folder
+from app.widgets.path_edit import PathEdit
 from app.widgets.error_dialog import ask_to_replace, show_error
 
 
@@ -83,9 +84,18 @@ class ClassifyFolderDialog(QDialog):
                        "read: results go to a CSV file, and copies (never moves) can be sorted into one "
                        "folder per class.")
         intro.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(intro)
+        layout.addLayout(self._build_places(model_path))
+        layout.addLayout(self._build_actions())
+        self._build_outcome(layout)
+        self._update()
 
+    def _build_places(self, model_path: str | None) -> QFormLayout:
+        """The folder, the model, the CSV, the optional sort folder and the unsure threshold."""
         self.folder_edit, folder_row = self._path_row("The folder of new images", self.choose_folder)
         self.folder_edit.editingFinished.connect(self._suggest_places)
+        self.folder_edit.textChanged.connect(self._forget_result)
         self.model_edit, model_row = self._path_row("The exported model (.pt or .onnx)", self.choose_model)
         self.model_edit.setText(model_path or "")
         self.csv_edit, csv_row = self._path_row("Where to save the results (CSV)", self.choose_csv)
@@ -102,14 +112,16 @@ class ClassifyFolderDialog(QDialog):
                                         "their copies go to _unsure/")
         for edit in (self.folder_edit, self.model_edit, self.csv_edit, self.sort_edit):
             edit.textChanged.connect(self._update)
-
         form = QFormLayout()
         form.addRow("Images:", folder_row)
         form.addRow("Model:", model_row)
         form.addRow("Results:", csv_row)
         form.addRow(self.sort_check, sort_row)
         form.addRow("Unsure below:", self.confidence_spin)
+        return form
 
+    def _build_actions(self) -> QHBoxLayout:
+        """Classify, Stop and the progress bar."""
         self.start_button = QPushButton("Classify")
         self.start_button.setDefault(True)
         self.start_button.clicked.connect(self.start)
@@ -126,7 +138,10 @@ class ClassifyFolderDialog(QDialog):
         action_row.addStretch(0)
         for button in (self.start_button, self.stop_button):
             button.setMinimumWidth(110)
+        return action_row
 
+    def _build_outcome(self, layout: QVBoxLayout) -> None:
+        """The message line, the summary, the unreadable files, and Show in folder / Close."""
         self.message_label = QLabel("")         # progress, the engine's refusal, or the summary's headline
         self.message_label.setWordWrap(True)
         self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -138,7 +153,6 @@ class ClassifyFolderDialog(QDialog):
         self.unreadable_view.setReadOnly(True)
         self.unreadable_view.setMaximumHeight(110)
         self.unreadable_view.hide()
-
         self.show_button = QPushButton("Show in folder")
         self.show_button.clicked.connect(self.show_in_folder)
         self.show_button.hide()
@@ -148,21 +162,24 @@ class ClassifyFolderDialog(QDialog):
         bottom.addWidget(self.show_button)
         bottom.addStretch(1)
         bottom.addWidget(self.close_button)
-
-        layout = QVBoxLayout(self)
-        layout.addWidget(intro)
-        layout.addLayout(form)
-        layout.addLayout(action_row)
-        layout.addWidget(self.message_label)
-        layout.addWidget(self.summary_label)
-        layout.addWidget(self.unreadable_view)
+        for widget in (self.message_label, self.summary_label, self.unreadable_view):
+            layout.addWidget(widget)
         layout.addStretch(1)
         layout.addLayout(bottom)
-        self._update()
+
+    def _forget_result(self) -> None:
+        """Another folder is picked: the last summary (or refusal) was about the one before."""
+        if self.is_running():
+            return
+        self.result = None
+        self.message_label.setText("")
+        self.summary_label.setText("")
+        self.unreadable_view.hide()
+        self.show_button.hide()
 
     # --- places -------------------------------------------------------------------
     def _path_row(self, placeholder: str, browse_fn: Any) -> tuple[QLineEdit, QHBoxLayout]:
-        edit = QLineEdit()
+        edit = PathEdit()
         edit.setPlaceholderText(placeholder)
         browse = QPushButton("Browse…")
         browse.clicked.connect(browse_fn)
@@ -252,7 +269,8 @@ class ClassifyFolderDialog(QDialog):
         self._job = jobs.submit(
             lambda job: classify_in_background(job, model, folder, csv_path, sort_into, min_confidence, replace,
                                                stop),
-            kind="classify-folder", what=UNEXPECTED, context=self, imports=("dtl_engine.inference.predict",),
+            kind="classify-folder", what=UNEXPECTED, context=self, loses_work=True,
+            imports=("dtl_engine.inference.predict",),
             on_progress=self._progressed, on_done=self._done, on_error=self._failed, on_cancel=stop.set,
             on_ended=self._ended)
         self._update()
@@ -298,21 +316,23 @@ class ClassifyFolderDialog(QDialog):
             head = f"Done: {r.classified} of {r.total} files classified."
         where = "Partial results" if getattr(r, "partial", False) else "Results"
         self._say(head + f" {where}: {r.csv_path}", role="ok" if not r.cancelled else "muted")
-        muted = role_color("muted")
-        rows = [(name, n) for name, n in sorted(r.counts.items(), key=lambda kv: (-kv[1], kv[0]))]
-        cells = "".join(f"<tr><td>{_escape(name)}</td><td align='right'>&nbsp;&nbsp;{n}</td></tr>"
-                        for name, n in rows)
+        # Lines that wrap, not a table: a table's height was under-measured and its last line cut off,
+        # and a hundred classes made it a hundred rows.
+        counts = " · ".join(f"{_escape(name)}:&nbsp;{n}"
+                            for name, n in sorted(r.counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        lines = [f"<b>Images per predicted class</b><br>{counts or '—'}"]
         unsure = self.confidence_spin.value()
-        extra = ""
+        tail = []
         if unsure:
             where = " (copies in _unsure)" if self._sort_into else ""
-            extra += (f"<tr><td>unsure, below {unsure} %{where}</td>"
-                      f"<td align='right'>&nbsp;&nbsp;{r.unsure}</td></tr>")
-        extra += f"<tr><td>could not be read</td><td align='right'>&nbsp;&nbsp;{len(r.unreadable)}</td></tr>"
-        copies = f"<p style='color:{muted}'>{r.copied} copies made in {_escape(self._sort_into)}</p>" \
-            if self._sort_into else ""
-        self.summary_label.setText(f"<b>Images per predicted class</b><table>{cells}"
-                                   f"<tr><td colspan=2></td></tr>{extra}</table>{copies}")
+            tail.append(f"unsure, below {unsure} %{where}: {r.unsure}")
+        tail.append(f"could not be read: {len(r.unreadable)}")
+        line = " · ".join(tail)
+        lines.append(line[:1].upper() + line[1:])
+        if self._sort_into:
+            lines.append(f"<span style='color:{role_color('muted')}'>{r.copied} copies made in "
+                         f"{_escape(self._sort_into)}</span>")
+        self.summary_label.setText("<br>".join(lines))
         if r.unreadable:
             self.unreadable_view.setPlainText("\n".join(f"{path} — {reason}" for path, reason in r.unreadable))
             self.unreadable_view.show()

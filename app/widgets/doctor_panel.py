@@ -94,13 +94,20 @@ class DoctorPanel(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(ICON + 6)
         self.table.setIconSize(QSize(ICON, ICON))
-        self.table.setWordWrap(False)
-        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        # A detail ("same as 0/12.png; across train/val (leakage)") wraps onto the row's second line: cut in
+        # its middle it lost what matters. A row is as tall as its thumbnail, or its text on a narrow window.
+        self.table.setWordWrap(True)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.table.verticalHeader().setMinimumSectionSize(ICON + 6)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)
+        # The finding's name and the image wrap in columns of their own width (the user can widen them):
+        # as wide as their texts they pushed the detail off a small window.
+        for col, width in ((0, 150), (1, 165)):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
+            self.table.setColumnWidth(col, width)
         header.setStretchLastSection(True)
-        self.table.setColumnWidth(1, 220)
         self.table.setVisible(False)
 
         buttons = QHBoxLayout()
@@ -144,8 +151,9 @@ class DoctorPanel(QWidget):
         self.progress.setVisible(True)
         self.summary.setText("Checking the images…")
         self._job = jobs.submit(lambda job: run_doctor(job, run_dir), kind="doctor", what="The data check",
-                                context=self, supersede="doctor", imports=("timm", "dtl_engine.training"),
-                                lane="doctor", on_progress=self._progressed, on_done=self._done,
+                                context=self, loses_work=True, supersede="doctor",
+                                imports=("timm", "dtl_engine.training"), lane="doctor",
+                                on_progress=self._progressed, on_done=self._done,
                                 on_error=lambda message, _details: self._failed(message),
                                 on_cancelled=lambda: self._failed("The data check was stopped."))
 

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QCheckBox, QDialog, QHBoxLayout, QHeaderView, QLa
 from app import jobs
 from app.theme import role_color
 from app.widgets.charts import BLUE, GREEN, ORANGE, PURPLE, LiveChart
+from dtl_engine.formatting import backbone_text
 
 RUN_COLORS = (BLUE, ORANGE, GREEN, PURPLE)      # one per run, in the order the runs were chosen
 MAX_RUNS = len(RUN_COLORS)
@@ -36,6 +37,15 @@ def setting_text(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+def _shown_setting(settings: dict, name: str) -> str:
+    """A run's setting as it ran: a random-weight run's backbone without the pretrained tag it never used."""
+    if name not in settings:
+        return "(none)"
+    if name == "backbone":
+        return backbone_text(str(settings[name]), str(settings.get("weights", "") or ""))
+    return setting_text(settings[name])
 
 
 def _percent(value: Any) -> str:
@@ -151,14 +161,16 @@ class RunCompareDialog(QDialog):
         self._fill_results(comparison)
         self.loaded.emit(comparison)
 
-    def _headers(self, table: QTableWidget, names: list[str], short: bool = False) -> None:
+    def _headers(self, table: QTableWidget, names: list[str]) -> None:
+        """"Run 1", "Run 2"… with the run's colour; the heading above names them (a run's name did not fit)."""
         table.setColumnCount(len(names))
-        table.setHorizontalHeaderLabels([f"Run {i + 1}" if short else f"{i + 1}. {name}"
-                                         for i, name in enumerate(names)])
-        for i in range(len(names)):
+        table.setHorizontalHeaderLabels([f"Run {i + 1}" for i in range(len(names))])
+        for i, name in enumerate(names):
             # the run's colour as a swatch beside the name: as text colour it was unreadable on a dark header
             table.horizontalHeaderItem(i).setIcon(run_swatch(i))
-            table.horizontalHeaderItem(i).setToolTip(self.comparison.runs[i].run_dir)
+            table.horizontalHeaderItem(i).setToolTip(f"{i + 1}. {name}\n{self.comparison.runs[i].run_dir}")
+        header = table.horizontalHeader()
+        header.setMinimumSectionSize(max(header.sectionSizeFromContents(i).width() for i in range(len(names))))
 
     def _fill_settings(self, comparison: Any) -> None:
         table = self.settings_table
@@ -174,7 +186,7 @@ class RunCompareDialog(QDialog):
         for row, name in enumerate(self.setting_rows):
             differs = name in comparison.differing
             for col, run in enumerate(comparison.runs):
-                item = QTableWidgetItem(setting_text(run.settings.get(name)) if name in run.settings else "(none)")
+                item = QTableWidgetItem(_shown_setting(run.settings, name))
                 item.setToolTip(item.text())
                 if differs:
                     item.setBackground(QBrush(marked))
@@ -203,7 +215,7 @@ class RunCompareDialog(QDialog):
         ]
         rows += [(f"F1 · {name}", [r.per_class_f1.get(name) for r in runs], True) for name in comparison.classes()]
         table = self.results_table
-        self._headers(table, [r.name for r in runs], short=True)      # narrow: the heading names the runs
+        self._headers(table, [r.name for r in runs])
         table.setRowCount(len(rows))
         table.setVerticalHeaderLabels([label for label, _, _ in rows])
         best_color = QColor(role_color("ok"))

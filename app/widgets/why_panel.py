@@ -7,6 +7,7 @@ and kept for the next image.
 """
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,16 @@ def pil_to_qimage(picture: Any) -> QImage:
     rgb = picture.convert("RGB")
     data = rgb.tobytes()
     return QImage(data, rgb.width, rgb.height, 3 * rgb.width, QImage.Format.Format_RGB888).copy()
+
+
+def heatmap_caption(result: Any, true_class: Any = None) -> str:
+    """The one caption of a heatmap, wherever it is shown (rich text): the class it explains, how sure the
+    model is, the true class when known, and how to read the colours (the engine's blue-to-red ramp)."""
+    text = f"Where the model looked to say <b>{html.escape(str(result.class_name))}</b> " \
+           f"({100 * result.probability:.0f} % sure)."
+    if true_class is not None:
+        text += f" True class: {html.escape(str(true_class))}."
+    return text + " Red: what counted most; blue: what counted least."
 
 
 def explain_in_background(cache: dict[str, Any], run_dir: str, image_path: str) -> tuple[Any, QImage]:
@@ -94,9 +105,7 @@ class WhyPanel(QFrame):
         mode = (Qt.TransformationMode.FastTransformation if max(image.width(), image.height()) < SIDE // 2
                 else Qt.TransformationMode.SmoothTransformation)      # tiny images stay crisp
         self.picture.setPixmap(pixmap.scaled(SIDE, SIDE, Qt.AspectRatioMode.KeepAspectRatio, mode))
-        name = str(result.class_name).replace("&", "&amp;").replace("<", "&lt;")
-        self.caption.setText(f"Where the model looked to say <b>{name}</b> ({100 * result.probability:.1f} %): "
-                             "the redder, the more it counted.")
+        self.caption.setText(heatmap_caption(result))
         self.explained.emit(result)
 
     def _failed(self, path: str, message: str) -> None:

@@ -7,6 +7,7 @@ the gallery; the Export step's "Try it" uses :class:`~app.widgets.why_panel.WhyP
 """
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from app import jobs
-from app.widgets.why_panel import explain_in_background
+from app.widgets.why_panel import explain_in_background, heatmap_caption
 
 SIDE = 180          # the heatmap's on-screen size (longest side, pixels): fits the gallery on a small window
 TEXT_WIDTH = 190
@@ -38,6 +39,7 @@ class WhyView(QWidget):
         self.picture.setFixedSize(SIDE, SIDE)
         self.caption = QLabel()
         self.caption.setWordWrap(True)
+        self.caption.setTextFormat(Qt.TextFormat.RichText)
         self.caption.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.caption.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
         self.hide_button = QPushButton("Hide")
@@ -59,7 +61,8 @@ class WhyView(QWidget):
         self.image = None
         self.picture.clear()
         self.picture.setText("…")
-        self.caption.setText(f"Finding where the model looked in {Path(str(record.get('path', ''))).name}…")
+        name = html.escape(Path(str(record.get("path", ""))).name)
+        self.caption.setText(f"Finding where the model looked in {name}…")
         self.setVisible(True)
 
     def show_heatmap(self, record: dict, result: Any, image: QImage) -> None:
@@ -70,14 +73,11 @@ class WhyView(QWidget):
         # Tiny images grow without smoothing (their pixels stay visible); big ones shrink smoothly.
         mode = Qt.TransformationMode.FastTransformation if small else Qt.TransformationMode.SmoothTransformation
         self.picture.setPixmap(pixmap.scaled(SIDE, SIDE, Qt.AspectRatioMode.KeepAspectRatio, mode))
-        true = record.get("true", "?")
-        self.caption.setText(f"Where the model looked to say “{result.class_name}” "
-                             f"({100 * result.probability:.0f} % sure). True class: {true}. "
-                             "Red: what counted most; blue: what counted least.")
+        self.caption.setText(heatmap_caption(result, record.get("true", "?")))
         self.setVisible(True)
 
     def failed(self, message: str) -> None:
         self.image = None
         self.picture.clear()
-        self.caption.setText(message)
+        self.caption.setText(html.escape(message))
         self.setVisible(True)

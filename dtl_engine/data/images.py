@@ -57,7 +57,15 @@ def _os_reason(exc: OSError) -> str:
     return f"the file cannot be read ({exc.strerror or exc})"
 
 
+EMPTY = "the file is empty (0 bytes)"    # one sentence for the scan, the doctor, predict and Classify a folder
+
+
 def _not_image_reason(path: str | os.PathLike[str]) -> str:
+    try:
+        if os.path.getsize(path) == 0:
+            return EMPTY
+    except OSError:
+        pass                            # the suffix still says what it was meant to be
     suffix = Path(path).suffix.lower()
     if suffix in _HEIF:
         return "HEIC/HEIF photos cannot be read without an extra plugin; export them as JPEG or PNG"
@@ -83,7 +91,7 @@ def check_image(path: str | os.PathLike[str], size: int | None = None) -> str | 
                                                       "a named pipe" if stat.S_ISFIFO(st.st_mode) else "a device"))
             size = st.st_size
         if size == 0:
-            return "the file is empty (0 bytes)"
+            return EMPTY
         with _open_file(path) as fh:
             try:
                 with Image.open(fh) as img:

@@ -94,7 +94,8 @@ class DoctorReport:
                      f"({len(groups)} groups); {len(leak_groups)} groups span train/val/test (leakage).")
         lines.append(f"Likely mislabeled: {len(self.of('mislabeled'))} images.")
         counts = sorted(self.class_counts.items(), key=lambda kv: -kv[1])
-        lines.append("Class sizes: " + ", ".join(f"{name} {n}" for name, n in counts) +
+        # "3: 183 · 1: 182", not "3 183, 1 182": a class named by a number must not read as part of its count.
+        lines.append("Class sizes: " + " · ".join(f"{name}: {n}" for name, n in counts) +
                      (f" (imbalanced: {len(self.of('imbalance'))} small classes)" if self.of("imbalance") else ""))
         lines.append(f"Far from their class: {len(self.of('outlier'))} images.")
         if self.of("unreadable"):

@@ -1,6 +1,7 @@
 """Open the window, start one kind of background job, close the window while it runs, exit.
 
-Run as ``python close_during_job.py KIND WORKDIR`` (see test_close_during_background.py).
+Run as ``python close_during_job.py KIND WORKDIR [stop|wait|keep]`` (see test_close_during_background.py);
+the last word answers the window's question when the job would lose work (default: stop).
 The job's engine function is replaced by a slow stand-in that writes ``WORKDIR/out.bin``
 chunk by chunk (not atomically, on purpose): a close that does not wait for the job
 leaves that file short. The stand-in records what happened in ``WORKDIR/log.txt``.
@@ -14,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 KIND, WORK = sys.argv[1], Path(sys.argv[2])
+CHOICE = sys.argv[3] if len(sys.argv) > 3 else "stop"      # the answer to "quit although work is lost?"
 # 30 kB written over about 1.5 s; the export (with its check in a fresh process) takes longer:
 # 6 s outlasts any fixed wait the window might do before it goes away.
 CHUNKS, CHUNK = (120 if KIND == "export" else 30), b"x" * 1000
@@ -36,6 +38,12 @@ def slow_write(*_args, **_kwargs):
             time.sleep(0.05)
     log("wrote")
     return WORK
+
+
+def slow_export(*args, **kwargs):
+    """An export: the file written to the end, then an answer the Export step can show."""
+    slow_write(*args, **kwargs)
+    return SimpleNamespace(path=str(WORK / "out.bin"), verified=False, message="Written.", details=lambda: [])
 
 
 def slow_scan(root, progress=None, should_stop=None):
@@ -170,7 +178,7 @@ def main() -> int:
     elif KIND == "doctor":
         doctor_panel.run_doctor = slow_write
     elif KIND == "export":
-        export_page.run_export = slow_write
+        export_page.run_export = slow_export
     elif KIND == "predict":
         export_page.run_predict = slow_write
     elif KIND == "thumbnails":
@@ -188,7 +196,16 @@ def main() -> int:
                                   "image_size": 32, "augment": "none", "device": "cpu", "precision": "fp32"})
     train_fn = slow_train if KIND == "train" else real_train_with_workers() if KIND == "train-workers" else None
     window = MainWindow(settings, train_fn=train_fn)
-    window.confirm_quit = lambda losing: log("asked: " + ",".join(j.kind for j in losing)) or True
+    answers = [None if CHOICE == "keep" else CHOICE, "stop"]   # "keep": the window stays; the next close stops
+
+    def confirm_quit(losing):
+        log("asked: " + ",".join(j.kind for j in losing))
+        answer = answers.pop(0)
+        if answer is None:                  # kept working: the job goes on; a moment later the user quits
+            log("kept working")
+            QTimer.singleShot(300, window.close)
+        return answer
+    window.confirm_quit = confirm_quit
     window.show()
 
     if KIND == "scan":

@@ -83,9 +83,9 @@ def test_classifies_every_file_sorts_copies_and_leaves_the_input_unchanged(qtbot
     # The summary: counts per class, unsure, unreadable (with the reason), and Show in folder.
     summary = dialog.summary_label.text()
     for name, n in result.counts.items():
-        assert f"<td>{name}</td><td align='right'>&nbsp;&nbsp;{n}</td>" in summary
-    assert f"below 99 % (copies in _unsure)</td><td align='right'>&nbsp;&nbsp;{result.unsure}" in summary
-    assert "could not be read</td><td align='right'>&nbsp;&nbsp;1<" in summary
+        assert f"{name}:&nbsp;{n}" in summary
+    assert f"Unsure, below 99 % (copies in _unsure): {result.unsure}" in summary
+    assert "could not be read: 1" in summary
     assert dialog.unreadable_view.isVisible() and "broken.png" in dialog.unreadable_view.toPlainText()
     assert "Done: 9 of 10 files classified" in dialog.message_label.text()
     opened = []
@@ -173,3 +173,45 @@ def test_suggested_places_are_never_inside_the_input_folder(tmp_path):
     (tmp_path / "home predictions.csv").write_text("x")
     assert dialog_module.suggest_place(tmp_path / "home", "home predictions.csv", [docs, tmp_path]) == \
         tmp_path / "home predictions (2).csv"
+
+
+def test_a_new_folder_clears_the_last_summary(qtbot, tmp_path, themed):
+    """"Done: 24 of 26" was about the folder before; it goes once another folder is picked."""
+    from types import SimpleNamespace
+
+    first, second = make_image_folder(tmp_path / "first", per_class=1), make_image_folder(tmp_path / "second",
+                                                                                         per_class=1)
+    dialog = dialog_module.ClassifyFolderDialog(str(tmp_path / "model.pt"), [tmp_path])
+    qtbot.addWidget(dialog)
+    dialog.set_folder(str(first))
+    dialog._sort_into = None
+    dialog._done(SimpleNamespace(classified=24, total=26, unreadable=[(str(first / "x.png"), "empty")],
+                                 cancelled=False, partial=False, csv_path=str(tmp_path / "first predictions.csv"),
+                                 counts={"red": 24}, unsure=0, copied=0))
+    assert dialog.message_label.text().startswith("Done: 24 of 26")
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    summary = dialog.summary_label                  # the summary's last line was cut off by the buttons below
+    assert summary.height() >= summary.heightForWidth(summary.width()) and "Could not be read: 1" in summary.text()
+    dialog.set_folder(str(second))
+    assert dialog.message_label.text() == "" and dialog.summary_label.text() == "" and dialog.result is None
+    assert not dialog.unreadable_view.isVisibleTo(dialog) and not dialog.show_button.isVisibleTo(dialog)
+
+
+def test_a_long_model_path_shows_both_ends_and_all_of_it_as_tooltip(qtbot, tmp_path, themed):
+    """Not "oot/2026…": the start of the path and the file name, elided in the middle, fitting the field."""
+    from PySide6.QtGui import QFontMetrics
+
+    model = "/home/someone/.local/share/DTL Studio/runs/20261207-000054_vit_tiny_patch16_224/export/model.pt"
+    dialog = dialog_module.ClassifyFolderDialog(model, [tmp_path])
+    qtbot.addWidget(dialog)
+    dialog.resize(dialog.minimumWidth(), dialog.sizeHint().height())
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    dialog.start_button.setFocus()
+    edit = dialog.model_edit
+    shown = edit.shown_text()
+    assert edit.toolTip() == model
+    assert shown != model and "…" in shown, "make the path longer: it fits the field"
+    assert shown.startswith("/home/") and shown.endswith("model.pt")
+    assert QFontMetrics(edit.font()).horizontalAdvance(shown) <= edit._text_rect().width()

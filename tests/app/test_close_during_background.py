@@ -20,14 +20,14 @@ BAD_STDERR = ("QThread: Destroyed while thread is still running", "Signal source
               "Traceback", "Error calling Python override")
 
 
-def _close_during(kind: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, list[str]]:
+def _close_during(kind: str, tmp_path: Path, answer: str = "stop") -> tuple[subprocess.CompletedProcess, list[str]]:
     work = tmp_path / "work"
     work.mkdir()
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path),
            "DTL_STUDIO_SETTINGS": str(tmp_path / "settings.ini"),
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, str(SCRIPT), kind, str(work)], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=str(tmp_path))
+    proc = subprocess.run([sys.executable, str(SCRIPT), kind, str(work), answer], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=str(tmp_path))
     log = (work / "log.txt").read_text(encoding="utf-8").splitlines() if (work / "log.txt").exists() else []
     return proc, log
 
@@ -40,8 +40,8 @@ def _assert_clean_exit(proc: subprocess.CompletedProcess, log: list[str]) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["sample", "estimate", "evaluate", "explain", "explain-try", "doctor", "export",
-                                  "predict", "list-runs", "compare-runs"])
+@pytest.mark.parametrize("kind", ["sample", "estimate", "explain", "explain-try", "predict", "list-runs",
+                                  "compare-runs"])
 def test_closing_waits_for_a_job_that_writes(kind, tmp_path):
     """The window closes only after the job ended: its file is whole, never cut short."""
     proc, log = _close_during(kind, tmp_path)
@@ -50,6 +50,19 @@ def test_closing_waits_for_a_job_that_writes(kind, tmp_path):
     assert log.index("wrote") < log.index("exit 0")
     assert (tmp_path / "work" / "out.bin").stat().st_size == FULL_SIZE.get(kind, 30 * 1000)
     assert not any(line.startswith("asked") for line in log)     # nothing is lost: no question
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "answer"), [("export", "wait"), ("evaluate", "stop"), ("doctor", "stop"),
+                                              ("export", "keep")])
+def test_closing_during_work_that_would_be_lost_asks_first(kind, answer, tmp_path):
+    """An export, an evaluation, a data check: the window asks; whichever answer, it closes only after the job."""
+    proc, log = _close_during(kind, tmp_path, answer)
+    _assert_clean_exit(proc, log)
+    assert f"asked: {kind}" in log, log
+    assert ("kept working" in log) == (answer == "keep")
+    assert "wrote" in log and log.index("wrote") < log.index("exit 0")
+    assert (tmp_path / "work" / "out.bin").stat().st_size == FULL_SIZE.get(kind, 30 * 1000)
 
 
 @pytest.mark.slow
@@ -75,10 +88,10 @@ def test_closing_during_training_asks_then_stops_and_keeps_the_checkpoint(tmp_pa
 
 
 @pytest.mark.slow
-def test_closing_stops_classifying_a_folder_and_keeps_the_rows_done(tmp_path):
+def test_closing_while_classifying_a_folder_asks_then_stops_and_keeps_the_rows_done(tmp_path):
     proc, log = _close_during("classify-folder", tmp_path)
     _assert_clean_exit(proc, log)
-    assert "stopped" in log and not any(line.startswith("asked") for line in log), log
+    assert "asked: classify-folder" in log and "stopped" in log, log
     rows = (tmp_path / "work" / "out.csv").read_text(encoding="utf-8").splitlines()
     assert 0 < len(rows) < 400 and f"wrote {len(rows)} rows" in log
     assert log.index(f"wrote {len(rows)} rows") < log.index("exit 0")      # the window waited for it

@@ -185,3 +185,24 @@ def test_a_run_without_best_weights_exports_its_last_checkpoint_only_when_asked(
     qtbot.waitUntil(lambda: hasattr(page, "error_dialog") and page.error_dialog.isVisible(), timeout=60000)
     assert "damaged" in page.error_dialog.message_label.text() and page.try_table.rowCount() == 0
     page.error_dialog.close()
+
+
+@pytest.mark.parametrize("width", [738, 1338])      # the page in a 1000x680 and a 1600x1000 window
+def test_tried_predictions_are_never_cut_at_the_cells_edge(qtbot, themed, tmp_path, width):
+    """At 1000x680 the runners-up read "6 40.5 % · 5 11." (cut at the cell's edge)."""
+    from PySide6.QtGui import QImage
+    from PySide6.QtWidgets import QApplication
+
+    page = ExportPage()
+    qtbot.addWidget(page)
+    page.resize(width, 640)
+    page.show()
+    page.last_result = type("Exported", (), {"path": str(tmp_path / "model.pt"), "verified": True})()
+    top = [("0", 0.413), ("6", 0.405), ("5", 0.112)]
+    page._show_predictions([str(tmp_path / f"digit_00{i}.png") for i in range(3)], [top] * 3, [QImage()] * 3)
+    page.why_panel.show()                   # a heatmap beside the table, as after "Why?"
+    QApplication.processEvents()
+    for row in range(3):
+        label = page.try_table.cellWidget(row, 2)
+        assert label.heightForWidth(label.width()) <= label.height(), label.text()
+        assert label.minimumSizeHint().width() <= label.width()

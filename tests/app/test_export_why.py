@@ -68,3 +68,27 @@ def test_why_shows_the_heatmap_of_the_tried_image_on_demand(qtbot, exported, tmp
     assert not page.why_panel.isVisible()
     page.clear_button.click()
     assert page.why_buttons == [] and page.try_table.rowCount() == 0
+
+
+def test_both_why_views_describe_a_heatmap_in_the_same_words(qtbot, themed):
+    """Results' and Export's Why? said "Red: what counted most…" and "the redder, the more…" of one heatmap."""
+    from types import SimpleNamespace
+
+    from PySide6.QtGui import QImage
+
+    from app.widgets.why_panel import WhyPanel
+    from app.widgets.why_view import WhyView
+
+    result = SimpleNamespace(class_name="7 & co", probability=0.874)
+    image = QImage(16, 16, QImage.Format.Format_RGB888)
+    image.fill(0)
+    view, panel = WhyView(), WhyPanel()
+    qtbot.addWidget(view)
+    qtbot.addWidget(panel)
+    view.show_heatmap({"path": "/photos/a.png", "true": "1"}, result, image)
+    panel.image_path = "/photos/a.png"
+    panel._show("/photos/a.png", result, image)
+    on_results, on_export = view.caption.text(), panel.caption.text()
+    assert on_results.startswith(on_export.rsplit(" Red:", 1)[0])          # same class, same percentage
+    assert on_results.endswith(on_export.split(" sure).", 1)[1])              # same words for the colours
+    assert "True class: 1." in on_results and "7 &amp; co" in on_export

@@ -157,3 +157,29 @@ def test_the_spin_boxes_end_where_the_configs_ranges_end(page, tmp_path):
     config = page.build_config(str(tmp_path))
     assert (config.image_size, config.epochs, config.beta) == tuple(
         TrainConfig.bounds(name)[1] for name in ("image_size", "epochs", "beta"))
+
+
+def test_one_step_up_from_auto_goes_above_the_automatic_value(qtbot, page):
+    """From "Auto (2)" the arrow goes to 3, not to 1 (below what the automatic choice already gives)."""
+    page.rank.setValue(0)
+    auto = page.rank.automatic_value()
+    assert page.rank.specialValueText() == f"Auto ({auto})"
+    page.rank.stepUp()
+    assert page.rank.value() == auto + 1
+    page.rank.stepDown()
+    page.rank.stepDown()
+    assert page.rank.value() == auto - 1               # down from there is plain stepping
+
+
+def test_the_page_does_not_jump_when_the_estimate_arrives(qtbot, page):
+    """The estimate's lines are held from the start: what lies below stays where the user aims at it."""
+    from PySide6.QtCore import QPoint
+
+    def advanced_y() -> int:
+        QApplication.processEvents()
+        return page.advanced.mapTo(page, QPoint(0, 0)).y()
+
+    assert page.memory_text() == ""
+    before = advanced_y()
+    qtbot.waitUntil(lambda: page.memory_text() != "", timeout=120_000)
+    assert abs(advanced_y() - before) <= 4, (before, advanced_y())

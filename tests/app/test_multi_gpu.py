@@ -145,10 +145,10 @@ def test_closing_the_window_asks_then_stops_and_awaits_the_processes(qtbot, sett
     qtbot.waitUntil(lambda: marker.exists() and marker.read_text() == "started", timeout=WAIT_MS)
     assert any(job.kind == "train" and job.loses_work for job in jobs.active_jobs())
     asked: list = []
-    monkeypatch.setattr(window, "confirm_quit", lambda losing: asked.append(losing) or False)
+    monkeypatch.setattr(window, "confirm_quit", lambda losing: asked.append(losing) or None)
     window.close()
     assert asked and window.isVisible() and window.train_page.is_running()     # "no": nothing stops
-    monkeypatch.setattr(window, "confirm_quit", lambda losing: True)
+    monkeypatch.setattr(window, "confirm_quit", lambda losing: "stop")
     window.close()
     qtbot.waitUntil(lambda: not window.isVisible(), timeout=WAIT_MS)
     assert marker.read_text() == "stopped"          # the launcher got the stop and ended before the window closed

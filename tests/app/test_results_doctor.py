@@ -134,3 +134,42 @@ def test_nothing_is_written_into_the_image_folder(qtbot, run_with_duplicates):
     assert doctor.save_moves(str(data / "moves.csv")) is None
     assert "image folder" in doctor.summary.text()
     assert _tree(data) == before
+
+
+def _report(n: int = 12):
+    from dtl_engine.inference.doctor import DoctorReport, Finding
+
+    findings = [Finding("exact_duplicate", f"/data/digits/{i % 10}/digit_{i:04d}.png", "train", str(i % 10),
+                        score=2.0, group=i // 2 + 1,
+                        detail=f"same as {i % 10}/digit_{i + 1000:04d}.png; across train/val (leakage)")
+                for i in range(n)]
+    return DoctorReport(classes=[str(c) for c in range(10)], class_counts={str(c): 180 for c in range(10)},
+                        num_images=1797, findings=findings)
+
+
+@pytest.mark.parametrize(("size", "rows"), [((978, 770), 4), ((738, 630), 3)])  # in a 1240x820, 1000x680 window
+def test_the_doctor_shows_its_findings_whole_and_several_at_once(qtbot, themed, size, rows):
+    """One row showed at 1240x820 until the splitter was dragged; a detail read "same as 0/digi…/val (leakage)"."""
+    from PySide6.QtCore import QRect, Qt
+    from PySide6.QtGui import QFontMetrics
+    from PySide6.QtWidgets import QApplication
+
+    page = ResultsPage()
+    qtbot.addWidget(page)
+    page.resize(*size)
+    page.show()
+    page.tabs.setCurrentWidget(page.doctor)
+    page.doctor._done(_report())
+    QApplication.processEvents()
+    table = page.doctor.table
+    assert table.viewport().height() >= rows * table.rowHeight(0), f"fewer than {rows} findings in view"
+    from clipping import clipped_headers, columns_out_of_view
+
+    assert columns_out_of_view(table) == [] and clipped_headers(table) == []
+    detail = 5
+    fm = QFontMetrics(table.font())
+    for row in range(table.rowCount()):
+        text = table.item(row, detail).text()
+        need = fm.boundingRect(QRect(0, 0, table.columnWidth(detail) - 8, 10_000),
+                               int(Qt.TextFlag.TextWordWrap), text).height()
+        assert need <= table.rowHeight(row), f"cut short: {text}"

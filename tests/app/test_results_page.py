@@ -294,7 +294,7 @@ def test_why_shows_the_heatmap_of_the_chosen_image_computed_in_the_background(qt
     pixels = np.frombuffer(bytes(shown.constBits()), np.uint8).reshape(shown.height(), shown.bytesPerLine())
     pixels = pixels[:, :3 * shown.width()].reshape(shown.height(), shown.width(), 3)
     assert np.abs(pixels.astype(int) - picture.astype(int)).max() <= 2      # that image's heatmap, overlaid
-    assert f"“{expected.class_name}”" in page.why_view.caption.text()
+    assert f"<b>{expected.class_name}</b>" in page.why_view.caption.text()
     assert page.grab().save(str(Path(SCREENS or tmp_path) / "results_page_why.png"))
 
     page.show_all_mistakes()                  # other images: the old heatmap goes away
@@ -321,3 +321,22 @@ def test_why_from_the_context_menu_and_closing_while_it_runs(qtbot, finished_run
     jobs.cancel_all()
     assert jobs.wait_all(60_000)               # the job ends; no callback reaches the deleted page
     qtbot.wait(50)
+
+
+@pytest.mark.parametrize("size", [(738, 630), (1338, 950)])     # the page in a 1000x680 and a 1600x1000 window
+def test_every_per_class_column_is_in_view_and_whole(qtbot, themed, size):
+    """At 1000x680 the per-class table's last column read "Ima" (the columns outgrew the table)."""
+    from clipping import clipped_headers, columns_out_of_view
+
+    page = ResultsPage()
+    qtbot.addWidget(page)
+    page.resize(*size)
+    page.show()
+    page._fill_table([{"name": str(c), "precision": 0.516, "recall": 0.444, "f1": 0.478, "support": 36}
+                      for c in range(10)])
+    assert columns_out_of_view(page.per_class) == []
+    assert clipped_headers(page.per_class) == []
+    from PySide6.QtCore import Qt
+
+    page.per_class.sortByColumn(3, Qt.SortOrder.DescendingOrder)     # sorted: the arrow shows where it is
+    assert page.per_class.horizontalHeader().isSortIndicatorShown()

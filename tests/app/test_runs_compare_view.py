@@ -85,3 +85,40 @@ def test_compare_shows_the_differing_setting_and_overlays_the_curves(qtbot, tiny
     dialog.only_differences.setChecked(False)
     qtbot.wait(100)
     assert dialog.grab().save(str(screens_dir / "run_compare.png"))
+
+
+def _fake_comparison():
+    from types import SimpleNamespace
+
+    def run(i, name, weights, lr):
+        settings = {"backbone": "vit_tiny_patch16_224.augreg_in21k_ft_in1k", "weights": weights, "lr": lr,
+                    "epochs": 3, "data_dir": "/home/someone/Pictures/a rather long folder of images/digits"}
+        return SimpleNamespace(name=name, run_dir=f"/home/someone/runs/{name}", settings=settings, status="finished",
+                               epochs_done=3, best_val_acc=0.5 + i / 10, final_accuracy=0.5, final_split="val",
+                               per_class_f1={"0": 0.5, "1": 0.6},
+                               curve=lambda key: ([1, 2, 3], [0.3, 0.4, 0.5]))
+    runs = [run(0, "20261207-000054_vit_tiny_patch16_64", "random", 0.01),
+            run(1, "20261207-001512_vit_tiny_patch16_224", "hub", 0.003)]
+    return SimpleNamespace(runs=runs, differing=["weights", "lr"], settings=list(runs[0].settings),
+                           classes=lambda: ["0", "1"])
+
+
+@pytest.mark.parametrize("size", [(1000, 680), (1600, 1000)])
+def test_compare_headers_are_whole_and_a_random_run_shows_the_backbone_it_ran(qtbot, themed, monkeypatch, size):
+    """No header cut to "0261207-000054_vit_tiny_patch16_64" or "Run :"; no pretrained tag on a random run."""
+    from app.widgets import run_compare
+    from clipping import clipped_headers
+
+    comparison = _fake_comparison()
+    monkeypatch.setattr(run_compare, "_compare", lambda _dirs: comparison)
+    dialog = run_compare.RunCompareDialog([r.run_dir for r in comparison.runs])
+    qtbot.addWidget(dialog)
+    dialog.resize(*size)
+    dialog.show()
+    qtbot.waitSignal(dialog.loaded, timeout=10_000)
+    qtbot.waitUntil(lambda: dialog.comparison is not None, timeout=10_000)
+    for table in (dialog.settings_table, dialog.results_table):
+        assert clipped_headers(table) == []
+    row = dialog.setting_rows.index("backbone")
+    assert dialog.settings_table.item(row, 0).text() == "vit_tiny_patch16_224"              # random weights
+    assert dialog.settings_table.item(row, 1).text() == "vit_tiny_patch16_224.augreg_in21k_ft_in1k"

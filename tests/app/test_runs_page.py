@@ -133,3 +133,28 @@ def test_the_cache_line_measures_and_clears_the_caches_in_the_background(qtbot, 
     line.clear()
     qtbot.waitUntil(lambda: "cleared" in line.label.text(), timeout=10_000)
     assert cache_size_bytes() == 0 and photo.exists()         # the caches go, the user's image stays
+
+
+@pytest.mark.parametrize("width", [738, 1338])         # the page's width in a 1000- and a 1600-pixel window
+def test_every_column_is_in_view_and_no_status_or_figure_is_cut(qtbot, themed, width):
+    """At 1000×680 the table scrolled sideways: "finishec", "stoppec", the epochs and accuracy off-screen."""
+    from types import SimpleNamespace
+
+    from clipping import clipped_cells, clipped_headers, columns_out_of_view
+
+    runs = [SimpleNamespace(name=f"20261207-00{i}054_vit_tiny_patch16_224", run_dir=f"/home/someone/runs/{i}",
+                            created="2026-12-07T00:00:54", backbone="vit_tiny_patch16_224.augreg_in21k_ft_in1k",
+                            weights=weights, method="dtl", status=status, epochs_done=3, epochs=10,
+                            best_val_acc=0.512)
+            for i, (weights, status) in enumerate([("hub", "finished"), ("random", "stopped"),
+                                                   ("/home/someone/weights/vit_tiny.safetensors", "interrupted")])]
+    page = RunsPage()
+    qtbot.addWidget(page)
+    page.resize(width, 600)
+    page.show()
+    page._fill(runs)
+    table = page.table
+    assert columns_out_of_view(table) == []
+    assert clipped_headers(table) == []
+    short = [COLUMNS.index(c) for c in ("Date", "Method", "Status", "Epochs", "Best val. acc.")]
+    assert clipped_cells(table, short) == []

@@ -70,3 +70,42 @@ def test_the_selected_steps_status_line_reads_on_its_tint(scheme, ready):
     assert contrast(status_line_color(c, ready, selected=True), tint) >= AA
     assert contrast(status_line_color(c, ready, selected=False), QColor(c["panel"])) >= AA
     assert contrast(QColor(c["text"]), tint) >= AA                     # the step's title too
+
+
+@pytest.mark.parametrize("scheme", sorted(COLORS))
+def test_the_focus_ring_shows_on_a_blue_button(qtbot, qapp, monkeypatch, scheme):
+    """The focused Browse… (a primary, accent-filled button) has a ring that stands out from its fill (3:1)."""
+    from PySide6.QtWidgets import QHBoxLayout, QPushButton, QWidget
+
+    from app import theme
+
+    monkeypatch.setattr(theme, "is_dark", lambda: scheme == "dark")
+    theme.apply_theme(qapp)
+    try:
+        window = QWidget()
+        qtbot.addWidget(window)
+        row = QHBoxLayout(window)
+        browse, other = QPushButton("Browse…"), QPushButton("Other")
+        browse.setProperty("role", "primary")
+        row.addWidget(browse)
+        row.addWidget(other)
+        window.show()
+        window.activateWindow()
+        qtbot.waitActive(window)
+
+        def ring_and_fill():
+            image = browse.grab().toImage()
+            y = image.height() // 2
+            return image.pixelColor(0, y), image.pixelColor(5, y)
+
+        other.setFocus()
+        qtbot.waitUntil(lambda: other.hasFocus(), timeout=2000)
+        unfocused = ring_and_fill()[0]
+        browse.setFocus()
+        qtbot.waitUntil(lambda: browse.hasFocus(), timeout=2000)
+        ring, fill = ring_and_fill()
+        assert ring != unfocused
+        assert contrast(ring, fill) >= 3.0, (ring.name(), fill.name())
+    finally:
+        monkeypatch.undo()
+        theme.apply_theme(qapp)

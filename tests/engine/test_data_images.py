@@ -108,7 +108,7 @@ def test_first_frame_of_animation(tmp_path):
 
 
 @pytest.mark.parametrize("content, phrase", [
-    (b"", "not an image"),                       # empty at load time: Pillow cannot identify it
+    (b"", r"empty \(0 bytes\)"),                 # the scan's own words, also at load time (Classify a folder)
     (b"plain words", "not an image"),
     (jpeg_bytes((64, 64))[:300], "truncated or corrupt"),
     (png_bytes((64, 64))[:-120], "truncated or corrupt"),
@@ -119,6 +119,15 @@ def test_bad_files_raise_data_error_with_reason(tmp_path, content, phrase):
     with pytest.raises(DataError, match=phrase) as info:
         load_image(p)
     assert "bad.jpg" in str(info.value)
+
+
+def test_an_empty_file_has_one_reason_at_scan_and_at_load(tmp_path):
+    """The Data step (check_image) and Classify a folder (load_image) name a 0-byte picture alike."""
+    p = tmp_path / "empty.png"
+    p.write_bytes(b"")
+    with pytest.raises(DataError) as info:
+        load_image(p)
+    assert check_image(p) in str(info.value)
 
 
 def test_missing_file(tmp_path):

@@ -108,3 +108,12 @@ def test_cancel_stops_the_image_pass(flipped):
     with pytest.raises(RunError, match="cancelled"):
         diagnose_run(run_dir, progress=lambda done, total: seen.append(done), should_stop=lambda: len(seen) >= 5)
     assert len(seen) == 5
+
+
+def test_class_sizes_name_each_class_apart_from_its_count():
+    """Digit classes read "3: 183 · 1: 182", never "3 183, 1 182" (a name that looks like part of a number)."""
+    from dtl_engine.inference.doctor import DoctorReport
+
+    report = DoctorReport(classes=["1", "3"], class_counts={"1": 182, "3": 183}, num_images=365)
+    line = next(line for line in report.summary().splitlines() if line.startswith("Class sizes"))
+    assert line == "Class sizes: 3: 183 · 1: 182"
