@@ -27,6 +27,7 @@ from app.widgets.step_bar import StepBar
 from app.widgets.wheel_guard import install_wheel_guard
 from dtl_engine.errors import DataError
 from dtl_engine.events import RunEnded
+from dtl_engine.paths import runs_dir
 
 STEPS = ("Data", "Model", "Train", "Results", "Export")
 EXTRA = ("Runs",)
@@ -320,8 +321,6 @@ class MainWindow(QMainWindow):
             f"<tr><td><b>{k}</b>&nbsp;&nbsp;</td><td>{v}</td></tr>" for k, v in rows) + "</table>")
 
     def _open_runs_folder(self) -> None:
-        from dtl_engine.paths import runs_dir
-
         open_folder(runs_dir(), self, "The runs folder")
 
     def _about(self) -> None:

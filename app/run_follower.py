@@ -30,6 +30,9 @@ from app.run_history import event_history
 from app.worker import RunSignals
 from dtl_engine.events import Event, RunEnded, decode_all, ended_of, make
 from dtl_engine.listener import BatchStats, MemorySample, RunStarted
+from dtl_engine.errors import RunError
+from dtl_engine.runs.event_log import read_events
+from dtl_engine.runs.folder import EVENT_LOG, RunFolder, effective_status
 
 POLL_MS = 300               # how often the log is read (the charts redraw at 10 Hz anyway)
 END_GRACE_S = 10.0          # a run status that says "ended" before the log's last event: wait this long for it
@@ -72,10 +75,6 @@ def digest_events(records: list[dict]) -> LogDigest:
 
 def read_new(run_dir: str, offset: int) -> tuple[list[dict], int, dict | None]:
     """(events after ``offset``, the offset to go on from, the run record with its effective status or None)."""
-    from dtl_engine.errors import RunError
-    from dtl_engine.runs.event_log import read_events
-    from dtl_engine.runs.folder import EVENT_LOG, RunFolder, effective_status
-
     events, offset = read_events(Path(run_dir) / EVENT_LOG, offset)
     folder = RunFolder(run_dir)
     run: dict | None = None
@@ -94,9 +93,6 @@ def is_live(run_dir: str | Path) -> bool:
     A writer on another machine cannot be checked from here and counts as live until the run's log
     or status says it ended. Reads one small file (the GUI thread may call it).
     """
-    from dtl_engine.errors import RunError
-    from dtl_engine.runs.folder import RunFolder
-
     folder = RunFolder(run_dir)
     try:
         return folder.has_run_file() and folder.status() == "running"

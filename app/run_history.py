@@ -8,12 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from dtl_engine.events import Event, decode_all, stamped
+from dtl_engine.runs.folder import EVENT_LOG, RunFolder
+from dtl_engine.runs.event_log import read_events
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The per-epoch records of a run (the steps come from :func:`read_event_history`)."""
-    from dtl_engine.runs.folder import RunFolder
-
     return RunFolder(run_dir).read_metrics()
 
 
@@ -23,9 +23,6 @@ def read_event_history(run_dir: str | Path) -> tuple[list[dict], list[str], str 
     A resumed run logs the steps it trained again after the resume point; the later ones count. The
     device kind ("cpu", "cuda", "mps"; None when the log never said) tells what its memory curve measures.
     """
-    from dtl_engine.runs.event_log import read_events
-    from dtl_engine.runs.folder import EVENT_LOG
-
     events = decode_all(read_events(Path(run_dir) / EVENT_LOG)[0])
     devices = [e.data.device for e in events if e.kind == "run_started" and e.data.device]
     return (*event_history(events), devices[-1] if devices else None)

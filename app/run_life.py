@@ -11,6 +11,9 @@ from enum import Enum
 
 from PySide6.QtCore import QObject, Signal
 
+from dtl_engine.runs.folder import RunFolder
+from dtl_engine.errors import RunError
+
 
 class RunState(str, Enum):
     """Where a run is in its life (the value is the word the engine writes to a run folder)."""
@@ -103,7 +106,6 @@ def has_model(run_dir: str | None) -> bool:
     """
     if not run_dir:
         return False
-    from dtl_engine.runs.folder import RunFolder
 
     if RunFolder(run_dir).best_weights.is_file():    # the first model or the best epoch
         return True
@@ -119,8 +121,6 @@ def epochs_done(run_dir: str | None) -> int | None:
     """
     if not run_dir:
         return None
-    from dtl_engine.errors import RunError
-    from dtl_engine.runs.folder import RunFolder
 
     folder = RunFolder(run_dir)
     if not folder.has_run_file():

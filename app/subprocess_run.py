@@ -26,8 +26,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from PySide6.QtCore import QObject, Signal
+import psutil
 
 from app import jobs
+from dtl_engine.cli.main import train_arguments
+from dtl_engine.runs.folder import new_run_dir
+from dtl_engine import fileio
+import dtl_engine
 
 STOP_WAIT_S = 60.0          # torchrun gives its processes 30 s after a stop before it kills them
 OUTPUT_TAIL = 20_000        # bytes of the launcher's output kept for the error sentence
@@ -51,16 +56,12 @@ def torchrun_command(config: Any, run_dir: str | Path, processes: int, extra_arg
     Raises :class:`~dtl_engine.errors.RunError` for a setting the command line cannot take.
     ``extra_args``: further ``train`` options (tests pass ``--model-kwargs`` for a tiny backbone).
     """
-    from dtl_engine.cli.main import train_arguments
-
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={int(processes)}",
             "-m", "dtl_engine", "train", *train_arguments(config), "--out", str(run_dir), *extra_args]
 
 
 def launch_command(config: Any, processes: int, extra_args: Sequence[str] = ()) -> tuple[list[str], str]:
     """(the torchrun command, the new run folder it trains in) for ``config``; no folder is left on an error."""
-    from dtl_engine.runs.folder import new_run_dir
-
     run_dir = new_run_dir(config.backbone, config.method, image_size=config.image_size)
     try:
         return torchrun_command(config, run_dir, processes, extra_args), str(run_dir)
@@ -71,8 +72,6 @@ def launch_command(config: Any, processes: int, extra_args: Sequence[str] = ()) 
 
 def launch_env() -> dict[str, str]:
     """This process's environment, with the engine this app runs first on the module path."""
-    import dtl_engine
-
     root = str(Path(dtl_engine.__file__).resolve().parents[1])
     path = os.environ.get("PYTHONPATH", "")
     return {**os.environ, "PYTHONPATH": os.pathsep.join([root, path]) if path else root, "PYTHONUNBUFFERED": "1"}
@@ -89,8 +88,6 @@ def error_sentence(output: str) -> str:
 
 def remove_if_empty(run_dir: str | Path) -> None:
     """Remove the run folder the app made for a launch when the run left nothing in it (it was refused)."""
-    from dtl_engine import fileio
-
     fileio.remove_empty_folder(run_dir)     # only an empty folder: nothing anyone wrote is lost
 
 
@@ -102,8 +99,6 @@ def _group_options() -> dict[str, Any]:
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
-    import psutil
-
     try:
         family = psutil.Process(proc.pid).children(recursive=True)
     except psutil.Error:

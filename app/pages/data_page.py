@@ -14,6 +14,7 @@ from app.settings import Settings
 from app.widgets.card import card as _card
 from app.widgets.class_table import ClassTable
 from app.widgets.drop_zone import DropZone
+from dtl_engine.errors import DTLError, DataError
 
 MAX_LISTED_SKIPS = 200
 
@@ -21,7 +22,6 @@ MAX_LISTED_SKIPS = 200
 def _scan(folder: str, job: jobs.Job):
     """Scan ``folder`` on a worker thread, reporting (done, total) and stopping when cancelled."""
     from dtl_engine.data import scan_folder
-    from dtl_engine.errors import DataError, DTLError
 
     try:
         return scan_folder(folder, progress=lambda done, total: job.report((int(done), -1 if total is None

@@ -26,6 +26,8 @@ from app.widgets.error_dialog import ask_to_replace, show_error
 from app.widgets.image_drop_table import IMAGE_SUFFIXES, ImageDropTable
 from app.widgets.thumbnails import read_thumbnail
 from app.widgets.why_panel import WhyPanel
+from dtl_engine.errors import RunError
+from dtl_engine.runs.folder import BEST_WEIGHTS, LAST_WEIGHTS, RunFolder
 
 SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
 
@@ -45,8 +47,6 @@ def run_data_folder(run_dir: str | None) -> Path | None:
     """The image folder the run was trained on, when it still exists (where "Try it" starts looking)."""
     if not run_dir:
         return None
-    from dtl_engine.errors import RunError
-    from dtl_engine.runs.folder import RunFolder
 
     try:
         folder = Path(str(RunFolder(run_dir).read_config().get("data_dir") or ""))
@@ -68,8 +68,6 @@ def ask_for_last_weights(parent: QWidget | None, run_dir: str) -> str | None:
     The engine never exports the last checkpoint in place of missing best weights on its own, so the
     page asks, and says which weights those are.
     """
-    from dtl_engine.runs.folder import BEST_WEIGHTS, LAST_WEIGHTS, RunFolder
-
     folder = RunFolder(run_dir)
     if folder.best_weights.exists() or not folder.last_weights.exists():
         return "best"               # (without any weights the engine says why it cannot export)

@@ -13,10 +13,11 @@ from app.pages.bindings import Binding, read_all, show_all, show_changes
 from app.settings import Settings
 from app.widgets.gpu_fit import GpuProbe
 from dtl_engine.config import TrainConfig
-from dtl_engine.errors import DTLError
+from dtl_engine.errors import DTLError, WeightsError
 from dtl_engine.formatting import format_bytes
 from dtl_engine.recipes import RECIPE_FIELDS, recipe_values
 from dtl_engine.registry import FAMILIES, METHODS, family_spec
+from dtl_engine.sizing.planner import plan_fit
 
 DEFAULT_BACKBONE = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
 ESTIMATE_DELAY_MS = 350
@@ -122,7 +123,6 @@ class ModelPage(QWidget):
         d["data_dir"] = str(data_root or "")
         if d["weights"] not in ("hub", "random"):
             if not d["weights"]:
-                from dtl_engine.errors import WeightsError
                 raise WeightsError("Choose a local weights file, or pick pretrained or random weights.")
         config = TrainConfig.from_dict(d)
         self.save_config()
@@ -337,7 +337,6 @@ class ModelPage(QWidget):
         probe, num_classes = self.gpu_fit.probe, self.num_classes
 
         def plan(_job: jobs.Job):
-            from dtl_engine.sizing.planner import plan_fit
             gpu = probe()                   # the free memory now, not when the page opened
             if gpu is None:
                 return key, None, None

@@ -18,6 +18,9 @@ from app.widgets.error_dialog import show_error
 from app.widgets.run_compare import MAX_RUNS, RunCompareDialog
 from app.worker import describe_error
 from dtl_engine.formatting import backbone_text, weights_text
+from dtl_engine.runs.listing import list_runs as engine_list_runs
+from dtl_engine.paths import runs_dir
+from dtl_engine.runs.folder import EVENT_LOG, RUN_FILE, RunFolder
 
 COLUMNS = ["Name", "Date", "Backbone", "Weights", "Method", "Status", "Epochs", "Best val. acc."]
 STATUS_COL = COLUMNS.index("Status")
@@ -28,8 +31,6 @@ ELIDED_COLS = (NAME_COL, COLUMNS.index("Backbone"), COLUMNS.index("Weights"))
 
 def list_runs() -> list[Any]:
     """The engine's run list (newest first)."""
-    from dtl_engine.runs.listing import list_runs as engine_list_runs
-
     return list(engine_list_runs())
 
 
@@ -278,16 +279,12 @@ class RunsPage(QWidget):
             self.open_run.emit(run_dir)
 
     def _browse_run_folder(self) -> None:
-        from dtl_engine.paths import runs_dir
-
         folder = QFileDialog.getExistingDirectory(self, "Open a run folder", str(runs_dir()))
         if folder:
             self.open_run_folder(folder)
 
     def open_run_folder(self, folder: str) -> bool:
         """Open the run in ``folder`` (any place, e.g. a cluster's shared disk); False with a message if none."""
-        from dtl_engine.runs.folder import EVENT_LOG, RUN_FILE, RunFolder
-
         if RunFolder(folder).has_run_file() or (Path(folder) / EVENT_LOG).is_file():
             self.open_run.emit(str(folder))
             return True

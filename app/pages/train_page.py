@@ -27,6 +27,7 @@ from app.widgets.log_view import LogView
 from app.worker import describe_error
 from dtl_engine.events import Event, RunEnded, describe, ended_line, first_model_headline
 from dtl_engine.formatting import format_span
+from dtl_engine.errors import DTLError, RunError
 
 class TrainPage(QWidget):
     """Shows the Train step's run session: its buttons, progress, curves and log.
@@ -238,7 +239,6 @@ class TrainPage(QWidget):
         config = self._config_or_fail()
         if config is None:
             return
-        from dtl_engine.errors import DTLError
 
         try:
             command, run_dir = launch_command(config, self._gpus, self._launch_args)
@@ -301,8 +301,6 @@ class TrainPage(QWidget):
 
     def _read_history(self, run_dir: str, keep_log: bool, upto: int | None) -> None:
         """Draw a run's recorded curves and (unless ``keep_log``) its log; ``upto``: only its first epochs."""
-        from dtl_engine.errors import RunError
-
         try:
             epochs = read_metrics(run_dir)
         except RunError as exc:

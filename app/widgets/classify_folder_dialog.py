@@ -23,6 +23,7 @@ from app.theme import role_color
 from app.widgets.open_folder import open_folder
 from app.widgets.path_edit import PathEdit
 from app.widgets.error_dialog import ask_to_replace, show_error
+from dtl_engine.inference.classify_folder import classify_folder
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -53,8 +54,6 @@ def classify_in_background(job: Any, model: str, folder: str, csv_path: str, sor
                            min_confidence: float, replace: bool, stop: threading.Event) -> Any:
     """Run the engine on a worker thread; with ``replace``, the new CSV takes the old one's place once complete
     (the engine writes it beside and moves it in place only then; a stop keeps the old file as it was)."""
-    from dtl_engine.inference.classify_folder import classify_folder
-
     return classify_folder(model, folder, csv_path, sort_into=sort_into, min_confidence=min_confidence,
                            progress=lambda done, total: job.report((done, total)), should_stop=stop.is_set,
                            overwrite=replace)

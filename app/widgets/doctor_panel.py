@@ -22,6 +22,8 @@ from app import jobs
 from app.theme import role_color
 from app.widgets.error_dialog import ask_to_replace
 from app.widgets.thumbnails import read_thumbnail
+from dtl_engine.errors import DTLError
+from dtl_engine.runs.folder import RunFolder
 
 ICON = 48
 MAX_ROWS = 500              # a table longer than this is not read; the CSV from the command line has them all
@@ -251,9 +253,6 @@ class DoctorPanel(QWidget):
 
     def save_moves(self, path: str) -> Path | None:
         """Write the suggested moves to ``path``; asks before replacing a file; None when nothing was written."""
-        from dtl_engine.errors import DTLError
-        from dtl_engine.runs.folder import RunFolder
-
         if self.report is None:
             return None
         out = Path(path).expanduser()

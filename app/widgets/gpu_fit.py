@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWi
 
 from app import jobs
 from dtl_engine.formatting import format_bytes
-from dtl_engine.sizing.planner import GpuInfo
+from dtl_engine.sizing.planner import GpuInfo, current_gpu
 
 GpuProbe = Callable[[], Optional[GpuInfo]]
 NO_GPU = "No GPU found: training runs on the CPU."
@@ -23,8 +23,6 @@ FIT_TIP = ("Choose the precision, memory savers and batch size that fit this GPU
 
 def default_gpu_probe() -> GpuInfo | None:
     """The current CUDA device (imports torch: call it off the GUI thread)."""
-    from dtl_engine.sizing.planner import current_gpu
-
     return current_gpu()
 
 

@@ -16,6 +16,7 @@ from app import jobs
 from app.theme import role_color
 from app.widgets.charts import BLUE, GREEN, ORANGE, PURPLE, LiveChart
 from dtl_engine.formatting import backbone_text
+from dtl_engine.runs.compare import compare_runs
 
 RUN_COLORS = (BLUE, ORANGE, GREEN, PURPLE)      # one per run, in the order the runs were chosen
 MAX_RUNS = len(RUN_COLORS)
@@ -243,8 +244,6 @@ class RunCompareDialog(QDialog):
 
 
 def _compare(run_dirs: list[str]) -> Any:
-    from dtl_engine.runs.compare import compare_runs
-
     return compare_runs(run_dirs)
 
 

@@ -22,6 +22,26 @@ def private_settings(tmp_path, monkeypatch):
     return path
 
 
+@pytest.fixture(autouse=True)
+def no_question_blocks_the_suite(monkeypatch):
+    """A modal question that a test did not answer must never wait for a click that cannot come.
+
+    It happens when a window is closed at a test's end while a job that would lose work (an
+    evaluation, a classification) is still running: the close asks. Unanswered, a box takes its
+    "stop" button when it has one (the test is over: stop the work and let the window go), else its
+    escape button. A test that expects a question patches ``QMessageBox.exec`` itself, which wins.
+    """
+    from PySide6.QtWidgets import QMessageBox
+
+    def answer_unasked(box):
+        stop = next((b for b in box.buttons() if box.buttonRole(b) == QMessageBox.ButtonRole.DestructiveRole), None)
+        chosen = stop or box.escapeButton() or box.defaultButton()
+        box.clickedButton = lambda: chosen      # this box only
+        return 0
+
+    monkeypatch.setattr(QMessageBox, "exec", answer_unasked)
+
+
 @pytest.fixture
 def settings(private_settings):
     """A Settings object on the private INI file, pre-seeded with a tiny-model configuration."""
