@@ -188,13 +188,13 @@ def test_the_run_starts_its_classifier_from_the_searched_probe(tmp_path, monkeyp
 
 
 def test_the_batched_trial_optimiser_makes_torch_adamw_updates():
-    from dtl_engine.training.autotune import _BatchedAdamW
+    from dtl_engine.training.batched_adamw import BatchedAdamW
 
     gen = torch.Generator().manual_seed(0)
     start = torch.randn(3, 4, 5, generator=gen)
     lrs = [1e-3, 1e-2, 1e-1]
     batched = start.clone()
-    adam = _BatchedAdamW([batched], decays=[0.05])
+    adam = BatchedAdamW([batched], decays=[0.05])
     params = [torch.nn.Parameter(start[j].clone()) for j in range(3)]
     reference = torch.optim.AdamW([{"params": [p], "lr": lr} for p, lr in zip(params, lrs)], weight_decay=0.05)
     for _ in range(5):
