@@ -42,7 +42,6 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
@@ -56,21 +55,21 @@ from dtl_engine.training.batched_adamw import BatchedAdamW
 from dtl_engine.training.feature_cache import FeatureCache
 from dtl_engine.training.optim import build_scheduler, warmup_steps_for
 from dtl_engine.training.search_progress import SearchMeter
+from dtl_engine.training.search_split import search_folds, split_for_search
 from dtl_engine.training.search_record import (AUGMENT_WORDS, SearchResult, Trial, describe_choice, read_search, thin,
                                                trial_note)
 
 from dtl_engine.runs.folder import SEARCH as SEARCH_FILE
 
 # re-exported: readers of the search record (and its file name) import them from here
-__all__ = ["AutoTuner", "SearchResult", "SearchStopped", "Trial", "describe_choice", "read_search", "SEARCH_FILE"]
+__all__ = ["AutoTuner", "SearchResult", "SearchStopped", "Trial", "describe_choice", "read_search", "SEARCH_FILE",
+           "split_for_search"]
 
 if TYPE_CHECKING:
     from dtl_engine.model.dtl import DTLModel
 
 MAX_TRIAL_STEPS = 3000     # probe updates per trial at most (the run's own count below that)
-MAX_SEARCH_IMAGES = 2000   # images of the training split the search uses at most
 MAX_VIEW_IMAGES = 128      # images that get an augmented copy (decoding them was most of the search)
-SEARCH_VAL_SHARE = 0.25    # of the search images, held out to score the trials
 AUGMENT_MARGIN = 0.02      # share of the validation loss an augmentation must remove to be chosen
 # ... and by this many standard errors of the per-image loss differences (paired, on the same images): on
 # 40 search-validation images (the LFW faces) light crops "won" by noise the fixed-rate runs did not bear out
@@ -82,28 +81,6 @@ PROBE_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)   # the probe's own rates when 
 # built-in digits (random test_vit, 15 epochs): the probe's best rate was 0.1 (160 px) and 0.3 (32 px),
 # DTL's best 1e-2 in both; at 3e-2 DTL became unstable (README, "Measured").
 SIDE_LR_FACTOR = 0.1
-
-
-def split_for_search(labels: Sequence[int], seed: int) -> tuple[list[int], list[int]]:
-    """Indices into the training split: (search-train, search-validation), stratified per class.
-
-    At most :data:`MAX_SEARCH_IMAGES` images; every class with two or more images keeps at
-    least one on each side.
-    """
-    rng = random.Random(seed * 7919 + 17)
-    by_class: dict[int, list[int]] = defaultdict(list)
-    for i, y in enumerate(labels):
-        by_class[int(y)].append(i)
-    keep = min(1.0, MAX_SEARCH_IMAGES / max(1, len(labels)))
-    train, val = [], []
-    for y in sorted(by_class):
-        idx = by_class[y][:]
-        rng.shuffle(idx)
-        idx = idx[:max(2, round(len(idx) * keep))] if len(idx) > 2 else idx
-        n_val = min(len(idx) - 1, max(1, round(len(idx) * SEARCH_VAL_SHARE))) if len(idx) > 1 else 0
-        val += idx[:n_val]
-        train += idx[n_val:]
-    return sorted(train), sorted(val)
 
 
 def trial_steps(total_steps: int) -> int:
@@ -163,6 +140,7 @@ class AutoTuner:
         side = getattr(self.model, "side_network", None) is not None
         self.train_idx, self.val_idx = split_for_search(self.labels.tolist(), cfg.seed)
         self.score_idx = self.val_idx or self.train_idx     # no class could spare an image: score on train
+        self.folds = search_folds(self.labels.tolist(), self.train_idx, self.val_idx, cfg.seed)
         # the linear probe is the probe itself: its rates are the method's; DTL's probe has its own
         probe_lrs = PROBE_LRS if side else (self.candidates if lr_auto else [float(cfg.lr)])
         self.steps = trial_steps(self.total_steps)
@@ -189,7 +167,7 @@ class AutoTuner:
                             search_train=len(self.train_idx), search_val=len(self.val_idx),
                             view_images=len(self._view_indices()) if self.views else 0,
                             scored_on="search-validation" if self.val_idx else "search-train",
-                            side_steps=self.side_steps, side_budget=self.side_budget,
+                            side_steps=self.side_steps, side_budget=self.side_budget, folds=len(self.folds),
                             augment_evidence=self.augment_evidence)
 
     def _plan_progress(self, probes: int, aug_auto: bool, runs_side: bool) -> None:
@@ -210,6 +188,8 @@ class AutoTuner:
         if not self.train_idx:
             raise RunError("None of the training images could be loaded; check that the image folder "
                            "is still there.")
+        kept = [([i for i in tr if i in self.features], [i for i in sc if i in self.features]) for tr, sc in self.folds]
+        self.folds = [(self.train_idx, self.score_idx)] + [(tr, sc) for tr, sc in kept[1:] if tr and sc]
 
     def _choose_augment(self, probe: Trial, trials: list[Trial]) -> str:
         """Each augmentation of the ladder at the probe's rate; the one clearly better than the best so far."""
@@ -267,7 +247,7 @@ class AutoTuner:
     # ------------------------------------------------------------------ features
     def _view_indices(self) -> list[int]:
         rng = random.Random(self.cfg.seed * 31 + 5)
-        idx = self.train_idx[:]
+        idx = sorted({i for tr, _ in self.folds for i in tr})      # every image some fold trains on
         rng.shuffle(idx)
         return sorted(idx[:MAX_VIEW_IMAGES])
 
@@ -351,19 +331,38 @@ class AutoTuner:
 
     # ------------------------------------------------------------------ trials
     def _trials(self, lrs: Sequence[float], augment: str, keep_heads: bool = False) -> list[Trial]:
-        """Train one fresh classifier per rate in ``lrs`` on the features, all at once, for the run's length.
+        """Train one fresh classifier per rate in ``lrs`` on the features, all at once, for the run's length;
+        once per fold of the search's images (:func:`search_folds`), each scored on its held-out part.
 
-        ``keep_heads``: keep each trained classifier (by rate) as a possible start of the run's head.
+        ``keep_heads``: keep each classifier of the first fold (by rate) as a possible start of the run's head.
         """
         if self.should_stop():
             raise SearchStopped()
-        cfg = self.cfg
         view = self._view(augment) if augment != "none" else {}
         t0 = time.perf_counter()
-        x_train = torch.stack([self.features[i] for i in self.train_idx])
-        x_view = torch.stack([view.get(i, self.features[i]) for i in self.train_idx])
-        has_view = torch.tensor([i in view for i in self.train_idx])
-        y_train = self.labels[self.train_idx]
+        scored: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []     # (losses, correct, alive) per fold
+        curves: list[list[float]] = []
+        for f, (train_idx, score_idx) in enumerate(self.folds):
+            weights, biases, alive, fold_curves = self._train_probes(lrs, train_idx, view)
+            scored.append(self._score_fold(weights, biases, alive, score_idx))
+            if f == 0:
+                curves = fold_curves
+                for j, lr in enumerate(lrs):
+                    if keep_heads and bool(alive[j]):
+                        self._probe_heads[float(lr)] = (weights[j].clone(), biases[j].clone())
+        trials = self._combine_folds(lrs, augment, scored, curves, (time.perf_counter() - t0) / len(lrs))
+        self.meter.trials_done(len(lrs), time.perf_counter() - t0, "probe" if augment == "none" else "augment",
+                               "; ".join(trial_note(t) for t in trials))
+        return trials
+
+    def _train_probes(self, lrs: Sequence[float], train_idx: list[int], view: dict[int, torch.Tensor]
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[float]]]:
+        """The classifiers (weights (k, classes, dim), biases (k, classes)), which stayed finite, their curves."""
+        cfg = self.cfg
+        x_train = torch.stack([self.features[i] for i in train_idx])
+        x_view = torch.stack([view.get(i, self.features[i]) for i in train_idx])
+        has_view = torch.tensor([i in view for i in train_idx])
+        y_train = self.labels[train_idx]
         _seed(cfg.seed * 1_000_003 + 4242)
         first = torch.nn.Linear(x_train.shape[1], self.num_classes)
         torch.nn.init.trunc_normal_(first.weight, std=0.02)      # as the run's own classifier
@@ -380,7 +379,7 @@ class AutoTuner:
         warmup = warmup_steps_for(cfg.warmup_epochs, self.steps_per_epoch, self.steps)
         scheduler = build_scheduler(rates, self.steps, warmup, prefix=cfg.warmup_prefix)
         gen = torch.Generator().manual_seed(cfg.seed * 7 + 3)   # the same batches in every trial
-        n, size = len(self.train_idx), cfg.batch_size
+        n, size = len(train_idx), cfg.batch_size
         smooth = float(cfg.label_smoothing)
         order = torch.empty(0, dtype=torch.long)
         history: list[torch.Tensor] = []
@@ -404,28 +403,32 @@ class AutoTuner:
             lr_now = torch.tensor([g["lr"] for g in rates.param_groups]) * alive
             adam.step([torch.einsum("kbc,bd->kcd", grad, x), grad.sum(1)], lr_now)
         curves = torch.stack(history).T.tolist() if history else [[] for _ in lrs]
-        seconds = (time.perf_counter() - t0) / k
-        trials = self._score_probes(lrs, augment, weights, biases, alive, curves, seconds, keep_heads)
-        self.meter.trials_done(k, time.perf_counter() - t0, "probe" if augment == "none" else "augment",
-                               "; ".join(trial_note(t) for t in trials))
-        return trials
+        return weights, biases, alive, curves
 
     @torch.no_grad()
-    def _score_probes(self, lrs: Sequence[float], augment: str, weights: torch.Tensor, biases: torch.Tensor,
-                      alive: torch.Tensor, curves: list[list[float]], seconds: float, keep_heads: bool) -> list[Trial]:
-        """The trained probes on the scored images: one Trial each (per-image losses kept for the evidence)."""
+    def _score_fold(self, weights: torch.Tensor, biases: torch.Tensor, alive: torch.Tensor, score_idx: list[int]
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-image losses (k, n) and correctness (k, n) on ``score_idx``; a diverged classifier's losses are inf."""
+        x_val, y_val = torch.stack([self.features[i] for i in score_idx]), self.labels[score_idx]
+        logits = torch.einsum("nd,kcd->knc", x_val, weights) + biases[:, None, :]
+        losses = F.cross_entropy(logits.transpose(1, 2), y_val.expand(len(weights), -1), reduction="none")
+        losses = torch.where(alive[:, None] & torch.isfinite(losses), losses, torch.full_like(losses, math.inf))
+        return losses, logits.argmax(2) == y_val, alive
+
+    def _combine_folds(self, lrs: Sequence[float], augment: str,
+                       scored: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], curves: list[list[float]],
+                       seconds: float) -> list[Trial]:
+        """One Trial per rate from every fold's scores (the per-image losses kept for the evidence)."""
+        losses = torch.cat([s[0] for s in scored], dim=1)
+        correct = torch.cat([s[1] for s in scored], dim=1).float()
+        alive = torch.stack([s[2] for s in scored]).all(0)
         trials = []
-        x_val, y_val = torch.stack([self.features[i] for i in self.score_idx]), self.labels[self.score_idx]
         for j, lr in enumerate(lrs):
-            logits = x_val @ weights[j].T + biases[j]
-            per_image = F.cross_entropy(logits, y_val, reduction="none")
-            self._image_losses[(float(lr), augment)] = per_image if bool(alive[j]) else per_image.fill_(math.inf)
-            val_loss = float(per_image.mean()) if bool(alive[j]) else float("inf")
-            val_acc = float((logits.argmax(1) == y_val).float().mean()) if len(y_val) else 0.0
-            if keep_heads and bool(alive[j]):
-                self._probe_heads[float(lr)] = (weights[j].clone(), biases[j].clone())
-            trials.append(Trial(lr=float(lr), augment=augment, val_acc=val_acc,
-                                val_loss=val_loss if math.isfinite(val_loss) else float("inf"),
+            self._image_losses[(float(lr), augment)] = losses[j]
+            val_loss = float(losses[j].mean()) if bool(alive[j]) else math.inf
+            acc = float(correct[j].mean()) if correct.numel() else 0.0
+            trials.append(Trial(lr=float(lr), augment=augment, val_acc=acc,
+                                val_loss=val_loss if math.isfinite(val_loss) else math.inf,
                                 steps=len(curves[j]), seconds=seconds, curve=thin(curves[j])))
         return trials
 

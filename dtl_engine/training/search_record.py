@@ -44,13 +44,14 @@ class SearchResult:
     seconds: float
     steps_per_trial: int
     search_train: int
-    search_val: int
+    search_val: int           # of the first fold (with several, every search image was scored once)
     view_images: int
     cpu_seconds: float = 0.0          # process CPU time (steadier than wall time on a busy machine)
     # of it, the frozen prefixes computed into the run's cache: work the run's first epoch would do anyway
     prefix_cpu_seconds: float = 0.0
     scored_on: str = "search-validation"    # or "search-train": too few images to hold any out
     side_steps: int = 0                     # updates per side-network trial (0: none ran)
+    folds: int = 1                          # the probe trials' splits of the search images (several: small set)
     # how the trials of the whole model were fitted into the search's share of the run's time, and why
     # (side_trials.SideBudget as a dict; empty when none were planned)
     side_budget: dict[str, Any] = field(default_factory=dict)
