@@ -102,6 +102,7 @@ class AutoTuner:
         cache: the run's prefix cache over the training samples (indices 0…n-1), or None (then the
             features come from whole forward passes and nothing is kept).
         should_stop: polled while working; True aborts with :class:`SearchStopped`.
+        val_images: the run's validation images (for the estimate of the run's time the search is bounded by).
         on_failure: called for images that cannot be read.
     """
 
@@ -112,7 +113,7 @@ class AutoTuner:
                  autocast: Callable[[], Any], cache: FeatureCache | None,
                  should_stop: Callable[[], bool] = lambda: False,
                  on_failure: Callable[[str, str], None] | None = None,
-                 on_progress: Callable[[SearchProgress], None] | None = None) -> None:
+                 on_progress: Callable[[SearchProgress], None] | None = None, val_images: int = 0) -> None:
         self.model, self.samples, self.cfg = model, list(samples), config
         self.candidates = [float(c) for c in candidates]
         self.total_steps, self.steps_per_epoch = total_steps, max(1, steps_per_epoch)
@@ -127,6 +128,7 @@ class AutoTuner:
         self.prefix_cpu = 0.0               # CPU time spent filling the run's prefix cache
         self.meter = SearchMeter(on_progress or (lambda _p: None), 0, 0)
         self.side_steps = 0
+        self.val_images = val_images        # the run's validation images (each epoch scores them: part of its time)
         self.side_budget: dict[str, Any] = {}
         self.augment_evidence: list[str] = []
         self._image_losses: dict[tuple[float, str], torch.Tensor] = {}   # per score image, by (rate, augment)
@@ -239,8 +241,9 @@ class AutoTuner:
         assert self.base is not None and self.head_start is not None
         step = st.measure_step_seconds(self.model, self.base, self.labels, train, self.head_start, rates[0], *args)
         spent = time.process_time() - self.c0 - self.prefix_cpu
+        epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         budget = st.fit_budget(rates, st.side_trial_steps(self.total_steps), step, len(score), self.cfg.batch_size,
-                               self.total_steps, spent, self.prefix_cpu)
+                               self.total_steps, spent, self.prefix_cpu, run_scored_images=epochs * self.val_images)
         self.side_budget, self.side_steps = budget.to_dict(), budget.steps
         return budget.rates
 

@@ -98,19 +98,21 @@ class SideBudget:
 
 def fit_budget(rates: Sequence[float], wanted_steps: int, step_seconds: float, score_images: int,
                batch_size: int, total_steps: int, spent_seconds: float, reused_seconds: float,
-               share: float = SEARCH_TIME_SHARE) -> SideBudget:
+               run_scored_images: int = 0, share: float = SEARCH_TIME_SHARE) -> SideBudget:
     """The rates and updates per trial that keep the search within ``share`` of the run's time.
 
     The run is estimated as its ``total_steps`` updates at ``step_seconds`` each (its epochs train from
-    the same cached prefixes) plus ``reused_seconds`` (the prefixes the search computed for it); its
-    validation passes are left out, so the estimate is low and the bound errs on the short side. With
+    the same cached prefixes), its ``run_scored_images`` validation images (all epochs) at the cost of
+    scoring, and ``reused_seconds`` (the prefixes the search computed for it); its start-up and the
+    decoding of images the search did not see are left out, so the bound errs on the short side. With
     S the trials' time and O the search's own time so far, O + S <= share * (O + S + run) gives
     S <= (share * (O + run) - O) / (1 - share). Updates per trial are cut first (down to
     :data:`MIN_SIDE_TRIAL_STEPS`), then the largest rate, as long as two rates are left to compare.
     """
     step = max(step_seconds, 1e-9)
-    score = score_images * step * SCORE_STEP_SHARE / max(1, batch_size)
-    run = total_steps * step + reused_seconds
+    per_image = step * SCORE_STEP_SHARE / max(1, batch_size)
+    score = score_images * per_image
+    run = total_steps * step + run_scored_images * per_image + reused_seconds
     allowed = (share * (spent_seconds + run) - spent_seconds) / (1.0 - share)
     budget = SideBudget(share=share, step_seconds=step, score_seconds=score, run_seconds=run,
                         spent_seconds=spent_seconds, allowed_seconds=allowed, wanted_rates=[float(r) for r in rates],
