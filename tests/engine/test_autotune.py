@@ -258,7 +258,12 @@ def test_the_side_trials_budget_cuts_updates_then_the_largest_rate_then_everythi
     def cost(b) -> float:
         return len(b.rates) * (b.steps * b.step_seconds + b.score_seconds)
 
-    roomy, tight, tighter, none = fit(1.0), fit(0.1, spent=20.5), fit(0.1, spent=22.5), fit(0.1, spent=30.0)
+    def leaving(allowed: float) -> float:     # the search's time so far that leaves the trials ``allowed`` seconds
+        probe = fit(0.1)
+        return probe.share * probe.run_seconds / (1.0 - probe.share) - allowed
+
+    # at 0.1 s an update, 3 trials of 20 cost 6 s (+ scoring), of 12: 3.6 s; 2 trials of 12: 2.4 s
+    roomy, tight, tighter, none = fit(1.0), fit(0.1, leaving(5.0)), fit(0.1, leaving(3.2)), fit(0.1, leaving(1.0))
     assert (roomy.rates, roomy.steps) == (rates, wanted) and cost(roomy) <= roomy.allowed_seconds
     assert tight.rates == rates and side_trials.MIN_SIDE_TRIAL_STEPS <= tight.steps < wanted
     assert tighter.rates == rates[:2] and tighter.steps >= side_trials.MIN_SIDE_TRIAL_STEPS
