@@ -221,6 +221,7 @@ class AutoTuner:
             if not rates:
                 self.meter.add_trials(-st.TRIALS)
                 self.meter.plan_side(0, 1.0)
+                self.meter.trials_done(0, 0.0, "side", str(self.side_budget.get("reason", "")))   # the count changed
                 return None
 
             def done(trial: st.SideTrial) -> None:
