@@ -59,6 +59,7 @@ def test_auto_run_records_its_choice_uses_only_training_images_and_is_determinis
         return original(self, index)
 
     monkeypatch.setattr(ImageDataset, "__getitem__", spy)
+    _slow_updates(monkeypatch, 1e-6)    # the trials of the whole model are bounded by time: none, on any machine
     seen_at_search: list[str] = []
     listener = Recorder(search_finished=lambda result: seen_at_search.extend(log.read_text().splitlines()))
     first = train(_auto(data), listener, run_dir=tmp_path / "a", model_kwargs=MODEL_KWARGS)
@@ -73,7 +74,7 @@ def test_auto_run_records_its_choice_uses_only_training_images_and_is_determinis
     plain = [t for t in search.trials if t.augment == "none" and t.kind == "probe"]   # the probe at every rate
     assert sorted(t.lr for t in plain) == [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
     best = min(plain, key=lambda t: (t.val_loss, -t.val_acc))
-    # DTL, in a run too short to spare updates for trials of the whole model: a tenth of the probe's best
+    # DTL, with no time for trials of the whole model: a tenth of the probe's best
     assert not [t for t in search.trials if t.kind == "side"] and search.side_steps == 0
     assert search.lr == side_rate(best.lr, (1e-3, 3e-3, 1e-2, 3e-2))
     assert {t.augment for t in search.trials} == {"none", "light-noflip", "light"}
