@@ -46,9 +46,7 @@ ALLOWED_LOCAL_IMPORTS: dict[tuple[str, str], str] = {
                             "that check with a sentence instead of the whole self-test",
     # --- TEMPORARY: modules whose needless local imports are hoisted after this round's merge ---
     # (the hoisting script skips these entries; delete each once its module is hoisted)
-    ("dtl_engine.bench.accuracy", "*"): TEMPORARY,
     ("dtl_engine.cli.progress", "*"): TEMPORARY,
-    ("dtl_engine.training.autotune", "*"): TEMPORARY,
 }
 
 

@@ -8,10 +8,12 @@ side network starts at zero), trained for the run's own number of updates with t
 schedule, at several rates (all at once); then, at the best rate, once with light crops without
 flips and once with flips. The lowest loss on the search-validation images wins (the loss, not the
 accuracy: it still ranks trials that all sit near chance); an augmentation must lower it by a
-margin without costing accuracy, since it also makes the run slower (no prefix cache). The linear
+margin without costing accuracy, since it also makes the run slower (no prefix cache), and by more
+than the noise of the images it is scored on (:func:`augment_evidence`). The linear
 probe takes the best rate; a model with a side network tries :data:`SIDE_LR_FACTOR` of it and its
 neighbours in short runs of the whole model from the probe's start on the cached prefixes
-(:mod:`dtl_engine.training.side_trials`), and takes the best of those. The run's classifier then starts from the winning
+(:mod:`dtl_engine.training.side_trials`), as many as fit the search's share of the run's time, and
+takes the best of those. The run's classifier then starts from the winning
 probe (linear probing before fine-tuning) instead of near zero: it already agrees with the model's
 step-0 features and passes the side network a useful gradient from the first update.
 
@@ -40,9 +42,6 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections import defaultdict
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
@@ -51,134 +50,38 @@ import torch.nn.functional as F
 
 from dtl_engine.errors import RunError
 from dtl_engine.listener import SearchProgress
+from dtl_engine.training import side_trials as st
+from dtl_engine.training.batched_adamw import BatchedAdamW
 from dtl_engine.training.feature_cache import FeatureCache
-from dtl_engine.training.search_progress import SearchMeter
 from dtl_engine.training.optim import build_scheduler, warmup_steps_for
+from dtl_engine.training.search_progress import SearchMeter
+from dtl_engine.training.search_split import search_folds, split_for_search
+from dtl_engine.training.search_record import (AUGMENT_WORDS, SearchResult, Trial, describe_choice, read_search, thin,
+                                               trial_note)
 
-from dtl_engine.runs.folder import SEARCH as SEARCH_FILE  # noqa: F401 - re-exported: the search record in the run folder
+from dtl_engine.runs.folder import SEARCH as SEARCH_FILE
+from dtl_engine.data.loader import BatchLoader, auto_num_workers, image_dataset
+
+# re-exported: readers of the search record (and its file name) import them from here
+__all__ = ["AutoTuner", "SearchResult", "SearchStopped", "Trial", "describe_choice", "read_search", "SEARCH_FILE",
+           "split_for_search"]
 
 if TYPE_CHECKING:
     from dtl_engine.model.dtl import DTLModel
 
 MAX_TRIAL_STEPS = 3000     # probe updates per trial at most (the run's own count below that)
-MAX_SEARCH_IMAGES = 2000   # images of the training split the search uses at most
 MAX_VIEW_IMAGES = 128      # images that get an augmented copy (decoding them was most of the search)
-SEARCH_VAL_SHARE = 0.25    # of the search images, held out to score the trials
 AUGMENT_MARGIN = 0.02      # share of the validation loss an augmentation must remove to be chosen
+# ... and by this many standard errors of the per-image loss differences (paired, on the same images): on
+# 40 search-validation images (the LFW faces) light crops "won" by noise the fixed-rate runs did not bear out
+AUGMENT_EVIDENCE_Z = 2.0
 AUGMENT_LADDER = ("none", "light-noflip", "light")
-MAX_CURVE_POINTS = 40
 PROBE_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)   # the probe's own rates when the model has a side network
 # The side network trains through the frozen blocks after M and needs a smaller step than a classifier on
 # fixed features: its rate is this share of the probe's best, at the nearest candidate. Measured on the
 # built-in digits (random test_vit, 15 epochs): the probe's best rate was 0.1 (160 px) and 0.3 (32 px),
 # DTL's best 1e-2 in both; at 3e-2 DTL became unstable (README, "Measured").
 SIDE_LR_FACTOR = 0.1
-
-
-@dataclass
-class Trial:
-    """One probe trial (a classifier on the frozen features): its settings, score and loss curve."""
-
-    lr: float
-    augment: str
-    val_acc: float
-    val_loss: float
-    steps: int
-    seconds: float
-    curve: list[float] = field(default_factory=list)   # training loss, averaged into at most 40 points
-    kind: str = "probe"     # "probe": a classifier on the frozen features; "side": the whole model, briefly
-
-
-@dataclass
-class SearchResult:
-    """What the search chose and how."""
-
-    lr: float
-    augment: str
-    lr_searched: bool
-    augment_searched: bool
-    trials: list[Trial]
-    seconds: float
-    steps_per_trial: int
-    search_train: int
-    search_val: int
-    view_images: int
-    cpu_seconds: float = 0.0          # process CPU time (steadier than wall time on a busy machine)
-    # of it, the frozen prefixes computed into the run's cache: work the run's first epoch would do anyway
-    prefix_cpu_seconds: float = 0.0
-    scored_on: str = "search-validation"    # or "search-train": too few images to hold any out
-    side_steps: int = 0                     # updates per side-network trial (0: none ran)
-
-    @property
-    def own_cpu_seconds(self) -> float:
-        """The CPU time the search added to the run: all of it but the prefixes the run reuses."""
-        return max(0.0, self.cpu_seconds - self.prefix_cpu_seconds)
-
-    def summary(self) -> str:
-        """One line for people, e.g. 'learning rate chosen automatically: 3e-3, no flips'."""
-        return describe_choice(self.lr, self.augment, self.lr_searched, self.augment_searched)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["summary"] = self.summary()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SearchResult":
-        values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known = Trial.__dataclass_fields__
-        values["trials"] = [Trial(**{k: v for k, v in t.items() if k in known}) for t in data.get("trials", [])]
-        return cls(**values)
-
-
-_AUGMENT_WORDS = {"none": "no augmentation", "light-noflip": "light crops, no flips",
-                  "light": "light crops with flips", "standard": "standard augmentation"}
-
-
-def describe_choice(lr: float, augment: str, lr_searched: bool, augment_searched: bool) -> str:
-    """'learning rate chosen automatically: 3e-3, no flips' and its variants."""
-    rate = f"{lr:.0e}".replace("e-0", "e-")
-    words = _AUGMENT_WORDS.get(augment, augment)
-    if lr_searched and augment_searched:
-        return f"learning rate chosen automatically: {rate}, {words}"
-    if lr_searched:
-        return f"learning rate chosen automatically: {rate}"
-    return f"augmentation chosen automatically: {words}"
-
-
-def read_search(run_dir: str | Path) -> SearchResult | None:
-    """The search record of a run folder, or None when the run did not search."""
-    from dtl_engine.runs.folder import RunFolder
-
-    record = RunFolder(run_dir).read_search()
-    if record is None:
-        return None
-    try:
-        return SearchResult.from_dict(record)
-    except (ValueError, TypeError, KeyError):
-        return None
-
-
-def split_for_search(labels: Sequence[int], seed: int) -> tuple[list[int], list[int]]:
-    """Indices into the training split: (search-train, search-validation), stratified per class.
-
-    At most :data:`MAX_SEARCH_IMAGES` images; every class with two or more images keeps at
-    least one on each side.
-    """
-    rng = random.Random(seed * 7919 + 17)
-    by_class: dict[int, list[int]] = defaultdict(list)
-    for i, y in enumerate(labels):
-        by_class[int(y)].append(i)
-    keep = min(1.0, MAX_SEARCH_IMAGES / max(1, len(labels)))
-    train, val = [], []
-    for y in sorted(by_class):
-        idx = by_class[y][:]
-        rng.shuffle(idx)
-        idx = idx[:max(2, round(len(idx) * keep))] if len(idx) > 2 else idx
-        n_val = min(len(idx) - 1, max(1, round(len(idx) * SEARCH_VAL_SHARE))) if len(idx) > 1 else 0
-        val += idx[:n_val]
-        train += idx[n_val:]
-    return sorted(train), sorted(val)
 
 
 def trial_steps(total_steps: int) -> int:
@@ -200,6 +103,7 @@ class AutoTuner:
         cache: the run's prefix cache over the training samples (indices 0…n-1), or None (then the
             features come from whole forward passes and nothing is kept).
         should_stop: polled while working; True aborts with :class:`SearchStopped`.
+        val_images: the run's validation images (for the estimate of the run's time the search is bounded by).
         on_failure: called for images that cannot be read.
     """
 
@@ -210,7 +114,7 @@ class AutoTuner:
                  autocast: Callable[[], Any], cache: FeatureCache | None,
                  should_stop: Callable[[], bool] = lambda: False,
                  on_failure: Callable[[str, str], None] | None = None,
-                 on_progress: Callable[[SearchProgress], None] | None = None) -> None:
+                 on_progress: Callable[[SearchProgress], None] | None = None, val_images: int = 0) -> None:
         self.model, self.samples, self.cfg = model, list(samples), config
         self.candidates = [float(c) for c in candidates]
         self.total_steps, self.steps_per_epoch = total_steps, max(1, steps_per_epoch)
@@ -225,99 +129,130 @@ class AutoTuner:
         self.prefix_cpu = 0.0               # CPU time spent filling the run's prefix cache
         self.meter = SearchMeter(on_progress or (lambda _p: None), 0, 0)
         self.side_steps = 0
+        self.val_images = val_images        # the run's validation images (each epoch scores them: part of its time)
+        self.side_budget: dict[str, Any] = {}
+        self.augment_evidence: list[str] = []
+        self._image_losses: dict[tuple[float, str], torch.Tensor] = {}   # per score image, by (rate, augment)
+        self.c0 = time.process_time()
 
     # ------------------------------------------------------------------ story
     def run(self) -> SearchResult:
-        cfg, t0, c0 = self.cfg, time.perf_counter(), time.process_time()
+        cfg, t0 = self.cfg, time.perf_counter()
+        self.c0 = time.process_time()
         lr_auto, aug_auto = cfg.lr == "auto", cfg.augment == "auto"
         side = getattr(self.model, "side_network", None) is not None
         self.train_idx, self.val_idx = split_for_search(self.labels.tolist(), cfg.seed)
         self.score_idx = self.val_idx or self.train_idx     # no class could spare an image: score on train
-        base_aug = "none" if aug_auto else cfg.augment
+        self.folds = search_folds(self.labels.tolist(), self.train_idx, self.val_idx, cfg.seed)
         # the linear probe is the probe itself: its rates are the method's; DTL's probe has its own
         probe_lrs = PROBE_LRS if side else (self.candidates if lr_auto else [float(cfg.lr)])
         self.steps = trial_steps(self.total_steps)
-        from dtl_engine.training.side_trials import TRIALS, side_trial_steps
-
-        runs_side = side and lr_auto and self.base is not None and side_trial_steps(self.total_steps) > 0
-        side_trials_planned = TRIALS if runs_side else 0
-        augments = len(AUGMENT_LADDER) - 1 if aug_auto else 0
-        self.meter.add_images(len(self.train_idx) + len(self.val_idx) + augments * len(self._view_indices()))
-        self.meter.add_trials(len(probe_lrs) + augments + side_trials_planned)
-        if runs_side:       # a trial of the whole model: its updates' images (suffix, both ways) and its scoring
-            side_images = 2 * side_trial_steps(self.total_steps) * cfg.batch_size + len(self.val_idx or self.train_idx)
-            self.meter.plan_side(side_trials_planned, side_images)
+        runs_side = side and lr_auto and self.base is not None
+        self._plan_progress(len(probe_lrs), aug_auto, runs_side)
         was_training = self.model.training
         try:
-            self.features = self._features(self.train_idx + self.val_idx)
-            self.train_idx = [i for i in self.train_idx if i in self.features]   # unreadable files left out
-            self.score_idx = [i for i in self.score_idx if i in self.features] or self.train_idx
-            if not self.train_idx:
-                raise RunError("None of the training images could be loaded; check that the image folder "
-                               "is still there.")
+            self._featurise()
             self.views = {}
-            trials = self._trials(probe_lrs, base_aug, keep_heads=True)
+            trials = self._trials(probe_lrs, "none" if aug_auto else cfg.augment, keep_heads=True)
             probe = min(trials, key=_score)
             self.head_start = self._probe_heads.get(probe.lr)
-            chosen = base_aug
-            if aug_auto:
-                chosen_trial = probe
-                for augment in AUGMENT_LADDER[1:]:
-                    t = self._trials([probe.lr], augment)[0]
-                    trials.append(t)
-                    if _clearly_better(t, chosen_trial):
-                        chosen_trial, chosen = t, augment
+            chosen = self._choose_augment(probe, trials) if aug_auto else cfg.augment
             lr = probe.lr if lr_auto else float(cfg.lr)
             if side and lr_auto:
-                lr = side_rate(probe.lr, self.candidates)
-                if side_trials_planned and self.head_start is not None:
-                    tried = self._side_trials(probe.lr * SIDE_LR_FACTOR, trials)
-                    lr = tried if tried is not None else lr
+                tried = self._side_trials(probe.lr * SIDE_LR_FACTOR, trials) \
+                    if runs_side and self.head_start is not None else None
+                lr = tried if tried is not None else side_rate(probe.lr, self.candidates)
         finally:
             self.model.train(was_training)
         return SearchResult(lr=lr, augment=chosen, lr_searched=lr_auto, augment_searched=aug_auto,
                             trials=trials, seconds=time.perf_counter() - t0, steps_per_trial=self.steps,
-                            cpu_seconds=time.process_time() - c0, prefix_cpu_seconds=self.prefix_cpu,
+                            cpu_seconds=time.process_time() - self.c0, prefix_cpu_seconds=self.prefix_cpu,
                             search_train=len(self.train_idx), search_val=len(self.val_idx),
                             view_images=len(self._view_indices()) if self.views else 0,
                             scored_on="search-validation" if self.val_idx else "search-train",
-                            side_steps=self.side_steps)
+                            side_steps=self.side_steps, side_budget=self.side_budget, folds=len(self.folds),
+                            augment_evidence=self.augment_evidence)
+
+    def _plan_progress(self, probes: int, aug_auto: bool, runs_side: bool) -> None:
+        """Tell the progress meter the work ahead (trials of the whole model as planned: the budget may cut them)."""
+        augments = len(AUGMENT_LADDER) - 1 if aug_auto else 0
+        self.meter.add_images(len(self.train_idx) + len(self.val_idx) + augments * len(self._view_indices()))
+        side_trials = st.TRIALS if runs_side else 0
+        self.meter.add_trials(probes + augments + side_trials)
+        if runs_side:       # a trial of the whole model: its updates' images (suffix, both ways) and its scoring
+            steps = st.side_trial_steps(self.total_steps)
+            self.meter.plan_side(side_trials, 2 * steps * self.cfg.batch_size + len(self.score_idx))
+
+    def _featurise(self) -> None:
+        """The classifier's inputs of the search's images (their prefixes into the run's cache)."""
+        self.features = self._features(self.train_idx + self.val_idx)
+        self.train_idx = [i for i in self.train_idx if i in self.features]   # unreadable files left out
+        self.score_idx = [i for i in self.score_idx if i in self.features] or self.train_idx
+        if not self.train_idx:
+            raise RunError("None of the training images could be loaded; check that the image folder "
+                           "is still there.")
+        kept = [([i for i in tr if i in self.features], [i for i in sc if i in self.features]) for tr, sc in self.folds]
+        self.folds = [(self.train_idx, self.score_idx)] + [(tr, sc) for tr, sc in kept[1:] if tr and sc]
+
+    def _choose_augment(self, probe: Trial, trials: list[Trial]) -> str:
+        """Each augmentation of the ladder at the probe's rate; the one clearly better than the best so far."""
+        chosen_trial, chosen = probe, "none"
+        for augment in AUGMENT_LADDER[1:]:
+            t = self._trials([probe.lr], augment)[0]
+            trials.append(t)
+            better, why = augment_evidence(self._image_losses[(t.lr, augment)],
+                                           self._image_losses[(chosen_trial.lr, chosen_trial.augment)], t, chosen_trial)
+            self.augment_evidence.append(why)
+            if better:
+                chosen_trial, chosen = t, augment
+        return chosen
 
     def _side_trials(self, center: float, trials: list[Trial]) -> float | None:
-        """Short runs of the whole model at rates around ``center``; the best rate (None: none could run)."""
-        from dtl_engine.training import side_trials as st
-
+        """Short runs of the whole model at rates around ``center``, as many as the search's time share
+        allows; the best rate (None: none could run)."""
         cache = self.base
         assert cache is not None and self.head_start is not None
         cached = cache.filled
         train = [i for i in self.train_idx if bool(cached[i])]
         score = [i for i in self.score_idx if bool(cached[i])]
-        rates = st.candidate_rates(center)
-        if not train or not score:
-            self.meter.add_trials(-st.TRIALS)
-            self.meter.plan_side(0, 1.0)
-            return None
-        self.side_steps = st.side_trial_steps(self.total_steps)
-
-        def done(trial: st.SideTrial) -> None:
-            trials.append(Trial(lr=trial.lr, augment="none", val_acc=trial.val_acc, val_loss=trial.val_loss,
-                                steps=trial.steps, seconds=trial.seconds, curve=_thin(trial.curve), kind="side"))
-            self.meter.trials_done(1, trial.seconds, "side", _trial_note(trials[-1]))
-
-        self.meter.add_trials(len(rates) - st.TRIALS)
-        self.meter.plan_side(len(rates), self.meter.side_guess)
+        seed = self.cfg.seed * 13 + 1
+        args = (self.cfg, self.device, self.autocast, seed, self.should_stop)
         try:
+            rates = self._fit_side_trials(st.candidate_rates(center), train, score, args) if train and score else []
+            if not rates:
+                self.meter.add_trials(-st.TRIALS)
+                self.meter.plan_side(0, 1.0)
+                self.meter.trials_done(0, 0.0, "side", str(self.side_budget.get("reason", "")))   # the count changed
+                return None
+
+            def done(trial: st.SideTrial) -> None:
+                trials.append(Trial(lr=trial.lr, augment="none", val_acc=trial.val_acc, val_loss=trial.val_loss,
+                                    steps=trial.steps, seconds=trial.seconds, curve=thin(trial.curve), kind="side"))
+                self.meter.trials_done(1, trial.seconds, "side", trial_note(trials[-1]))
+
+            self.meter.add_trials(len(rates) - st.TRIALS)
+            self.meter.plan_side(len(rates), self.meter.side_guess)
             ran = st.run_side_trials(self.model, cache, self.labels, train, score, self.head_start, rates,
-                                     self.side_steps, self.cfg, self.device, self.autocast, self.cfg.seed * 13 + 1,
-                                     self.should_stop, done)
+                                     self.side_steps, *args[:4], self.should_stop, done)
         except InterruptedError:
             raise SearchStopped() from None
         return st.pick(ran).lr
 
+    def _fit_side_trials(self, rates: list[float], train: list[int], score: list[int], args: tuple) -> list[float]:
+        """Time one update of the whole model and fit the trials into the search's share of the run's time."""
+        assert self.base is not None and self.head_start is not None
+        step = st.measure_step_seconds(self.model, self.base, self.labels, train, self.head_start, rates[0], *args)
+        spent = time.process_time() - self.c0 - self.prefix_cpu
+        epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        budget = st.fit_budget(rates, st.side_trial_steps(self.total_steps), step, len(score), self.cfg.batch_size,
+                               self.total_steps, spent, self.prefix_cpu, run_scored_images=epochs * self.val_images)
+        self.side_budget, self.side_steps = budget.to_dict(), budget.steps
+        return budget.rates
+
     # ------------------------------------------------------------------ features
     def _view_indices(self) -> list[int]:
         rng = random.Random(self.cfg.seed * 31 + 5)
-        idx = self.train_idx[:]
+        idx = sorted({i for tr, _ in self.folds for i in tr})      # every image some fold trains on
         rng.shuffle(idx)
         return sorted(idx[:MAX_VIEW_IMAGES])
 
@@ -355,8 +290,6 @@ class AutoTuner:
                        captured: list[torch.Tensor], out: dict[int, torch.Tensor]) -> None:
         """Decode the samples ``todo`` (draft-decoded, through the loader workers) and add their features;
         their prefixes go into ``cache`` when one is given."""
-        from dtl_engine.data.loader import BatchLoader, auto_num_workers, image_dataset
-
         model = self.model
         dataset = image_dataset([self.samples[i] for i in todo], model.data_config, augment,
                                 train=augment != "none", on_failure=self.on_failure)
@@ -401,19 +334,38 @@ class AutoTuner:
 
     # ------------------------------------------------------------------ trials
     def _trials(self, lrs: Sequence[float], augment: str, keep_heads: bool = False) -> list[Trial]:
-        """Train one fresh classifier per rate in ``lrs`` on the features, all at once, for the run's length.
+        """Train one fresh classifier per rate in ``lrs`` on the features, all at once, for the run's length;
+        once per fold of the search's images (:func:`search_folds`), each scored on its held-out part.
 
-        ``keep_heads``: keep each trained classifier (by rate) as a possible start of the run's head.
+        ``keep_heads``: keep each classifier of the first fold (by rate) as a possible start of the run's head.
         """
         if self.should_stop():
             raise SearchStopped()
-        cfg = self.cfg
         view = self._view(augment) if augment != "none" else {}
         t0 = time.perf_counter()
-        x_train = torch.stack([self.features[i] for i in self.train_idx])
-        x_view = torch.stack([view.get(i, self.features[i]) for i in self.train_idx])
-        has_view = torch.tensor([i in view for i in self.train_idx])
-        y_train = self.labels[self.train_idx]
+        scored: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []     # (losses, correct, alive) per fold
+        curves: list[list[float]] = []
+        for f, (train_idx, score_idx) in enumerate(self.folds):
+            weights, biases, alive, fold_curves = self._train_probes(lrs, train_idx, view)
+            scored.append(self._score_fold(weights, biases, alive, score_idx))
+            if f == 0:
+                curves = fold_curves
+                for j, lr in enumerate(lrs):
+                    if keep_heads and bool(alive[j]):
+                        self._probe_heads[float(lr)] = (weights[j].clone(), biases[j].clone())
+        trials = self._combine_folds(lrs, augment, scored, curves, (time.perf_counter() - t0) / len(lrs))
+        self.meter.trials_done(len(lrs), time.perf_counter() - t0, "probe" if augment == "none" else "augment",
+                               "; ".join(trial_note(t) for t in trials))
+        return trials
+
+    def _train_probes(self, lrs: Sequence[float], train_idx: list[int], view: dict[int, torch.Tensor]
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[list[float]]]:
+        """The classifiers (weights (k, classes, dim), biases (k, classes)), which stayed finite, their curves."""
+        cfg = self.cfg
+        x_train = torch.stack([self.features[i] for i in train_idx])
+        x_view = torch.stack([view.get(i, self.features[i]) for i in train_idx])
+        has_view = torch.tensor([i in view for i in train_idx])
+        y_train = self.labels[train_idx]
         _seed(cfg.seed * 1_000_003 + 4242)
         first = torch.nn.Linear(x_train.shape[1], self.num_classes)
         torch.nn.init.trunc_normal_(first.weight, std=0.02)      # as the run's own classifier
@@ -425,12 +377,12 @@ class AutoTuner:
         # linear probe's search).
         weights = first.weight.detach().expand(k, -1, -1).clone()          # (k, classes, dim)
         biases = first.bias.detach().expand(k, -1).clone()                 # (k, classes)
-        adam = _BatchedAdamW([weights, biases], decays=[cfg.weight_decay, 0.0])
+        adam = BatchedAdamW([weights, biases], decays=[cfg.weight_decay, 0.0])
         rates = torch.optim.SGD([{"params": [torch.zeros(1)], "lr": lr} for lr in lrs])  # holds the schedule
         warmup = warmup_steps_for(cfg.warmup_epochs, self.steps_per_epoch, self.steps)
         scheduler = build_scheduler(rates, self.steps, warmup, prefix=cfg.warmup_prefix)
         gen = torch.Generator().manual_seed(cfg.seed * 7 + 3)   # the same batches in every trial
-        n, size = len(self.train_idx), cfg.batch_size
+        n, size = len(train_idx), cfg.batch_size
         smooth = float(cfg.label_smoothing)
         order = torch.empty(0, dtype=torch.long)
         history: list[torch.Tensor] = []
@@ -454,48 +406,34 @@ class AutoTuner:
             lr_now = torch.tensor([g["lr"] for g in rates.param_groups]) * alive
             adam.step([torch.einsum("kbc,bd->kcd", grad, x), grad.sum(1)], lr_now)
         curves = torch.stack(history).T.tolist() if history else [[] for _ in lrs]
+        return weights, biases, alive, curves
+
+    @torch.no_grad()
+    def _score_fold(self, weights: torch.Tensor, biases: torch.Tensor, alive: torch.Tensor, score_idx: list[int]
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-image losses (k, n) and correctness (k, n) on ``score_idx``; a diverged classifier's losses are inf."""
+        x_val, y_val = torch.stack([self.features[i] for i in score_idx]), self.labels[score_idx]
+        logits = torch.einsum("nd,kcd->knc", x_val, weights) + biases[:, None, :]
+        losses = F.cross_entropy(logits.transpose(1, 2), y_val.expand(len(weights), -1), reduction="none")
+        losses = torch.where(alive[:, None] & torch.isfinite(losses), losses, torch.full_like(losses, math.inf))
+        return losses, logits.argmax(2) == y_val, alive
+
+    def _combine_folds(self, lrs: Sequence[float], augment: str,
+                       scored: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], curves: list[list[float]],
+                       seconds: float) -> list[Trial]:
+        """One Trial per rate from every fold's scores (the per-image losses kept for the evidence)."""
+        losses = torch.cat([s[0] for s in scored], dim=1)
+        correct = torch.cat([s[1] for s in scored], dim=1).float()
+        alive = torch.stack([s[2] for s in scored]).all(0)
         trials = []
-        x_val, y_val = torch.stack([self.features[i] for i in self.score_idx]), self.labels[self.score_idx]
-        seconds = (time.perf_counter() - t0) / k
-        with torch.no_grad():
-            for j, lr in enumerate(lrs):
-                logits = x_val @ weights[j].T + biases[j]
-                val_loss = float(F.cross_entropy(logits, y_val)) if bool(alive[j]) else float("inf")
-                val_acc = float((logits.argmax(1) == y_val).float().mean()) if len(y_val) else 0.0
-                if keep_heads and bool(alive[j]):
-                    self._probe_heads[float(lr)] = (weights[j].clone(), biases[j].clone())
-                trials.append(Trial(lr=float(lr), augment=augment, val_acc=val_acc,
-                                    val_loss=val_loss if math.isfinite(val_loss) else float("inf"),
-                                    steps=len(curves[j]), seconds=seconds, curve=_thin(curves[j])))
-        self.meter.trials_done(k, time.perf_counter() - t0, "probe" if augment == "none" else "augment",
-                               "; ".join(_trial_note(t) for t in trials))
+        for j, lr in enumerate(lrs):
+            self._image_losses[(float(lr), augment)] = losses[j]
+            val_loss = float(losses[j].mean()) if bool(alive[j]) else math.inf
+            acc = float(correct[j].mean()) if correct.numel() else 0.0
+            trials.append(Trial(lr=float(lr), augment=augment, val_acc=acc,
+                                val_loss=val_loss if math.isfinite(val_loss) else math.inf,
+                                steps=len(curves[j]), seconds=seconds, curve=thin(curves[j])))
         return trials
-
-
-class _BatchedAdamW:
-    """torch's AdamW (default betas and eps), for tensors whose first axis holds independent trials.
-
-    ``step(grads, lr)`` takes one rate per trial (``lr``: shape (k,)); a rate of 0 leaves a trial as it is.
-    """
-
-    def __init__(self, params: list[torch.Tensor], decays: list[float], betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8) -> None:
-        self.params, self.decays, self.betas, self.eps = params, decays, betas, eps
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-        self.t = 0
-
-    def step(self, grads: list[torch.Tensor], lr: torch.Tensor) -> None:
-        self.t += 1
-        b1, b2 = self.betas
-        c1, c2 = 1.0 - b1 ** self.t, math.sqrt(1.0 - b2 ** self.t)
-        for p, g, m, v, decay in zip(self.params, grads, self.m, self.v, self.decays):
-            rate = lr.view(-1, *([1] * (p.dim() - 1)))
-            if decay:
-                p.mul_(1.0 - rate * decay)
-            m.lerp_(g, 1.0 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
-            p.sub_(rate / c1 * m / (v.sqrt() / c2 + self.eps))
 
 
 class SearchStopped(Exception):
@@ -514,27 +452,29 @@ def _score(trial: Trial) -> tuple[float, float]:
     return (trial.val_loss, -trial.val_acc)
 
 
-def _clearly_better(candidate: Trial, current: Trial) -> bool:
-    """An augmentation must lower the loss by a margin and not cost accuracy (it also slows the run)."""
-    return (candidate.val_loss <= current.val_loss * (1.0 - AUGMENT_MARGIN)
-            and candidate.val_acc >= current.val_acc - 0.005)
+def augment_evidence(candidate_losses: torch.Tensor, current_losses: torch.Tensor, candidate: Trial,
+                     current: Trial) -> tuple[bool, str]:
+    """Whether an augmentation's probe is clearly better than the current choice, and why in words.
 
-
-def _trial_note(trial: Trial) -> str:
-    """'probe at 1e-2: validation loss 0.412, accuracy 88 %' (the figures a user sees as they come)."""
-    what = {"side": "whole model", "probe": "probe"}.get(trial.kind, trial.kind)
-    if trial.augment != "none":
-        what += f" with {_AUGMENT_WORDS.get(trial.augment, trial.augment)}"
-    if not math.isfinite(trial.val_loss):
-        return f"{what} at {trial.lr:.0e}: diverged"
-    return f"{what} at {trial.lr:.0e}: validation loss {trial.val_loss:.3f}, accuracy {trial.val_acc:.0%}"
-
-
-def _thin(values: list[float]) -> list[float]:
-    if len(values) <= MAX_CURVE_POINTS:
-        return [round(v, 5) for v in values]
-    chunks = np.array_split(np.asarray(values, dtype=np.float64), MAX_CURVE_POINTS)
-    return [round(float(c.mean()), 5) for c in chunks]
+    Clearly: its loss on the scored images is lower by :data:`AUGMENT_MARGIN` of the current one and
+    by :data:`AUGMENT_EVIDENCE_Z` standard errors of the per-image differences (both probes are scored
+    on the same images, so the differences are paired), and its accuracy is not lower. On a few hundred
+    images the margin decides; on a few dozen one image's loss can make the margin, and the noise
+    bound asks for more (augmentation also makes the run slower: no prefix cache).
+    """
+    name = AUGMENT_WORDS.get(candidate.augment, candidate.augment)
+    gain = (current_losses - candidate_losses).double()
+    if not bool(torch.isfinite(gain).all()) or len(gain) == 0:
+        return False, f"{name}: not taken (diverged or nothing to score)"
+    mean = float(gain.mean())
+    noise = AUGMENT_EVIDENCE_Z * float(gain.std()) / math.sqrt(len(gain)) if len(gain) > 1 else math.inf
+    margin = AUGMENT_MARGIN * current.val_loss
+    accurate = candidate.val_acc >= current.val_acc - 0.005
+    taken = mean >= margin and mean >= noise and accurate
+    return taken, (f"{name}: {'taken' if taken else 'not taken'} (loss lower by {mean:.4f}; needed "
+                   f"{max(margin, noise):.4f}: {AUGMENT_MARGIN:.0%} of {current.val_loss:.3f} and "
+                   f"{AUGMENT_EVIDENCE_Z:g} standard errors over {len(gain)} images; accuracy "
+                   f"{candidate.val_acc:.0%} against {current.val_acc:.0%})")
 
 
 def _seed(seed: int) -> None:

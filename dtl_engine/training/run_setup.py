@@ -150,7 +150,7 @@ class RunSetup(KeptWeights):
         tuner = AutoTuner(self.model, self.split.train, cfg, lr_candidates(cfg.recipe, cfg.method), self.total_steps,
                           self.steps_per_epoch, self.device, self._autocast, self.cache,
                           should_stop=lambda: self.token.stop_requested, on_failure=self._bad_file,
-                          on_progress=self.listener.search_progress)
+                          on_progress=self.listener.search_progress, val_images=len(self.split.val))
         try:
             record = self.ddp.share(lambda: tuner.run().to_dict())   # rank 0 searches, every rank uses its choice
         except SearchStopped:

@@ -15,7 +15,8 @@ from dtl_engine.data import ImageDataset
 from dtl_engine.errors import RunError
 from dtl_engine.training import resume, train
 from dtl_engine.training.autotune import SEARCH_FILE, SIDE_LR_FACTOR, read_search, side_rate, split_for_search
-from dtl_engine.training.side_trials import SideTrial, candidate_rates, pick, side_trial_steps
+from dtl_engine.training import side_trials
+from dtl_engine.training.side_trials import SideTrial, candidate_rates, fit_budget, pick, side_trial_steps
 from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, tiny_config
 
 torch.set_num_threads(1)
@@ -58,6 +59,7 @@ def test_auto_run_records_its_choice_uses_only_training_images_and_is_determinis
         return original(self, index)
 
     monkeypatch.setattr(ImageDataset, "__getitem__", spy)
+    _slow_updates(monkeypatch, 1e-6)    # the trials of the whole model are bounded by time: none, on any machine
     seen_at_search: list[str] = []
     listener = Recorder(search_finished=lambda result: seen_at_search.extend(log.read_text().splitlines()))
     first = train(_auto(data), listener, run_dir=tmp_path / "a", model_kwargs=MODEL_KWARGS)
@@ -72,7 +74,7 @@ def test_auto_run_records_its_choice_uses_only_training_images_and_is_determinis
     plain = [t for t in search.trials if t.augment == "none" and t.kind == "probe"]   # the probe at every rate
     assert sorted(t.lr for t in plain) == [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
     best = min(plain, key=lambda t: (t.val_loss, -t.val_acc))
-    # DTL, in a run too short to spare updates for trials of the whole model: a tenth of the probe's best
+    # DTL, with no time for trials of the whole model: a tenth of the probe's best
     assert not [t for t in search.trials if t.kind == "side"] and search.side_steps == 0
     assert search.lr == side_rate(best.lr, (1e-3, 3e-3, 1e-2, 3e-2))
     assert {t.augment for t in search.trials} == {"none", "light-noflip", "light"}
@@ -188,13 +190,13 @@ def test_the_run_starts_its_classifier_from_the_searched_probe(tmp_path, monkeyp
 
 
 def test_the_batched_trial_optimiser_makes_torch_adamw_updates():
-    from dtl_engine.training.autotune import _BatchedAdamW
+    from dtl_engine.training.batched_adamw import BatchedAdamW
 
     gen = torch.Generator().manual_seed(0)
     start = torch.randn(3, 4, 5, generator=gen)
     lrs = [1e-3, 1e-2, 1e-1]
     batched = start.clone()
-    adam = _BatchedAdamW([batched], decays=[0.05])
+    adam = BatchedAdamW([batched], decays=[0.05])
     params = [torch.nn.Parameter(start[j].clone()) for j in range(3)]
     reference = torch.optim.AdamW([{"params": [p], "lr": lr} for p, lr in zip(params, lrs)], weight_decay=0.05)
     for _ in range(5):
@@ -207,10 +209,17 @@ def test_the_batched_trial_optimiser_makes_torch_adamw_updates():
     assert not torch.allclose(batched, start)
 
 
+def _slow_updates(monkeypatch, seconds: float) -> None:
+    # the trials' bound reads the time of one update of the whole model; a fixed one makes the run's
+    # estimate (its updates at that speed) long or short against the search's own time so far
+    monkeypatch.setattr(side_trials, "measure_step_seconds", lambda *args, **kwargs: seconds)
+
+
 @pytest.mark.slow
-def test_a_long_enough_run_chooses_the_side_networks_rate_from_short_runs_of_the_whole_model(tmp_path):
+def test_a_run_with_time_to_spare_chooses_the_side_networks_rate_from_short_runs_of_the_whole_model(
+        tmp_path, monkeypatch):
     data = image_folder(tmp_path, per_class=10)
-    # long enough (240 updates) that three trials of 12 updates are at most 15 % of the run
+    _slow_updates(monkeypatch, 10.0)    # 240 updates of 10 s: a run long enough that every planned trial fits
     run_dir = tmp_path / "run"
     train(_auto(data, batch_size=2, epochs=20), run_dir=run_dir, model_kwargs=MODEL_KWARGS)
     search = read_search(run_dir)
@@ -222,5 +231,46 @@ def test_a_long_enough_run_chooses_the_side_networks_rate_from_short_runs_of_the
     assert search.lr == pick([SideTrial(t.lr, t.val_loss, t.val_acc, t.steps, t.seconds, t.curve) for t in side]).lr
     assert search.side_steps == side_trial_steps(search.steps_per_trial) > 0
     assert all(t.steps == search.side_steps and t.curve for t in side)
-    assert 3 * search.side_steps <= 0.15 * search.steps_per_trial
+    assert search.side_budget["reason"].startswith("all planned trials fit")
     assert json.loads((run_dir / "config.json").read_text())["lr"] == search.lr
+
+
+@pytest.mark.slow
+def test_side_trials_too_slow_for_the_runs_time_are_left_out_and_the_record_says_why(tmp_path, monkeypatch):
+    data = image_folder(tmp_path, per_class=10)
+    _slow_updates(monkeypatch, 1e-6)    # the run's updates cost nothing next to the search: no room for trials
+    run_dir = tmp_path / "run"
+    train(_auto(data, batch_size=2, epochs=20), run_dir=run_dir, model_kwargs=MODEL_KWARGS)
+    search = read_search(run_dir)
+    probe = min((t for t in search.trials if t.kind == "probe" and t.augment == "none"),
+                key=lambda t: (t.val_loss, -t.val_acc))
+    assert not [t for t in search.trials if t.kind == "side"] and search.side_steps == 0
+    assert search.side_budget["rates"] == [] and "fixed factor" in search.side_budget["reason"]
+    assert search.lr == side_rate(probe.lr, (1e-3, 3e-3, 1e-2, 3e-2))
+
+
+def test_the_side_trials_budget_cuts_updates_then_the_largest_rate_then_everything():
+    rates, wanted = [1e-3, 3e-3, 1e-2], 20
+
+    def fit(step: float, spent: float = 10.0):
+        return fit_budget(rates, wanted, step, score_images=64, batch_size=32, total_steps=1000,
+                          spent_seconds=spent, reused_seconds=0.0, run_scored_images=2000)
+
+    def cost(b) -> float:
+        return len(b.rates) * (b.steps * b.step_seconds + b.score_seconds)
+
+    def leaving(allowed: float) -> float:     # the search's time so far that leaves the trials ``allowed`` seconds
+        probe = fit(0.1)
+        return probe.share * probe.run_seconds / (1.0 - probe.share) - allowed
+
+    # at 0.1 s an update, 3 trials of 20 cost 6 s (+ scoring), of 12: 3.6 s; 2 trials of 12: 2.4 s
+    roomy, tight, tighter, none = fit(1.0), fit(0.1, leaving(5.0)), fit(0.1, leaving(3.2)), fit(0.1, leaving(1.0))
+    assert (roomy.rates, roomy.steps) == (rates, wanted) and cost(roomy) <= roomy.allowed_seconds
+    assert tight.rates == rates and side_trials.MIN_SIDE_TRIAL_STEPS <= tight.steps < wanted
+    assert tighter.rates == rates[:2] and tighter.steps >= side_trials.MIN_SIDE_TRIAL_STEPS
+    assert "largest" in tighter.reason and "updates per trial" in tight.reason
+    for b in (tight, tighter):          # what was cut is what the search's share of the run's time allows
+        assert cost(b) <= b.allowed_seconds < cost(b) + len(b.rates) * b.step_seconds + 3 * b.score_seconds
+        spent_with_trials = b.spent_seconds + cost(b)
+        assert spent_with_trials <= b.share * (spent_with_trials + b.run_seconds) + 1e-9
+    assert none.rates == [] and none.steps == 0 and "fixed factor" in none.reason

@@ -5,7 +5,7 @@ import re
 
 import torch
 
-from dtl_engine.bench.accuracy import Row, format_table, gap_line
+from dtl_engine.bench.accuracy import Row, format_table, gap_line, mean_gap_line
 from dtl_engine.cli import main as cli
 from image_factory import make_image_folder
 
@@ -39,6 +39,18 @@ def test_bench_accuracy_reads_the_gap_to_the_best_fixed_rate_and_the_new_columns
     table = format_table(rows)
     assert "| DTL, defaults | test_vit | 0.01 | none | 0.460 | 12 | 0.912 | 0.910 | 1 |" in table
     assert table.splitlines()[2].endswith("| 10% |")          # the back-offs' share of the run's time
+
+
+def test_bench_accuracy_compares_means_over_seeds():
+    rows = [_row("DTL, defaults", 0.03, 0.900, seed=0), _row("DTL lr 0.01 none", 0.01, 0.925, seed=0),
+            _row("DTL lr 0.1 none", 0.1, 1.000, seed=0),
+            _row("DTL, defaults", 0.01, 0.975, seed=1), _row("DTL lr 0.01 none", 0.01, 0.975, seed=1),
+            _row("DTL lr 0.1 none", 0.1, 0.875, seed=1)]
+    # seed 0 alone: 0.1 is best and the defaults are 0.100 below; over both seeds 0.01 is best on average
+    assert gap_line(rows[:3]).endswith("0.100 below it")
+    assert mean_gap_line(rows) == ("over seeds 0,1: defaults 0.938 on average, best fixed rate 0.950 on average "
+                                   "(lr 0.01): the defaults are 0.012 below it")
+    assert mean_gap_line(rows[:3]) is None                  # one seed: the single gap line says it
 
 
 def test_bench_accuracy_refuses_bad_rates_with_a_sentence(capsys):
