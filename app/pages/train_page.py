@@ -27,7 +27,7 @@ from app.theme import state_color
 from app.widgets.charts import TrainingCharts
 from app.widgets.error_dialog import show_error
 from app.worker import RunController, describe_error
-from dtl_engine.formatting import format_bytes, format_count, format_duration, format_span
+from dtl_engine.formatting import format_bytes, format_count, format_duration, format_eta
 
 
 SEARCH_PHASE = "Choosing the learning rate and augmentation"
@@ -539,7 +539,8 @@ class TrainPage(QWidget):
             done = f"images {progress.images_done} of {progress.images_total}"
         else:
             done = f"trial {progress.trial} of {progress.trials}"
-        eta = "" if progress.eta_seconds is None else f" · {format_span(progress.eta_seconds)} left"
+        eta = "" if progress.eta_seconds is None else \
+            f" · {format_eta(progress.eta_seconds, progress.eta_low_seconds, progress.eta_high_seconds)} left"
         self.progress.setFormat(f"{SEARCH_PHASE} — {done}{eta}")
         if self._status_text != f"{SEARCH_PHASE}…":
             self._set_state(self.life.state, f"{SEARCH_PHASE}…")
@@ -574,7 +575,8 @@ class TrainPage(QWidget):
         self._last_stats = stats
         # images/s: the smoothed figure the throughput chart draws, not one batch's jumpy rate
         text = (f"Epoch {stats.epoch + 1}/{self._epochs or '?'} · step {stats.step + 1}/{stats.steps_per_epoch}"
-                f" · {self.charts.speed:.0f} images/s · {format_span(stats.eta_seconds)} left")
+                f" · {self.charts.speed:.0f} images/s · "
+                f"{format_eta(stats.eta_seconds, stats.eta_low_seconds, stats.eta_high_seconds)} left")
         self.progress.setFormat(text)
         self._last_progress = text
         if stats.memory_bytes and not self._memory_samples:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from dtl_engine.formatting import format_eta
 from dtl_engine.listener import BACKOFF_REASONS, RunListener
 
 class ProgressPrinter(RunListener):
@@ -41,7 +42,8 @@ class ProgressPrinter(RunListener):
                             leave=False, dynamic_ncols=True, file=sys.stderr, disable=None)
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{stats.loss:.4f}", img_s=f"{stats.images_per_sec:.1f}",
-                             total_eta=_duration(stats.eta_seconds), refresh=False)
+                             refresh=False,
+                             total_eta=format_eta(stats.eta_seconds, stats.eta_low_seconds, stats.eta_high_seconds))
 
     def epoch_finished(self, stats) -> None:
         self._close_bar()
@@ -62,7 +64,8 @@ class ProgressPrinter(RunListener):
             self.search_bar = tqdm(total=1000, desc="choosing the learning rate and augmentation", unit="‰",
                                    leave=False, dynamic_ncols=True, file=sys.stderr, disable=None)
         self.search_bar.n = int(1000 * progress.fraction)
-        eta = "" if progress.eta_seconds is None else _duration(progress.eta_seconds)
+        eta = "" if progress.eta_seconds is None else format_eta(progress.eta_seconds, progress.eta_low_seconds,
+                                                                 progress.eta_high_seconds)
         self.search_bar.set_postfix(trial=f"{progress.trial}/{progress.trials}",
                                     images=f"{progress.images_done}/{progress.images_total}", eta=eta, refresh=False)
         self.search_bar.refresh()
@@ -99,8 +102,3 @@ class ProgressPrinter(RunListener):
             self.bar.close()
             self.bar = None
 
-
-def _duration(seconds: float) -> str:
-    seconds = max(int(seconds), 0)
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"

@@ -46,6 +46,7 @@ from dtl_engine.model.half_weights import cast_frozen_weights
 from dtl_engine.runs import listing as run_files
 from dtl_engine.runs import checkpoint as ckpt
 from dtl_engine.training import backoff, distributed
+from dtl_engine.training.eta import RunEta
 from dtl_engine.devices import resolve_precision, select_device
 from dtl_engine.training.feature_cache import FeatureCache
 from dtl_engine.training.memory import MemoryMeter
@@ -277,7 +278,10 @@ class _Run:
         listener.run_started(self._started_info(start_epoch))
         if state is None and self.first_model_due and self.split.val:
             self._first_model()
-        status, t_session, steps_session = "finished", time.perf_counter(), 0
+        status, batch = "finished", max(1, cfg.batch_size)
+        eta = RunEta(total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch, start_step=self.global_step,
+                     start=time.perf_counter(), val_steps=len(self.split.val) / batch,
+                     final_steps=len(evaluation_split(self.split)[1]) / batch, feature_cache=self.cache is not None)
         epochs_done = start_epoch
 
         for epoch in range(start_epoch, cfg.epochs):
@@ -305,16 +309,15 @@ class _Run:
                     broken = True                               # the rest of the epoch would be lost anyway
                     break
                 self.global_step += 1
-                steps_session += 1
                 loss_sum, correct, seen = loss_sum + batch_loss, correct + batch_correct, seen + len(labels)
                 # log
                 now = time.perf_counter()
-                per_step = (now - t_session) / steps_session
+                left = eta.step(now, epoch, self.global_step)
                 listener.batch_finished(BatchStats(
                     epoch=epoch, step=step, steps_per_epoch=self.steps_per_epoch, global_step=self.global_step,
                     total_steps=self.total_steps, loss=batch_loss / max(len(labels), 1), lr=lr,
                     images_per_sec=len(labels) / max(now - t_prev, 1e-9), **self._memory(),
-                    eta_seconds=per_step * (self.total_steps - self.global_step)))
+                    eta_seconds=left.seconds, eta_low_seconds=left.low, eta_high_seconds=left.high))
                 t_prev = now
                 if self.global_step >= self.total_steps:
                     break                                       # max_steps reached (or the last step)
