@@ -19,6 +19,7 @@ from PySide6.QtCore import QObject, Signal
 
 from app import jobs
 from app.jobs import describe_error, ensure_heavy_imports
+from dtl_engine.devices import release_freed_memory
 from dtl_engine.listener import RunListener, StopToken
 
 #: A run function: gets the listener and the stop token, returns a RunResult.
@@ -162,6 +163,8 @@ class RunController(RunSignals):
                 listener.run_failed(*describe_error(exc, "Training"))
             else:
                 listener.run_finished(result)
+            finally:    # the run's memory goes back to the system, not to an idle app
+                release_freed_memory()
 
         self._token = token
         self._active = True

@@ -21,10 +21,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-#: A later epoch's step costs between these fractions of a step of the first epoch: with the
-#: feature cache it skips decoding and the frozen blocks (far below 1); without it, decoding only.
-CACHED_STEP_RANGE = (0.1, 1.0)
-UNCACHED_STEP_RANGE = (0.6, 1.0)
+#: A later epoch's step costs between these fractions of a step of the session's first epoch:
+#: that epoch fills the feature cache, so later ones skip decoding and the frozen blocks (far below 1);
+FILLING_CACHE = (0.1, 1.0)
+#: no feature cache: later epochs skip decoding only (the decoded-image cache);
+DECODING = (0.6, 1.0)
+#: the feature cache was full before the first step (the search or an earlier run filled it): alike.
+ALIKE = (0.85, 1.15)
 #: One step tells little: the next ones cost between these multiples of it (it also started the workers).
 FIRST_STEP_RANGE = (0.25, 4.0)
 #: A validation batch costs between these fractions of a training step of the same epoch
@@ -108,13 +111,14 @@ class RunEta:
     session began (a resumed run begins at an epoch's start); ``val_steps`` the batches of
     one validation and ``final_steps`` those of the evaluation after the last epoch (the
     engine's batches of those images); ``start`` the clock's reading when the session began;
-    ``feature_cache`` whether the later epochs read the frozen blocks' outputs from a cache.
+    ``later`` how a later epoch's step may compare with one of the first (:func:`later_pace`).
     """
 
     def __init__(self, *, total_steps: int, steps_per_epoch: int, start_step: int, start: float,
-                 val_steps: float = 0.0, final_steps: float = 0.0, feature_cache: bool = True) -> None:
+                 val_steps: float = 0.0, final_steps: float = 0.0,
+                 later: tuple[float, float] = FILLING_CACHE) -> None:
         self.total_steps, self.per_epoch = max(0, total_steps), max(1, steps_per_epoch)
-        self.later_range = CACHED_STEP_RANGE if feature_cache else UNCACHED_STEP_RANGE
+        self.later_range = later
         self.val_steps, self.final_steps = max(0.0, val_steps), max(0.0, final_steps)
         self.first_epoch = start_step // self.per_epoch      # the session's epoch that fills the caches
         self.epoch = self.first_epoch
@@ -196,6 +200,13 @@ class RunEta:
         if self.first_gap is not None and self.val_steps:
             return _exact(self.first_gap / self.val_steps * self.final_steps).scaled(FINAL_RANGE)
         return fill.scaled(VALIDATION_STEP_RANGE).scaled(FINAL_RANGE) * self.final_steps
+
+
+def later_pace(feature_cache: bool, cache_full: bool) -> tuple[float, float]:
+    """How much faster the later epochs may be, from the feature cache's state at the first step."""
+    if not feature_cache:
+        return DECODING
+    return ALIKE if cache_full else FILLING_CACHE
 
 
 def work_range(parts: list[tuple[float, int]]) -> tuple[float, float]:

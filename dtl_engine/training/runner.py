@@ -46,7 +46,7 @@ from dtl_engine.model.half_weights import cast_frozen_weights
 from dtl_engine.runs import listing as run_files
 from dtl_engine.runs import checkpoint as ckpt
 from dtl_engine.training import backoff, distributed
-from dtl_engine.training.eta import RunEta
+from dtl_engine.training.eta import RunEta, later_pace
 from dtl_engine.devices import resolve_precision, select_device
 from dtl_engine.training.feature_cache import FeatureCache
 from dtl_engine.training.memory import MemoryMeter
@@ -281,7 +281,8 @@ class _Run:
         status, batch = "finished", max(1, cfg.batch_size)
         eta = RunEta(total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch, start_step=self.global_step,
                      start=time.perf_counter(), val_steps=len(self.split.val) / batch,
-                     final_steps=len(evaluation_split(self.split)[1]) / batch, feature_cache=self.cache is not None)
+                     final_steps=len(evaluation_split(self.split)[1]) / batch,
+                     later=later_pace(self.cache is not None, self.cache is not None and self.cache.complete))
         epochs_done = start_epoch
 
         for epoch in range(start_epoch, cfg.epochs):
