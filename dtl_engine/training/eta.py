@@ -43,6 +43,8 @@ SETTLED_SHARE = 0.25
 SETTLED_STEPS = 8
 #: A step this many times longer than its phase's mean held a pause, not work: it is left out.
 PAUSE_FACTOR = 5.0
+#: The steps the pace of a phase is mostly taken from (the latest ones).
+RECENT_STEPS = 30
 #: The drift left when the step times are known well (the machine's load changes).
 FLOOR = 0.05
 
@@ -83,24 +85,25 @@ def _exact(seconds: float, share: float = 0.0) -> _Span:
 
 
 class _Rate:
-    """The step times of one phase: their mean and how far it may be off."""
+    """The step times of one phase: their recent mean and how far it may be off.
+
+    The mean weighs the last :data:`RECENT_STEPS` steps most, so a machine whose load changes
+    is followed (a plain mean over the whole phase kept an hour-old pace).
+    """
 
     def __init__(self) -> None:
-        self.count, self.total, self.squares = 0, 0.0, 0.0
+        self.count, self.mean, self.square = 0, 0.0, 0.0
 
     def add(self, seconds: float) -> None:
         self.count += 1
-        self.total += seconds
-        self.squares += seconds * seconds
-
-    @property
-    def mean(self) -> float:
-        return self.total / self.count
+        weight = max(1.0 / self.count, 2.0 / (RECENT_STEPS + 1))
+        self.mean += weight * (seconds - self.mean)
+        self.square += weight * (seconds * seconds - self.square)
 
     def span(self) -> _Span:
         """The mean, widened by its spread over the steps seen (wide after one, a few per cent after many)."""
-        mean, n = self.mean, self.count
-        spread = math.sqrt(max(0.0, self.squares / n - mean * mean)) / mean if mean > 0 else 0.0
+        mean, n = self.mean, min(self.count, RECENT_STEPS)
+        spread = math.sqrt(max(0.0, self.square - mean * mean)) / mean if mean > 0 else 0.0
         return _exact(mean, min(0.5, max(FLOOR, (0.5 + spread) / math.sqrt(n))))
 
 
