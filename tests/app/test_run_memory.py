@@ -54,8 +54,8 @@ def test_an_ended_run_job_keeps_neither_its_settings_nor_the_scan(qtbot):
 
 
 def test_a_run_hands_the_memory_it_freed_back_once_it_has_returned(qtbot, monkeypatch):
-    # glibc keeps freed heap pages in the arena of the job thread that ran the run: an idle app
-    # kept a run's memory resident (1,032 → 1,343 MB over three runs) until it is trimmed.
+    # glibc keeps freed heap pages in the arena of the job thread that allocated them until they are
+    # trimmed, and CUDA's allocator its freed blocks: after a run, the app hands both back.
     import app.worker as worker
 
     order: list[str] = []
