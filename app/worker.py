@@ -22,6 +22,7 @@ from PySide6.QtCore import QObject, Signal
 
 from app import jobs
 from app.jobs import describe_error, ensure_heavy_imports
+from dtl_engine.devices import release_freed_memory
 from dtl_engine.events import KINDS, Event, EventSink
 from dtl_engine.listener import RunListener, StopToken
 
@@ -145,6 +146,8 @@ class RunController(RunSignals):
                 listener.run_failed(*describe_error(exc, "Training"))
             else:
                 listener.run_finished(result)
+            finally:    # the run's memory goes back to the system, not to an idle app
+                release_freed_memory()
 
         self._token = token
         self._active = True

@@ -5,7 +5,10 @@ layer contracts allow), so naming a device costs nothing until a device is chose
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -83,3 +86,25 @@ def resolve_precision(pref: str, device: torch.device) -> Precision:
     if pref == "fp16":
         return Precision("fp16", torch.float16, device.type == "cuda")
     raise RunError(f"Unknown precision '{pref}': use auto, fp32, bf16 or fp16.")
+
+
+def release_freed_memory() -> None:
+    """Give the memory a finished run freed back to the system (call it once the run has returned).
+
+    An idle app should not keep a run's memory. Python's objects are freed when the run returns
+    (``gc.collect`` breaks the cycles among them at once); what stays resident after that is
+    the allocators' free memory: glibc keeps freed heap pages in its arenas, one per thread
+    that allocated (a run allocates on the job thread that ran it, and the next run may take
+    another thread and arena), and CUDA's caching allocator keeps freed blocks. ``malloc_trim(0)``
+    returns every arena's free pages; other C libraries have no such call and need none here.
+    """
+    gc.collect()
+    torch = sys.modules.get("torch")            # never imported: no CUDA memory to hand back
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+    if sys.platform.startswith("linux"):
+        try:
+            trim = ctypes.CDLL("libc.so.6").malloc_trim      # glibc only (musl has none)
+        except (OSError, AttributeError):
+            return
+        trim(0)

@@ -33,6 +33,25 @@ def format_span(seconds: float) -> str:
     return f"{m} min {s:02d} s" if m else f"{s} s"
 
 
+def format_eta(seconds: float, low: float | None = None, high: float | None = None) -> str:
+    """Time left: 'about 3–5 min' (or 'under 2 min') while the range is wide, then one figure ('3 min 11 s').
+
+    ``low``/``high`` are the ends of the range: equal once the estimate settled, None in older run logs.
+    """
+    if low is None or high is None or high - low < 1:
+        return format_span(seconds)
+    if high < 90:
+        lo, hi, unit = int(low // 5 * 5), int(-(-high // 5) * 5), "s"
+    elif high < 90 * 60:
+        lo, hi, unit = int(low // 60), int(-(-high // 60)), "min"
+    else:
+        lo_h, hi_h = int(low // 360) / 10, -int(-high // 360) / 10     # tenths of an hour, outward
+        return f"under {hi_h:.1f} h" if lo_h < 0.1 else f"about {lo_h:.1f}–{hi_h:.1f} h"
+    if lo == 0:
+        return f"under {hi} {unit}"
+    return f"about {hi} {unit}" if lo == hi else f"about {lo}–{hi} {unit}"
+
+
 def format_count(n: int | None) -> str:
     """12345 -> '12.3 K', 86_000_000 -> '86.0 M', None -> '—'."""
     if n is None:

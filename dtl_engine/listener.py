@@ -42,6 +42,8 @@ class BatchStats:
     memory_bytes: int           # CUDA allocated on GPU, process RSS on CPU
     peak_memory_bytes: int
     eta_seconds: float
+    eta_low_seconds: float | None = None    # the range the time left may fall in (None: an older log)
+    eta_high_seconds: float | None = None   # see training/eta.py; equal ends once it has settled
 
 
 @dataclass
@@ -69,6 +71,8 @@ class SearchProgress:
     eta_seconds: float | None   # None until there is a rate to extrapolate from
     fraction: float             # 0..1 of the search's work, for a determinate bar
     note: str = ""              # the figures of the trials just finished, for people ("" while featurising)
+    eta_low_seconds: float | None = None    # the range around eta_seconds (None with it, or in an older log)
+    eta_high_seconds: float | None = None
 
 
 @dataclass

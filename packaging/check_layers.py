@@ -24,8 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # project modules it imports at their top) "loads torch" in the sense of CONTRIBUTING.md.
 HEAVY = ("torch", "torchvision", "timm", "numpy", "PIL")
 
-TEMPORARY = "TEMPORARY: hoisted after the merge"    # the reason of an entry that goes once its module is hoisted
-
 # The one allow-list of function-local imports the rule alone would refuse:
 # (importing module, imported module) -> why it stays local. "*" stands for any module; an imported
 # name matches its sub-modules too ("onnx" matches "onnx.checker").
@@ -44,9 +42,6 @@ ALLOWED_LOCAL_IMPORTS: dict[tuple[str, str], str] = {
                        "before its first heavy import (keep_triton_out), so each path imports its own modules",
     ("app.self_test", "*"): "the bundle's self-test: each check imports what it checks, so a missing library fails "
                             "that check with a sentence instead of the whole self-test",
-    # --- TEMPORARY: modules whose needless local imports are hoisted after this round's merge ---
-    # (the hoisting script skips these entries; delete each once its module is hoisted)
-    ("dtl_engine.cli.progress", "*"): TEMPORARY,
 }
 
 
@@ -172,10 +167,8 @@ def _loads_heavy(name: str, known: dict[str, _Module], memo: dict[str, bool]) ->
     return memo[name]
 
 
-def _allowed(importer: str, imported: str, with_temporary: bool = True) -> bool:
-    for (who, what), why in ALLOWED_LOCAL_IMPORTS.items():
-        if why == TEMPORARY and not with_temporary:
-            continue
+def _allowed(importer: str, imported: str) -> bool:
+    for who, what in ALLOWED_LOCAL_IMPORTS:
         if who in ("*", importer) and (what == "*" or imported == what or imported.startswith(what + ".")):
             return True
     return False
@@ -191,8 +184,7 @@ class LocalImport(NamedTuple):
     why: str
 
 
-def local_imports_refused(packages: Iterable[str] = PACKAGES, root: Path = ROOT,
-                          with_temporary: bool = True) -> list[LocalImport]:
+def local_imports_refused(packages: Iterable[str] = PACKAGES, root: Path = ROOT) -> list[LocalImport]:
     """Each function-local import that CONTRIBUTING.md does not allow.
 
     Allowed: a torch-free module deferring a module that loads torch (numpy, timm, PIL), or an entry
@@ -206,7 +198,7 @@ def local_imports_refused(packages: Iterable[str] = PACKAGES, root: Path = ROOT,
     for name, module in sorted(known.items()):
         importer_heavy = _loads_heavy(name, known, memo)
         for line, imported in module.local:
-            if _allowed(name, imported, with_temporary):
+            if _allowed(name, imported):
                 continue
             if importer_heavy:
                 why = f"{name} loads torch already; import {imported} at its top"

@@ -7,7 +7,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from tqdm import tqdm
+
 from dtl_engine.events import Event, EventSink, describe
+from dtl_engine.formatting import format_eta
 
 
 class ProgressPrinter(EventSink):
@@ -22,8 +25,6 @@ class ProgressPrinter(EventSink):
         self.search_bar: Any = None  # the search's tqdm bar (before the first epoch)
 
     def _write(self, text: str) -> None:
-        from tqdm import tqdm
-
         tqdm.write(text, file=self.out)
 
     def show(self, event: Event) -> None:
@@ -49,8 +50,6 @@ class ProgressPrinter(EventSink):
             self._write(line)
 
     def _batch(self, stats) -> None:
-        from tqdm import tqdm
-
         if stats.epoch != self.epoch or self.bar is None:
             self._close_bar()
             self.epoch = stats.epoch
@@ -58,16 +57,16 @@ class ProgressPrinter(EventSink):
                             leave=False, dynamic_ncols=True, file=sys.stderr, disable=None)
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{stats.loss:.4f}", img_s=f"{stats.images_per_sec:.1f}",
-                             total_eta=_duration(stats.eta_seconds), refresh=False)
+                             refresh=False,
+                             total_eta=format_eta(stats.eta_seconds, stats.eta_low_seconds, stats.eta_high_seconds))
 
     def _search(self, progress) -> None:
-        from tqdm import tqdm
-
         if self.search_bar is None:
             self.search_bar = tqdm(total=1000, desc="choosing the learning rate and augmentation", unit="‰",
                                    leave=False, dynamic_ncols=True, file=sys.stderr, disable=None)
         self.search_bar.n = int(1000 * progress.fraction)
-        eta = "" if progress.eta_seconds is None else _duration(progress.eta_seconds)
+        eta = "" if progress.eta_seconds is None else format_eta(progress.eta_seconds, progress.eta_low_seconds,
+                                                                 progress.eta_high_seconds)
         self.search_bar.set_postfix(trial=f"{progress.trial}/{progress.trials}",
                                     images=f"{progress.images_done}/{progress.images_total}", eta=eta, refresh=False)
         self.search_bar.refresh()
@@ -80,8 +79,3 @@ class ProgressPrinter(EventSink):
             self.bar.close()
             self.bar = None
 
-
-def _duration(seconds: float) -> str:
-    seconds = max(int(seconds), 0)
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"

@@ -34,12 +34,13 @@ from dtl_engine import fileio
 from dtl_engine.config import TrainConfig
 from dtl_engine.data import ScanCancelled
 from dtl_engine.errors import DTLError, RunError
-from dtl_engine.inference.evaluate import Evaluation
+from dtl_engine.inference.evaluate import Evaluation, evaluation_split
 from dtl_engine.listener import BatchStats, EpochStats, RunListener, StopToken
 from dtl_engine.runs import checkpoint as ckpt
 from dtl_engine.runs import claim as run_claim
 from dtl_engine.runs import folder as run_folder
 from dtl_engine.training import backoff, distributed
+from dtl_engine.training.eta import RunEta, later_pace
 from dtl_engine.training.optim import current_lr
 from dtl_engine.training.run_batches import epoch_seed
 from dtl_engine.training.run_setup import RunSetup
@@ -176,8 +177,7 @@ class _Run(RunSetup):
     """One run: :meth:`execute` is the whole story; its parts are the layers it inherits (their modules
     are listed in :mod:`dtl_engine.training.run_state`)."""
 
-    t_session: float                # when this process started training (the ETA's clock)
-    steps_session: int              # updates this process made since
+    eta: RunEta                     # the time left, phase by phase, from this process's measured steps
 
     # ------------------------------------------------------------------ story
     def execute(self, resume: bool, model_kwargs: dict[str, Any] | None = None) -> RunResult:
@@ -232,7 +232,11 @@ class _Run(RunSetup):
         self.listener.run_started(self._started_info(start_epoch))
         if state is None and self.first_model_due and self.split.val:
             self._first_model()
-        status, self.t_session, self.steps_session = "finished", time.perf_counter(), 0
+        status, batch = "finished", max(1, self.config.batch_size)
+        self.eta = RunEta(total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch,
+                          start_step=self.global_step, start=time.perf_counter(), val_steps=len(self.split.val) / batch,
+                          final_steps=len(evaluation_split(self.split)[1]) / batch,
+                          later=later_pace(self.cache is not None, self.cache is not None and self.cache.complete))
         epochs_done = start_epoch
 
         for epoch in range(start_epoch, cfg.epochs):
@@ -275,18 +279,17 @@ class _Run(RunSetup):
                 tally.broken = True                         # the rest of the epoch would be lost anyway
                 break
             self.global_step += 1
-            self.steps_session += 1
             tally.loss_sum += batch_loss
             tally.correct += batch_correct
             tally.seen += len(labels)
             # log
             now = time.perf_counter()
-            per_step = (now - self.t_session) / self.steps_session
+            left = self.eta.step(now, epoch, self.global_step)
             listener.batch_finished(BatchStats(
                 epoch=epoch, step=step, steps_per_epoch=self.steps_per_epoch, global_step=self.global_step,
                 total_steps=self.total_steps, loss=batch_loss / max(len(labels), 1), lr=lr,
                 images_per_sec=len(labels) / max(now - t_prev, 1e-9), **self._memory(),
-                eta_seconds=per_step * (self.total_steps - self.global_step)))
+                eta_seconds=left.seconds, eta_low_seconds=left.low, eta_high_seconds=left.high))
             t_prev = now
             if self.global_step >= self.total_steps:
                 break                                       # max_steps reached (or the last step)

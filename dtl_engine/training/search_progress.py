@@ -13,6 +13,7 @@ import time
 from typing import Callable
 
 from dtl_engine.listener import SearchProgress
+from dtl_engine.training.eta import work_range
 
 EMIT_SECONDS = 0.5            # featurising reports at most this often (phase changes always report)
 TRIAL_IMAGES_GUESS = 50       # a trial's cost in images until one was measured
@@ -76,6 +77,7 @@ class SearchMeter:
         left_side = max(0, self.side_trials - self.side_done)
         left_trials = max(0, self.trials - self.trial - left_side)
         elapsed = time.perf_counter() - self.start
+        eta_range: tuple[float | None, float | None] = (None, None)
         if per_image is None or per_trial is None or per_side is None:
             eta = None
             done = self.images_done + probes_done * TRIAL_IMAGES_GUESS + self.side_done * self.side_guess
@@ -83,7 +85,10 @@ class SearchMeter:
                      + self.side_trials * self.side_guess)
             fraction = done / total if total else 1.0
         else:
-            eta = left_images * per_image + left_trials * per_trial + left_side * per_side
+            parts = [(left_images * per_image, self.images_done), (left_trials * per_trial, probes_done),
+                     (left_side * per_side, self.side_done)]       # a count of 0: that cost is still a guess
+            eta = sum(seconds for seconds, _ in parts)
+            eta_range = work_range(parts)
             spent = self.images_done * per_image + probes_done * per_trial + self.side_done * per_side
             fraction = spent / (spent + eta) if spent + eta > 0 else 1.0
         if self.trial >= self.trials and self.images_done >= self.images_total:
@@ -91,7 +96,8 @@ class SearchMeter:
         self._fraction = max(self._fraction, min(1.0, max(0.0, fraction)))
         return SearchProgress(phase=phase, trial=self.trial, trials=self.trials, images_done=self.images_done,
                               images_total=self.images_total, elapsed_seconds=elapsed, eta_seconds=eta,
-                              fraction=self._fraction, note=note)
+                              fraction=self._fraction, note=note, eta_low_seconds=eta_range[0],
+                              eta_high_seconds=eta_range[1])
 
     def _report(self, phase: str, note: str = "") -> None:
         self._last = time.perf_counter()

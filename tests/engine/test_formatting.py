@@ -1,7 +1,7 @@
 """The one set of number formatters."""
 from __future__ import annotations
 
-from dtl_engine.formatting import format_bytes, format_count, format_duration, format_span
+from dtl_engine.formatting import format_bytes, format_count, format_duration, format_eta, format_span
 
 
 def test_bytes_use_binary_units_and_say_unknown():
@@ -21,6 +21,15 @@ def test_durations_and_counts():
 def test_a_span_says_it_is_a_duration():
     assert (format_span(42), format_span(191), format_span(3725), format_span(-1)) == (
         "42 s", "3 min 11 s", "1 h 02 min", "0 s")
+
+
+def test_time_left_reads_as_a_range_until_it_settles():
+    assert format_eta(240, 180, 300) == "about 3–5 min"
+    assert format_eta(40, 20, 80) == "about 20–80 s"
+    assert format_eta(90, 20, 170) == "under 3 min"
+    assert format_eta(9000, 5400, 12600) == "about 1.5–3.5 h"
+    assert format_eta(2000, 100, 7000) == "under 2.0 h"
+    assert format_eta(191, 191, 191) == format_eta(191) == "3 min 11 s"     # settled, or an older log
 
 
 def test_the_memory_probe_reexports_the_same_formatter():

@@ -20,3 +20,15 @@ def test_the_eta_weighs_images_probe_trials_and_trials_of_the_whole_model_apart(
     assert seen[-1].eta_seconds == 0 and seen[-1].fraction == 1.0 and seen[-1].trial == seen[-1].trials == 4
     fractions = [p.fraction for p in seen]
     assert fractions == sorted(fractions)                         # never backwards
+
+
+def test_the_eta_is_a_range_while_a_kind_of_work_has_only_a_guessed_cost():
+    seen = []
+    meter = SearchMeter(seen.append, images_total=100, trials=4)
+    meter.plan_side(1, images_each=1000)
+    meter.images(100, seconds=10.0)                 # images measured; trials' costs still guessed
+    assert seen[-1].eta_low_seconds < seen[-1].eta_seconds < seen[-1].eta_high_seconds
+    meter.trials_done(3, seconds=3.0, phase="probe")
+    assert seen[-1].eta_low_seconds < seen[-1].eta_high_seconds   # the side trial's cost is a guess still
+    meter.trials_done(1, seconds=50.0, phase="side")
+    assert seen[-1].eta_low_seconds == seen[-1].eta_high_seconds == 0
