@@ -29,6 +29,7 @@ waits for all of them (:func:`active_jobs`, :func:`cancel_all`, :func:`wait_all`
 from __future__ import annotations
 
 import functools
+import gc
 import importlib
 import os
 import sys
@@ -40,7 +41,7 @@ from collections import deque
 from typing import Any, Callable, Sequence
 
 import shiboken6
-from PySide6.QtCore import QObject, Qt, QThread, QThreadPool, Signal
+from PySide6.QtCore import QObject, Qt, QThread, QThreadPool, QTimer, Signal
 
 from dtl_engine.errors import DTLError
 
@@ -187,6 +188,46 @@ class _Notifier(QObject):
     released = Signal()
 
 
+class _CollectOnGuiThread:
+    """While any job runs, Python's cyclic garbage collector runs on the GUI thread only.
+
+    Left automatic, it runs in whichever thread happens to allocate: a job thread building a model
+    would destroy there the Qt objects of widgets that went away, and Qt crashes (segfaults inside
+    the collector beside a job thread). So while jobs run, automatic collection is off and a timer
+    on the GUI thread collects each generation when the collector itself would have; once no job is
+    left it is automatic again.
+    """
+
+    INTERVAL_MS = 250
+
+    def __init__(self) -> None:
+        self.timer = QTimer()
+        self.timer.setInterval(self.INTERVAL_MS)
+        self.timer.timeout.connect(self.collect_due)
+        self.was_enabled = True
+
+    def hold(self) -> None:
+        if not self.timer.isActive():
+            self.was_enabled = gc.isenabled()
+            gc.disable()
+            self.timer.start()
+
+    def release(self) -> None:
+        if self.timer.isActive():
+            self.timer.stop()
+            self.collect_due()
+            if self.was_enabled:
+                gc.enable()
+
+    @staticmethod
+    def collect_due() -> None:
+        thresholds, counts = gc.get_threshold(), gc.get_count()
+        for generation in (2, 1, 0):        # the oldest due generation (collecting it collects the younger)
+            if counts[generation] > thresholds[generation]:
+                gc.collect(generation)
+                return
+
+
 class _Jobs:
     """The pool, the live jobs and the lanes (one instance per process, on the GUI thread)."""
 
@@ -204,8 +245,10 @@ class _Jobs:
         # Always queued, also when sent from this thread: a job is let go from the event loop, never
         # from inside one of its own signals (which let_go disconnects).
         self.notifier.released.connect(self.let_go, Qt.ConnectionType.QueuedConnection)
+        self.collector = _CollectOnGuiThread()
 
     def start(self, job: Job, lane: str | None) -> None:
+        self.collector.hold()
         self.live.append(job)
         job.ended.connect(functools.partial(self._ended, weakref.ref(job), lane))   # no cycle through the job
         job._connected.add("ended")
@@ -257,6 +300,8 @@ class _Jobs:
                 getattr(job, name).disconnect()
             job._connected.clear()
             job.fn = job.keep = None
+        if not self.live and not self.ending:      # no job thread holds anything: collect as usual again
+            self.collector.release()
 
 
 _JOBS: _Jobs | None = None

@@ -146,8 +146,6 @@ class RunController(RunSignals):
                 listener.run_failed(*describe_error(exc, "Training"))
             else:
                 listener.run_finished(result)
-            finally:    # the run's memory goes back to the system, not to an idle app
-                release_freed_memory()
 
         self._token = token
         self._active = True
@@ -209,3 +207,6 @@ class RunController(RunSignals):
         self._job = None
         self._active = False
         self.running_changed.emit(False)
+        # The run's memory goes back to the system, not to an idle app; here, on the GUI thread,
+        # because its garbage collection may free Qt objects, which must never die on a job's thread.
+        release_freed_memory()

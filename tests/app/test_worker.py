@@ -305,6 +305,41 @@ def test_an_ended_job_and_what_it_holds_are_freed_on_the_gui_thread(qtbot):
     assert all(on_main for _, on_main in freed), freed
 
 
+def test_the_cyclic_collector_runs_on_the_gui_thread_only_while_jobs_run(qtbot):
+    """A job thread that allocates must never run the cyclic collector: it would destroy there the Qt
+    objects of widgets that went away (whole test processes died in the collector beside a job thread)."""
+    import gc
+    import weakref
+
+    class Cycle:
+        pass
+
+    go, allocated = threading.Event(), threading.Event()
+    freed_on_gui_thread: list[bool] = []
+    kept: list[list[int]] = []
+
+    def work(_job):
+        go.wait(10)
+        kept.extend([i] for i in range(20 * gc.get_threshold()[0]))   # far past a collection's threshold
+        allocated.set()
+
+    assert gc.isenabled()
+    job = jobs.submit(work, kind="test")
+    enabled_while_running = gc.isenabled()
+    garbage = Cycle()
+    garbage.me = garbage
+    weakref.finalize(garbage, lambda: freed_on_gui_thread.append(threading.current_thread() is threading.main_thread()))
+    del garbage
+    go.set()
+    qtbot.waitUntil(lambda: allocated.is_set() and bool(freed_on_gui_thread), timeout=10_000)
+    done = job.is_done
+    del job
+    qtbot.waitUntil(lambda: done() and not jobs.active_jobs(), timeout=10_000)
+    qtbot.waitUntil(gc.isenabled, timeout=5000)      # automatic again once no job thread holds anything
+    assert not enabled_while_running
+    assert freed_on_gui_thread == [True]
+
+
 def test_describe_error_keeps_engine_sentences():
     assert describe_error(DataError("No images in that folder."))[0] == "No images in that folder."
     msg, details = describe_error(KeyError("x"), "The export")
