@@ -182,18 +182,17 @@ def _run_interpreter(code: str, files: list[str], cwd: str, timeout: float) -> s
 def _run_frozen(code: str, files: list[str], timeout: float) -> str | None:
     # A bundled app has no Python interpreter to call: sys.executable is the app itself. A spawned
     # multiprocessing child (the app must call multiprocessing.freeze_support()) runs the same code.
-    child = multiprocessing.get_context("spawn").Process(target=_exec_check, args=(code, files), daemon=True)
+    # The target is the built-in exec, so the child unpickles nothing of the engine: importing any of
+    # it (dtl_engine.export's package loads the model code, hence timm) would spoil the proof.
+    source = f"import sys\nsys.argv = ['check', *{files!r}]\n{code}"
+    child = multiprocessing.get_context("spawn").Process(target=exec, args=(source, {"__name__": "__main__"}),
+                                                         daemon=True)
     child.start()
     child.join(timeout)
     if child.is_alive():
         child.kill()
         return f"no answer after {timeout:.0f} s"
     return None if child.exitcode == 0 else f"exit status {child.exitcode}"
-
-
-def _exec_check(code: str, files: list[str]) -> None:
-    sys.argv = ["check", *files]
-    exec(compile(code, "<export-check>", "exec"), {"__name__": "__main__"})
 
 
 def compare(reference: list[torch.Tensor], produced: list[torch.Tensor]) -> float:

@@ -1,4 +1,4 @@
-"""The search's record (``autotune.json`` in the run folder): what it chose, every trial, its time.
+"""The search's record (kept in the run folder beside its settings): what it chose, every trial, its time.
 
 Kept apart from the search itself (:mod:`dtl_engine.training.autotune`) so that the readers of a
 run folder (the app's search view, the accuracy benchmark, the tests) see the record's shape in

@@ -142,7 +142,6 @@ def image_folder() -> Path:
 
 
 def main() -> int:
-    import dtl_engine.inference.classify_folder
     import dtl_engine.data
     import dtl_engine.data.sample
     import dtl_engine.sizing.memory_probe
@@ -153,6 +152,7 @@ def main() -> int:
     import app.pages.results_page as results_page
     import app.pages.runs_page as runs_page
     import app.widgets.class_table as class_table
+    import app.widgets.classify_folder_dialog as classify_folder_dialog
     import app.widgets.run_compare as run_compare
     import app.widgets.why_panel as why_panel
     import app.widgets.doctor_panel as doctor_panel
@@ -184,7 +184,7 @@ def main() -> int:
     elif KIND == "thumbnails":
         class_table.read_thumbnail = slow_thumbnail
     elif KIND == "classify-folder":
-        dtl_engine.inference.classify_folder.classify_folder = slow_classify
+        classify_folder_dialog.classify_folder = slow_classify
     elif KIND == "explain-try":
         why_panel.explain_in_background = slow_write
     elif KIND == "compare-runs":

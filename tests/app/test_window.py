@@ -135,7 +135,7 @@ def test_window_geometry_is_remembered(qtbot, settings, themed, monkeypatch):
 
 
 def _answer(monkeypatch, choice: str) -> list[str]:
-    """Make the close question answer ``choice`` ('quit' or 'cancel') without showing it."""
+    """Make the close question answer ``choice`` ('stop' and quit, or 'cancel') without showing it."""
     asked = []
 
     def fake_exec(box):
@@ -145,7 +145,7 @@ def _answer(monkeypatch, choice: str) -> list[str]:
     def fake_clicked(box):
         if choice == "cancel":
             return box.button(QMessageBox.StandardButton.Cancel)
-        return next(b for b in box.buttons() if "Quit" in b.text())
+        return next(b for b in box.buttons() if b.text().startswith("Stop"))
 
     monkeypatch.setattr(QMessageBox, "exec", fake_exec)
     monkeypatch.setattr(QMessageBox, "clickedButton", fake_clicked)
@@ -169,10 +169,10 @@ def test_closing_during_a_run_asks_then_stops_cleanly(qtbot, settings, themed, i
 
     asked = _answer(monkeypatch, "cancel")
     assert w.close() is False
-    assert len(asked) == 1 and "still training" in asked[0]
+    assert len(asked) == 1 and "A run is training" in asked[0]
     assert w.isVisible() and w.train_page.is_running()
 
-    asked = _answer(monkeypatch, "quit")
+    asked = _answer(monkeypatch, "stop")
     w.close()
     assert len(asked) == 1
     qtbot.waitUntil(lambda: not w.isVisible(), timeout=20_000)
