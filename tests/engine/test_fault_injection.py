@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from image_factory import make_image, make_image_folder, tree_snapshot
-from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, run_weights, tiny_config
+from run_builders import MODEL_KWARGS, Recorder, image_folder, run_weights, tiny_config
 
 from dtl_engine import fileio
 from dtl_engine.cli import main as cli

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from image_factory import make_image, make_image_folder, tree_snapshot
 from test_fault_injection import TINY, _cli, _one_line_refusal
-from test_training_helpers import MODEL_KWARGS, Recorder, tiny_config
+from run_builders import MODEL_KWARGS, Recorder, tiny_config
 
 from dtl_engine.runs.folder import RunFolder
 

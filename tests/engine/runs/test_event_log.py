@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dtl_engine.runs.event_log import EVENT_LOG, EventFollower, EventLogWriter, read_events
 from dtl_engine.training import train
-from test_training_helpers import MODEL_KWARGS, image_folder, tiny_config
+from run_builders import MODEL_KWARGS, image_folder, tiny_config
 
 
 def test_reader_keeps_a_partial_last_line_for_the_next_call(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from image_factory import jpeg_bytes
-from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, tiny_config
+from run_builders import MODEL_KWARGS, Recorder, image_folder, tiny_config
 
 from dtl_engine.data import loader as loader_mod
 from dtl_engine.data.loader import BatchLoader, auto_num_workers, image_dataset

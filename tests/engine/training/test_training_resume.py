@@ -10,7 +10,7 @@ import torch
 from dtl_engine.errors import RunError
 from dtl_engine.listener import StopToken
 from dtl_engine.training import resume, train
-from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, run_weights, tiny_config
+from run_builders import MODEL_KWARGS, Recorder, image_folder, run_weights, tiny_config
 
 
 @pytest.mark.slow

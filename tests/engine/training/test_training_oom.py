@@ -7,7 +7,7 @@ import torch
 from dtl_engine.errors import RunError
 from dtl_engine.model.dtl import DTLModel
 from dtl_engine.training import train
-from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, run_weights, tiny_config
+from run_builders import MODEL_KWARGS, Recorder, image_folder, run_weights, tiny_config
 
 
 def _limit_batch(monkeypatch, largest: int) -> list[int]:

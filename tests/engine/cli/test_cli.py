@@ -52,7 +52,7 @@ def test_scan_prints_classes_and_counts(tmp_path, capsys):
 def test_bad_folder_exits_2_with_one_sentence_and_no_traceback(tmp_path):
     # The one test through a real `python -m dtl_engine` process.
     done = subprocess.run([sys.executable, "-m", "dtl_engine", "scan", str(tmp_path / "nowhere")],
-                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[3])
     assert done.returncode == 2
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "nowhere" in lines[0], done.stderr

@@ -17,7 +17,7 @@ from dtl_engine.training import resume, train
 from dtl_engine.training.autotune import SEARCH_FILE, SIDE_LR_FACTOR, read_search, side_rate, split_for_search
 from dtl_engine.training import side_trials
 from dtl_engine.training.side_trials import SideTrial, candidate_rates, fit_budget, pick, side_trial_steps
-from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, tiny_config
+from run_builders import MODEL_KWARGS, Recorder, image_folder, tiny_config
 
 torch.set_num_threads(1)
 

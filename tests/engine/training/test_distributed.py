@@ -21,11 +21,11 @@ from dtl_engine.runs.listing import effective_status
 from dtl_engine.training import resume, train
 from dtl_engine.runs.checkpoint import load_state, load_weights
 from image_factory import make_split_folder
-from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, tiny_config
+from run_builders import MODEL_KWARGS, Recorder, image_folder, tiny_config
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LAUNCH_SECONDS = 300            # one torchrun launch on two busy cores (imports dominate)
 COLLECTIVE_TIMEOUT = 20         # seconds a survivor waits for a lost process
 

@@ -1,7 +1,7 @@
 """The frozen-feature store: a second linear probe on the same photos decodes no training image."""
 from __future__ import annotations
 
-from test_training_helpers import MODEL_KWARGS, image_folder, tiny_config
+from run_builders import MODEL_KWARGS, image_folder, tiny_config
 
 from dtl_engine.data.image_cache import (
     ImageCache,

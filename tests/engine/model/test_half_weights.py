@@ -95,7 +95,7 @@ def test_probe_counts_half_weights_by_default_under_bf16_only():
 @pytest.mark.slow
 def test_runs_store_frozen_weights_in_half_by_default_only_under_autocast(tmp_path, monkeypatch):
     from dtl_engine.training import run_setup, train
-    from test_training_helpers import MODEL_KWARGS, image_folder, tiny_config
+    from run_builders import MODEL_KWARGS, image_folder, tiny_config
 
     calls = []
     real = run_setup.cast_frozen_weights

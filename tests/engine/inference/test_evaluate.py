@@ -9,7 +9,7 @@ import torch
 
 from dtl_engine.inference.evaluate import Evaluation, build_evaluation, evaluate_run
 from dtl_engine.training import train
-from test_training_helpers import MODEL_KWARGS, tiny_config
+from run_builders import MODEL_KWARGS, tiny_config
 
 
 def test_scores_match_a_hand_computed_confusion_matrix():
@@ -122,7 +122,7 @@ def test_a_saved_report_of_older_weights_is_not_shown_as_current(tmp_path):
     from dtl_engine.inference.evaluate import current_evaluation
     from dtl_engine.listener import StopToken
     from dtl_engine.training import resume
-    from test_training_helpers import Recorder
+    from run_builders import Recorder
 
     def stop_after(epoch: int) -> tuple[Recorder, StopToken]:
         token = StopToken()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from image_factory import make_image_folder
-from test_training_helpers import MODEL_KWARGS, image_folder, tiny_config
+from run_builders import MODEL_KWARGS, image_folder, tiny_config
 
 from dtl_engine.data import ScanResult, scan_check, scan_folder
 from dtl_engine.data.image_cache import ImageCache

@@ -14,7 +14,7 @@ from dtl_engine.runs.listing import load_run_model
 from dtl_engine.training import resume, train
 from dtl_engine.runs.checkpoint import load_state
 from image_factory import tree_snapshot
-from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, run_weights, tiny_config
+from run_builders import MODEL_KWARGS, Recorder, image_folder, run_weights, tiny_config
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from dtl_engine.runs.folder import RunFolder
 from dtl_engine.training import resume, train
 from dtl_engine.training.autotune import read_search
 from image_factory import make_image_folder
-from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, run_weights, tiny_config
+from run_builders import MODEL_KWARGS, Recorder, image_folder, run_weights, tiny_config
 
 torch.set_num_threads(1)
 

@@ -12,7 +12,7 @@ from dtl_engine.errors import RunError
 from dtl_engine.paths import runs_dir
 from dtl_engine.runs.listing import effective_status, list_runs, load_run_model, update_run_file
 from dtl_engine.training import train
-from test_training_helpers import MODEL_KWARGS, image_folder, run_weights, tiny_config
+from run_builders import MODEL_KWARGS, image_folder, run_weights, tiny_config
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from dtl_engine.data import ImageDataset
 from dtl_engine.model.dtl import DTLModel
 from dtl_engine.training import train
 from dtl_engine.training.feature_cache import FeatureCache
-from test_training_helpers import MODEL_KWARGS, Recorder, image_folder, run_weights, tiny_config
+from run_builders import MODEL_KWARGS, Recorder, image_folder, run_weights, tiny_config
 
 
 def _count(monkeypatch, cls, name) -> dict:
