@@ -47,8 +47,6 @@ class ModelPage(QWidget):
         self.num_classes = 10
         self._loading = False
         self._extra: dict = {}              # remembered fields this page shows no control for
-        self._estimate_job: jobs.Job | None = None
-        self._estimate_id = 0
         self._estimate_text = ""
         self.last_estimate = None           # MemoryEstimate of the settings shown, once known
         self._debounce = QTimer(self)
@@ -269,7 +267,7 @@ class ModelPage(QWidget):
         return self._estimate_text
 
     def _schedule_estimate(self) -> None:
-        self._estimate_id += 1
+        jobs.drop(self, "estimate")         # settings changed: an answer for the old ones is moot
         if not self._estimate_text:
             self._hold_room_for_the_estimate()
         self.memory_label.setText("Estimating…" if not self._estimate_text else self._estimate_text)
@@ -285,7 +283,6 @@ class ModelPage(QWidget):
 
     def _start_estimate(self) -> None:
         d = self.config_dict()
-        request = self._estimate_id
         kwargs = dict(backbone=d["backbone"], batch_size=d["batch_size"], image_size=d["image_size"],
                       method=d["method"], rank=d["rank"], checkpoint_blocks=d["checkpoint_blocks"],
                       low_precision_taps=d["low_precision_taps"], precision=d["precision"],
@@ -293,19 +290,15 @@ class ModelPage(QWidget):
 
         def estimate(_job: jobs.Job) -> tuple:
             from dtl_engine.sizing.memory_probe import estimate_memory
-            return request, kwargs, estimate_memory(**kwargs)
+            return kwargs, estimate_memory(**kwargs)
 
-        if self._estimate_job is not None:
-            self._estimate_job.cancel()     # only the newest request matters; a queued one never starts
-        self._estimate_job = jobs.submit(estimate, kind="estimate", what="The estimate", context=self,
-                                         lane="estimate", imports=("timm", "dtl_engine.data"),
-                                         on_done=self._estimate_done,
-                                         on_error=lambda text, _d: self._estimate_failed(request, text))
+        # The newest request wins: an earlier one still queued never starts, a running one's answer is dropped.
+        jobs.submit(estimate, kind="estimate", what="The estimate", context=self, lane="estimate",
+                    imports=("timm", "dtl_engine.data"), supersede="estimate", on_done=self._estimate_done,
+                    on_error=lambda text, _d: self._estimate_failed(text))
 
     def _estimate_done(self, answer) -> None:
-        request, kwargs, est = answer
-        if request != self._estimate_id:
-            return                          # settings changed meanwhile; a newer estimate is coming
+        kwargs, est = answer
         self.last_estimate = est
         method = METHODS[kwargs["method"]].label
         self._estimate_text = (f"{method}: ~{format_bytes(est.method.total_bytes)} · full fine-tuning would need "
@@ -319,9 +312,7 @@ class ModelPage(QWidget):
             f"gradients + optimiser {format_bytes(m.grad_bytes + m.optimizer_bytes)}. " + CHANGE_HINT)
         self.estimate_ready.emit(self._estimate_text)
 
-    def _estimate_failed(self, request: int, text: str) -> None:
-        if request != self._estimate_id:
-            return
+    def _estimate_failed(self, text: str) -> None:
         self._estimate_text = ""
         if "memory_probe" in text or "No module" in text:
             self.memory_label.setText("No estimate available in this installation.")
