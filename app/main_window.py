@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QHBoxLayout, QMainWindow, QMessageBox, QStackedWidget, QWidget
 
@@ -120,11 +120,20 @@ class MainWindow(QMainWindow):
         """The one-click answers to weights that could not be had: random weights (and train), or a file."""
         if which == "random":
             self.model_page.w_random.setChecked(True)
-            self.start_training()
+            self._start_when_free()
         else:
             self.show_step(MODEL)
             self.model_page.w_file.setChecked(True)
             self.model_page.weights_browse.click()
+
+    def _start_when_free(self) -> None:
+        """Start a run now, or once the run that just failed has let go of its thread (a click on the
+        failure's own button can come before that)."""
+        session = self.train_page.session
+        if self.train_page.can_start() or not session.holds_worker():
+            self.start_training()
+        else:
+            session.changed.connect(self._start_when_free, Qt.ConnectionType.SingleShotConnection)
 
     def _config_changed(self) -> None:
         d = self.model_page.config_dict()

@@ -175,8 +175,9 @@ def test_weights_that_cannot_be_had_offer_random_weights_in_one_click(qtbot, set
     labels = [b.text() for b in page.error_dialog.action_buttons]
     assert labels == ["Use random weights", "Choose a weights file…"]
     page.session.controller.start_task = lambda task: calls.append(task)     # the next run is not run here
-    page.error_dialog.action_buttons[0].click()
-    assert window.model_page.w_random.isChecked() and calls, "random weights chosen and the run started"
+    page.error_dialog.action_buttons[0].click()     # the failed run's thread may not have let go yet
+    qtbot.waitUntil(lambda: bool(calls), timeout=WAIT_MS)
+    assert window.model_page.w_random.isChecked(), "random weights chosen and the run started"
     assert "could not be downloaded" not in page.state_label.text()
 
 
