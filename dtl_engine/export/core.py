@@ -9,7 +9,7 @@ from typing import Any, cast
 import torch
 
 from dtl_engine.errors import ExportError
-from dtl_engine.fileio import discard, publish, publish_new
+from dtl_engine.fileio import discard, publish
 from dtl_engine.data.preprocess import preprocess_settings
 from dtl_engine.model.probabilities import engine_probabilities
 from dtl_engine.export.common import (TOLERANCE, ExportResult, build_metadata, check_destination, printable_name,
@@ -109,11 +109,8 @@ def _verify(model: torch.nn.Module, tmp: Path, format: str, classes: list[str], 
 
 def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
     """The verified file takes its name: replacing a file there only with ``overwrite``."""
-    if overwrite:
-        publish(tmp, out, overwrite=True)
-        return
     try:
-        publish_new(tmp, out)       # a file made there during the export stays
+        publish(tmp, out, overwrite)        # without overwrite, a file made there during the export stays
     except FileExistsError:
         raise ExportError(f"'{out}' already exists (it appeared during the export); choose another "
                           "name or allow overwriting it.") from None

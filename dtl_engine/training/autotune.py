@@ -133,7 +133,7 @@ class AutoTuner:
         self.side_budget: dict[str, Any] = {}
         self.augment_evidence: list[str] = []
         self._image_losses: dict[tuple[float, str], torch.Tensor] = {}   # per score image, by (rate, augment)
-        self.c0 = time.process_time()
+        self.c0 = 0.0                       # the process time when run() starts
 
     # ------------------------------------------------------------------ story
     def run(self) -> SearchResult:
@@ -233,7 +233,7 @@ class AutoTuner:
             self.meter.add_trials(len(rates) - st.TRIALS)
             self.meter.plan_side(len(rates), self.meter.side_guess)
             ran = st.run_side_trials(self.model, cache, self.labels, train, score, self.head_start, rates,
-                                     self.side_steps, *args[:4], self.should_stop, done)
+                                     self.side_steps, *args, done)
         except InterruptedError:
             raise SearchStopped() from None
         return st.pick(ran).lr

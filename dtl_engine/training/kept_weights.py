@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from functools import partial
+from typing import NoReturn
 
 import torch
 
@@ -95,21 +96,24 @@ class KeptWeights(RunSteps):
         before = cfg.lr * self.lr_scale
         self.lr_scale /= backoff.RATE_DIVISOR
         self.backoffs += 1
-        self.optimizer = build_optimizer(self.model, cfg.lr * self.lr_scale, cfg.weight_decay)
-        warmup = warmup_steps_for(cfg.warmup_epochs, self.steps_per_epoch, self.total_steps)
-        self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup, prefix=cfg.warmup_prefix)
+        self._fresh_optimizer(cfg.lr * self.lr_scale)
         self.listener.backed_off(BackedOff(
             epoch=epoch, reason=reason, val_loss=val_loss,
             best_val_loss=self.lowest_loss if self.lowest_loss is not None else float("nan"),
             best_epoch=self.best_epoch, lr_before=before, lr_after=cfg.lr * self.lr_scale, backoffs=self.backoffs))
 
+    def _fresh_optimizer(self, lr: float) -> None:
+        """The run's optimiser and its schedule at ``lr`` (a run's start, and each back-off)."""
+        cfg = self.config
+        self.optimizer = build_optimizer(self.model, lr, cfg.weight_decay)
+        warmup = warmup_steps_for(cfg.warmup_epochs, self.steps_per_epoch, self.total_steps)
+        self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup, prefix=cfg.warmup_prefix)
+
     def _weights_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self._trainable)
 
-    def _check_not_diverged(self, epoch: int) -> None:
+    def _diverged(self, epoch: int) -> NoReturn:
         """Refuse to keep an epoch whose weights are no longer numbers (they would classify every image alike)."""
-        if self._weights_finite():
-            return
         raise RunError(f"The training diverged in epoch {epoch + 1}: the model's weights are no longer numbers "
                        "(NaN). Train again with a smaller learning rate ('auto' finds one); the checkpoints of "
                        "the earlier epochs are kept.")

@@ -28,7 +28,6 @@ from dtl_engine.training.feature_cache import FeatureCache
 from dtl_engine.training.feature_store import FeatureStore, model_identity, store_fits
 from dtl_engine.training.kept_weights import KeptWeights
 from dtl_engine.training.memory import MemoryMeter
-from dtl_engine.training.optim import build_optimizer, build_scheduler, warmup_steps_for
 
 
 def steps_per_epoch(num_train: int, batch_size: int, drop_last: bool = False) -> int:
@@ -122,9 +121,7 @@ class RunSetup(KeptWeights):
         if image_cache is not None and self.writes:   # room for this run's images, least recently used go first
             image_cache.make_room(_expected_cache_bytes(self.train_set) + _expected_cache_bytes(self.val_set))
         assert not isinstance(cfg.lr, str)         # 'auto' was resolved by the search
-        self.optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
-        warmup = warmup_steps_for(cfg.warmup_epochs, self.steps_per_epoch, self.total_steps)
-        self.scheduler = build_scheduler(self.optimizer, self.total_steps, warmup, prefix=cfg.warmup_prefix)
+        self._fresh_optimizer(cfg.lr)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision.use_grad_scaler)
 
     def _warn_changed_images(self) -> None:

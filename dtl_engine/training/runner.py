@@ -298,9 +298,10 @@ class _Run(RunSetup):
     def _end_epoch(self, epoch: int, tally: _Tally) -> None:
         """A complete epoch: validate, keep it or back off, record it and commit it as the resume point."""
         cfg, listener = self.config, self.listener
-        broken = tally.broken or not self._weights_finite()
-        if not (broken and self._may_back_off()):
-            self._check_not_diverged(epoch)
+        finite = self._weights_finite()
+        broken = tally.broken or not finite
+        if not finite and not self._may_back_off():
+            self._diverged(epoch)
         # evaluate (training accuracy stands in when there are no validation images)
         loss_sum, correct, seen = self.ddp.sum([tally.loss_sum, tally.correct, tally.seen])   # over all ranks
         if seen == 0 and not broken:
