@@ -167,10 +167,10 @@ def test_dtl_plus_with_an_even_kernel_trains(tmp_path):
 
 
 def test_the_run_starts_its_classifier_from_the_searched_probe(tmp_path, monkeypatch):
-    from dtl_engine.training import autotune, run_setup
+    from dtl_engine.training import autotune, kept_weights
 
     probes, heads = [], []
-    real_run, real_build = autotune.AutoTuner.run, run_setup.build_optimizer
+    real_run, real_build = autotune.AutoTuner.run, kept_weights.build_optimizer
 
     def spy_run(self):
         result = real_run(self)
@@ -182,7 +182,7 @@ def test_the_run_starts_its_classifier_from_the_searched_probe(tmp_path, monkeyp
         return real_build(model, *args, **kwargs)
 
     monkeypatch.setattr(autotune.AutoTuner, "run", spy_run)
-    monkeypatch.setattr(run_setup, "build_optimizer", spy_build)
+    monkeypatch.setattr(kept_weights, "build_optimizer", spy_build)
     train(_auto(image_folder(tmp_path), epochs=1), run_dir=tmp_path / "run", model_kwargs=MODEL_KWARGS)
     (weight, bias), = probes
     assert torch.equal(heads[0][0], weight) and torch.equal(heads[0][1], bias)
