@@ -96,7 +96,6 @@ class RunLife(QObject):
 
 
 NOT_TRAINED = "Stopped before the first epoch ended: nothing was trained yet."
-NO_MODEL = "No model yet: the run stopped before its first model existed."
 
 
 def has_model(run_dir: str | None) -> bool:

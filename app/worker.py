@@ -46,17 +46,15 @@ class RunSignals(QObject):
     memory = Signal(object)         # MemorySample
     checkpoint = Signal(str, int)   # path, epoch
     warning = Signal(str)
-    search = Signal(object)         # SearchProgress: the search before the first epoch
-    search_finished = Signal(dict)  # the search's record (its choice and trials)
-    first_model = Signal(object)    # FirstModel: epoch 0, the step-0 model scored
-    backed_off = Signal(object)     # BackedOff: a divergence undone
     finished = Signal(object)       # RunEnded: the one result, whoever ran the run
     failed = Signal(str, str)       # message, details
 
     def relay(self, event: Event) -> None:
-        """Emit ``event`` and its typed signal (on the thread this object lives in)."""
+        """Emit ``event`` and its typed signal, where it has one (on the thread this object lives in)."""
         self.event.emit(event)
-        signal = getattr(self, _SIGNAL_OF.get(event.kind, event.kind))
+        signal = getattr(self, _SIGNAL_OF.get(event.kind, event.kind), None)
+        if signal is None:          # the newer kinds (search, first model, back-off) travel as ``event`` only
+            return
         if KINDS[event.kind].spread:
             signal.emit(*(getattr(event.data, f.name) for f in fields(event.data)))
         else:
@@ -64,7 +62,7 @@ class RunSignals(QObject):
 
 
 # The kinds whose signal is not named after the kind.
-_SIGNAL_OF = {"run_started": "started", "search_progress": "search", "search_finished": "search_finished"}
+_SIGNAL_OF = {"run_started": "started"}
 
 
 class SignalListener(EventSink):

@@ -60,7 +60,7 @@ class TrainPage(QWidget):
         self._memory_samples = False
         self._setup_error = False           # the last failure was the settings' (or the weights'), not a run's
         self._last_stats: Any = None
-        self._since_begin: list[Event] = []  # a resumed run's live points, redrawn over its history
+        self._since_begin: list[Event] | None = None    # live points while a history is read, redrawn over it
         self._launch_args = list(launch_args)
         self._gpus = 0
         self._build_ui()
@@ -310,6 +310,7 @@ class TrainPage(QWidget):
             epochs = [e for e in epochs if int(e.get("epoch", 0)) < upto]
         self._best_val = max((e.get("val_acc") or 0.0 for e in epochs), default=None)
         self.charts.set_history(epochs, [])
+        self._since_begin = self._since_begin or []
         self._redraw_live()
         # The per-step curves and the log come from the event log, read off the GUI thread.
         jobs.submit(lambda _job: read_event_history(run_dir), kind="history", what="Reading the run's log",
@@ -329,13 +330,13 @@ class TrainPage(QWidget):
             self._redraw_live()
         if lines and not keep_log:
             self.log_view.set_lines([f"The log of {Path(run_dir).name}:", *lines])
+        self._since_begin = None            # drawn over the history: the charts hold the points from now on
 
     def _redraw_live(self) -> None:
         """Points a resumed run drew before its history arrived, drawn again over it."""
-        for event in self._since_begin:
+        for event in self._since_begin or []:
             (self.charts.add_batch if event.kind == "batch" else self.charts.add_epoch)(event.data)
 
-    # --- helpers -------------------------------------------------------------------
     def log(self, message: str) -> None:
         self.log_view.add(message)
 
@@ -345,7 +346,7 @@ class TrainPage(QWidget):
         self.last_error = None
         self._best_val = self._first_acc = self._last_stats = self._pending_batch = None
         self._setup_error = self._memory_samples = False
-        self._since_begin = []
+        self._since_begin = None
         self._phase = ""
         self.memory_label.setText("")
 
@@ -400,10 +401,12 @@ class TrainPage(QWidget):
                    "memory": lambda e: self._on_memory(e.data), "search_progress": self._on_search,
                    "first_model": self._on_first_model, "finished": self._on_finished,
                    "failed": self._on_failed}.get(event.kind)
+        if self._since_begin is not None and event.kind in ("batch", "epoch"):
+            self._since_begin.append(event)
         if handler is not None:
             handler(event)
-        elif describe(event):           # warnings, checkpoints, the search's choice, back-offs: their line
-            self.log(describe(event))
+        elif line := describe(event):   # warnings, checkpoints, the search's choice, back-offs: their line
+            self.log(line)
 
     def _on_started(self, event: Event) -> None:
         info = event.data
@@ -445,7 +448,6 @@ class TrainPage(QWidget):
     def _on_batch(self, event: Event) -> None:
         # Cheap per batch: buffer the points; widgets follow at 10 Hz (_show_progress).
         self.charts.add_batch(event.data)
-        self._since_begin.append(event)
         self._pending_batch = event.data
 
     def _show_progress(self) -> None:
@@ -465,7 +467,6 @@ class TrainPage(QWidget):
     def _on_epoch(self, event: Event) -> None:
         self._show_progress()
         self.charts.add_epoch(event.data)
-        self._since_begin.append(event)
         self.log(describe(event))
         if event.data.is_best or self._best_val is None:
             self._best_val = max(self._best_val or 0.0, event.data.val_acc)
