@@ -1,9 +1,11 @@
 """A run's log: read-only lines in a fixed font that keep following the newest line.
 
-A plain ``QPlainTextEdit`` follows new lines only while its scroll bar is at the bottom; a log filled
-while the page was hidden (a run opened or resumed from the Runs step) has its bar at the top once
-shown, and new lines then arrive out of sight. This view follows until the user scrolls up, and
-follows again once they scroll back to the bottom.
+A plain ``QPlainTextEdit`` follows a new line only when its last line is on screen before the line
+arrives. A log filled while the Train step was hidden (a run opened or resumed from the Runs step)
+is laid out again once shown and once its splitter settles, which grows the scroll range but not
+the bar's value: the last line is then below the view, and every later line arrives out of sight
+for good. This view follows by its own flag instead of the bar's position: until the user scrolls
+up, and again once they scroll back to the bottom.
 """
 from __future__ import annotations
 
@@ -51,3 +53,7 @@ class LogView(QPlainTextEdit):
     def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
         super().showEvent(event)
         self.follow()               # lines added while hidden: the bar's range grew without its value
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self.follow()               # a splitter or window resize changes the range, not the value
