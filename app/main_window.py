@@ -85,8 +85,8 @@ class MainWindow(QMainWindow):
         geometry = self.settings.geometry()
         if geometry is None or not self.restoreGeometry(geometry):
             self.resize(1240, 820)
-        if self.data_page.data_root() is None:      # a folder remembered from last time needs no hint
-            self.statusBar().showMessage("Drop an image folder on the Data step, or press Ctrl+O.", 8000)
+        # Until a folder's scan is ready (then _forget_drop_hint), or 8 s.
+        self.statusBar().showMessage("Drop an image folder on the Data step, or press Ctrl+O.", 8000)
         self.runs_page.refresh_in_background()  # past runs: the sidebar, Results and Export know them
 
     def config_for_run(self):

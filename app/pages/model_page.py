@@ -20,6 +20,7 @@ from dtl_engine.registry import FAMILIES, METHODS, family_spec
 from dtl_engine.sizing.planner import plan_fit
 
 DEFAULT_BACKBONE = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+FIRST_EPOCHS = 10                           # a first run in the app: half the quick recipe's, to see a model sooner
 ESTIMATE_DELAY_MS = 350
 CHANGE_HINT = "Change the rank, batch size, image size or memory savers to see the effect."
 WIDE_LAYOUT_PX = 960                        # a page narrower than this stacks its two columns
@@ -130,9 +131,9 @@ class ModelPage(QWidget):
         """Show a remembered configuration (unknown or bad values fall back to the defaults)."""
         try:
             config = TrainConfig.from_dict({**TrainConfig().to_dict(), "backbone": DEFAULT_BACKBONE,
-                                            "epochs": 10, **(data or {})})
+                                            "epochs": FIRST_EPOCHS, **(data or {})})
         except (DTLError, TypeError, ValueError):
-            config = TrainConfig(backbone=DEFAULT_BACKBONE, epochs=10)
+            config = TrainConfig(backbone=DEFAULT_BACKBONE, epochs=FIRST_EPOCHS)
         self._loading = True
         try:
             shown = {"backbone", "weights", "method", "data_dir", *(b.field for b in self.bindings)}

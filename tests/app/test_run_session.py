@@ -193,3 +193,16 @@ def test_the_weights_error_goes_once_the_settings_change(qtbot, settings, image_
     assert page.life.state is RunState.FAILED
     window.model_page.w_random.setChecked(True)
     assert page.life.state is RunState.IDLE and "offline" not in page.state_label.text()
+
+
+# --- item 14: the status bar's drop hint holds only while no folder is loaded ---------------------------------
+def test_the_drop_hint_shows_without_a_folder_and_goes_once_one_is_loaded(qtbot, settings, image_folder,
+                                                                          wait_scan):
+    def hint(window) -> bool:
+        return window.statusBar().currentMessage().startswith("Drop an image folder")
+
+    window = _window(qtbot, settings)
+    assert hint(window), "a first launch says how to begin"
+    window.data_page.open_folder(str(image_folder))
+    wait_scan(window.data_page)
+    assert not hint(window), "a folder is loaded"

@@ -228,3 +228,26 @@ def test_the_first_model_is_shown_before_epoch_1(qtbot, tiny_dataset):
     first = log.index("First model: ")
     assert "% — refining with DTL…" in log[first:]
     assert first < log.index("Epoch 1/1")
+
+
+def test_the_bar_shows_the_time_left_as_a_range_until_it_settles(qtbot, themed):
+    # Issue 23, item 7: while a phase of the run is unmeasured the engine sends a range, and the bar says it.
+    from dtl_engine.events import make
+    from dtl_engine.listener import BatchStats, RunStarted
+
+    page = TrainPage(lambda: None)
+    qtbot.addWidget(page)
+    page._begin("Starting…")
+    page.session._relay(make("run_started", RunStarted("run-x", "cpu", "CPU", "fp32", 10, 1000, 0, ["a", "b"],
+                                                       80, 20, 10, 2)))
+
+    def batch(step: int, low: float, high: float) -> str:
+        page.session._relay(make("batch", BatchStats(
+            epoch=0, step=step, steps_per_epoch=10, global_step=step + 1, total_steps=20, loss=1.0, lr=0.1,
+            images_per_sec=8.0, eta_seconds=(low + high) / 2, memory_bytes=0, peak_memory_bytes=0,
+            eta_low_seconds=low, eta_high_seconds=high)))
+        page._show_progress()
+        return page.progress.format()
+
+    assert "about 3–9 min left" in batch(0, 180, 540)            # epoch 1 measured, the cached epochs not yet
+    assert "3 min 11 s left" in batch(1, 191, 191)              # every phase timed: one figure
