@@ -33,13 +33,22 @@ def format_span(seconds: float) -> str:
     return f"{m} min {s:02d} s" if m else f"{s} s"
 
 
+#: A range whose ends differ more than this many times says nothing yet: after the first step of a
+#: five-minute run it read "under 5.9 h". Such a range is shown as ESTIMATING.
+UNKNOWN_RANGE_RATIO = 40.0
+ESTIMATING = "estimating"
+
+
 def format_eta(seconds: float, low: float | None = None, high: float | None = None) -> str:
     """Time left: 'about 3–5 min' (or 'under 2 min') while the range is wide, then one figure ('3 min 11 s').
 
     ``low``/``high`` are the ends of the range: equal once the estimate settled, None in older run logs.
+    A range too wide to tell anything (:data:`UNKNOWN_RANGE_RATIO`) is :data:`ESTIMATING`.
     """
     if low is None or high is None or high - low < 1:
         return format_span(seconds)
+    if high > UNKNOWN_RANGE_RATIO * max(low, 1.0):
+        return ESTIMATING
     if high < 90:
         lo, hi, unit = int(low // 5 * 5), int(-(-high // 5) * 5), "s"
     elif high < 90 * 60:
@@ -50,6 +59,12 @@ def format_eta(seconds: float, low: float | None = None, high: float | None = No
     if lo == 0:
         return f"under {hi} {unit}"
     return f"about {hi} {unit}" if lo == hi else f"about {lo}–{hi} {unit}"
+
+
+def format_time_left(seconds: float, low: float | None = None, high: float | None = None) -> str:
+    """'3 min 11 s left', 'about 3–5 min left', or 'estimating the time left' while nothing can be told."""
+    eta = format_eta(seconds, low, high)
+    return "estimating the time left" if eta == ESTIMATING else f"{eta} left"
 
 
 def format_count(n: int | None) -> str:

@@ -26,7 +26,7 @@ from app.widgets.error_dialog import show_error
 from app.widgets.log_view import LogView
 from app.worker import describe_error
 from dtl_engine.events import Event, RunEnded, describe, ended_line, first_model_headline
-from dtl_engine.formatting import format_eta
+from dtl_engine.formatting import format_time_left
 from dtl_engine.errors import DTLError, RunError
 
 class TrainPage(QWidget):
@@ -429,7 +429,7 @@ class TrainPage(QWidget):
         done = (f"images {progress.images_done} of {progress.images_total}" if progress.trial == 0
                 else f"trial {progress.trial} of {progress.trials}")
         eta = ("" if progress.eta_seconds is None else
-               f" · {format_eta(progress.eta_seconds, progress.eta_low_seconds, progress.eta_high_seconds)} left")
+               f" · {format_time_left(progress.eta_seconds, progress.eta_low_seconds, progress.eta_high_seconds)}")
         self._bar(round(SEARCH_BAR_STEPS * progress.fraction), SEARCH_BAR_STEPS, f"{SEARCH_PHASE} — {done}{eta}")
         if self._phase != f"{SEARCH_PHASE}…":
             self._phase = f"{SEARCH_PHASE}…"
@@ -457,10 +457,10 @@ class TrainPage(QWidget):
         self._last_stats = stats
         epochs = self.session.started.epochs if self.session.started is not None else "?"
         # images/s: the smoothed figure the throughput chart draws, not one batch's jumpy rate
-        left = format_eta(stats.eta_seconds, stats.eta_low_seconds, stats.eta_high_seconds)
+        left = format_time_left(stats.eta_seconds, stats.eta_low_seconds, stats.eta_high_seconds)
         self._bar(min(stats.total_steps, stats.global_step + 1), max(1, stats.total_steps),
                   f"Epoch {stats.epoch + 1}/{epochs} · step {stats.step + 1}/{stats.steps_per_epoch}"
-                  f" · {self.charts.speed:.0f} images/s · {left} left")
+                  f" · {self.charts.speed:.0f} images/s · {left}")
         if stats.memory_bytes and not self._memory_samples:
             self.memory_label.setText(memory_line("", stats.memory_bytes, stats.peak_memory_bytes))
 

@@ -1,7 +1,8 @@
 """The one set of number formatters."""
 from __future__ import annotations
 
-from dtl_engine.formatting import format_bytes, format_count, format_duration, format_eta, format_span
+from dtl_engine.formatting import (format_bytes, format_count, format_duration, format_eta, format_span,
+                                   format_time_left)
 
 
 def test_bytes_use_binary_units_and_say_unknown():
@@ -28,7 +29,11 @@ def test_time_left_reads_as_a_range_until_it_settles():
     assert format_eta(40, 20, 80) == "about 20–80 s"
     assert format_eta(90, 20, 170) == "under 3 min"
     assert format_eta(9000, 5400, 12600) == "about 1.5–3.5 h"
-    assert format_eta(2000, 100, 7000) == "under 2.0 h"
+    assert format_eta(2000, 200, 7000) == "under 2.0 h"
+    # one step measured: the ends 160 times apart tell nothing (a 5-minute run read "under 5.9 h")
+    assert format_eta(2000, 130, 21000) == "estimating"
+    assert (format_time_left(191, 191, 191), format_time_left(240, 180, 300), format_time_left(2000, 130, 21000)) == (
+        "3 min 11 s left", "about 3–5 min left", "estimating the time left")
     assert format_eta(191, 191, 191) == format_eta(191) == "3 min 11 s"     # settled, or an older log
 
 
