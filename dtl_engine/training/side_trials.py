@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -168,11 +169,9 @@ def run_side_trials(model: DTLModel, cache: FeatureCache, labels: torch.Tensor, 
     ``train_idx`` / ``val_idx``: sample indices whose prefixes are in ``cache`` (the search's split).
     Raises ``InterruptedError`` when ``should_stop`` says so (the caller turns it into its own stop).
     """
-    saved = {k: v.clone() for k, v in model.trainable_state_dict().items()}
-    was_training = model.training
     trainer = _Trainer(model, cache, labels, train_idx, head, config, device, autocast, seed, should_stop)
     trials: list[SideTrial] = []
-    try:
+    with _left_as_it_was(model) as saved:
         for lr in rates:
             t0 = time.perf_counter()
             curve = trainer.train(saved, lr, steps)
@@ -182,9 +181,6 @@ def run_side_trials(model: DTLModel, cache: FeatureCache, labels: torch.Tensor, 
                               seconds=time.perf_counter() - t0, curve=curve)
             trials.append(trial)
             on_trial(trial)
-    finally:
-        model.load_trainable_state_dict(saved)
-        model.train(was_training)
     return trials
 
 
@@ -194,16 +190,23 @@ def measure_step_seconds(model: DTLModel, cache: FeatureCache, labels: torch.Ten
                          clock: Callable[[], float] = time.process_time) -> float:
     """The ``clock`` time of one update of the whole model from cached prefixes (the last of
     :data:`CALIBRATION_STEPS` from the probe's start); the model is left as it was."""
-    saved = {k: v.clone() for k, v in model.trainable_state_dict().items()}
-    was_training = model.training
     trainer = _Trainer(model, cache, labels, train_idx, head, config, device, autocast, seed, should_stop)
     ticks: list[float] = []
-    try:
+    with _left_as_it_was(model) as saved:
         trainer.train(saved, rate, CALIBRATION_STEPS, on_step=lambda: ticks.append(clock()), ramp=CALIBRATION_STEPS)
+    return ticks[-1] - ticks[-2] if len(ticks) >= 2 else float("inf")
+
+
+@contextmanager
+def _left_as_it_was(model: DTLModel) -> Iterator[dict[str, torch.Tensor]]:
+    """The model's trainable weights (a copy, the trials' start) and mode, put back however the block ends."""
+    saved = {k: v.clone() for k, v in model.trainable_state_dict().items()}
+    was_training = model.training
+    try:
+        yield saved
     finally:
         model.load_trainable_state_dict(saved)
         model.train(was_training)
-    return ticks[-1] - ticks[-2] if len(ticks) >= 2 else float("inf")
 
 
 class _Trainer:
