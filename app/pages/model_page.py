@@ -20,6 +20,7 @@ from dtl_engine.registry import FAMILIES, METHODS, family_spec
 from dtl_engine.sizing.planner import plan_fit
 
 DEFAULT_BACKBONE = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+TO_DOWNLOAD = "pretrained, to download"    # the Model step's last words while its weights are not here yet
 FIRST_EPOCHS = 10                           # a first run in the app: half the quick recipe's, to see a model sooner
 ESTIMATE_DELAY_MS = 350
 CHANGE_HINT = "Change the rank, batch size, image size or memory savers to see the effect."
@@ -254,13 +255,13 @@ class ModelPage(QWidget):
         random = " · random weights" if self.w_random.isChecked() else ""
         if self.w_hub.isChecked() and self.picker.cached(name) is False:
             # Not a green check: training needs the internet once (offline it fails with a sentence).
-            return False, f"{short} · {method}{rank} · pretrained weights download when training starts"
+            return False, f"{short} · {method}{rank} · {TO_DOWNLOAD}"
         return True, f"{short} · {method}{rank}{random}"
 
     def needs_settings(self) -> bool:
         """True when the settings themselves are incomplete (not merely weights still to download)."""
         ready, line = self.status()
-        return not ready and not line.endswith("download when training starts")
+        return not ready and not line.endswith(TO_DOWNLOAD)
 
     # --- memory estimate --------------------------------------------------------------------------
     def memory_text(self) -> str:

@@ -480,3 +480,22 @@ def test_the_per_class_table_keeps_its_headers_whole_on_a_small_window(qtbot, th
     for col in range(table.columnCount()):
         title = table.horizontalHeaderItem(col).text()
         assert table.columnWidth(col) >= fm.horizontalAdvance(title) + 8, f"the header {title!r} is cut short"
+
+
+def test_no_step_line_of_a_first_launch_is_cut_at_any_window_size(qtbot, settings, themed):
+    # Round two: the Model step of a first launch read "ViT-Ti/16 · DTL · rank 2 · pretrained weights downloa…".
+    from app.main_window import MODEL, MainWindow
+
+    window = MainWindow(settings)
+    qtbot.addWidget(window)
+    window.model_page.w_hub.setChecked(True)
+    window.model_page.picker._cached_loaded({window.model_page.picker.current(): False})
+    assert "download" in window.step_states()[MODEL][1]
+    window.show()
+    for size in ((1000, 680), (1240, 820), (1600, 1000)):
+        window.resize(*size)
+        qtbot.wait(50)
+        window.update_steps()
+        for button in window.step_bar.buttons:
+            shown = button.status_lines()
+            assert not shown or not shown[-1].endswith("…"), f"{size}, {button.title}: {shown}"
