@@ -15,8 +15,9 @@ and two more of the Results step: ``results-cell.png`` (a confusion-matrix cell 
 with the "Why?" heatmap of one of its images) and ``results-doctor.png`` (the data doctor's
 findings), and their ``-dark`` twins.
 
-``--sizes 1000x680 1600x1000`` also grabs every step at those window sizes
-(``data-1000x680.png``, ``data-dark-1600x1000.png``, …) to check that nothing is cut off.
+``--sizes 1000x680 1600x1000`` also grabs every step, Compare and Classify a folder… at those
+window sizes (``data-1000x680.png``, ``runs-compare-dark-1600x1000.png``, …) to check that
+nothing is cut off.
 
 Everything the app writes goes into a throw-away demo home folder (``--home``), so the
 pictures show ordinary user paths; that folder is deleted at the end.
@@ -105,6 +106,16 @@ def _save(window, step: int, name: str, out: Path, width: int) -> Path:
         _grab(window, step, f"{name}-{size[0]}x{size[1]}", out, 0)
     window.resize(*WINDOW_SIZE)
     return _grab(window, step, name, out, width)
+
+
+def _save_widget(widget, name: str, out: Path) -> Path:
+    """Grab a window of its own (Compare, Classify a folder…) at its size, then at every extra size."""
+    size = widget.size()
+    for extra in EXTRA_SIZES:
+        widget.resize(*extra)
+        _grab_widget(widget, f"{name}-{extra[0]}x{extra[1]}", out, 0)
+    widget.resize(size)
+    return _grab_widget(widget, name, out, 0)
 
 
 def _grab(window, step: int, name: str, out: Path, width: int) -> Path:
@@ -267,7 +278,7 @@ def _shoot(out: Path, width: int, dark: bool, epochs: int) -> int:
     _wait("the folder's classification", lambda: not dialog.is_running(), 300)
     if dialog.result is None:
         raise SystemExit(f"Classifying the folder failed: {dialog.message_label.text()}")
-    _grab_widget(dialog, "export-classify" + suffix, out, 0)
+    _save_widget(dialog, "export-classify" + suffix, out)
     dialog.close()
 
     window.show_step(RUNS)                  # lists the runs in the background
@@ -295,7 +306,7 @@ def _shoot(out: Path, width: int, dark: bool, epochs: int) -> int:
     if compare is None:
         raise SystemExit("Compare did not open for the two runs.")
     _wait("the comparison", lambda: compare.comparison is not None or "Reading" not in compare.heading.text(), 120)
-    _grab_widget(compare, "runs-compare" + suffix, out, 0)
+    _save_widget(compare, "runs-compare" + suffix, out)
     compare.close()
 
     names = ("data", "model", "train", "results", "export", "runs")

@@ -82,9 +82,10 @@ def main() -> int:
         _grab(window, TRAIN, "train-following", out, args.width)
         _wait("the run to end", lambda: not page.life.busy, 900)
         print(f"the run ended: {page.life.state.value}")
-        window.close()
-        jobs.cancel_all()
+        jobs.cancel_all()           # first: a close during the ended run's evaluation would ask, and wait for a click
         jobs.wait_all(60_000)
+        _wait("the jobs to end", lambda: not jobs.active_jobs(), 60)   # their ends arrive through the event loop
+        window.close()
         return 0
     finally:
         if launcher is not None:
