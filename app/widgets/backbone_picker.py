@@ -46,7 +46,7 @@ class BackbonePicker(QWidget):
         layout.setSpacing(8)
         search_row = QHBoxLayout()
         self.search = QLineEdit()
-        self.search.setPlaceholderText("Search any timm ViT, DeiT or Swin model, e.g. vit_large_patch16_224")
+        self.search.setPlaceholderText("Any timm ViT, DeiT or Swin, e.g. vit_large_patch16_224")   # whole at 1240 px
         self.search.setClearButtonEnabled(True)
         self.search.setToolTip("Type a timm model name; supported families are ViT, DeiT, DeiT III and Swin (V1).")
         self.completer_model = QStringListModel([])

@@ -209,15 +209,11 @@ def test_the_gallery_counts_every_mistake_not_only_those_shown(qtbot, themed):
 
 
 def test_progress_shows_the_smoothed_speed_and_time_left_in_words(qtbot, themed):
-    from app.pages.train_page import TrainPage
     from dtl_engine.events import make
-    from dtl_engine.listener import BatchStats, RunStarted
+    from dtl_engine.listener import BatchStats
+    from run_fixtures import relayed_run_page
 
-    page = TrainPage(lambda: None)
-    qtbot.addWidget(page)
-    page._begin("Starting…")
-    page.session._relay(make("run_started", RunStarted("run-x", "cpu", "CPU", "fp32", 10, 1000, 0, ["a", "b"],
-                                                       80, 20, 10, 2)))
+    page = relayed_run_page(qtbot)
     for step, speed in enumerate((5.0, 9.0, 81.0, 12.0)):
         page.session._relay(make("batch", BatchStats(
             epoch=0, step=step, steps_per_epoch=10, global_step=step + 1, total_steps=20, loss=1.0, lr=0.1,
@@ -499,3 +495,7 @@ def test_no_step_line_of_a_first_launch_is_cut_at_any_window_size(qtbot, setting
         for button in window.step_bar.buttons:
             shown = button.status_lines()
             assert not shown or not shown[-1].endswith("…"), f"{size}, {button.title}: {shown}"
+        window.show_step(MODEL)
+        qtbot.wait(50)
+        search = window.model_page.picker.search      # its hint was cut to "e.g. vit_large_patch16_…"
+        assert search.fontMetrics().horizontalAdvance(search.placeholderText()) + 16 <= search.width(), size
