@@ -95,3 +95,18 @@ class ReplaceAnswers:
             self.asked.append(args[2])
             return choice
         self._monkeypatch.setattr(QMessageBox, "question", question)
+
+
+def relayed_run_page(qtbot):
+    """A Train page that has begun a run and been told it started (10 epochs of 10 steps), fed by the test
+    through ``page.session._relay``; nothing trains."""
+    from app.pages.train_page import TrainPage
+    from dtl_engine.events import make
+    from dtl_engine.listener import RunStarted
+
+    page = TrainPage(lambda: None)
+    qtbot.addWidget(page)
+    page._begin("Starting…")
+    page.session._relay(make("run_started", RunStarted("run-x", "cpu", "CPU", "fp32", 10, 1000, 0, ["a", "b"],
+                                                       80, 20, 10, 2)))
+    return page

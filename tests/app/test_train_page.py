@@ -233,13 +233,10 @@ def test_the_first_model_is_shown_before_epoch_1(qtbot, tiny_dataset):
 def test_the_bar_shows_the_time_left_as_a_range_until_it_settles(qtbot, themed):
     # Issue 23, item 7: while a phase of the run is unmeasured the engine sends a range, and the bar says it.
     from dtl_engine.events import make
-    from dtl_engine.listener import BatchStats, RunStarted
+    from dtl_engine.listener import BatchStats
+    from run_fixtures import relayed_run_page
 
-    page = TrainPage(lambda: None)
-    qtbot.addWidget(page)
-    page._begin("Starting…")
-    page.session._relay(make("run_started", RunStarted("run-x", "cpu", "CPU", "fp32", 10, 1000, 0, ["a", "b"],
-                                                       80, 20, 10, 2)))
+    page = relayed_run_page(qtbot)
 
     def batch(step: int, low: float, high: float) -> str:
         page.session._relay(make("batch", BatchStats(
