@@ -1,29 +1,17 @@
 """Classify a folder: one CSV row and one copy per image, the input untouched, nothing overwritten."""
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from pathlib import Path
 
 import pytest
-import torch
-from image_factory import make_image_folder
-from test_export import CLASSES, trained_looking_model
+from classify_builders import class_tree, model_file, read_rows  # noqa: F401  (a fixture)
 
 from dtl_engine.cli import main as cli
 from dtl_engine.inference.classify_folder import UNSURE, classify_folder
 from dtl_engine.errors import DataError
-from dtl_engine.export import export_model
 from dtl_engine.inference.predict import predict
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("classify") / "model.pt"
-    export_model(trained_looking_model(), CLASSES, out, verify=False)
-    return out
 
 
 def checksums(root: Path) -> dict[str, str]:
@@ -34,19 +22,6 @@ def checksums(root: Path) -> dict[str, str]:
         digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
         out[str(p.relative_to(root))] = f"{digest}:{st.st_mtime_ns}:{st.st_mode}"
     return out
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def class_tree(tmp_path: Path) -> Path:
-    root = make_image_folder(tmp_path / "new photos", {"a": 3, "b": 3, "c": 2}, size=(20, 28))
-    (root / "b" / "img_0.png").rename(root / "b" / "same.png")
-    (root / "c" / "img_0.png").rename(root / "c" / "same.png")          # same name in two sub-folders
-    (root / "a" / "broken.jpg").write_bytes(b"not really a jpeg")
-    return root
 
 
 @pytest.mark.slow

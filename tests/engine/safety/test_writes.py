@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from image_factory import make_image_folder
 from safety_helpers import checksums
-from test_classify_folder import class_tree, model_file, read_rows  # noqa: F401  (a fixture)
+from classify_builders import class_tree, model_file, read_rows  # noqa: F401  (a fixture)
 from test_fault_injection import TINY, _cli, _one_line_refusal
 
 from dtl_engine.runs.folder import RunFolder
