@@ -39,6 +39,11 @@ def state_word(session: RunSession) -> str:
     return session.state.value
 
 
+def best_so_far(best_val: float) -> str:
+    """A live run's headline once an epoch has ended (the first model's headline is outdated by then)."""
+    return f"Best so far: {100 * best_val:.1f} % — training…"
+
+
 def state_texts(session: RunSession, phase: str, error: str | None, first_acc: float | None,
                 best_val: float | None) -> tuple[str, str]:
     """(the state line, the shorter line of the step bar) of the session.

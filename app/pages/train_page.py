@@ -13,9 +13,8 @@ from PySide6.QtCore import QEvent, Qt, QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget
 
 from app import jobs
-from app.pages.run_words import (SEARCH_BAR_STEPS, SEARCH_PHASE, is_weights_error, memory_line, run_summary,
-                                 past_bar, state_texts, state_word, stop_keeps, what_runs,
-                                 where_stopped)
+from app.pages.run_words import (SEARCH_BAR_STEPS, SEARCH_PHASE, best_so_far, is_weights_error, memory_line,
+                                 past_bar, run_summary, state_texts, state_word, stop_keeps, what_runs, where_stopped)
 from app.run_history import read_event_history, read_metrics
 from app.run_life import RunState, has_model
 from app.run_session import RunSession
@@ -470,6 +469,9 @@ class TrainPage(QWidget):
         self.log(describe(event))
         if event.data.is_best or self._best_val is None:
             self._best_val = max(self._best_val or 0.0, event.data.val_acc)
+        if self.life.busy:                  # not "First model: 36.5 %" once 45.1 % is kept
+            self._phase = best_so_far(self._best_val)
+            self._refresh()
 
     def _on_memory(self, sample) -> None:
         self._memory_samples = True

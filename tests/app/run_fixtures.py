@@ -98,14 +98,16 @@ class ReplaceAnswers:
 
 
 def relayed_run_page(qtbot):
-    """A Train page that has begun a run and been told it started (10 epochs of 10 steps), fed by the test
+    """A Train page whose run is under way as far as the page knows (10 epochs of 10 steps), fed by the test
     through ``page.session._relay``; nothing trains."""
     from app.pages.train_page import TrainPage
+    from app.run_life import RunState
     from dtl_engine.events import make
     from dtl_engine.listener import RunStarted
 
     page = TrainPage(lambda: None)
     qtbot.addWidget(page)
+    page.life.move(RunState.STARTING)
     page._begin("Starting…")
     page.session._relay(make("run_started", RunStarted("run-x", "cpu", "CPU", "fp32", 10, 1000, 0, ["a", "b"],
                                                        80, 20, 10, 2)))

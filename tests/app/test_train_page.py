@@ -248,3 +248,24 @@ def test_the_bar_shows_the_time_left_as_a_range_until_it_settles(qtbot, themed):
 
     assert "about 3–9 min left" in batch(0, 180, 540)            # epoch 1 measured, the cached epochs not yet
     assert "3 min 11 s left" in batch(1, 191, 191)              # every phase timed: one figure
+
+
+def test_the_headline_follows_the_best_accuracy_kept(qtbot, themed):
+    # The walk-through at the defaults read "First model: 36.5 % — refining with DTL…" through epoch 5 while
+    # the run kept 45.1 %.
+    from dtl_engine.events import make
+    from dtl_engine.listener import EpochStats, FirstModel
+    from run_fixtures import relayed_run_page
+
+    page = relayed_run_page(qtbot)
+    page.session._relay(make("first_model", FirstModel(val_loss=1.8, val_acc=0.365, seconds=60.0, path="best")))
+    assert page.state_label.text().endswith("First model: 36.5 % — refining with DTL…</b></span>")
+
+    def epoch(n: int, acc: float, best: bool) -> str:
+        page.session._relay(make("epoch", EpochStats(epoch=n, epochs=10, train_loss=1.5, train_acc=acc,
+                                                     val_loss=1.5, val_acc=acc, seconds=30.0, is_best=best)))
+        return page.state_label.text()
+
+    assert "Best so far: 36.5 %" in epoch(0, 0.348, False)       # epoch 1 below the first model: it stays
+    assert "Best so far: 45.1 %" in epoch(1, 0.451, True)
+    assert "Best so far: 45.1 %" in epoch(2, 0.423, False)
