@@ -195,22 +195,18 @@ class MainWindow(QMainWindow):
         """Refresh every step's ready flag and status line; later steps say what they wait for."""
         states = [self._page_status(p) for p in self.pages]
         data_ok, model_ok = states[DATA][0], states[MODEL][0]
-        train_ok = states[TRAIN][0]
-        running = self.train_page.session.is_live()
         session = self.train_page.session
         if session.state is RunState.IDLE and session.shown is None:     # a run ended or shown says its own line
             if not data_ok:
                 states[TRAIN] = (False, "Waiting for an image folder")
             elif not model_ok and self.model_page.needs_settings():
                 states[TRAIN] = (False, "Waiting for the model settings")
-        for step, need in ((RESULTS, "Waiting for a finished run"), (EXPORT, "Waiting for a trained model")):
-            if not states[step][0] and not train_ok and not running and not self._has_run(step):
+        for step, page_run, need in ((RESULTS, self.results_page.run_dir, "Waiting for a finished run"),
+                                     (EXPORT, self.export_page.run_dir, "Waiting for a trained model")):
+            if page_run is None:        # no run there yet: what it waits for (a stopped run's own line stays)
                 states[step] = (False, need)
         for i, (ok, line) in enumerate(states):
             self.step_bar.set_state(i, ok, line)
-
-    def _has_run(self, step: int) -> bool:
-        return bool(self._page_status(self.pages[step])[0])
 
     @staticmethod
     def _page_status(page: StepPage) -> tuple[bool, str]:

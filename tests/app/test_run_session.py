@@ -138,6 +138,20 @@ def test_a_run_stopped_with_its_first_model_can_be_exported(qtbot, tmp_path, fin
     assert page.export_button.isEnabled() and "nothing to export" not in page.status()[1]
 
 
+def test_the_steps_of_a_run_stopped_after_an_epoch_say_what_it_has(qtbot, settings, tmp_path, monkeypatch):
+    # The walk-through at the defaults, stopped after 4 of 10 epochs: Export read "Waiting for a trained model"
+    # beside a page ready to export, and Results "Waiting for a finished run" while it loaded that run's results.
+    monkeypatch.setenv("DTL_STUDIO_HOME", str(tmp_path / "home"))
+    result = stopped_run(make_image_folder(tmp_path / "images", per_class=6), stop_after_epoch=0)
+    assert result.status == "stopped" and result.epochs_done == 1
+    window = _window(qtbot, settings)
+    window.train_page.run_finished.emit(RunEnded(result.run_dir, "stopped", 1, epochs=3))
+    assert window.step_states()[EXPORT] == (False, "Ready to export")
+    assert window.step_states()[RESULTS][1].startswith("Loading the results of ")
+    qtbot.waitUntil(lambda: window.step_states()[RESULTS][0], timeout=WAIT_MS)
+    assert window.step_states()[RESULTS][1].startswith("accuracy ")
+
+
 # --- items 14 and 15: what the Train step says on a first run ----------------------------------------------
 def test_the_start_line_says_what_runs():
     config = TrainConfig(data_dir="x", backbone="vit_tiny_patch16_224.augreg_in21k_ft_in1k", weights="random",
