@@ -30,6 +30,8 @@ class SearchMeter:
         self.side_guess = float(TRIAL_IMAGES_GUESS)     # one's cost in images until one was measured
         self.start = time.perf_counter()
         self.image_seconds = 0.0        # time spent featurising, and in trials: the measured unit costs
+        self.image_batches = 0
+        self.warm_up = (0, 0.0)         # the first batch (images, seconds): it also warmed the model and loader up
         self.trial_seconds = 0.0
         self._last = 0.0
         self._fraction = 0.0            # never shown going backwards when a cost estimate changes
@@ -49,6 +51,9 @@ class SearchMeter:
     def images(self, count: int, seconds: float, phase: str = "features") -> None:
         self.images_done = min(self.images_total, self.images_done + count)
         self.image_seconds += seconds
+        self.image_batches += 1
+        if self.image_batches == 1:
+            self.warm_up = (count, seconds)
         now = time.perf_counter()
         if now - self._last >= EMIT_SECONDS or self.images_done >= self.images_total:
             self._report(phase)
@@ -64,7 +69,7 @@ class SearchMeter:
 
     def progress(self, phase: str, note: str = "") -> SearchProgress:
         probes_done = self.trial - self.side_done
-        per_image = self.image_seconds / self.images_done if self.images_done else None
+        per_image = self._per_image()
         per_trial = self.trial_seconds / probes_done if probes_done else None
         per_side = self.side_seconds / self.side_done if self.side_done else None
         if per_trial is None and per_image is not None:
@@ -98,6 +103,16 @@ class SearchMeter:
                               images_total=self.images_total, elapsed_seconds=elapsed, eta_seconds=eta,
                               fraction=self._fraction, note=note, eta_low_seconds=eta_range[0],
                               eta_high_seconds=eta_range[1])
+
+    def _per_image(self) -> float | None:
+        """Seconds an image, from the batches after the first when there are more to come (at 224 px the
+        first batch cost six times a later one: "5–47 min" for a search that took 70 s); None until then."""
+        if self.image_batches > 1:
+            images, seconds = self.images_done - self.warm_up[0], self.image_seconds - self.warm_up[1]
+            return seconds / images if images > 0 else None
+        if self.images_done and self.images_done >= self.images_total:
+            return self.image_seconds / self.images_done     # all in one batch: that is the measure there is
+        return None
 
     def _report(self, phase: str, note: str = "") -> None:
         self._last = time.perf_counter()

@@ -32,3 +32,15 @@ def test_the_eta_is_a_range_while_a_kind_of_work_has_only_a_guessed_cost():
     assert seen[-1].eta_low_seconds < seen[-1].eta_high_seconds   # the side trial's cost is a guess still
     meter.trials_done(1, seconds=50.0, phase="side")
     assert seen[-1].eta_low_seconds == seen[-1].eta_high_seconds == 0
+
+
+def test_the_first_batch_of_images_warms_up_and_sets_no_rate():
+    # At 224 px the first batch cost six times a later one, and the search read "about 5–47 min left" for 70 s.
+    seen = []
+    meter = SearchMeter(seen.append, images_total=1000, trials=2)
+    meter.images(100, seconds=6.0)                  # with the warm-up: 0.06 s an image
+    assert seen[-1].eta_seconds is None and 0 < seen[-1].fraction < 0.2
+    meter.images(100, seconds=1.0)                  # the steady rate: 0.01 s an image
+    images_left = 800 * 0.01
+    shown = meter.progress("features")              # (reports are at most every half second)
+    assert shown.eta_seconds == pytest.approx(images_left + 2 * 0.01 * TRIAL_IMAGES_GUESS)
