@@ -12,6 +12,7 @@ import pyqtgraph as pg
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QWidget
 
 from app.theme import colors
+from app.widgets.charts import BLUE, ORANGE
 
 _AUGMENT_SYMBOL = {"none": "o", "light-noflip": "t", "light": "s", "standard": "d"}
 
@@ -29,7 +30,7 @@ class SearchView(QWidget):
         self.plot.setMouseEnabled(False, False)
         self.plot.hideButtons()
         self.plot.setLabel("bottom", "learning rate")
-        self.plot.setLabel("left", "probe acc. %")
+        self.plot.setLabel("left", "val. acc. %")
         for side in ("left", "bottom"):
             self.plot.getAxis(side).enableAutoSIPrefix(False)
         self.plot.setBackground(None)
@@ -47,19 +48,31 @@ class SearchView(QWidget):
         self.setVisible(search is not None)
         if search is None:
             return
-        self.label.setText(f"{search.summary()[0].upper()}{search.summary()[1:]} · {len(search.trials)} probe "
-                           f"trials on {search.search_train + search.search_val} training images, "
-                           f"{search.seconds:.0f} s. The dashed line is the rate of the run.")
+        probes = sum(1 for t in search.trials if t.kind != "side")
+        sides = len(search.trials) - probes
+        whole = (f" and {sides} short trials of the whole model (orange: the side network's rate)"
+                 if sides else "")
+        self.label.setText(f"{search.summary()[0].upper()}{search.summary()[1:]} · {probes} probe trials "
+                           f"(blue: the classifier's rate){whole} on {search.search_train + search.search_val} "
+                           f"training images, {search.seconds:.0f} s. The dashed line is the rate of the run.")
         self.plot.clear()
-        accent, muted = colors()["accent"], colors()["muted"]
-        # the rates without augmentation as a line; the augmentation trials as points at the chosen probe rate
-        series: dict[str, list[tuple[float, float]]] = {}
+        self._plot_trials(search)
+        self.plot.addLine(x=math.log10(search.lr),
+                          pen=pg.mkPen(colors()["muted"], style=pg.QtCore.Qt.PenStyle.DashLine))
+
+    def _plot_trials(self, search) -> None:
+        """One line per kind of trial and augmentation, in order of rate: the probe trials (a classifier on the
+        frozen features) and the trials of the whole model try different rates, so one line through both
+        zig-zagged between them."""
+        muted = colors()["muted"]
+        series: dict[tuple[str, str], list[tuple[float, float]]] = {}
         for t in search.trials:
-            series.setdefault(t.augment, []).append((t.lr, 100.0 * t.val_acc))
-        for augment, points in series.items():
+            series.setdefault(("side" if t.kind == "side" else "probe", t.augment), []).append(
+                (t.lr, 100.0 * t.val_acc))
+        for (kind, augment), points in sorted(series.items()):
             points.sort()
-            pen = pg.mkPen(accent, width=2) if len(points) > 1 else None
+            colour = ORANGE if kind == "side" else BLUE
+            pen = pg.mkPen(colour, width=2) if len(points) > 1 else None
             self.plot.plot([p[0] for p in points], [p[1] for p in points], pen=pen,
                            symbol=_AUGMENT_SYMBOL.get(augment, "o"), symbolSize=7,
-                           symbolBrush=accent if augment == search.augment else muted)
-        self.plot.addLine(x=math.log10(search.lr), pen=pg.mkPen(muted, style=pg.QtCore.Qt.PenStyle.DashLine))
+                           symbolBrush=colour if augment == search.augment else muted)
