@@ -37,6 +37,8 @@ def onnx_available() -> bool:
     return importlib.util.find_spec("onnx") is not None
 
 
+NO_EXPORT_HINT = "Export the model first; then drop images here or press “Add images…” to see what it predicts."
+
 def documents_folder() -> Path:
     """The user's Documents folder when it exists, else the home folder (never a folder made for us)."""
     docs = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
@@ -201,7 +203,7 @@ class ExportPage(QWidget):
                                         "image, and copies sorted into one folder per class if you like")
         self.classify_button.clicked.connect(self.open_classify_folder)
         self.classify_dialog: ClassifyFolderDialog | None = None
-        self.try_hint = QLabel("Drop images here or press “Add images…” to see what the exported model predicts.")
+        self.try_hint = QLabel(NO_EXPORT_HINT)
         self.try_hint.setStyleSheet("color: palette(placeholder-text);")
         self.try_hint.setWordWrap(True)
         try_row = QHBoxLayout()
@@ -247,6 +249,8 @@ class ExportPage(QWidget):
             self.last_result = SimpleNamespace(path=str(previous), verified=None)
             self.try_hint.setText(f"Drop images here or press “Add images…” to try {previous.name}, "
                                   "exported earlier.")
+        else:
+            self.try_hint.setText(NO_EXPORT_HINT)   # (Add images… is off until there is a file to try)
         if not self._trained:
             self.message_label.setText(f"{NOT_TRAINED} Resume the run on the Train step, or start a new one, "
                                        "then export it.")
@@ -313,6 +317,8 @@ class ExportPage(QWidget):
         self.details_label.setText("\n".join(f"• {line[:1].upper()}{line[1:]}" for line in details))
         self.details_label.setVisible(bool(details))
         self._set_status(True, "Exported and verified" if result.verified else "Exported, not verified")
+        self.try_hint.setText(f"Drop images here or press “Add images…” to see what {Path(result.path).name} "
+                              "predicts.")
         self._update_buttons()
         self.exported.emit(result)
 
@@ -336,7 +342,7 @@ class ExportPage(QWidget):
         """Predict the top-3 classes of ``paths`` with the exported file, in the background."""
         export_path = self.export_path()
         if not export_path:
-            self.try_hint.setText("Export the model first; then drop images here to try it.")
+            self.try_hint.setText(NO_EXPORT_HINT)
             return
         paths = [str(p) for p in paths]
         self.try_hint.setText(f"Predicting {len(paths)} image(s)…")

@@ -39,7 +39,8 @@ def test_export_verify_and_try_it(qtbot, finished_run, tmp_path, themed):
     # Proposed: the user's Documents folder, a file named after the run.
     assert page.path_edit.text() == str(export_module.documents_folder() / f"{name}.pt")
     assert page.status() == (False, "Ready to export") and page.title.text() == f"Export {name}"
-    assert not page.add_button.isEnabled()  # nothing to try before an export exists
+    assert not page.add_button.isEnabled()  # nothing to try before an export exists, and the hint says so first
+    assert page.try_hint.text().startswith("Export the model first")
 
     out = tmp_path / "exports" / "classifier.pt"
     page.path_edit.setText(str(out))
@@ -50,6 +51,7 @@ def test_export_verify_and_try_it(qtbot, finished_run, tmp_path, themed):
     assert "Verified ✓" in text and str(result.images_checked) in text
     assert page.message_label.text() == result.message
     assert page.status()[0] is True
+    assert page.add_button.isEnabled() and "see what classifier.pt predicts" in page.try_hint.text()
     # The export details measured on the written file: size, latency, and its accuracy beside the run's.
     details = page.details_label.text().splitlines()
     assert len(details) == len(result.details()) >= 3
