@@ -14,8 +14,8 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QGridLayout, QWidget
 
-# Colour-blind friendly (Okabe-Ito) colours, readable on white.
-BLUE, ORANGE, GREEN, GREY, PURPLE = "#0072B2", "#D55E00", "#009E73", "#8a8a8a", "#CC79A7"
+from app.theme import BLUE, GREEN, GREY, ORANGE, PURPLE
+
 
 
 class SeriesBuffer:

@@ -13,8 +13,8 @@ from PySide6.QtWidgets import (QCheckBox, QDialog, QHBoxLayout, QHeaderView, QLa
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
 from app import jobs
-from app.theme import role_color
-from app.widgets.charts import BLUE, GREEN, ORANGE, PURPLE, LiveChart
+from app.theme import BLUE, GREEN, ORANGE, PURPLE, role_color
+from app.widgets.charts import LiveChart
 from dtl_engine.formatting import backbone_text
 from dtl_engine.runs.compare import compare_runs
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import pyqtgraph as pg
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QWidget
 
-from app.theme import colors
-from app.widgets.charts import BLUE, ORANGE
+from app.theme import BLUE, ORANGE, colors
 
 _AUGMENT_SYMBOL = {"none": "o", "light-noflip": "t", "light": "s", "standard": "d"}
 

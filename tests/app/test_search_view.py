@@ -8,7 +8,7 @@ pytest.importorskip("pytestqt")
 import pyqtgraph as pg
 
 import dtl_engine.training.autotune as autotune
-from app.widgets.charts import BLUE, ORANGE
+from app.theme import BLUE, ORANGE
 from app.widgets.search_view import SearchView
 from dtl_engine.training.search_record import SearchResult, Trial
 
