@@ -416,7 +416,8 @@ class TrainPage(QWidget):
         self._bar(info.start_epoch * info.steps_per_epoch, max(1, info.epochs * info.steps_per_epoch),
                   f"Epoch {info.start_epoch + 1}/{info.epochs}")
         self.log(describe(event))
-        self._phase = ""
+        # a resumed run has kept epochs (their best read with its history); a new one has none yet
+        self._phase = best_so_far(self._best_val) if info.start_epoch and self._best_val is not None else ""
         self._refresh()
         self.run_started.emit(str(info.run_dir))
 

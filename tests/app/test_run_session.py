@@ -60,6 +60,7 @@ def test_a_stopped_run_resumes_from_the_train_step_and_keeps_its_curves(qtbot, s
     with qtbot.waitSignal(page.controller.batch, timeout=WAIT_MS):
         window.resume_action.trigger()
     assert page.life.busy
+    assert "Best so far: " in page.state_label.text(), "the resumed run's headline forgot what it kept"
     qtbot.waitUntil(lambda: len([x for x in _step_xs(page) if x <= ended.epochs_done]) == len(before),
                     timeout=30_000)
     assert page.charts.throughput.drawn_points("images/s (smoothed)") >= len(before)
