@@ -12,7 +12,7 @@ import torch
 from dtl_engine.data.model_input import load_pixels
 from dtl_engine.errors import DataError, ExportError
 from dtl_engine import __version__
-from dtl_engine.fileio import check_target, make_folder
+from dtl_engine.fileio import check_target, make_folder, reserve_beside
 from dtl_engine.export.verify import LATENCY_BATCH
 
 MAX_CHECK_IMAGES = 32
@@ -100,6 +100,14 @@ def check_destination(out_path: str | os.PathLike[str], overwrite: bool,
     except OSError as exc:
         raise ExportError(f"Cannot create the folder '{out.parent}': {exc.strerror or exc}.") from exc
     return out
+
+
+def temp_path_beside(out: Path) -> Path:
+    """A fresh temporary file next to ``out`` so the final os.replace is atomic."""
+    try:
+        return reserve_beside(out)
+    except OSError as exc:
+        raise ExportError(f"Cannot write into '{out.parent}': {exc.strerror or exc}.") from exc
 
 
 def load_labelled_images(samples: list[tuple[str, int]], side: int | None

@@ -9,11 +9,11 @@ from typing import Any, cast
 import torch
 
 from dtl_engine.errors import ExportError
-from dtl_engine.fileio import new_file
+from dtl_engine.fileio import discard, publish
 from dtl_engine.data.preprocess import preprocess_settings
 from dtl_engine.model.probabilities import engine_probabilities
 from dtl_engine.export.common import (TOLERANCE, ExportResult, build_metadata, check_destination, printable_name,
-                                      synthetic_batch)
+                                      synthetic_batch, temp_path_beside)
 from dtl_engine.export.verify import check_in_fresh_process, compare, measure_options
 from dtl_engine.export.onnx_format import require_onnx, write_onnx
 from dtl_engine.export.torchscript import write_torchscript
@@ -53,25 +53,21 @@ def export_model(model: torch.nn.Module, classes: list[str], out_path: str | os.
     settings = preprocess_settings(cast("dict[str, Any]", model.data_config))
     meta = build_metadata(model, classes, metadata, format, settings)
 
-    checked, worst = 0, None
-    report: dict[str, Any] = {}
+    tmp = temp_path_beside(out)     # recorded; a killed export's is removed by the next (fileio.clean_leftovers)
     try:
-        # The file is written and verified under a temporary name of its own (recorded: a killed export's is
-        # removed by the next, fileio.clean_leftovers), and takes its name only once verified.
-        with new_file(out, overwrite) as tmp:
-            try:
-                writer(model, settings, classes, meta, tmp)
-            except OSError as exc:      # a full disk, a vanished folder: one sentence, and the partial file goes
-                raise ExportError(f"The export could not be written to '{out.parent}': "
-                                  f"{exc.strerror or exc}.") from exc
-            if verify:
-                checked, worst, report = _verify(model, tmp, format, classes, settings, check_images,
-                                                 measure_device, latency_repeats, eval_images)
-    except FileExistsError:     # without overwrite, a file made there during the export stays
-        raise ExportError(f"'{out}' already exists (it appeared during the export); choose another "
-                          "name or allow overwriting it.") from None
-    except OSError as exc:      # no temporary could be made beside it, or it could not take its name
-        raise ExportError(f"Cannot write into '{out.parent}': {exc.strerror or exc}.") from exc
+        try:
+            writer(model, settings, classes, meta, tmp)
+        except OSError as exc:      # a full disk, a vanished folder: one sentence, and the partial file goes
+            raise ExportError(f"The export could not be written to '{out.parent}': "
+                              f"{exc.strerror or exc}.") from exc
+        checked, worst = 0, None
+        report: dict[str, Any] = {}
+        if verify:
+            checked, worst, report = _verify(model, tmp, format, classes, settings, check_images, measure_device,
+                                             latency_repeats, eval_images)
+        _publish(tmp, out, overwrite)
+    finally:
+        discard(tmp)                # gone already once published
 
     size = out.stat().st_size / 1e6
     label = {"torchscript": "TorchScript", "onnx": "ONNX"}[format]
@@ -109,6 +105,15 @@ def _verify(model: torch.nn.Module, tmp: Path, format: str, classes: list[str], 
         raise ExportError(f"The exported file disagrees with the engine by up to {worst:.2e} in probability "
                           f"(allowed {TOLERANCE:.0e}); it was not saved.")
     return checked, worst, report
+
+
+def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
+    """The verified file takes its name: replacing a file there only with ``overwrite``."""
+    try:
+        publish(tmp, out, overwrite)        # without overwrite, a file made there during the export stays
+    except FileExistsError:
+        raise ExportError(f"'{out}' already exists (it appeared during the export); choose another "
+                          "name or allow overwriting it.") from None
 
 
 def _add_measurements(result: ExportResult, report: dict[str, Any], repeats: int, labels: list[int] | None,
