@@ -22,15 +22,17 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "packaging"))
+sys.path.insert(0, str(ROOT))
+
+from make_screenshots import _settle, _wait  # noqa: E402
 
 
 def rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return psutil.Process().memory_info().rss / 2**20      # what the Train step's memory chart reads
 
 
 def tensor_mb() -> float:
@@ -76,11 +78,12 @@ def main() -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtWidgets import QApplication
 
+    from app import jobs
     from app.main_window import TRAIN, MainWindow
     from app.settings import Settings
     from dtl_engine.data.sample import ensure_sample_dataset
 
-    qt = QApplication.instance() or QApplication([])
+    QApplication.instance() or QApplication([])
     if args.keep_freed:
         import app.worker
 
@@ -97,22 +100,9 @@ def main() -> int:
     window.resize(1280, 820)
     window.show()
 
-    def pump(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            qt.processEvents()
-            time.sleep(0.02)
-
-    def wait(until, timeout: float) -> None:
-        end = time.monotonic() + timeout
-        while not until():
-            if time.monotonic() > end:
-                raise SystemExit("timed out")
-            pump(0.1)
-
     window.data_page.open_folder(str(data))
-    wait(lambda: window.step_states()[0][0], 300)
-    pump(args.idle_seconds)
+    _wait("the folder's scan", lambda: window.step_states()[0][0], 300)
+    _settle(args.idle_seconds)
     gc.collect()
     print(f"before any run: {rss_mb():7.0f} MB resident, {tensor_mb():6.1f} MB of tensors", flush=True)
     before = type_counts()
@@ -123,10 +113,10 @@ def main() -> int:
         window.show_step(TRAIN)
         started = time.monotonic()
         window.start_training()
-        wait(lambda: bool(ended), 7200)
+        _wait(f"run {run}", lambda: bool(ended), 7200)
         page.run_finished.disconnect(ended.append)
-        wait(lambda: not window_busy(), 600)
-        pump(args.idle_seconds)
+        _wait("the jobs after the run (its evaluation)", lambda: not jobs.active_jobs(), 600)
+        _settle(args.idle_seconds)
         gc.collect()
         counts = type_counts()
         grown = ", ".join(f"{name} +{n}" for name, n in (counts - before).most_common(6))
@@ -136,12 +126,6 @@ def main() -> int:
     window.close()
     shutil.rmtree(home, ignore_errors=True)
     return 0
-
-
-def window_busy() -> bool:
-    from app import jobs
-
-    return bool(jobs.active_jobs())
 
 
 if __name__ == "__main__":
