@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QApplication
 # The charts' series colours: colour-blind friendly (Okabe-Ito), readable on white.
 BLUE, ORANGE, GREEN, GREY, PURPLE = "#0072B2", "#D55E00", "#009E73", "#8a8a8a", "#CC79A7"
 
+
 def resources_dir() -> Path:
     """The resources/ folder, in a source checkout or inside a frozen bundle."""
     bundle = getattr(sys, "_MEIPASS", None)

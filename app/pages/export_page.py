@@ -39,6 +39,7 @@ def onnx_available() -> bool:
 
 NO_EXPORT_HINT = "Export the model first; then drop images here or press “Add images…” to see what it predicts."
 
+
 def documents_folder() -> Path:
     """The user's Documents folder when it exists, else the home folder (never a folder made for us)."""
     docs = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)

@@ -17,7 +17,6 @@ from PySide6.QtWidgets import QGridLayout, QWidget
 from app.theme import BLUE, GREEN, GREY, ORANGE, PURPLE
 
 
-
 class SeriesBuffer:
     """Append-only (x, y) float64 buffers with amortised growth."""
 
