@@ -100,22 +100,20 @@ EXTRA_SIZES: list[tuple[int, int]] = []     # from --sizes
 
 
 def _save(window, step: int, name: str, out: Path, width: int) -> Path:
-    """Grab ``step`` at the main window size (and at every extra size); returns the main picture."""
-    for size in EXTRA_SIZES:
-        window.resize(*size)
-        _grab(window, step, f"{name}-{size[0]}x{size[1]}", out, 0)
-    window.resize(*WINDOW_SIZE)
-    return _grab(window, step, name, out, width)
+    """Grab ``step`` at every extra size, then at the main window size; returns the main picture."""
+    window.show_step(step)
+    return _save_widget(window, name, out, width, WINDOW_SIZE)
 
 
-def _save_widget(widget, name: str, out: Path) -> Path:
-    """Grab a window of its own (Compare, Classify a folder…) at its size, then at every extra size."""
-    size = widget.size()
+def _save_widget(widget, name: str, out: Path, width: int = 0, size: tuple[int, int] | None = None) -> Path:
+    """Grab a window (the main one, Compare, Classify a folder…) at every extra size, then at ``size`` (its
+    own size by default), scaled to ``width``; returns that last picture."""
+    size = size or (widget.width(), widget.height())
     for extra in EXTRA_SIZES:
         widget.resize(*extra)
         _grab_widget(widget, f"{name}-{extra[0]}x{extra[1]}", out, 0)
-    widget.resize(size)
-    return _grab_widget(widget, name, out, 0)
+    widget.resize(*size)
+    return _grab_widget(widget, name, out, width)
 
 
 def _grab(window, step: int, name: str, out: Path, width: int) -> Path:
